@@ -1,0 +1,57 @@
+"""frugal-chains: cut LLM bills in LangChain and LlamaIndex apps, with spend you can measure.
+
+Importing this package is cheap: every public name is loaded on first use (no litellm, llama_index, redis or
+torch at import).
+
+Example:
+    >>> from frugal_chains import Budget, Price
+    >>> Budget(max_usd=2.0, scope="user", window="day").scope
+    'user'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from frugal_chains._lazy import lazy_exports
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Attribution": ".accounting.usage",
+    "Budget": ".budget.budget",
+    "BudgetExceededError": ".errors",
+    "BudgetGuard": ".budget.guard",
+    "CallRecord": ".accounting.usage",
+    "ConfigurationError": ".errors",
+    "FrugalChainsError": ".errors",
+    "LedgerUnavailableError": ".errors",
+    "Price": ".accounting.usage",
+    "PriceBook": ".accounting.pricing",
+    "RedisLedger": ".accounting.redis",
+    "SQLiteLedger": ".accounting.sqlite",
+    "SpendLedger": ".accounting.ledger",
+    "UnknownModelPriceError": ".errors",
+    "Usage": ".accounting.usage",
+    "attribute": ".accounting.context",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from frugal_chains.accounting.context import attribute
+    from frugal_chains.accounting.ledger import SpendLedger
+    from frugal_chains.accounting.pricing import PriceBook
+    from frugal_chains.accounting.redis import RedisLedger
+    from frugal_chains.accounting.sqlite import SQLiteLedger
+    from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
+    from frugal_chains.budget.budget import Budget
+    from frugal_chains.budget.guard import BudgetGuard
+    from frugal_chains.errors import (
+        BudgetExceededError,
+        ConfigurationError,
+        FrugalChainsError,
+        LedgerUnavailableError,
+        UnknownModelPriceError,
+    )

@@ -1,0 +1,55 @@
+"""Attribution from the surrounding code: a context manager any framework adapter reads.
+
+LangChain calls carry attribution in run metadata (``feature``, ``user_id``, ``tenant_id``, ``task_id``);
+LlamaIndex has no per-call metadata, so ``with attribute(...)`` is how its calls are attributed. In LangChain
+both work; run metadata wins over the context. Context variables follow threads started with
+``contextvars.copy_context`` and every asyncio task, so concurrent requests never mix.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from frugal_chains.accounting.usage import Attribution
+
+__all__ = ["attribute", "current_attribution"]
+
+_current: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
+    "frugal_chains_attribution", default=None
+)
+
+
+def current_attribution() -> Attribution:
+    """The attribution set by the innermost :func:`attribute` block (empty outside any)."""
+    return _current.get() or Attribution()
+
+
+@contextmanager
+def attribute(
+    *,
+    feature: str | None = None,
+    user_id: str | None = None,
+    tenant_id: str | None = None,
+    task_id: str | None = None,
+    tags: Sequence[str] = (),
+) -> Iterator[Attribution]:
+    """Attribute every LLM call inside the block. Nested blocks inherit what they do not set.
+
+    Example:
+        >>> from frugal_chains import attribute
+        >>> from frugal_chains.accounting import current_attribution
+        >>> with attribute(feature="faq", user_id="u1"):
+        ...     with attribute(user_id="u2"):
+        ...         a = current_attribution()
+        >>> a.feature, a.user_id
+        ('faq', 'u2')
+    """
+    mine = Attribution(feature=feature, user_id=user_id, tenant_id=tenant_id, task_id=task_id, tags=tuple(tags))
+    combined = mine.merged(current_attribution())
+    token = _current.set(combined)
+    try:
+        yield combined
+    finally:
+        _current.reset(token)

@@ -1,0 +1,273 @@
+"""The spend ledger: where reservations, commits and call records live.
+
+A ledger knows nothing about budgets. It keeps **counters** (one per budget scope key and window, e.g.
+``user|day|u1``) split in time **buckets**, each holding four integers: committed nano-USD, committed tokens,
+reserved nano-USD, reserved tokens. A :class:`Claim` names a counter, the bucket a call writes, the oldest
+bucket still inside the window, and the limits to check. :meth:`SpendLedger.reserve` checks every claim and adds
+the reservation to all of them **atomically** (one SQLite ``BEGIN IMMEDIATE`` transaction, one Redis Lua
+script), so concurrent calls in threads, tasks, processes or hosts cannot overspend together.
+
+Reservations are idempotent by id: committing twice, or releasing after a commit, changes nothing. A
+reservation that is neither committed nor released before ``expires_at`` (a crashed process) is released by
+the next ``reserve`` on the same ledger. A commit for an unknown or expired reservation (a call let through
+while the ledger was down, or a very slow one) adds the actual spend without subtracting anything.
+
+Implementations: :class:`~frugal_chains.accounting.SQLiteLedger` (embedded default, a file or ``:memory:``) and
+:class:`~frugal_chains.accounting.RedisLedger` (many processes and hosts).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from frugal_chains.accounting.usage import CallRecord, nano_to_usd
+from frugal_chains.errors import ConfigurationError
+
+__all__ = [
+    "Claim",
+    "CommitResult",
+    "Counter",
+    "ReserveResult",
+    "SpendLedger",
+    "SpendRow",
+    "summarize",
+]
+
+GroupBy = Literal["feature", "user", "tenant", "model", "day", "task", "outcome"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counter:
+    """Amounts of one counter over a window (integers: nano-USD and tokens)."""
+
+    committed_nano: int = 0
+    committed_tokens: int = 0
+    reserved_nano: int = 0
+    reserved_tokens: int = 0
+
+    @property
+    def total_nano(self) -> int:
+        return self.committed_nano + self.reserved_nano
+
+    @property
+    def total_tokens(self) -> int:
+        return self.committed_tokens + self.reserved_tokens
+
+    @property
+    def committed_usd(self) -> float:
+        return nano_to_usd(self.committed_nano)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """One counter a reservation must fit in."""
+
+    counter: str
+    """Counter name, ``scope|window|key``."""
+    bucket: int
+    """The bucket this call writes."""
+    min_bucket: int
+    """The oldest bucket inside the window; buckets ``min_bucket..bucket`` are summed."""
+    limit_nano: int | None = None
+    limit_tokens: int | None = None
+    enforce: bool = True
+    """False for ``on_exceed="warn"`` budgets: checked and reported, never refused."""
+    ttl_s: int | None = None
+    """How long a backend that expires data (Redis) must keep this bucket."""
+
+    def __post_init__(self) -> None:
+        if self.min_bucket > self.bucket:
+            raise ConfigurationError("Claim.min_bucket must not be after Claim.bucket.", field="min_bucket")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveResult:
+    """What :meth:`SpendLedger.reserve` found.
+
+    ``before`` holds each claim's counter *before* this reservation, in the order of the claims.
+    ``ok`` is False when an enforced claim would pass its limit; ``denied`` is its index and nothing was
+    reserved. ``exceeded`` lists the indexes of non-enforced claims that passed their limit (the reservation
+    was made).
+    """
+
+    ok: bool
+    before: tuple[Counter, ...]
+    denied: int | None = None
+    denied_unit: Literal["usd", "tokens"] | None = None
+    exceeded: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitResult:
+    """What :meth:`SpendLedger.commit` did: ``applied`` is False for a repeated commit (nothing changed).
+    ``after`` holds each claim's counter after the commit (empty when not applied)."""
+
+    applied: bool
+    after: tuple[Counter, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpendRow:
+    """One group of :meth:`SpendLedger.summary`."""
+
+    key: str
+    calls: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    cache_hits: int
+    saved_usd: float
+
+
+@runtime_checkable
+class SpendLedger(Protocol):
+    """Where spend is reserved, committed and recorded. Sync and async methods both work.
+
+    Example:
+        >>> from frugal_chains.accounting import Claim, SQLiteLedger
+        >>> ledger = SQLiteLedger(":memory:")
+        >>> claim = Claim(counter="global|all|*", bucket=0, min_bucket=0, limit_nano=1_000)
+        >>> ledger.reserve("r1", [claim], nano=600, tokens=10, expires_at=9e9).ok
+        True
+        >>> ledger.reserve("r2", [claim], nano=600, tokens=10, expires_at=9e9).ok
+        False
+        >>> ledger.commit("r1", [claim], nano=400, tokens=8).applied
+        True
+        >>> ledger.counter("global|all|*", 0, 0).committed_nano
+        400
+    """
+
+    def reserve(
+        self, reservation_id: str, claims: Sequence[Claim], *, nano: int, tokens: int, expires_at: float
+    ) -> ReserveResult: ...
+
+    def commit(
+        self,
+        reservation_id: str,
+        claims: Sequence[Claim],
+        *,
+        nano: int,
+        tokens: int,
+        record: CallRecord | None = None,
+    ) -> CommitResult: ...
+
+    def release(self, reservation_id: str) -> bool: ...
+
+    def add_record(self, record: CallRecord) -> None: ...
+
+    def counter(self, counter: str, min_bucket: int, max_bucket: int) -> Counter: ...
+
+    def records(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        feature: str | None = None,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        model: str | None = None,
+        task_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[CallRecord]: ...
+
+    def summary(
+        self, by: GroupBy = "feature", *, since: float | None = None, until: float | None = None
+    ) -> list[SpendRow]: ...
+
+    async def areserve(
+        self, reservation_id: str, claims: Sequence[Claim], *, nano: int, tokens: int, expires_at: float
+    ) -> ReserveResult: ...
+
+    async def acommit(
+        self,
+        reservation_id: str,
+        claims: Sequence[Claim],
+        *,
+        nano: int,
+        tokens: int,
+        record: CallRecord | None = None,
+    ) -> CommitResult: ...
+
+    async def arelease(self, reservation_id: str) -> bool: ...
+
+    async def aadd_record(self, record: CallRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def check_claims(
+    claims: Sequence[Claim], before: Sequence[Counter], nano: int, tokens: int
+) -> tuple[int | None, Literal["usd", "tokens"] | None, tuple[int, ...]]:
+    """Shared by backends that check in the host language: ``(denied index, its unit, exceeded warn claims)``."""
+    exceeded: list[int] = []
+    for i, (claim, cur) in enumerate(zip(claims, before, strict=True)):
+        unit: Literal["usd", "tokens"] | None = None
+        if claim.limit_nano is not None and cur.total_nano + nano > claim.limit_nano:
+            unit = "usd"
+        elif claim.limit_tokens is not None and cur.total_tokens + tokens > claim.limit_tokens:
+            unit = "tokens"
+        if unit is None:
+            continue
+        if claim.enforce:
+            return i, unit, ()
+        exceeded.append(i)
+    return None, None, tuple(exceeded)
+
+
+def distinct_writes(claims: Sequence[Claim]) -> list[tuple[str, int]]:
+    """The (counter, bucket) pairs a reservation writes, each once even if several budgets share it."""
+    return list(dict.fromkeys((c.counter, c.bucket) for c in claims))
+
+
+def _group_key(record: CallRecord, by: GroupBy) -> str:
+    a = record.attribution
+    value = {
+        "feature": a.feature,
+        "user": a.user_id,
+        "tenant": a.tenant_id,
+        "model": record.model,
+        "day": record.day,
+        "task": a.task_id,
+        "outcome": record.outcome,
+    }[by]
+    return value if value is not None else "(none)"
+
+
+def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
+    """Group call records, most expensive first."""
+    if by not in ("feature", "user", "tenant", "model", "day", "task", "outcome"):
+        raise ConfigurationError(
+            f"summary(by=...) must be one of feature, user, tenant, model, day, task, outcome; got {by!r}.",
+            field="by",
+        )
+    acc: dict[str, list[float]] = {}
+    for r in records:
+        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0])
+        row[0] += 1
+        row[1] += r.cost_usd
+        row[2] += r.usage.input_tokens
+        row[3] += r.usage.output_tokens
+        row[4] += 1 if r.outcome == "cache_hit" else 0
+        row[5] += r.saved_usd
+    rows = [
+        SpendRow(
+            key=k,
+            calls=int(v[0]),
+            cost_usd=v[1],
+            input_tokens=int(v[2]),
+            output_tokens=int(v[3]),
+            cache_hits=int(v[4]),
+            saved_usd=v[5],
+        )
+        for k, v in acc.items()
+    ]
+    rows.sort(key=lambda r: (-r.cost_usd, r.key))
+    return rows
+
+
+def now() -> float:
+    """The ledger clock (UTC unix seconds); a seam for tests."""
+    return time.time()

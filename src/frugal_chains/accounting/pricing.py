@@ -1,0 +1,265 @@
+"""Model prices: LiteLLM's price map, read offline, plus user overrides.
+
+LiteLLM's map is read from the JSON file shipped inside the ``litellm`` wheel, without importing litellm
+(that import takes seconds and would fetch the map from the internet unless
+``LITELLM_LOCAL_MODEL_COST_MAP=True``). If your process has already imported litellm, its live
+``litellm.model_cost`` is used instead, so ``litellm.register_model(...)`` entries count.
+
+Lookup order for a model name: your ``prices`` overrides (exact name, then without a ``provider/`` prefix),
+then LiteLLM (``name``, ``provider/name``, ``name`` without its prefix). An unknown model raises
+:class:`~frugal_chains.errors.UnknownModelPriceError` (``unknown_model="raise"``, the default) or, with
+``unknown_model="warn"``, logs one warning per model and is charged at ``fallback_price`` (``$0`` only if you
+leave that unset, and then the warning says so).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from frugal_chains.accounting.usage import Price, Usage
+from frugal_chains.errors import ConfigurationError, UnknownModelPriceError
+
+__all__ = ["PriceBook", "litellm_price", "normalize_provider"]
+
+log = logging.getLogger("frugal_chains.pricing")
+
+# LangChain's ls_provider / _llm_type names -> LiteLLM provider prefixes.
+_PROVIDER_ALIASES = {
+    "google_genai": "gemini",
+    "google_vertexai": "vertex_ai",
+    "google": "gemini",
+    "mistralai": "mistral",
+    "together": "together_ai",
+    "amazon_bedrock": "bedrock",
+    "bedrock_converse": "bedrock",
+    "azure_openai": "azure",
+    "anthropic-chat": "anthropic",
+    "openai-chat": "openai",
+    "azure-openai-chat": "azure",
+}
+
+_TIER_RE = re.compile(r"^(?P<base>.+)_above_(?P<n>\d+)k_tokens$")
+
+
+def normalize_provider(provider: str | None) -> str | None:
+    """Map a LangChain provider name (``ls_provider``) to LiteLLM's prefix."""
+    if not provider:
+        return None
+    p = provider.lower()
+    return _PROVIDER_ALIASES.get(p, p)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_cost_map() -> dict[str, Any]:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError('litellm is not installed: pip install "frugal-chains" brings it (price map).')
+    for location in spec.submodule_search_locations:
+        path = os.path.join(location, "model_prices_and_context_window_backup.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+            return data
+    # Layout changed: fall back to the library itself, offline.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return dict(litellm.model_cost)
+
+
+def _cost_map() -> Mapping[str, Any]:
+    mod = sys.modules.get("litellm")
+    live = getattr(mod, "model_cost", None) if mod is not None else None
+    if isinstance(live, dict) and live:
+        return live
+    return _shipped_cost_map()
+
+
+def _per_million(v: Any) -> float | None:
+    return float(v) * 1_000_000 if isinstance(v, (int, float)) else None
+
+
+def _price_from_entry(entry: Mapping[str, Any], suffix: str = "") -> Price | None:
+    inp = _per_million(entry.get(f"input_cost_per_token{suffix}"))
+    out = _per_million(entry.get(f"output_cost_per_token{suffix}"))
+    if inp is None or out is None:
+        return None
+    max_out = entry.get("max_output_tokens") or entry.get("max_tokens")
+    return Price(
+        input=inp,
+        output=out,
+        cache_read=_per_million(entry.get(f"cache_read_input_token_cost{suffix}")),
+        cache_write=_per_million(entry.get(f"cache_creation_input_token_cost{suffix}")),
+        cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr")) if not suffix else None,
+        reasoning=_per_million(entry.get("output_cost_per_reasoning_token")) if not suffix else None,
+        max_output_tokens=int(max_out) if isinstance(max_out, (int, float)) and max_out > 0 else None,
+    )
+
+
+def _price_from_litellm(entry: Mapping[str, Any]) -> Price | None:
+    base = _price_from_entry(entry)
+    if base is None:
+        return None
+    thresholds = sorted(
+        {int(m.group("n")) for k in entry if (m := _TIER_RE.match(k)) and m.group("base") == "input_cost_per_token"}
+    )
+    tiers = []
+    for n in thresholds:
+        tier = _price_from_entry(entry, f"_above_{n}k_tokens")
+        if tier is not None:
+            # a tier inherits the cache rates the map does not restate for it
+            tier = Price(
+                input=tier.input,
+                output=tier.output,
+                cache_read=tier.cache_read if tier.cache_read is not None else base.cache_read,
+                cache_write=tier.cache_write if tier.cache_write is not None else base.cache_write,
+                cache_write_1h=base.cache_write_1h,
+                reasoning=base.reasoning,
+                max_output_tokens=base.max_output_tokens,
+            )
+            tiers.append((n * 1000, tier))
+    if tiers:
+        base = Price(
+            input=base.input,
+            output=base.output,
+            cache_read=base.cache_read,
+            cache_write=base.cache_write,
+            cache_write_1h=base.cache_write_1h,
+            reasoning=base.reasoning,
+            max_output_tokens=base.max_output_tokens,
+            long_context=tuple(tiers),
+        )
+    return base
+
+
+def _candidates(model: str, provider: str | None) -> list[str]:
+    names = [model]
+    if provider and not model.startswith(provider + "/"):
+        names.append(f"{provider}/{model}")
+    if "/" in model:
+        names.append(model.split("/", 1)[1])
+    return names
+
+
+def litellm_price(model: str, provider: str | None = None) -> Price | None:
+    """The price LiteLLM's map gives a model, or ``None``.
+
+    Example:
+        >>> from frugal_chains.accounting import litellm_price
+        >>> litellm_price("gpt-4o-mini").input
+        0.15
+    """
+    cmap = _cost_map()
+    for name in _candidates(model, normalize_provider(provider)):
+        entry = cmap.get(name)
+        if isinstance(entry, Mapping):
+            price = _price_from_litellm(entry)
+            if price is not None:
+                return price
+    return None
+
+
+class PriceBook:
+    """Resolves a model name to a :class:`~frugal_chains.Price`.
+
+    Args:
+        prices: overrides and custom or self-hosted models, ``{"my-llama": Price(input=0.5, output=0.5)}``
+            (USD per million tokens). They win over LiteLLM's map.
+        unknown_model: ``"raise"`` (default): a model with no price raises ``UnknownModelPriceError``, before
+            any call is made. ``"warn"``: log one warning per model and charge ``fallback_price``.
+        fallback_price: the price of unknown models with ``unknown_model="warn"``.
+        use_litellm: look models up in LiteLLM's price map (default ``True``).
+
+    Example:
+        >>> from frugal_chains import Price, Usage
+        >>> from frugal_chains.accounting import PriceBook
+        >>> book = PriceBook({"my-llama": Price(input=0.5, output=0.5)})
+        >>> book.cost("my-llama", Usage(input_tokens=2_000_000, output_tokens=0))
+        1.0
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[str, Price] | None = None,
+        *,
+        unknown_model: Literal["raise", "warn"] = "raise",
+        fallback_price: Price | None = None,
+        use_litellm: bool = True,
+    ) -> None:
+        if unknown_model not in ("raise", "warn"):
+            raise ConfigurationError(
+                f"unknown_model must be 'raise' or 'warn', got {unknown_model!r}.", field="unknown_model"
+            )
+        prices = dict(prices or {})
+        for name, price in prices.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"prices keys must be model names, got {name!r}.", field="prices")
+            if not isinstance(price, Price):
+                raise ConfigurationError(
+                    f"prices[{name!r}] must be a frugal_chains.Price (USD per million tokens), got {price!r}.",
+                    field="prices",
+                )
+        if fallback_price is not None and not isinstance(fallback_price, Price):
+            raise ConfigurationError("fallback_price must be a frugal_chains.Price.", field="fallback_price")
+        self._prices = prices
+        self.unknown_model = unknown_model
+        self.fallback_price = fallback_price
+        self.use_litellm = use_litellm
+        self._cache: dict[tuple[str, str | None], Price | None] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def find(self, model: str, provider: str | None = None) -> Price | None:
+        """The price of ``model``, or ``None`` when nobody knows it."""
+        key = (model, provider)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        price = self._prices.get(model)
+        if price is None and "/" in model:
+            price = self._prices.get(model.split("/", 1)[1])
+        if price is None and self.use_litellm:
+            price = litellm_price(model, provider)
+        with self._lock:
+            self._cache[key] = price
+        return price
+
+    def price_for(self, model: str, provider: str | None = None) -> Price:
+        """The price of ``model``; an unknown model raises or warns as configured."""
+        price, _known = self.resolve(model, provider)
+        return price
+
+    def resolve(self, model: str, provider: str | None = None) -> tuple[Price, bool]:
+        """``(price, known)``: ``known`` is False when the fallback price was used."""
+        price = self.find(model, provider)
+        if price is not None:
+            return price, True
+        if self.unknown_model == "raise":
+            raise UnknownModelPriceError(model)
+        with self._lock:
+            first = model not in self._warned
+            self._warned.add(model)
+        if first:
+            if self.fallback_price is None:
+                log.warning(
+                    "No price is known for model %r: its calls are recorded at $0 (tokens still count). "
+                    "Pass prices={%r: Price(...)} or fallback_price= to price it.",
+                    model,
+                    model,
+                )
+            else:
+                log.warning("No price is known for model %r: charging fallback_price %s.", model, self.fallback_price)
+        return (self.fallback_price or Price(input=0.0, output=0.0)), False
+
+    def cost(self, model: str, usage: Usage, provider: str | None = None) -> float:
+        """USD for ``usage`` on ``model``."""
+        return self.price_for(model, provider).cost(usage)

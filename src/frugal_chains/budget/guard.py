@@ -1,0 +1,572 @@
+"""The framework-free reserve -> commit -> release guard that both adapters drive.
+
+Lifecycle of one provider call::
+
+    plan = guard.plan(messages, model=..., max_output_tokens=..., attribution=...)   # worst case, no I/O
+    res = guard.reserve(plan)          # atomically reserve the worst case in every budget, or raise
+    ...provider call...
+    guard.commit(res, usage)           # replace the reservation with the actual cost, write a CallRecord
+    guard.release(res)                 # (on error) give the reservation back
+    guard.cache_hit(res, usage)        # (served from a cache) give it back and record a $0 hit
+
+If the ledger is unreachable: ``reserve`` raises :class:`~frugal_chains.errors.LedgerUnavailableError`
+(``on_ledger_error="closed"``, the default) or lets the call through unreserved (``"open"``). A commit or a
+release that cannot reach the ledger is queued in memory and retried before the next operation and on
+:meth:`BudgetGuard.flush`; commits are idempotent by reservation id, so a retry never counts twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from frugal_chains.accounting.ledger import Claim, CommitResult, Counter, ReserveResult, SpendLedger
+from frugal_chains.accounting.pricing import PriceBook
+from frugal_chains.accounting.tokens import TokenEstimator, uses_prompt_caching
+from frugal_chains.accounting.usage import (
+    Attribution,
+    CallRecord,
+    Outcome,
+    Price,
+    Usage,
+    nano_to_usd,
+    usd_to_nano,
+)
+from frugal_chains.budget.alerts import DAILY_COUNTER, Alert, AlertHook, AnomalyDetector, call_hook
+from frugal_chains.budget.budget import Budget
+from frugal_chains.errors import BudgetExceededError, ConfigurationError, LedgerUnavailableError
+
+__all__ = ["BudgetGuard", "CallPlan", "Reservation"]
+
+log = logging.getLogger("frugal_chains.budget")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallPlan:
+    """The worst case of one call, computed before it is made."""
+
+    model: str
+    provider: str | None
+    price: Price
+    price_known: bool
+    input_tokens: int
+    """Estimated prompt tokens, margin included."""
+    max_output_tokens: int
+    worst_usd: float
+    prompt_caching: bool
+    attribution: Attribution
+
+    @property
+    def worst_tokens(self) -> int:
+        return self.input_tokens + self.max_output_tokens
+
+
+@dataclass(kw_only=True)
+class Reservation:
+    """A reservation made by :meth:`BudgetGuard.reserve` (hand it back to commit, release or cache_hit)."""
+
+    id: str
+    plan: CallPlan
+    claims: tuple[Claim, ...]
+    budgets: tuple[Budget | None, ...]
+    """Aligned with ``claims``; ``None`` for the guard's own daily counter."""
+    nano: int
+    tokens: int
+    ts: float
+    started: float = field(default_factory=time.perf_counter)
+    in_ledger: bool = True
+    """False when the ledger was down and ``on_ledger_error="open"`` let the call through."""
+
+
+_PendingOp = tuple[Literal["commit", "release"], str, tuple[Claim, ...], int, int, "CallRecord | None"]
+
+
+class BudgetGuard:
+    """Prices, reserves and records LLM calls against budgets. Framework-free; thread- and task-safe.
+
+    Args:
+        budgets: the limits to enforce (may be empty: then the guard only prices and records).
+        ledger: where spend lives; default a new in-memory :class:`~frugal_chains.SQLiteLedger`.
+        prices: a :class:`~frugal_chains.accounting.PriceBook`, or a mapping of overrides
+            ``{"my-llama": Price(...)}`` over LiteLLM's price map.
+        unknown_model: ``"raise"`` (default) or ``"warn"``, for models with no price (see ``PriceBook``).
+        margins: token-estimate safety margins by provider (see ``TokenEstimator``).
+        on_ledger_error: ``"closed"`` (default): refuse calls while the ledger is unreachable. ``"open"``:
+            let them through; their spend is written when the ledger is back.
+        reservation_ttl: a reservation not committed or released by then is given back by the ledger
+            (a crashed process cannot hold budget forever). Default one hour.
+        on_alert: hook called with an :class:`~frugal_chains.budget.Alert` (default: a logged warning).
+        anomaly: an :class:`~frugal_chains.budget.AnomalyDetector`, or ``None`` to turn the check off.
+        clock: the time source (UTC unix seconds); a seam for tests.
+
+    Example:
+        >>> from frugal_chains import Budget, Price, Usage
+        >>> from frugal_chains.budget import BudgetGuard
+        >>> guard = BudgetGuard([Budget(max_usd=0.01, scope="global")], prices={"m": Price(input=1, output=2)})
+        >>> plan = guard.plan([{"role": "user", "content": "hi"}], model="m", max_output_tokens=1000)
+        >>> res = guard.reserve(plan)
+        >>> record = guard.commit(res, Usage(input_tokens=12, output_tokens=100))
+        >>> round(record.cost_usd, 6)
+        0.000212
+    """
+
+    def __init__(
+        self,
+        budgets: Sequence[Budget] = (),
+        *,
+        ledger: SpendLedger | None = None,
+        prices: PriceBook | Mapping[str, Price] | None = None,
+        unknown_model: Literal["raise", "warn"] = "raise",
+        margins: Mapping[str, float] | None = None,
+        on_ledger_error: Literal["closed", "open"] = "closed",
+        reservation_ttl: timedelta = timedelta(hours=1),
+        on_alert: AlertHook | None = None,
+        anomaly: AnomalyDetector | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        budgets = tuple(budgets)
+        for i, b in enumerate(budgets):
+            if not isinstance(b, Budget):
+                raise ConfigurationError(
+                    f"budgets[{i}] must be a frugal_chains.Budget, got {type(b).__name__}.", field="budgets"
+                )
+        if on_ledger_error not in ("closed", "open"):
+            raise ConfigurationError(
+                f"on_ledger_error must be 'closed' or 'open', got {on_ledger_error!r}.", field="on_ledger_error"
+            )
+        if not isinstance(reservation_ttl, timedelta) or reservation_ttl.total_seconds() <= 0:
+            raise ConfigurationError("reservation_ttl must be a positive timedelta.", field="reservation_ttl")
+        if ledger is None:
+            from frugal_chains.accounting.sqlite import SQLiteLedger
+
+            ledger = SQLiteLedger(":memory:")
+        elif not isinstance(ledger, SpendLedger):
+            raise ConfigurationError(
+                f"ledger must implement SpendLedger (SQLiteLedger, RedisLedger), got {type(ledger).__name__}.",
+                field="ledger",
+            )
+        if isinstance(prices, PriceBook):
+            self.prices = prices
+        else:
+            self.prices = PriceBook(prices, unknown_model=unknown_model)
+        self.budgets = budgets
+        self.ledger = ledger
+        self.estimator = TokenEstimator(margins)
+        self.on_ledger_error = on_ledger_error
+        self.reservation_ttl = reservation_ttl
+        self.on_alert = on_alert
+        self.anomaly = anomaly if anomaly is not None else AnomalyDetector()
+        self.clock = clock
+        self._pending: collections.deque[_PendingOp] = collections.deque()
+        self._pending_lock = threading.Lock()
+
+    # -- planning (no I/O) ---------------------------------------------------------------------------------
+    def plan(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str,
+        provider: str | None = None,
+        max_output_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        attribution: Attribution | None = None,
+        input_tokens: int | None = None,
+    ) -> CallPlan:
+        """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
+        (the call's ``max_output_tokens``, else the model's maximum output), at the highest rates that apply."""
+        price, known = self.prices.resolve(model, provider)
+        cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
+        if cap is None:
+            if self.budgets:
+                raise ConfigurationError(
+                    f"No output cap is known for model {model!r}: set max_tokens on the model, or pass "
+                    f"prices={{{model!r}: Price(..., max_output_tokens=...)}}.",
+                    field="max_tokens",
+                )
+            cap = 0
+        if input_tokens is None:
+            input_tokens = self.estimator.estimate(messages, model=model, provider=provider, tools=tools)
+        caching = uses_prompt_caching(messages)
+        return CallPlan(
+            model=model,
+            provider=provider,
+            price=price,
+            price_known=known,
+            input_tokens=input_tokens,
+            max_output_tokens=int(cap),
+            worst_usd=price.worst_case_cost(input_tokens, int(cap), prompt_caching=caching),
+            prompt_caching=caching,
+            attribution=attribution or Attribution(),
+        )
+
+    def _claims(self, plan: CallPlan, t: float) -> tuple[tuple[Claim, ...], tuple[Budget | None, ...]]:
+        claims = [b.claim(plan.attribution, t) for b in self.budgets]
+        day = int(t // 86400)
+        claims.append(Claim(counter=DAILY_COUNTER, bucket=day, min_bucket=day, enforce=False, ttl_s=40 * 86400))
+        return tuple(claims), (*self.budgets, None)
+
+    # -- reserve -------------------------------------------------------------------------------------------
+    def _new_reservation(self, plan: CallPlan) -> Reservation:
+        t = self.clock()
+        claims, budgets = self._claims(plan, t)
+        return Reservation(
+            id=uuid.uuid4().hex,
+            plan=plan,
+            claims=claims,
+            budgets=budgets,
+            nano=usd_to_nano(plan.worst_usd, round_up=True),
+            tokens=plan.worst_tokens,
+            ts=t,
+        )
+
+    def _after_reserve(self, res: Reservation, result: ReserveResult) -> Reservation:
+        if not result.ok:
+            assert result.denied is not None
+            budget = res.budgets[result.denied]
+            assert budget is not None
+            raise self._exceeded(budget, res, result.before[result.denied], result.denied_unit or "usd")
+        for i in result.exceeded:
+            budget = res.budgets[i]
+            if budget is None:
+                continue
+            err = self._exceeded(budget, res, result.before[i], "usd")
+            call_hook(
+                self.on_alert,
+                Alert(
+                    kind="exceeded",
+                    message=f"(warn only, the call goes ahead) {err}",
+                    budget=budget,
+                    scope_key=err.scope_key,
+                    spent=err.spent,
+                    limit=err.limit,
+                    unit="usd" if err.unit == "usd" else "tokens",
+                ),
+            )
+        return res
+
+    def _exceeded(self, budget: Budget, res: Reservation, before: Counter, unit: str) -> BudgetExceededError:
+        if unit == "usd" and budget.max_usd is not None:
+            spent, requested, limit = nano_to_usd(before.total_nano), nano_to_usd(res.nano), budget.max_usd
+        else:
+            unit = "tokens"
+            spent, requested, limit = float(before.total_tokens), float(res.tokens), float(budget.max_tokens or 0)
+        return BudgetExceededError(
+            budget,
+            scope_key=budget.key_for(res.plan.attribution),
+            spent=spent,
+            requested=requested,
+            limit=limit,
+            unit=unit,
+            model=res.plan.model,
+        )
+
+    def _ledger_down(self, res: Reservation, err: LedgerUnavailableError) -> Reservation:
+        if self.on_ledger_error == "closed":
+            raise LedgerUnavailableError(
+                f"The spend ledger is unreachable, so the call on {res.plan.model!r} was refused before any money "
+                f"was spent (on_ledger_error='closed'): {err}"
+            ) from err
+        log.warning(
+            "frugal-chains: the spend ledger is unreachable; letting the call through unreserved "
+            "(on_ledger_error='open'): %s",
+            err,
+        )
+        res.in_ledger = False
+        return res
+
+    def reserve(self, plan: CallPlan) -> Reservation:
+        """Reserve the plan's worst case in every budget, atomically; raise before any money is spent."""
+        self.flush()
+        res = self._new_reservation(plan)
+        try:
+            result = self.ledger.reserve(
+                res.id, res.claims, nano=res.nano, tokens=res.tokens, expires_at=res.ts + self._ttl()
+            )
+        except LedgerUnavailableError as e:
+            return self._ledger_down(res, e)
+        return self._after_reserve(res, result)
+
+    async def areserve(self, plan: CallPlan) -> Reservation:
+        """Async :meth:`reserve`."""
+        await self.aflush()
+        res = self._new_reservation(plan)
+        try:
+            result = await self.ledger.areserve(
+                res.id, res.claims, nano=res.nano, tokens=res.tokens, expires_at=res.ts + self._ttl()
+            )
+        except LedgerUnavailableError as e:
+            return self._ledger_down(res, e)
+        return self._after_reserve(res, result)
+
+    def _ttl(self) -> float:
+        return self.reservation_ttl.total_seconds()
+
+    # -- commit --------------------------------------------------------------------------------------------
+    def _record(
+        self,
+        res: Reservation,
+        usage: Usage,
+        *,
+        model: str | None,
+        outcome: Outcome,
+        usage_estimated: bool,
+        extra: Mapping[str, Any] | None,
+        tier: str | None = None,
+    ) -> CallRecord:
+        plan = res.plan
+        price, known = plan.price, plan.price_known
+        if model and model != plan.model:
+            found = self.prices.find(model, plan.provider)
+            if found is not None:
+                price, known = found, True
+        else:
+            model = plan.model
+        cost = price.cost(usage)
+        overshoot = max(0.0, cost - nano_to_usd(res.nano))
+        if overshoot > 0:
+            log.warning(
+                "frugal-chains: %r cost $%.6f, $%.6f more than its reservation $%.6f (the provider counted more "
+                "than the estimate); committed in full, later calls are refused sooner.",
+                model,
+                cost,
+                overshoot,
+                nano_to_usd(res.nano),
+            )
+        return CallRecord(
+            id=res.id,
+            ts=res.ts,
+            model=model,
+            provider=plan.provider,
+            usage=usage,
+            cost_usd=cost,
+            latency_s=time.perf_counter() - res.started,
+            attribution=plan.attribution,
+            outcome=outcome,
+            tier=tier,
+            reserved_usd=nano_to_usd(res.nano),
+            overshoot_usd=overshoot,
+            usage_estimated=usage_estimated,
+            price_known=known,
+            extra=dict(extra or {}),
+        )
+
+    def commit(
+        self,
+        res: Reservation,
+        usage: Usage,
+        *,
+        model: str | None = None,
+        usage_estimated: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        tier: str | None = None,
+    ) -> CallRecord:
+        """Replace the reservation with the actual cost of ``usage`` and write the call record.
+
+        A ledger outage queues the commit (it is written later, once); it never raises: the call is paid."""
+        self.flush()
+        record = self._record(
+            res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
+        )
+        nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        try:
+            result = self.ledger.commit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
+        except LedgerUnavailableError as e:
+            self._queue(("commit", res.id, res.claims, nano, tokens, record), e)
+            return record
+        self._after_commit(res, result, nano, tokens)
+        return record
+
+    async def acommit(
+        self,
+        res: Reservation,
+        usage: Usage,
+        *,
+        model: str | None = None,
+        usage_estimated: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        tier: str | None = None,
+    ) -> CallRecord:
+        """Async :meth:`commit`."""
+        await self.aflush()
+        record = self._record(
+            res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
+        )
+        nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        try:
+            result = await self.ledger.acommit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
+        except LedgerUnavailableError as e:
+            self._queue(("commit", res.id, res.claims, nano, tokens, record), e)
+            return record
+        self._after_commit(res, result, nano, tokens)
+        return record
+
+    def _after_commit(self, res: Reservation, result: CommitResult, nano: int, tokens: int) -> None:
+        if not result.applied:
+            return
+        for budget, claim, after in zip(res.budgets, res.claims, result.after, strict=True):
+            if budget is None:
+                continue
+            for unit, limit, amount, total in (
+                ("usd", claim.limit_nano, nano, after.committed_nano),
+                ("tokens", claim.limit_tokens, tokens, after.committed_tokens),
+            ):
+                if not limit:
+                    continue
+                before = total - amount
+                for threshold in budget.alert_at:
+                    mark = threshold * limit
+                    if before < mark <= total:
+                        scale = nano_to_usd if unit == "usd" else float
+                        call_hook(
+                            self.on_alert,
+                            Alert(
+                                kind="threshold",
+                                message=(
+                                    f"{budget.describe()} for {budget.scope} {budget.key_for(res.plan.attribution)!r}"
+                                    f" reached {threshold:.0%} of its {unit} limit "
+                                    f"({scale(total):,.6g} of {scale(limit):,.6g})"
+                                ),
+                                budget=budget,
+                                scope_key=budget.key_for(res.plan.attribution),
+                                threshold=threshold,
+                                spent=scale(total),
+                                limit=scale(limit),
+                                unit="usd" if unit == "usd" else "tokens",
+                            ),
+                        )
+        if self.anomaly is not None and self.anomaly.due(self.clock()):
+            alert = self.anomaly.check(self.ledger, self.clock())
+            if alert is not None:
+                call_hook(self.on_alert, alert)
+
+    # -- release and cache hits ----------------------------------------------------------------------------
+    def release(self, res: Reservation) -> None:
+        """Give the reservation back (the call failed before it was billed)."""
+        self.flush()
+        if not res.in_ledger:
+            return
+        try:
+            self.ledger.release(res.id)
+        except LedgerUnavailableError as e:
+            self._queue(("release", res.id, res.claims, 0, 0, None), e)
+
+    async def arelease(self, res: Reservation) -> None:
+        """Async :meth:`release`."""
+        await self.aflush()
+        if not res.in_ledger:
+            return
+        try:
+            await self.ledger.arelease(res.id)
+        except LedgerUnavailableError as e:
+            self._queue(("release", res.id, res.claims, 0, 0, None), e)
+
+    def _hit_record(self, res: Reservation, usage: Usage | None, model: str | None) -> CallRecord:
+        saved = res.plan.price.cost(usage) if usage is not None else 0.0
+        return CallRecord(
+            id=res.id,
+            ts=res.ts,
+            model=model or res.plan.model,
+            provider=res.plan.provider,
+            usage=usage or Usage(),
+            cost_usd=0.0,
+            latency_s=time.perf_counter() - res.started,
+            attribution=res.plan.attribution,
+            outcome="cache_hit",
+            saved_usd=saved,
+            price_known=res.plan.price_known,
+        )
+
+    def cache_hit(self, res: Reservation, usage: Usage | None = None, *, model: str | None = None,
+                  record: bool = True) -> CallRecord | None:
+        """A cache served the call: release the reservation and (``record=True``) write a $0 record
+        with the USD the hit saved."""
+        self.release(res)
+        if not record:
+            return None
+        rec = self._hit_record(res, usage, model)
+        try:
+            self.ledger.add_record(rec)
+        except LedgerUnavailableError as e:
+            log.warning("frugal-chains: could not record a cache hit (ledger unreachable): %s", e)
+        return rec
+
+    async def acache_hit(self, res: Reservation, usage: Usage | None = None, *, model: str | None = None,
+                         record: bool = True) -> CallRecord | None:
+        """Async :meth:`cache_hit`."""
+        await self.arelease(res)
+        if not record:
+            return None
+        rec = self._hit_record(res, usage, model)
+        try:
+            await self.ledger.aadd_record(rec)
+        except LedgerUnavailableError as e:
+            log.warning("frugal-chains: could not record a cache hit (ledger unreachable): %s", e)
+        return rec
+
+    # -- outage queue --------------------------------------------------------------------------------------
+    def _queue(self, op: _PendingOp, err: Exception) -> None:
+        log.warning(
+            "frugal-chains: the spend ledger is unreachable; the %s of reservation %s is queued and will be "
+            "written when it is back: %s",
+            op[0],
+            op[1],
+            err,
+        )
+        with self._pending_lock:
+            self._pending.append(op)
+
+    @property
+    def pending(self) -> int:
+        """Commits and releases waiting for the ledger to come back."""
+        return len(self._pending)
+
+    def _take_pending(self) -> _PendingOp | None:
+        with self._pending_lock:
+            return self._pending.popleft() if self._pending else None
+
+    def _putback(self, op: _PendingOp) -> None:
+        with self._pending_lock:
+            self._pending.appendleft(op)
+
+    def flush(self) -> int:
+        """Write queued commits and releases; returns how many are still waiting (the ledger is down)."""
+        while (op := self._take_pending()) is not None:
+            kind, rid, claims, nano, tokens, record = op
+            try:
+                if kind == "commit":
+                    self.ledger.commit(rid, claims, nano=nano, tokens=tokens, record=record)
+                else:
+                    self.ledger.release(rid)
+            except LedgerUnavailableError:
+                self._putback(op)
+                break
+        return self.pending
+
+    async def aflush(self) -> int:
+        """Async :meth:`flush`."""
+        while (op := self._take_pending()) is not None:
+            kind, rid, claims, nano, tokens, record = op
+            try:
+                if kind == "commit":
+                    await self.ledger.acommit(rid, claims, nano=nano, tokens=tokens, record=record)
+                else:
+                    await self.ledger.arelease(rid)
+            except LedgerUnavailableError:
+                self._putback(op)
+                break
+        return self.pending
+
+    # -- queries -------------------------------------------------------------------------------------------
+    def spent(self, budget: Budget, attribution: Attribution | None = None) -> Counter:
+        """What a scope key has spent in the budget's current window (committed and reserved)."""
+        t = self.clock()
+        bucket, min_bucket = budget.buckets(t)
+        key = budget.key_for(attribution or Attribution())
+        return self.ledger.counter(budget.counter_name(key), min_bucket, bucket)

@@ -1,0 +1,159 @@
+"""Errors raised by frugal-chains.
+
+The whole tree::
+
+    FrugalChainsError                  root: catch this to catch everything of ours
+    ├── ConfigurationError (+ValueError)  bad input at construction or call time; names the field and the fix
+    ├── BudgetExceededError            a budget refused a call *before* any money was spent
+    ├── LedgerUnavailableError         the spend ledger could not be reached (budgets fail closed by default)
+    └── UnknownModelPriceError (+ConfigurationError)
+                                       no price for a model: pass ``prices={...}`` or ``unknown_model="warn"``
+
+Errors carry their context as attributes (``BudgetExceededError.spent``, ``.limit`` ...), so callers can
+decide what to do without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from frugal_chains.budget.budget import Budget
+
+__all__ = [
+    "BudgetExceededError",
+    "ConfigurationError",
+    "FrugalChainsError",
+    "LedgerUnavailableError",
+    "UnknownModelPriceError",
+]
+
+
+class FrugalChainsError(Exception):
+    """Root of every error frugal-chains raises.
+
+    Example:
+        >>> from frugal_chains import FrugalChainsError, ConfigurationError
+        >>> issubclass(ConfigurationError, FrugalChainsError)
+        True
+    """
+
+
+class ConfigurationError(FrugalChainsError, ValueError):
+    """Bad input: the message names the field and how to fix it.
+
+    Args:
+        message: what is wrong and what to do.
+        field: the name of the offending field or argument, if there is one.
+
+    Example:
+        >>> from frugal_chains import Budget, ConfigurationError
+        >>> try:
+        ...     Budget(max_usd=-1)
+        ... except ConfigurationError as e:
+        ...     print(e.field)
+        max_usd
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownModelPriceError(ConfigurationError):
+    """No price is known for a model; a call is never silently priced at $0.
+
+    Example:
+        >>> from frugal_chains.accounting import PriceBook
+        >>> from frugal_chains.errors import UnknownModelPriceError
+        >>> try:
+        ...     PriceBook(use_litellm=False).price_for("my-llama")
+        ... except UnknownModelPriceError as e:
+        ...     print(e.model)
+        my-llama
+    """
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"No price is known for model {model!r}. Pass prices={{{model!r}: Price(input=..., output=...)}} "
+            "(USD per million tokens), or unknown_model='warn' to price unknown models at fallback_price "
+            "with a warning.",
+            field="prices",
+        )
+        self.model = model
+
+
+class BudgetExceededError(FrugalChainsError):
+    """A call was refused because it could push a budget past its limit. Nothing was spent on it.
+
+    Attributes:
+        budget: the :class:`~frugal_chains.Budget` that refused the call.
+        scope_key: the key within the budget's scope (a user id, a feature, a task id, ``"*"`` for global).
+        spent: what the scope key had spent (committed and reserved) in the current window, in ``unit``.
+        requested: the worst-case cost of the refused call, in ``unit``.
+        limit: the budget's limit, in ``unit``.
+        unit: ``"usd"`` or ``"tokens"``.
+
+    Example:
+        >>> from frugal_chains import Budget, BudgetExceededError
+        >>> err = BudgetExceededError(Budget(max_usd=1.0), scope_key="*", spent=0.99, requested=0.02,
+        ...                           limit=1.0, unit="usd")
+        >>> err.limit, err.scope_key
+        (1.0, '*')
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        scope_key: str,
+        spent: float,
+        requested: float,
+        limit: float,
+        unit: str,
+        model: str | None = None,
+    ) -> None:
+        self.budget = budget
+        self.scope_key = scope_key
+        self.spent = spent
+        self.requested = requested
+        self.limit = limit
+        self.unit = unit
+        self.model = model
+        if unit == "usd":
+            amounts = f"spent ${spent:.6f} + this call up to ${requested:.6f} > limit ${limit:.6f}"
+        else:
+            amounts = f"spent {spent:,.0f} + this call up to {requested:,.0f} tokens > limit {limit:,.0f} tokens"
+        on = f" on {model!r}" if model else ""
+        super().__init__(
+            f"{budget.describe()} for {budget.scope} {scope_key!r} refused a call{on}: {amounts}. "
+            "Nothing was spent on it. Raise the limit, lower the model's max_tokens, or wait for the window to roll."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the error picklable across processes
+        return (
+            _rebuild_budget_error,
+            (self.budget, self.scope_key, self.spent, self.requested, self.limit, self.unit, self.model),
+        )
+
+
+def _rebuild_budget_error(
+    budget: Budget, scope_key: str, spent: float, requested: float, limit: float, unit: str, model: str | None
+) -> BudgetExceededError:
+    return BudgetExceededError(
+        budget, scope_key=scope_key, spent=spent, requested=requested, limit=limit, unit=unit, model=model
+    )
+
+
+class LedgerUnavailableError(FrugalChainsError):
+    """The spend ledger could not be reached while a budget needed it.
+
+    Budgets fail closed by default: the call is refused before any money is spent. Pass
+    ``on_ledger_error="open"`` to the handler to let calls through instead; their spend is queued in memory
+    and written when the ledger is back (nothing is lost or counted twice).
+
+    Example:
+        >>> from frugal_chains.errors import LedgerUnavailableError
+        >>> str(LedgerUnavailableError("redis://127.0.0.1:1 refused the connection"))
+        'redis://127.0.0.1:1 refused the connection'
+    """

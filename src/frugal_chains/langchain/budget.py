@@ -1,0 +1,498 @@
+"""Hard token and USD budgets for LangChain: a callback handler and a ``with budget_scope(...)`` block.
+
+How it works (see ``docs/budgets.md``):
+
+* ``on_chat_model_start`` / ``on_llm_start`` fire before LangChain's cache lookup and before the provider is
+  called, outside LangChain's try block. The handler **reserves** the call's worst case there (estimated
+  prompt tokens with a safety margin, plus the output cap) and raises ``BudgetExceededError`` if any budget
+  could be exceeded: the run aborts with nothing spent.
+* ``on_llm_end`` commits the actual usage (``usage_metadata``; else the provider's ``llm_output``; else an
+  estimate, flagged on the record). A hit of LangChain's own LLM cache costs nothing: its reservation is
+  released and a ``cache_hit`` record notes what it saved.
+* ``on_llm_error`` releases the reservation.
+* Runs marked as wrappers (``metadata={WRAPPER_METADATA_KEY: True}`` on the model, local to its own run) are
+  not counted; only the leaf provider calls they make are. Mark your own wrapper models the same way.
+* The handler is synchronous with ``run_inline = True``: it runs in order under ``invoke`` and ``ainvoke``
+  alike, and its exception aborts both. (LangChain swallows exceptions of *async* handlers driven by
+  synchronous calls, so an async handler could not enforce a budget under ``invoke``.)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.tracers.context import register_configure_hook
+
+from frugal_chains.accounting.context import attribute, current_attribution
+from frugal_chains.accounting.ledger import SpendLedger
+from frugal_chains.accounting.pricing import PriceBook, normalize_provider
+from frugal_chains.accounting.tokens import count_text_tokens
+from frugal_chains.accounting.usage import Attribution, Price, Usage
+from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
+from frugal_chains.budget.budget import Budget
+from frugal_chains.budget.guard import BudgetGuard, Reservation
+from frugal_chains.errors import ConfigurationError
+
+__all__ = [
+    "CACHE_HIT_METADATA_KEY",
+    "WRAPPER_METADATA_KEY",
+    "TokenBudgetCallbackHandler",
+    "budget_scope",
+    "usage_from_message",
+]
+
+log = logging.getLogger("frugal_chains.budget")
+
+WRAPPER_METADATA_KEY = "frugal_chains_wrapper"
+"""Run metadata flag of a chat model that only calls other chat models (cascade, cache and formatter
+wrappers): its own run is not counted, its child calls are. Set it in the model's ``metadata`` field
+(local to its run), never in ``config["metadata"]`` (inherited by the children, which would hide them)."""
+
+CACHE_HIT_METADATA_KEY = "frugal_cache"
+"""``AIMessage.response_metadata["frugal_cache"] == "hit"`` marks an answer served by frugal-chains'
+cache, which writes its own cache-hit record: the handler then only releases the reservation."""
+
+_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict")
+
+
+def _int(v: Any) -> int:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def usage_from_message(message: BaseMessage) -> Usage | None:
+    """A :class:`~frugal_chains.Usage` from an ``AIMessage.usage_metadata`` (``None`` if it has none).
+
+    ``input_token_details``: ``cache_read``; ``cache_creation`` (all cache writes), split by
+    ``ephemeral_1h_input_tokens`` / ``ephemeral_5m_input_tokens`` when the provider reports the lifetimes.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> from frugal_chains.langchain import usage_from_message
+        >>> m = AIMessage("hi", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12,
+        ...     "input_token_details": {"cache_read": 8}})
+        >>> usage_from_message(m).cache_read_tokens
+        8
+    """
+    um = getattr(message, "usage_metadata", None)
+    if not um or ("input_tokens" not in um and "output_tokens" not in um):
+        return None
+    details: Mapping[str, Any] = um.get("input_token_details") or {}
+    out_details: Mapping[str, Any] = um.get("output_token_details") or {}
+    cache_read = _int(details.get("cache_read"))
+    writes = _int(details.get("cache_creation"))
+    w1h = _int(details.get("ephemeral_1h_input_tokens"))
+    w5m = _int(details.get("ephemeral_5m_input_tokens")) if "ephemeral_5m_input_tokens" in details else None
+    if w5m is None:
+        w5m = max(0, writes - w1h)
+    input_tokens = max(_int(um.get("input_tokens")), cache_read + w5m + w1h)
+    output = _int(um.get("output_tokens"))
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=w5m,
+        cache_write_1h_tokens=w1h,
+        reasoning_tokens=min(output, _int(out_details.get("reasoning"))),
+    )
+
+
+def _usage_from_llm_output(llm_output: Mapping[str, Any] | None) -> Usage | None:
+    """OpenAI-style ``token_usage`` or Anthropic-style ``usage`` in ``LLMResult.llm_output``."""
+    if not llm_output:
+        return None
+    tu = llm_output.get("token_usage") or llm_output.get("usage")
+    if not isinstance(tu, Mapping):
+        return None
+    if "prompt_tokens" in tu or "completion_tokens" in tu:
+        cached = _int((tu.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        prompt = _int(tu.get("prompt_tokens"))
+        out = _int(tu.get("completion_tokens"))
+        reasoning = _int((tu.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+        return Usage(
+            input_tokens=max(prompt, cached),
+            output_tokens=out,
+            cache_read_tokens=cached,
+            reasoning_tokens=min(out, reasoning),
+        )
+    if "input_tokens" in tu:  # Anthropic: input_tokens excludes the cached parts
+        read = _int(tu.get("cache_read_input_tokens"))
+        writes = _int(tu.get("cache_creation_input_tokens"))
+        split = tu.get("cache_creation") or {}
+        w1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+        return Usage(
+            input_tokens=_int(tu.get("input_tokens")) + read + writes,
+            output_tokens=_int(tu.get("output_tokens")),
+            cache_read_tokens=read,
+            cache_write_tokens=max(0, writes - w1h),
+            cache_write_1h_tokens=w1h,
+        )
+    return None
+
+
+def _model_and_provider(
+    serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any], params: Mapping[str, Any]
+) -> tuple[str, str | None]:
+    model = (
+        params.get("model")
+        or params.get("model_name")
+        or params.get("model_id")
+        or metadata.get("ls_model_name")
+        or params.get("_type")
+        or (serialized or {}).get("name")
+        or "unknown"
+    )
+    provider = metadata.get("ls_provider") or params.get("_type")
+    return str(model), normalize_provider(str(provider)) if provider else None
+
+
+def _max_output(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> int | None:
+    for key in _MAX_TOKEN_KEYS:
+        v = params.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    v = metadata.get("ls_max_tokens")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+class TokenBudgetCallbackHandler(BaseCallbackHandler):
+    """Prices every LangChain LLM call and stops it **before** it is made when a budget would be exceeded.
+
+    Args:
+        budgets: the :class:`~frugal_chains.Budget` limits to enforce (empty: only price and record).
+        ledger: where spend lives (default: a new in-memory ``SQLiteLedger``; share one ledger, or use
+            ``RedisLedger``, to share budgets between handlers, processes or hosts).
+        prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``.
+        unknown_model: ``"raise"`` (default: a model with no price is refused before the call) or ``"warn"``.
+        margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
+        on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
+        reservation_ttl: when an unfinished reservation is given back (default one hour).
+        on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
+        anomaly: an ``AnomalyDetector`` (default: 2x the trailing 7-day average), or ``None``.
+        guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
+
+    Attribution comes from run metadata ``feature``, ``user_id``, ``tenant_id``, ``task_id`` (else from an
+    enclosing :func:`frugal_chains.attribute` block) and the run's tags. A task is one root run: attach the
+    handler where the run starts (``config={"callbacks": [handler]}`` or :func:`budget_scope`).
+
+    Example:
+        >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
+        >>> from frugal_chains import Budget, BudgetExceededError, Price
+        >>> from frugal_chains.langchain import TokenBudgetCallbackHandler
+        >>> handler = TokenBudgetCallbackHandler(
+        ...     [Budget(max_usd=0.002, scope="global")],
+        ...     prices={"fake-list-chat-model": Price(input=1.0, output=2.0, max_output_tokens=256)})
+        >>> model = FakeListChatModel(responses=["hello"] * 10)
+        >>> model.invoke("hi", config={"callbacks": [handler]}).content
+        'hello'
+        >>> calls = 1
+        >>> try:
+        ...     while True:
+        ...         _ = model.invoke("hi", config={"callbacks": [handler]})
+        ...         calls += 1
+        ... except BudgetExceededError as e:
+        ...     print(calls, e.unit)
+        3 usd
+    """
+
+    raise_error: bool = True
+    run_inline: bool = True
+
+    def __init__(
+        self,
+        budgets: Sequence[Budget] = (),
+        *,
+        ledger: SpendLedger | None = None,
+        prices: PriceBook | Mapping[str, Price] | None = None,
+        unknown_model: Literal["raise", "warn"] = "raise",
+        margins: Mapping[str, float] | None = None,
+        on_ledger_error: Literal["closed", "open"] = "closed",
+        reservation_ttl: timedelta = timedelta(hours=1),
+        on_alert: AlertHook | None = None,
+        anomaly: AnomalyDetector | None = None,
+        guard: BudgetGuard | None = None,
+    ) -> None:
+        super().__init__()
+        if guard is None:
+            guard = BudgetGuard(
+                budgets,
+                ledger=ledger,
+                prices=prices,
+                unknown_model=unknown_model,
+                margins=margins,
+                on_ledger_error=on_ledger_error,
+                reservation_ttl=reservation_ttl,
+                on_alert=on_alert,
+                anomaly=anomaly,
+            )
+        elif budgets or ledger is not None or prices is not None:
+            raise ConfigurationError(
+                "Pass either guard= or budgets/ledger/prices, not both.", field="guard"
+            )
+        self.guard = guard
+        self._roots: dict[UUID, UUID] = {}
+        self._reservations: dict[UUID, Reservation] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ledger(self) -> SpendLedger:
+        return self.guard.ledger
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        return self.guard.budgets
+
+    def __repr__(self) -> str:
+        return f"TokenBudgetCallbackHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
+
+    # -- task tracking ------------------------------------------------------------------------------------
+    def _enter(self, run_id: UUID, parent_run_id: UUID | None) -> UUID:
+        with self._lock:
+            root = run_id if parent_run_id is None else self._roots.get(parent_run_id, parent_run_id)
+            self._roots[run_id] = root
+            return root
+
+    def _exit(self, run_id: UUID) -> None:
+        with self._lock:
+            self._roots.pop(run_id, None)
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                       **kwargs: Any) -> None:
+        self._enter(run_id, parent_run_id)
+
+    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None,
+                      **kwargs: Any) -> None:
+        self._enter(run_id, parent_run_id)
+
+    def on_retriever_start(self, serialized: Any, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        self._enter(run_id, parent_run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._exit(run_id)
+
+    # -- LLM calls --------------------------------------------------------------------------------------------
+    def _attribution(self, root: UUID, metadata: Mapping[str, Any], tags: Sequence[str] | None) -> Attribution:
+        def text(key: str) -> str | None:
+            v = metadata.get(key)
+            return str(v) if v is not None and v != "" else None
+
+        own = Attribution(
+            task_id=text("task_id"),
+            feature=text("feature"),
+            user_id=text("user_id"),
+            tenant_id=text("tenant_id"),
+            tags=tuple(tags or ()),
+        )
+        return own.merged(current_attribution()).merged(Attribution(task_id=str(root)))
+
+    def _start(
+        self,
+        serialized: Mapping[str, Any] | None,
+        messages: list[dict[str, Any]],
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        root = self._enter(run_id, parent_run_id)
+        metadata = metadata or {}
+        if metadata.get(WRAPPER_METADATA_KEY):
+            return
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
+        model, provider = _model_and_provider(serialized, metadata, params)
+        tools = params.get("tools") or None
+        plan = self.guard.plan(
+            messages,
+            model=model,
+            provider=provider,
+            max_output_tokens=_max_output(metadata, params),
+            tools=tools if isinstance(tools, list) else None,
+            attribution=self._attribution(root, metadata, tags),
+        )
+        res = self.guard.reserve(plan)
+        with self._lock:
+            self._reservations[run_id] = res
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        openai_messages: list[dict[str, Any]] = []
+        for batch in messages:
+            openai_messages.extend(convert_to_openai_messages(batch))
+        self._start(serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        messages = [{"role": "user", "content": p} for p in prompts]
+        self._start(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
+
+    def _pop(self, run_id: UUID) -> Reservation | None:
+        with self._lock:
+            self._roots.pop(run_id, None)
+            return self._reservations.pop(run_id, None)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        res = self._pop(run_id)
+        if res is None:
+            return
+        message: BaseMessage | None = None
+        texts: list[str] = []
+        for gens in response.generations:
+            for gen in gens:
+                texts.append(gen.text)
+                if message is None and isinstance(gen, ChatGeneration):
+                    message = gen.message
+        model: str | None = None
+        usage: Usage | None = None
+        if message is not None:
+            meta = message.response_metadata or {}
+            model = meta.get("model_name") or meta.get("model")
+            usage = usage_from_message(message)
+            um = getattr(message, "usage_metadata", None) or {}
+            ours = meta.get(CACHE_HIT_METADATA_KEY) == "hit"
+            if ours or ("total_cost" in um and not um.get("total_cost")):
+                # LangChain zeroes total_cost on a cache hit; our own cache marks its answers.
+                self.guard.cache_hit(res, usage, model=model, record=not ours)
+                return
+        if usage is None:
+            usage = _usage_from_llm_output(response.llm_output)
+            model = model or (response.llm_output or {}).get("model_name")
+        estimated = usage is None
+        if usage is None:
+            out = sum(count_text_tokens(t, res.plan.model) for t in texts)
+            usage = Usage(input_tokens=res.plan.input_tokens, output_tokens=out)
+        self.guard.commit(res, usage, model=model if isinstance(model, str) else None, usage_estimated=estimated)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        res = self._pop(run_id)
+        if res is not None:
+            self.guard.release(res)
+
+
+_scope: contextvars.ContextVar[TokenBudgetCallbackHandler | None] = contextvars.ContextVar(
+    "frugal_chains_budget_scope", default=None
+)
+register_configure_hook(_scope, inheritable=True)
+
+
+@contextmanager
+def budget_scope(
+    budgets: Sequence[Budget] = (),
+    *,
+    ledger: SpendLedger | None = None,
+    prices: PriceBook | Mapping[str, Price] | None = None,
+    one_task: bool = False,
+    handler: TokenBudgetCallbackHandler | None = None,
+    **handler_kwargs: Any,
+) -> Iterator[TokenBudgetCallbackHandler]:
+    """Apply budgets to every LangChain run started inside the block (no ``callbacks=`` needed).
+
+    Each root run inside the block is its own task, as everywhere else; ``one_task=True`` makes the whole
+    block one task (its ``"task"`` budgets then cap the block). A nested ``budget_scope`` adds its budgets to
+    the enclosing one's and shares its ledger and prices, so one reservation covers all of them.
+
+    Args:
+        budgets: the limits (see :class:`~frugal_chains.Budget`).
+        ledger: the ledger (default: in-memory SQLite; nested scopes use the enclosing one's).
+        prices: price overrides or a ``PriceBook``.
+        one_task: count everything in the block as one task.
+        handler: use this handler instead of building one.
+        **handler_kwargs: more :class:`TokenBudgetCallbackHandler` options (``on_alert``, ``margins``, ...).
+
+    Example:
+        >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
+        >>> from frugal_chains import Budget, Price
+        >>> from frugal_chains.langchain import budget_scope
+        >>> model = FakeListChatModel(responses=["ok"])
+        >>> prices = {"fake-list-chat-model": Price(input=1.0, output=1.0, max_output_tokens=100)}
+        >>> with budget_scope([Budget(max_usd=1.0, scope="global")], prices=prices) as scope:
+        ...     _ = model.invoke("hi")
+        >>> len(scope.ledger.records())
+        1
+    """
+    outer = _scope.get()
+    if handler is None:
+        if outer is not None:
+            if ledger is not None and ledger is not outer.ledger:
+                raise ConfigurationError(
+                    "A nested budget_scope shares the enclosing scope's ledger; do not pass another ledger.",
+                    field="ledger",
+                )
+            guard = outer.guard
+            handler = TokenBudgetCallbackHandler(
+                guard=BudgetGuard(
+                    (*guard.budgets, *budgets),
+                    ledger=guard.ledger,
+                    prices=guard.prices if prices is None else prices,
+                    on_ledger_error=guard.on_ledger_error,
+                    reservation_ttl=guard.reservation_ttl,
+                    on_alert=guard.on_alert,
+                    anomaly=guard.anomaly,
+                    margins=handler_kwargs.pop("margins", dict(guard.estimator.margins)),
+                )
+            )
+            if handler_kwargs:
+                raise ConfigurationError(
+                    f"A nested budget_scope takes only budgets, prices and margins; got {sorted(handler_kwargs)}.",
+                    field="budget_scope",
+                )
+        else:
+            handler = TokenBudgetCallbackHandler(budgets, ledger=ledger, prices=prices, **handler_kwargs)
+    token = _scope.set(handler)
+    try:
+        if one_task:
+            with attribute(task_id=f"scope-{uuid.uuid4().hex}"):
+                yield handler
+        else:
+            yield handler
+    finally:
+        _scope.reset(token)
+
+
+def is_wrapper_run(metadata: Mapping[str, Any] | None) -> bool:
+    """True if a run's metadata marks it as a wrapper model (not counted)."""
+    return bool((metadata or {}).get(WRAPPER_METADATA_KEY))

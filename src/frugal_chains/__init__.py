@@ -40,18 +40,51 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from frugal_chains.accounting.context import attribute
-    from frugal_chains.accounting.ledger import SpendLedger
-    from frugal_chains.accounting.pricing import PriceBook
-    from frugal_chains.accounting.redis import RedisLedger
-    from frugal_chains.accounting.sqlite import SQLiteLedger
-    from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
-    from frugal_chains.budget.budget import Budget
-    from frugal_chains.budget.guard import BudgetGuard
+    from frugal_chains.accounting.context import (
+        attribute as attribute,
+    )
+    from frugal_chains.accounting.ledger import (
+        SpendLedger as SpendLedger,
+    )
+    from frugal_chains.accounting.pricing import (
+        PriceBook as PriceBook,
+    )
+    from frugal_chains.accounting.redis import (
+        RedisLedger as RedisLedger,
+    )
+    from frugal_chains.accounting.sqlite import (
+        SQLiteLedger as SQLiteLedger,
+    )
+    from frugal_chains.accounting.usage import (
+        Attribution as Attribution,
+    )
+    from frugal_chains.accounting.usage import (
+        CallRecord as CallRecord,
+    )
+    from frugal_chains.accounting.usage import (
+        Price as Price,
+    )
+    from frugal_chains.accounting.usage import (
+        Usage as Usage,
+    )
+    from frugal_chains.budget.budget import (
+        Budget as Budget,
+    )
+    from frugal_chains.budget.guard import (
+        BudgetGuard as BudgetGuard,
+    )
     from frugal_chains.errors import (
-        BudgetExceededError,
-        ConfigurationError,
-        FrugalChainsError,
-        LedgerUnavailableError,
-        UnknownModelPriceError,
+        BudgetExceededError as BudgetExceededError,
+    )
+    from frugal_chains.errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from frugal_chains.errors import (
+        FrugalChainsError as FrugalChainsError,
+    )
+    from frugal_chains.errors import (
+        LedgerUnavailableError as LedgerUnavailableError,
+    )
+    from frugal_chains.errors import (
+        UnknownModelPriceError as UnknownModelPriceError,
     )

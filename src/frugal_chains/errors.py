@@ -123,11 +123,13 @@ class BudgetExceededError(FrugalChainsError):
         if unit == "usd":
             amounts = f"spent ${spent:.6f} + this call up to ${requested:.6f} > limit ${limit:.6f}"
         else:
-            amounts = f"spent {spent:,.0f} + this call up to {requested:,.0f} tokens > limit {limit:,.0f} tokens"
+            amounts = (
+                f"spent {spent:,.0f} + this call up to {requested:,.0f} tokens > limit {limit:,.0f} tokens"
+            )
         on = f" on {model!r}" if model else ""
         super().__init__(
             f"{budget.describe()} for {budget.scope} {scope_key!r} refused a call{on}: {amounts}. "
-            "Nothing was spent on it. Raise the limit, lower the model's max_tokens, or wait for the window to roll."
+            "Nothing was spent on it. " + _advice(budget)
         )
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the error picklable across processes
@@ -135,6 +137,13 @@ class BudgetExceededError(FrugalChainsError):
             _rebuild_budget_error,
             (self.budget, self.scope_key, self.spent, self.requested, self.limit, self.unit, self.model),
         )
+
+
+def _advice(budget: Budget) -> str:
+    fix = "Raise the limit or lower the model's max_tokens"
+    if budget.window is None:
+        return fix + "."
+    return f"{fix}, or wait for the window ({budget.window_id}) to roll."
 
 
 def _rebuild_budget_error(

@@ -39,23 +39,66 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from frugal_chains.accounting.context import attribute, current_attribution
+    from frugal_chains.accounting.context import (
+        attribute as attribute,
+    )
+    from frugal_chains.accounting.context import (
+        current_attribution as current_attribution,
+    )
     from frugal_chains.accounting.ledger import (
-        Claim,
-        CommitResult,
-        Counter,
-        ReserveResult,
-        SpendLedger,
-        SpendRow,
+        Claim as Claim,
     )
-    from frugal_chains.accounting.pricing import PriceBook, litellm_price
-    from frugal_chains.accounting.redis import RedisLedger
-    from frugal_chains.accounting.sqlite import SQLiteLedger
+    from frugal_chains.accounting.ledger import (
+        CommitResult as CommitResult,
+    )
+    from frugal_chains.accounting.ledger import (
+        Counter as Counter,
+    )
+    from frugal_chains.accounting.ledger import (
+        ReserveResult as ReserveResult,
+    )
+    from frugal_chains.accounting.ledger import (
+        SpendLedger as SpendLedger,
+    )
+    from frugal_chains.accounting.ledger import (
+        SpendRow as SpendRow,
+    )
+    from frugal_chains.accounting.pricing import (
+        PriceBook as PriceBook,
+    )
+    from frugal_chains.accounting.pricing import (
+        litellm_price as litellm_price,
+    )
+    from frugal_chains.accounting.redis import (
+        RedisLedger as RedisLedger,
+    )
+    from frugal_chains.accounting.sqlite import (
+        SQLiteLedger as SQLiteLedger,
+    )
     from frugal_chains.accounting.tokens import (
-        DEFAULT_MARGINS,
-        TokenEstimator,
-        count_message_tokens,
-        count_text_tokens,
-        get_encoding,
+        DEFAULT_MARGINS as DEFAULT_MARGINS,
     )
-    from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
+    from frugal_chains.accounting.tokens import (
+        TokenEstimator as TokenEstimator,
+    )
+    from frugal_chains.accounting.tokens import (
+        count_message_tokens as count_message_tokens,
+    )
+    from frugal_chains.accounting.tokens import (
+        count_text_tokens as count_text_tokens,
+    )
+    from frugal_chains.accounting.tokens import (
+        get_encoding as get_encoding,
+    )
+    from frugal_chains.accounting.usage import (
+        Attribution as Attribution,
+    )
+    from frugal_chains.accounting.usage import (
+        CallRecord as CallRecord,
+    )
+    from frugal_chains.accounting.usage import (
+        Price as Price,
+    )
+    from frugal_chains.accounting.usage import (
+        Usage as Usage,
+    )

@@ -46,7 +46,9 @@ def attribute(
         >>> a.feature, a.user_id
         ('faq', 'u2')
     """
-    mine = Attribution(feature=feature, user_id=user_id, tenant_id=tenant_id, task_id=task_id, tags=tuple(tags))
+    mine = Attribution(
+        feature=feature, user_id=user_id, tenant_id=tenant_id, task_id=task_id, tags=tuple(tags)
+    )
     combined = mine.merged(current_attribution())
     token = _current.set(combined)
     try:

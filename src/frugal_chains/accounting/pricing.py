@@ -99,7 +99,9 @@ def _price_from_entry(entry: Mapping[str, Any], suffix: str = "") -> Price | Non
         output=out,
         cache_read=_per_million(entry.get(f"cache_read_input_token_cost{suffix}")),
         cache_write=_per_million(entry.get(f"cache_creation_input_token_cost{suffix}")),
-        cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr")) if not suffix else None,
+        cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr"))
+        if not suffix
+        else None,
         reasoning=_per_million(entry.get("output_cost_per_reasoning_token")) if not suffix else None,
         max_output_tokens=int(max_out) if isinstance(max_out, (int, float)) and max_out > 0 else None,
     )
@@ -110,7 +112,11 @@ def _price_from_litellm(entry: Mapping[str, Any]) -> Price | None:
     if base is None:
         return None
     thresholds = sorted(
-        {int(m.group("n")) for k in entry if (m := _TIER_RE.match(k)) and m.group("base") == "input_cost_per_token"}
+        {
+            int(m.group("n"))
+            for k in entry
+            if (m := _TIER_RE.match(k)) and m.group("base") == "input_cost_per_token"
+        }
     )
     tiers = []
     for n in thresholds:
@@ -257,7 +263,9 @@ class PriceBook:
                     model,
                 )
             else:
-                log.warning("No price is known for model %r: charging fallback_price %s.", model, self.fallback_price)
+                log.warning(
+                    "No price is known for model %r: charging fallback_price %s.", model, self.fallback_price
+                )
         return (self.fallback_price or Price(input=0.0, output=0.0)), False
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> float:

@@ -10,6 +10,7 @@ takes well under a millisecond.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -128,10 +129,8 @@ class SQLiteLedger:
             try:
                 yield conn
             except BaseException as e:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 if isinstance(e, sqlite3.Error):
                     raise LedgerUnavailableError(f"{self!r} failed: {e}") from e
                 raise
@@ -157,10 +156,14 @@ class SQLiteLedger:
             "FROM fc_counters WHERE counter = ? AND bucket BETWEEN ? AND ?",
             (counter, lo, hi),
         ).fetchone()
-        return Counter(committed_nano=row[0], committed_tokens=row[1], reserved_nano=row[2], reserved_tokens=row[3])
+        return Counter(
+            committed_nano=row[0], committed_tokens=row[1], reserved_nano=row[2], reserved_tokens=row[3]
+        )
 
     @staticmethod
-    def _add(conn: sqlite3.Connection, writes: Sequence[Sequence[Any]], cn: int, ct: int, rn: int, rt: int) -> None:
+    def _add(
+        conn: sqlite3.Connection, writes: Sequence[Sequence[Any]], cn: int, ct: int, rn: int, rt: int
+    ) -> None:
         conn.executemany(
             "INSERT INTO fc_counters (counter, bucket, cn, ct, rn, rt) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (counter, bucket) DO UPDATE SET cn = cn + excluded.cn, ct = ct + excluded.ct, "
@@ -192,7 +195,8 @@ class SQLiteLedger:
             self._sweep(conn, t)
             if conn.execute("SELECT 1 FROM fc_reservations WHERE id = ?", (reservation_id,)).fetchone():
                 raise ConfigurationError(
-                    f"Reservation id {reservation_id!r} was used before; ids must be unique.", field="reservation_id"
+                    f"Reservation id {reservation_id!r} was used before; ids must be unique.",
+                    field="reservation_id",
                 )
             before = tuple(self._counter(conn, c.counter, c.min_bucket, c.bucket) for c in claims)
             denied, unit, exceeded = check_claims(claims, before, nano, tokens)
@@ -291,7 +295,8 @@ class SQLiteLedger:
         task_id: str | None = None,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         for column, value in (
             ("feature", feature),
             ("user_id", user_id),
@@ -339,7 +344,9 @@ class SQLiteLedger:
         tokens: int,
         record: CallRecord | None = None,
     ) -> CommitResult:
-        return await asyncio.to_thread(self.commit, reservation_id, claims, nano=nano, tokens=tokens, record=record)
+        return await asyncio.to_thread(
+            self.commit, reservation_id, claims, nano=nano, tokens=tokens, record=record
+        )
 
     async def arelease(self, reservation_id: str) -> bool:
         return await asyncio.to_thread(self.release, reservation_id)

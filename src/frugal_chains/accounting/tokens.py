@@ -25,11 +25,12 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import tiktoken
+from typing import TYPE_CHECKING, Any
 
 from frugal_chains.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 __all__ = [
     "DEFAULT_MARGINS",
@@ -55,7 +56,10 @@ _ENCODINGS: dict[str, dict[str, Any]] = {
     "cl100k_base": {
         "url": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
         "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        "pat_str": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        "pat_str": (
+            r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+            r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+        ),
         "special_tokens": {
             _ENDOFTEXT: 100257,
             "<|fim_prefix|>": 100258,
@@ -121,6 +125,8 @@ def get_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
         >>> len(get_encoding("o200k_base").encode("hello world"))
         2
     """
+    import tiktoken
+
     if name not in _ENCODINGS:
         raise ConfigurationError(
             f"Unknown encoding {name!r}; use one of {sorted(_ENCODINGS)}.", field="encoding"
@@ -129,7 +135,9 @@ def get_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
     if data is None:
         return tiktoken.get_encoding(name)  # honours TIKTOKEN_CACHE_DIR; needs network otherwise
     info = _ENCODINGS[name]
-    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+    ranks = {
+        base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)
+    }
     return tiktoken.Encoding(
         name=f"{name}",
         pat_str=str(info["pat_str"]),
@@ -144,7 +152,7 @@ _CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-3", "text-emb
 def _encoding_name_for(model: str | None) -> str:
     if model:
         m = model.rsplit("/", 1)[-1].lower()
-        if m == "gpt-4" or m.startswith(_CL100K_PREFIXES) and not m.startswith(("gpt-4o", "gpt-4.")):
+        if m == "gpt-4" or (m.startswith(_CL100K_PREFIXES) and not m.startswith(("gpt-4o", "gpt-4."))):
             return "cl100k_base"
     return "o200k_base"
 
@@ -172,7 +180,10 @@ def _content_parts(content: Any) -> Iterable[tuple[str, str]]:
                 elif isinstance(part.get("text"), str):
                     yield "text", part["text"]
                 else:
-                    yield "text", json.dumps({k: v for k, v in part.items() if k != "cache_control"}, default=str)
+                    yield (
+                        "text",
+                        json.dumps({k: v for k, v in part.items() if k != "cache_control"}, default=str),
+                    )
         return
     yield "text", str(content)
 

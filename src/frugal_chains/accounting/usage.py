@@ -40,7 +40,7 @@ Outcome = Literal["ok", "error", "cache_hit", "refused"]
 def usd_to_nano(usd: float, *, round_up: bool = False) -> int:
     """USD to integer nano-dollars (``round_up`` for reservations, which must never be too small)."""
     scaled = usd * NANO
-    return int(math.ceil(scaled - 1e-6)) if round_up else int(round(scaled))
+    return math.ceil(scaled - 1e-6) if round_up else round(scaled)
 
 
 def nano_to_usd(nano: int) -> float:
@@ -104,7 +104,9 @@ class Usage:
     @property
     def uncached_input_tokens(self) -> int:
         """Prompt tokens billed at the plain input rate."""
-        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens - self.cache_write_1h_tokens
+        return (
+            self.input_tokens - self.cache_read_tokens - self.cache_write_tokens - self.cache_write_1h_tokens
+        )
 
     @property
     def total_tokens(self) -> int:
@@ -139,9 +141,15 @@ class Usage:
 def _check_rate(name: str, value: float | None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ConfigurationError(
-            f"Price.{name} must be a non-negative number of USD per million tokens, got {value!r}.", field=name
+            f"Price.{name} must be a non-negative number of USD per million tokens, got {value!r}.",
+            field=name,
         )
 
 
@@ -231,7 +239,9 @@ class Price:
         )
         return per_million / 1_000_000
 
-    def worst_case_cost(self, input_tokens: int, output_tokens: int, *, prompt_caching: bool = False) -> float:
+    def worst_case_cost(
+        self, input_tokens: int, output_tokens: int, *, prompt_caching: bool = False
+    ) -> float:
         """USD upper bound for a call: every input token at the highest rate it could be billed at
         (cache-write rates when the prompt asks for caching), every output token at the output rate."""
         p = self.for_input(input_tokens)

@@ -96,7 +96,8 @@ class AnomalyDetector:
             raise ConfigurationError("AnomalyDetector.history_days must be 1..366.", field="history_days")
         if not 1 <= min_history_days <= history_days:
             raise ConfigurationError(
-                "AnomalyDetector.min_history_days must be between 1 and history_days.", field="min_history_days"
+                "AnomalyDetector.min_history_days must be between 1 and history_days.",
+                field="min_history_days",
             )
         self.factor = float(factor)
         self.history_days = history_days

@@ -69,7 +69,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.max_usd is None and self.max_tokens is None:
             raise ConfigurationError(
-                "Budget needs max_usd or max_tokens (or both); an empty budget limits nothing.", field="max_usd"
+                "Budget needs max_usd or max_tokens (or both); an empty budget limits nothing.",
+                field="max_usd",
             )
         if self.max_usd is not None and (
             isinstance(self.max_usd, bool)
@@ -132,8 +133,11 @@ class Budget:
             parts.append(f"max_tokens={self.max_tokens}")
         parts.append(f"scope={self.scope!r}")
         if self.window is not None:
-            parts.append(f"window={self.window!r}" if not isinstance(self.window, timedelta) else
-                         f"window=timedelta(seconds={int(self.window.total_seconds())})")
+            parts.append(
+                f"window={self.window!r}"
+                if not isinstance(self.window, timedelta)
+                else f"window=timedelta(seconds={int(self.window.total_seconds())})"
+            )
         return f"Budget({', '.join(parts)})"
 
     def key_for(self, attribution: Attribution) -> str:

@@ -139,7 +139,8 @@ class BudgetGuard:
                 )
         if on_ledger_error not in ("closed", "open"):
             raise ConfigurationError(
-                f"on_ledger_error must be 'closed' or 'open', got {on_ledger_error!r}.", field="on_ledger_error"
+                f"on_ledger_error must be 'closed' or 'open', got {on_ledger_error!r}.",
+                field="on_ledger_error",
             )
         if not isinstance(reservation_ttl, timedelta) or reservation_ttl.total_seconds() <= 0:
             raise ConfigurationError("reservation_ttl must be a positive timedelta.", field="reservation_ttl")
@@ -209,7 +210,9 @@ class BudgetGuard:
     def _claims(self, plan: CallPlan, t: float) -> tuple[tuple[Claim, ...], tuple[Budget | None, ...]]:
         claims = [b.claim(plan.attribution, t) for b in self.budgets]
         day = int(t // 86400)
-        claims.append(Claim(counter=DAILY_COUNTER, bucket=day, min_bucket=day, enforce=False, ttl_s=40 * 86400))
+        claims.append(
+            Claim(counter=DAILY_COUNTER, bucket=day, min_bucket=day, enforce=False, ttl_s=40 * 86400)
+        )
         return tuple(claims), (*self.budgets, None)
 
     # -- reserve -------------------------------------------------------------------------------------------
@@ -236,7 +239,9 @@ class BudgetGuard:
             budget = res.budgets[i]
             if budget is None:
                 continue
-            err = self._exceeded(budget, res, result.before[i], "usd")
+            claim, before = res.claims[i], result.before[i]
+            over_usd = claim.limit_nano is not None and before.total_nano + res.nano > claim.limit_nano
+            err = self._exceeded(budget, res, before, "usd" if over_usd else "tokens")
             call_hook(
                 self.on_alert,
                 Alert(
@@ -256,7 +261,11 @@ class BudgetGuard:
             spent, requested, limit = nano_to_usd(before.total_nano), nano_to_usd(res.nano), budget.max_usd
         else:
             unit = "tokens"
-            spent, requested, limit = float(before.total_tokens), float(res.tokens), float(budget.max_tokens or 0)
+            spent, requested, limit = (
+                float(before.total_tokens),
+                float(res.tokens),
+                float(budget.max_tokens or 0),
+            )
         return BudgetExceededError(
             budget,
             scope_key=budget.key_for(res.plan.attribution),
@@ -483,8 +492,9 @@ class BudgetGuard:
             price_known=res.plan.price_known,
         )
 
-    def cache_hit(self, res: Reservation, usage: Usage | None = None, *, model: str | None = None,
-                  record: bool = True) -> CallRecord | None:
+    def cache_hit(
+        self, res: Reservation, usage: Usage | None = None, *, model: str | None = None, record: bool = True
+    ) -> CallRecord | None:
         """A cache served the call: release the reservation and (``record=True``) write a $0 record
         with the USD the hit saved."""
         self.release(res)
@@ -497,8 +507,9 @@ class BudgetGuard:
             log.warning("frugal-chains: could not record a cache hit (ledger unreachable): %s", e)
         return rec
 
-    async def acache_hit(self, res: Reservation, usage: Usage | None = None, *, model: str | None = None,
-                         record: bool = True) -> CallRecord | None:
+    async def acache_hit(
+        self, res: Reservation, usage: Usage | None = None, *, model: str | None = None, record: bool = True
+    ) -> CallRecord | None:
         """Async :meth:`cache_hit`."""
         await self.arelease(res)
         if not record:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -63,7 +64,13 @@ CACHE_HIT_METADATA_KEY = "frugal_cache"
 """``AIMessage.response_metadata["frugal_cache"] == "hit"`` marks an answer served by frugal-chains'
 cache, which writes its own cache-hit record: the handler then only releases the reservation."""
 
-_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "num_predict")
+_MAX_TOKEN_KEYS = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "max_new_tokens",
+    "num_predict",
+)
 
 
 def _int(v: Any) -> int:
@@ -156,13 +163,14 @@ def _model_and_provider(
     return str(model), normalize_provider(str(provider)) if provider else None
 
 
-def _max_output(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> int | None:
+def _max_output(params: Mapping[str, Any]) -> int | None:
+    """The call's own output cap from its invocation params. ``ls_max_tokens`` in metadata is not used: it is
+    inherited metadata, so a child run may carry its parent's cap."""
     for key in _MAX_TOKEN_KEYS:
         v = params.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             return v
-    v = metadata.get("ls_max_tokens")
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+    return None
 
 
 class TokenBudgetCallbackHandler(BaseCallbackHandler):
@@ -236,9 +244,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 anomaly=anomaly,
             )
         elif budgets or ledger is not None or prices is not None:
-            raise ConfigurationError(
-                "Pass either guard= or budgets/ledger/prices, not both.", field="guard"
-            )
+            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
         self.guard = guard
         self._roots: dict[UUID, UUID] = {}
         self._reservations: dict[UUID, Reservation] = {}
@@ -266,16 +272,25 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._roots.pop(run_id, None)
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       **kwargs: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         self._enter(run_id, parent_run_id)
 
-    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None,
-                      **kwargs: Any) -> None:
+    def on_tool_start(
+        self,
+        serialized: Any,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._enter(run_id, parent_run_id)
 
-    def on_retriever_start(self, serialized: Any, query: str, *, run_id: UUID,
-                           parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_retriever_start(
+        self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         self._enter(run_id, parent_run_id)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -297,7 +312,9 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         self._exit(run_id)
 
     # -- LLM calls --------------------------------------------------------------------------------------------
-    def _attribution(self, root: UUID, metadata: Mapping[str, Any], tags: Sequence[str] | None) -> Attribution:
+    def _attribution(
+        self, root: UUID, metadata: Mapping[str, Any], tags: Sequence[str] | None
+    ) -> Attribution:
         def text(key: str) -> str | None:
             v = metadata.get(key)
             return str(v) if v is not None and v != "" else None
@@ -332,7 +349,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             messages,
             model=model,
             provider=provider,
-            max_output_tokens=_max_output(metadata, params),
+            max_output_tokens=_max_output(params),
             tools=tools if isinstance(tools, list) else None,
             attribution=self._attribution(root, metadata, tags),
         )
@@ -403,9 +420,16 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             model = model or (response.llm_output or {}).get("model_name")
         estimated = usage is None
         if usage is None:
-            out = sum(count_text_tokens(t, res.plan.model) for t in texts)
+            # no usage reported: the prompt estimate (margin included) and the answer counted, plus the margin
+            counted = sum(count_text_tokens(t, res.plan.model) for t in texts)
+            out = min(
+                math.ceil(counted * (1 + self.guard.estimator.margin_for(res.plan.provider))),
+                max(res.plan.max_output_tokens, counted),
+            )
             usage = Usage(input_tokens=res.plan.input_tokens, output_tokens=out)
-        self.guard.commit(res, usage, model=model if isinstance(model, str) else None, usage_estimated=estimated)
+        self.guard.commit(
+            res, usage, model=model if isinstance(model, str) else None, usage_estimated=estimated
+        )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         res = self._pop(run_id)

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.chat_models import LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -115,8 +114,14 @@ class FakeUsageChatModel(BaseChatModel):
         )
         tool_calls = []
         if tools and self.tool_to_call:
-            tool_calls = [{"name": self.tool_to_call, "args": _fake_args(tools, self.tool_to_call, n),
-                           "id": f"call_{uuid.uuid4().hex[:12]}", "type": "tool_call"}]
+            tool_calls = [
+                {
+                    "name": self.tool_to_call,
+                    "args": _fake_args(tools, self.tool_to_call, n),
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "tool_call",
+                }
+            ]
             text = ""
         return AIMessage(
             content=text,
@@ -155,9 +160,17 @@ class FakeUsageChatModel(BaseChatModel):
                 message=AIMessageChunk(
                     content=word if i == 0 else " " + word,
                     tool_call_chunks=[
-                        {"name": c["name"], "args": _json(c["args"]), "id": c["id"], "index": j, "type": "tool_call_chunk"}
+                        {
+                            "name": c["name"],
+                            "args": _json(c["args"]),
+                            "id": c["id"],
+                            "index": j,
+                            "type": "tool_call_chunk",
+                        }
                         for j, c in enumerate(message.tool_calls)
-                    ] if last else [],
+                    ]
+                    if last
+                    else [],
                     usage_metadata=message.usage_metadata if last else None,
                     response_metadata=dict(message.response_metadata) if last else {},
                     chunk_position="last" if last else None,

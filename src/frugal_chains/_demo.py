@@ -1,0 +1,158 @@
+"""`frugal-chains demo`: budgets stopping a runaway agent, with fake models (no keys, no servers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["run_demo"]
+
+
+def _table(title: str, rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+    for r in rows:
+        out.append(
+            "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo and return its figures (the CLI prints them)."""
+    from langchain_core.messages import ToolMessage
+    from langchain_core.runnables import RunnableConfig
+    from langchain_core.tools import tool
+
+    from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
+    from frugal_chains.budget import Alert
+    from frugal_chains.langchain import TokenBudgetCallbackHandler
+    from frugal_chains.testing import FakeUsageChatModel
+
+    @tool
+    def search_docs(query: str) -> str:
+        """Search the product documentation."""
+        return f"Results for {query!r}: " + "a relevant paragraph about the product. " * 40
+
+    alerts: list[str] = []
+
+    def on_alert(alert: Alert) -> None:
+        alerts.append(f"{alert.kind}: {alert.message}")
+        echo(f"  [alert] {alert.kind}: {alert.message}")
+
+    ledger = SQLiteLedger(ledger_path or ":memory:")
+    daily_feature = Budget(max_usd=1.00, scope="feature", window="day", name="per feature per day")
+    faq_budgets = [
+        Budget(max_usd=0.01, scope="user", window="day", name="per user per day", alert_at=(0.8,)),
+        daily_feature,
+    ]
+    agent_budgets = [Budget(max_usd=0.05, scope="task", name="per agent run", alert_at=(0.5,)), daily_feature]
+    # Two handlers, one ledger: the shared feature budget counts both.
+    faq_handler = TokenBudgetCallbackHandler(faq_budgets, ledger=ledger, on_alert=on_alert)
+    agent_handler = TokenBudgetCallbackHandler(agent_budgets, ledger=ledger, on_alert=on_alert)
+    # LangChain logs a warning for every exception a callback raises, refusals included; the demo
+    # prints its own lines instead.
+    logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
+
+    echo(
+        "frugal-chains demo: fake models priced with LiteLLM's price map, budgets enforced before each call."
+    )
+    echo("FAQ budgets:   " + "; ".join(b.describe() for b in faq_budgets))
+    echo("Agent budgets: " + "; ".join(b.describe() for b in agent_budgets))
+    echo("")
+
+    # 1. A support FAQ on a cheap model: several users, one of them very chatty.
+    echo("1) FAQ answers on gpt-4o-mini (max_tokens=300):")
+    faq = FakeUsageChatModel(
+        model="gpt-4o-mini",
+        max_tokens=300,
+        output_tokens=180,
+        responses=("You can return any item within 30 days.",),
+    )
+    refused_users: dict[str, int] = {}
+    answered = 0
+    for user, questions in (("alice", 3), ("bob", 2), ("chatty-carol", 100)):
+        for i in range(questions):
+            config: RunnableConfig = {"callbacks": [faq_handler], "metadata": {"feature": "faq", "user_id": user}}
+            try:
+                faq.invoke(
+                    f"Question {i} from {user}: what is your return policy? " + "context " * 200,
+                    config=config,
+                )
+                answered += 1
+            except BudgetExceededError:
+                refused_users[user] = refused_users.get(user, 0) + 1
+    echo(f"   answered {answered} questions; refused before spending anything: {refused_users or 'none'}")
+    for user in ("alice", "bob", "chatty-carol"):
+        spent = sum(r.cost_usd for r in ledger.records(user_id=user))
+        echo(f"   {user:<13} spent ${spent:.6f} of $0.01 today")
+    echo("")
+
+    # 2. A research agent on a strong model whose tool loop never ends by itself.
+    echo("2) A research agent on gpt-4o that keeps calling tools (max_tokens=500):")
+    agent = FakeUsageChatModel(
+        model="gpt-4o", max_tokens=500, output_tokens=350, tool_to_call="search_docs"
+    ).bind_tools([search_docs])
+    messages: list[Any] = [
+        ("system", "You are a research assistant."),
+        ("user", "Compare every plan we sell."),
+    ]
+    steps = 0
+    stop: BudgetExceededError | None = None
+    try:
+        while True:
+            ai = agent.invoke(
+                messages,
+                config={
+                    "callbacks": [agent_handler],
+                    "metadata": {"feature": "research", "user_id": "analyst", "task_id": "research-run-1"},
+                },
+            )
+            steps += 1
+            messages.append(ai)
+            for call in ai.tool_calls:
+                messages.append(ToolMessage(search_docs.invoke(call["args"]), tool_call_id=call["id"]))
+    except BudgetExceededError as e:
+        stop = e
+    echo(f"   the agent made {steps} model calls, then:")
+    echo(f"   STOP  {stop}")
+    echo("")
+
+    by_feature = ledger.summary("feature")
+    by_model = ledger.summary("model")
+    header = ["", "calls", "input tok", "output tok", "cost USD"]
+
+    def rows(summary: list[Any]) -> list[list[str]]:
+        return [
+            [r.key, str(r.calls), f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cost_usd:.6f}"]
+            for r in summary
+        ]
+
+    echo(_table("Cost by feature", rows(by_feature), ["feature", *header[1:]]))
+    echo("")
+    echo(_table("Cost by model", rows(by_model), ["model", *header[1:]]))
+    total = sum(r.cost_usd for r in by_model)
+    research = next((r.cost_usd for r in by_feature if r.key == "research"), 0.0)
+    echo("")
+    echo(
+        f"Total spent: ${total:.6f}. The research run spent ${research:.6f} of its $0.05 task budget; "
+        "no call was made that could have crossed a limit."
+    )
+    if ledger_path:
+        echo(f"Ledger written to {os.path.abspath(ledger_path)}")
+    ledger.close()
+    return {
+        "answered": answered,
+        "refused": refused_users,
+        "agent_steps": steps,
+        "stopped_by": stop.budget.name if stop else None,
+        "research_usd": research,
+        "total_usd": total,
+        "alerts": alerts,
+    }

@@ -1,0 +1,48 @@
+"""Child runs for chat models that call other chat models (cascade, cache and formatter wrappers).
+
+Inside ``_generate`` LangChain hands a ``CallbackManagerForLLMRun``, which has no ``get_child()``. A wrapper
+builds the child manager itself from the run manager's *inheritable* handlers, tags and metadata, with the
+wrapper's run as parent, so the inner calls are child runs that callbacks (and budgets) see. The wrapper's
+``WRAPPER_METADATA_KEY`` flag is local metadata and does not reach the children.
+"""
+
+from __future__ import annotations
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+
+__all__ = ["achild_callbacks", "child_callbacks"]
+
+
+def child_callbacks(
+    run_manager: CallbackManagerForLLMRun | None, tag: str | None = None
+) -> CallbackManager | None:
+    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through)."""
+    if run_manager is None:
+        return None
+    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    if tag is not None:
+        manager.add_tags([tag], inherit=False)
+    return manager
+
+
+def achild_callbacks(
+    run_manager: AsyncCallbackManagerForLLMRun | None, tag: str | None = None
+) -> AsyncCallbackManager | None:
+    """Async :func:`child_callbacks`."""
+    if run_manager is None:
+        return None
+    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    if tag is not None:
+        manager.add_tags([tag], inherit=False)
+    return manager

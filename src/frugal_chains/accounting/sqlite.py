@@ -61,6 +61,7 @@ CREATE INDEX IF NOT EXISTS fc_records_user ON fc_records (user_id, ts);
 """
 
 _KEEP_FINISHED_RESERVATIONS_S = 7 * 86400
+_PRUNE_EVERY_S = 60.0
 
 
 class SQLiteLedger:
@@ -111,6 +112,7 @@ class SQLiteLedger:
                 field="path",
             ) from e
         self._closed = False
+        self._last_prune = float("-inf")
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
@@ -150,6 +152,25 @@ class SQLiteLedger:
                 raise LedgerUnavailableError(f"{self!r} failed: {e}") from e
 
     @staticmethod
+    def _counters(conn: sqlite3.Connection, claims: Sequence[Claim]) -> tuple[Counter, ...]:
+        """Every claim's counter over its window, in one statement (each part uses the primary key)."""
+        if not claims:
+            return ()
+        part = (
+            "SELECT ?, COALESCE(SUM(cn),0), COALESCE(SUM(ct),0), COALESCE(SUM(rn),0), COALESCE(SUM(rt),0) "
+            "FROM fc_counters WHERE counter = ? AND bucket BETWEEN ? AND ?"
+        )
+        rows = conn.execute(
+            " UNION ALL ".join([part] * len(claims)),
+            [v for i, c in enumerate(claims) for v in (i, c.counter, c.min_bucket, c.bucket)],
+        ).fetchall()
+        by_index = {
+            r[0]: Counter(committed_nano=r[1], committed_tokens=r[2], reserved_nano=r[3], reserved_tokens=r[4])
+            for r in rows
+        }
+        return tuple(by_index[i] for i in range(len(claims)))
+
+    @staticmethod
     def _counter(conn: sqlite3.Connection, counter: str, lo: int, hi: int) -> Counter:
         row = conn.execute(
             "SELECT COALESCE(SUM(cn),0), COALESCE(SUM(ct),0), COALESCE(SUM(rn),0), COALESCE(SUM(rt),0) "
@@ -172,6 +193,8 @@ class SQLiteLedger:
         )
 
     def _sweep(self, conn: sqlite3.Connection, t: float) -> None:
+        """Give back expired reservations (an indexed look-up on every reserve); prune old finished ones now
+        and then."""
         expired = conn.execute(
             "SELECT id, nano, tokens, writes FROM fc_reservations WHERE state = 'reserved' AND expires_at < ? "
             "LIMIT 50",
@@ -180,11 +203,13 @@ class SQLiteLedger:
         for rid, nano, tokens, writes in expired:
             self._add(conn, json.loads(writes), 0, 0, -nano, -tokens)
             conn.execute("UPDATE fc_reservations SET state = 'expired' WHERE id = ?", (rid,))
-        conn.execute(
-            "DELETE FROM fc_reservations WHERE id IN (SELECT id FROM fc_reservations "
-            "WHERE state != 'reserved' AND created < ? LIMIT 50)",
-            (t - _KEEP_FINISHED_RESERVATIONS_S,),
-        )
+        if t - self._last_prune >= _PRUNE_EVERY_S:
+            self._last_prune = t
+            conn.execute(
+                "DELETE FROM fc_reservations WHERE id IN (SELECT id FROM fc_reservations "
+                "WHERE state != 'reserved' AND created < ? LIMIT 500)",
+                (t - _KEEP_FINISHED_RESERVATIONS_S,),
+            )
 
     # -- SpendLedger ----------------------------------------------------------------------------------------
     def reserve(
@@ -193,22 +218,22 @@ class SQLiteLedger:
         t = now()
         with self._tx() as conn:
             self._sweep(conn, t)
-            if conn.execute("SELECT 1 FROM fc_reservations WHERE id = ?", (reservation_id,)).fetchone():
-                raise ConfigurationError(
-                    f"Reservation id {reservation_id!r} was used before; ids must be unique.",
-                    field="reservation_id",
-                )
-            before = tuple(self._counter(conn, c.counter, c.min_bucket, c.bucket) for c in claims)
+            before = self._counters(conn, claims)
             denied, unit, exceeded = check_claims(claims, before, nano, tokens)
             if denied is not None:
                 return ReserveResult(ok=False, before=before, denied=denied, denied_unit=unit)
             writes = distinct_writes(claims)
+            try:
+                conn.execute(
+                    "INSERT INTO fc_reservations (id, state, nano, tokens, writes, expires_at, created) "
+                    "VALUES (?, 'reserved', ?, ?, ?, ?, ?)",
+                    (reservation_id, nano, tokens, json.dumps(writes), expires_at, t),
+                )
+            except sqlite3.IntegrityError as e:
+                raise ConfigurationError(
+                    f"Reservation id {reservation_id!r} was used before; ids must be unique.", field="reservation_id"
+                ) from e
             self._add(conn, writes, 0, 0, nano, tokens)
-            conn.execute(
-                "INSERT INTO fc_reservations (id, state, nano, tokens, writes, expires_at, created) "
-                "VALUES (?, 'reserved', ?, ?, ?, ?, ?)",
-                (reservation_id, nano, tokens, json.dumps(writes), expires_at, t),
-            )
             return ReserveResult(ok=True, before=before, exceeded=exceeded)
 
     def commit(
@@ -227,10 +252,11 @@ class SQLiteLedger:
             ).fetchone()
             if row is not None and row[0] in ("committed", "released"):
                 return CommitResult(applied=False)
+            held_nano = held_tokens = 0
             if row is not None:
                 writes = json.loads(row[3])
-                if row[0] == "reserved":
-                    self._add(conn, writes, 0, 0, -row[1], -row[2])
+                if row[0] == "reserved":  # (an expired reservation was already given back)
+                    held_nano, held_tokens = row[1], row[2]
                 conn.execute("UPDATE fc_reservations SET state = 'committed' WHERE id = ?", (reservation_id,))
             else:
                 writes = distinct_writes(claims)
@@ -239,11 +265,10 @@ class SQLiteLedger:
                     "VALUES (?, 'committed', 0, 0, ?, ?, ?)",
                     (reservation_id, json.dumps(writes), t, t),
                 )
-            self._add(conn, writes, nano, tokens, 0, 0)
+            self._add(conn, writes, nano, tokens, -held_nano, -held_tokens)
             if record is not None:
                 self._insert_record(conn, record)
-            after = tuple(self._counter(conn, c.counter, c.min_bucket, c.bucket) for c in claims)
-            return CommitResult(applied=True, after=after)
+            return CommitResult(applied=True, after=self._counters(conn, claims))
 
     def release(self, reservation_id: str) -> bool:
         with self._tx() as conn:

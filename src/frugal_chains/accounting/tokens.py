@@ -157,9 +157,15 @@ def _encoding_name_for(model: str | None) -> str:
     return "o200k_base"
 
 
+@functools.lru_cache(maxsize=8192)
+def _count(encoding: str, text: str) -> int:
+    # Cached: an agent loop sends the same history again at every step, so most parts repeat.
+    return len(get_encoding(encoding).encode(text, disallowed_special=()))
+
+
 def count_text_tokens(text: str, model: str | None = None) -> int:
     """Tokens of plain text with the model's OpenAI encoding (``o200k_base`` for non-OpenAI models)."""
-    return len(get_encoding(_encoding_name_for(model)).encode(text, disallowed_special=()))
+    return _count(_encoding_name_for(model), text)
 
 
 def _content_parts(content: Any) -> Iterable[tuple[str, str]]:
@@ -201,10 +207,10 @@ def count_message_tokens(
         >>> count_message_tokens([{"role": "user", "content": "hello world"}])
         9
     """
-    enc = get_encoding(_encoding_name_for(model))
+    encoding = _encoding_name_for(model)
 
     def n(text: str) -> int:
-        return len(enc.encode(text, disallowed_special=()))
+        return _count(encoding, text)
 
     total = 3  # every reply is primed with <|start|>assistant<|message|>
     for message in messages:

@@ -103,7 +103,8 @@ class BudgetGuard:
         reservation_ttl: a reservation not committed or released by then is given back by the ledger
             (a crashed process cannot hold budget forever). Default one hour.
         on_alert: hook called with an :class:`~frugal_chains.budget.Alert` (default: a logged warning).
-        anomaly: an :class:`~frugal_chains.budget.AnomalyDetector`, or ``None`` to turn the check off.
+        anomaly: an :class:`~frugal_chains.budget.AnomalyDetector`; ``None`` (default) for a new one with its
+            defaults (2x the trailing 7-day average); ``False`` to turn the check off.
         clock: the time source (UTC unix seconds); a seam for tests.
 
     Example:
@@ -128,7 +129,7 @@ class BudgetGuard:
         on_ledger_error: Literal["closed", "open"] = "closed",
         reservation_ttl: timedelta = timedelta(hours=1),
         on_alert: AlertHook | None = None,
-        anomaly: AnomalyDetector | None = None,
+        anomaly: AnomalyDetector | Literal[False] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         budgets = tuple(budgets)
@@ -163,7 +164,9 @@ class BudgetGuard:
         self.on_ledger_error = on_ledger_error
         self.reservation_ttl = reservation_ttl
         self.on_alert = on_alert
-        self.anomaly = anomaly if anomaly is not None else AnomalyDetector()
+        self.anomaly: AnomalyDetector | None = (
+            None if anomaly is False else anomaly if anomaly is not None else AnomalyDetector()
+        )
         self.clock = clock
         self._pending: collections.deque[_PendingOp] = collections.deque()
         self._pending_lock = threading.Lock()

@@ -186,7 +186,8 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
         reservation_ttl: when an unfinished reservation is given back (default one hour).
         on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
-        anomaly: an ``AnomalyDetector`` (default: 2x the trailing 7-day average), or ``None``.
+        anomaly: an ``AnomalyDetector``; ``None`` (default) for one with its defaults (2x the trailing 7-day
+            average); ``False`` to turn the check off.
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
 
     Attribution comes from run metadata ``feature``, ``user_id``, ``tenant_id``, ``task_id`` (else from an
@@ -227,7 +228,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         on_ledger_error: Literal["closed", "open"] = "closed",
         reservation_ttl: timedelta = timedelta(hours=1),
         on_alert: AlertHook | None = None,
-        anomaly: AnomalyDetector | None = None,
+        anomaly: AnomalyDetector | Literal[False] | None = None,
         guard: BudgetGuard | None = None,
     ) -> None:
         super().__init__()
@@ -495,7 +496,7 @@ def budget_scope(
                     on_ledger_error=guard.on_ledger_error,
                     reservation_ttl=guard.reservation_ttl,
                     on_alert=guard.on_alert,
-                    anomaly=guard.anomaly,
+                    anomaly=guard.anomaly or False,
                     margins=handler_kwargs.pop("margins", dict(guard.estimator.margins)),
                 )
             )

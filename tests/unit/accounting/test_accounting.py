@@ -174,3 +174,30 @@ def test_prompt_caching_detected() -> None:
 def test_call_record_round_trips() -> None:
     r = CallRecord(model="m", usage=Usage(input_tokens=5, output_tokens=1), cost_usd=0.5, extra={"tier": 1})
     assert CallRecord.from_dict(r.to_dict()) == r
+
+
+def test_offline_encodings_equal_tiktoken_own(tmp_path: object) -> None:
+    """Our hard-coded encoding definitions give the same tokens as tiktoken's own loader."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    assert spec is not None and spec.submodule_search_locations
+    cache = f"{next(iter(spec.submodule_search_locations))}/litellm_core_utils/tokenizers"
+    text = "Hello, wörld! 12345 <|endoftext|> don't\\n\\n  spaces\\tand tabs 😀 ünïcödé"
+    code = (
+        "import tiktoken, json, sys; t = sys.argv[1]; "
+        "print(json.dumps([tiktoken.get_encoding(n).encode(t, disallowed_special=()) "
+        "for n in ('o200k_base', 'cl100k_base')]))"
+    )
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, text],
+        env={**os.environ, "TIKTOKEN_CACHE_DIR": cache},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    theirs = json.loads(out.stdout)
+    ours = [get_encoding(n).encode(text, disallowed_special=()) for n in ("o200k_base", "cl100k_base")]
+    assert ours == theirs

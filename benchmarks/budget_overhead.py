@@ -54,7 +54,7 @@ def make_prompt(target: int = 1000) -> list[Any]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def measure(ledger: SpendLedger, messages: list[Any], calls: int, warmup: int = 200) -> dict[str, float]:
@@ -133,7 +133,9 @@ def redis_ledger(url: str | None) -> Iterator[SpendLedger | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of starting a local one")
@@ -154,17 +156,27 @@ def main(argv: list[str] | None = None) -> int:
         if rl is not None:
             rows["Redis (local, loopback)"] = measure(rl, messages, args.calls)
 
-    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     if args.json:
-        print(json.dumps({"prompt_tokens": prompt_tokens, "calls": args.calls, "machine": machine, "results": rows},
-                         indent=2))
+        print(
+            json.dumps(
+                {"prompt_tokens": prompt_tokens, "calls": args.calls, "machine": machine, "results": rows},
+                indent=2,
+            )
+        )
         return 0
-    print(f"Budget handler overhead per call (reserve + commit, 3 budgets), {prompt_tokens}-token prompt, "
-          f"{args.calls} calls; {machine}")
+    print(
+        f"Budget handler overhead per call (reserve + commit, 3 budgets), {prompt_tokens}-token prompt, "
+        f"{args.calls} calls; {machine}"
+    )
     name_w = max(len(k) for k in rows)
     print(f"{'':<{name_w}}  {'p50 ms':>8}  {'p90 ms':>8}  {'p99 ms':>8}  {'mean ms':>8}")
     for name, r in rows.items():
-        print(f"{name:<{name_w}}  {r['p50_ms']:8.3f}  {r['p90_ms']:8.3f}  {r['p99_ms']:8.3f}  {r['mean_ms']:8.3f}")
+        print(
+            f"{name:<{name_w}}  {r['p50_ms']:8.3f}  {r['p90_ms']:8.3f}  {r['p99_ms']:8.3f}  {r['mean_ms']:8.3f}"
+        )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Budgets for every LangChain call inside a block, e.g. one web request, without passing callbacks.
 
-    python cookbook/budget_scope_per_request.py
+python cookbook/budget_scope_per_request.py
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def handle_request(user_id: str, question: str) -> str:
                 for step in range(10):  # a multi-step chain that would go on too long
                     answers.append(str(model.invoke(f"step {step}: {question}").content))
             except BudgetExceededError as e:
-                answers.append(f"[stopped: {e.unit} budget, {e.spent:.0f} + {e.requested:.0f} > {e.limit:.0f}]")
+                answers.append(
+                    f"[stopped: {e.unit} budget, {e.spent:.0f} + {e.requested:.0f} > {e.limit:.0f}]"
+                )
         calls = len(scope.ledger.records())
     return f"{calls} calls; last: {answers[-1]}"
 

@@ -28,7 +28,9 @@ def search_orders(customer: str) -> str:
 
 
 def main() -> None:
-    ledger = SQLiteLedger(":memory:")  # a file path keeps spend across restarts; RedisLedger shares it across hosts
+    ledger = SQLiteLedger(
+        ":memory:"
+    )  # a file path keeps spend across restarts; RedisLedger shares it across hosts
     budget = TokenBudgetCallbackHandler(
         [
             Budget(max_usd=0.03, scope="task"),  # one agent run
@@ -39,7 +41,9 @@ def main() -> None:
         on_alert=lambda a: print(f"ALERT {a.kind}: {a.message}"),
     )
     # A model that calls its tool forever: the budget, not the model, ends the run.
-    model = FakeUsageChatModel(model="gpt-4o", max_tokens=500, output_tokens=300, tool_to_call="search_orders")
+    model = FakeUsageChatModel(
+        model="gpt-4o", max_tokens=500, output_tokens=300, tool_to_call="search_orders"
+    )
     agent = create_agent(model, tools=[search_orders])
     try:
         agent.invoke(
@@ -51,10 +55,14 @@ def main() -> None:
             },
         )
     except BudgetExceededError as e:
-        print(f"Stopped before spending more: {e.scope_key!r} spent ${e.spent:.4f}, next call up to "
-              f"${e.requested:.4f}, limit ${e.limit:.2f}")
+        print(
+            f"Stopped before spending more: {e.scope_key!r} spent ${e.spent:.4f}, next call up to "
+            f"${e.requested:.4f}, limit ${e.limit:.2f}"
+        )
     for row in ledger.summary("model"):
-        print(f"{row.key}: {row.calls} calls, {row.input_tokens} in / {row.output_tokens} out, ${row.cost_usd:.4f}")
+        print(
+            f"{row.key}: {row.calls} calls, {row.input_tokens} in / {row.output_tokens} out, ${row.cost_usd:.4f}"
+        )
     total = sum(r.cost_usd for r in ledger.records())
     assert total <= 0.03, total
 

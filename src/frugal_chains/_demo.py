@@ -79,7 +79,10 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     answered = 0
     for user, questions in (("alice", 3), ("bob", 2), ("chatty-carol", 100)):
         for i in range(questions):
-            config: RunnableConfig = {"callbacks": [faq_handler], "metadata": {"feature": "faq", "user_id": user}}
+            config: RunnableConfig = {
+                "callbacks": [faq_handler],
+                "metadata": {"feature": "faq", "user_id": user},
+            }
             try:
                 faq.invoke(
                     f"Question {i} from {user}: what is your return policy? " + "context " * 200,

@@ -33,6 +33,7 @@ _EXPORTS = {
     "count_text_tokens": ".tokens",
     "current_attribution": ".context",
     "get_encoding": ".tokens",
+    "usage_from_provider": ".provider_usage",
     "litellm_price": ".pricing",
 }
 __all__ = sorted(_EXPORTS)
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
     )
     from frugal_chains.accounting.pricing import (
         litellm_price as litellm_price,
+    )
+    from frugal_chains.accounting.provider_usage import (
+        usage_from_provider as usage_from_provider,
     )
     from frugal_chains.accounting.redis import (
         RedisLedger as RedisLedger,

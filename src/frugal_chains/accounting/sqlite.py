@@ -165,7 +165,9 @@ class SQLiteLedger:
             [v for i, c in enumerate(claims) for v in (i, c.counter, c.min_bucket, c.bucket)],
         ).fetchall()
         by_index = {
-            r[0]: Counter(committed_nano=r[1], committed_tokens=r[2], reserved_nano=r[3], reserved_tokens=r[4])
+            r[0]: Counter(
+                committed_nano=r[1], committed_tokens=r[2], reserved_nano=r[3], reserved_tokens=r[4]
+            )
             for r in rows
         }
         return tuple(by_index[i] for i in range(len(claims)))
@@ -231,7 +233,8 @@ class SQLiteLedger:
                 )
             except sqlite3.IntegrityError as e:
                 raise ConfigurationError(
-                    f"Reservation id {reservation_id!r} was used before; ids must be unique.", field="reservation_id"
+                    f"Reservation id {reservation_id!r} was used before; ids must be unique.",
+                    field="reservation_id",
                 ) from e
             self._add(conn, writes, 0, 0, nano, tokens)
             return ReserveResult(ok=True, before=before, exceeded=exceeded)

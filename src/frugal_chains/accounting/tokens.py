@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MARGINS",
     "IMAGE_TOKENS",
+    "OUTPUT_CAP_KEYS",
     "TokenEstimator",
     "count_message_tokens",
     "count_text_tokens",
@@ -43,6 +44,14 @@ __all__ = [
 ]
 
 IMAGE_TOKENS = 1_600
+OUTPUT_CAP_KEYS: tuple[str, ...] = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "max_new_tokens",
+    "num_predict",
+)
+"""Parameter names under which LLM integrations carry a call's output cap."""
 DEFAULT_MARGINS: Mapping[str, float] = {
     "openai": 0.05,
     "azure": 0.05,

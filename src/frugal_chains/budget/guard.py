@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from typing import Any, Literal
 
 from frugal_chains.accounting.ledger import Claim, CommitResult, Counter, ReserveResult, SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
-from frugal_chains.accounting.tokens import TokenEstimator, uses_prompt_caching
+from frugal_chains.accounting.tokens import TokenEstimator, count_text_tokens, uses_prompt_caching
 from frugal_chains.accounting.usage import (
     Attribution,
     CallRecord,
@@ -319,6 +320,14 @@ class BudgetGuard:
 
     def _ttl(self) -> float:
         return self.reservation_ttl.total_seconds()
+
+    def estimated_usage(self, res: Reservation, answer_text: str) -> Usage:
+        """Usage of a call whose provider reported none: the prompt estimate (margin included) and the answer's
+        tokens counted, plus the provider's margin (never more than the output cap, unless the text is longer)."""
+        counted = count_text_tokens(answer_text, res.plan.model) if answer_text else 0
+        margin = self.estimator.margin_for(res.plan.provider)
+        out = min(math.ceil(counted * (1 + margin)), max(res.plan.max_output_tokens, counted))
+        return Usage(input_tokens=res.plan.input_tokens, output_tokens=out)
 
     # -- commit --------------------------------------------------------------------------------------------
     def _record(

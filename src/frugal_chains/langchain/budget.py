@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,7 +37,8 @@ from langchain_core.tracers.context import register_configure_hook
 from frugal_chains.accounting.context import attribute, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook, normalize_provider
-from frugal_chains.accounting.tokens import count_text_tokens
+from frugal_chains.accounting.provider_usage import usage_from_provider
+from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
 from frugal_chains.accounting.usage import Attribution, Price, Usage
 from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
 from frugal_chains.budget.budget import Budget
@@ -64,18 +64,6 @@ CACHE_HIT_METADATA_KEY = "frugal_cache"
 """``AIMessage.response_metadata["frugal_cache"] == "hit"`` marks an answer served by frugal-chains'
 cache, which writes its own cache-hit record: the handler then only releases the reservation."""
 
-_MAX_TOKEN_KEYS = (
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "max_new_tokens",
-    "num_predict",
-)
-
-
-def _int(v: Any) -> int:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
-
 
 def usage_from_message(message: BaseMessage) -> Usage | None:
     """A :class:`~frugal_chains.Usage` from an ``AIMessage.usage_metadata`` (``None`` if it has none).
@@ -92,59 +80,17 @@ def usage_from_message(message: BaseMessage) -> Usage | None:
         8
     """
     um = getattr(message, "usage_metadata", None)
-    if not um or ("input_tokens" not in um and "output_tokens" not in um):
+    if not um:
         return None
-    details: Mapping[str, Any] = um.get("input_token_details") or {}
-    out_details: Mapping[str, Any] = um.get("output_token_details") or {}
-    cache_read = _int(details.get("cache_read"))
-    writes = _int(details.get("cache_creation"))
-    w1h = _int(details.get("ephemeral_1h_input_tokens"))
-    w5m = _int(details.get("ephemeral_5m_input_tokens")) if "ephemeral_5m_input_tokens" in details else None
-    if w5m is None:
-        w5m = max(0, writes - w1h)
-    input_tokens = max(_int(um.get("input_tokens")), cache_read + w5m + w1h)
-    output = _int(um.get("output_tokens"))
-    return Usage(
-        input_tokens=input_tokens,
-        output_tokens=output,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=w5m,
-        cache_write_1h_tokens=w1h,
-        reasoning_tokens=min(output, _int(out_details.get("reasoning"))),
-    )
+    # usage_metadata's input_tokens include the cached parts: mark it as LangChain's shape
+    return usage_from_provider({"input_token_details": {}, **um})
 
 
 def _usage_from_llm_output(llm_output: Mapping[str, Any] | None) -> Usage | None:
     """OpenAI-style ``token_usage`` or Anthropic-style ``usage`` in ``LLMResult.llm_output``."""
     if not llm_output:
         return None
-    tu = llm_output.get("token_usage") or llm_output.get("usage")
-    if not isinstance(tu, Mapping):
-        return None
-    if "prompt_tokens" in tu or "completion_tokens" in tu:
-        cached = _int((tu.get("prompt_tokens_details") or {}).get("cached_tokens"))
-        prompt = _int(tu.get("prompt_tokens"))
-        out = _int(tu.get("completion_tokens"))
-        reasoning = _int((tu.get("completion_tokens_details") or {}).get("reasoning_tokens"))
-        return Usage(
-            input_tokens=max(prompt, cached),
-            output_tokens=out,
-            cache_read_tokens=cached,
-            reasoning_tokens=min(out, reasoning),
-        )
-    if "input_tokens" in tu:  # Anthropic: input_tokens excludes the cached parts
-        read = _int(tu.get("cache_read_input_tokens"))
-        writes = _int(tu.get("cache_creation_input_tokens"))
-        split = tu.get("cache_creation") or {}
-        w1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
-        return Usage(
-            input_tokens=_int(tu.get("input_tokens")) + read + writes,
-            output_tokens=_int(tu.get("output_tokens")),
-            cache_read_tokens=read,
-            cache_write_tokens=max(0, writes - w1h),
-            cache_write_1h_tokens=w1h,
-        )
-    return None
+    return usage_from_provider(llm_output.get("token_usage") or llm_output.get("usage"))
 
 
 def _model_and_provider(
@@ -166,7 +112,7 @@ def _model_and_provider(
 def _max_output(params: Mapping[str, Any]) -> int | None:
     """The call's own output cap from its invocation params. ``ls_max_tokens`` in metadata is not used: it is
     inherited metadata, so a child run may carry its parent's cap."""
-    for key in _MAX_TOKEN_KEYS:
+    for key in OUTPUT_CAP_KEYS:
         v = params.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             return v
@@ -195,23 +141,19 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
     handler where the run starts (``config={"callbacks": [handler]}`` or :func:`budget_scope`).
 
     Example:
-        >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
-        >>> from frugal_chains import Budget, BudgetExceededError, Price
+        >>> from frugal_chains import Budget, BudgetExceededError
         >>> from frugal_chains.langchain import TokenBudgetCallbackHandler
-        >>> handler = TokenBudgetCallbackHandler(
-        ...     [Budget(max_usd=0.002, scope="global")],
-        ...     prices={"fake-list-chat-model": Price(input=1.0, output=2.0, max_output_tokens=256)})
-        >>> model = FakeListChatModel(responses=["hello"] * 10)
-        >>> model.invoke("hi", config={"callbacks": [handler]}).content
-        'hello'
-        >>> calls = 1
+        >>> from frugal_chains.testing import FakeUsageChatModel  # reports usage like a provider
+        >>> handler = TokenBudgetCallbackHandler([Budget(max_tokens=1000, scope="global")])
+        >>> model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=300, output_tokens=300)
+        >>> answered = 0
         >>> try:
         ...     while True:
         ...         _ = model.invoke("hi", config={"callbacks": [handler]})
-        ...         calls += 1
+        ...         answered += 1
         ... except BudgetExceededError as e:
-        ...     print(calls, e.unit)
-        3 usd
+        ...     print(answered, e.unit, e.spent, e.requested)
+        3 tokens 924.0 309.0
     """
 
     raise_error: bool = True
@@ -421,13 +363,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             model = model or (response.llm_output or {}).get("model_name")
         estimated = usage is None
         if usage is None:
-            # no usage reported: the prompt estimate (margin included) and the answer counted, plus the margin
-            counted = sum(count_text_tokens(t, res.plan.model) for t in texts)
-            out = min(
-                math.ceil(counted * (1 + self.guard.estimator.margin_for(res.plan.provider))),
-                max(res.plan.max_output_tokens, counted),
-            )
-            usage = Usage(input_tokens=res.plan.input_tokens, output_tokens=out)
+            usage = self.guard.estimated_usage(res, "".join(texts))
         self.guard.commit(
             res, usage, model=model if isinstance(model, str) else None, usage_estimated=estimated
         )

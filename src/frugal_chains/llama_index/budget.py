@@ -1,0 +1,538 @@
+"""Hard token and USD budgets for LlamaIndex: a legacy callback handler.
+
+How it works (read from ``llama_index/core/llms/callbacks.py`` and ``callbacks/base.py``):
+
+* Every LLM call made through ``chat``/``complete`` and their streaming and async variants is wrapped by
+  LlamaIndex's ``llm_chat_callback``/``llm_completion_callback`` decorators. They send a ``CBEventType.LLM`` start
+  event *before* the LLM is called and outside their try block, and ``CallbackManager.on_event_start`` calls the
+  handlers without a try block. The handler **reserves** the call's worst case there (estimated prompt tokens
+  with a safety margin, plus the output cap) and raises ``BudgetExceededError`` if a budget could be exceeded:
+  the exception leaves ``llm.complete(...)``, ``query_engine.query(...)`` and so on, with nothing spent.
+* The end event (same ``event_id``) carries the response: the actual usage is committed, read from
+  ``response.raw`` (OpenAI, Anthropic, OpenAI Responses or Gemini usage, as a dict or an object), else from
+  ``additional_kwargs`` token counts, else estimated (flagged ``usage_estimated`` on the record). A streaming call
+  ends when its stream is exhausted. A stream closed early is committed at its worst case (it was billed for an
+  unknown part of it); an error releases the reservation.
+* Tasks: each outermost LlamaIndex trace (one ``query()``, one ``chat()`` of a chat engine, one bare LLM call) is a
+  task, unless an enclosing :func:`frugal_chains.attribute` block sets ``task_id``. Feature, user and tenant come
+  from ``attribute(...)`` too: LlamaIndex has no per-call metadata.
+* Streaming query engines (``as_query_engine(streaming=True)``) call the LLM lazily in llama-index-core 0.14: the
+  call starts when the response stream is consumed, after ``query()`` has returned. The budget check (and
+  ``BudgetExceededError``) happens there, as its own task, attributed to the context that consumes the stream:
+  consume it inside the ``attribute(...)`` block.
+* Nested LLM events: LlamaIndex LLMs often delegate to their own decorated methods (``CustomLLM.chat`` calls
+  ``complete``; ``acomplete`` calls ``complete``; ``astream_chat`` iterates ``stream_chat``), and wrapper LLMs
+  (``StructuredLLM``) call another LLM. Each level sends its own LLM event. Only the innermost call is counted:
+  when an LLM event starts inside another one (found on the call stack), the outer one's reservation is given
+  back and the inner one reserves for itself. LLMs whose ``to_payload()`` sets :data:`WRAPPER_PAYLOAD_KEY` are
+  never counted themselves.
+
+Only **legacy** callback handlers can enforce a budget: instrumentation event handlers
+(``llama_index.core.instrumentation``) swallow their exceptions, so they cannot abort a run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
+from typing import Any, Literal
+
+import llama_index.core.callbacks.base as _li_callbacks_base
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.callbacks.schema import CBEventType, EventPayload
+
+from frugal_chains.accounting.context import current_attribution
+from frugal_chains.accounting.ledger import SpendLedger
+from frugal_chains.accounting.pricing import PriceBook
+from frugal_chains.accounting.provider_usage import get_field as _get
+from frugal_chains.accounting.provider_usage import usage_from_provider
+from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
+from frugal_chains.accounting.usage import Attribution, Price, Usage
+from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
+from frugal_chains.budget.budget import Budget
+from frugal_chains.budget.guard import BudgetGuard, Reservation
+from frugal_chains.errors import ConfigurationError
+
+# The trace-id stack of LlamaIndex's callback managers (a ContextVar of lists), to find orphaned reservations;
+# if a later LlamaIndex moves it, orphan detection is off (reservations then expire after reservation_ttl).
+_trace_ids_var: Any = getattr(_li_callbacks_base, "global_stack_trace_ids", None)
+
+__all__ = ["WRAPPER_PAYLOAD_KEY", "TokenBudgetHandler"]
+
+
+WRAPPER_PAYLOAD_KEY = "frugal_chains_wrapper"
+"""A key an LLM sets in its ``to_payload()`` dict when it only calls other LLMs (cascade and cache wrappers):
+its own LLM events are not counted; the calls it makes are."""
+
+_CALLBACKS_FILE = os.path.join("llama_index", "core", "llms", "callbacks.py")
+_MAX_STACK = 400
+_PLACEHOLDER_MODEL = "unknown"  # LLMMetadata.model_name's default
+
+# The provider a LlamaIndex LLM class talks to, from its class_name(); it picks the token-estimate margin and
+# the ``provider/model`` price lookup. Checked in order (azure before openai; OpenAI-compatible servers are not
+# OpenAI).
+_PROVIDER_HINTS: tuple[tuple[str, str | None], ...] = (
+    ("openailike", None),
+    ("openai_like", None),
+    ("azure", "azure"),
+    ("openai", "openai"),
+    ("anthropic", "anthropic"),
+    ("bedrock", "bedrock"),
+    ("vertex", "vertex_ai"),
+    ("gemini", "gemini"),
+    ("google", "gemini"),
+    ("mistral", "mistral"),
+    ("groq", "groq"),
+    ("cohere", "cohere"),
+    ("ollama", "ollama"),
+)
+
+_trace_task: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "frugal_chains_li_trace", default=None
+)
+"""The task id of the outermost LlamaIndex trace running in this context (set by ``start_trace``)."""
+
+
+def _usage_of(response: Any) -> tuple[Usage | None, str | None]:
+    """``(usage, model)`` reported by a ``ChatResponse``/``CompletionResponse``: ``raw`` usage first (the
+    provider's own, with cache and reasoning details), then token counts in ``additional_kwargs`` (where
+    LlamaIndex's OpenAI integration and ``TokenCountingHandler`` look)."""
+    raw = _get(response, "raw")
+    model = _get(raw, "model")
+    found_model = model if isinstance(model, str) and model else None
+    for candidate in (
+        _get(raw, "usage"),
+        _get(raw, "usage_metadata"),
+        _get(response, "additional_kwargs"),
+        _get(_get(response, "message"), "additional_kwargs"),
+    ):
+        usage = usage_from_provider(candidate)
+        if usage is not None:
+            return usage, found_model
+    return None, found_model
+
+
+def _response_text(response: Any) -> str:
+    """The answer's text (and tool calls) for the output estimate."""
+    if response is None:
+        return ""
+    text = _get(response, "text")
+    if isinstance(text, str):
+        return text
+    message = _get(response, "message")
+    parts: list[str] = []
+    content = _get(message, "content")
+    if isinstance(content, str):
+        parts.append(content)
+    for block in _get(message, "blocks") or ():
+        if _get(block, "block_type") == "tool_call":
+            args = _get(block, "tool_kwargs")
+            parts.append(str(_get(block, "tool_name") or ""))
+            parts.append(args if isinstance(args, str) else json.dumps(args, default=str))
+    return "\n".join(parts)
+
+
+# -- request -------------------------------------------------------------------------------------------------
+def _plain(obj: Any) -> Any:
+    """Pydantic/SDK objects to plain dicts (for token counting)."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump()
+        except Exception:
+            return str(obj)
+    return obj
+
+
+def _to_openai_message(message: Any) -> dict[str, Any]:
+    """A LlamaIndex ``ChatMessage`` as an OpenAI-format dict (enough for the token estimate)."""
+    if isinstance(message, Mapping):
+        return dict(message)
+    role = _get(message, "role")
+    role = str(getattr(role, "value", role) or "user")
+    if role in ("chatbot", "model"):
+        role = "assistant"
+    out: dict[str, Any] = {"role": role}
+    blocks = _get(message, "blocks")
+    if blocks is None:
+        content = _get(message, "content")
+        out["content"] = "" if content is None else str(content)
+        return out
+    parts: list[dict[str, Any]] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = _get(block, "block_type")
+        if kind == "text":
+            parts.append({"type": "text", "text": str(_get(block, "text") or "")})
+        elif kind == "thinking":
+            parts.append({"type": "text", "text": str(_get(block, "content") or "")})
+        elif kind in ("citable", "citation"):
+            inner = _get(block, "content") or _get(block, "cited_content")
+            for sub in inner if isinstance(inner, list) else [inner]:
+                if _get(sub, "block_type") == "text":
+                    parts.append({"type": "text", "text": str(_get(sub, "text") or "")})
+                else:
+                    parts.append({"type": "image_url", "image_url": {"url": ""}})
+        elif kind == "tool_call":
+            args = _get(block, "tool_kwargs")
+            tool_calls.append(
+                {
+                    "id": _get(block, "tool_call_id") or "",
+                    "type": "function",
+                    "function": {
+                        "name": str(_get(block, "tool_name") or ""),
+                        "arguments": args if isinstance(args, str) else json.dumps(args, default=str),
+                    },
+                }
+            )
+        elif kind == "cache":
+            if parts:
+                parts[-1]["cache_control"] = {"type": "ephemeral"}
+            else:
+                out["cache_control"] = {"type": "ephemeral"}
+        elif kind is not None:
+            # image, audio, video, document: a flat per-part cost (see frugal_chains.accounting.tokens)
+            parts.append({"type": "image_url", "image_url": {"url": ""}})
+    if all(p.get("type") == "text" and "cache_control" not in p for p in parts):
+        out["content"] = "\n".join(str(p["text"]) for p in parts)
+    else:
+        out["content"] = parts
+    extra = _get(message, "additional_kwargs") or {}
+    if isinstance(extra, Mapping):
+        calls = extra.get("tool_calls")
+        if isinstance(calls, Sequence) and not isinstance(calls, str):
+            tool_calls.extend(dict(c) for c in (_plain(c) for c in calls) if isinstance(c, Mapping))
+        for key in ("tool_call_id", "name"):
+            if isinstance(extra.get(key), str):
+                out[key] = extra[key]
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    return out
+
+
+def _tools(kwargs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Tool schemas passed to the call (OpenAI-format dicts or LlamaIndex tools)."""
+    tools = kwargs.get("tools")
+    if not isinstance(tools, Sequence) or isinstance(tools, str) or not tools:
+        return None
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        if isinstance(tool, Mapping):
+            out.append(dict(tool))
+            continue
+        to_openai = getattr(getattr(tool, "metadata", None), "to_openai_tool", None)
+        if callable(to_openai):
+            try:
+                schema = to_openai()
+            except Exception:
+                continue
+            if isinstance(schema, Mapping):
+                out.append(dict(schema))
+    return out or None
+
+
+def _model_and_provider(serialized: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The model name from the LLM's payload (``to_payload()``: ``class_name`` plus ``LLMMetadata``; integrations
+    and older LlamaIndex versions add ``model``). ``model_name`` left at LlamaIndex's ``"unknown"`` placeholder
+    falls back to the class name (``"MockLLM"``, ``"custom_llm"``), so prices can name the class."""
+    class_name = str(serialized.get("class_name") or "")
+    model: str | None = None
+    for key in ("model", "model_name", "model_id"):
+        v = serialized.get(key)
+        if isinstance(v, str) and v and v != _PLACEHOLDER_MODEL:
+            model = v
+            break
+    lowered = class_name.lower()
+    provider: str | None = None
+    for hint, name in _PROVIDER_HINTS:
+        if hint in lowered:
+            provider = name
+            break
+    return model or class_name or _PLACEHOLDER_MODEL, provider
+
+
+def _max_output(kwargs: Mapping[str, Any], serialized: Mapping[str, Any]) -> int | None:
+    """The largest output cap any source names: the call's kwargs, the LLM's own fields and its
+    ``additional_kwargs`` (integrations differ in which one wins), and ``LLMMetadata.num_output``
+    (``-1`` = none). ``None`` when none is set: the price's ``max_output_tokens`` is used."""
+    caps: list[int] = []
+    extra = serialized.get("additional_kwargs")
+    for source in (kwargs, serialized, extra if isinstance(extra, Mapping) else {}):
+        for key in OUTPUT_CAP_KEYS:
+            v = source.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                caps.append(v)
+    n = serialized.get("num_output")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        caps.append(n)
+    return max(caps) if caps else None
+
+
+def _current_trace_ids() -> Any:
+    return _trace_ids_var.get() if _trace_ids_var is not None else None
+
+
+# -- the handler -----------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Call:
+    """One open LLM event."""
+
+    res: Reservation | None
+    """``None`` for a wrapper (its inner calls are counted) or after the reservation was handed on."""
+    attribution: Attribution
+    trace_ids: Any
+    """The LlamaIndex trace-id list active when the event started (compared by identity)."""
+    started: float
+
+
+_IGNORED_STARTS: list[CBEventType] = [
+    t for t in CBEventType if t not in (CBEventType.LLM, CBEventType.EXCEPTION)
+]
+_IGNORED_ENDS: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
+
+
+class TokenBudgetHandler(BaseCallbackHandler):
+    """Prices every LlamaIndex LLM call and stops it **before** it is made when a budget would be exceeded.
+
+    A legacy callback handler: put it on ``Settings.callback_manager = CallbackManager([handler])`` (or on an
+    LLM's or a query engine's ``callback_manager``). Instrumentation event handlers cannot do this job: LlamaIndex
+    swallows their exceptions, so they cannot abort a run.
+
+    Args:
+        budgets: the :class:`~frugal_chains.Budget` limits to enforce (empty: only price and record).
+        ledger: where spend lives (default: a new in-memory ``SQLiteLedger``; share one ledger, or use
+            ``RedisLedger``, to share budgets between handlers, processes or hosts).
+        prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``. The model name
+            is the LLM's ``metadata.model_name``, or its ``class_name()`` when that is LlamaIndex's placeholder
+            ``"unknown"`` (``"MockLLM"`` for ``MockLLM``).
+        unknown_model: ``"raise"`` (default: a model with no price is refused before the call) or ``"warn"``.
+        margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
+        on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
+        reservation_ttl: when an unfinished reservation is given back (default one hour).
+        on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
+        anomaly: an ``AnomalyDetector`` (default: 2x the trailing 7-day average), or ``None``.
+        guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
+
+    The worst case of a call is its estimated prompt plus its output cap: the largest of the call's
+    ``max_tokens``-like kwargs, the LLM's own ``max_tokens``-like fields and ``LLMMetadata.num_output``; else the
+    price's ``max_output_tokens``. Attribution (feature, user, tenant, task) comes from an enclosing
+    :func:`frugal_chains.attribute` block; without a ``task_id`` there, each outermost LlamaIndex trace (one
+    ``query()``) is a task.
+
+    Example:
+        >>> from llama_index.core.callbacks import CallbackManager
+        >>> from llama_index.core.llms.mock import MockLLM
+        >>> from frugal_chains import Budget, BudgetExceededError, Price
+        >>> from frugal_chains.llama_index import TokenBudgetHandler
+        >>> handler = TokenBudgetHandler(
+        ...     [Budget(max_usd=0.0005, scope="global")], prices={"MockLLM": Price(input=1.0, output=2.0)})
+        >>> llm = MockLLM(max_tokens=64, callback_manager=CallbackManager([handler]))
+        >>> llm.complete("hi").text.count("text")
+        64
+        >>> calls = 1
+        >>> try:
+        ...     while True:
+        ...         _ = llm.complete("hi")
+        ...         calls += 1
+        ... except BudgetExceededError as e:
+        ...     print(calls, e.unit)
+        3 usd
+        >>> round(sum(r.cost_usd for r in handler.ledger.records()), 6)
+        0.000414
+    """
+
+    def __init__(
+        self,
+        budgets: Sequence[Budget] = (),
+        *,
+        ledger: SpendLedger | None = None,
+        prices: PriceBook | Mapping[str, Price] | None = None,
+        unknown_model: Literal["raise", "warn"] = "raise",
+        margins: Mapping[str, float] | None = None,
+        on_ledger_error: Literal["closed", "open"] = "closed",
+        reservation_ttl: timedelta = timedelta(hours=1),
+        on_alert: AlertHook | None = None,
+        anomaly: AnomalyDetector | None = None,
+        guard: BudgetGuard | None = None,
+    ) -> None:
+        super().__init__(event_starts_to_ignore=_IGNORED_STARTS, event_ends_to_ignore=_IGNORED_ENDS)
+        if guard is None:
+            guard = BudgetGuard(
+                budgets,
+                ledger=ledger,
+                prices=prices,
+                unknown_model=unknown_model,
+                margins=margins,
+                on_ledger_error=on_ledger_error,
+                reservation_ttl=reservation_ttl,
+                on_alert=on_alert,
+                anomaly=anomaly,
+            )
+        elif budgets or ledger is not None or prices is not None:
+            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
+        self.guard = guard
+        self._calls: dict[str, _Call] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ledger(self) -> SpendLedger:
+        return self.guard.ledger
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        return self.guard.budgets
+
+    def __repr__(self) -> str:
+        return f"TokenBudgetHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
+
+    # -- traces = tasks -----------------------------------------------------------------------------------------
+    def start_trace(self, trace_id: str | None = None) -> None:
+        """An outermost trace starts (LlamaIndex calls handlers for the outermost one only): a new task."""
+        _trace_task.set(f"{trace_id or 'trace'}-{uuid.uuid4().hex}")
+
+    def end_trace(self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None) -> None:
+        _trace_task.set(None)
+
+    # -- events ---------------------------------------------------------------------------------------------------
+    def on_event_start(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        parent_id: str = "",
+        **kwargs: Any,
+    ) -> str:
+        if event_type == CBEventType.LLM:
+            self._start_llm(payload or {}, event_id)
+        elif event_type == CBEventType.EXCEPTION:
+            self._release_orphans()
+        return event_id
+
+    def on_event_end(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        if event_type != CBEventType.LLM:
+            return
+        with self._lock:
+            call = self._calls.pop(event_id, None)
+        if call is None or call.res is None:
+            return
+        res = call.res
+        payload = payload or {}
+        error = payload.get(EventPayload.EXCEPTION)
+        if isinstance(error, GeneratorExit):
+            # the consumer closed the stream early: billed for an unknown part of it, so at its worst case
+            worst = Usage(input_tokens=res.plan.input_tokens, output_tokens=res.plan.max_output_tokens)
+            self.guard.commit(res, worst, usage_estimated=True, extra={"stream_closed_early": True})
+            return
+        if error is not None:
+            self.guard.release(res)
+            return
+        response = payload.get(EventPayload.RESPONSE)
+        if response is None:
+            response = payload.get(EventPayload.COMPLETION)
+        usage, model = _usage_of(response)
+        estimated = usage is None
+        if usage is None:
+            usage = self.guard.estimated_usage(res, _response_text(response))
+        self.guard.commit(res, usage, model=model, usage_estimated=estimated)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _enclosing(self) -> _Call | None:
+        """The open LLM event whose decorated call (or stream) is running below this one on the call stack."""
+        frame: FrameType | None = sys._getframe(2)
+        depth = 0
+        while frame is not None and depth < _MAX_STACK:
+            if frame.f_code.co_filename.endswith(_CALLBACKS_FILE):
+                event_id = frame.f_locals.get("event_id")
+                if isinstance(event_id, str):
+                    with self._lock:
+                        call = self._calls.get(event_id)
+                    if call is not None:
+                        return call
+            frame = frame.f_back
+            depth += 1
+        return None
+
+    def _start_llm(self, payload: Mapping[str, Any], event_id: str) -> None:
+        event_id = event_id or uuid.uuid4().hex
+        self._prune()
+        serialized = payload.get(EventPayload.SERIALIZED)
+        serialized = serialized if isinstance(serialized, Mapping) else {}
+        call_kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
+        call_kwargs = call_kwargs if isinstance(call_kwargs, Mapping) else {}
+        trace_ids = _current_trace_ids()
+
+        outer = self._enclosing()
+        if outer is not None:
+            # count the innermost call only: the outer one becomes a wrapper and gives its reservation back
+            with self._lock:
+                handed, outer.res = outer.res, None
+            if handed is not None:
+                self.guard.release(handed)
+            attribution = outer.attribution
+        else:
+            attribution = current_attribution().merged(
+                Attribution(task_id=_trace_task.get() or f"llm-{event_id}")
+            )
+
+        res: Reservation | None = None
+        if not serialized.get(WRAPPER_PAYLOAD_KEY):
+            messages = payload.get(EventPayload.MESSAGES)
+            if messages is not None:
+                openai_messages = [_to_openai_message(m) for m in messages]
+            else:
+                prompt = payload.get(EventPayload.PROMPT)
+                openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
+            model, provider = _model_and_provider(serialized)
+            plan = self.guard.plan(
+                openai_messages,
+                model=model,
+                provider=provider,
+                max_output_tokens=_max_output(call_kwargs, serialized),
+                tools=_tools(call_kwargs),
+                attribution=attribution,
+            )
+            res = self.guard.reserve(plan)
+        with self._lock:
+            self._calls[event_id] = _Call(
+                res=res, attribution=attribution, trace_ids=trace_ids, started=time.monotonic()
+            )
+
+    def _release_orphans(self) -> None:
+        """An exception is leaving a trace. A reservation made in that very trace activation and still open was
+        orphaned: another handler raised in ``on_event_start`` after this one reserved, so the LLM decorator
+        never sends its end event. (A call that failed itself already got its end event, with the error.)"""
+        current = _current_trace_ids()
+        if not current:  # outside any trace (LlamaIndex's shared empty default list): nothing to match
+            return
+        orphans: list[Reservation] = []
+        with self._lock:
+            for event_id, call in list(self._calls.items()):
+                if call.trace_ids is current:
+                    del self._calls[event_id]
+                    if call.res is not None:
+                        orphans.append(call.res)
+        for res in orphans:
+            self.guard.release(res)
+
+    def _prune(self) -> None:
+        """Forget events that never ended (a stream never iterated) once the ledger has expired them."""
+        cutoff = time.monotonic() - self.guard.reservation_ttl.total_seconds()
+        with self._lock:
+            stale = [k for k, c in self._calls.items() if c.started < cutoff]
+            for k in stale:
+                del self._calls[k]

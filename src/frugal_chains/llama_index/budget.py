@@ -319,7 +319,8 @@ class TokenBudgetHandler(BaseCallbackHandler):
         on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
         reservation_ttl: when an unfinished reservation is given back (default one hour).
         on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
-        anomaly: an ``AnomalyDetector`` (default: 2x the trailing 7-day average), or ``None``.
+        anomaly: an ``AnomalyDetector``; ``None`` (default) for one with its defaults (2x the trailing 7-day
+            average); ``False`` to turn the check off.
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
 
     The worst case of a call is its estimated prompt plus its output cap: the largest of the call's
@@ -361,7 +362,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
         on_ledger_error: Literal["closed", "open"] = "closed",
         reservation_ttl: timedelta = timedelta(hours=1),
         on_alert: AlertHook | None = None,
-        anomaly: AnomalyDetector | None = None,
+        anomaly: AnomalyDetector | Literal[False] | None = None,
         guard: BudgetGuard | None = None,
     ) -> None:
         super().__init__(event_starts_to_ignore=_IGNORED_STARTS, event_ends_to_ignore=_IGNORED_ENDS)

@@ -288,15 +288,19 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         model, provider = _model_and_provider(serialized, metadata, params)
         tools = params.get("tools") or None
-        plan = self.guard.plan(
-            messages,
-            model=model,
-            provider=provider,
-            max_output_tokens=_max_output(params),
-            tools=tools if isinstance(tools, list) else None,
-            attribution=self._attribution(root, metadata, tags),
-        )
-        res = self.guard.reserve(plan)
+        try:
+            plan = self.guard.plan(
+                messages,
+                model=model,
+                provider=provider,
+                max_output_tokens=_max_output(params),
+                tools=tools if isinstance(tools, list) else None,
+                attribution=self._attribution(root, metadata, tags),
+            )
+            res = self.guard.reserve(plan)
+        except BaseException:
+            self._exit(run_id)  # LangChain sends no end event for a run refused at its start
+            raise
         with self._lock:
             self._reservations[run_id] = res
 

@@ -317,3 +317,11 @@ def test_budget_scope_tasks_and_nesting() -> None:
         with pytest.raises(ConfigurationError) as ce, budget_scope(ledger=object()):  # type: ignore[arg-type]
             pass
         assert ce.value.field == "ledger"
+
+
+def test_refused_runs_leave_no_state_behind() -> None:
+    handler = TokenBudgetCallbackHandler([Budget(max_tokens=10, scope="global")])
+    for _ in range(3):
+        with pytest.raises(BudgetExceededError):
+            FakeUsageChatModel().invoke("hi", config={"callbacks": [handler]})
+    assert handler._roots == {} and handler._reservations == {}

@@ -20,7 +20,10 @@ from frugal_chains.llama_index import TokenBudgetHandler
 def main() -> None:
     ledger = SQLiteLedger(":memory:")
     handler = TokenBudgetHandler(
-        [Budget(max_usd=0.01, scope="user", window="day"), Budget(max_usd=10.0, scope="global", window="month")],
+        [
+            Budget(max_usd=0.01, scope="user", window="day"),
+            Budget(max_usd=10.0, scope="global", window="month"),
+        ],
         ledger=ledger,
         # MockLLM has no public price: say what a call costs (USD per million tokens)
         prices={"MockLLM": Price(input=1.0, output=4.0)},
@@ -40,8 +43,10 @@ def main() -> None:
                     engine.query(f"Question {i}: how long do refunds take?")
                     answered += 1
             except BudgetExceededError as e:
-                print(f"{user}: stopped after {answered} answers ({e.scope_key!r}: ${e.spent:.6f} spent, "
-                      f"next call up to ${e.requested:.6f}, limit ${e.limit})")
+                print(
+                    f"{user}: stopped after {answered} answers ({e.scope_key!r}: ${e.spent:.6f} spent, "
+                    f"next call up to ${e.requested:.6f}, limit ${e.limit})"
+                )
                 continue
         print(f"{user}: {answered} answers")
     for row in ledger.summary("user"):

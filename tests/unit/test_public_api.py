@@ -103,3 +103,23 @@ def test_errors_tree() -> None:
     assert issubclass(frugal_chains.ConfigurationError, frugal_chains.FrugalChainsError)
     assert issubclass(frugal_chains.BudgetExceededError, frugal_chains.FrugalChainsError)
     assert issubclass(UnknownModelPriceError, frugal_chains.ConfigurationError)
+
+
+def test_every_public_class_has_a_runnable_example() -> None:
+    import inspect
+
+    import frugal_chains.llama_index
+
+    missing = []
+    for module in (
+        frugal_chains,
+        frugal_chains.accounting,
+        frugal_chains.budget,
+        frugal_chains.langchain,
+        frugal_chains.llama_index,
+    ):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and ">>>" not in (obj.__doc__ or ""):
+                missing.append(f"{module.__name__}.{name}")
+    assert missing == []

@@ -41,7 +41,14 @@ GroupBy = Literal["feature", "user", "tenant", "model", "day", "task", "outcome"
 
 @dataclass(frozen=True, kw_only=True)
 class Counter:
-    """Amounts of one counter over a window (integers: nano-USD and tokens)."""
+    """Amounts of one counter over a window (integers: nano-USD and tokens).
+
+    Example:
+        >>> from frugal_chains.accounting import Counter
+        >>> c = Counter(committed_nano=1_500_000_000, reserved_nano=500_000_000)
+        >>> c.total_nano, c.committed_usd
+        (2000000000, 1.5)
+    """
 
     committed_nano: int = 0
     committed_tokens: int = 0
@@ -63,7 +70,13 @@ class Counter:
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
-    """One counter a reservation must fit in."""
+    """One counter a reservation must fit in.
+
+    Example:
+        >>> from frugal_chains.accounting import Claim
+        >>> Claim(counter="user|day|u1", bucket=20414, min_bucket=20414, limit_nano=5_000_000_000).enforce
+        True
+    """
 
     counter: str
     """Counter name, ``scope|window|key``."""
@@ -91,6 +104,13 @@ class ReserveResult:
     ``ok`` is False when an enforced claim would pass its limit; ``denied`` is its index and nothing was
     reserved. ``exceeded`` lists the indexes of non-enforced claims that passed their limit (the reservation
     was made).
+
+    Example:
+        >>> from frugal_chains.accounting import Claim, SQLiteLedger
+        >>> claim = Claim(counter="global|all|*", bucket=0, min_bucket=0, limit_tokens=100)
+        >>> r = SQLiteLedger().reserve("r1", [claim], nano=0, tokens=150, expires_at=9e9)
+        >>> r.ok, r.denied, r.denied_unit
+        (False, 0, 'tokens')
     """
 
     ok: bool
@@ -103,7 +123,16 @@ class ReserveResult:
 @dataclass(frozen=True, kw_only=True)
 class CommitResult:
     """What :meth:`SpendLedger.commit` did: ``applied`` is False for a repeated commit (nothing changed).
-    ``after`` holds each claim's counter after the commit (empty when not applied)."""
+    ``after`` holds each claim's counter after the commit (empty when not applied).
+
+    Example:
+        >>> from frugal_chains.accounting import Claim, SQLiteLedger
+        >>> ledger, claim = SQLiteLedger(), Claim(counter="global|all|*", bucket=0, min_bucket=0)
+        >>> ledger.commit("r1", [claim], nano=10, tokens=1).after[0].committed_nano
+        10
+        >>> ledger.commit("r1", [claim], nano=10, tokens=1).applied  # idempotent by reservation id
+        False
+    """
 
     applied: bool
     after: tuple[Counter, ...] = ()
@@ -111,7 +140,15 @@ class CommitResult:
 
 @dataclass(frozen=True, kw_only=True)
 class SpendRow:
-    """One group of :meth:`SpendLedger.summary`."""
+    """One group of :meth:`SpendLedger.summary`.
+
+    Example:
+        >>> from frugal_chains.accounting import CallRecord, SQLiteLedger, Usage
+        >>> ledger = SQLiteLedger()
+        >>> ledger.add_record(CallRecord(model="m", usage=Usage(input_tokens=3), cost_usd=0.25))
+        >>> ledger.summary("model")[0].cost_usd
+        0.25
+    """
 
     key: str
     calls: int

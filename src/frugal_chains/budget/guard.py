@@ -51,7 +51,16 @@ log = logging.getLogger("frugal_chains.budget")
 
 @dataclass(frozen=True, kw_only=True)
 class CallPlan:
-    """The worst case of one call, computed before it is made."""
+    """The worst case of one call, computed before it is made.
+
+    Example:
+        >>> from frugal_chains import Price
+        >>> from frugal_chains.budget import BudgetGuard
+        >>> guard = BudgetGuard(prices={"m": Price(input=2.0, output=8.0)})
+        >>> plan = guard.plan([], model="m", max_output_tokens=1000, input_tokens=500)
+        >>> plan.worst_tokens, round(plan.worst_usd, 6)
+        (1500, 0.009)
+    """
 
     model: str
     provider: str | None
@@ -71,7 +80,17 @@ class CallPlan:
 
 @dataclass(kw_only=True)
 class Reservation:
-    """A reservation made by :meth:`BudgetGuard.reserve` (hand it back to commit, release or cache_hit)."""
+    """A reservation made by :meth:`BudgetGuard.reserve` (hand it back to commit, release or cache_hit).
+
+    Example:
+        >>> from frugal_chains import Budget, Price
+        >>> from frugal_chains.budget import BudgetGuard
+        >>> guard = BudgetGuard([Budget(max_usd=1.0, scope="global")], prices={"m": Price(input=2.0, output=8.0)})
+        >>> res = guard.reserve(guard.plan([], model="m", max_output_tokens=1000, input_tokens=500))
+        >>> res.nano, res.in_ledger  # the worst case, in nano-USD
+        (9000000, True)
+        >>> guard.release(res)
+    """
 
     id: str
     plan: CallPlan

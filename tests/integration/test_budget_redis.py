@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+from typing import Any
 
 import pytest
 
@@ -41,11 +42,12 @@ async def test_fifty_concurrent_ainvoke_on_redis(redis_url: str) -> None:
         await ledger.aclose()
 
 
-def _worker(url: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _worker(url: str, n: int, out: mp.Queue, start: Any) -> None:  # type: ignore[type-arg]
     ledger = RedisLedger(url)
     handler = TokenBudgetCallbackHandler([Budget(max_usd=LIMIT, scope="global")], ledger=ledger)
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.005)
     done = refused = 0
+    start.wait(timeout=60)  # both processes call at the same time
     for i in range(n):
         try:
             model.invoke(f"q{i}", config={"callbacks": [handler]})
@@ -59,7 +61,8 @@ def _worker(url: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
 def test_two_processes_share_one_redis_budget(redis_url: str) -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_worker, args=(redis_url, 10, out)) for _ in range(2)]
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_worker, args=(redis_url, 10, out, start)) for _ in range(2)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]
@@ -73,5 +76,26 @@ def test_two_processes_share_one_redis_budget(redis_url: str) -> None:
         records = ledger.records()
         assert len(records) == done
         assert sum(r.cost_usd for r in records) <= LIMIT
+    finally:
+        ledger.close()
+
+
+def test_threads_share_one_redis_budget(redis_url: str) -> None:
+    """Eight threads reserve at the same time (the handler runs in each batch thread)."""
+    ledger = RedisLedger(redis_url)
+    budget = Budget(max_usd=LIMIT, scope="global")
+    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.01)
+    try:
+        outs = model.batch(
+            [f"q{i}" for i in range(40)],
+            config={"callbacks": [handler], "max_concurrency": 8},
+            return_exceptions=True,
+        )
+        done = [o for o in outs if not isinstance(o, BaseException)]
+        assert done and len(done) < 40
+        assert all(isinstance(o, BudgetExceededError) for o in outs if isinstance(o, BaseException))
+        assert sum(r.cost_usd for r in ledger.records()) <= LIMIT
+        assert handler.guard.spent(budget).reserved_nano == 0
     finally:
         ledger.close()

@@ -99,9 +99,7 @@ def _price_from_entry(entry: Mapping[str, Any], suffix: str = "") -> Price | Non
         output=out,
         cache_read=_per_million(entry.get(f"cache_read_input_token_cost{suffix}")),
         cache_write=_per_million(entry.get(f"cache_creation_input_token_cost{suffix}")),
-        cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr"))
-        if not suffix
-        else None,
+        cache_write_1h=_per_million(entry.get(f"cache_creation_input_token_cost_above_1hr{suffix}")),
         reasoning=_per_million(entry.get("output_cost_per_reasoning_token")) if not suffix else None,
         max_output_tokens=int(max_out) if isinstance(max_out, (int, float)) and max_out > 0 else None,
     )
@@ -128,7 +126,9 @@ def _price_from_litellm(entry: Mapping[str, Any]) -> Price | None:
                 output=tier.output,
                 cache_read=tier.cache_read if tier.cache_read is not None else base.cache_read,
                 cache_write=tier.cache_write if tier.cache_write is not None else base.cache_write,
-                cache_write_1h=base.cache_write_1h,
+                cache_write_1h=tier.cache_write_1h
+                if tier.cache_write_1h is not None
+                else base.cache_write_1h,
                 reasoning=base.reasoning,
                 max_output_tokens=base.max_output_tokens,
             )
@@ -224,15 +224,20 @@ class PriceBook:
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
+    def override_for(self, model: str) -> Price | None:
+        """Your own price for ``model`` (exact name, then without a ``provider/`` prefix), if you gave one."""
+        price = self._prices.get(model)
+        if price is None and "/" in model:
+            price = self._prices.get(model.split("/", 1)[1])
+        return price
+
     def find(self, model: str, provider: str | None = None) -> Price | None:
         """The price of ``model``, or ``None`` when nobody knows it."""
         key = (model, provider)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        price = self._prices.get(model)
-        if price is None and "/" in model:
-            price = self._prices.get(model.split("/", 1)[1])
+        price = self.override_for(model)
         if price is None and self.use_litellm:
             price = litellm_price(model, provider)
         with self._lock:

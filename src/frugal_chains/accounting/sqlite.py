@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,10 +103,21 @@ class SQLiteLedger:
                 self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.executescript(_SCHEMA)
+            # Switching to WAL and creating the schema do not wait on busy_timeout when another process opens
+            # the same new file at the same moment: retry while the file is locked, up to timeout_s.
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    if self.path != ":memory:":
+                        self._conn.execute("PRAGMA journal_mode = WAL")
+                        self._conn.execute("PRAGMA synchronous = NORMAL")
+                    self._conn.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as e:
+                    busy = "locked" in str(e) or "busy" in str(e)
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
         except sqlite3.Error as e:
             raise ConfigurationError(
                 f"SQLiteLedger cannot open {self.path!r}: {e}. Pass a writable file path or ':memory:'.",

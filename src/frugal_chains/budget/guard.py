@@ -102,10 +102,18 @@ class Reservation:
     ts: float
     started: float = field(default_factory=time.perf_counter)
     in_ledger: bool = True
-    """False when the ledger was down and ``on_ledger_error="open"`` let the call through."""
+    """False when the ledger could not be reached at reserve time (``on_ledger_error="open"`` let the call
+    through). The reservation may still have landed (a lost reply); commits and releases are idempotent, so they
+    are sent all the same."""
 
 
-_PendingOp = tuple[Literal["commit", "release"], str, tuple[Claim, ...], int, int, "CallRecord | None"]
+@dataclass(frozen=True)
+class _PendingOp:
+    kind: Literal["commit", "release"]
+    res: Reservation
+    nano: int = 0
+    tokens: int = 0
+    record: CallRecord | None = None
 
 
 class BudgetGuard:
@@ -202,9 +210,13 @@ class BudgetGuard:
         tools: Sequence[Mapping[str, Any]] | None = None,
         attribution: Attribution | None = None,
         input_tokens: int | None = None,
+        prompt_caching: bool | None = None,
+        choices: int = 1,
     ) -> CallPlan:
         """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
-        (the call's ``max_output_tokens``, else the model's maximum output), at the highest rates that apply."""
+        (the call's ``max_output_tokens``, else the model's maximum output; times ``choices`` when the call asks
+        for several answers), at the highest rates that apply. ``prompt_caching`` (default: found from
+        ``cache_control`` markers in ``messages``) prices the prompt at the cache-write rate when higher."""
         price, known = self.prices.resolve(model, provider)
         cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
         if cap is None:
@@ -215,9 +227,10 @@ class BudgetGuard:
                     field="max_tokens",
                 )
             cap = 0
+        cap *= max(1, choices)
         if input_tokens is None:
             input_tokens = self.estimator.estimate(messages, model=model, provider=provider, tools=tools)
-        caching = uses_prompt_caching(messages)
+        caching = uses_prompt_caching(messages) if prompt_caching is None else prompt_caching
         return CallPlan(
             model=model,
             provider=provider,
@@ -301,6 +314,9 @@ class BudgetGuard:
 
     def _ledger_down(self, res: Reservation, err: LedgerUnavailableError) -> Reservation:
         if self.on_ledger_error == "closed":
+            # The reserve may have landed with its reply lost: give it back (idempotent; a no-op if it never
+            # landed), or the budget would stay held until the reservation expires.
+            self._queue(_PendingOp("release", res), err)
             raise LedgerUnavailableError(
                 f"The spend ledger is unreachable, so the call on {res.plan.model!r} was refused before any money "
                 f"was spent (on_ledger_error='closed'): {err}"
@@ -363,17 +379,21 @@ class BudgetGuard:
         plan = res.plan
         price, known = plan.price, plan.price_known
         if model and model != plan.model:
-            found = self.prices.find(model, plan.provider)
-            if found is not None:
-                price, known = found, True
+            # the response names the model that answered (often a dated snapshot); re-price with it, unless
+            # the planned model has your own price and the answering one has none of yours
+            if self.prices.override_for(model) is not None or self.prices.override_for(plan.model) is None:
+                found = self.prices.find(model, plan.provider)
+                if found is not None:
+                    price, known = found, True
         else:
             model = plan.model
         cost = price.cost(usage)
         overshoot = max(0.0, cost - nano_to_usd(res.nano))
         if overshoot > 0:
             log.warning(
-                "frugal-chains: %r cost $%.6f, $%.6f more than its reservation $%.6f (the provider counted more "
-                "than the estimate); committed in full, later calls are refused sooner.",
+                "frugal-chains: %r cost $%.6f, $%.6f more than its reservation $%.6f (the provider reported more "
+                "than the worst case, or one usage covers a whole batch); committed in full, later calls are "
+                "refused sooner.",
                 model,
                 cost,
                 overshoot,
@@ -418,7 +438,7 @@ class BudgetGuard:
         try:
             result = self.ledger.commit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
         except LedgerUnavailableError as e:
-            self._queue(("commit", res.id, res.claims, nano, tokens, record), e)
+            self._queue(_PendingOp("commit", res, nano, tokens, record), e)
             return record
         self._after_commit(res, result, nano, tokens)
         return record
@@ -442,7 +462,7 @@ class BudgetGuard:
         try:
             result = await self.ledger.acommit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
         except LedgerUnavailableError as e:
-            self._queue(("commit", res.id, res.claims, nano, tokens, record), e)
+            self._queue(_PendingOp("commit", res, nano, tokens, record), e)
             return record
         self._after_commit(res, result, nano, tokens)
         return record
@@ -490,22 +510,18 @@ class BudgetGuard:
     def release(self, res: Reservation) -> None:
         """Give the reservation back (the call failed before it was billed)."""
         self.flush()
-        if not res.in_ledger:
-            return
         try:
             self.ledger.release(res.id)
         except LedgerUnavailableError as e:
-            self._queue(("release", res.id, res.claims, 0, 0, None), e)
+            self._queue(_PendingOp("release", res), e)
 
     async def arelease(self, res: Reservation) -> None:
         """Async :meth:`release`."""
         await self.aflush()
-        if not res.in_ledger:
-            return
         try:
             await self.ledger.arelease(res.id)
         except LedgerUnavailableError as e:
-            self._queue(("release", res.id, res.claims, 0, 0, None), e)
+            self._queue(_PendingOp("release", res), e)
 
     def _hit_record(self, res: Reservation, usage: Usage | None, model: str | None) -> CallRecord:
         saved = res.plan.price.cost(usage) if usage is not None else 0.0
@@ -557,8 +573,8 @@ class BudgetGuard:
         log.warning(
             "frugal-chains: the spend ledger is unreachable; the %s of reservation %s is queued and will be "
             "written when it is back: %s",
-            op[0],
-            op[1],
+            op.kind,
+            op.res.id,
             err,
         )
         with self._pending_lock:
@@ -580,12 +596,14 @@ class BudgetGuard:
     def flush(self) -> int:
         """Write queued commits and releases; returns how many are still waiting (the ledger is down)."""
         while (op := self._take_pending()) is not None:
-            kind, rid, claims, nano, tokens, record = op
             try:
-                if kind == "commit":
-                    self.ledger.commit(rid, claims, nano=nano, tokens=tokens, record=record)
+                if op.kind == "commit":
+                    result = self.ledger.commit(
+                        op.res.id, op.res.claims, nano=op.nano, tokens=op.tokens, record=op.record
+                    )
+                    self._after_commit(op.res, result, op.nano, op.tokens)
                 else:
-                    self.ledger.release(rid)
+                    self.ledger.release(op.res.id)
             except LedgerUnavailableError:
                 self._putback(op)
                 break
@@ -594,12 +612,14 @@ class BudgetGuard:
     async def aflush(self) -> int:
         """Async :meth:`flush`."""
         while (op := self._take_pending()) is not None:
-            kind, rid, claims, nano, tokens, record = op
             try:
-                if kind == "commit":
-                    await self.ledger.acommit(rid, claims, nano=nano, tokens=tokens, record=record)
+                if op.kind == "commit":
+                    result = await self.ledger.acommit(
+                        op.res.id, op.res.claims, nano=op.nano, tokens=op.tokens, record=op.record
+                    )
+                    self._after_commit(op.res, result, op.nano, op.tokens)
                 else:
-                    await self.ledger.arelease(rid)
+                    await self.ledger.arelease(op.res.id)
             except LedgerUnavailableError:
                 self._putback(op)
                 break

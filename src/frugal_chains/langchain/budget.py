@@ -25,6 +25,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -119,6 +120,38 @@ def _max_output(params: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _choices(params: Mapping[str, Any]) -> int:
+    """How many answers the call asks for (``n``, ``best_of``): each one is billed."""
+    best = 1
+    for key in ("n", "best_of"):
+        v = params.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > best:
+            best = v
+    return best
+
+
+def _asks_prompt_caching(messages: Sequence[Sequence[BaseMessage]], params: Mapping[str, Any]) -> bool:
+    """True if the call asks the provider to cache its prompt (``cache_control`` on a content block, in a
+    message's ``additional_kwargs``, or as a call parameter): cache writes may then cost more than input."""
+    if params.get("cache_control"):
+        return True
+    for batch in messages:
+        for message in batch:
+            if message.additional_kwargs.get("cache_control"):
+                return True
+            if isinstance(message.content, list) and any(
+                isinstance(block, Mapping) and "cache_control" in block for block in message.content
+            ):
+                return True
+    return False
+
+
+@dataclass
+class _Run:
+    res: Reservation
+    batch_size: int
+
+
 class TokenBudgetCallbackHandler(BaseCallbackHandler):
     """Prices every LangChain LLM call and stops it **before** it is made when a budget would be exceeded.
 
@@ -190,7 +223,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
         self.guard = guard
         self._roots: dict[UUID, UUID] = {}
-        self._reservations: dict[UUID, Reservation] = {}
+        self._reservations: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
 
     @property
@@ -280,6 +313,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None,
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
+        prompt_caching: bool = False,
     ) -> None:
         root = self._enter(run_id, parent_run_id)
         metadata = metadata or {}
@@ -294,15 +328,18 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 model=model,
                 provider=provider,
                 max_output_tokens=_max_output(params),
+                choices=_choices(params),
                 tools=tools if isinstance(tools, list) else None,
                 attribution=self._attribution(root, metadata, tags),
+                prompt_caching=prompt_caching or None,
             )
             res = self.guard.reserve(plan)
         except BaseException:
             self._exit(run_id)  # LangChain sends no end event for a run refused at its start
             raise
+        batch_size = kwargs.get("batch_size")
         with self._lock:
-            self._reservations[run_id] = res
+            self._reservations[run_id] = _Run(res, batch_size if isinstance(batch_size, int) else 1)
 
     def on_chat_model_start(
         self,
@@ -318,7 +355,9 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         openai_messages: list[dict[str, Any]] = []
         for batch in messages:
             openai_messages.extend(convert_to_openai_messages(batch))
-        self._start(serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs)
+        # convert_to_openai_messages drops cache_control markers: look for them on the original messages
+        caching = _asks_prompt_caching(messages, kwargs.get("invocation_params") or {})
+        self._start(serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs, caching)
 
     def on_llm_start(
         self,
@@ -334,15 +373,16 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         messages = [{"role": "user", "content": p} for p in prompts]
         self._start(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
 
-    def _pop(self, run_id: UUID) -> Reservation | None:
+    def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
             self._roots.pop(run_id, None)
             return self._reservations.pop(run_id, None)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        res = self._pop(run_id)
-        if res is None:
+        run = self._pop(run_id)
+        if run is None:
             return
+        res = run.res
         message: BaseMessage | None = None
         texts: list[str] = []
         for gens in response.generations:
@@ -362,20 +402,40 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 # LangChain zeroes total_cost on a cache hit; our own cache marks its answers.
                 self.guard.cache_hit(res, usage, model=model, record=not ours)
                 return
+        extra: dict[str, Any] = {}
         if usage is None:
-            usage = _usage_from_llm_output(response.llm_output)
-            model = model or (response.llm_output or {}).get("model_name")
+            llm_output = response.llm_output or {}
+            usage = _usage_from_llm_output(llm_output)
+            model = model or llm_output.get("model_name")
+            if run.batch_size > 1 and usage is not None:
+                extra["usage_covers_batch"] = run.batch_size
+            elif run.batch_size > 1 and llm_output.get("token_usage") == {}:
+                # LLMResult.flatten(): a batch's usage is reported once, on its first run; the others get {}
+                usage = Usage()
+                extra["usage_reported_on_batch_first_run"] = True
         estimated = usage is None
         if usage is None:
             usage = self.guard.estimated_usage(res, "".join(texts))
         self.guard.commit(
-            res, usage, model=model if isinstance(model, str) else None, usage_estimated=estimated
+            res,
+            usage,
+            model=model if isinstance(model, str) else None,
+            usage_estimated=estimated,
+            extra=extra,
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        res = self._pop(run_id)
-        if res is not None:
-            self.guard.release(res)
+        run = self._pop(run_id)
+        if run is None:
+            return
+        if isinstance(error, Exception):
+            self.guard.release(run.res)  # the provider refused or failed: nothing billed
+            return
+        # Interrupted (a stream closed early: GeneratorExit; a task cancelled: CancelledError): the provider may
+        # have billed an unknown part of it, so the worst case is committed.
+        plan = run.res.plan
+        worst = Usage(input_tokens=plan.input_tokens, output_tokens=plan.max_output_tokens)
+        self.guard.commit(run.res, worst, usage_estimated=True, extra={"interrupted": type(error).__name__})
 
 
 _scope: contextvars.ContextVar[TokenBudgetCallbackHandler | None] = contextvars.ContextVar(

@@ -13,6 +13,18 @@ How it works (read from ``llama_index/core/llms/callbacks.py`` and ``callbacks/b
   ``additional_kwargs`` token counts, else estimated (flagged ``usage_estimated`` on the record). A streaming call
   ends when its stream is exhausted. A stream closed early is committed at its worst case (it was billed for an
   unknown part of it); an error releases the reservation.
+* Output cap: the worst case needs the cap the provider *enforces*. ``LLMMetadata.num_output`` (the only token
+  figure in the event's ``SERIALIZED`` payload, ``{"class_name": ..., **metadata}``) is prompt-sizing advice, not
+  a cap: it defaults to 256 for any ``CustomLLM`` whatever the model produces. The cap is read instead from the
+  call's kwargs (``max_tokens``-like keys) and from the LLM instance itself: its ``max_tokens``,
+  ``max_new_tokens``, ``max_completion_tokens``, ``max_output_tokens`` and ``num_predict`` fields and its
+  ``additional_kwargs`` (the largest of them). The instance is the ``_self`` local of the decorator frame that
+  sends this very start event (its ``model_dict`` local *is* the payload's ``SERIALIZED`` dict). Only when no
+  such frame is found is ``num_output`` used, and then only for LLM classes whose ``num_output`` mirrors their
+  ``max_tokens`` field (``MockLLM``, OpenAI, Azure OpenAI, Anthropic). Otherwise the price's
+  ``max_output_tokens`` applies, and a model without one is refused (``ConfigurationError`` naming
+  ``max_tokens``) while budgets are set. A call asking for several choices (``n``, ``best_of`` in its kwargs or
+  in the LLM's ``additional_kwargs``) is billed for each: the cap is multiplied by their number.
 * Tasks: each outermost LlamaIndex trace (one ``query()``, one ``chat()`` of a chat engine, one bare LLM call) is a
   task, unless an enclosing :func:`frugal_chains.attribute` block sets ``task_id``. Feature, user and tenant come
   from ``attribute(...)`` too: LlamaIndex has no per-call metadata.
@@ -260,21 +272,70 @@ def _model_and_provider(serialized: Mapping[str, Any]) -> tuple[str, str | None]
     return model or class_name or _PLACEHOLDER_MODEL, provider
 
 
-def _max_output(kwargs: Mapping[str, Any], serialized: Mapping[str, Any]) -> int | None:
-    """The largest output cap any source names: the call's kwargs, the LLM's own fields and its
-    ``additional_kwargs`` (integrations differ in which one wins), and ``LLMMetadata.num_output``
-    (``-1`` = none). ``None`` when none is set: the price's ``max_output_tokens`` is used."""
-    caps: list[int] = []
+_CHOICE_KEYS = ("n", "best_of")
+"""Kwargs asking for several choices, each billed (``best_of`` choices are generated, ``n`` returned)."""
+_NUM_OUTPUT_IS_MAX_TOKENS = frozenset(
+    {"MockLLM", "MockLLMWithChatMemoryOfLastCall", "openai_llm", "azure_openai_llm", "Anthropic_LLM"}
+)
+"""``class_name()`` of LLMs whose ``LLMMetadata.num_output`` is their ``max_tokens`` field (``MockLLM``:
+``num_output=self.max_tokens or -1``; OpenAI and Azure OpenAI: the same; Anthropic: ``num_output=self.max_tokens``).
+For any other LLM ``num_output`` is advice (256 by default), never taken as a cap."""
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _llm_instance(serialized: Mapping[str, Any]) -> Any | None:
+    """The LLM sending this start event: the ``_self`` local of the ``llm_chat_callback``/
+    ``llm_completion_callback`` wrapper (``wrapped_llm_chat``, ``wrapped_llm_predict`` and their async twins)
+    whose ``model_dict`` local is this event's ``SERIALIZED`` payload (the wrapper passes it by reference); it is
+    on the call stack, calling ``CallbackManager.on_event_start``. ``None`` when the event came from elsewhere."""
+    frame: FrameType | None = sys._getframe(1)
+    depth = 0
+    while frame is not None and depth < _MAX_STACK:
+        if frame.f_code.co_filename.endswith(_CALLBACKS_FILE):
+            local = frame.f_locals
+            if local.get("model_dict") is serialized and "_self" in local:
+                return local["_self"]
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def _field(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a property that fails
+        return None
+
+
+def _output_cap(
+    kwargs: Mapping[str, Any], serialized: Mapping[str, Any], llm: Any | None
+) -> tuple[int | None, int]:
+    """``(cap, choices)`` for one call. ``cap`` is the largest output cap the provider will enforce: the call's
+    ``max_tokens``-like kwargs, the LLM instance's ``max_tokens``-like fields and its ``additional_kwargs``
+    (integrations differ in which one wins), and the same keys if the payload carries the LLM's fields (older
+    LlamaIndex payloads). ``LLMMetadata.num_output`` counts only when the instance was not found, and only for
+    :data:`_NUM_OUTPUT_IS_MAX_TOKENS` classes (``-1`` = none). ``None`` when nothing names a cap: the price's
+    ``max_output_tokens`` is used. ``choices`` is the largest ``n``/``best_of`` asked for (1 by default)."""
+    sources: list[Mapping[str, Any]] = [kwargs]
+    if llm is not None:
+        sources.append({key: _field(llm, key) for key in OUTPUT_CAP_KEYS})
+        extra = _field(llm, "additional_kwargs")
+        if isinstance(extra, Mapping):
+            sources.append(extra)
+    sources.append(serialized)
     extra = serialized.get("additional_kwargs")
-    for source in (kwargs, serialized, extra if isinstance(extra, Mapping) else {}):
-        for key in OUTPUT_CAP_KEYS:
-            v = source.get(key)
-            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-                caps.append(v)
-    n = serialized.get("num_output")
-    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-        caps.append(n)
-    return max(caps) if caps else None
+    if isinstance(extra, Mapping):
+        sources.append(extra)
+    caps = [c for source in sources for key in OUTPUT_CAP_KEYS if (c := _positive_int(source.get(key)))]
+    if not caps and llm is None and serialized.get("class_name") in _NUM_OUTPUT_IS_MAX_TOKENS:
+        n = _positive_int(serialized.get("num_output"))
+        if n is not None:
+            caps.append(n)
+    choices = [c for source in sources for key in _CHOICE_KEYS if (c := _positive_int(source.get(key)))]
+    return (max(caps) if caps else None), max(choices, default=1)
 
 
 def _current_trace_ids() -> Any:
@@ -323,9 +384,14 @@ class TokenBudgetHandler(BaseCallbackHandler):
             average); ``False`` to turn the check off.
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
 
-    The worst case of a call is its estimated prompt plus its output cap: the largest of the call's
-    ``max_tokens``-like kwargs, the LLM's own ``max_tokens``-like fields and ``LLMMetadata.num_output``; else the
-    price's ``max_output_tokens``. Attribution (feature, user, tenant, task) comes from an enclosing
+    The worst case of a call is its estimated prompt plus its output cap, the one the provider enforces: the
+    largest of the call's ``max_tokens``-like kwargs and the LLM instance's ``max_tokens``, ``max_new_tokens``,
+    ``max_completion_tokens``, ``max_output_tokens``, ``num_predict`` fields and ``additional_kwargs``; else the
+    price's ``max_output_tokens`` (a model with neither is refused with a ``ConfigurationError`` while budgets are
+    set). ``LLMMetadata.num_output`` is not a cap (256 for any ``CustomLLM`` by default): it is used only when the
+    LLM instance cannot be found on the call stack, and only for classes whose ``num_output`` is their
+    ``max_tokens`` (``MockLLM``, OpenAI, Azure OpenAI, Anthropic). The cap is multiplied by the number of choices
+    the call asks for (``n``, ``best_of``), each being billed. Attribution (feature, user, tenant, task) comes from an enclosing
     :func:`frugal_chains.attribute` block; without a ``task_id`` there, each outermost LlamaIndex trace (one
     ``query()``) is a task.
 
@@ -499,11 +565,17 @@ class TokenBudgetHandler(BaseCallbackHandler):
                 prompt = payload.get(EventPayload.PROMPT)
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
             model, provider = _model_and_provider(serialized)
+            cap, choices = _output_cap(call_kwargs, serialized, _llm_instance(serialized))
+            if choices > 1:
+                if cap is None:
+                    cap = self.guard.prices.resolve(model, provider)[0].max_output_tokens
+                if cap is not None:
+                    cap *= choices
             plan = self.guard.plan(
                 openai_messages,
                 model=model,
                 provider=provider,
-                max_output_tokens=_max_output(call_kwargs, serialized),
+                max_output_tokens=cap,
                 tools=_tools(call_kwargs),
                 attribution=attribution,
             )

@@ -134,3 +134,36 @@ def test_handler_commits_hand_computed_cost(case: str, model: str, usage: dict, 
     assert record.model == model
     assert record.cost_usd == pytest.approx(expected, rel=1e-12)
     assert record.usage_estimated is False
+
+
+def test_one_hour_cache_write_above_the_long_context_threshold() -> None:
+    # vertex_ai/claude-sonnet-4-5 above 200k input tokens: input $6/M, 1-hour cache write $12/M, output $22.5/M
+    usage = Usage(input_tokens=300_000, output_tokens=1000, cache_write_1h_tokens=250_000)
+    expected = 50_000 * 6.0 * M + 250_000 * 12.0 * M + 1000 * 22.5 * M
+    assert PriceBook().cost("vertex_ai/claude-sonnet-4-5", usage) == pytest.approx(expected, rel=1e-12)
+
+
+def test_commit_keeps_your_price_when_the_response_names_a_snapshot() -> None:
+    handler = TokenBudgetCallbackHandler(prices={"gpt-4o": Price(input=0.1, output=0.1)})
+    msg = AIMessage(
+        "ok",
+        usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+        response_metadata={"model_name": "gpt-4o-2024-08-06"},
+    )
+    _Scripted(model="gpt-4o", messages=iter([msg])).invoke("hi", config={"callbacks": [handler]})
+    (record,) = handler.ledger.records()
+    assert record.model == "gpt-4o-2024-08-06"
+    assert record.cost_usd == pytest.approx(1100 * 0.1 * M)
+
+
+def test_commit_reprices_with_the_snapshot_from_the_price_map() -> None:
+    handler = TokenBudgetCallbackHandler()
+    msg = AIMessage(
+        "ok",
+        usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+        response_metadata={"model_name": "gpt-4o-mini-2024-07-18"},
+    )
+    _Scripted(model="gpt-4o-mini", messages=iter([msg])).invoke("hi", config={"callbacks": [handler]})
+    (record,) = handler.ledger.records()
+    expected = PriceBook().cost("gpt-4o-mini-2024-07-18", Usage(input_tokens=1000, output_tokens=100))
+    assert record.cost_usd == pytest.approx(expected)

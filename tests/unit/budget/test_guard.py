@@ -313,3 +313,47 @@ def test_bad_guard_input() -> None:
     with pytest.raises(ConfigurationError) as e:
         BudgetGuard(ledger=object())  # type: ignore[arg-type]
     assert e.value.field == "ledger"
+
+
+def test_queued_commits_raise_their_alerts_when_flushed() -> None:
+    ledger = FlakyLedger()
+    alerts: list[Alert] = []
+    budget = Budget(max_tokens=1000, scope="global", alert_at=(0.5, 0.8))
+    g = guard(budget, ledger=ledger, on_alert=alerts.append)
+    res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=10))
+    ledger.down = True
+    g.commit(res, Usage(input_tokens=850, output_tokens=50))
+    assert alerts == []
+    ledger.down = False
+    g.flush()
+    assert [a.threshold for a in alerts] == [0.5, 0.8]
+
+
+class LostReplyLedger(FlakyLedger):
+    """The reservation lands, but the reply is lost (a timeout after the server ran the script)."""
+
+    def reserve(self, rid: str, claims: Sequence[Claim], **k: Any) -> ReserveResult:
+        self.inner.reserve(rid, claims, **k)
+        raise LedgerUnavailableError("reply lost")
+
+
+def test_a_reservation_whose_reply_was_lost_is_given_back() -> None:
+    budget = Budget(max_usd=1, scope="global")
+    ledger = LostReplyLedger()
+    g = guard(budget, ledger=ledger)
+    with pytest.raises(LedgerUnavailableError):
+        g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
+    assert g.spent(budget).reserved_nano > 0  # landed, reply lost
+    assert g.flush() == 0
+    assert g.spent(budget).reserved_nano == 0
+
+
+def test_fail_open_with_a_lost_reply_commits_exactly_once() -> None:
+    budget = Budget(max_usd=1, scope="global")
+    ledger = LostReplyLedger()
+    g = guard(budget, ledger=ledger, on_ledger_error="open")
+    res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
+    assert not res.in_ledger
+    g.commit(res, Usage(input_tokens=1000, output_tokens=0))
+    c = g.spent(budget)
+    assert (c.committed_nano, c.reserved_nano) == (1_000_000, 0)

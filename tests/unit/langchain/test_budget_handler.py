@@ -325,3 +325,80 @@ def test_refused_runs_leave_no_state_behind() -> None:
         with pytest.raises(BudgetExceededError):
             FakeUsageChatModel().invoke("hi", config={"callbacks": [handler]})
     assert handler._roots == {} and handler._reservations == {}
+
+
+def test_stream_closed_early_commits_the_worst_case() -> None:
+    budget = Budget(max_usd=1.0, scope="global")
+    handler = TokenBudgetCallbackHandler([budget])
+    model = FakeUsageChatModel(model="gpt-4o-mini", responses=["one two three four"], max_tokens=300)
+    for chunk in model.stream("hi", config={"callbacks": [handler]}):
+        assert chunk.content
+        break  # the consumer stops reading: the provider may already have billed part of the answer
+    (r,) = handler.ledger.records()
+    assert r.extra["interrupted"] == "GeneratorExit"
+    assert r.usage_estimated and r.usage.output_tokens == 300
+    assert r.cost_usd == pytest.approx(r.reserved_usd, abs=1e-9)
+    assert handler.guard.spent(budget).reserved_nano == 0
+
+
+def test_cache_control_prices_the_worst_case_at_the_cache_write_rate() -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    text = "Policy text. " * 200
+    plain = [SystemMessage(text), HumanMessage("question")]
+    cached = [
+        SystemMessage([{"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]),
+        HumanMessage("question"),
+    ]
+    reserved = []
+    for messages in (plain, cached):
+        handler = TokenBudgetCallbackHandler()
+        model = FakeUsageChatModel(
+            model="claude-sonnet-4-5", provider="anthropic", max_tokens=100, output_tokens=10
+        )
+        model.invoke(messages, config={"callbacks": [handler]})
+        reserved.append(handler.ledger.records()[0].reserved_usd)
+    # claude-sonnet-4-5: input $3/M, 1-hour cache write $6/M, output $15/M; same token estimate both times
+    input_tokens = (reserved[0] * 1e6 - 100 * 15) / 3
+    assert reserved[1] == pytest.approx((input_tokens * 6 + 100 * 15) / 1e6, rel=1e-6)
+
+
+def test_several_choices_reserve_each_answer() -> None:
+    handler = TokenBudgetCallbackHandler()
+    model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=100)
+    model.invoke("hi", n=3, config={"callbacks": [handler]})
+    model.invoke("hi", config={"callbacks": [handler]})
+    three, one = handler.ledger.records()
+    # gpt-4o-mini output: $0.60/M; same prompt, 3 x 100 vs 1 x 100 output tokens in the worst case
+    assert three.reserved_usd - one.reserved_usd == pytest.approx(200 * 0.60 / 1e6)
+
+
+def test_llm_batch_usage_reported_once_is_not_double_counted() -> None:
+    from langchain_core.language_models.llms import BaseLLM
+    from langchain_core.outputs import Generation, LLMResult
+
+    class BatchLLM(BaseLLM):
+        @property
+        def _llm_type(self) -> str:
+            return "batch-llm"
+
+        def _generate(
+            self, prompts: list[str], stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> LLMResult:
+            return LLMResult(
+                generations=[[Generation(text="answer")] for _ in prompts],
+                llm_output={
+                    "token_usage": {
+                        "prompt_tokens": 10 * len(prompts),
+                        "completion_tokens": 5 * len(prompts),
+                    },
+                    "model_name": "batch-llm",
+                },
+            )
+
+    handler = TokenBudgetCallbackHandler(prices={"batch-llm": Price(input=1, output=1, max_output_tokens=50)})
+    BatchLLM().batch(["a", "b", "c", "d"], config={"callbacks": [handler]})
+    records = handler.ledger.records()
+    assert len(records) == 4
+    assert sum(r.usage.total_tokens for r in records) == 60  # what the provider billed, once
+    assert sum(r.cost_usd for r in records) == pytest.approx(60 / 1e6)

@@ -391,9 +391,10 @@ class TokenBudgetHandler(BaseCallbackHandler):
     set). ``LLMMetadata.num_output`` is not a cap (256 for any ``CustomLLM`` by default): it is used only when the
     LLM instance cannot be found on the call stack, and only for classes whose ``num_output`` is their
     ``max_tokens`` (``MockLLM``, OpenAI, Azure OpenAI, Anthropic). The cap is multiplied by the number of choices
-    the call asks for (``n``, ``best_of``), each being billed. Attribution (feature, user, tenant, task) comes from an enclosing
-    :func:`frugal_chains.attribute` block; without a ``task_id`` there, each outermost LlamaIndex trace (one
-    ``query()``) is a task.
+    the call asks for (``n``, ``best_of``), each being billed.
+
+    Attribution (feature, user, tenant, task) comes from an enclosing :func:`frugal_chains.attribute` block;
+    without a ``task_id`` there, each outermost LlamaIndex trace (one ``query()``) is a task.
 
     Example:
         >>> from llama_index.core.callbacks import CallbackManager
@@ -566,16 +567,12 @@ class TokenBudgetHandler(BaseCallbackHandler):
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
             model, provider = _model_and_provider(serialized)
             cap, choices = _output_cap(call_kwargs, serialized, _llm_instance(serialized))
-            if choices > 1:
-                if cap is None:
-                    cap = self.guard.prices.resolve(model, provider)[0].max_output_tokens
-                if cap is not None:
-                    cap *= choices
             plan = self.guard.plan(
                 openai_messages,
                 model=model,
                 provider=provider,
                 max_output_tokens=cap,
+                choices=choices,
                 tools=_tools(call_kwargs),
                 attribution=attribution,
             )

@@ -21,7 +21,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.callbacks import CallbackManager
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
@@ -71,9 +71,13 @@ def query_engine(handler: TokenBudgetHandler, max_tokens: int = 20, **engine_kwa
 
 
 class AcmeLLM(CustomLLM):
-    """A provider whose responses carry ``raw`` and ``additional_kwargs`` usage; counts provider calls."""
+    """A provider whose responses carry ``raw`` and ``additional_kwargs`` usage; counts provider calls. Its
+    output cap is its ``max_tokens`` field (what the provider enforces); its ``num_output`` is left at
+    LlamaIndex's default of 256, which is no cap."""
 
     model: str = "acme-1"
+    max_tokens: int | None = 100
+    additional_kwargs: dict[str, Any] = Field(default_factory=dict)
     raw: Any = None
     extra: dict[str, Any] = Field(default_factory=dict)
     fail: bool = False
@@ -81,7 +85,7 @@ class AcmeLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        return LLMMetadata(model_name=self.model, num_output=100)
+        return LLMMetadata(model_name=self.model)
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -116,6 +120,27 @@ class AcmeChatLLM(AcmeLLM):
         return ChatResponse(message=ChatMessage(role="assistant", content="42"), raw=self.raw)
 
 
+class UncappedLLM(CustomLLM):
+    """A CustomLLM with no output cap at all (``num_output`` is LlamaIndex's default 256, advice only): it
+    answers with as many tokens as it likes, here 3,005, and reports them in ``raw``."""
+
+    calls: int = 0
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="uncapped-1")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        usage = {"prompt_tokens": 10, "completion_tokens": 3005, "total_tokens": 3015}
+        return CompletionResponse(text="word " * 3005, raw={"usage": usage})
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        raise NotImplementedError
+
+
 class CascadeLLM(CustomLLM):
     """A wrapper that only calls another LLM, marked so its own events are not counted."""
 
@@ -145,6 +170,20 @@ def reserved_nano(handler: TokenBudgetHandler, budget: Budget, **attribution: An
     from frugal_chains import Attribution
 
     return handler.guard.spent(budget, Attribution(**attribution)).reserved_nano
+
+
+def planned_output_caps(handler: TokenBudgetHandler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The output cap of every call the handler plans (the worst case it reserves for)."""
+    caps: list[int] = []
+    plan = handler.guard.plan
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = plan(*args, **kwargs)
+        caps.append(result.max_output_tokens)
+        return result
+
+    monkeypatch.setattr(handler.guard, "plan", spy)
+    return caps
 
 
 def per_query_worst_case() -> float:
@@ -357,7 +396,7 @@ def test_chat_messages_are_estimated_as_openai_messages() -> None:
     estimate = prompt_estimate(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     )
-    # num_output = 100 output tokens at the highest output rate (reasoning, $20)
+    # max_tokens = 100 output tokens at the highest output rate (reasoning, $20)
     assert record.reserved_usd == pytest.approx((estimate * 3.0 + 100 * 20.0) / 1e6)
     assert record.usage == ANTHROPIC_EXPECTED
 
@@ -368,7 +407,7 @@ def test_call_max_tokens_raises_the_worst_case() -> None:
     llm.complete("hi", max_tokens=500)
     (record,) = handler.ledger.records()
     estimate = prompt_estimate([{"role": "user", "content": "hi"}])
-    # 500 output tokens at the highest output rate (reasoning, $20), not the LLM's num_output of 100
+    # 500 output tokens at the highest output rate (reasoning, $20), not the LLM's max_tokens of 100
     assert record.reserved_usd == pytest.approx((estimate * 3.0 + 500 * 20.0) / 1e6)
 
 
@@ -380,6 +419,102 @@ def test_refused_before_the_provider_is_called() -> None:
     assert e.value.unit == "tokens"
     assert llm.calls == 0
     assert handler.ledger.records() == []
+
+
+# -- the output cap ----------------------------------------------------------------------------------------------------
+UNCAPPED_PRICE = Price(input=1.0, output=2.0, max_output_tokens=4096)
+
+
+def test_num_output_is_not_a_cap_the_price_cap_covers_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reviewer's repro: a CustomLLM with no cap answers 3,005 tokens. num_output (256) is not what the
+    provider enforces, so the price's max_output_tokens (4,096) is the worst case, and the answer fits it."""
+    handler = TokenBudgetHandler(
+        [Budget(max_tokens=10_000, scope="global")], prices={"uncapped-1": UNCAPPED_PRICE}
+    )
+    caps = planned_output_caps(handler, monkeypatch)
+    llm = UncappedLLM(callback_manager=CallbackManager([handler]))
+    assert llm.metadata.num_output == 256
+    llm.complete("hi")
+    (record,) = handler.ledger.records()
+    assert caps == [4096]
+    assert record.usage.output_tokens == 3005
+    assert record.overshoot_usd == 0 and record.cost_usd <= record.reserved_usd
+
+
+def test_uncapped_llm_is_refused_by_a_smaller_token_budget_before_the_call() -> None:
+    """Before the fix the worst case was ~10 + 256 tokens: the call went ahead and committed 3,015 tokens
+    against a 1,000-token budget. Now its worst case (4,096 output tokens) is refused before the call."""
+    budget = Budget(max_tokens=1000, scope="global")
+    handler = TokenBudgetHandler([budget], prices={"uncapped-1": UNCAPPED_PRICE})
+    llm = UncappedLLM(callback_manager=CallbackManager([handler]))
+    with pytest.raises(BudgetExceededError) as e:
+        llm.complete("hi")
+    assert e.value.unit == "tokens"
+    assert llm.calls == 0
+    assert handler.ledger.records() == []
+    assert handler.guard.spent(budget).committed_tokens == 0
+
+
+def test_uncapped_llm_without_a_price_cap_names_max_tokens() -> None:
+    handler = TokenBudgetHandler(
+        [Budget(max_usd=1.0, scope="global")], prices={"uncapped-1": Price(input=1.0, output=2.0)}
+    )
+    llm = UncappedLLM(callback_manager=CallbackManager([handler]))
+    with pytest.raises(ConfigurationError) as e:
+        llm.complete("hi")
+    assert e.value.field == "max_tokens"
+    assert llm.calls == 0
+
+
+def test_mock_llm_max_tokens_is_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = TokenBudgetHandler(prices=MOCK_PRICES)
+    caps = planned_output_caps(handler, monkeypatch)
+    llm = MockLLM(max_tokens=64, callback_manager=CallbackManager([handler]))
+    llm.complete("hi")
+    llm.chat([ChatMessage(role="user", content="hi")])  # chat -> complete: the inner call is counted
+    list(llm.stream_complete("hi"))
+    assert caps == [64, 64, 64, 64]  # the outer chat event plans too, then hands its reservation on
+    assert [r.usage.output_tokens for r in handler.ledger.records()] == [64, 64, 64]
+
+
+@pytest.mark.parametrize(
+    ("llm_fields", "call_kwargs", "cap"),
+    [
+        ({"max_tokens": 100}, {"n": 3}, 300),
+        ({"max_tokens": 100}, {"best_of": 3, "n": 2}, 300),  # best_of answers are generated and billed
+        ({"max_tokens": 100, "additional_kwargs": {"n": 3}}, {}, 300),
+        ({"max_tokens": 100}, {"max_tokens": 40, "n": 3}, 300),  # the largest cap any source names
+        ({"max_tokens": None}, {"max_completion_tokens": 50, "n": 3}, 150),
+        ({"max_tokens": 100, "additional_kwargs": {"max_tokens": 250}}, {}, 250),
+        ({"max_tokens": None, "additional_kwargs": {"num_predict": 70}}, {}, 70),
+        ({"max_tokens": None}, {}, 4096),  # no cap anywhere: the price's, not num_output's 256
+        ({"max_tokens": None}, {"n": 2}, 8192),
+    ],
+)
+def test_output_cap_comes_from_the_llm_instance_and_the_call(
+    llm_fields: dict[str, Any], call_kwargs: dict[str, Any], cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = TokenBudgetHandler(prices={"acme-1": dataclasses.replace(ACME, max_output_tokens=4096)})
+    caps = planned_output_caps(handler, monkeypatch)
+    llm = AcmeLLM(raw={"usage": OPENAI_USAGE}, callback_manager=CallbackManager([handler]), **llm_fields)
+    llm.complete("hi", **call_kwargs)
+    (record,) = handler.ledger.records()
+    assert caps == [cap]
+    estimate = prompt_estimate([{"role": "user", "content": "hi"}])
+    assert record.reserved_usd == pytest.approx((estimate * 3.0 + cap * 20.0) / 1e6)
+
+
+def test_num_output_counts_only_for_llms_where_it_is_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event not sent by LlamaIndex's LLM decorators (no LLM instance on the call stack): num_output is
+    trusted only for classes whose num_output is their max_tokens (MockLLM), never LlamaIndex's default."""
+    prices = {**MOCK_PRICES, "uncapped-1": UNCAPPED_PRICE}
+    handler = TokenBudgetHandler(prices=prices)
+    caps = planned_output_caps(handler, monkeypatch)
+    for i, llm in enumerate([MockLLM(max_tokens=64), UncappedLLM()]):
+        payload: dict[str, Any] = {EventPayload.PROMPT: "hi", EventPayload.SERIALIZED: llm.to_payload()}
+        handler.on_event_start(CBEventType.LLM, payload, event_id=f"e{i}")
+        handler.on_event_end(CBEventType.LLM, {EventPayload.EXCEPTION: RuntimeError()}, event_id=f"e{i}")
+    assert caps == [64, 4096]
 
 
 def test_unknown_model_is_refused_before_the_call() -> None:

@@ -506,3 +506,29 @@ def test_processes_never_reserve_past_the_limit(shared_backend: Backend) -> None
     assert counter.total_nano == 1_000
     assert counter.total_tokens == 100
     assert counter.committed_nano > 0  # both kinds of rows were written under contention
+
+
+def _open_same_file(path: str, q: Any) -> None:
+    from frugal_chains import SQLiteLedger as Ledger
+
+    try:
+        Ledger(path).close()
+        q.put("ok")
+    except Exception as e:  # pragma: no cover - reported to the parent
+        q.put(repr(e))
+
+
+def test_processes_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for round_ in range(2):
+        path = str(tmp_path / f"new-{round_}.sqlite")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_open_same_file, args=(path, q)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        results = [q.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert results == ["ok"] * 6

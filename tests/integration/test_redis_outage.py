@@ -7,6 +7,7 @@ commits are queued in memory and written exactly once when Redis is back.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 import pytest_asyncio
@@ -48,6 +49,7 @@ async def aledger(redis_url: str, redis_server: RedisServer) -> AsyncIterator[Re
 
 
 def make_guard(ledger: RedisLedger, **kw: object) -> BudgetGuard:
+    kw.setdefault("outage_backoff", timedelta(0))  # these tests restart the server and retry at once
     return BudgetGuard([BUDGET], ledger=ledger, prices=PRICES, anomaly=False, **kw)  # type: ignore[arg-type]
 
 

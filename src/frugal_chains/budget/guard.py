@@ -134,6 +134,9 @@ class BudgetGuard:
         anomaly: an :class:`~frugal_chains.budget.AnomalyDetector`; ``None`` (default) for a new one with its
             defaults (2x the trailing 7-day average); ``False`` to turn the check off.
         clock: the time source (UTC unix seconds); a seam for tests.
+        outage_backoff: after the ledger fails, calls in the next ``outage_backoff`` do not wait for it again:
+            reservations fail (closed) or pass (open) at once and commits are queued, so an outage costs one
+            timeout per period, not one per call. :meth:`flush` called by you always tries.
 
     Example:
         >>> from frugal_chains import Budget, Price, Usage
@@ -159,6 +162,7 @@ class BudgetGuard:
         on_alert: AlertHook | None = None,
         anomaly: AnomalyDetector | Literal[False] | None = None,
         clock: Callable[[], float] = time.time,
+        outage_backoff: timedelta = timedelta(seconds=1),
     ) -> None:
         budgets = tuple(budgets)
         for i, b in enumerate(budgets):
@@ -198,6 +202,12 @@ class BudgetGuard:
         self.clock = clock
         self._pending: collections.deque[_PendingOp] = collections.deque()
         self._pending_lock = threading.Lock()
+        if not isinstance(outage_backoff, timedelta) or outage_backoff.total_seconds() < 0:
+            raise ConfigurationError(
+                "outage_backoff must be a non-negative timedelta.", field="outage_backoff"
+            )
+        self.outage_backoff = outage_backoff
+        self._down_until = 0.0  # time.monotonic() before which the ledger is taken as down
 
     # -- planning (no I/O) ---------------------------------------------------------------------------------
     def plan(
@@ -312,11 +322,29 @@ class BudgetGuard:
             model=res.plan.model,
         )
 
-    def _ledger_down(self, res: Reservation, err: LedgerUnavailableError) -> Reservation:
+    # -- outage state ---------------------------------------------------------------------------------------
+    def _is_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _mark_down(self) -> None:
+        self._down_until = time.monotonic() + self.outage_backoff.total_seconds()
+
+    def _mark_up(self) -> None:
+        self._down_until = 0.0
+
+    def _still_down(self) -> LedgerUnavailableError:
+        return LedgerUnavailableError(
+            f"the spend ledger failed less than {self.outage_backoff.total_seconds():g}s ago (outage_backoff)"
+        )
+
+    def _ledger_down(
+        self, res: Reservation, err: LedgerUnavailableError, *, maybe_landed: bool
+    ) -> Reservation:
         if self.on_ledger_error == "closed":
-            # The reserve may have landed with its reply lost: give it back (idempotent; a no-op if it never
-            # landed), or the budget would stay held until the reservation expires.
-            self._queue(_PendingOp("release", res), err)
+            if maybe_landed:
+                # The reserve may have landed with its reply lost: give it back (idempotent; a no-op if it never
+                # landed), or the budget would stay held until the reservation expires.
+                self._queue(_PendingOp("release", res), err)
             raise LedgerUnavailableError(
                 f"The spend ledger is unreachable, so the call on {res.plan.model!r} was refused before any money "
                 f"was spent (on_ledger_error='closed'): {err}"
@@ -331,26 +359,32 @@ class BudgetGuard:
 
     def reserve(self, plan: CallPlan) -> Reservation:
         """Reserve the plan's worst case in every budget, atomically; raise before any money is spent."""
-        self.flush()
+        self._flush_if_up()
         res = self._new_reservation(plan)
+        if self._is_down():
+            return self._ledger_down(res, self._still_down(), maybe_landed=False)
         try:
             result = self.ledger.reserve(
                 res.id, res.claims, nano=res.nano, tokens=res.tokens, expires_at=res.ts + self._ttl()
             )
         except LedgerUnavailableError as e:
-            return self._ledger_down(res, e)
+            self._mark_down()
+            return self._ledger_down(res, e, maybe_landed=True)
         return self._after_reserve(res, result)
 
     async def areserve(self, plan: CallPlan) -> Reservation:
         """Async :meth:`reserve`."""
-        await self.aflush()
+        await self._aflush_if_up()
         res = self._new_reservation(plan)
+        if self._is_down():
+            return self._ledger_down(res, self._still_down(), maybe_landed=False)
         try:
             result = await self.ledger.areserve(
                 res.id, res.claims, nano=res.nano, tokens=res.tokens, expires_at=res.ts + self._ttl()
             )
         except LedgerUnavailableError as e:
-            return self._ledger_down(res, e)
+            self._mark_down()
+            return self._ledger_down(res, e, maybe_landed=True)
         return self._after_reserve(res, result)
 
     def _ttl(self) -> float:
@@ -363,6 +397,22 @@ class BudgetGuard:
         margin = self.estimator.margin_for(res.plan.provider)
         out = min(math.ceil(counted * (1 + margin)), max(res.plan.max_output_tokens, counted))
         return Usage(input_tokens=res.plan.input_tokens, output_tokens=out)
+
+    def worst_usage(self, res: Reservation) -> Usage:
+        """The usage that costs what was reserved: every prompt token in the dearest input category that
+        applies (a cache write when the prompt asks for caching) and the whole output cap."""
+        plan = res.plan
+        n, out = plan.input_tokens, plan.max_output_tokens
+        if plan.prompt_caching:
+            p = plan.price.for_input(n)
+            dearest = max(
+                (p.input, "input"), (p.cache_write_rate, "write"), (p.cache_write_1h_rate, "write_1h")
+            )[1]
+            if dearest == "write":
+                return Usage(input_tokens=n, cache_write_tokens=n, output_tokens=out)
+            if dearest == "write_1h":
+                return Usage(input_tokens=n, cache_write_1h_tokens=n, output_tokens=out)
+        return Usage(input_tokens=n, output_tokens=out)
 
     # -- commit --------------------------------------------------------------------------------------------
     def _record(
@@ -430,15 +480,20 @@ class BudgetGuard:
         """Replace the reservation with the actual cost of ``usage`` and write the call record.
 
         A ledger outage queues the commit (it is written later, once); it never raises: the call is paid."""
-        self.flush()
+        self._flush_if_up()
         record = self._record(
             res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
         )
         nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        op = _PendingOp("commit", res, nano, tokens, record)
+        if self._is_down():
+            self._queue(op, self._still_down())
+            return record
         try:
             result = self.ledger.commit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
         except LedgerUnavailableError as e:
-            self._queue(_PendingOp("commit", res, nano, tokens, record), e)
+            self._mark_down()
+            self._queue(op, e)
             return record
         self._after_commit(res, result, nano, tokens)
         return record
@@ -454,15 +509,20 @@ class BudgetGuard:
         tier: str | None = None,
     ) -> CallRecord:
         """Async :meth:`commit`."""
-        await self.aflush()
+        await self._aflush_if_up()
         record = self._record(
             res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
         )
         nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        op = _PendingOp("commit", res, nano, tokens, record)
+        if self._is_down():
+            self._queue(op, self._still_down())
+            return record
         try:
             result = await self.ledger.acommit(res.id, res.claims, nano=nano, tokens=tokens, record=record)
         except LedgerUnavailableError as e:
-            self._queue(_PendingOp("commit", res, nano, tokens, record), e)
+            self._mark_down()
+            self._queue(op, e)
             return record
         self._after_commit(res, result, nano, tokens)
         return record
@@ -509,18 +569,26 @@ class BudgetGuard:
     # -- release and cache hits ----------------------------------------------------------------------------
     def release(self, res: Reservation) -> None:
         """Give the reservation back (the call failed before it was billed)."""
-        self.flush()
+        self._flush_if_up()
+        if self._is_down():
+            self._queue(_PendingOp("release", res), self._still_down())
+            return
         try:
             self.ledger.release(res.id)
         except LedgerUnavailableError as e:
+            self._mark_down()
             self._queue(_PendingOp("release", res), e)
 
     async def arelease(self, res: Reservation) -> None:
         """Async :meth:`release`."""
-        await self.aflush()
+        await self._aflush_if_up()
+        if self._is_down():
+            self._queue(_PendingOp("release", res), self._still_down())
+            return
         try:
             await self.ledger.arelease(res.id)
         except LedgerUnavailableError as e:
+            self._mark_down()
             self._queue(_PendingOp("release", res), e)
 
     def _hit_record(self, res: Reservation, usage: Usage | None, model: str | None) -> CallRecord:
@@ -593,8 +661,16 @@ class BudgetGuard:
         with self._pending_lock:
             self._pending.appendleft(op)
 
+    def _flush_if_up(self) -> None:
+        if self._pending and not self._is_down():
+            self.flush()
+
+    async def _aflush_if_up(self) -> None:
+        if self._pending and not self._is_down():
+            await self.aflush()
+
     def flush(self) -> int:
-        """Write queued commits and releases; returns how many are still waiting (the ledger is down)."""
+        """Write queued commits and releases now; returns how many are still waiting (the ledger is down)."""
         while (op := self._take_pending()) is not None:
             try:
                 if op.kind == "commit":
@@ -605,8 +681,10 @@ class BudgetGuard:
                 else:
                     self.ledger.release(op.res.id)
             except LedgerUnavailableError:
+                self._mark_down()
                 self._putback(op)
                 break
+            self._mark_up()
         return self.pending
 
     async def aflush(self) -> int:
@@ -621,8 +699,10 @@ class BudgetGuard:
                 else:
                     await self.ledger.arelease(op.res.id)
             except LedgerUnavailableError:
+                self._mark_down()
                 self._putback(op)
                 break
+            self._mark_up()
         return self.pending
 
     # -- queries -------------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ How it works (see ``docs/budgets.md``):
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import functools
 import logging
 import threading
 import uuid
@@ -150,6 +152,8 @@ def _asks_prompt_caching(messages: Sequence[Sequence[BaseMessage]], params: Mapp
 class _Run:
     res: Reservation
     batch_size: int
+    chat: bool
+    """A chat-model run (each run of a chat batch gets its own usage) or a plain LLM run."""
 
 
 class TokenBudgetCallbackHandler(BaseCallbackHandler):
@@ -224,6 +228,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         self.guard = guard
         self._roots: dict[UUID, UUID] = {}
         self._reservations: dict[UUID, _Run] = {}
+        self._batch_credit: dict[tuple[int, UUID | None, int], int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -314,6 +319,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
         prompt_caching: bool = False,
+        chat: bool = True,
     ) -> None:
         root = self._enter(run_id, parent_run_id)
         metadata = metadata or {}
@@ -339,7 +345,8 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             raise
         batch_size = kwargs.get("batch_size")
         with self._lock:
-            self._reservations[run_id] = _Run(res, batch_size if isinstance(batch_size, int) else 1)
+            self._reservations[run_id] = _Run(res, batch_size if isinstance(batch_size, int) else 1, chat)
+        self._watch_task(run_id)
 
     def on_chat_model_start(
         self,
@@ -371,7 +378,39 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         messages = [{"role": "user", "content": p} for p in prompts]
-        self._start(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
+        self._start(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs, chat=False)
+
+    def _watch_task(self, run_id: UUID) -> None:
+        """Under asyncio, cancelling a non-streaming call sends no end or error event (LangChain's ``agenerate``
+        is cancelled inside ``asyncio.gather``). When the task that started the run is done and the run is still
+        open, the call is settled as interrupted."""
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running event loop: a synchronous call
+            return
+        if task is not None:
+            task.add_done_callback(functools.partial(self._task_done, run_id))
+
+    def _task_done(self, run_id: UUID, task: asyncio.Task[Any]) -> None:
+        run = self._pop(run_id)
+        if run is not None:
+            self._interrupted(run, "CancelledError" if task.cancelled() else "TaskEnded", None)
+
+    def _interrupted(self, run: _Run, why: str, response: LLMResult | None) -> None:
+        """The call was cut off (a stream closed early, a cancelled task): the provider may have billed an unknown
+        part of it. Commit the usage the partial answer reports if it does, else the worst case."""
+        usage = None
+        if response is not None:
+            for gens in response.generations:
+                for gen in gens:
+                    if usage is None and isinstance(gen, ChatGeneration):
+                        usage = usage_from_message(gen.message)
+        if usage is not None:
+            self.guard.commit(run.res, usage, extra={"interrupted": why})
+        else:
+            self.guard.commit(
+                run.res, self.guard.worst_usage(run.res), usage_estimated=True, extra={"interrupted": why}
+            )
 
     def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
@@ -407,12 +446,8 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             llm_output = response.llm_output or {}
             usage = _usage_from_llm_output(llm_output)
             model = model or llm_output.get("model_name")
-            if run.batch_size > 1 and usage is not None:
-                extra["usage_covers_batch"] = run.batch_size
-            elif run.batch_size > 1 and llm_output.get("token_usage") == {}:
-                # LLMResult.flatten(): a batch's usage is reported once, on its first run; the others get {}
-                usage = Usage()
-                extra["usage_reported_on_batch_first_run"] = True
+            if not run.chat and run.batch_size > 1:
+                usage = self._plain_batch_usage(run, usage, llm_output, kwargs.get("parent_run_id"), extra)
         estimated = usage is None
         if usage is None:
             usage = self.guard.estimated_usage(res, "".join(texts))
@@ -424,18 +459,53 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             extra=extra,
         )
 
+    def _plain_batch_usage(
+        self,
+        run: _Run,
+        usage: Usage | None,
+        llm_output: Mapping[str, Any],
+        parent_run_id: UUID | None,
+        extra: dict[str, Any],
+    ) -> Usage | None:
+        """A plain LLM's batch: ``LLMResult.flatten()`` reports the batch's usage on its first run and
+        ``token_usage={}`` on the others, whose ends follow in order on the same thread. The first run's record
+        carries the batch total; the others record zero, but only when their batch's first run did report usage
+        (a provider that reports none leaves every run to the estimate)."""
+        key = (threading.get_ident(), parent_run_id, run.batch_size)
+        with self._lock:
+            if usage is not None:
+                self._batch_credit[key] = run.batch_size - 1
+                extra["usage_covers_batch"] = run.batch_size
+                return usage
+            if llm_output.get("token_usage") == {} and self._batch_credit.get(key, 0) > 0:
+                self._batch_credit[key] -= 1
+                if not self._batch_credit[key]:
+                    del self._batch_credit[key]
+                extra["usage_reported_on_batch_first_run"] = True
+                return Usage()
+        return None
+
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._pop(run_id)
         if run is None:
             return
-        if isinstance(error, Exception):
-            self.guard.release(run.res)  # the provider refused or failed: nothing billed
+        response = kwargs.get("response")
+        response = response if isinstance(response, LLMResult) else None
+        if not isinstance(error, Exception):
+            # GeneratorExit (a stream closed early), CancelledError, KeyboardInterrupt
+            self._interrupted(run, type(error).__name__, response)
             return
-        # Interrupted (a stream closed early: GeneratorExit; a task cancelled: CancelledError): the provider may
-        # have billed an unknown part of it, so the worst case is committed.
-        plan = run.res.plan
-        worst = Usage(input_tokens=plan.input_tokens, output_tokens=plan.max_output_tokens)
-        self.guard.commit(run.res, worst, usage_estimated=True, extra={"interrupted": type(error).__name__})
+        partial = "".join(g.text for gens in (response.generations if response else []) for g in gens)
+        if partial:
+            # the provider failed mid-answer, after billing the part it sent: estimate that part
+            self.guard.commit(
+                run.res,
+                self.guard.estimated_usage(run.res, partial),
+                usage_estimated=True,
+                extra={"error": type(error).__name__},
+            )
+            return
+        self.guard.release(run.res)  # the provider refused or failed before answering
 
 
 _scope: contextvars.ContextVar[TokenBudgetCallbackHandler | None] = contextvars.ContextVar(

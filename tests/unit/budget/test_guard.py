@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +30,11 @@ MSGS = [{"role": "user", "content": "hello"}]
 
 def guard(*budgets: Budget, **kw: Any) -> BudgetGuard:
     return BudgetGuard(budgets, prices=PRICES, **kw)
+
+
+def quick(*budgets: Budget, **kw: Any) -> BudgetGuard:
+    """A guard that retries the ledger at once after a failure (tests toggle outages instantly)."""
+    return guard(*budgets, outage_backoff=timedelta(0), **kw)
 
 
 def test_reserve_then_refuse_before_spend() -> None:
@@ -224,7 +230,7 @@ def test_fails_closed_by_default() -> None:
 def test_fail_open_queues_spend_and_writes_it_once() -> None:
     ledger = FlakyLedger()
     budget = Budget(max_usd=1, scope="global")
-    g = guard(budget, ledger=ledger, on_ledger_error="open")
+    g = quick(budget, ledger=ledger, on_ledger_error="open")
     reserved = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))  # reserved while up
     ledger.down = True
     unreserved = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))  # let through while down
@@ -244,7 +250,7 @@ def test_fail_open_queues_spend_and_writes_it_once() -> None:
 async def test_async_paths_and_queue() -> None:
     ledger = FlakyLedger()
     budget = Budget(max_usd=1, scope="global")
-    g = guard(budget, ledger=ledger)
+    g = quick(budget, ledger=ledger)
     res = await g.areserve(g.plan(MSGS, model="m", max_output_tokens=10))
     ledger.down = True
     await g.acommit(res, Usage(input_tokens=1000, output_tokens=0))
@@ -319,7 +325,7 @@ def test_queued_commits_raise_their_alerts_when_flushed() -> None:
     ledger = FlakyLedger()
     alerts: list[Alert] = []
     budget = Budget(max_tokens=1000, scope="global", alert_at=(0.5, 0.8))
-    g = guard(budget, ledger=ledger, on_alert=alerts.append)
+    g = quick(budget, ledger=ledger, on_alert=alerts.append)
     res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=10))
     ledger.down = True
     g.commit(res, Usage(input_tokens=850, output_tokens=50))
@@ -340,7 +346,7 @@ class LostReplyLedger(FlakyLedger):
 def test_a_reservation_whose_reply_was_lost_is_given_back() -> None:
     budget = Budget(max_usd=1, scope="global")
     ledger = LostReplyLedger()
-    g = guard(budget, ledger=ledger)
+    g = quick(budget, ledger=ledger)
     with pytest.raises(LedgerUnavailableError):
         g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
     assert g.spent(budget).reserved_nano > 0  # landed, reply lost
@@ -351,9 +357,43 @@ def test_a_reservation_whose_reply_was_lost_is_given_back() -> None:
 def test_fail_open_with_a_lost_reply_commits_exactly_once() -> None:
     budget = Budget(max_usd=1, scope="global")
     ledger = LostReplyLedger()
-    g = guard(budget, ledger=ledger, on_ledger_error="open")
+    g = guard(budget, ledger=ledger, on_ledger_error="open", outage_backoff=timedelta(0))
     res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
     assert not res.in_ledger
     g.commit(res, Usage(input_tokens=1000, output_tokens=0))
     c = g.spent(budget)
     assert (c.committed_nano, c.reserved_nano) == (1_000_000, 0)
+
+
+def test_fail_open_with_a_lost_reply_then_a_provider_error_gives_it_back() -> None:
+    budget = Budget(max_usd=1, scope="global")
+    g = guard(budget, ledger=LostReplyLedger(), on_ledger_error="open", outage_backoff=timedelta(0))
+    res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
+    assert not res.in_ledger and g.spent(budget).reserved_nano > 0  # it landed all the same
+    g.release(res)  # the provider failed
+    assert g.spent(budget).reserved_nano == 0
+
+
+class CountingDownLedger(FlakyLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def reserve(self, rid: str, claims: Sequence[Claim], **k: Any) -> ReserveResult:
+        self.calls += 1
+        return super().reserve(rid, claims, **k)
+
+
+def test_an_outage_costs_one_ledger_attempt_per_backoff_period() -> None:
+    ledger = CountingDownLedger()
+    ledger.down = True
+    g = guard(Budget(max_usd=1, scope="global"), ledger=ledger, outage_backoff=timedelta(hours=1))
+    for _ in range(5):
+        with pytest.raises(LedgerUnavailableError):
+            g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))
+    assert ledger.calls == 1  # the other four failed fast, without waiting for the ledger
+    assert g.pending == 1  # only the first could have landed: one release queued, not five
+    ledger.down = False
+    assert g.flush() == 0  # flush() called by you always tries
+    g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))  # and the guard is up again
+    assert ledger.calls == 2

@@ -402,3 +402,90 @@ def test_llm_batch_usage_reported_once_is_not_double_counted() -> None:
     assert len(records) == 4
     assert sum(r.usage.total_tokens for r in records) == 60  # what the provider billed, once
     assert sum(r.cost_usd for r in records) == pytest.approx(60 / 1e6)
+
+
+class _NoUsageLLM(FakeListLLM):
+    """A plain LLM whose provider reports token_usage={} (no usage at all)."""
+
+    def _generate(self, prompts: list[str], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        result = super()._generate(prompts, stop=stop, run_manager=run_manager, **kw)
+        result.llm_output = {"token_usage": {}}
+        return result
+
+
+def test_batch_without_any_reported_usage_is_estimated_not_free() -> None:
+    handler = TokenBudgetCallbackHandler(prices={"fake-list": Price(input=1, output=1, max_output_tokens=50)})
+    _NoUsageLLM(responses=["an answer"] * 3).batch(["a", "b", "c"], config={"callbacks": [handler]})
+    records = handler.ledger.records()
+    assert len(records) == 3
+    assert all(r.usage_estimated and r.usage.total_tokens > 0 for r in records)
+
+
+def test_chat_batch_runs_keep_their_own_usage() -> None:
+    handler = TokenBudgetCallbackHandler()
+    FakeUsageChatModel(output_tokens=7).batch(["a", "b", "c"], config={"callbacks": [handler]})
+    records = handler.ledger.records()
+    assert [r.usage.output_tokens for r in records] == [7, 7, 7]
+    assert not any("usage_covers_batch" in r.extra for r in records)
+
+
+async def test_cancelled_ainvoke_commits_the_worst_case() -> None:
+    budget = Budget(max_usd=1.0, scope="global")
+    handler = TokenBudgetCallbackHandler([budget])
+    model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=300, latency_s=5)
+    task = asyncio.create_task(model.ainvoke("hi", config={"callbacks": [handler]}))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (r,) = handler.ledger.records()
+    assert r.extra["interrupted"] == "CancelledError"
+    assert r.cost_usd == pytest.approx(r.reserved_usd, abs=1e-9)
+    assert handler.guard.spent(budget).reserved_nano == 0
+
+
+async def test_finished_tasks_do_not_touch_finished_runs() -> None:
+    handler = TokenBudgetCallbackHandler()
+    await asyncio.create_task(FakeUsageChatModel().ainvoke("hi", config={"callbacks": [handler]}))
+    await asyncio.sleep(0)
+    (r,) = handler.ledger.records()
+    assert "interrupted" not in r.extra and not r.usage_estimated
+
+
+def test_interrupted_cached_prompt_commits_what_was_reserved() -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    handler = TokenBudgetCallbackHandler()
+    messages = [
+        SystemMessage([{"type": "text", "text": "Policy. " * 100, "cache_control": {"type": "ephemeral"}}]),
+        HumanMessage("q"),
+    ]
+    model = FakeUsageChatModel(
+        model="claude-sonnet-4-5", provider="anthropic", max_tokens=100, responses=["one two three"]
+    )
+    for _ in model.stream(messages, config={"callbacks": [handler]}):
+        break
+    (r,) = handler.ledger.records()
+    assert r.cost_usd == pytest.approx(r.reserved_usd, abs=1e-9)
+    assert r.usage.cache_write_1h_tokens == r.usage.input_tokens  # a 1-hour write is the dearest input rate
+
+
+class _FailsMidStream(FakeUsageChatModel):
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        yield ChatGenerationChunk(message=AIMessageChunk(content="partial answer text"))
+        raise RuntimeError("connection reset")
+
+
+def test_provider_error_mid_stream_counts_the_part_sent() -> None:
+    budget = Budget(max_usd=1.0, scope="global")
+    handler = TokenBudgetCallbackHandler([budget])
+    with pytest.raises(RuntimeError, match="connection reset"):
+        for _ in _FailsMidStream(model="gpt-4o-mini").stream("hi", config={"callbacks": [handler]}):
+            pass
+    (r,) = handler.ledger.records()
+    assert r.extra["error"] == "RuntimeError" and r.usage_estimated
+    assert r.usage.output_tokens >= count_text_tokens("partial answer text")
+    assert handler.guard.spent(budget).reserved_nano == 0

@@ -403,16 +403,21 @@ class BudgetGuard:
         applies (a cache write when the prompt asks for caching) and the whole output cap."""
         plan = res.plan
         n, out = plan.input_tokens, plan.max_output_tokens
+        p = plan.price.for_input(n)
+        reasoning = out if p.reasoning_rate > p.output else 0  # the dearer of the two output rates
         if plan.prompt_caching:
-            p = plan.price.for_input(n)
             dearest = max(
                 (p.input, "input"), (p.cache_write_rate, "write"), (p.cache_write_1h_rate, "write_1h")
             )[1]
             if dearest == "write":
-                return Usage(input_tokens=n, cache_write_tokens=n, output_tokens=out)
+                return Usage(
+                    input_tokens=n, cache_write_tokens=n, output_tokens=out, reasoning_tokens=reasoning
+                )
             if dearest == "write_1h":
-                return Usage(input_tokens=n, cache_write_1h_tokens=n, output_tokens=out)
-        return Usage(input_tokens=n, output_tokens=out)
+                return Usage(
+                    input_tokens=n, cache_write_1h_tokens=n, output_tokens=out, reasoning_tokens=reasoning
+                )
+        return Usage(input_tokens=n, output_tokens=out, reasoning_tokens=reasoning)
 
     # -- commit --------------------------------------------------------------------------------------------
     def _record(

@@ -501,10 +501,15 @@ class TokenBudgetHandler(BaseCallbackHandler):
         res = call.res
         payload = payload or {}
         error = payload.get(EventPayload.EXCEPTION)
-        if isinstance(error, GeneratorExit):
-            # the consumer closed the stream early: billed for an unknown part of it, so at its worst case
-            worst = Usage(input_tokens=res.plan.input_tokens, output_tokens=res.plan.max_output_tokens)
-            self.guard.commit(res, worst, usage_estimated=True, extra={"stream_closed_early": True})
+        if error is not None and not isinstance(error, Exception):
+            # interrupted (GeneratorExit: the consumer closed the stream early; CancelledError: the task was
+            # cancelled): billed for an unknown part of it, so exactly the worst case that was reserved
+            self.guard.commit(
+                res,
+                self.guard.worst_usage(res),
+                usage_estimated=True,
+                extra={"interrupted": type(error).__name__},
+            )
             return
         if error is not None:
             self.guard.release(res)

@@ -397,3 +397,20 @@ def test_an_outage_costs_one_ledger_attempt_per_backoff_period() -> None:
     assert g.flush() == 0  # flush() called by you always tries
     g.reserve(g.plan(MSGS, model="m", max_output_tokens=10))  # and the guard is up again
     assert ledger.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("price", "caching"),
+    [
+        (Price(input=1, output=2), False),
+        (Price(input=1, output=2, reasoning=5), False),
+        (Price(input=3, output=15, cache_write=3.75, cache_write_1h=6), True),
+        (Price(input=3, output=15, cache_write=3.75), True),
+        (Price(input=1, output=2, long_context=((100, Price(input=4, output=8)),)), False),
+    ],
+)
+def test_worst_usage_costs_exactly_what_was_reserved(price: Price, caching: bool) -> None:
+    g = BudgetGuard(prices={"x": price})
+    plan = g.plan(MSGS, model="x", max_output_tokens=500, input_tokens=1234, prompt_caching=caching)
+    res = g.reserve(plan)
+    assert price.cost(g.worst_usage(res)) == pytest.approx(res.nano / 1e9, abs=1e-9)

@@ -585,7 +585,32 @@ def test_stream_closed_early_is_committed_at_its_worst_case() -> None:
     (record,) = handler.ledger.records()
     assert record.usage.output_tokens == 16
     assert record.cost_usd == pytest.approx(record.reserved_usd)
-    assert record.extra == {"stream_closed_early": True}
+    assert record.extra == {"interrupted": "GeneratorExit"}
+    assert reserved_nano(handler, budget) == 0
+
+
+class SlowAsyncLLM(AcmeLLM):
+    """A provider call that takes a while, natively async (so it can be cancelled mid-call)."""
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        await asyncio.sleep(5)
+        return CompletionResponse(text="late")
+
+
+async def test_cancelled_async_call_is_committed_at_its_worst_case() -> None:
+    budget = Budget(max_usd=1.0, scope="global")
+    handler = TokenBudgetHandler([budget], prices=ACME_PRICES)
+    llm = SlowAsyncLLM(callback_manager=CallbackManager([handler]))
+    task = asyncio.create_task(llm.acomplete("hello"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (record,) = handler.ledger.records()
+    assert record.extra == {"interrupted": "CancelledError"}
+    assert record.cost_usd == pytest.approx(record.reserved_usd)
     assert reserved_nano(handler, budget) == 0
 
 

@@ -209,6 +209,27 @@ class BudgetGuard:
         self.outage_backoff = outage_backoff
         self._down_until = 0.0  # time.monotonic() before which the ledger is taken as down
 
+    @classmethod
+    def for_handler(
+        cls,
+        guard: BudgetGuard | None,
+        budgets: Sequence[Budget],
+        *,
+        ledger: SpendLedger | None,
+        prices: PriceBook | Mapping[str, Price] | None,
+        **options: Any,
+    ) -> BudgetGuard:
+        """The guard a framework handler drives: ``guard`` as given, else a new one built from the options.
+
+        Raises:
+            ConfigurationError: (``field="guard"``) when both a guard and budgets, a ledger or prices are given.
+        """
+        if guard is None:
+            return cls(budgets, ledger=ledger, prices=prices, **options)
+        if budgets or ledger is not None or prices is not None:
+            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
+        return guard
+
     # -- planning (no I/O) ---------------------------------------------------------------------------------
     def plan(
         self,

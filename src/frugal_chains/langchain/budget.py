@@ -211,21 +211,18 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         guard: BudgetGuard | None = None,
     ) -> None:
         super().__init__()
-        if guard is None:
-            guard = BudgetGuard(
-                budgets,
-                ledger=ledger,
-                prices=prices,
-                unknown_model=unknown_model,
-                margins=margins,
-                on_ledger_error=on_ledger_error,
-                reservation_ttl=reservation_ttl,
-                on_alert=on_alert,
-                anomaly=anomaly,
-            )
-        elif budgets or ledger is not None or prices is not None:
-            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
-        self.guard = guard
+        self.guard = BudgetGuard.for_handler(
+            guard,
+            budgets,
+            ledger=ledger,
+            prices=prices,
+            unknown_model=unknown_model,
+            margins=margins,
+            on_ledger_error=on_ledger_error,
+            reservation_ttl=reservation_ttl,
+            on_alert=on_alert,
+            anomaly=anomaly,
+        )
         self._roots: dict[UUID, UUID] = {}
         self._reservations: dict[UUID, _Run] = {}
         self._batch_credit: dict[tuple[int, UUID | None, int], int] = {}

@@ -72,7 +72,6 @@ from frugal_chains.accounting.usage import Attribution, Price, Usage
 from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, Reservation
-from frugal_chains.errors import ConfigurationError
 
 # The trace-id stack of LlamaIndex's callback managers (a ContextVar of lists), to find orphaned reservations;
 # if a later LlamaIndex moves it, orphan detection is off (reservations then expire after reservation_ttl).
@@ -433,21 +432,18 @@ class TokenBudgetHandler(BaseCallbackHandler):
         guard: BudgetGuard | None = None,
     ) -> None:
         super().__init__(event_starts_to_ignore=_IGNORED_STARTS, event_ends_to_ignore=_IGNORED_ENDS)
-        if guard is None:
-            guard = BudgetGuard(
-                budgets,
-                ledger=ledger,
-                prices=prices,
-                unknown_model=unknown_model,
-                margins=margins,
-                on_ledger_error=on_ledger_error,
-                reservation_ttl=reservation_ttl,
-                on_alert=on_alert,
-                anomaly=anomaly,
-            )
-        elif budgets or ledger is not None or prices is not None:
-            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
-        self.guard = guard
+        self.guard = BudgetGuard.for_handler(
+            guard,
+            budgets,
+            ledger=ledger,
+            prices=prices,
+            unknown_model=unknown_model,
+            margins=margins,
+            on_ledger_error=on_ledger_error,
+            reservation_ttl=reservation_ttl,
+            on_alert=on_alert,
+            anomaly=anomaly,
+        )
         self._calls: dict[str, _Call] = {}
         self._lock = threading.Lock()
 

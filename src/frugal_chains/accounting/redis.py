@@ -88,19 +88,12 @@ local function touch_ttl(k, ttl)
   end
 end
 -- writes: list of {counter, bucket, ttl} (strings)
-local function add_committed(writes, nano, tokens)
+-- kind: 'c' (committed: fields cn, ct) or 'r' (reserved: fields rn, rt)
+local function add(kind, writes, nano, tokens)
   for _, w in ipairs(writes) do
     local k = bkey(w[1], w[2])
-    redis.call('HINCRBY', k, 'cn', nano)
-    redis.call('HINCRBY', k, 'ct', tokens)
-    touch_ttl(k, w[3])
-  end
-end
-local function add_reserved(writes, nano, tokens)
-  for _, w in ipairs(writes) do
-    local k = bkey(w[1], w[2])
-    redis.call('HINCRBY', k, 'rn', nano)
-    redis.call('HINCRBY', k, 'rt', tokens)
+    redis.call('HINCRBY', k, kind .. 'n', nano)
+    redis.call('HINCRBY', k, kind .. 't', tokens)
     touch_ttl(k, w[3])
   end
 end
@@ -191,7 +184,7 @@ for i, c in ipairs(claims) do
   end
 end
 if redis.call('EXISTS', rkey) == 1 then return {2, -1, 0, {}, before} end
-add_reserved(cjson.decode(ARGV[10]), nano, tokens)
+add('r', cjson.decode(ARGV[10]), nano, tokens)
 redis.call('HSET', rkey, 'state', 'reserved', 'nano', nano, 'tokens', tokens, 'writes', ARGV[10],
   'expires_at', expires_at, 'created', t)
 redis.call('EXPIRE', rkey, rttl)
@@ -224,7 +217,7 @@ else
 end
 redis.call('EXPIRE', rkey, keep)
 redis.call('ZREM', zkey, rid)
-add_committed(writes, nano, tokens)
+add('c', writes, nano, tokens)
 if ARGV[9] ~= '' then store_record(t, ARGV[13], ARGV[10], ARGV[11], ARGV[12], ARGV[9]) end
 return {1, sums(cjson.decode(ARGV[7]))}
 """

@@ -8,6 +8,8 @@ wrapper's run as parent, so the inner calls are child runs that callbacks (and b
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
@@ -18,19 +20,27 @@ from langchain_core.callbacks import (
 __all__ = ["achild_callbacks", "child_callbacks"]
 
 
-def child_callbacks(
-    run_manager: CallbackManagerForLLMRun | None, tag: str | None = None
-) -> CallbackManager | None:
-    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through)."""
-    if run_manager is None:
-        return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+_M = TypeVar("_M", CallbackManager, AsyncCallbackManager)
+
+
+def _as_child(
+    manager: _M, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun, tag: str | None
+) -> _M:
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     if tag is not None:
         manager.add_tags([tag], inherit=False)
     return manager
+
+
+def child_callbacks(
+    run_manager: CallbackManagerForLLMRun | None, tag: str | None = None
+) -> CallbackManager | None:
+    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through)."""
+    if run_manager is None:
+        return None
+    return _as_child(CallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag)
 
 
 def achild_callbacks(
@@ -39,10 +49,4 @@ def achild_callbacks(
     """Async :func:`child_callbacks`."""
     if run_manager is None:
         return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    if tag is not None:
-        manager.add_tags([tag], inherit=False)
-    return manager
+    return _as_child(AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag)

@@ -1,7 +1,8 @@
 """The ``frugal-chains`` command.
 
-Subcommands: ``demo`` (budgets stopping a runaway agent with fake models; no keys, no servers),
-``prices MODEL...`` (what a model costs per million tokens, from LiteLLM's map offline).
+Subcommands: ``demo`` (budgets and the cache with fake models; no keys, no servers),
+``prices MODEL...`` (what a model costs per million tokens, from LiteLLM's map offline),
+``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs).
 """
 
 from __future__ import annotations
@@ -43,6 +44,35 @@ def _cmd_prices(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_cache_tune(args: argparse.Namespace) -> int:
+    from frugal_chains.cache.guard import HitGuard
+    from frugal_chains.cache.tuning import load_pairs, tune_threshold
+    from frugal_chains.errors import ConfigurationError
+
+    try:
+        pairs = load_pairs(args.pairs)
+        result = tune_threshold(
+            pairs,
+            guard=None if args.no_guard else HitGuard(),
+            target_precision=args.target_precision,
+        )
+    except (ConfigurationError, OSError) as e:
+        print(f"frugal-chains cache tune: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.table(step=args.step))
+    verdict = "reaches" if result.reached else "does NOT reach"
+    print(
+        f"\nthreshold {result.threshold:.2f} {verdict} precision {result.target_precision:.2f}: "
+        f"precision {result.precision:.3f}, hit rate {result.hit_rate:.3f}, false hits {result.false_hit_rate:.3f} "
+        f"({result.n_pairs} pairs, {result.n_positive} positive; guard {'off' if args.no_guard else 'on'})"
+    )
+    print(f"use it: AnswerCache(threshold={result.threshold:.2f}) or SemanticCache(threshold={result.threshold:.2f})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``frugal-chains`` command."""
     parser = argparse.ArgumentParser(
@@ -59,6 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     prices = sub.add_parser("prices", help="per-million-token prices of models (LiteLLM's map, offline)")
     prices.add_argument("models", nargs="+", metavar="MODEL")
     prices.set_defaults(func=_cmd_prices)
+
+    cache = sub.add_parser("cache", help="semantic cache tools")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    tune = cache_sub.add_parser(
+        "tune", help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision"
+    )
+    tune.add_argument(
+        "--pairs", required=True, metavar="FILE.jsonl", help='rows {"text_a": ..., "text_b": ..., "label": 0|1}'
+    )
+    tune.add_argument("--target-precision", type=float, default=0.9, metavar="P", help="default 0.9")
+    tune.add_argument("--no-guard", action="store_true", help="threshold only (no hit guard)")
+    tune.add_argument("--step", type=int, default=5, help="print every STEP-th point of the curve (default 5)")
+    tune.add_argument("--json", action="store_true", help="print the result as JSON")
+    tune.set_defaults(func=_cmd_cache_tune)
 
     args = parser.parse_args(argv)
     status: int = args.func(args)

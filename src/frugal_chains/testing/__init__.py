@@ -1,4 +1,4 @@
-"""Test seams you can use too: fake chat models that report real-looking usage, with no API keys.
+"""Test seams you can use too: fake chat models that report real-looking usage and a fake embedder, no API keys.
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -10,5 +10,6 @@ Example:
 from __future__ import annotations
 
 from frugal_chains.testing.fake_chat import FakeUsageChatModel
+from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 
-__all__ = ["FakeUsageChatModel"]
+__all__ = ["FakeEmbeddings", "FakeUsageChatModel"]

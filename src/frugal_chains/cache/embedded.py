@@ -257,7 +257,11 @@ class EmbeddedIndex:
             self._forget(i)
         self._delete_rows(expired)
         if self._shared:
-            self._db.execute("DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+            with self._tx():
+                self._db.execute(
+                    "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+                )
+                self._db.execute("DELETE FROM cache_tags WHERE id NOT IN (SELECT id FROM cache_entries)")
 
     # -- VectorIndex -----------------------------------------------------------------------------------------
     def add(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
@@ -378,8 +382,12 @@ class EmbeddedIndex:
             ids = list(dict.fromkeys(ids))
             for i in ids:
                 self._forget(i)
-            self._delete_rows(ids)
-            return len(ids)
+            removed = 0
+            with self._tx():
+                for i in ids:
+                    removed += self._db.execute("DELETE FROM cache_entries WHERE id = ?", (i,)).rowcount
+                    self._db.execute("DELETE FROM cache_tags WHERE id = ?", (i,))
+            return removed
 
     def count(self) -> int:
         """Entries held (expired ones count until swept)."""

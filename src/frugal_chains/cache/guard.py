@@ -64,7 +64,7 @@ __all__ = [
 #: Cosine *similarity* (0..1, higher = stricter) for the default embedder (all-MiniLM-L6-v2 int8),
 #: used together with the default :class:`HitGuard`. Tuned on held-out training data only
 #: (see :mod:`frugal_chains.cache.tuning`).
-DEFAULT_THRESHOLD: float = 0.80
+DEFAULT_THRESHOLD: float = 0.86
 
 _DATA = "frugal_chains.cache._guard_data"
 
@@ -292,7 +292,7 @@ def _parse(text: str) -> _Parsed:
         word = m.group(0)
         start = m.start()
         before = norm[:start].rstrip()
-        sentence_start = not before or before[-1] in ".?!:;\"(\n"
+        sentence_start = not before or before[-1] in '.?!:;"(\n'
         low = word.casefold()
         if low in _STOP or low in _NEGATORS or low == "i":
             continue
@@ -344,7 +344,9 @@ def _opposite(only_a: set[str], only_b: set[str], a: _Parsed, b: _Parsed) -> str
         for w in sorted(x):
             for p in _NEG_PREFIXES:
                 if w.startswith(p) and len(w) - len(p) >= 3 and w[len(p) :] in y:
-                    return f"opposite: {px.content_raw.get(w, w)}/{py.content_raw.get(w[len(p) :], w[len(p) :])}"
+                    return (
+                        f"opposite: {px.content_raw.get(w, w)}/{py.content_raw.get(w[len(p) :], w[len(p) :])}"
+                    )
     return None
 
 
@@ -403,7 +405,9 @@ def pair_features(query: str, cached: str, similarity: float) -> list[float]:
     jac = len(a.content & b.content) / len(union) if union else 1.0
     ra = sum(_rarity(a.content_raw[w]) for w in only_a)
     rb = sum(_rarity(b.content_raw[w]) for w in only_b)
-    rmax = max([_rarity(a.content_raw[w]) for w in only_a] + [_rarity(b.content_raw[w]) for w in only_b] + [0.0])
+    rmax = max(
+        [_rarity(a.content_raw[w]) for w in only_a] + [_rarity(b.content_raw[w]) for w in only_b] + [0.0]
+    )
     ea = a.entities - b.all_stems
     eb = b.entities - a.all_stems
     la, lb = max(len(a.tokens), 1), max(len(b.tokens), 1)
@@ -609,7 +613,9 @@ class HitGuard:
                 f"model must be True, False, None or a PairModel, got {type(model).__name__}.", field="model"
             )
         if model_cutoff is not None and not 0.0 <= model_cutoff <= 1.0:
-            raise ConfigurationError(f"model_cutoff must be in [0, 1], got {model_cutoff!r}.", field="model_cutoff")
+            raise ConfigurationError(
+                f"model_cutoff must be in [0, 1], got {model_cutoff!r}.", field="model_cutoff"
+            )
         self.model_cutoff = model_cutoff
 
     def __repr__(self) -> str:
@@ -618,7 +624,11 @@ class HitGuard:
             for n in ("numbers", "dates", "units", "negation", "opposites", "entities", "direction")
             if getattr(self, n)
         ]
-        cut = self.model_cutoff if self.model_cutoff is not None else (self.model.cutoff if self.model else None)
+        cut = (
+            self.model_cutoff
+            if self.model_cutoff is not None
+            else (self.model.cutoff if self.model else None)
+        )
         return f"HitGuard(rules={flags}, model={'on' if self.model else 'off'}, cutoff={cut})"
 
     def check_rules(self, query: str, cached: str) -> GuardVerdict:
@@ -662,17 +672,15 @@ class HitGuard:
         Args:
             query: the raw incoming question (last user turn).
             cached: the raw cached question.
-            similarity: their cosine similarity, if known (the model uses it; when ``None`` it assumes
-                :data:`DEFAULT_THRESHOLD`, a conservative value for candidates that passed the threshold).
+            similarity: their cosine similarity. The pair model needs it: when ``None`` only the rules run.
 
         Returns:
             A :class:`GuardVerdict`.
         """
         verdict = self.check_rules(query, cached)
-        if not verdict.ok or self.model is None or query == cached:
+        if not verdict.ok or self.model is None or similarity is None or query == cached:
             return verdict
-        sim = DEFAULT_THRESHOLD if similarity is None else similarity
-        p = self.model.score(query, cached, sim)
+        p = self.model.score(query, cached, similarity)
         cutoff = self.model_cutoff if self.model_cutoff is not None else self.model.cutoff
         if p < cutoff:
             return GuardVerdict(False, f"model: {p:.2f}")

@@ -1,7 +1,7 @@
-"""The Redis vector index: cache entries shared by every process and host that reaches one Redis (with search).
+"""The Redis vector index: cache entries shared by every process and host that reaches one Redis.
 
-Built on `redisvl <https://docs.redisvl.com>`_ (``pip install "frugal-chains[redis]"``); needs Redis 8, Redis Stack
-or a managed Redis with the search module. Keys (``N`` is ``name``, default ``"frugal_cache"``)::
+Built on `redisvl <https://docs.redisvl.com>`_ (``pip install "frugal-chains[redis]"``); needs Redis 8, Redis
+Stack or a managed Redis with the search module. Keys (``N`` is ``name``, default ``"frugal_cache"``)::
 
     N:e:<sha256(partition, exact_key)[:40]>   hash: one entry (indexed by the search index N)
         partition  TAG   sha256(partition)[:32]  -- hashes, so any character is safe in a query
@@ -15,17 +15,23 @@ or a managed Redis with the search module. Keys (``N`` is ``name``, default ``"f
     N:exp             zset: entry keys with a TTL, scored by expires_at
     N:clock           the use counter
 
-* **Exact lookups** are one ``HGETALL`` (no search); adding the same (partition, exact key) replaces the entry.
+* **Exact lookups** are one ``HGETALL`` (no search); adding the same (partition, exact key) replaces the
+  entry.
 * **Writes** (add, touch, delete, eviction) are Lua scripts: atomic, whatever the number of writers.
 * **TTL** is native: the entry and its id key get ``PEXPIREAT expires_at``; reads check ``expires_at`` too.
 * **Size bound**: ``add(..., max_entries=N)`` drops the lowest-scored keys of ``N:lru`` beyond N. Keys that
   expired are first removed from the zsets (found through ``N:exp``), so they never count, nor get "evicted".
   The counter is a server-side ``INCR``: no clock skew between hosts, no ties.
 * **Search** is a KNN query pre-filtered on the partition tag; similarity = 1 - cosine distance.
+* **The search index** is created on the first write (at once when ``dim`` is given). Created before any
+  vector is known, it has no vector field: ``FT.ALTER`` adds it with the first vector. Lost (Redis restarted
+  empty), it is created again when a search notices.
+* **Invalidation** queries the tag 500 entries at a time, deleting each page before asking for the next.
 * A row that does not decode (corrupted) is skipped, deleted and logged, never served.
 
 Limits: the keys of one index live on one Redis (standalone or one shard); redis-py's retries are off and the
-socket timeout is short, so an outage fails fast and :class:`~frugal_chains.cache.AnswerCache` misses (fail open).
+socket timeout is short, so an outage fails fast and :class:`~frugal_chains.cache.AnswerCache` misses (fails
+open).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ _PAGE = 500
 _MAX_EXPIRE_MS = 253_402_300_799_000  # 9999-12-31: later expiries are kept forever
 _PURGE = 1000
 
-# -- Lua --------------------------------------------------------------------------------------------------------
+# -- Lua -----------------------------------------------------------------------------------------------------
 # Every script gets the lru zset as KEYS[1] and the exp zset as KEYS[2]; ARGV[1] is the id-key prefix "N:id:".
 _LUA_LIB = r"""
 local lru, exp, idp = KEYS[1], KEYS[2], ARGV[1]
@@ -270,8 +276,9 @@ class RedisIndex:
             the search index is created (if missing) at once.
         socket_timeout: connect and read timeout of the clients this index creates, in seconds. Keep it short:
             while Redis is down, each lookup waits this long at most before missing.
-        client: an existing ``redis.Redis`` (created with ``decode_responses=False``) instead of ``url``;
-            left open by :meth:`close`. Without ``async_client``, async methods run it in a worker thread.
+        client: an existing ``redis.Redis`` (with ``decode_responses=False`` and the default protocol) instead
+            of ``url``; left open by :meth:`close`. Without ``async_client``, async methods run it in a worker
+            thread.
         async_client: an existing ``redis.asyncio.Redis`` for the async methods (same rules).
 
     Raises:
@@ -323,6 +330,12 @@ class RedisIndex:
                 raise ConfigurationError(
                     f"the {arg} given decodes responses; RedisIndex stores binary vectors: create it with "
                     "decode_responses=False",
+                    field=arg,
+                )
+            if value is not None and _resp3(value):
+                raise ConfigurationError(
+                    f"the {arg} given was created with protocol=3, whose search replies redisvl cannot read: "
+                    "leave protocol at its default (or 2)",
                     field=arg,
                 )
         self.url = url
@@ -384,7 +397,7 @@ class RedisIndex:
     def __repr__(self) -> str:
         return f"RedisIndex(name={self.name!r}, dim={self.dim})"
 
-    # -- keys and rows -------------------------------------------------------------------------------------------
+    # -- keys and rows ---------------------------------------------------------------------------------------
     def _key(self, partition: str, exact_key: str) -> str:
         return self._prefix + _digest(json.dumps([partition, exact_key], ensure_ascii=False), 40)
 
@@ -554,7 +567,7 @@ class RedisIndex:
         query.no_content()
         return query
 
-    # -- the search index's life ---------------------------------------------------------------------------------
+    # -- the search index's life -----------------------------------------------------------------------------
     def _step(
         self, info: dict[str, Any] | None, want: int | None, create: bool
     ) -> tuple[str, int | None] | None:
@@ -685,7 +698,7 @@ class RedisIndex:
         with self._lock:
             self._has_index = self._has_vector = False
 
-    # -- async clients -------------------------------------------------------------------------------------------
+    # -- async clients ---------------------------------------------------------------------------------------
     def _astate(self) -> _AState | None:
         """This loop's async client (None: only a sync client was given, so run it in a thread)."""
         if self._closed:
@@ -709,7 +722,7 @@ class RedisIndex:
                 state = self._astates[loop] = _AState(aclient, owned=True)
             return state
 
-    # -- VectorIndex: sync ---------------------------------------------------------------------------------------
+    # -- VectorIndex: sync -----------------------------------------------------------------------------------
     def add(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
         """Store ``entry`` (replacing the one with its partition and exact key); evict the least recently used
         entries beyond ``max_entries``."""
@@ -733,7 +746,8 @@ class RedisIndex:
             return None
 
     def search(self, partition: str, vector: Vector, k: int, min_similarity: float, now: float) -> list[Hit]:
-        """Up to ``k`` live entries of ``partition`` with cosine similarity >= ``min_similarity``, best first."""
+        """Up to ``k`` live entries of ``partition`` with cosine similarity >= ``min_similarity``, best
+        first."""
         from redisvl.exceptions import RedisSearchError
         from redisvl.index import SearchIndex
 
@@ -828,8 +842,9 @@ class RedisIndex:
             if not loop.is_closed():
                 _close_async(state.client, loop)
 
-    # -- VectorIndex: async --------------------------------------------------------------------------------------
+    # -- VectorIndex: async ----------------------------------------------------------------------------------
     async def aadd(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
+        """Async :meth:`add` (the async client of the running loop)."""
         state = self._astate()
         if state is None:
             await asyncio.to_thread(self.add, entry, max_entries=max_entries)
@@ -839,6 +854,7 @@ class RedisIndex:
         await state.scripts["add"](keys=keys, args=args)
 
     async def aget_exact(self, partition: str, exact_key: str, now: float) -> CacheEntry | None:
+        """Async :meth:`get_exact`."""
         state = self._astate()
         if state is None:
             return await asyncio.to_thread(self.get_exact, partition, exact_key, now)
@@ -856,6 +872,7 @@ class RedisIndex:
     async def asearch(
         self, partition: str, vector: Vector, k: int, min_similarity: float, now: float
     ) -> list[Hit]:
+        """Async :meth:`search`."""
         from redisvl.exceptions import RedisSearchError
         from redisvl.index import AsyncSearchIndex
 
@@ -881,6 +898,7 @@ class RedisIndex:
         return hits
 
     async def atouch(self, entry_id: str, now: float) -> None:
+        """Async :meth:`touch`."""
         state = self._astate()
         if state is None:
             await asyncio.to_thread(self.touch, entry_id, now)
@@ -890,6 +908,7 @@ class RedisIndex:
         )
 
     async def adelete(self, ids: Sequence[str]) -> int:
+        """Async :meth:`delete`."""
         state = self._astate()
         if state is None:
             return await asyncio.to_thread(self.delete, ids)
@@ -904,6 +923,7 @@ class RedisIndex:
         )
 
     async def ainvalidate(self, *, tag: str) -> int:
+        """Async :meth:`invalidate`."""
         from redisvl.index import AsyncSearchIndex
 
         state = self._astate()
@@ -930,6 +950,7 @@ class RedisIndex:
         return int(await state.scripts["count"](keys=[self._lru, self._exp], args=[self._idp]))
 
     async def aclear(self) -> None:
+        """Async :meth:`clear`."""
         state = self._astate()
         if state is None:
             await asyncio.to_thread(self.clear)
@@ -957,6 +978,13 @@ def _ids(ids: Sequence[str]) -> list[str]:
     if isinstance(ids, str):
         raise ConfigurationError("delete() takes a list of entry ids, not one string", field="ids")
     return list(ids)
+
+
+def _resp3(client: Any) -> bool:
+    try:
+        return str(client.connection_pool.connection_kwargs.get("protocol")) == "3"
+    except AttributeError:
+        return False
 
 
 def _decodes(client: Any) -> bool:

@@ -204,7 +204,9 @@ def load_pairs(path: str | Path) -> list[LabelledPair]:
             for name in ("text_a", "text_b"):
                 value = row.get(name)
                 if not isinstance(value, str) or not value.strip():
-                    raise ConfigurationError(f"{where}: field {name!r} must be a non-empty string.", field=name)
+                    raise ConfigurationError(
+                        f"{where}: field {name!r} must be a non-empty string.", field=name
+                    )
             label = row.get("label")
             if isinstance(label, bool):
                 label = int(label)
@@ -256,7 +258,10 @@ def pair_similarities(
 
     texts = sorted({normalize(t) for p in pairs for t in (p.text_a, p.text_b)}, key=len)
     index = {t: i for i, t in enumerate(texts)}
-    chunks = [np.asarray(embedder.embed(texts[i : i + batch_size]), dtype=np.float32) for i in range(0, len(texts), batch_size)]
+    chunks = [
+        np.asarray(embedder.embed(texts[i : i + batch_size]), dtype=np.float32)
+        for i in range(0, len(texts), batch_size)
+    ]
     vecs = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
     ia = np.array([index[normalize(p.text_a)] for p in pairs])
     ib = np.array([index[normalize(p.text_b)] for p in pairs])
@@ -300,7 +305,9 @@ def tune_threshold(
     labels = np.array([p.label for p in rows], dtype=bool)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0:
-        raise ConfigurationError("pairs has no positive (label 1) pair: the hit rate is undefined.", field="pairs")
+        raise ConfigurationError(
+            "pairs has no positive (label 1) pair: the hit rate is undefined.", field="pairs"
+        )
     if similarities is not None:
         sims = np.asarray(similarities, dtype=np.float64)
         if sims.shape != (len(rows),):
@@ -382,8 +389,12 @@ def fit_pair_model(
 
     rows = _coerce(pairs)
     if len(similarities) != len(rows):
-        raise ConfigurationError(f"{len(similarities)} similarities for {len(rows)} pairs.", field="similarities")
-    x = np.array([pair_features(p.text_a, p.text_b, float(s)) for p, s in zip(rows, similarities)], np.float64)
+        raise ConfigurationError(
+            f"{len(similarities)} similarities for {len(rows)} pairs.", field="similarities"
+        )
+    x = np.array(
+        [pair_features(p.text_a, p.text_b, float(s)) for p, s in zip(rows, similarities)], np.float64
+    )
     y = np.array([p.label for p in rows], np.float64)
     w_s = np.ones(len(rows)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     mean = x.mean(axis=0)

@@ -18,6 +18,7 @@ from frugal_chains._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AnswerCache": ".cache.core",
     "Attribution": ".accounting.usage",
     "Budget": ".budget.budget",
     "BudgetExceededError": ".errors",
@@ -34,12 +35,15 @@ _EXPORTS = {
     "UnknownModelPriceError": ".errors",
     "Usage": ".accounting.usage",
     "attribute": ".accounting.context",
+    "cache_scope": ".cache.scope",
 }
 __all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from frugal_chains.cache.core import AnswerCache as AnswerCache
+    from frugal_chains.cache.scope import cache_scope as cache_scope
     from frugal_chains.accounting.context import (
         attribute as attribute,
     )

@@ -1,4 +1,5 @@
-"""`frugal-chains demo`: budgets stopping a runaway agent, with fake models (no keys, no servers)."""
+"""`frugal-chains demo`: budgets stopping a runaway agent and a semantic cache answering repeats, with fake
+models and the offline embedder (no keys, no servers)."""
 
 from __future__ import annotations
 
@@ -127,13 +128,24 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     echo(f"   STOP  {stop}")
     echo("")
 
+    # 3. Support questions behind the semantic cache: repeats and paraphrases are served from the cache.
+    cache_figures = _cache_section(ledger, echo)
+
     by_feature = ledger.summary("feature")
     by_model = ledger.summary("model")
-    header = ["", "calls", "input tok", "output tok", "cost USD"]
+    header = ["", "calls", "input tok", "output tok", "cost USD", "cache hits", "saved USD"]
 
     def rows(summary: list[Any]) -> list[list[str]]:
         return [
-            [r.key, str(r.calls), f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cost_usd:.6f}"]
+            [
+                r.key,
+                str(r.calls),
+                f"{r.input_tokens:,}",
+                f"{r.output_tokens:,}",
+                f"{r.cost_usd:.6f}",
+                str(r.cache_hits),
+                f"{r.saved_usd:.6f}",
+            ]
             for r in summary
         ]
 
@@ -158,4 +170,59 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         "research_usd": research,
         "total_usd": total,
         "alerts": alerts,
+        "cache": cache_figures,
     }
+
+
+# A day of support traffic: each FAQ asked several ways, plus look-alike questions that must NOT share an answer.
+_SUPPORT_TRAFFIC = (
+    "What is your return policy?",
+    "How long does shipping take?",
+    "What is your return policy?",
+    "What's your return policy?",
+    "How do I enable two-factor authentication?",
+    "Do you ship to Canada?",
+    "How long does shipping usually take?",
+    "How do I disable two-factor authentication?",
+    "Do you ship to Mexico?",
+    "what is your return policy",
+    "How do I enable two-factor authentication?",
+    "Can I pay with PayPal?",
+    "Can I pay with Bitcoin?",
+    "How long does shipping take?",
+    "Do you ship to Canada?",
+    "Can I pay using PayPal?",
+    "How do I turn on two-factor authentication?",
+    "What is your return policy?",
+    "Do you ship to Canada?",
+    "How long does shipping take?",
+)
+
+
+def _cache_section(ledger: Any, echo: Callable[[str], None]) -> dict[str, Any]:
+    from frugal_chains.langchain import SemanticCache
+    from frugal_chains.testing import FakeUsageChatModel
+
+    echo("3) Support questions on gpt-4o behind SemanticCache (offline MiniLM embedder, hit guard on):")
+    cache = SemanticCache(ledger=ledger)
+    model = FakeUsageChatModel(
+        model="gpt-4o", max_tokens=400, output_tokens=250, responses=("Here is our answer.",), cache=cache
+    )
+    served: dict[str, int] = {"model": 0, "exact": 0, "semantic": 0}
+    for question in _SUPPORT_TRAFFIC:
+        msg = model.invoke(
+            [("system", "You are the support assistant of an online shop."), ("user", question)],
+            config={"metadata": {"feature": "support", "user_id": "visitors"}},
+        )
+        tier = msg.response_metadata.get("frugal_cache_tier") or "model"
+        tier = tier if tier in served else "model"
+        served[tier] += 1
+        echo(f"   {tier:>8}  {question}")
+    stats = cache.stats
+    echo(
+        f"   {len(_SUPPORT_TRAFFIC)} questions: {served['model']} model calls, {served['exact']} exact and "
+        f"{served['semantic']} semantic cache hits; the guard refused {stats.guard_rejections} look-alike "
+        f"candidates (disable vs enable, Mexico vs Canada, Bitcoin vs PayPal); saved ${stats.saved_usd:.6f}"
+    )
+    echo("")
+    return {**served, "guard_rejections": stats.guard_rejections, "saved_usd": stats.saved_usd}

@@ -13,6 +13,7 @@ import frugal_chains.budget
 import frugal_chains.langchain
 
 EXPECTED_ROOT = [
+    "AnswerCache",
     "Attribution",
     "Budget",
     "BudgetExceededError",
@@ -29,14 +30,18 @@ EXPECTED_ROOT = [
     "UnknownModelPriceError",
     "Usage",
     "attribute",
+    "cache_scope",
 ]
 EXPECTED_LANGCHAIN = [
     "CACHE_HIT_METADATA_KEY",
+    "CachedChatModel",
+    "SemanticCache",
     "TokenBudgetCallbackHandler",
     "WRAPPER_METADATA_KEY",
     "budget_scope",
     "is_wrapper_run",
     "usage_from_message",
+    "with_cache",
 ]
 EXPECTED_BUDGET = [
     "Alert",
@@ -49,6 +54,41 @@ EXPECTED_BUDGET = [
     "Reservation",
     "log_alert",
 ]
+
+
+EXPECTED_CACHE = [
+    "AnswerCache",
+    "CacheEntry",
+    "CacheRequest",
+    "CacheResult",
+    "CacheScope",
+    "CacheStats",
+    "DEFAULT_THRESHOLD",
+    "EmbeddedIndex",
+    "GuardVerdict",
+    "Hit",
+    "HitGuard",
+    "RedisIndex",
+    "VectorIndex",
+    "Verifier",
+    "bypass_reason",
+    "cache_scope",
+    "current_cache_scope",
+    "normalize",
+]
+
+
+def test_cache_exports_pinned() -> None:
+    import frugal_chains.cache
+    import frugal_chains.embeddings
+    import frugal_chains.testing
+
+    assert sorted(frugal_chains.cache.__all__) == sorted(EXPECTED_CACHE)
+    for name in EXPECTED_CACHE:
+        assert getattr(frugal_chains.cache, name) is not None
+    assert sorted(frugal_chains.testing.__all__) == ["FakeEmbeddings", "FakeUsageChatModel"]
+    for name in ("Embedder", "MiniLMEmbedder", "as_embedder", "default_embedder"):
+        assert name in frugal_chains.embeddings.__all__
 
 
 def test_root_exports_pinned() -> None:
@@ -67,14 +107,20 @@ def test_issue_names_import() -> None:
         SQLiteLedger,
         Usage,
     )
-    from frugal_chains.langchain import TokenBudgetCallbackHandler, budget_scope  # noqa: F401
-    from frugal_chains.llama_index import TokenBudgetHandler  # noqa: F401
+    from frugal_chains.langchain import (  # noqa: F401
+        CachedChatModel,
+        SemanticCache,
+        TokenBudgetCallbackHandler,
+        budget_scope,
+        with_cache,
+    )
+    from frugal_chains.llama_index import CachedLLM, TokenBudgetHandler  # noqa: F401
 
 
 def test_adapter_exports_pinned() -> None:
     import frugal_chains.llama_index
 
-    assert sorted(frugal_chains.llama_index.__all__) == ["TokenBudgetHandler", "WRAPPER_PAYLOAD_KEY"]
+    assert sorted(frugal_chains.llama_index.__all__) == ["CachedLLM", "TokenBudgetHandler", "WRAPPER_PAYLOAD_KEY"]
     assert sorted(frugal_chains.langchain.__all__) == sorted(EXPECTED_LANGCHAIN)
     assert sorted(frugal_chains.budget.__all__) == sorted(EXPECTED_BUDGET)
     for name in frugal_chains.accounting.__all__:
@@ -88,8 +134,9 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, frugal_chains; from frugal_chains import Budget, Price, Usage; "
-        "heavy = [m for m in ('litellm', 'llama_index', 'redis', 'torch', 'langchain_core', 'tiktoken') "
+        "import sys, frugal_chains; from frugal_chains import Budget, Price, Usage, cache_scope; "
+        "heavy = [m for m in ('litellm', 'llama_index', 'redis', 'torch', 'langchain_core', 'tiktoken', "
+        "'numpy', 'onnxruntime', 'redisvl') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -111,9 +158,16 @@ def test_every_public_class_has_a_runnable_example() -> None:
     import frugal_chains.llama_index
 
     missing = []
+    import frugal_chains.cache
+    import frugal_chains.embeddings
+    import frugal_chains.testing
+
     for module in (
         frugal_chains,
         frugal_chains.accounting,
+        frugal_chains.cache,
+        frugal_chains.embeddings,
+        frugal_chains.testing,
         frugal_chains.budget,
         frugal_chains.langchain,
         frugal_chains.llama_index,

@@ -72,22 +72,28 @@ _DATA = "frugal_chains.cache._guard_data"
 # tokenisation helpers
 # --------------------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[$€£¥₹%°]")
+
+def _wordset(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[$€£¥₹%°]")
+_NUM_SUFFIX = re.compile(r"\d+(?:st|nd|rd|th|s|k|m|x|gb|mb|km|kg|g|p)")
 _NUM = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?")
 
-_STOP = frozenset(
+_STOP = _wordset(
     """a an the and or but if of to in on at by for from with as into onto about over under than then so
     is are was were be been being am do does did doing done have has had having can could will would shall
     should may might must i me my mine we us our you your he him his she her it its they them their this
     that these those there here what which who whom whose why how when where whats hows whos one ones
     some any all each every very really just also too much many more most get got getting use using used
     s t d ll ve re m way ways best good thing things someone something anyone anything people person quora
-    please possible know tell find make want need like would""".split()
+    please possible know tell find make want need like would"""
 )
 
-_NEGATORS = frozenset(
+_NEGATORS = _wordset(
     """not no never none nobody nothing neither nor without cannot cant dont doesnt didnt isnt arent wasnt
-    werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt aint unable""".split()
+    werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt aint unable"""
 )
 
 _WORD_NUMBERS = {
@@ -194,9 +200,10 @@ _CONTEXT_DEPENDENT = re.compile(
 
 
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
 
 
+@lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """A crude suffix stripper: enough to match ``losing``/``lose``, ``cards``/``card``."""
     w = word
@@ -254,7 +261,7 @@ _WH = frozenset({"what", "why", "how", "when", "where", "who", "which", "whom", 
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> _Parsed:
-    norm = unicodedata.normalize("NFKC", text).replace("’", "'")
+    norm = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
     folded = norm.casefold()
     tokens = tuple(_WORD.findall(folded))
     numbers: set[str] = set()
@@ -268,18 +275,20 @@ def _parse(text: str) -> _Parsed:
     for tok in tokens:
         if tok in _WORD_NUMBERS and tok not in ("one", "second", "first"):
             numbers.add(repr(float(_WORD_NUMBERS[tok])))
-        elif re.fullmatch(r"\d+(?:st|nd|rd|th|s|k|m|x|gb|mb|km|kg|g|p)", tok):
+        elif tok[:1].isdigit() and _NUM_SUFFIX.fullmatch(tok):
             numbers.add(repr(float(re.sub(r"[a-z]+$", "", tok))))
     has_num = bool(numbers)
     dates: set[str] = set()
     units: set[str] = set()
     for i, tok in enumerate(tokens):
+        unit_tok = re.sub(r"^\d+(?:\.\d+)?", "", tok) if tok[:1].isdigit() else tok
+        if tok not in _MONTHS and unit_tok not in _UNITS:
+            continue
         near_num = any(
             t[:1].isdigit() or t in _WORD_NUMBERS for t in tokens[max(0, i - 1) : i + 2] if t != tok
         ) or bool(re.fullmatch(r"\d+[a-z]+", tok))
         if tok in _MONTHS and (tok not in _AMBIGUOUS_MONTHS or near_num):
             dates.add(_MONTHS[tok])
-        unit_tok = re.sub(r"^\d+(?:\.\d+)?", "", tok) if tok[:1].isdigit() else tok
         if unit_tok in _UNITS:
             unit = _UNITS[unit_tok]
             if unit not in _UNITS_NEED_NUMBER or (near_num and has_num):
@@ -288,11 +297,13 @@ def _parse(text: str) -> _Parsed:
     # entities: capitalised words not at a sentence start, acronyms, words mixing letters and digits
     entities: set[str] = set()
     entity_raw: dict[str, str] = {}
-    for m in re.finditer(r"[^\W_]+(?:['’][^\W_]+)*", norm):
+    for m in re.finditer(r"[^\W_]+(?:['\u2019][^\W_]+)*", norm):
         word = m.group(0)
         start = m.start()
-        before = norm[:start].rstrip()
-        sentence_start = not before or before[-1] in '.?!:;"(\n'
+        j = start - 1
+        while j >= 0 and norm[j].isspace():
+            j -= 1
+        sentence_start = j < 0 or norm[j] in '.?!:;"(\n'
         low = word.casefold()
         if low in _STOP or low in _NEGATORS or low == "i":
             continue
@@ -466,7 +477,7 @@ class PairModel:
     def probability(self, features: Sequence[float]) -> float:
         """``P(same answer)`` for a feature vector from :func:`pair_features`."""
         z = self.bias
-        for w, x, mu, sd in zip(self.weights, features, self.mean, self.scale):
+        for w, x, mu, sd in zip(self.weights, features, self.mean, self.scale, strict=True):
             z += w * (x - mu) / sd
         if z < -35:
             return 0.0

@@ -115,7 +115,14 @@ def _str(value: Any, name: str) -> str:
 
 @dataclass(frozen=True)
 class Hit:
-    """A candidate the index returned: the entry and its cosine similarity to the query (1.0 for exact)."""
+    """A candidate the index returned: the entry and its cosine similarity to the query (1.0 for exact).
+
+    Example:
+        >>> from frugal_chains.cache import CacheEntry, Hit
+        >>> e = CacheEntry(partition="p", exact_key="k", question="Hi?", normalized="hi", answer="Hello")
+        >>> Hit(e, 0.93).similarity
+        0.93
+    """
 
     entry: CacheEntry
     similarity: float

@@ -14,7 +14,7 @@ answer. The hit guard (:mod:`frugal_chains.cache.guard`) always compares the *ra
 sees numbers and entities that normalisation keeps or drops.
 
 Example:
-    >>> normalize("  What  is the ＣＥＯ of Apple?? ")
+    >>> normalize("  What  is the \uff23\uff25\uff2f of Apple?? ")
     'what is the ceo of apple'
     >>> normalize("Summarise ticket 3f2a9c1e-8b7d-4c2e-9f1a-0b1c2d3e4f5a sent 2024-05-01T10:22:33Z")
     'summarise ticket <id> sent <ts>'
@@ -43,7 +43,7 @@ _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 _LONG_HEX = re.compile(r"\b(?:0x)?(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{16,}\b")
 _LONG_DIGITS = re.compile(r"(?<![\d.,])\d{10,}(?![\d.,]\d)")
 _WS = re.compile(r"\s+")
-_TRAILING_PUNCT = re.compile(r"[\s?.!,;:…。？！，；：]+$")
+_TRAILING_PUNCT = re.compile("[\\s?.!,;:\u2026\u3002\uff1f\uff01\uff0c\uff1b\uff1a]+$")
 
 _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
     (_DATETIME, TS_PLACEHOLDER),
@@ -90,7 +90,7 @@ def normalize(text: str, *, mask_volatile: bool = True) -> str:
         The normalised text (may be empty if the input was only whitespace and punctuation).
 
     Example:
-        >>> normalize("Ｈｏｗ do I\\u00a0reset my password?!")
+        >>> normalize("\uff28\uff4f\uff57 do I\u00a0reset my password?!")
         'how do i reset my password'
         >>> normalize("Call at 2024-05-01 10:00", mask_volatile=False)
         'call at 2024-05-01 10:00'

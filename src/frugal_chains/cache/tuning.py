@@ -210,7 +210,7 @@ def load_pairs(path: str | Path) -> list[LabelledPair]:
             label = row.get("label")
             if isinstance(label, bool):
                 label = int(label)
-            if label not in (0, 1) or isinstance(label, float) and not label.is_integer():
+            if label not in (0, 1) or (isinstance(label, float) and not label.is_integer()):
                 raise ConfigurationError(
                     f"{where}: field 'label' must be 0 or 1 (got {label!r}).", field="label"
                 )
@@ -321,7 +321,10 @@ def tune_threshold(
             embedder = default_embedder()
         sims = pair_similarities(rows, embedder).astype(np.float64)
     if guard is not None:
-        ok = np.array([guard.check(p.text_a, p.text_b, float(s)).ok for p, s in zip(rows, sims)], dtype=bool)
+        ok = np.array(
+            [guard.check(p.text_a, p.text_b, float(s)).ok for p, s in zip(rows, sims, strict=True)],
+            dtype=bool,
+        )
     else:
         ok = np.ones(len(rows), dtype=bool)
     grid = list(thresholds) if thresholds is not None else [round(0.5 + 0.01 * i, 2) for i in range(50)]
@@ -393,7 +396,8 @@ def fit_pair_model(
             f"{len(similarities)} similarities for {len(rows)} pairs.", field="similarities"
         )
     x = np.array(
-        [pair_features(p.text_a, p.text_b, float(s)) for p, s in zip(rows, similarities)], np.float64
+        [pair_features(p.text_a, p.text_b, float(s)) for p, s in zip(rows, similarities, strict=True)],
+        np.float64,
     )
     y = np.array([p.label for p in rows], np.float64)
     w_s = np.ones(len(rows)) if sample_weight is None else np.asarray(sample_weight, np.float64)

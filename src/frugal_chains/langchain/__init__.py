@@ -1,4 +1,4 @@
-"""LangChain adapters: budgets now; cache, cascade, compressor and formatter as they land.
+"""LangChain adapters: budgets and the semantic cache now; cascade, compressor and formatter as they land.
 
 Example:
     >>> from frugal_chains.langchain import TokenBudgetCallbackHandler, budget_scope
@@ -16,12 +16,17 @@ from frugal_chains.langchain.budget import (
     is_wrapper_run,
     usage_from_message,
 )
+from frugal_chains.langchain.cache import SemanticCache
+from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 
 __all__ = [
     "CACHE_HIT_METADATA_KEY",
+    "CachedChatModel",
+    "SemanticCache",
     "WRAPPER_METADATA_KEY",
     "TokenBudgetCallbackHandler",
     "budget_scope",
     "is_wrapper_run",
     "usage_from_message",
+    "with_cache",
 ]

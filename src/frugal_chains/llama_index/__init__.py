@@ -1,4 +1,4 @@
-"""LlamaIndex adapters: budgets now; cache, cascade and compressor as they land.
+"""LlamaIndex adapters: budgets and the semantic cache now; cascade and compressor as they land.
 
 Needs ``llama-index-core``: ``pip install "frugal-chains[llama-index]"``.
 
@@ -18,5 +18,6 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
     ) from e
 
 from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY, TokenBudgetHandler
+from frugal_chains.llama_index.cached_llm import CachedLLM
 
-__all__ = ["WRAPPER_PAYLOAD_KEY", "TokenBudgetHandler"]
+__all__ = ["WRAPPER_PAYLOAD_KEY", "CachedLLM", "TokenBudgetHandler"]

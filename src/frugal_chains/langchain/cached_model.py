@@ -1,0 +1,519 @@
+"""A chat model wrapper that caches invoke **and** stream answers (LangChain's own cache skips streaming).
+
+``CachedChatModel(model=ChatOpenAI(...), cache=SemanticCache(...))`` (or ``with_cache(model, cache)``) looks the
+conversation up before calling ``model``:
+
+* **hit**: the cached answer is returned (``invoke``) or replayed as a few chunks (``stream``), marked
+  ``response_metadata["frugal_cache"] == "hit"``; the model is not called.
+* **miss**: the model is called as a *child run* of the wrapper (callbacks and budgets see it once; the wrapper's
+  own run is marked as a wrapper and not counted), and its answer is stored. A streamed answer is stored only
+  when the stream finished normally, never after an error or an early ``break``.
+
+Entries are the same as :class:`~frugal_chains.langchain.SemanticCache`'s: a model with
+``cache=SemanticCache(...)`` and a ``CachedChatModel`` around the same model share them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, cast
+
+from langchain_core.caches import BaseCache
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.messages.tool import ToolCallChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
+from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, Field
+
+from frugal_chains.cache.core import AnswerCache, CacheResult
+from frugal_chains.cache.keys import CacheRequest
+from frugal_chains.errors import ConfigurationError
+from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
+from frugal_chains.langchain.budget import WRAPPER_METADATA_KEY
+from frugal_chains.langchain.cache import (
+    SemanticCache,
+    _core_of,
+    _decode_generations,
+    _encode_generations,
+    _mark_hit,
+    _request_from_messages,
+)
+
+try:
+    from langchain_core.utils.utils import LC_ID_PREFIX
+except ImportError:  # pragma: no cover - older langchain-core
+    LC_ID_PREFIX = "lc_run-"
+
+__all__ = ["CachedChatModel", "with_cache"]
+
+_REPLAY_CHUNKS = 4
+"""A cached answer is replayed in about this many chunks."""
+
+
+def _pieces(text: str, n: int = _REPLAY_CHUNKS) -> list[str]:
+    """``text`` split at word boundaries into at most ``n`` pieces that concatenate back to it."""
+    words = [w for w in re.split(r"(?<=\s)(?=\S)", text) if w]
+    if len(words) <= 1:
+        return [text]
+    size = -(-len(words) // n)
+    return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
+
+
+def _replay(generation: Generation) -> list[ChatGenerationChunk]:
+    """A cached answer as stream chunks: the text in a few pieces; tool calls, usage and metadata on the last."""
+    message = (
+        generation.message if isinstance(generation, ChatGeneration) else AIMessage(content=generation.text)
+    )
+    content = message.content
+    pieces: list[Any] = _pieces(content) if isinstance(content, str) else [content]
+    tool_calls: list[ToolCallChunk] = []
+    if isinstance(message, AIMessage):
+        for i, call in enumerate(message.tool_calls):
+            tool_calls.append(
+                ToolCallChunk(name=call["name"], args=json.dumps(call["args"]), id=call.get("id"), index=i)
+            )
+        for j, bad in enumerate(message.invalid_tool_calls, start=len(tool_calls)):
+            tool_calls.append(
+                ToolCallChunk(name=bad.get("name"), args=bad.get("args"), id=bad.get("id"), index=j)
+            )
+    chunks: list[ChatGenerationChunk] = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        if not last:
+            chunks.append(ChatGenerationChunk(message=AIMessageChunk(content=piece)))
+            continue
+        chunk_message = AIMessageChunk(
+            content=piece,
+            additional_kwargs=dict(message.additional_kwargs),
+            response_metadata=dict(message.response_metadata),
+            tool_call_chunks=tool_calls,
+            usage_metadata=message.usage_metadata if isinstance(message, AIMessage) else None,
+            chunk_position="last",
+        )
+        chunks.append(ChatGenerationChunk(message=chunk_message, generation_info=generation.generation_info))
+    return chunks
+
+
+def _close(iterator: Any) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def _whole(chunks: Sequence[ChatGenerationChunk]) -> list[Generation] | None:
+    """The complete answer a finished stream gave, as a stored generation."""
+    merged = merge_chat_generation_chunks(list(chunks))
+    if merged is None:
+        return None
+    message = merged.message
+    whole = message_chunk_to_message(message) if isinstance(message, AIMessageChunk) else message
+    return [ChatGeneration(message=whole, generation_info=merged.generation_info)]
+
+
+class CachedChatModel(BaseChatModel):
+    """Wraps a chat model with a semantic answer cache, for ``invoke``, ``batch`` **and** ``stream``.
+
+    Args:
+        model: the chat model to call on a miss.
+        cache: a :class:`~frugal_chains.langchain.SemanticCache` or an
+            :class:`~frugal_chains.cache.AnswerCache` (kept in :attr:`answer_cache`; default: a new
+            ``AnswerCache()`` with the offline MiniLM embedder). The wrapper's own LangChain ``cache`` field
+            stays ``False``: the wrapper does its own lookups. Do not give the wrapped model the same cache
+            (its ``cache=`` field, or ``set_llm_cache``): every call would be looked up and stored twice.
+
+    ``bind_tools`` and ``with_structured_output`` go through the wrapped model's ``bind_tools``; tool calls in
+    cached answers round-trip. A hit costs nothing and is never refused by a budget; a miss is counted once, as
+    the wrapped model's call. Give the cache the budgets' ledger to record each hit's saving.
+
+    Example:
+        >>> from frugal_chains.langchain.cached_model import CachedChatModel
+        >>> from frugal_chains.cache import AnswerCache
+        >>> from frugal_chains.testing import FakeUsageChatModel
+        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+        >>> inner = FakeUsageChatModel(responses=["Paris is the capital of France.", "(paid again)"])
+        >>> model = CachedChatModel(model=inner, cache=AnswerCache(embedder=FakeEmbeddings()))
+        >>> model.invoke("What is the capital of France?").content
+        'Paris is the capital of France.'
+        >>> chunks = list(model.stream("what is the capital of france"))
+        >>> "".join(c.content for c in chunks), len(chunks) > 1, chunks[-1].response_metadata["frugal_cache"]
+        ('Paris is the capital of France.', True, 'hit')
+    """
+
+    model: BaseChatModel
+    """The chat model called on a miss."""
+    answer_cache: SemanticCache | AnswerCache = Field(default_factory=AnswerCache, exclude=True)
+    """Where answers are looked up and stored (``cache=`` in the constructor)."""
+    cache: BaseCache | bool | None = Field(default=False, exclude=True)
+    """LangChain's own cache for this model: always ``False`` (the wrapper caches by itself)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        given = data.get("cache")
+        if isinstance(given, (SemanticCache, AnswerCache)):
+            if data.get("answer_cache") is not None:
+                raise ConfigurationError("pass cache= or answer_cache=, not both", field="cache")
+            data["answer_cache"] = given
+        elif given not in (None, False):
+            raise ConfigurationError(
+                f"cache must be a SemanticCache or an AnswerCache, got {type(given).__name__}"
+                " (CachedChatModel does not use LangChain's own cache)",
+                field="cache",
+            )
+        data["cache"] = False
+        if data.get("answer_cache", ...) is None:
+            del data["answer_cache"]
+        elif "answer_cache" in data:
+            _core_of(data["answer_cache"])  # a wrong type raises ConfigurationError(field="cache")
+        inner = data.get("model")
+        if not isinstance(inner, BaseChatModel):
+            raise ConfigurationError(
+                f"model must be a LangChain chat model (BaseChatModel), got {type(inner).__name__}",
+                field="model",
+            )
+        mine = data.get("answer_cache")
+        if isinstance(inner.cache, SemanticCache) and mine is not None and inner.cache.core is _core_of(mine):
+            raise ConfigurationError(
+                "the wrapped model already uses this cache (its cache= field): every call would be looked up and "
+                "stored twice; drop one of the two",
+                field="cache",
+            )
+        # Mark the wrapper's own run (local metadata: it does not reach the wrapped model's child runs).
+        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_METADATA_KEY: True}
+        super().__init__(**data)
+
+    @property
+    def core(self) -> AnswerCache:
+        """The framework-free cache underneath."""
+        return _core_of(self.answer_cache)
+
+    # -- identity: the wrapped model's -------------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return self.model._llm_type
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return dict(self.model._identifying_params)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self.model._get_ls_params(stop=stop, **kwargs)
+
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        # invoke() answers through _generate, where the wrapped model runs as a child run (and streams by itself
+        # when a streaming handler asks for it); LangChain would call _stream with no run manager, hiding the
+        # wrapped call from callbacks and budgets. stream()/astream() are overridden below.
+        return False
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools the way the wrapped model does (its ``bind_tools`` formats them); the calls stay cached."""
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        bound = self.model.bind_tools(tools, **kwargs)
+        if not (isinstance(bound, RunnableBinding) and bound.bound is self.model):
+            raise NotImplementedError(
+                f"{type(self.model).__name__}.bind_tools does not return model.bind(...): wrap the tool-bound "
+                "runnable's model instead"
+            )
+        rebound: Runnable[LanguageModelInput, AIMessage] = self.bind(**bound.kwargs)
+        if bound.config:
+            rebound = rebound.with_config(bound.config)
+        return rebound
+
+    # -- lookups ---------------------------------------------------------------------------------------------
+    def _llm_string(self, stop: list[str] | None, kwargs: dict[str, Any]) -> str:
+        return self.model._get_llm_string(stop=stop, **kwargs)
+
+    @staticmethod
+    def _served(found: tuple[CacheResult, list[Generation] | None] | None) -> list[Generation] | None:
+        if found is None or not found[1]:
+            return None
+        return _mark_hit(found[1], found[0], chat=True)
+
+    def _store(
+        self,
+        request: CacheRequest,
+        messages: list[BaseMessage],
+        generations: Sequence[Generation],
+        llm_string: str,
+    ) -> None:
+        encoded = _encode_generations(generations, llm_string, messages)
+        if encoded is not None:
+            self.core.update(request, encoded[0], model=encoded[1], usage=encoded[2])
+
+    async def _astore(
+        self,
+        request: CacheRequest,
+        messages: list[BaseMessage],
+        generations: Sequence[Generation],
+        llm_string: str,
+    ) -> None:
+        encoded = _encode_generations(generations, llm_string, messages)
+        if encoded is not None:
+            await self.core.aupdate(request, encoded[0], model=encoded[1], usage=encoded[2])
+
+    # -- invoke ----------------------------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        llm_string = self._llm_string(stop, kwargs)
+        request = _request_from_messages(messages, llm_string)
+        served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
+        if served is not None:
+            return ChatResult(generations=cast("list[ChatGeneration]", served))
+        result = self.model.generate([messages], stop=stop, callbacks=child_callbacks(run_manager), **kwargs)
+        generations = cast("list[ChatGeneration]", result.generations[0])
+        self._store(request, messages, generations, llm_string)
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        llm_string = self._llm_string(stop, kwargs)
+        request = _request_from_messages(messages, llm_string)
+        served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
+        if served is not None:
+            return ChatResult(generations=cast("list[ChatGeneration]", served))
+        result = await self.model.agenerate(
+            [messages], stop=stop, callbacks=achild_callbacks(run_manager), **kwargs
+        )
+        generations = cast("list[ChatGeneration]", result.generations[0])
+        await self._astore(request, messages, generations, llm_string)
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
+    # -- stream ----------------------------------------------------------------------------------------------
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        llm_string = self._llm_string(stop, kwargs)
+        request = _request_from_messages(messages, llm_string)
+        served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
+        if served is not None:
+            yield from _replay(served[0])
+            return
+        chunks: list[ChatGenerationChunk] = []
+        inner = self.model.stream(
+            messages, config={"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
+        )
+        try:
+            for message in inner:
+                chunk = ChatGenerationChunk(message=message)
+                chunks.append(chunk)
+                yield chunk
+        finally:
+            _close(inner)
+        whole = _whole(chunks)
+        if whole is not None:
+            self._store(request, messages, whole, llm_string)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        llm_string = self._llm_string(stop, kwargs)
+        request = _request_from_messages(messages, llm_string)
+        served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
+        if served is not None:
+            for chunk in _replay(served[0]):
+                yield chunk
+            return
+        chunks: list[ChatGenerationChunk] = []
+        inner = self.model.astream(
+            messages, config={"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
+        )
+        try:
+            async for message in inner:
+                chunk = ChatGenerationChunk(message=message)
+                chunks.append(chunk)
+                yield chunk
+        finally:
+            await cast("Any", inner).aclose()
+        whole = _whole(chunks)
+        if whole is not None:
+            await self._astore(request, messages, whole, llm_string)
+
+    def _no_streaming(self, kwargs: dict[str, Any]) -> bool:
+        disabled = getattr(self, "_streaming_disabled", None)  # langchain-core >= 1.x
+        if disabled is not None:
+            return bool(disabled(**kwargs))
+        return self.disable_streaming is True or (  # pragma: no cover - older langchain-core
+            self.disable_streaming == "tool_calling" and bool(kwargs.get("tools"))
+        )
+
+    def _stream_setup(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[list[BaseMessage], dict[str, Any], dict[str, Any], RunnableConfig]:
+        config = ensure_config(config)
+        messages = self._convert_input(input).to_messages()
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        params = self._get_invocation_params(stop=stop, **kwargs)
+        options = {"stop": stop, **{key: params[key] for key in kwargs if key in params}}
+        metadata = {**(config.get("metadata") or {}), **self._get_ls_params(stop=stop, **kwargs)}
+        return messages, params, {"options": options, "metadata": metadata}, config
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the answer: a cached one is replayed in a few chunks, a new one streams from the wrapped
+        model (as a child run) and is stored once the stream has finished."""
+        if self._no_streaming(kwargs):
+            yield cast("AIMessageChunk", self.invoke(input, config=config, stop=stop, **kwargs))
+            return
+        messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            extra["metadata"],
+            self.metadata,
+        )
+        (run_manager,) = manager.on_chat_model_start(
+            self._serialized,
+            [messages],
+            invocation_params=params,
+            options=extra["options"],
+            name=config.get("run_name"),
+            run_id=config.pop("run_id", None),
+            batch_size=1,
+        )
+        chunks: list[ChatGenerationChunk] = []
+        source = self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+        try:
+            for chunk in source:
+                if chunk.message.id is None:
+                    chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                chunks.append(chunk)
+                yield cast("AIMessageChunk", chunk.message)
+        except BaseException as e:
+            merged = merge_chat_generation_chunks(chunks)
+            run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
+            raise
+        finally:
+            _close(source)
+        merged = merge_chat_generation_chunks(chunks)
+        if merged is None:
+            err = ValueError("No generation chunks were returned")
+            run_manager.on_llm_error(err, response=LLMResult(generations=[]))
+            raise err
+        run_manager.on_llm_end(LLMResult(generations=[[merged]]))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`stream`."""
+        if self._no_streaming(kwargs):
+            yield cast("AIMessageChunk", await self.ainvoke(input, config=config, stop=stop, **kwargs))
+            return
+        messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
+        manager = AsyncCallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            extra["metadata"],
+            self.metadata,
+        )
+        (run_manager,) = await manager.on_chat_model_start(
+            self._serialized,
+            [messages],
+            invocation_params=params,
+            options=extra["options"],
+            name=config.get("run_name"),
+            run_id=config.pop("run_id", None),
+            batch_size=1,
+        )
+        chunks: list[ChatGenerationChunk] = []
+        source = self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
+        try:
+            async for chunk in source:
+                if chunk.message.id is None:
+                    chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                chunks.append(chunk)
+                yield cast("AIMessageChunk", chunk.message)
+        except BaseException as e:
+            merged = merge_chat_generation_chunks(chunks)
+            await run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
+            raise
+        finally:
+            await cast("Any", source).aclose()
+        merged = merge_chat_generation_chunks(chunks)
+        if merged is None:
+            err = ValueError("No generation chunks were returned")
+            await run_manager.on_llm_error(err, response=LLMResult(generations=[]))
+            raise err
+        await run_manager.on_llm_end(LLMResult(generations=[[merged]]))
+
+
+def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:
+    """``model`` behind a semantic answer cache (see :class:`CachedChatModel`).
+
+    Example:
+        >>> from frugal_chains.langchain.cache import SemanticCache
+        >>> from frugal_chains.langchain.cached_model import with_cache
+        >>> from frugal_chains.testing import FakeUsageChatModel
+        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+        >>> model = with_cache(FakeUsageChatModel(responses=["Yes."]), SemanticCache(embedder=FakeEmbeddings()))
+        >>> _ = model.invoke("Do you ship to Canada?")
+        >>> model.invoke("Do you ship to Canada?").response_metadata["frugal_cache"]
+        'hit'
+    """
+    if not isinstance(model, BaseChatModel):
+        raise ConfigurationError(
+            f"with_cache wraps a LangChain chat model (BaseChatModel), got {type(model).__name__}",
+            field="model",
+        )
+    if cache is None:
+        return CachedChatModel(model=model)
+    return CachedChatModel(model=model, answer_cache=cache)

@@ -129,7 +129,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     echo("")
 
     # 3. Support questions behind the semantic cache: repeats and paraphrases are served from the cache.
-    cache_figures = _cache_section(ledger, echo)
+    cache_figures = _cache_section(ledger, daily_feature, echo)
 
     by_feature = ledger.summary("feature")
     by_model = ledger.summary("model")
@@ -159,6 +159,13 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         f"Total spent: ${total:.6f}. The research run spent ${research:.6f} of its $0.05 task budget; "
         "no call was made that could have crossed a limit."
     )
+    support = next((r for r in by_feature if r.key == "support"), None)
+    if support is not None and support.cost_usd + support.saved_usd > 0:
+        share = support.saved_usd / (support.cost_usd + support.saved_usd)
+        echo(
+            f"The semantic cache saved ${support.saved_usd:.6f} on support: {share:.0%} of what those "
+            f"{support.calls} questions would have cost without it."
+        )
     if ledger_path:
         echo(f"Ledger written to {os.path.abspath(ledger_path)}")
     ledger.close()
@@ -199,30 +206,44 @@ _SUPPORT_TRAFFIC = (
 )
 
 
-def _cache_section(ledger: Any, echo: Callable[[str], None]) -> dict[str, Any]:
-    from frugal_chains.langchain import SemanticCache
+def _cache_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> dict[str, Any]:
+    from frugal_chains import attribute
+    from frugal_chains.langchain import SemanticCache, TokenBudgetCallbackHandler
     from frugal_chains.testing import FakeUsageChatModel
 
     echo("3) Support questions on gpt-4o behind SemanticCache (offline MiniLM embedder, hit guard on):")
+    # The cache writes a cache_hit record with the USD saved to the same ledger; the budget handler
+    # charges the model calls and only releases the reservation of a served hit.
     cache = SemanticCache(ledger=ledger)
+    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
     model = FakeUsageChatModel(
         model="gpt-4o", max_tokens=400, output_tokens=250, responses=("Here is our answer.",), cache=cache
     )
     served: dict[str, int] = {"model": 0, "exact": 0, "semantic": 0}
+    answered_by: list[tuple[str, str]] = []
     for question in _SUPPORT_TRAFFIC:
-        msg = model.invoke(
-            [("system", "You are the support assistant of an online shop."), ("user", question)],
-            config={"metadata": {"feature": "support", "user_id": "visitors"}},
-        )
+        # A cache lookup sees no run metadata: attribute() tells the cache (and the handler) who asked.
+        with attribute(feature="support", user_id="visitors"):
+            msg = model.invoke(
+                [("system", "You are the support assistant of an online shop."), ("user", question)],
+                config={"callbacks": [handler]},
+            )
         tier = msg.response_metadata.get("frugal_cache_tier") or "model"
         tier = tier if tier in served else "model"
         served[tier] += 1
+        answered_by.append((question, tier))
         echo(f"   {tier:>8}  {question}")
     stats = cache.stats
     echo(
         f"   {len(_SUPPORT_TRAFFIC)} questions: {served['model']} model calls, {served['exact']} exact and "
-        f"{served['semantic']} semantic cache hits; the guard refused {stats.guard_rejections} look-alike "
-        f"candidates (disable vs enable, Mexico vs Canada, Bitcoin vs PayPal); saved ${stats.saved_usd:.6f}"
+        f"{served['semantic']} semantic cache hits, ${stats.saved_usd:.6f} saved. Look-alikes (disable vs "
+        f"enable 2FA, Mexico vs Canada, Bitcoin vs PayPal) went to the model; the hit guard refused "
+        f"{stats.guard_rejections} candidate(s) that were near enough to pass the similarity threshold."
     )
     echo("")
-    return {**served, "guard_rejections": stats.guard_rejections, "saved_usd": stats.saved_usd}
+    return {
+        **served,
+        "guard_rejections": stats.guard_rejections,
+        "saved_usd": stats.saved_usd,
+        "answered_by": answered_by,
+    }

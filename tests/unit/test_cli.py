@@ -17,6 +17,12 @@ def test_demo_stops_the_agent_and_reports(capsys: pytest.CaptureFixture[str]) ->
     assert result["refused"].get("chatty-carol", 0) > 0
     assert "alice" not in result["refused"]
     assert result["agent_steps"] > 1
+    cache = result["cache"]
+    tiers = dict(map(tuple, cache["answered_by"]))
+    # repeats are exact hits whatever the embedder; look-alikes are never served another question's answer
+    assert cache["exact"] >= 8 and cache["saved_usd"] > 0
+    for look_alike in ("How do I disable two-factor authentication?", "Do you ship to Mexico?", "Can I pay with Bitcoin?"):
+        assert tiers[look_alike] == "model"
 
 
 def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
@@ -27,10 +33,40 @@ def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object
     from frugal_chains import SQLiteLedger
 
     with SQLiteLedger(path) as ledger:
-        assert {r.key for r in ledger.summary("feature")} == {"faq", "research"}
+        assert {r.key for r in ledger.summary("feature")} == {"faq", "research", "support"}
 
 
 def test_prices(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prices", "gpt-4o-mini"]) == 0
     assert "input $0.15/M" in capsys.readouterr().out
     assert main(["prices", "no-such-model"]) == 1
+
+
+def test_cache_tune(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    rows = [
+        ("How do I reset a password?", "How can I reset a password?", 1),
+        ("What is your return policy?", "What's your return policy?", 1),
+        ("Who is the CEO of Apple?", "Who is the CEO of Google?", 0),
+        ("How do I enable dark mode?", "How do I disable dark mode?", 0),
+        ("Best pizza in Rome?", "How tall is Mount Everest?", 0),
+    ]
+    path = f"{tmp_path}/pairs.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for a, b, label in rows:
+            f.write(json.dumps({"text_a": a, "text_b": b, "label": label}) + "\n")
+    assert main(["cache", "tune", "--pairs", path, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_pairs"] == 5 and result["n_positive"] == 2
+    assert 0 < result["threshold"] <= 1 and result["curve"]
+    assert main(["cache", "tune", "--pairs", path]) == 0
+    assert "threshold" in capsys.readouterr().out
+
+
+def test_cache_tune_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    path = f"{tmp_path}/bad.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('{"text_a": "x"}\n')
+    assert main(["cache", "tune", "--pairs", path]) == 2
+    err = capsys.readouterr().err
+    assert "line 1" in err and "text_b" in err
+    assert main(["cache", "tune", "--pairs", f"{tmp_path}/missing.jsonl"]) == 2

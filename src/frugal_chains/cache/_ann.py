@@ -37,6 +37,8 @@ __all__ = ["IvfPartition"]
 
 EXACT_BELOW = 20_000
 """Partitions with fewer vectors are searched exactly (brute force is under ~2 ms there)."""
+LIST_FACTOR = 1.0
+"""Lists per square root of the partition size at training time."""
 PROBE_FRACTION = 0.10
 """The share of the lists a query probes; measured on MiniLM embeddings of Quora questions (see below)."""
 MIN_PROBE = 16
@@ -70,7 +72,9 @@ def _normalise_rows(m: Matrix) -> Matrix:
     return out
 
 
-def train_centroids(x: Matrix, n_lists: int, *, iterations: int = TRAIN_ITERATIONS, seed: int = SEED) -> Matrix:
+def train_centroids(
+    x: Matrix, n_lists: int, *, iterations: int = TRAIN_ITERATIONS, seed: int = SEED
+) -> Matrix:
     """Spherical k-means: ``n_lists`` unit centroids for the unit rows of ``x`` (deterministic for a seed).
 
     Starts from distinct random rows; a centroid left without rows is moved to the row its centroid fits worst.
@@ -87,7 +91,7 @@ def train_centroids(x: Matrix, n_lists: int, *, iterations: int = TRAIN_ITERATIO
     n = len(x)
     k = max(1, min(n_lists, n))
     rng = np.random.default_rng(seed)
-    centroids = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
+    centroids: Matrix = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
     for _ in range(iterations):
         assign, best = _nearest(x, centroids)
         counts = np.bincount(assign, minlength=k)
@@ -136,7 +140,9 @@ class IvfPartition:
         (['b'], [])
     """
 
-    def __init__(self, dim: int, *, exact_below: int = EXACT_BELOW, nprobe: int | None = None, seed: int = SEED) -> None:
+    def __init__(
+        self, dim: int, *, exact_below: int = EXACT_BELOW, nprobe: int | None = None, seed: int = SEED
+    ) -> None:
         import numpy as np
 
         self.dim = dim
@@ -241,20 +247,14 @@ class IvfPartition:
             return []
         if self.mat is not None:
             sims = self.mat[:n] @ vector
-            if k < n:
-                idx = np.argpartition(-sims, k)[:k]
-            else:
-                idx = np.arange(n)
+            idx = np.argpartition(-sims, k)[:k] if k < n else np.arange(n)
             idx = idx[sims[idx] >= min_similarity]
             idx = idx[np.argsort(-sims[idx], kind="stable")]
             return [(self.ids[i], float(sims[i])) for i in idx]
         assert self.centroids is not None
         nprobe = self.nprobe
         near = self.centroids @ vector
-        if nprobe < len(near):
-            probe = np.argpartition(-near, nprobe)[:nprobe]
-        else:
-            probe = np.arange(len(near))
+        probe = np.argpartition(-near, nprobe)[:nprobe] if nprobe < len(near) else np.arange(len(near))
         found_ids: list[str] = []
         found_sims: list[Vector] = []
         for li in probe.tolist():
@@ -269,10 +269,7 @@ class IvfPartition:
         if not found_ids:
             return []
         all_sims = np.concatenate(found_sims)
-        if k < len(all_sims):
-            idx = np.argpartition(-all_sims, k)[:k]
-        else:
-            idx = np.arange(len(all_sims))
+        idx = np.argpartition(-all_sims, k)[:k] if k < len(all_sims) else np.arange(len(all_sims))
         idx = idx[np.argsort(-all_sims[idx], kind="stable")]
         return [(found_ids[i], float(all_sims[i])) for i in idx.tolist()]
 
@@ -311,8 +308,9 @@ class IvfPartition:
 
         n = len(self.ids)
         if self.mat is not None:
-            return self.mat[:n].copy()
-        out = np.empty((n, self.dim), dtype=np.float32)
+            copy: Matrix = self.mat[:n].copy()
+            return copy
+        out: Matrix = np.empty((n, self.dim), dtype=np.float32)
         for li, members in enumerate(self.list_ids):
             if members:
                 rows = np.fromiter((self.row[i] for i in members), dtype=np.intp, count=len(members))
@@ -325,7 +323,7 @@ class IvfPartition:
 
         x = self._vectors()
         n = len(x)
-        n_lists = max(1, round(math.sqrt(n)))
+        n_lists = max(1, round(LIST_FACTOR * math.sqrt(n)))
         sample_size = min(n, n_lists * TRAIN_PER_LIST)
         rng = np.random.default_rng(self.seed + self.trainings)
         sample = x if sample_size == n else x[np.sort(rng.choice(n, size=sample_size, replace=False))]

@@ -46,7 +46,9 @@ if __name__ == "__main__":
     # The knowledge base changed: drop everything answered from it.
     print("invalidated", cache.invalidate(tag="kb-v1"), "entries")
     s = cache.stats
-    print(f"hits {s.hits} (exact {s.hits_exact}, semantic {s.hits_semantic}), misses {s.misses}, "
-          f"guard rejections {s.guard_rejections}, saved ${s.saved_usd:.6f}")
+    print(
+        f"hits {s.hits} (exact {s.hits_exact}, semantic {s.hits_semantic}), misses {s.misses}, "
+        f"guard rejections {s.guard_rejections}, saved ${s.saved_usd:.6f}"
+    )
     row = ledger.summary("feature")[0]
     print(f"ledger: feature {row.key}: {row.cache_hits} cache hits, ${row.saved_usd:.6f} saved")

@@ -42,8 +42,6 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from frugal_chains.cache.core import AnswerCache as AnswerCache
-    from frugal_chains.cache.scope import cache_scope as cache_scope
     from frugal_chains.accounting.context import (
         attribute as attribute,
     )
@@ -77,6 +75,8 @@ if TYPE_CHECKING:
     from frugal_chains.budget.guard import (
         BudgetGuard as BudgetGuard,
     )
+    from frugal_chains.cache.core import AnswerCache as AnswerCache
+    from frugal_chains.cache.scope import cache_scope as cache_scope
     from frugal_chains.errors import (
         BudgetExceededError as BudgetExceededError,
     )

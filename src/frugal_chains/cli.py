@@ -69,7 +69,9 @@ def _cmd_cache_tune(args: argparse.Namespace) -> int:
         f"precision {result.precision:.3f}, hit rate {result.hit_rate:.3f}, false hits {result.false_hit_rate:.3f} "
         f"({result.n_pairs} pairs, {result.n_positive} positive; guard {'off' if args.no_guard else 'on'})"
     )
-    print(f"use it: AnswerCache(threshold={result.threshold:.2f}) or SemanticCache(threshold={result.threshold:.2f})")
+    print(
+        f"use it: AnswerCache(threshold={result.threshold:.2f}) or SemanticCache(threshold={result.threshold:.2f})"
+    )
     return 0
 
 
@@ -96,11 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tune", help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision"
     )
     tune.add_argument(
-        "--pairs", required=True, metavar="FILE.jsonl", help='rows {"text_a": ..., "text_b": ..., "label": 0|1}'
+        "--pairs",
+        required=True,
+        metavar="FILE.jsonl",
+        help='rows {"text_a": ..., "text_b": ..., "label": 0|1}',
     )
     tune.add_argument("--target-precision", type=float, default=0.9, metavar="P", help="default 0.9")
     tune.add_argument("--no-guard", action="store_true", help="threshold only (no hit guard)")
-    tune.add_argument("--step", type=int, default=5, help="print every STEP-th point of the curve (default 5)")
+    tune.add_argument(
+        "--step", type=int, default=5, help="print every STEP-th point of the curve (default 5)"
+    )
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
     tune.set_defaults(func=_cmd_cache_tune)
 

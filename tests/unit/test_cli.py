@@ -21,7 +21,11 @@ def test_demo_stops_the_agent_and_reports(capsys: pytest.CaptureFixture[str]) ->
     tiers = dict(map(tuple, cache["answered_by"]))
     # repeats are exact hits whatever the embedder; look-alikes are never served another question's answer
     assert cache["exact"] >= 8 and cache["saved_usd"] > 0
-    for look_alike in ("How do I disable two-factor authentication?", "Do you ship to Mexico?", "Can I pay with Bitcoin?"):
+    for look_alike in (
+        "How do I disable two-factor authentication?",
+        "Do you ship to Mexico?",
+        "Can I pay with Bitcoin?",
+    ):
         assert tiers[look_alike] == "model"
 
 

@@ -120,7 +120,11 @@ def test_issue_names_import() -> None:
 def test_adapter_exports_pinned() -> None:
     import frugal_chains.llama_index
 
-    assert sorted(frugal_chains.llama_index.__all__) == ["CachedLLM", "TokenBudgetHandler", "WRAPPER_PAYLOAD_KEY"]
+    assert sorted(frugal_chains.llama_index.__all__) == [
+        "CachedLLM",
+        "TokenBudgetHandler",
+        "WRAPPER_PAYLOAD_KEY",
+    ]
     assert sorted(frugal_chains.langchain.__all__) == sorted(EXPECTED_LANGCHAIN)
     assert sorted(frugal_chains.budget.__all__) == sorted(EXPECTED_BUDGET)
     for name in frugal_chains.accounting.__all__:

@@ -46,6 +46,8 @@ TRAIN_PER_LIST = 64
 """Training sample: this many vectors per list (capped at the partition size)."""
 TRAIN_ITERATIONS = 8
 SEED = 0
+_BLAS_ROWS = 1024
+"""Above this many rows a matrix-vector product uses ``np.einsum`` instead of BLAS (see :func:`_scores`)."""
 _CHUNK = 8192
 """Rows per block when assigning vectors to centroids (bounds the temporary similarity matrix)."""
 
@@ -62,6 +64,18 @@ def _nearest(x: Matrix, centroids: Matrix) -> tuple[npt.NDArray[np.intp], Vector
         assign[start : start + _CHUNK] = a
         best[start : start + _CHUNK] = sims[np.arange(len(a)), a]
     return assign, best
+
+
+def _scores(m: Matrix, q: Vector) -> Vector:
+    """``m @ q``. Small products go to BLAS (fastest); large ones to ``np.einsum``, single-threaded: OpenBLAS
+    threads a large matrix-vector product over the cores, and on a busy machine a 2,000-row product then took
+    12 ms instead of 0.05 ms (measured on 2 cores); einsum also streams memory about twice as fast as OpenBLAS
+    ``sgemv`` there (100k x 384: 7.5 ms vs 15 ms).
+    """
+    import numpy as np
+
+    out: Vector = m @ q if len(m) <= _BLAS_ROWS else np.einsum("ij,j->i", m, q)
+    return out
 
 
 def _normalise_rows(m: Matrix) -> Matrix:
@@ -113,8 +127,10 @@ class IvfPartition:
     """The vectors of one partition, searched exactly while small and through an inverted file when large.
 
     A drop-in for the embedded index's brute-force partition: same methods, same results below
-    ``exact_below`` vectors (same order, same tie-breaking). Above it, :meth:`top` probes the ``nprobe`` lists
-    nearest to the query and returns exact similarities (only rows with similarity >= ``min_similarity``).
+    ``exact_below`` vectors (same ids in the same order; identical similarities up to 1,024 vectors, equal to
+    float32 rounding above, where the product runs in ``np.einsum`` rather than BLAS). Above it, :meth:`top`
+    probes the ``nprobe`` lists nearest to the query and returns exact similarities (only rows with similarity
+    >= ``min_similarity``).
     Not thread-safe: the caller holds a lock around every call.
 
     Args:
@@ -246,14 +262,14 @@ class IvfPartition:
         if n == 0:
             return []
         if self.mat is not None:
-            sims = self.mat[:n] @ vector
+            sims = _scores(self.mat[:n], vector)
             idx = np.argpartition(-sims, k)[:k] if k < n else np.arange(n)
             idx = idx[sims[idx] >= min_similarity]
             idx = idx[np.argsort(-sims[idx], kind="stable")]
             return [(self.ids[i], float(sims[i])) for i in idx]
         assert self.centroids is not None
         nprobe = self.nprobe
-        near = self.centroids @ vector
+        near = _scores(self.centroids, vector)
         probe = np.argpartition(-near, nprobe)[:nprobe] if nprobe < len(near) else np.arange(len(near))
         found_ids: list[str] = []
         found_sims: list[Vector] = []
@@ -261,7 +277,7 @@ class IvfPartition:
             members = self.list_ids[li]
             if not members:
                 continue
-            sims = self.lists[li][: len(members)] @ vector
+            sims = _scores(self.lists[li][: len(members)], vector)
             keep = np.flatnonzero(sims >= min_similarity)
             if len(keep):
                 found_sims.append(sims[keep])
@@ -278,7 +294,7 @@ class IvfPartition:
         import numpy as np
 
         assert self.centroids is not None
-        li = int(np.argmax(self.centroids @ vector))
+        li = int(np.argmax(_scores(self.centroids, vector)))
         members = self.list_ids[li]
         m = self.lists[li]
         pos = len(members)

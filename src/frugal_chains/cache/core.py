@@ -166,7 +166,9 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}", field=name)
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds or a timedelta, got {value!r}", field=name
+        )
     return float(value)
 
 
@@ -235,19 +237,28 @@ class AnswerCache:
             index = EmbeddedIndex(path if path is not None else ":memory:")
         elif not isinstance(index, VectorIndex):
             raise ConfigurationError(
-                f"index must be a VectorIndex (EmbeddedIndex, RedisIndex), got {type(index).__name__}", field="index"
+                f"index must be a VectorIndex (EmbeddedIndex, RedisIndex), got {type(index).__name__}",
+                field="index",
             )
         if threshold is None:
             threshold = guard_mod.DEFAULT_THRESHOLD
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0.0 < threshold <= 1.0
+        ):
             raise ConfigurationError(
                 f"threshold is a cosine similarity in (0, 1] (higher is stricter), got {threshold!r}",
                 field="threshold",
             )
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigurationError(f"k must be a positive int, got {k!r}", field="k")
-        if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1):
-            raise ConfigurationError(f"max_entries must be a positive int or None, got {max_entries!r}", field="max_entries")
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise ConfigurationError(
+                f"max_entries must be a positive int or None, got {max_entries!r}", field="max_entries"
+            )
         if isinstance(tags, str):
             raise ConfigurationError("tags takes a list of tags, not a string", field="tags")
         if verifier is not None and not (hasattr(verifier, "verify") and hasattr(verifier, "averify")):
@@ -256,7 +267,9 @@ class AnswerCache:
                 field="verifier",
             )
         if bypass is not None and bypass is not False and not callable(bypass):
-            raise ConfigurationError("bypass must be a function text -> reason | None, or False", field="bypass")
+            raise ConfigurationError(
+                "bypass must be a function text -> reason | None, or False", field="bypass"
+            )
         self.index: VectorIndex = index
         self.semantic = semantic
         self.threshold = float(threshold)
@@ -264,7 +277,9 @@ class AnswerCache:
             None if guard is False else (guard if guard is not None else guard_mod.HitGuard())
         )
         if self.guard is not None and not hasattr(self.guard, "check"):
-            raise ConfigurationError("guard must have check(query, cached) -> GuardVerdict, or be False", field="guard")
+            raise ConfigurationError(
+                "guard must have check(query, cached) -> GuardVerdict, or be False", field="guard"
+            )
         self.verifier = verifier
         self.bypass: Callable[[str], str | None] | None = (
             None if bypass is False else (bypass if bypass is not None else guard_mod.bypass_reason)
@@ -356,13 +371,23 @@ class AnswerCache:
             if _ids(hit.entry.question) != _ids(request.question):
                 self._counters.add("guard_rejections")
                 continue
-            if self.guard is not None and not self.guard.check(request.question, hit.entry.question).ok:
+            if self.guard is not None and not self._guard_ok(request.question, hit):
                 self._counters.add("guard_rejections")
                 continue
             approved.append(hit)
         return approved
 
-    def _decode(self, hit: Hit, tier: Tier, decode: Callable[[str], T] | None) -> tuple[CacheResult, T | None] | None:
+    def _guard_ok(self, question: str, hit: Hit) -> bool:
+        from frugal_chains.cache.guard import HitGuard
+
+        assert self.guard is not None
+        if isinstance(self.guard, HitGuard):  # its learned pair model also weighs the similarity
+            return self.guard.check(question, hit.entry.question, similarity=hit.similarity).ok
+        return self.guard.check(question, hit.entry.question).ok
+
+    def _decode(
+        self, hit: Hit, tier: Tier, decode: Callable[[str], T] | None
+    ) -> tuple[CacheResult, T | None] | None:
         value: T | None = None
         if decode is not None:
             try:
@@ -380,7 +405,9 @@ class AnswerCache:
         )
         return result, value
 
-    def lookup(self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None) -> CacheResult | None:
+    def lookup(
+        self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None
+    ) -> CacheResult | None:
         """The cached answer for ``request``, or None.
 
         Args:
@@ -424,7 +451,9 @@ class AnswerCache:
             self._counters.add("misses")
             return None
         for hit in self._candidates(request, hits):
-            if self.verifier is not None and not self.verifier.verify(request.question, hit.entry.question, hit.similarity):
+            if self.verifier is not None and not self.verifier.verify(
+                request.question, hit.entry.question, hit.similarity
+            ):
                 self._counters.add("guard_rejections")
                 continue
             served = self._serve(hit, "semantic", decode, now)
@@ -455,7 +484,9 @@ class AnswerCache:
         except Exception as e:
             self._failed("the cache index", e)
 
-    async def alookup(self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None) -> CacheResult | None:
+    async def alookup(
+        self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None
+    ) -> CacheResult | None:
         """Async :meth:`lookup` (the embedding runs in a worker thread; Redis uses its async client)."""
         found = await self.alookup_decoded(request, decode=decode)
         return None if found is None else found[0]
@@ -573,7 +604,9 @@ class AnswerCache:
         ttl: float | timedelta | None,
     ) -> CacheEntry:
         if not isinstance(answer, str):
-            raise ConfigurationError(f"the answer to cache must be a str, got {type(answer).__name__}", field="answer")
+            raise ConfigurationError(
+                f"the answer to cache must be a str, got {type(answer).__name__}", field="answer"
+            )
         if isinstance(tags, str):
             raise ConfigurationError("tags takes a list of tags, not a string", field="tags")
         life = _seconds(ttl, "ttl") if ttl is not None else self.ttl

@@ -105,10 +105,7 @@ class _Partition:
         if n == 0:
             return []
         sims = self.mat[:n] @ vector
-        if k < n:
-            idx = np.argpartition(-sims, k)[:k]
-        else:
-            idx = np.arange(n)
+        idx = np.argpartition(-sims, k)[:k] if k < n else np.arange(n)
         idx = idx[sims[idx] >= min_similarity]
         idx = idx[np.argsort(-sims[idx], kind="stable")]
         return [(self.ids[i], float(sims[i])) for i in idx]
@@ -126,7 +123,8 @@ class EmbeddedIndex:
         >>> from frugal_chains.cache import CacheEntry, EmbeddedIndex
         >>> index = EmbeddedIndex()
         >>> v = np.array([1.0, 0.0, 0.0], dtype=np.float32)
-        >>> index.add(CacheEntry(partition="p", exact_key="k", question="Hi?", normalized="hi", answer="Hello", vector=v))
+        >>> e = CacheEntry(partition="p", exact_key="k", question="Hi?", normalized="hi", answer="Hi!", vector=v)
+        >>> index.add(e)
         >>> [round(h.similarity, 3) for h in index.search("p", v, k=3, min_similarity=0.5, now=0.0)]
         [1.0]
         >>> index.search("other", v, k=3, min_similarity=0.5, now=0.0)
@@ -187,7 +185,9 @@ class EmbeddedIndex:
                 if entry.id != entry_id:
                     raise ValueError("the id column and the entry disagree")
             except (ValueError, KeyError, TypeError) as e:
-                log.warning("frugal-chains cache: skipping corrupted entry %s in %s: %s", entry_id, self.path, e)
+                log.warning(
+                    "frugal-chains cache: skipping corrupted entry %s in %s: %s", entry_id, self.path, e
+                )
                 bad.append(str(entry_id))
                 continue
             self._remember(entry)
@@ -249,7 +249,9 @@ class EmbeddedIndex:
         """Another process may have deleted the row: check before serving (file-backed only)."""
         if not self._shared:
             return True
-        return self._db.execute("SELECT 1 FROM cache_entries WHERE id = ?", (entry_id,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM cache_entries WHERE id = ?", (entry_id,)).fetchone() is not None
+        )
 
     def _sweep(self, now: float) -> None:
         expired = [e.id for e in self._entries.values() if e.expired(now)]
@@ -301,7 +303,8 @@ class EmbeddedIndex:
                 )
                 if entry.tags:
                     self._db.executemany(
-                        "INSERT OR IGNORE INTO cache_tags (tag, id) VALUES (?, ?)", [(t, entry.id) for t in entry.tags]
+                        "INSERT OR IGNORE INTO cache_tags (tag, id) VALUES (?, ?)",
+                        [(t, entry.id) for t in entry.tags],
                     )
             self._last_seq = max(self._last_seq, int(cur.lastrowid or 0))
             if self._shared:
@@ -344,7 +347,8 @@ class EmbeddedIndex:
             q = np.asarray(vector, dtype=np.float32).reshape(-1)
             if q.shape != (part.dim,):
                 raise ConfigurationError(
-                    f"the query vector has {q.shape[0]} dimensions but the index holds {part.dim}", field="embedder"
+                    f"the query vector has {q.shape[0]} dimensions but the index holds {part.dim}",
+                    field="embedder",
                 )
             hits: list[Hit] = []
             stale: list[str] = []
@@ -377,7 +381,9 @@ class EmbeddedIndex:
         """Remove every entry carrying ``tag``."""
         with self._lock:
             self._refresh()
-            ids = [r[0] for r in self._db.execute("SELECT id FROM cache_tags WHERE tag = ?", (tag,)).fetchall()]
+            ids = [
+                r[0] for r in self._db.execute("SELECT id FROM cache_tags WHERE tag = ?", (tag,)).fetchall()
+            ]
             ids += [e.id for e in self._entries.values() if tag in e.tags]
             ids = list(dict.fromkeys(ids))
             for i in ids:
@@ -420,7 +426,9 @@ class EmbeddedIndex:
     async def aget_exact(self, partition: str, exact_key: str, now: float) -> CacheEntry | None:
         return self.get_exact(partition, exact_key, now)
 
-    async def asearch(self, partition: str, vector: Vector, k: int, min_similarity: float, now: float) -> list[Hit]:
+    async def asearch(
+        self, partition: str, vector: Vector, k: int, min_similarity: float, now: float
+    ) -> list[Hit]:
         return self.search(partition, vector, k, min_similarity, now)
 
     async def atouch(self, entry_id: str, now: float) -> None:

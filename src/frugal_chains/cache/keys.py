@@ -45,7 +45,9 @@ def _split_content(content: Any) -> tuple[str, list[Any]]:
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            elif (
+                isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            ):
                 texts.append(part["text"])
             else:
                 others.append(part)
@@ -97,7 +99,8 @@ class CacheRequest:
             )
         if not isinstance(self.llm_string, str):
             raise ConfigurationError(
-                f"CacheRequest.llm_string must be a str, got {type(self.llm_string).__name__}", field="llm_string"
+                f"CacheRequest.llm_string must be a str, got {type(self.llm_string).__name__}",
+                field="llm_string",
             )
         partition = _sha(_canonical([self.context, self.llm_string, self.scope.key()]))
         # A request with no user question (a tool result, say) is matched byte for byte.
@@ -107,7 +110,9 @@ class CacheRequest:
         object.__setattr__(self, "exact_key", _sha(partition + "\x00" + normalized))
 
     @classmethod
-    def from_prompt(cls, prompt: str, *, llm_string: str = "", scope: CacheScope | None = None) -> CacheRequest:
+    def from_prompt(
+        cls, prompt: str, *, llm_string: str = "", scope: CacheScope | None = None
+    ) -> CacheRequest:
         """A plain-text prompt (LLMs, not chat models): the whole prompt is the question.
 
         Example:

@@ -49,7 +49,9 @@ class CacheScope:
         return f"tenant={self.tenant_id or ''}|user={self.user_id or ''}|ns={self.namespace or ''}"
 
 
-_current: contextvars.ContextVar[CacheScope | None] = contextvars.ContextVar("frugal_chains_cache_scope", default=None)
+_current: contextvars.ContextVar[CacheScope | None] = contextvars.ContextVar(
+    "frugal_chains_cache_scope", default=None
+)
 
 
 def current_cache_scope() -> CacheScope:

@@ -69,6 +69,23 @@ def test_below_the_threshold_it_matches_the_brute_force_partition_exactly() -> N
             assert ivf.top(q, k, min_sim) == ref.top(q, k, min_sim)
 
 
+def test_exact_mode_above_the_blas_cutoff_still_matches_brute_force() -> None:
+    """Beyond 1,024 rows the product runs in einsum: same ids and order, similarities equal to rounding."""
+    rng = np.random.default_rng(17)
+    dim = 24
+    ivf = IvfPartition(dim, exact_below=10_000)
+    x = unit(rng.standard_normal((3000, dim)))
+    vectors = {}
+    for i, v in enumerate(x):
+        ivf.add(f"e{i}", v)
+        vectors[f"e{i}"] = v
+    assert not ivf.approximate
+    for q in unit(rng.standard_normal((30, dim))):
+        got, want = ivf.top(q, 10, 0.1), brute(vectors, q, 10, 0.1)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
 def test_empty_and_missing() -> None:
     part = IvfPartition(4)
     assert part.top(unit(np.ones(4)), 3, 0.0) == []

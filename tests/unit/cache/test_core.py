@@ -79,7 +79,9 @@ def test_exact_tier_still_tells_ids_apart(cache: AnswerCache) -> None:
 
 def test_multi_turn_isolation(cache: AnswerCache) -> None:
     a = chat(("user", "Tell me about Python."), ("assistant", "A language."), ("user", "How old is it?"))
-    b = chat(("user", "Tell me about the Eiffel Tower."), ("assistant", "A tower."), ("user", "How old is it?"))
+    b = chat(
+        ("user", "Tell me about the Eiffel Tower."), ("assistant", "A tower."), ("user", "How old is it?")
+    )
     cache.update(a, "35 years")
     assert cache.lookup(b) is None
     assert cache.lookup(a) is not None
@@ -237,7 +239,12 @@ async def test_async_paths_agree_with_sync(cache: AnswerCache) -> None:
 def test_hit_records_saving_in_the_ledger() -> None:
     ledger = SQLiteLedger(":memory:")
     cache = AnswerCache(embedder=FakeEmbeddings(), ledger=ledger)
-    cache.update(q("What is your return policy?"), "30 days", model="gpt-4o", usage=Usage(input_tokens=1000, output_tokens=500))
+    cache.update(
+        q("What is your return policy?"),
+        "30 days",
+        model="gpt-4o",
+        usage=Usage(input_tokens=1000, output_tokens=500),
+    )
     with attribute(feature="faq", user_id="u1"):
         hit = cache.lookup(q("what is your return policy"))
     assert hit is not None
@@ -322,7 +329,11 @@ def test_persisted_file_survives_restart(tmp_path: Any) -> None:
 def test_non_user_last_message_is_exact_only(cache: AnswerCache) -> None:
     msgs = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "1", "content": "Sunny"},
     ]
     req = CacheRequest.from_messages(msgs)

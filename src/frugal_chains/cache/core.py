@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +38,7 @@ from frugal_chains.errors import ConfigurationError
 if TYPE_CHECKING:
     from frugal_chains.accounting.ledger import SpendLedger
     from frugal_chains.accounting.pricing import PriceBook
-    from frugal_chains.accounting.usage import CallRecord, Usage
+    from frugal_chains.accounting.usage import CallRecord, Price, Usage
     from frugal_chains.cache.guard import HitGuard, Verifier
     from frugal_chains.embeddings import Embedder
 
@@ -195,7 +195,8 @@ class AnswerCache:
         version: part of every partition: bump it (``"kb-v4"``) and no older entry is served again.
         tags: tags written on every entry (for :meth:`invalidate`); ``cache_scope(tags=...)`` adds more.
         ledger: where a ``cache_hit`` :class:`~frugal_chains.accounting.CallRecord` with the USD saved is written.
-        prices: prices the original calls (what a hit saves); default: a ``PriceBook()``.
+        prices: prices the original calls (what a hit saves): a ``PriceBook`` or ``{model: Price}`` for models
+            LiteLLM's map does not know; default: LiteLLM's map (an unknown model's hit saves $0, with a warning).
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
@@ -225,7 +226,7 @@ class AnswerCache:
         version: str | None = None,
         tags: Sequence[str] = (),
         ledger: SpendLedger | None = None,
-        prices: PriceBook | None = None,
+        prices: PriceBook | Mapping[str, Price] | None = None,
     ) -> None:
         from frugal_chains.cache import guard as guard_mod
 
@@ -290,7 +291,11 @@ class AnswerCache:
         self.version = version
         self.tags = tuple(tags)
         self.ledger = ledger
-        self._prices = prices
+        if prices is not None and not hasattr(prices, "find"):
+            from frugal_chains.accounting.pricing import PriceBook
+
+            prices = PriceBook(prices, unknown_model="warn")  # a {model: Price} mapping
+        self._prices: PriceBook | None = prices  # type: ignore[assignment]
         self._embedder_arg = embedder
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
@@ -558,7 +563,7 @@ class AnswerCache:
     # -- accounting ------------------------------------------------------------------------------------------
     def _hit_record(self, result: CacheResult) -> CallRecord:
         from frugal_chains.accounting.context import current_attribution
-        from frugal_chains.accounting.usage import CallRecord, Usage
+        from frugal_chains.accounting.usage import CallRecord, Price, Usage
 
         entry = result.entry
         try:

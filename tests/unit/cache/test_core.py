@@ -391,3 +391,12 @@ def test_vectors_are_stored_normalised_float32(cache: AnswerCache) -> None:
     assert hit is not None and hit.entry.vector is not None
     v = np.asarray(hit.entry.vector)
     assert v.dtype == np.float32 and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+
+
+def test_prices_mapping_prices_a_self_hosted_model() -> None:
+    from frugal_chains import Price
+
+    cache = AnswerCache(embedder=FakeEmbeddings(), prices={"my-llama": Price(input=1.0, output=2.0)})
+    cache.update(q("What is 2+2?"), "4", model="my-llama", usage=Usage(input_tokens=1000, output_tokens=1000))
+    hit = cache.lookup(q("What is 2+2?"))
+    assert hit is not None and hit.saved_usd == pytest.approx(0.003)

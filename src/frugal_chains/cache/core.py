@@ -563,7 +563,7 @@ class AnswerCache:
     # -- accounting ------------------------------------------------------------------------------------------
     def _hit_record(self, result: CacheResult) -> CallRecord:
         from frugal_chains.accounting.context import current_attribution
-        from frugal_chains.accounting.usage import CallRecord, Price, Usage
+        from frugal_chains.accounting.usage import CallRecord, Usage
 
         entry = result.entry
         try:

@@ -1,12 +1,12 @@
 """Approximate nearest-neighbour search for one partition of the embedded index: numpy only, no extra dependency.
 
-A brute-force lookup reads every vector of the partition: 100,000 x 384 float32 is 153 MB per query, about 9 ms on
+A brute-force lookup reads every vector of the partition: 100,000 x 384 float32 is 153 MB per query, 8-15 ms on
 a 2-core machine, bound by memory bandwidth. :class:`IvfPartition` keeps small partitions exact and switches large
 ones to an **inverted file** (IVF): spherical k-means centroids (about ``sqrt(n)`` of them) split the vectors into
 lists, each list stored as its own contiguous float32 matrix; a query scores the centroids, then scores *exactly*
-the vectors of the ``nprobe`` nearest lists (about a tenth of the partition). The similarities returned are always
-exact, so ``min_similarity`` is always honoured: a true neighbour outside the probed lists is a cache miss, never
-a wrong answer.
+the vectors of the ``nprobe`` nearest lists (32 of 316 lists at 100k vectors: a tenth of the partition). The
+similarities returned are always exact, so ``min_similarity`` is always honoured: a true neighbour outside the
+probed lists is a cache miss, never a wrong answer.
 
 Retraining: the centroids are trained on a sample (fixed seed, a few iterations) when the partition first reaches
 ``exact_below`` vectors, and again whenever as many vectors have been added since the last training as the
@@ -40,8 +40,11 @@ EXACT_BELOW = 20_000
 LIST_FACTOR = 1.0
 """Lists per square root of the partition size at training time."""
 PROBE_FRACTION = 0.10
-"""The share of the lists a query probes; measured on MiniLM embeddings of Quora questions (see below)."""
-MIN_PROBE = 16
+MIN_PROBE = 32
+"""A query probes ``max(MIN_PROBE, ceil(PROBE_FRACTION * n_lists))`` lists. Measured on MiniLM int8 embeddings
+of Quora questions (2,000 held-out queries, default training): 32 probes find the true nearest neighbour first for
+98.5% of the queries at 25k, 50k and 100k vectors (316 lists at 100k: 10% of the vectors scanned), and for 100%
+of those whose nearest neighbour reaches the default threshold (0.86)."""
 TRAIN_PER_LIST = 64
 """Training sample: this many vectors per list (capped at the partition size)."""
 TRAIN_ITERATIONS = 8
@@ -136,7 +139,7 @@ class IvfPartition:
     Args:
         dim: the vector size.
         exact_below: below this many vectors, search exactly (brute force over one matrix).
-        nprobe: lists probed per query; default ``max(16, ceil(0.10 * n_lists))``.
+        nprobe: lists probed per query; default ``max(32, ceil(0.10 * n_lists))`` (all of them when fewer).
         seed: the k-means seed (training is deterministic for a given sequence of adds).
 
     Attributes:
@@ -277,7 +280,8 @@ class IvfPartition:
             members = self.list_ids[li]
             if not members:
                 continue
-            sims = _scores(self.lists[li][: len(members)], vector)
+            # einsum even for small lists: faster than BLAS on rows not in cache (1.5 vs 2.5 ms per query at 100k)
+            sims = np.einsum("ij,j->i", self.lists[li][: len(members)], vector)
             keep = np.flatnonzero(sims >= min_similarity)
             if len(keep):
                 found_sims.append(sims[keep])

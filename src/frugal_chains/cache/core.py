@@ -61,6 +61,14 @@ def _ids(text: str) -> list[str]:
     return [m.group(0).lower() for m in _IDS.finditer(text)]
 
 
+# Case matters in code: `ls -l` is not `ls -L`, grep -i is not grep -I.
+_CODE = re.compile(r"`[^`\n]+`|(?<![\w-])--?[A-Za-z][\w-]*")
+
+
+def _code_tokens(text: str) -> list[str]:
+    return _CODE.findall(text)
+
+
 @dataclass(frozen=True)
 class CacheResult:
     """A served answer.
@@ -357,26 +365,86 @@ class AnswerCache:
 
     # -- lookup ----------------------------------------------------------------------------------------------
     def _exact_ok(self, request: CacheRequest, entry: CacheEntry) -> bool:
-        return entry.question == request.question or _ids(entry.question) == _ids(request.question)
+        """Same normalised key. When the raw questions differ (case, spacing, masked timestamps and ids), the ids,
+        case-sensitive code tokens and the guard's rules must agree too: normalisation never decides alone."""
+        if entry.question == request.question:
+            return True
+        if _ids(entry.question) != _ids(request.question):
+            return False
+        if _code_tokens(entry.question) != _code_tokens(request.question):
+            return False
+        if self.guard is None:
+            return True
+        from frugal_chains.cache.guard import HitGuard
 
-    def _semantic_wanted(self, request: CacheRequest) -> bool:
+        try:
+            if isinstance(self.guard, HitGuard):
+                return self.guard.check_rules(request.question, entry.question).ok
+            return bool(self.guard.check(request.question, entry.question).ok)
+        except Exception as e:
+            self._failed("the hit guard", e)
+            return False
+
+    def _bypass_reason(self, request: CacheRequest) -> str | None:
+        """Why the question skips the semantic tier (None: it does not). A failing policy bypasses."""
+        if self.bypass is None or not request.semantic:
+            return None
+        try:
+            return self.bypass(request.question)
+        except Exception as e:
+            self._failed("the bypass policy", e)
+            return "error"
+
+    @staticmethod
+    def _uncacheable(request: CacheRequest, reason: str | None) -> bool:
+        """A user-specific question ("my balance") with no user in the scope is neither served nor stored:
+        even an identical question from another user may need another answer."""
+        return reason == "user-specific" and request.scope.user_id is None
+
+    def _semantic_wanted(self, request: CacheRequest, reason: str | None) -> bool:
         if not (self.semantic and request.semantic and request.normalized):
             return False
-        if self.bypass is not None and self.bypass(request.question) is not None:
+        if reason is not None:
             self._counters.add("bypassed")
             return False
         return True
 
+    def _verified(self, request: CacheRequest, hit: Hit) -> bool:
+        assert self.verifier is not None
+        try:
+            return bool(self.verifier.verify(request.question, hit.entry.question, hit.similarity))
+        except Exception as e:
+            self._failed("the verifier", e)
+            return False
+
+    async def _averified(self, request: CacheRequest, hit: Hit) -> bool:
+        assert self.verifier is not None
+        try:
+            return bool(await self.verifier.averify(request.question, hit.entry.question, hit.similarity))
+        except Exception as e:
+            self._failed("the verifier", e)
+            return False
+
     def _candidates(self, request: CacheRequest, hits: list[Hit]) -> list[Hit]:
         """Guard-approved candidates, best first (the verifier runs after, sync or async)."""
         approved: list[Hit] = []
+        name = self.embedder.name
         for hit in hits:
             if hit.entry.partition != request.partition:
                 continue
-            if _ids(hit.entry.question) != _ids(request.question):
+            if hit.entry.meta.get("embedder", name) != name:
+                continue  # another model's vector space: its similarities mean nothing here
+            if _ids(hit.entry.question) != _ids(request.question) or _code_tokens(
+                hit.entry.question
+            ) != _code_tokens(request.question):
                 self._counters.add("guard_rejections")
                 continue
-            if self.guard is not None and not self._guard_ok(request.question, hit):
+            try:
+                ok = self.guard is None or self._guard_ok(request.question, hit)
+            except Exception as e:
+                self._failed("the hit guard", e)
+                ok = False
+            if not ok:
                 self._counters.add("guard_rejections")
                 continue
             approved.append(hit)
@@ -428,6 +496,11 @@ class AnswerCache:
         """:meth:`lookup` that also returns what ``decode`` made of the answer (parsed once)."""
         if request.scope.bypass:
             return None
+        reason = self._bypass_reason(request)
+        if self._uncacheable(request, reason):
+            self._counters.add("bypassed")
+            self._counters.add("misses")
+            return None
         request = self._partition(request)
         now = time.time()
         try:
@@ -443,7 +516,7 @@ class AnswerCache:
             served = self._serve(Hit(entry, 1.0), "exact", decode, now)
             if served is not None:
                 return served
-        if not self._semantic_wanted(request):
+        if not self._semantic_wanted(request, reason):
             self._counters.add("misses")
             return None
         try:
@@ -456,9 +529,7 @@ class AnswerCache:
             self._counters.add("misses")
             return None
         for hit in self._candidates(request, hits):
-            if self.verifier is not None and not self.verifier.verify(
-                request.question, hit.entry.question, hit.similarity
-            ):
+            if self.verifier is not None and not self._verified(request, hit):
                 self._counters.add("guard_rejections")
                 continue
             served = self._serve(hit, "semantic", decode, now)
@@ -502,6 +573,11 @@ class AnswerCache:
         """Async :meth:`lookup_decoded`."""
         if request.scope.bypass:
             return None
+        reason = self._bypass_reason(request)
+        if self._uncacheable(request, reason):
+            self._counters.add("bypassed")
+            self._counters.add("misses")
+            return None
         request = self._partition(request)
         now = time.time()
         try:
@@ -517,7 +593,7 @@ class AnswerCache:
             served = await self._aserve(Hit(entry, 1.0), "exact", decode, now)
             if served is not None:
                 return served
-        if not self._semantic_wanted(request):
+        if not self._semantic_wanted(request, reason):
             self._counters.add("misses")
             return None
         try:
@@ -530,9 +606,7 @@ class AnswerCache:
             self._counters.add("misses")
             return None
         for hit in self._candidates(request, hits):
-            if self.verifier is not None and not await self.verifier.averify(
-                request.question, hit.entry.question, hit.similarity
-            ):
+            if self.verifier is not None and not await self._averified(request, hit):
                 self._counters.add("guard_rejections")
                 continue
             served = await self._aserve(hit, "semantic", decode, now)
@@ -662,11 +736,15 @@ class AnswerCache:
         """
         if request.scope.bypass:
             return
+        reason = self._bypass_reason(request)
+        if self._uncacheable(request, reason):
+            return
         request = self._partition(request)
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
         try:
-            if self._semantic_indexable(request):
-                entry = replace(entry, vector=self.embedder.embed([request.normalized])[0])
+            if self._semantic_indexable(request, reason):
+                vector = self.embedder.embed([request.normalized])[0]
+                entry = replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
             self.index.add(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise
@@ -690,11 +768,15 @@ class AnswerCache:
         """Async :meth:`update`."""
         if request.scope.bypass:
             return
+        reason = self._bypass_reason(request)
+        if self._uncacheable(request, reason):
+            return
         request = self._partition(request)
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
         try:
-            if self._semantic_indexable(request):
-                entry = replace(entry, vector=(await self.embedder.aembed([request.normalized]))[0])
+            if self._semantic_indexable(request, reason):
+                vector = (await self.embedder.aembed([request.normalized]))[0]
+                entry = replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
             await self.index.aadd(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise
@@ -704,11 +786,9 @@ class AnswerCache:
         self._ok()
         self._counters.add("updates")
 
-    def _semantic_indexable(self, request: CacheRequest) -> bool:
+    def _semantic_indexable(self, request: CacheRequest, reason: str | None) -> bool:
         # Bypassed questions are still stored for the exact tier, but never join the semantic one.
-        if not (self.semantic and request.semantic and request.normalized):
-            return False
-        return self.bypass is None or self.bypass(request.question) is None
+        return self.semantic and request.semantic and bool(request.normalized) and reason is None
 
     # -- maintenance -----------------------------------------------------------------------------------------
     def invalidate(self, *, tag: str) -> int:

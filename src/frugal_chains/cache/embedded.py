@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS cache_tags (
     PRIMARY KEY (tag, id)
 );
 CREATE INDEX IF NOT EXISTS cache_tags_id ON cache_tags (id);
+CREATE TABLE IF NOT EXISTS cache_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _SWEEP_EVERY = 256
@@ -156,15 +160,40 @@ class EmbeddedIndex:
         self._db.executescript(_SCHEMA)
         self._last_seq = 0
         self._data_version = self._version()
+        self._generation = self._meta("generation") or "0"
+        stored_dim = self._meta("dim")
+        if stored_dim is not None:
+            if dim is not None and int(stored_dim) != dim:
+                raise ConfigurationError(
+                    f"{self.path} holds {stored_dim}-dimension vectors, not {dim}: use the embedder it was "
+                    "filled with, or another path",
+                    field="embedder",
+                )
+            self.dim = int(stored_dim)
         self._load()
 
     # -- loading ---------------------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM cache_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _claim_dim(self, dim: int) -> None:
+        """Record the vector size in the file (inside a transaction); another size is a configuration error."""
+        self._db.execute("INSERT OR IGNORE INTO cache_meta (key, value) VALUES ('dim', ?)", (str(dim),))
+        stored = int(self._meta("dim") or dim)
+        if stored != dim:
+            raise ConfigurationError(
+                f"the vector has {dim} dimensions but {self.path} holds {stored}: use one embedder per index "
+                "(or a new index path) when you change the embedding model",
+                field="embedder",
+            )
+
     def _version(self) -> int:
         row = self._db.execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
-    def _load(self) -> None:
-        """Read rows added since the last load (all of them at open)."""
+    def _load(self, *, in_tx: bool = False) -> None:
+        """Read rows added since the last load (all of them at open). Rows that do not parse are deleted."""
         import numpy as np
 
         rows = self._db.execute(
@@ -191,17 +220,33 @@ class EmbeddedIndex:
                 bad.append(str(entry_id))
                 continue
             self._remember(entry)
-        if bad:
+        if bad and in_tx:
+            self._db.executemany("DELETE FROM cache_entries WHERE id = ?", [(i,) for i in bad])
+            self._db.executemany("DELETE FROM cache_tags WHERE id = ?", [(i,) for i in bad])
+        elif bad:
             self._delete_rows(bad)
 
-    def _refresh(self) -> None:
-        """Pick up rows other processes wrote (cheap: one PRAGMA when nothing changed)."""
+    def _reset_memory(self) -> None:
+        self._entries.clear()
+        self._exact.clear()
+        self._parts.clear()
+        self._lru.clear()
+        self._last_seq = 0
+
+    def _refresh(self, *, in_tx: bool = False) -> None:
+        """Pick up what other processes wrote (cheap: one PRAGMA when nothing changed): new rows, and a clear()
+        (the generation counter moved: everything is read again)."""
         if not self._shared:
             return
         version = self._version()
-        if version != self._data_version:
-            self._data_version = version
-            self._load()
+        if version == self._data_version and not in_tx:
+            return
+        self._data_version = version
+        generation = self._meta("generation") or "0"
+        if generation != self._generation:
+            self._generation = generation
+            self._reset_memory()
+        self._load(in_tx=in_tx)
 
     # -- memory ----------------------------------------------------------------------------------------------
     def _remember(self, entry: CacheEntry) -> None:
@@ -257,13 +302,12 @@ class EmbeddedIndex:
         expired = [e.id for e in self._entries.values() if e.expired(now)]
         for i in expired:
             self._forget(i)
-        self._delete_rows(expired)
-        if self._shared:
-            with self._tx():
-                self._db.execute(
-                    "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-                )
-                self._db.execute("DELETE FROM cache_tags WHERE id NOT IN (SELECT id FROM cache_entries)")
+        with self._tx():
+            # also the rows a read already forgot (reads never write)
+            self._db.execute(
+                "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
+            self._db.execute("DELETE FROM cache_tags WHERE id NOT IN (SELECT id FROM cache_entries)")
 
     # -- VectorIndex -----------------------------------------------------------------------------------------
     def add(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
@@ -274,10 +318,7 @@ class EmbeddedIndex:
         vector = entry.vector
         if vector is not None:
             vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
-            with self._lock:
-                if self.dim is None:
-                    self.dim = int(vector.shape[0])
-            if vector.shape != (self.dim,):
+            if self.dim is not None and vector.shape != (self.dim,):
                 raise ConfigurationError(
                     f"the vector has {vector.shape[0]} dimensions but the index holds {self.dim}: use one "
                     "embedder per index (or a new index path) when you change the embedding model",
@@ -289,8 +330,12 @@ class EmbeddedIndex:
 
                 entry = replace(entry, vector=vector)
         with self._lock:
-            self._refresh()
             with self._tx():
+                # Under the write lock: nobody commits between what we read and what we write.
+                self._refresh(in_tx=True)
+                if vector is not None:
+                    self._claim_dim(int(vector.shape[0]))
+                    self.dim = int(vector.shape[0])
                 self._db.execute(
                     "DELETE FROM cache_tags WHERE id IN (SELECT id FROM cache_entries WHERE part = ? AND "
                     "exact_key = ?)",
@@ -306,10 +351,11 @@ class EmbeddedIndex:
                         "INSERT OR IGNORE INTO cache_tags (tag, id) VALUES (?, ?)",
                         [(t, entry.id) for t in entry.tags],
                     )
-            self._last_seq = max(self._last_seq, int(cur.lastrowid or 0))
             if self._shared:
-                self._data_version = self._version()
-            self._remember(entry)
+                self._load()  # our own row (and nothing else: we held the write lock since the refresh)
+            else:
+                self._last_seq = max(self._last_seq, int(cur.lastrowid or 0))
+                self._remember(entry)
             self._adds += 1
             if self._adds % _SWEEP_EVERY == 0:
                 self._sweep(time.time())
@@ -330,8 +376,8 @@ class EmbeddedIndex:
                 return None
             entry = self._entries[entry_id]
             if entry.expired(now) or not self._still_stored(entry_id):
+                # Only forgotten here: reads never wait for SQLite's write lock (the next add sweeps the row).
                 self._forget(entry_id)
-                self._delete_rows([entry_id])
                 return None
             return entry
 
@@ -359,8 +405,9 @@ class EmbeddedIndex:
                     continue
                 hits.append(Hit(entry, sim))
             for i in stale:
-                self._forget(i)
-            self._delete_rows(stale)
+                self._forget(
+                    i
+                )  # the next add's sweep deletes expired rows; reads never wait for a write lock
             return hits
 
     def touch(self, entry_id: str, now: float) -> None:
@@ -406,10 +453,11 @@ class EmbeddedIndex:
         with self._lock, self._tx():
             self._db.execute("DELETE FROM cache_entries")
             self._db.execute("DELETE FROM cache_tags")
-            self._entries.clear()
-            self._exact.clear()
-            self._parts.clear()
-            self._lru.clear()
+            self._generation = str(int(self._meta("generation") or "0") + 1)
+            self._db.execute(
+                "INSERT OR REPLACE INTO cache_meta (key, value) VALUES ('generation', ?)", (self._generation,)
+            )
+            self._reset_memory()
 
     def close(self) -> None:
         """Close the SQLite connection."""

@@ -249,7 +249,7 @@ def _pairs(attr: Any) -> dict[str, Any]:
 def _mismatch(name: str, held: int, got: int) -> ConfigurationError:
     return ConfigurationError(
         f"the Redis index {name!r} holds {held}-dimension vectors but the embedder gives {got}: use one embedder "
-        "per index, or pass another RedisIndex(name=...) (or clear the old one) when you change the embedding "
+        "per index, or pass another RedisIndex(name=...) when you change the embedding "
         "model",
         field="embedder",
     )

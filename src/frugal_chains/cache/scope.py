@@ -14,6 +14,7 @@ requests never mix their scopes.
 from __future__ import annotations
 
 import contextvars
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class CacheScope:
     Example:
         >>> from frugal_chains.cache import CacheScope
         >>> CacheScope(tenant_id="acme").key()
-        'tenant=acme|user=|ns='
+        '{"ns": null, "tenant": "acme", "user": null}'
     """
 
     tenant_id: str | None = None
@@ -46,7 +47,9 @@ class CacheScope:
 
     def key(self) -> str:
         """The partition part of this scope (tags and ``bypass`` are not part of it)."""
-        return f"tenant={self.tenant_id or ''}|user={self.user_id or ''}|ns={self.namespace or ''}"
+        return json.dumps(
+            {"tenant": self.tenant_id, "user": self.user_id, "ns": self.namespace}, sort_keys=True
+        )
 
 
 _current: contextvars.ContextVar[CacheScope | None] = contextvars.ContextVar(

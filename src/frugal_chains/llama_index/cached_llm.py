@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -116,6 +117,20 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def _block_key(block: Any) -> Any:
+    """A non-text block for the key. A block that points at a file is keyed by the file's bytes too: a new
+    picture saved under the same path must not get the old picture's answer. (A URL is keyed as the URL.)"""
+    stable = _stable(block)
+    path = getattr(block, "path", None)
+    if path is None:
+        return stable
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:  # unreadable now: the wrapped LLM will say why; this call is not cached
+        raise _Unstable(f"unreadable {path}") from e
+    return {"block": stable, "sha256": digest}
+
+
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
     """A LlamaIndex message as an OpenAI-format dict for the cache key: text blocks become the content, any
     other block (image, audio, tool call, ...) is kept whole, so two different images never share an answer."""
@@ -125,7 +140,7 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
         if isinstance(block, TextBlock):
             parts.append({"type": "text", "text": block.text})
         else:
-            parts.append(_stable(block))
+            parts.append(_block_key(block))
     if all(isinstance(p, dict) and p.get("type") == "text" for p in parts):
         out["content"] = "\n".join(str(p["text"]) for p in parts)
     else:

@@ -400,3 +400,87 @@ def test_prices_mapping_prices_a_self_hosted_model() -> None:
     cache.update(q("What is 2+2?"), "4", model="my-llama", usage=Usage(input_tokens=1000, output_tokens=1000))
     hit = cache.lookup(q("What is 2+2?"))
     assert hit is not None and hit.saved_usd == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("What day of the week was 2024-05-01 10:00:00?", "What day of the week was 1999-12-31 10:00:00?"),
+        ("Convert 10:22:33 UTC to PST", "Convert 18:05:00 UTC to PST"),
+        ("What does grep -i do?", "What does grep -I do?"),
+        ("What does `ls -L` do", "What does `ls -l` do"),
+    ],
+)
+def test_exact_tier_never_decides_on_normalisation_alone(cache: AnswerCache, stored: str, asked: str) -> None:
+    cache.update(q(stored), "answer to the stored question")
+    assert cache.lookup(q(asked)) is None
+
+
+def test_failing_verifier_or_bypass_is_a_miss_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    from frugal_chains.cache.guard import CallableVerifier
+
+    def judge(query: str, cached: str, similarity: float) -> bool:
+        raise TimeoutError("LLM judge timed out")
+
+    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, verifier=CallableVerifier(judge))
+    cache.update(q("How do I reset the password?"), "Settings")
+    with caplog.at_level(logging.WARNING, logger="frugal_chains.cache"):
+        assert cache.lookup(q("How can I reset the password?")) is None
+    assert cache.stats.errors == 1 and "verifier" in caplog.text
+
+    def broken(text: str) -> str | None:
+        raise RuntimeError("bad regex")
+
+    other = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, bypass=broken)
+    other.update(q("How do I reset the password?"), "Settings")
+    assert other.lookup(q("How do I reset the password?")) is not None  # exact tier still works
+    assert other.lookup(q("How can I reset the password?")) is None  # a failing policy bypasses
+    assert other.stats.errors >= 1
+
+
+def test_user_specific_questions_need_a_user_scope(cache: AnswerCache) -> None:
+    cache.update(q("What is my account balance?"), "Alice: $1,234")
+    assert cache.lookup(q("What is my account balance?")) is None  # nobody's answer is served to anybody
+    assert len(cache) == 0
+    with cache_scope(user_id="alice"):
+        cache.update(q("What is my account balance?"), "Alice: $1,234")
+        assert cache.lookup(q("What is my account balance?")) is not None
+    with cache_scope(user_id="bob"):
+        assert cache.lookup(q("What is my account balance?")) is None
+
+
+async def test_failing_async_verifier_is_a_miss() -> None:
+    class Slow:
+        def verify(self, query: str, cached: str, similarity: float) -> bool:
+            raise TimeoutError
+
+        async def averify(self, query: str, cached: str, similarity: float) -> bool:
+            raise TimeoutError
+
+    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, verifier=Slow())
+    await cache.aupdate(q("How do I reset the password?"), "Settings")
+    assert await cache.alookup(q("How can I reset the password?")) is None
+    assert cache.stats.errors == 1
+
+
+def test_vectors_of_another_embedder_are_never_compared() -> None:
+    class Renamed(FakeEmbeddings):
+        @property
+        def name(self) -> str:
+            return "another-model"
+
+    index = EmbeddedIndex()
+    AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5).update(
+        q("How do I reset the password?"), "Settings"
+    )
+    other = AnswerCache(index=index, embedder=Renamed(), threshold=0.5)
+    assert other.lookup(q("How can I reset the password?")) is None  # same size, other vector space
+    assert other.lookup(q("How do I reset the password?")) is not None  # the exact tier needs no vectors
+
+
+def test_scope_keys_do_not_collide() -> None:
+    from frugal_chains.cache import CacheScope
+
+    a = CacheScope(tenant_id="acme|user=x")
+    b = CacheScope(tenant_id="acme", user_id="x|user=")
+    assert a.key() != b.key()

@@ -331,3 +331,31 @@ def test_settings_llm_and_a_query_engine(settings: Any) -> None:
     assert str(first) == str(again) == "Answer 2 to your question."
     assert inner.calls == 2
     assert [r.outcome for r in ledger.records()] == ["ok", "ok"]  # the hit is not spend
+
+
+def test_a_new_image_under_the_same_path_is_a_new_question(tmp_path: Any) -> None:
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.llms.mock import MockLLM
+
+    from frugal_chains.cache import AnswerCache
+    from frugal_chains.llama_index import CachedLLM
+    from frugal_chains.testing import FakeEmbeddings
+
+    picture = tmp_path / "upload.png"
+    llm = CachedLLM(llm=MockLLM(), cache=AnswerCache(embedder=FakeEmbeddings()))
+
+    def ask() -> Any:
+        return llm.chat(
+            [
+                ChatMessage(
+                    role="user", blocks=[TextBlock(text="What is in this picture?"), ImageBlock(path=picture)]
+                )
+            ]
+        )
+
+    picture.write_bytes(b"\x89PNG first picture")
+    ask()
+    assert ask().additional_kwargs.get("frugal_cache") == "hit"  # the same file again
+    picture.write_bytes(b"\x89PNG another picture")
+    assert ask().additional_kwargs.get("frugal_cache") != "hit"

@@ -22,6 +22,7 @@ outside eval_4k and on BANKING77 *train*.
 Usage::
 
     python benchmarks/cache_quality.py [--data DIR] [--limit N] [--json] [--no-redis] [--seed 0]
+        [--candidate THRESHOLD[:CUTOFF] ...]
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def load_banking(data: Path, limit: int | None, seed: int) -> list[tuple[str, st
 # ---------------------------------------------------------------------------------------------- ours
 
 
-def _ours_factory(embedder: Any, *, guarded: bool, faq: bool, threshold: float) -> Callable[[], AnswerCache]:
+def _ours_factory(
+    embedder: Any, *, guarded: bool, faq: bool, threshold: float, cutoff: float | None = None
+) -> Callable[[], AnswerCache]:
     def make() -> AnswerCache:
         if guarded:
             bypass = BypassPolicy(user_specific=False).reason if faq else None
-            return AnswerCache(embedder=embedder, threshold=threshold, guard=HitGuard(), bypass=bypass)
+            guard = HitGuard(model_cutoff=cutoff)
+            return AnswerCache(embedder=embedder, threshold=threshold, guard=guard, bypass=bypass)
         return AnswerCache(embedder=embedder, threshold=threshold, guard=False, bypass=False)
 
     return make
@@ -248,10 +252,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         embedder.embed(texts[i : i + 256])
     embed_s = time.perf_counter() - t0
     thr = DEFAULT_THRESHOLD
-    configs = {
-        f"frugal-chains default (threshold {thr:.2f} + HitGuard)": dict(guarded=True),
-        f"frugal-chains threshold only ({thr:.2f})": dict(guarded=False),
+    configs: dict[str, dict[str, Any]] = {
+        f"frugal-chains default (threshold {thr:.2f} + HitGuard)": dict(guarded=True, threshold=thr),
+        f"frugal-chains threshold only ({thr:.2f})": dict(guarded=False, threshold=thr),
     }
+    for cand in args.candidate or []:
+        c_thr, _, c_cut = cand.partition(":")
+        cut = float(c_cut) if c_cut else None
+        label = f"frugal-chains candidate (threshold {float(c_thr):.2f} + HitGuard cutoff {cut})"
+        configs[label] = dict(guarded=True, threshold=float(c_thr), cutoff=cut)
     results: dict[str, Any] = {
         "threshold": thr,
         "guard": repr(HitGuard()),
@@ -264,9 +273,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for label, cfg in configs.items():
         t1 = time.perf_counter()
         row = {
-            "qqp_pairwise": qqp_pairwise_ours(qqp, _ours_factory(embedder, faq=False, threshold=thr, **cfg)),
-            "qqp_shared": qqp_shared_ours(qqp, _ours_factory(embedder, faq=False, threshold=thr, **cfg)),
-            "banking": banking_ours(bank, _ours_factory(embedder, faq=True, threshold=thr, **cfg)),
+            "qqp_pairwise": qqp_pairwise_ours(qqp, _ours_factory(embedder, faq=False, **cfg)),
+            "qqp_shared": qqp_shared_ours(qqp, _ours_factory(embedder, faq=False, **cfg)),
+            "banking": banking_ours(bank, _ours_factory(embedder, faq=True, **cfg)),
         }
         row["seconds"] = round(time.perf_counter() - t1, 1)
         results["rows"][label] = row
@@ -285,25 +294,25 @@ def format_table(results: dict[str, Any]) -> str:
         f"guard {results['guard']}",
         "",
         "(a) QQP eval_4k -- NB: MiniLM-family models were trained on Quora duplicates (flatters the embedder)",
-        f"{'system':58s} {'mode':9s} {'precision':>9s} {'hit(dup)':>9s} {'FH hard':>8s} {'FH rand':>8s} {'bypass':>7s}",
+        f"{'system':66s} {'mode':9s} {'precision':>9s} {'hit(dup)':>9s} {'FH hard':>8s} {'FH rand':>8s} {'bypass':>7s}",
     ]
     for name, row in results["rows"].items():
         for mode in ("qqp_pairwise", "qqp_shared"):
             m = row[mode]
             lines.append(
-                f"{name:58s} {mode[4:]:9s} {m['precision']:9.3f} {m['hit_rate_dups']:9.3f} "
+                f"{name:66s} {mode[4:]:9s} {m['precision']:9.3f} {m['hit_rate_dups']:9.3f} "
                 f"{m['false_hit_hard']:8.3f} {m['false_hit_random']:8.3f} {m['bypassed']:7d}"
             )
     lines += [
         "   goal: precision >= 0.90 with hit rate >= 0.50",
         "",
         "(b) BANKING77 test replay (seeded shuffle; FAQ mode: user-specific bypass off)",
-        f"{'system':58s} {'hit rate':>9s} {'wrong/hits':>10s} {'hits':>6s} {'n':>6s}",
+        f"{'system':66s} {'hit rate':>9s} {'wrong/hits':>10s} {'hits':>6s} {'n':>6s}",
     ]
     for name, row in results["rows"].items():
         m = row["banking"]
         lines.append(
-            f"{name:58s} {m['hit_rate']:9.3f} {m['wrong_share_of_hits']:10.3f} {m['hits']:6d} {m['n']:6d}"
+            f"{name:66s} {m['hit_rate']:9.3f} {m['wrong_share_of_hits']:10.3f} {m['hits']:6d} {m['n']:6d}"
         )
     lines.append("   goal: >= 0.35 hits with <= 0.03 of hits wrong")
     return "\n".join(lines)
@@ -316,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-redis", action="store_true", help="skip the redisvl comparison")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed of the BANKING77 replay")
+    p.add_argument(
+        "--candidate",
+        action="append",
+        metavar="THRESHOLD[:CUTOFF]",
+        help="also measure a guarded cache at this threshold (and pair-model cutoff); repeatable",
+    )
     args = p.parse_args(argv)
     results = run(args)
     print(json.dumps(results, indent=2) if args.json else format_table(results))

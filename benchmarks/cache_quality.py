@@ -15,6 +15,15 @@ embedder's LRU then serves the cache's own lookups.
 (c) redisvl ``SemanticCache`` at its default ``distance_threshold`` (cosine distance 0.1 = similarity 0.9)
     with the same embeddings (``CustomVectorizer``), on a real Redis from ``tests/redis_server.py``;
     and a threshold-only row of ours (no guard, no bypass).
+(d) Operating points (skip with ``--no-sweep``): the similarity threshold swept from 0.70 to 0.97 (step
+    0.01) for the default guard and for a threshold alone, so the two compare at an EQUAL error rate.
+    This is a curve on the evaluation data, reported for comparison only: it is NOT used to pick any
+    default. QQP pairwise is one pass through the real cache at the lowest threshold per system, swept
+    arithmetically (with one stored entry per partition, a lookup at threshold t serves exactly when the
+    0.70 pass served an exact hit, or a semantic one with similarity >= t: the guard's verdict does not
+    depend on the threshold); the script asserts this agrees with the cache-measured rows at
+    ``DEFAULT_THRESHOLD``. BANKING77 is one real replay per threshold per system, both in FAQ mode
+    (``BypassPolicy(user_specific=False)``, ``k=5``), so the guard is the only difference.
 
 Nothing here was used for tuning: ``DEFAULT_THRESHOLD`` and the guard model were fitted on QQP pairs
 outside eval_4k and on BANKING77 *train*.
@@ -22,7 +31,7 @@ outside eval_4k and on BANKING77 *train*.
 Usage::
 
     python benchmarks/cache_quality.py [--data DIR] [--limit N] [--json] [--no-redis] [--seed 0]
-        [--candidate THRESHOLD[:CUTOFF] ...]
+        [--candidate THRESHOLD[:CUTOFF] ...] [--no-sweep]
 """
 
 from __future__ import annotations
@@ -48,6 +57,13 @@ from frugal_chains.cache.normalize import normalize  # noqa: E402
 from frugal_chains.embeddings import MiniLMEmbedder  # noqa: E402
 
 REDISVL_DEFAULT_DISTANCE = 0.1
+SWEEP = tuple(round(0.70 + i / 100, 2) for i in range(28))  # 0.70 .. 0.97
+SWEEP_NOTE = (
+    "CURVE ON THE EVALUATION DATA (QQP eval_4k, BANKING77 test): for comparison at equal error rate only; "
+    "NOT used to pick any default"
+)
+QQP_MIN_HIT, QQP_PRECISION = 0.50, 0.90  # issue 3 goal: precision >= 0.90 with hit rate >= 0.50
+BANK_MAX_WRONG, BANK_MIN_HIT = 0.03, 0.35  # issue 3 goal: >= 0.35 hits with <= 0.03 of hits wrong
 
 
 def _data_dir(arg: str | None) -> Path:
@@ -109,17 +125,146 @@ def qqp_shared_ours(rows: list[dict[str, Any]], make: Callable[[], AnswerCache])
 
 
 def banking_ours(rows: list[tuple[str, str]], make: Callable[[], AnswerCache]) -> dict[str, Any]:
-    cache = make()
+    return _bank_replay([(CacheRequest.from_prompt(text), intent) for text, intent in rows], make())
+
+
+def _bank_replay(requests: list[tuple[CacheRequest, str]], cache: AnswerCache) -> dict[str, Any]:
     hits = wrong = 0
-    for text, intent in rows:
-        req = CacheRequest.from_prompt(text)
+    for req, intent in requests:
         res = cache.lookup(req)
         if res is None:
             cache.update(req, intent)
         else:
             hits += 1
             wrong += res.answer != intent
-    return _bank_metrics(len(rows), hits, wrong, cache.stats.bypassed)
+    return _bank_metrics(len(requests), hits, wrong, cache.stats.bypassed)
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def qqp_pairwise_outcomes(
+    rows: list[dict[str, Any]], make: Callable[[], AnswerCache]
+) -> tuple[list[tuple[str, float] | None], int]:
+    """Per pair, what a lookup at the cache's (lowest) threshold served: (tier, similarity) or None."""
+    cache = make()
+    out: list[tuple[str, float] | None] = []
+    for r in rows:
+        with cache_scope(tenant_id=f"pair-{r['id']}"):
+            cache.update(CacheRequest.from_prompt(r["text_a"]), str(r["id"]))
+            res = cache.lookup(CacheRequest.from_prompt(r["text_b"]))
+        out.append(None if res is None else (res.tier, res.similarity))
+    return out, cache.stats.bypassed
+
+
+def _served_at(outcomes: list[tuple[str, float] | None], threshold: float) -> list[bool]:
+    import numpy as np
+
+    t = np.float32(threshold)  # the index compares float32 similarities with a float32 threshold
+    return [o is not None and (o[0] == "exact" or bool(np.float32(o[1]) >= t)) for o in outcomes]
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(abs(a[k] - b[k]) < 1e-12 if isinstance(a[k], float) else a[k] == b[k] for k in a)
+
+
+def qqp_pairwise_sweep(
+    rows: list[dict[str, Any]], make: Callable[[float], AnswerCache], check: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """QQP pairwise metrics at every SWEEP threshold (one cache pass at the lowest one, then arithmetic)."""
+    outcomes, bypassed = qqp_pairwise_outcomes(rows, lambda: make(min(SWEEP)))
+    curve = []
+    for thr in SWEEP:
+        served = _served_at(outcomes, thr)
+        curve.append({"threshold": thr, **_qqp_metrics(rows, served, served, bypassed)})
+    if check is not None:  # consistency: the arithmetic at the default threshold == the cache-measured row
+        served = _served_at(outcomes, DEFAULT_THRESHOLD)
+        at_default = _qqp_metrics(rows, served, served, bypassed)
+        if min(SWEEP) > DEFAULT_THRESHOLD or not _same(at_default, check):  # not an `assert`: survives -O
+            raise AssertionError(
+                f"pairwise sweep disagrees with the cache-measured row: {at_default} != {check}"
+            )
+    return curve
+
+
+def banking_sweep(rows: list[tuple[str, str]], make: Callable[[float], AnswerCache]) -> list[dict[str, Any]]:
+    """One real BANKING77 replay per SWEEP threshold."""
+    requests = [(CacheRequest.from_prompt(text), intent) for text, intent in rows]
+    return [{"threshold": thr, **_bank_replay(requests, make(thr))} for thr in SWEEP]
+
+
+def _sweep_summary(qqp: list[dict[str, Any]], bank: list[dict[str, Any]]) -> dict[str, Any]:
+    ok_q = [m for m in qqp if m["hit_rate_dups"] >= QQP_MIN_HIT]
+    best_q = max(ok_q, key=lambda m: (m["precision"], -m["threshold"]), default=None)
+    first_p = next((m for m in qqp if m["precision"] >= QQP_PRECISION), None)
+    ok_b = [m for m in bank if m["wrong_share_of_hits"] <= BANK_MAX_WRONG]
+    best_b = max(ok_b, key=lambda m: (m["hit_rate"], m["threshold"]), default=None)
+    hi_b = max((m for m in bank if m["hit_rate"] >= BANK_MIN_HIT), key=lambda m: m["threshold"], default=None)
+    return {
+        "qqp_best_precision_at_hit_ge_0.50": None
+        if best_q is None
+        else {k: best_q[k] for k in ("threshold", "precision", "hit_rate_dups")},
+        "qqp_hit_rate_where_precision_first_ge_0.90": None
+        if first_p is None
+        else {k: first_p[k] for k in ("threshold", "precision", "hit_rate_dups")},
+        "banking_best_hit_rate_at_wrong_le_0.03": None
+        if best_b is None
+        else {k: best_b[k] for k in ("threshold", "hit_rate", "wrong_share_of_hits")},
+        "banking_wrong_share_at_highest_threshold_with_hit_ge_0.35": None
+        if hi_b is None
+        else {k: hi_b[k] for k in ("threshold", "hit_rate", "wrong_share_of_hits")},
+    }
+
+
+def operating_points(
+    embedder: Any,
+    qqp: list[dict[str, Any]],
+    bank: list[tuple[str, str]],
+    rows: dict[str, dict[str, Any]],
+    labels: tuple[str, str],
+) -> dict[str, Any]:
+    """The threshold sweep for the default guard and for a threshold alone (section d)."""
+    faq = BypassPolicy(user_specific=False).reason
+    guarded_label, plain_label = labels
+    systems: dict[str, dict[str, Any]] = {
+        "default guard (HitGuard())": {
+            "qqp": lambda t: AnswerCache(embedder=embedder, threshold=t, guard=HitGuard()),
+            "bank": lambda t: AnswerCache(embedder=embedder, threshold=t, guard=HitGuard(), k=5, bypass=faq),
+            "row": guarded_label,
+            "qqp_config": "HitGuard(), default bypass policy (as row (a))",
+        },
+        "threshold only (guard=False)": {
+            "qqp": lambda t: AnswerCache(embedder=embedder, threshold=t, guard=False, bypass=False),
+            "bank": lambda t: AnswerCache(embedder=embedder, threshold=t, guard=False, k=5, bypass=faq),
+            "row": plain_label,
+            "qqp_config": "guard=False, bypass=False (as row (a))",
+        },
+    }
+    out: dict[str, Any] = {
+        "note": SWEEP_NOTE,
+        "thresholds": list(SWEEP),
+        "banking_config": "FAQ mode for both: AnswerCache(k=5, bypass=BypassPolicy(user_specific=False).reason)",
+        "systems": {},
+    }
+    for name, sysd in systems.items():
+        t1 = time.perf_counter()
+        row = rows.get(sysd["row"])
+        q = qqp_pairwise_sweep(qqp, sysd["qqp"], row["qqp_pairwise"] if row else None)
+        b = banking_sweep(bank, sysd["bank"])
+        if row is not None and name.startswith("default"):  # same configuration as the row: must agree
+            at = next(m for m in b if abs(m["threshold"] - DEFAULT_THRESHOLD) < 1e-9)
+            if not _same({k: at[k] for k in row["banking"]}, row["banking"]):
+                raise AssertionError(
+                    f"banking sweep disagrees with the cache-measured row: {at} != {row['banking']}"
+                )
+        out["systems"][name] = {
+            "qqp_config": sysd["qqp_config"],
+            "qqp_pairwise": q,
+            "banking": b,
+            "summary": _sweep_summary(q, b),
+            "seconds": round(time.perf_counter() - t1, 1),
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -252,9 +397,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         embedder.embed(texts[i : i + 256])
     embed_s = time.perf_counter() - t0
     thr = DEFAULT_THRESHOLD
+    default_label = f"frugal-chains default (threshold {thr:.2f} + HitGuard)"
+    plain_label = f"frugal-chains threshold only ({thr:.2f})"
     configs: dict[str, dict[str, Any]] = {
-        f"frugal-chains default (threshold {thr:.2f} + HitGuard)": dict(guarded=True, threshold=thr),
-        f"frugal-chains threshold only ({thr:.2f})": dict(guarded=False, threshold=thr),
+        default_label: dict(guarded=True, threshold=thr),
+        plain_label: dict(guarded=False, threshold=thr),
     }
     for cand in args.candidate or []:
         c_thr, _, c_cut = cand.partition(":")
@@ -285,6 +432,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = redisvl_runs(url, embedder, qqp, bank)
         row["seconds"] = round(time.perf_counter() - t1, 1)  # type: ignore[assignment]
         results["rows"][f"redisvl SemanticCache (distance_threshold {REDISVL_DEFAULT_DISTANCE})"] = row
+    if not args.no_sweep:
+        results["sweep"] = operating_points(
+            embedder, qqp, bank, results["rows"], (default_label, plain_label)
+        )
     return results
 
 
@@ -315,7 +466,70 @@ def format_table(results: dict[str, Any]) -> str:
             f"{name:66s} {m['hit_rate']:9.3f} {m['wrong_share_of_hits']:10.3f} {m['hits']:6d} {m['n']:6d}"
         )
     lines.append("   goal: >= 0.35 hits with <= 0.03 of hits wrong")
+    if "sweep" in results:
+        lines += ["", *format_sweep(results["sweep"])]
     return "\n".join(lines)
+
+
+def _fmt_point(p: dict[str, Any] | None, *fields: tuple[str, str]) -> str:
+    if p is None:
+        return "never"
+    return ", ".join(f"{label} {p[key]:.3f}" for key, label in fields) + f" at threshold {p['threshold']:.2f}"
+
+
+def format_sweep(sweep: dict[str, Any]) -> list[str]:
+    names = list(sweep["systems"])
+    systems = [sweep["systems"][n] for n in names]
+    lines = [
+        "(d) OPERATING POINTS -- " + sweep["note"],
+        "    A = " + names[0] + "; B = " + names[1],
+        f"    QQP eval_4k pairwise: A = {systems[0]['qqp_config']}; B = {systems[1]['qqp_config']}",
+        "    BANKING77 test replay: " + sweep["banking_config"],
+        f"{'':6s} | {'QQP eval_4k pairwise':^31s} | {'BANKING77 test replay':^31s}",
+        f"{'thresh':>6s} | {'A prec':>7s} {'A hit':>7s} {'B prec':>7s} {'B hit':>7s} | "
+        f"{'A hit':>7s} {'A wrong':>7s} {'B hit':>7s} {'B wrong':>7s}",
+    ]
+    for i, thr in enumerate(sweep["thresholds"]):
+        qa, qb = (s["qqp_pairwise"][i] for s in systems)
+        ba, bb = (s["banking"][i] for s in systems)
+        mark = " <- default threshold" if abs(thr - DEFAULT_THRESHOLD) < 1e-9 else ""
+        lines.append(
+            f"{thr:6.2f} | {qa['precision']:7.3f} {qa['hit_rate_dups']:7.3f} {qb['precision']:7.3f} "
+            f"{qb['hit_rate_dups']:7.3f} | {ba['hit_rate']:7.3f} {ba['wrong_share_of_hits']:7.3f} "
+            f"{bb['hit_rate']:7.3f} {bb['wrong_share_of_hits']:7.3f}{mark}"
+        )
+    lines.append("    (QQP: precision, hit rate on duplicates; BANKING77: hit rate, wrong share of hits)")
+    lines.append("  At equal error rate (read off the curve above; eval data, NOT used to pick any default):")
+    for name, s in zip(names, systems, strict=True):
+        m = s["summary"]
+        lines += [
+            f"  {name}:",
+            f"    QQP  best precision among thresholds with hit(dup) >= {QQP_MIN_HIT:.2f}: "
+            + _fmt_point(
+                m["qqp_best_precision_at_hit_ge_0.50"],
+                ("precision", "precision"),
+                ("hit_rate_dups", "hit(dup)"),
+            ),
+            f"    QQP  hit(dup) where precision first reaches >= {QQP_PRECISION:.2f}: "
+            + _fmt_point(
+                m["qqp_hit_rate_where_precision_first_ge_0.90"],
+                ("hit_rate_dups", "hit(dup)"),
+                ("precision", "precision"),
+            ),
+            f"    BANK best hit rate among thresholds with wrong/hits <= {BANK_MAX_WRONG:.2f}: "
+            + _fmt_point(
+                m["banking_best_hit_rate_at_wrong_le_0.03"],
+                ("hit_rate", "hit rate"),
+                ("wrong_share_of_hits", "wrong/hits"),
+            ),
+            f"    BANK wrong/hits at the highest threshold with hit rate >= {BANK_MIN_HIT:.2f}: "
+            + _fmt_point(
+                m["banking_wrong_share_at_highest_threshold_with_hit_ge_0.35"],
+                ("wrong_share_of_hits", "wrong/hits"),
+                ("hit_rate", "hit rate"),
+            ),
+        ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-redis", action="store_true", help="skip the redisvl comparison")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed of the BANKING77 replay")
+    p.add_argument(
+        "--no-sweep", action="store_true", help="skip the operating-points threshold sweep (section d)"
+    )
     p.add_argument(
         "--candidate",
         action="append",

@@ -490,10 +490,8 @@ class AnswerCache:
         found = self.lookup_decoded(request, decode=decode)
         return None if found is None else found[0]
 
-    def lookup_decoded(
-        self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
-    ) -> tuple[CacheResult, T | None] | None:
-        """:meth:`lookup` that also returns what ``decode`` made of the answer (parsed once)."""
+    def _prepare(self, request: CacheRequest) -> tuple[CacheRequest, str | None] | None:
+        """The partitioned request and its bypass reason; None when the cache must not be used at all."""
         if request.scope.bypass:
             return None
         reason = self._bypass_reason(request)
@@ -501,15 +499,28 @@ class AnswerCache:
             self._counters.add("bypassed")
             self._counters.add("misses")
             return None
-        request = self._partition(request)
+        return self._partition(request), reason
+
+    def _miss(self, what: str | None = None, err: BaseException | None = None) -> None:
+        if what is not None and err is not None:
+            self._failed(what, err)
+        self._counters.add("misses")
+
+    def lookup_decoded(
+        self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
+    ) -> tuple[CacheResult, T | None] | None:
+        """:meth:`lookup` that also returns what ``decode`` made of the answer (parsed once)."""
+        prepared = self._prepare(request)
+        if prepared is None:
+            return None
+        request, reason = prepared
         now = time.time()
         try:
             entry = self.index.get_exact(request.partition, request.exact_key, now)
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("the cache index", e)
-            self._counters.add("misses")
+            self._miss("the cache index", e)
             return None
         self._ok()
         if entry is not None and self._exact_ok(request, entry):
@@ -517,7 +528,7 @@ class AnswerCache:
             if served is not None:
                 return served
         if not self._semantic_wanted(request, reason):
-            self._counters.add("misses")
+            self._miss()
             return None
         try:
             vector = self.embedder.embed([request.normalized])[0]
@@ -525,8 +536,7 @@ class AnswerCache:
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("the semantic lookup", e)
-            self._counters.add("misses")
+            self._miss("the semantic lookup", e)
             return None
         for hit in self._candidates(request, hits):
             if self.verifier is not None and not self._verified(request, hit):
@@ -571,22 +581,17 @@ class AnswerCache:
         self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
     ) -> tuple[CacheResult, T | None] | None:
         """Async :meth:`lookup_decoded`."""
-        if request.scope.bypass:
+        prepared = self._prepare(request)
+        if prepared is None:
             return None
-        reason = self._bypass_reason(request)
-        if self._uncacheable(request, reason):
-            self._counters.add("bypassed")
-            self._counters.add("misses")
-            return None
-        request = self._partition(request)
+        request, reason = prepared
         now = time.time()
         try:
             entry = await self.index.aget_exact(request.partition, request.exact_key, now)
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("the cache index", e)
-            self._counters.add("misses")
+            self._miss("the cache index", e)
             return None
         self._ok()
         if entry is not None and self._exact_ok(request, entry):
@@ -594,7 +599,7 @@ class AnswerCache:
             if served is not None:
                 return served
         if not self._semantic_wanted(request, reason):
-            self._counters.add("misses")
+            self._miss()
             return None
         try:
             vector = (await self.embedder.aembed([request.normalized]))[0]
@@ -602,8 +607,7 @@ class AnswerCache:
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("the semantic lookup", e)
-            self._counters.add("misses")
+            self._miss("the semantic lookup", e)
             return None
         for hit in self._candidates(request, hits):
             if self.verifier is not None and not await self._averified(request, hit):

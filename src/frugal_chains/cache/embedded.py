@@ -126,6 +126,9 @@ class EmbeddedIndex:
                     field="embedder",
                 )
             self.dim = int(stored_dim)
+        elif dim is not None:
+            with self._tx():
+                self._claim_dim(dim)
         self._load()
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -164,8 +167,18 @@ class EmbeddedIndex:
                     vector = np.frombuffer(blob, dtype=np.float32).copy()
                     if self.dim is None:
                         self.dim = int(vector.shape[0])
-                    if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
-                        raise ValueError(f"vector has shape {vector.shape}, expected ({self.dim},)")
+                    if vector.shape != (self.dim,):
+                        # another embedder's row (written before the file recorded its size): not ours to delete
+                        log.warning(
+                            "frugal-chains cache: ignoring entry %s in %s: %s-dimension vector, this index holds %s",
+                            entry_id,
+                            self.path,
+                            vector.shape[0],
+                            self.dim,
+                        )
+                        continue
+                    if not np.all(np.isfinite(vector)):
+                        raise ValueError("the vector has non-finite values")
                 entry = CacheEntry.from_json(data, vector)
                 if entry.id != entry_id:
                     raise ValueError("the id column and the entry disagree")
@@ -274,6 +287,8 @@ class EmbeddedIndex:
         vector = entry.vector
         if vector is not None:
             vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+            if not np.all(np.isfinite(vector)):
+                raise ValueError("the embedder returned a vector with non-finite values")
             if self.dim is not None and vector.shape != (self.dim,):
                 raise ConfigurationError(
                     f"the vector has {vector.shape[0]} dimensions but the index holds {self.dim}: use one "
@@ -291,7 +306,6 @@ class EmbeddedIndex:
                 self._refresh(in_tx=True)
                 if vector is not None:
                     self._claim_dim(int(vector.shape[0]))
-                    self.dim = int(vector.shape[0])
                 self._db.execute(
                     "DELETE FROM cache_tags WHERE id IN (SELECT id FROM cache_entries WHERE part = ? AND "
                     "exact_key = ?)",
@@ -307,6 +321,8 @@ class EmbeddedIndex:
                         "INSERT OR IGNORE INTO cache_tags (tag, id) VALUES (?, ?)",
                         [(t, entry.id) for t in entry.tags],
                     )
+            if vector is not None:
+                self.dim = int(vector.shape[0])  # only once committed
             if self._shared:
                 self._load()  # our own row (and nothing else: we held the write lock since the refresh)
             else:
@@ -409,6 +425,8 @@ class EmbeddedIndex:
         with self._lock, self._tx():
             self._db.execute("DELETE FROM cache_entries")
             self._db.execute("DELETE FROM cache_tags")
+            self._db.execute("DELETE FROM cache_meta WHERE key = 'dim'")  # a cleared file takes any embedder
+            self.dim = None
             self._generation = str(int(self._meta("generation") or "0") + 1)
             self._db.execute(
                 "INSERT OR REPLACE INTO cache_meta (key, value) VALUES ('generation', ?)", (self._generation,)

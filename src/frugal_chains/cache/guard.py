@@ -183,7 +183,7 @@ _TIME_SENSITIVE = re.compile(
     r"stock price|share price|exchange rate|weather|forecast|score of the|who won)\b"
 )
 _USER_SPECIFIC = re.compile(
-    r"\b(?:my|our)\s+(?:own\s+)?(?:account|accounts|order|orders|balance|bill|bills|invoice|invoices|"
+    r"\b(?:my|our)\s+(?:[^\W\d_]+\s+)?(?:account|accounts|order|orders|balance|bill|bills|invoice|invoices|"
     r"package|parcel|delivery|shipment|subscription|plan|booking|reservation|ticket|claim|statement|"
     r"application|appointment|refund|payment|payments|transaction|transactions|transfer|transfers|"
     r"card|cards|profile|history|case|loan|mortgage|policy|contract|flight|points|credit score|"

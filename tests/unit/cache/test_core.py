@@ -432,9 +432,10 @@ def test_failing_verifier_or_bypass_is_a_miss_not_a_crash(caplog: pytest.LogCapt
         raise RuntimeError("bad regex")
 
     other = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, bypass=broken)
-    other.update(q("How do I reset the password?"), "Settings")
-    assert other.lookup(q("How do I reset the password?")) is not None  # exact tier still works
-    assert other.lookup(q("How can I reset the password?")) is None  # a failing policy bypasses
+    with cache_scope(user_id="u1"):  # a failing policy counts as user-specific: only a user's own cache works
+        other.update(q("How do I reset the password?"), "Settings")
+        assert other.lookup(q("How do I reset the password?")) is not None  # exact tier still works
+        assert other.lookup(q("How can I reset the password?")) is None  # a failing policy bypasses
     assert other.stats.errors >= 1
 
 
@@ -484,3 +485,53 @@ def test_scope_keys_do_not_collide() -> None:
     a = CacheScope(tenant_id="acme|user=x")
     b = CacheScope(tenant_id="acme", user_id="x|user=")
     assert a.key() != b.key()
+
+
+def test_user_specific_is_checked_even_when_another_reason_comes_first(cache: AnswerCache) -> None:
+    # "current" makes it time-sensitive, "my account" user-specific: still never served across users
+    cache.update(q("What is my current account balance?"), "Alice: $1,234")
+    assert cache.lookup(q("What is my current account balance?")) is None
+    assert len(cache) == 0
+
+
+def test_failing_bypass_policy_never_shares_across_users() -> None:
+    def broken(text: str) -> str | None:
+        raise RuntimeError("bad regex")
+
+    cache = AnswerCache(embedder=FakeEmbeddings(), bypass=broken)
+    cache.update(q("Why was my card declined?"), "Alice's card: fraud hold")
+    assert cache.lookup(q("Why was my card declined?")) is None
+    with cache_scope(user_id="alice"):
+        cache.update(q("Why was my card declined?"), "Alice's card: fraud hold")
+        assert cache.lookup(q("Why was my card declined?")) is not None
+
+
+def test_faq_mode_caches_my_questions_for_everybody() -> None:
+    from frugal_chains.cache.guard import BypassPolicy
+
+    cache = AnswerCache(embedder=FakeEmbeddings(), bypass=BypassPolicy(user_specific=False).reason)
+    cache.update(q("My card has not arrived yet"), "Cards arrive within 7 days.")
+    assert cache.lookup(q("My card has not arrived yet")) is not None
+
+
+def test_a_different_size_row_is_ignored_not_deleted(tmp_path: Any) -> None:
+    import sqlite3
+
+    from frugal_chains.cache import CacheEntry
+
+    path = tmp_path / "c.sqlite"
+    a, b = EmbeddedIndex(path, dim=4), EmbeddedIndex(path)
+    assert b.dim == 4  # the size given to the first opener is recorded in the file
+    with pytest.raises(ConfigurationError):
+        EmbeddedIndex(path, dim=3)
+    v = np.ones(4, dtype=np.float32) / 2
+    b.add(CacheEntry(partition="p", exact_key="k", question="q", normalized="q", answer="a", vector=v))
+    assert a.get_exact("p", "k", 0.0) is not None
+    with pytest.raises(ValueError):
+        a.add(
+            CacheEntry(
+                partition="p", exact_key="n", question="q", normalized="q", answer="a", vector=v * np.nan
+            )
+        )
+    a.clear()
+    assert sqlite3.connect(path).execute("select count(*) from cache_meta where key='dim'").fetchone()[0] == 0

@@ -23,9 +23,9 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -51,6 +51,10 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY
 
 __all__ = ["CachedLLM"]
+
+_R = TypeVar("_R")
+_Entry: TypeAlias = "tuple[str, str | None, Usage | None] | None"
+"""A stored answer with the model and usage that priced it (None: nothing to store)."""
 
 HIT_KEY = "frugal_cache"
 """``response.additional_kwargs["frugal_cache"] == "hit"`` marks an answer served from the cache."""
@@ -460,9 +464,7 @@ class CachedLLM(LLM):
         return out
 
     # -- stores ----------------------------------------------------------------------------------------------
-    def _chat_entry(
-        self, response: ChatResponse, messages: Sequence[ChatMessage]
-    ) -> tuple[str, str | None, Usage | None] | None:
+    def _chat_entry(self, response: ChatResponse, messages: Sequence[ChatMessage]) -> _Entry:
         if not _has_answer(response.message):
             return None
         answer = _encode_chat(response.message)
@@ -471,9 +473,7 @@ class CachedLLM(LLM):
         model, usage = self._model_and_usage(response, [_openai_message(m) for m in messages])
         return answer, model, usage
 
-    def _completion_entry(
-        self, response: CompletionResponse, prompt: str
-    ) -> tuple[str, str | None, Usage | None] | None:
+    def _completion_entry(self, response: CompletionResponse, prompt: str) -> _Entry:
         if not response.text.strip():
             return None
         answer = _encode_completion(response.text, response.additional_kwargs)
@@ -482,13 +482,53 @@ class CachedLLM(LLM):
         model, usage = self._model_and_usage(response, prompt)
         return answer, model, usage
 
-    def _store(self, request: CacheRequest, entry: tuple[str, str | None, Usage | None] | None) -> None:
+    def _chat_entry_of(self, seen: list[ChatResponse], messages: Sequence[ChatMessage]) -> _Entry:
+        whole = self._whole_chat(seen)
+        return None if whole is None else self._chat_entry(whole, messages)
+
+    def _completion_entry_of(self, seen: list[CompletionResponse], prompt: str) -> _Entry:
+        whole = self._whole_completion(seen)
+        return None if whole is None else self._completion_entry(whole, prompt)
+
+    def _relay(
+        self,
+        inner: Generator[_R, None, None],
+        request: CacheRequest | None,
+        entry_of: Callable[[list[_R]], _Entry],
+    ) -> Generator[_R, None, None]:
+        """Pass a miss's stream through; store the whole answer only when the stream finished normally."""
+        seen: list[_R] = []
+        try:
+            for response in inner:
+                seen.append(response)
+                yield response
+        finally:
+            inner.close()
+        if request is not None:
+            self._store(request, entry_of(seen))
+
+    async def _arelay(
+        self,
+        inner: AsyncGenerator[_R, None],
+        request: CacheRequest | None,
+        entry_of: Callable[[list[_R]], _Entry],
+    ) -> AsyncGenerator[_R, None]:
+        """Async :meth:`_relay`."""
+        seen: list[_R] = []
+        try:
+            async for response in inner:
+                seen.append(response)
+                yield response
+        finally:
+            await _aclose(inner)
+        if request is not None:
+            await self._astore(request, entry_of(seen))
+
+    def _store(self, request: CacheRequest, entry: _Entry) -> None:
         if entry is not None:
             self.cache.update(request, entry[0], model=entry[1], usage=entry[2])
 
-    async def _astore(
-        self, request: CacheRequest, entry: tuple[str, str | None, Usage | None] | None
-    ) -> None:
+    async def _astore(self, request: CacheRequest, entry: _Entry) -> None:
         if entry is not None:
             await self.cache.aupdate(request, entry[0], model=entry[1], usage=entry[2])
 
@@ -547,21 +587,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return (r for r in self._replay_chat(hit))
         inner = self.llm.stream_chat(messages, **kwargs)
-        return self._relay_chat(inner, request, messages)
-
-    def _relay_chat(
-        self, inner: ChatResponseGen, request: CacheRequest | None, messages: Sequence[ChatMessage]
-    ) -> ChatResponseGen:
-        seen: list[ChatResponse] = []
-        try:
-            for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            inner.close()
-        whole = self._whole_chat(seen)
-        if request is not None and whole is not None:
-            self._store(request, self._chat_entry(whole, messages))
+        return self._relay(inner, request, lambda seen: self._chat_entry_of(seen, messages))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -571,21 +597,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return _agen(self._replay_chat(hit))
         inner = await self.llm.astream_chat(messages, **kwargs)
-        return self._arelay_chat(inner, request, messages)
-
-    async def _arelay_chat(
-        self, inner: ChatResponseAsyncGen, request: CacheRequest | None, messages: Sequence[ChatMessage]
-    ) -> ChatResponseAsyncGen:
-        seen: list[ChatResponse] = []
-        try:
-            async for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            await _aclose(inner)
-        whole = self._whole_chat(seen)
-        if request is not None and whole is not None:
-            await self._astore(request, self._chat_entry(whole, messages))
+        return self._arelay(inner, request, lambda seen: self._chat_entry_of(seen, messages))
 
     # -- complete --------------------------------------------------------------------------------------------
     @llm_completion_callback()
@@ -620,21 +632,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return (r for r in self._replay_completion(hit))
         inner = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
-        return self._relay_completion(inner, request, prompt)
-
-    def _relay_completion(
-        self, inner: CompletionResponseGen, request: CacheRequest | None, prompt: str
-    ) -> CompletionResponseGen:
-        seen: list[CompletionResponse] = []
-        try:
-            for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            inner.close()
-        whole = self._whole_completion(seen)
-        if request is not None and whole is not None:
-            self._store(request, self._completion_entry(whole, prompt))
+        return self._relay(inner, request, lambda seen: self._completion_entry_of(seen, prompt))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -646,21 +644,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return _agen(self._replay_completion(hit))
         inner = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return self._arelay_completion(inner, request, prompt)
-
-    async def _arelay_completion(
-        self, inner: CompletionResponseAsyncGen, request: CacheRequest | None, prompt: str
-    ) -> CompletionResponseAsyncGen:
-        seen: list[CompletionResponse] = []
-        try:
-            async for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            await _aclose(inner)
-        whole = self._whole_completion(seen)
-        if request is not None and whole is not None:
-            await self._astore(request, self._completion_entry(whole, prompt))
+        return self._arelay(inner, request, lambda seen: self._completion_entry_of(seen, prompt))
 
 
 async def _agen(items: list[Any]) -> AsyncGenerator[Any, None]:

@@ -388,6 +388,18 @@ class CachedChatModel(BaseChatModel):
         metadata = {**(config.get("metadata") or {}), **self._get_ls_params(stop=stop, **kwargs)}
         return messages, params, {"options": options, "metadata": metadata}, config
 
+    def _configure_args(self, config: RunnableConfig, extra: dict[str, Any]) -> tuple[Any, ...]:
+        """``CallbackManager.configure``'s arguments for this run (the same for the sync and async manager)."""
+        return (
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            extra["metadata"],
+            self.metadata,
+        )
+
     def stream(
         self,
         input: LanguageModelInput,
@@ -402,15 +414,7 @@ class CachedChatModel(BaseChatModel):
             yield cast("AIMessageChunk", self.invoke(input, config=config, stop=stop, **kwargs))
             return
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            extra["metadata"],
-            self.metadata,
-        )
+        manager = CallbackManager.configure(*self._configure_args(config, extra))
         (run_manager,) = manager.on_chat_model_start(
             self._serialized,
             [messages],
@@ -435,12 +439,11 @@ class CachedChatModel(BaseChatModel):
             raise
         finally:
             _close(source)
-        merged = merge_chat_generation_chunks(chunks)
-        if merged is None:
-            err = ValueError("No generation chunks were returned")
-            run_manager.on_llm_error(err, response=LLMResult(generations=[]))
+        result, err = _stream_outcome(chunks)
+        if err is not None:
+            run_manager.on_llm_error(err, response=result)
             raise err
-        run_manager.on_llm_end(LLMResult(generations=[[merged]]))
+        run_manager.on_llm_end(result)
 
     async def astream(
         self,
@@ -455,15 +458,7 @@ class CachedChatModel(BaseChatModel):
             yield cast("AIMessageChunk", await self.ainvoke(input, config=config, stop=stop, **kwargs))
             return
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
-        manager = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            extra["metadata"],
-            self.metadata,
-        )
+        manager = AsyncCallbackManager.configure(*self._configure_args(config, extra))
         (run_manager,) = await manager.on_chat_model_start(
             self._serialized,
             [messages],
@@ -488,12 +483,19 @@ class CachedChatModel(BaseChatModel):
             raise
         finally:
             await cast("Any", source).aclose()
-        merged = merge_chat_generation_chunks(chunks)
-        if merged is None:
-            err = ValueError("No generation chunks were returned")
-            await run_manager.on_llm_error(err, response=LLMResult(generations=[]))
+        result, err = _stream_outcome(chunks)
+        if err is not None:
+            await run_manager.on_llm_error(err, response=result)
             raise err
-        await run_manager.on_llm_end(LLMResult(generations=[[merged]]))
+        await run_manager.on_llm_end(result)
+
+
+def _stream_outcome(chunks: list[ChatGenerationChunk]) -> tuple[LLMResult, ValueError | None]:
+    """The run's result once a stream ended normally (an error when it yielded nothing), as LangChain reports it."""
+    merged = merge_chat_generation_chunks(chunks)
+    if merged is None:
+        return LLMResult(generations=[]), ValueError("No generation chunks were returned")
+    return LLMResult(generations=[[merged]]), None
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:

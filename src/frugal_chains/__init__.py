@@ -24,6 +24,7 @@ _EXPORTS = {
     "BudgetExceededError": ".errors",
     "BudgetGuard": ".budget.guard",
     "CallRecord": ".accounting.usage",
+    "CascadeExhaustedError": ".errors",
     "ConfigurationError": ".errors",
     "FrugalChainsError": ".errors",
     "LedgerUnavailableError": ".errors",
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
     from frugal_chains.cache.scope import cache_scope as cache_scope
     from frugal_chains.errors import (
         BudgetExceededError as BudgetExceededError,
+    )
+    from frugal_chains.errors import (
+        CascadeExhaustedError as CascadeExhaustedError,
     )
     from frugal_chains.errors import (
         ConfigurationError as ConfigurationError,

@@ -1,5 +1,6 @@
-"""`frugal-chains demo`: budgets stopping a runaway agent and a semantic cache answering repeats, with fake
-models and the offline embedder (no keys, no servers)."""
+"""`frugal-chains demo`: budgets stopping a runaway agent, a semantic cache answering repeats and a cascading
+router keeping easy questions on the cheap model, with fake models and the offline embedder (no keys, no
+servers)."""
 
 from __future__ import annotations
 
@@ -131,6 +132,9 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     # 3. Support questions behind the semantic cache: repeats and paraphrases are served from the cache.
     cache_figures = _cache_section(ledger, daily_feature, echo)
 
+    # 4. A help-desk assistant behind the cascading router: easy questions stay on gpt-4o-mini.
+    routing_figures = _routing_section(ledger, daily_feature, echo)
+
     by_feature = ledger.summary("feature")
     by_model = ledger.summary("model")
     header = ["", "calls", "input tok", "output tok", "cost USD", "cache hits", "saved USD"]
@@ -152,6 +156,9 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     echo(_table("Cost by feature", rows(by_feature), ["feature", *header[1:]]))
     echo("")
     echo(_table("Cost by model", rows(by_model), ["model", *header[1:]]))
+    echo("")
+    by_tier = [r for r in ledger.summary("tier") if r.key != "(none)"]
+    echo(_table("Cost by cascade tier (feature helpdesk)", rows(by_tier), ["tier", *header[1:]]))
     total = sum(r.cost_usd for r in by_model)
     research = next((r.cost_usd for r in by_feature if r.key == "research"), 0.0)
     echo("")
@@ -178,6 +185,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         "total_usd": total,
         "alerts": alerts,
         "cache": cache_figures,
+        "routing": routing_figures,
     }
 
 
@@ -247,3 +255,105 @@ def _cache_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> dic
         "saved_usd": stats.saved_usd,
         "answered_by": answered_by,
     }
+
+
+# (question, gpt-4o-mini's recorded answer, gpt-4o's recorded answer)
+_HELPDESK = (
+    (
+        "What are your opening hours?",
+        "We are open 9am-6pm, Monday to Saturday.",
+        "9am-6pm, Monday to Saturday.",
+    ),
+    ("Is shipping free?", "Yes, on orders over $50.", "Shipping is free on orders over $50."),
+    (
+        "Translate 'thank you for your order' into French.",
+        "Merci pour votre commande.",
+        "Merci pour votre commande.",
+    ),
+    (
+        "Can I change my delivery address?",
+        "Yes: open the order and choose 'Edit address'.",
+        "Yes, under 'Edit address'.",
+    ),
+    (
+        "How are import duties handled when I return an item bought from another country?",
+        "I'm not sure how import duties work for returns.",
+        "Duties paid at import are refunded by the carrier once the return clears customs; we refund the item.",
+    ),
+    ("What payment methods do you accept?", "Cards, PayPal and Apple Pay.", "Cards, PayPal and Apple Pay."),
+    (
+        "Write a Python function that merges overlapping delivery windows, explain its time complexity step by "
+        "step, and prove that it never drops a window.",
+        "def merge(ws): ...",
+        "Sort the windows by start, then sweep once, extending the current window while the next one overlaps: "
+        "O(n log n) for the sort, O(n) for the sweep. Proof: every window is either merged or starts a new one.",
+    ),
+    ("Do you have gift cards?", "Yes, from $10 to $500.", "Yes, from $10 to $500."),
+    (
+        "Compare our three subscription plans for a team of 40, analyse the trade-offs in cost and support, and "
+        "recommend one with reasons.",
+        "I'm not sure which plan suits a team of 40.",
+        "For 40 seats, Business costs $12/seat less than Enterprise and includes 24h support; choose Business "
+        "unless you need SSO, which only Enterprise has.",
+    ),
+    ("How do I reset my password?", "Click 'Forgot password' on the sign-in page.", "Use 'Forgot password'."),
+)
+
+
+def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> dict[str, Any]:
+    from frugal_chains import SQLiteLedger
+    from frugal_chains.langchain import CascadeChatModel, TokenBudgetCallbackHandler
+    from frugal_chains.routing import HeuristicScorer, RefusalGate, escalation_rates
+    from frugal_chains.testing import ReplayChatModel
+
+    echo(
+        "4) Help-desk questions through CascadeChatModel(gpt-4o-mini -> gpt-4o): HeuristicScorer before the "
+        "call, RefusalGate after it:"
+    )
+    cheap = ReplayChatModel(model="gpt-4o-mini", table={q: a for q, a, _ in _HELPDESK})
+    strong = ReplayChatModel(model="gpt-4o", table={q: a for q, _, a in _HELPDESK})
+    router = CascadeChatModel(
+        tiers=[cheap, strong],
+        tier_names=["gpt-4o-mini", "gpt-4o"],
+        scorer=HeuristicScorer(),
+        gates=[RefusalGate()],
+        ledger=ledger,
+    )
+    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    split: dict[str, int] = {"cheap": 0, "escalated": 0, "strong": 0}
+    for question, _, _ in _HELPDESK:
+        msg = router.invoke(
+            [("system", "You are the help desk of an online shop."), ("user", question)],
+            config={"callbacks": [handler], "metadata": {"feature": "helpdesk", "user_id": "visitors"}},
+        )
+        frugal = msg.response_metadata["frugal"]
+        if frugal["tier"] == "gpt-4o-mini":
+            how = "cheap"
+        elif frugal["start_tier"] == "gpt-4o":
+            how = "strong"
+        else:
+            how = "escalated"
+        split[how] += 1
+        label = {"cheap": "gpt-4o-mini", "strong": "gpt-4o (scorer)", "escalated": "escalated"}[how]
+        echo(f"   {label:>16}  score {frugal['scores']['scorer']:.2f}  {question[:72]}")
+    spent = sum(r.cost_usd for r in ledger.records(feature="helpdesk") if r.outcome == "ok")
+    # What the same questions cost on gpt-4o alone (a separate ledger, same prices and token counts).
+    alone = SQLiteLedger(":memory:")
+    baseline = TokenBudgetCallbackHandler(ledger=alone)
+    for question, _, _ in _HELPDESK:
+        strong.invoke(
+            [("system", "You are the help desk of an online shop."), ("user", question)],
+            config={"callbacks": [baseline]},
+        )
+    all_strong = sum(r.cost_usd for r in alone.records())
+    alone.close()
+    rates = escalation_rates(ledger.records(feature="helpdesk"))
+    cheap_rate = rates["gpt-4o-mini"].escalation_rate if "gpt-4o-mini" in rates else 0.0
+    saved = 1 - spent / all_strong if all_strong else 0.0
+    echo(
+        f"   {len(_HELPDESK)} questions: {split['cheap']} answered by gpt-4o-mini, {split['strong']} sent to gpt-4o "
+        f"by the scorer, {split['escalated']} escalated after a gate failed (gpt-4o-mini escalation rate "
+        f"{cheap_rate:.0%}). ${spent:.6f} spent vs ${all_strong:.6f} on gpt-4o alone: {saved:.0%} saved."
+    )
+    echo("")
+    return {**split, "spent_usd": spent, "all_strong_usd": all_strong, "saved_share": saved}

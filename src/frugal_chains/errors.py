@@ -6,8 +6,10 @@ The whole tree::
     ├── ConfigurationError (+ValueError)  bad input at construction or call time; names the field and the fix
     ├── BudgetExceededError            a budget refused a call *before* any money was spent
     ├── LedgerUnavailableError         the spend ledger could not be reached (budgets fail closed by default)
-    └── UnknownModelPriceError (+ConfigurationError)
-                                       no price for a model: pass ``prices={...}`` or ``unknown_model="warn"``
+    ├── UnknownModelPriceError (+ConfigurationError)
+    │                                  no price for a model: pass ``prices={...}`` or ``unknown_model="warn"``
+    └── CascadeExhaustedError          every tier of a cascade failed (errors, or structured output that never
+                                       parsed); ``.attempts`` holds each attempt
 
 Errors carry their context as attributes (``BudgetExceededError.spent``, ``.limit`` ...), so callers can
 decide what to do without parsing messages.
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BudgetExceededError",
+    "CascadeExhaustedError",
     "ConfigurationError",
     "FrugalChainsError",
     "LedgerUnavailableError",
@@ -166,3 +169,41 @@ class LedgerUnavailableError(FrugalChainsError):
         >>> str(LedgerUnavailableError("redis://127.0.0.1:1 refused the connection"))
         'redis://127.0.0.1:1 refused the connection'
     """
+
+
+class CascadeExhaustedError(FrugalChainsError):
+    """Every tier of a cascade failed: each raised a provider error, or (with structured output) none gave an
+    answer that parsed. ``attempts`` lists each :class:`~frugal_chains.routing.Attempt` with its error or gates.
+
+    The strongest tier's answer is not gated by quality gates (there is nothing to escalate to): only provider
+    errors and unparseable structured output exhaust a cascade.
+
+    Example:
+        >>> from frugal_chains.errors import CascadeExhaustedError
+        >>> from frugal_chains.routing import Attempt
+        >>> e = CascadeExhaustedError([Attempt(tier="cheap", tier_index=0, model="m", outcome="error",
+        ...                                    error=TimeoutError("slow"))])
+        >>> e.attempts[0].tier, "TimeoutError" in str(e)
+        ('cheap', True)
+    """
+
+    def __init__(self, attempts: Any, message: str | None = None) -> None:
+        self.attempts = tuple(attempts)
+        if message is None:
+            parts = []
+            for a in self.attempts:
+                why = (
+                    f"{type(a.error).__name__}: {a.error}"
+                    if a.error is not None
+                    else ", ".join(
+                        f"{g.gate} failed" + (f" ({g.reason})" if g.reason else "")
+                        for g in a.gates
+                        if not g.passed
+                    )
+                )
+                parts.append(f"{a.tier} ({a.model}): {why or a.outcome}")
+            message = "every tier of the cascade failed: " + "; ".join(parts)
+        super().__init__(message)
+        last = next((a.error for a in reversed(self.attempts) if a.error is not None), None)
+        if last is not None:
+            self.__cause__ = last

@@ -19,6 +19,7 @@ EXPECTED_ROOT = [
     "BudgetExceededError",
     "BudgetGuard",
     "CallRecord",
+    "CascadeExhaustedError",
     "ConfigurationError",
     "FrugalChainsError",
     "LedgerUnavailableError",
@@ -35,7 +36,9 @@ EXPECTED_ROOT = [
 EXPECTED_LANGCHAIN = [
     "CACHE_HIT_METADATA_KEY",
     "CachedChatModel",
+    "CascadeChatModel",
     "SemanticCache",
+    "TIER_METADATA_KEY",
     "TokenBudgetCallbackHandler",
     "WRAPPER_METADATA_KEY",
     "budget_scope",
@@ -76,6 +79,51 @@ EXPECTED_CACHE = [
     "current_cache_scope",
     "normalize",
 ]
+EXPECTED_ROUTING = [
+    "ASampler",
+    "Attempt",
+    "CallableGate",
+    "CallableScorer",
+    "Calibration",
+    "Cascade",
+    "CascadeResult",
+    "DEFAULT_ALERT_THRESHOLD",
+    "EscalationAlert",
+    "GateContext",
+    "GateResult",
+    "HeuristicScorer",
+    "JsonGate",
+    "LLMJudgeGate",
+    "LabelledOutcome",
+    "LengthGate",
+    "LogprobGate",
+    "QualityGate",
+    "RefusalGate",
+    "RegexGate",
+    "Route",
+    "RouterStats",
+    "RoutingPolicy",
+    "Sampler",
+    "Scorer",
+    "SelfConsistencyGate",
+    "TierAnswer",
+    "TierSpec",
+    "TierStats",
+    "TrainedScorer",
+    "TrainedVerifier",
+    "calibrate",
+    "default_escalates",
+    "escalation_rates",
+    "resolve_gates",
+]
+
+
+def test_routing_exports_pinned() -> None:
+    import frugal_chains.routing
+
+    assert sorted(frugal_chains.routing.__all__) == sorted(EXPECTED_ROUTING)
+    for name in EXPECTED_ROUTING:
+        assert getattr(frugal_chains.routing, name) is not None
 
 
 def test_cache_exports_pinned() -> None:
@@ -86,7 +134,12 @@ def test_cache_exports_pinned() -> None:
     assert sorted(frugal_chains.cache.__all__) == sorted(EXPECTED_CACHE)
     for name in EXPECTED_CACHE:
         assert getattr(frugal_chains.cache, name) is not None
-    assert sorted(frugal_chains.testing.__all__) == ["FakeEmbeddings", "FakeUsageChatModel"]
+    assert sorted(frugal_chains.testing.__all__) == [
+        "FakeEmbeddings",
+        "FakeUsageChatModel",
+        "ReplayChatModel",
+        "ReplayEntry",
+    ]
     for name in ("Embedder", "MiniLMEmbedder", "as_embedder", "default_embedder"):
         assert name in frugal_chains.embeddings.__all__
 
@@ -109,12 +162,14 @@ def test_issue_names_import() -> None:
     )
     from frugal_chains.langchain import (  # noqa: F401
         CachedChatModel,
+        CascadeChatModel,
         SemanticCache,
         TokenBudgetCallbackHandler,
         budget_scope,
         with_cache,
     )
-    from frugal_chains.llama_index import CachedLLM, TokenBudgetHandler  # noqa: F401
+    from frugal_chains.llama_index import CachedLLM, CascadeLLM, TokenBudgetHandler  # noqa: F401
+    from frugal_chains.testing import ReplayChatModel  # noqa: F401
 
 
 def test_adapter_exports_pinned() -> None:
@@ -122,6 +177,7 @@ def test_adapter_exports_pinned() -> None:
 
     assert sorted(frugal_chains.llama_index.__all__) == [
         "CachedLLM",
+        "CascadeLLM",
         "TokenBudgetHandler",
         "WRAPPER_PAYLOAD_KEY",
     ]
@@ -138,7 +194,8 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, frugal_chains; from frugal_chains import Budget, Price, Usage, cache_scope; "
+        "import sys, frugal_chains, frugal_chains.routing; "
+        "from frugal_chains import Budget, Price, Usage, cache_scope; "
         "heavy = [m for m in ('litellm', 'llama_index', 'redis', 'torch', 'langchain_core', 'tiktoken', "
         "'numpy', 'onnxruntime', 'redisvl') "
         "if m in sys.modules]; print(heavy)"
@@ -164,10 +221,12 @@ def test_every_public_class_has_a_runnable_example() -> None:
     missing = []
     import frugal_chains.cache
     import frugal_chains.embeddings
+    import frugal_chains.routing
     import frugal_chains.testing
 
     for module in (
         frugal_chains,
+        frugal_chains.routing,
         frugal_chains.accounting,
         frugal_chains.cache,
         frugal_chains.embeddings,

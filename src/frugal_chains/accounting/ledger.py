@@ -36,7 +36,7 @@ __all__ = [
     "summarize",
 ]
 
-GroupBy = Literal["feature", "user", "tenant", "model", "day", "task", "outcome"]
+GroupBy = Literal["feature", "user", "tenant", "model", "day", "task", "outcome", "tier"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,19 +269,23 @@ def _group_key(record: CallRecord, by: GroupBy) -> str:
         "day": record.day,
         "task": a.task_id,
         "outcome": record.outcome,
+        "tier": record.tier,
     }[by]
     return value if value is not None else "(none)"
 
 
 def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
-    """Group call records, most expensive first."""
-    if by not in ("feature", "user", "tenant", "model", "day", "task", "outcome"):
+    """Group call records, most expensive first. A cascade's ``routed`` decision records are not calls: they are
+    skipped (read them with :func:`frugal_chains.routing.escalation_rates`)."""
+    if by not in ("feature", "user", "tenant", "model", "day", "task", "outcome", "tier"):
         raise ConfigurationError(
-            f"summary(by=...) must be one of feature, user, tenant, model, day, task, outcome; got {by!r}.",
+            f"summary(by=...) must be one of feature, user, tenant, model, day, task, outcome, tier; got {by!r}.",
             field="by",
         )
     acc: dict[str, list[float]] = {}
     for r in records:
+        if r.outcome == "routed":
+            continue
         row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0])
         row[0] += 1
         row[1] += r.cost_usd

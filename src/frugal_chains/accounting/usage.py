@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 NANO = 1_000_000_000
-Outcome = Literal["ok", "error", "cache_hit", "refused"]
+Outcome = Literal["ok", "error", "cache_hit", "refused", "routed"]
+"""``routed`` records are a cascade's routing decisions (no cost of their own; the calls are separate records)."""
 
 
 def usd_to_nano(usd: float, *, round_up: bool = False) -> int:

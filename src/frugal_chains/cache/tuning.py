@@ -390,6 +390,8 @@ def fit_pair_model(
     """
     import numpy as np
 
+    from frugal_chains.routing._logistic import fit_logistic
+
     rows = _coerce(pairs)
     if len(similarities) != len(rows):
         raise ConfigurationError(
@@ -400,27 +402,12 @@ def fit_pair_model(
         np.float64,
     )
     y = np.array([p.label for p in rows], np.float64)
-    w_s = np.ones(len(rows)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    z = np.hstack([np.ones((len(rows), 1)), (x - mean) / scale])
-    beta = np.zeros(z.shape[1])
-    reg = np.full(z.shape[1], l2)
-    reg[0] = 0.0
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -35, 35)))
-        grad = z.T @ (w_s * (p - y)) + reg * beta
-        hess = (z * (w_s * p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if float(np.abs(step).max()) < 1e-8:
-            break
+    fit = fit_logistic(x, y, l2=l2, iterations=iterations, sample_weight=sample_weight)
     return PairModel(
-        weights=tuple(float(v) for v in beta[1:]),
-        bias=float(beta[0]),
-        mean=tuple(float(v) for v in mean),
-        scale=tuple(float(v) for v in scale),
+        weights=fit.weights,
+        bias=fit.bias,
+        mean=fit.mean,
+        scale=fit.scale,
         cutoff=cutoff,
         meta={"features": list(FEATURE_NAMES), **(meta or {})},
     )

@@ -1,4 +1,4 @@
-"""LangChain adapters: budgets and the semantic cache now; cascade, compressor and formatter as they land.
+"""LangChain adapters: budgets, the semantic cache and the cascading router; compressor and formatter as they land.
 
 Example:
     >>> from frugal_chains.langchain import TokenBudgetCallbackHandler, budget_scope
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from frugal_chains.langchain.budget import (
     CACHE_HIT_METADATA_KEY,
+    TIER_METADATA_KEY,
     WRAPPER_METADATA_KEY,
     TokenBudgetCallbackHandler,
     budget_scope,
@@ -18,11 +19,14 @@ from frugal_chains.langchain.budget import (
 )
 from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
+from frugal_chains.langchain.cascade import CascadeChatModel
 
 __all__ = [
     "CACHE_HIT_METADATA_KEY",
     "CachedChatModel",
+    "CascadeChatModel",
     "SemanticCache",
+    "TIER_METADATA_KEY",
     "WRAPPER_METADATA_KEY",
     "TokenBudgetCallbackHandler",
     "budget_scope",

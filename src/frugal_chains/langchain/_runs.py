@@ -8,7 +8,8 @@ wrapper's run as parent, so the inner calls are child runs that callbacks (and b
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -24,29 +25,44 @@ _M = TypeVar("_M", CallbackManager, AsyncCallbackManager)
 
 
 def _as_child(
-    manager: _M, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun, tag: str | None
+    manager: _M,
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+    tag: str | None,
+    metadata: Mapping[str, Any] | None,
 ) -> _M:
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     if tag is not None:
         manager.add_tags([tag], inherit=False)
+    if metadata:
+        manager.add_metadata(dict(metadata))  # inherited: it reaches the leaf through wrappers
     return manager
 
 
 def child_callbacks(
-    run_manager: CallbackManagerForLLMRun | None, tag: str | None = None
+    run_manager: CallbackManagerForLLMRun | None,
+    tag: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> CallbackManager | None:
-    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through)."""
+    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through).
+
+    ``tag`` goes on the child run only; ``metadata`` is inherited by the child's own children too."""
     if run_manager is None:
         return None
-    return _as_child(CallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag)
+    return _as_child(
+        CallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag, metadata
+    )
 
 
 def achild_callbacks(
-    run_manager: AsyncCallbackManagerForLLMRun | None, tag: str | None = None
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+    tag: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> AsyncCallbackManager | None:
     """Async :func:`child_callbacks`."""
     if run_manager is None:
         return None
-    return _as_child(AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag)
+    return _as_child(
+        AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id), run_manager, tag, metadata
+    )

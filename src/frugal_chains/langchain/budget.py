@@ -63,6 +63,10 @@ WRAPPER_METADATA_KEY = "frugal_chains_wrapper"
 wrappers): its own run is not counted, its child calls are. Set it in the model's ``metadata`` field
 (local to its run), never in ``config["metadata"]`` (inherited by the children, which would hide them)."""
 
+TIER_METADATA_KEY = "frugal_tier"
+"""Run metadata a cascade sets on each tier's child run (the tier's name): the budget handler writes it to
+``CallRecord.tier``, so spend can be summarised per tier (``ledger.summary("tier")``)."""
+
 CACHE_HIT_METADATA_KEY = "frugal_cache"
 """``AIMessage.response_metadata["frugal_cache"] == "hit"`` marks an answer served by frugal-chains'
 cache, which writes its own cache-hit record: the handler then only releases the reservation."""
@@ -154,6 +158,8 @@ class _Run:
     batch_size: int
     chat: bool
     """A chat-model run (each run of a chat batch gets its own usage) or a plain LLM run."""
+    tier: str | None = None
+    """The cascade tier this call belongs to (``TIER_METADATA_KEY`` in its metadata)."""
 
 
 class TokenBudgetCallbackHandler(BaseCallbackHandler):
@@ -341,8 +347,14 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             self._exit(run_id)  # LangChain sends no end event for a run refused at its start
             raise
         batch_size = kwargs.get("batch_size")
+        tier = metadata.get(TIER_METADATA_KEY)
         with self._lock:
-            self._reservations[run_id] = _Run(res, batch_size if isinstance(batch_size, int) else 1, chat)
+            self._reservations[run_id] = _Run(
+                res,
+                batch_size if isinstance(batch_size, int) else 1,
+                chat,
+                tier if isinstance(tier, str) else None,
+            )
         self._watch_task(run_id)
 
     def on_chat_model_start(
@@ -403,10 +415,14 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                     if usage is None and isinstance(gen, ChatGeneration):
                         usage = usage_from_message(gen.message)
         if usage is not None:
-            self.guard.commit(run.res, usage, extra={"interrupted": why})
+            self.guard.commit(run.res, usage, extra={"interrupted": why}, tier=run.tier)
         else:
             self.guard.commit(
-                run.res, self.guard.worst_usage(run.res), usage_estimated=True, extra={"interrupted": why}
+                run.res,
+                self.guard.worst_usage(run.res),
+                usage_estimated=True,
+                extra={"interrupted": why},
+                tier=run.tier,
             )
 
     def _pop(self, run_id: UUID) -> _Run | None:
@@ -454,6 +470,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             model=model if isinstance(model, str) else None,
             usage_estimated=estimated,
             extra=extra,
+            tier=run.tier,
         )
 
     def _plain_batch_usage(
@@ -500,6 +517,7 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 self.guard.estimated_usage(run.res, partial),
                 usage_estimated=True,
                 extra={"error": type(error).__name__},
+                tier=run.tier,
             )
             return
         self.guard.release(run.res)  # the provider refused or failed before answering

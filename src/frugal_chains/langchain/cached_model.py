@@ -22,17 +22,15 @@ from typing import Any, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.messages.tool import ToolCallChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
@@ -40,6 +38,7 @@ from frugal_chains.cache.core import AnswerCache, CacheResult
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
+from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
 from frugal_chains.langchain.budget import WRAPPER_METADATA_KEY
 from frugal_chains.langchain.cache import (
     SemanticCache,
@@ -49,11 +48,6 @@ from frugal_chains.langchain.cache import (
     _mark_hit,
     _request_from_messages,
 )
-
-try:
-    from langchain_core.utils.utils import LC_ID_PREFIX
-except ImportError:  # pragma: no cover - older langchain-core
-    LC_ID_PREFIX = "lc_run-"
 
 __all__ = ["CachedChatModel", "with_cache"]
 
@@ -105,12 +99,6 @@ def _replay(generation: Generation) -> list[ChatGenerationChunk]:
     return chunks
 
 
-def _close(iterator: Any) -> None:
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
-
-
 def _whole(chunks: Sequence[ChatGenerationChunk]) -> list[Generation] | None:
     """The complete answer a finished stream gave, as a stored generation."""
     merged = merge_chat_generation_chunks(list(chunks))
@@ -121,7 +109,7 @@ def _whole(chunks: Sequence[ChatGenerationChunk]) -> list[Generation] | None:
     return [ChatGeneration(message=whole, generation_info=merged.generation_info)]
 
 
-class CachedChatModel(BaseChatModel):
+class CachedChatModel(ChildRunStreamingModel):
     """Wraps a chat model with a semantic answer cache, for ``invoke``, ``batch`` **and** ``stream``.
 
     Args:
@@ -209,12 +197,6 @@ class CachedChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.model._get_ls_params(stop=stop, **kwargs)
-
-    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
-        # invoke() answers through _generate, where the wrapped model runs as a child run (and streams by itself
-        # when a streaming handler asks for it); LangChain would call _stream with no run manager, hiding the
-        # wrapped call from callbacks and budgets. stream()/astream() are overridden below.
-        return False
 
     def bind_tools(
         self,
@@ -330,7 +312,7 @@ class CachedChatModel(BaseChatModel):
                 chunks.append(chunk)
                 yield chunk
         finally:
-            _close(inner)
+            close_iterator(inner)
         whole = _whole(chunks)
         if whole is not None:
             self._store(request, messages, whole, llm_string)
@@ -363,139 +345,6 @@ class CachedChatModel(BaseChatModel):
         whole = _whole(chunks)
         if whole is not None:
             await self._astore(request, messages, whole, llm_string)
-
-    def _no_streaming(self, kwargs: dict[str, Any]) -> bool:
-        disabled = getattr(self, "_streaming_disabled", None)  # langchain-core >= 1.x
-        if disabled is not None:
-            return bool(disabled(**kwargs))
-        return self.disable_streaming is True or (  # pragma: no cover - older langchain-core
-            self.disable_streaming == "tool_calling" and bool(kwargs.get("tools"))
-        )
-
-    def _stream_setup(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None,
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[list[BaseMessage], dict[str, Any], dict[str, Any], RunnableConfig]:
-        config = ensure_config(config)
-        messages = self._convert_input(input).to_messages()
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
-        params = self._get_invocation_params(stop=stop, **kwargs)
-        options = {"stop": stop, **{key: params[key] for key in kwargs if key in params}}
-        metadata = {**(config.get("metadata") or {}), **self._get_ls_params(stop=stop, **kwargs)}
-        return messages, params, {"options": options, "metadata": metadata}, config
-
-    def _configure_args(self, config: RunnableConfig, extra: dict[str, Any]) -> tuple[Any, ...]:
-        """``CallbackManager.configure``'s arguments for this run (the same for the sync and async manager)."""
-        return (
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            extra["metadata"],
-            self.metadata,
-        )
-
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        """Stream the answer: a cached one is replayed in a few chunks, a new one streams from the wrapped
-        model (as a child run) and is stored once the stream has finished."""
-        if self._no_streaming(kwargs):
-            yield cast("AIMessageChunk", self.invoke(input, config=config, stop=stop, **kwargs))
-            return
-        messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
-        manager = CallbackManager.configure(*self._configure_args(config, extra))
-        (run_manager,) = manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=params,
-            options=extra["options"],
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
-        )
-        chunks: list[ChatGenerationChunk] = []
-        source = self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
-        try:
-            for chunk in source:
-                if chunk.message.id is None:
-                    chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                chunks.append(chunk)
-                yield cast("AIMessageChunk", chunk.message)
-        except BaseException as e:
-            merged = merge_chat_generation_chunks(chunks)
-            run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
-            raise
-        finally:
-            _close(source)
-        result, err = _stream_outcome(chunks)
-        if err is not None:
-            run_manager.on_llm_error(err, response=result)
-            raise err
-        run_manager.on_llm_end(result)
-
-    async def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        """Async :meth:`stream`."""
-        if self._no_streaming(kwargs):
-            yield cast("AIMessageChunk", await self.ainvoke(input, config=config, stop=stop, **kwargs))
-            return
-        messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
-        manager = AsyncCallbackManager.configure(*self._configure_args(config, extra))
-        (run_manager,) = await manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=params,
-            options=extra["options"],
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
-        )
-        chunks: list[ChatGenerationChunk] = []
-        source = self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
-        try:
-            async for chunk in source:
-                if chunk.message.id is None:
-                    chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                chunks.append(chunk)
-                yield cast("AIMessageChunk", chunk.message)
-        except BaseException as e:
-            merged = merge_chat_generation_chunks(chunks)
-            await run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
-            raise
-        finally:
-            await cast("Any", source).aclose()
-        result, err = _stream_outcome(chunks)
-        if err is not None:
-            await run_manager.on_llm_error(err, response=result)
-            raise err
-        await run_manager.on_llm_end(result)
-
-
-def _stream_outcome(chunks: list[ChatGenerationChunk]) -> tuple[LLMResult, ValueError | None]:
-    """The run's result once a stream ended normally (an error when it yielded nothing), as LangChain reports it."""
-    merged = merge_chat_generation_chunks(chunks)
-    if merged is None:
-        return LLMResult(generations=[]), ValueError("No generation chunks were returned")
-    return LLMResult(generations=[[merged]]), None
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:

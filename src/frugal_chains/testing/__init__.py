@@ -1,4 +1,5 @@
-"""Test seams you can use too: fake chat models that report real-looking usage and a fake embedder, no API keys.
+"""Test seams you can use too: fake chat models that report real-looking usage, a model that replays recorded
+answers, and a fake embedder; no API keys.
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -11,5 +12,6 @@ from __future__ import annotations
 
 from frugal_chains.testing.fake_chat import FakeUsageChatModel
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
 
-__all__ = ["FakeEmbeddings", "FakeUsageChatModel"]
+__all__ = ["FakeEmbeddings", "FakeUsageChatModel", "ReplayChatModel", "ReplayEntry"]

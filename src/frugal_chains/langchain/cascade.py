@@ -1,0 +1,757 @@
+"""``CascadeChatModel``: a LangChain chat model that tries the cheapest tier likely to succeed and escalates.
+
+The decisions live in the framework-free engine (:class:`frugal_chains.routing.Cascade`); this module adds the
+LangChain contract:
+
+* every tier call is a **child run** of the cascade's run (tagged ``frugal_tier:<name>``, metadata
+  ``frugal_tier``), the cascade's own run is marked as a wrapper, so the budget handler counts each provider call
+  exactly once and writes the tier to ``CallRecord.tier``;
+* ``bind_tools`` binds the tools on every tier (each tier formats them for its provider);
+* ``with_structured_output`` is implemented by the cascade: each tier gets its own ``with_structured_output``,
+  and an answer that does not parse or validate escalates;
+* ``stream``/``astream``: with no gate that needs the whole answer, the chosen tier streams live; otherwise each
+  tier below the strongest is buffered, checked, and replayed once it passes (the strongest tier streams live);
+* the final message carries the summed ``usage_metadata`` of every call the cascade made and
+  ``response_metadata["frugal"]`` (tier, model, escalations, scores, cost in USD, attempts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from frugal_chains.accounting.usage import Attribution, Usage
+from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
+from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
+from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
+from frugal_chains.langchain.budget import TIER_METADATA_KEY, WRAPPER_METADATA_KEY, usage_from_message
+from frugal_chains.routing.cascade import Cascade, CascadeResult, Route
+from frugal_chains.routing.policy import RoutingPolicy, TierSpec
+from frugal_chains.routing.stats import RouterStats
+from frugal_chains.routing.types import Attempt, GateResult, TierAnswer
+
+__all__ = ["CascadeChatModel"]
+
+_TOOL_KWARGS = "frugal_tool_kwargs"
+"""Bound kwarg: extra keyword arguments given to ``bind_tools`` (passed to every tier's ``bind_tools``)."""
+_STRUCTURED = "frugal_structured_output"
+"""Bound kwarg: the key of a registered structured-output schema."""
+
+_NOSTREAM = "nostream"
+"""LangGraph's tag for runs whose tokens ``stream_mode="messages"`` must not show."""
+
+_schemas: dict[str, tuple[Any, dict[str, Any]]] = {}
+_schemas_lock = threading.Lock()
+
+
+def _register_schema(schema: Any, kwargs: Mapping[str, Any]) -> str:
+    """A stable key for ``schema`` (bound kwargs must stay JSON-friendly for tracing and the LLM string)."""
+    key = f"{getattr(schema, '__name__', type(schema).__name__)}@{id(schema):x}:{sorted(kwargs.items())!r}"
+    with _schemas_lock:
+        _schemas[key] = (schema, dict(kwargs))
+    return key
+
+
+def _model_name(model: BaseChatModel) -> str:
+    try:
+        name = model._get_ls_params().get("ls_model_name")
+    except Exception:  # a model whose ls params need arguments
+        name = None
+    if not name:
+        for attr in ("model_name", "model", "model_id", "deployment_name"):
+            value = getattr(model, attr, None)
+            if isinstance(value, str) and value:
+                name = value
+                break
+    return str(name or type(model).__name__)
+
+
+def _usage_metadata(usage: Usage) -> UsageMetadata:
+    um = UsageMetadata(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+    if usage.cache_read_tokens or usage.cache_write_tokens or usage.cache_write_1h_tokens:
+        um["input_token_details"] = {
+            "cache_read": usage.cache_read_tokens,
+            "cache_creation": usage.cache_write_tokens + usage.cache_write_1h_tokens,
+        }
+    if usage.reasoning_tokens:
+        um["output_token_details"] = {"reasoning": usage.reasoning_tokens}
+    return um
+
+
+def _logprobs(message: BaseMessage) -> tuple[float, ...] | None:
+    found = (message.response_metadata or {}).get("logprobs")
+    content = found.get("content") if isinstance(found, Mapping) else found
+    if not isinstance(content, Sequence) or isinstance(content, str) or not content:
+        return None
+    values: list[float] = []
+    for item in content:
+        value = item.get("logprob") if isinstance(item, Mapping) else None
+        if isinstance(value, (int, float)):
+            values.append(float(value))
+    return tuple(values) or None
+
+
+def _answer(result: Any) -> TierAnswer:
+    """A tier's output (an ``AIMessage``, or ``{"raw", "parsed", "parsing_error"}``) as a :class:`TierAnswer`."""
+    parsed: Any = None
+    parse_error: BaseException | None = None
+    if isinstance(result, Mapping) and "raw" in result:
+        parsed, parse_error = result.get("parsed"), result.get("parsing_error")
+        result = result["raw"]
+    if not isinstance(result, BaseMessage):
+        raise TypeError(f"a cascade tier returned {type(result).__name__}, not a chat message")
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    if isinstance(result, AIMessage):
+        tool_calls = tuple(
+            {"name": c["name"], "args": c["args"], "id": c.get("id")} for c in result.tool_calls
+        )
+    meta = result.response_metadata or {}
+    model = meta.get("model_name") or meta.get("model")
+    return TierAnswer(
+        text=result.text,
+        tool_calls=tool_calls,
+        usage=usage_from_message(result),
+        model=model if isinstance(model, str) else None,
+        logprobs=_logprobs(result),
+        parsed=parsed,
+        parse_error=parse_error,
+        native=result,
+    )
+
+
+def _sum_usage(usages: Sequence[Usage | None]) -> Usage | None:
+    total: Usage | None = None
+    for u in usages:
+        if u is not None:
+            total = u if total is None else total + u
+    return total
+
+
+@dataclass
+class _Request:
+    """One call's kwargs, split into what the tiers are bound with and what goes to every call."""
+
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    tool_kwargs: dict[str, Any] = field(default_factory=dict)
+    structured: tuple[Any, dict[str, Any]] | None = None
+    stop: list[str] | None = None
+    rest: dict[str, Any] = field(default_factory=dict)
+
+    def call_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.rest)
+        if self.stop is not None:
+            kwargs["stop"] = self.stop
+        return kwargs
+
+
+class CascadeChatModel(ChildRunStreamingModel):
+    """A chat model over two or more chat models, cheapest first: route, check, escalate.
+
+    Args:
+        tiers: two or more LangChain chat models, cheapest first.
+        tier_names: a name per tier (default: each model's name, made unique).
+        scorer: picks the starting tier before any call: a :class:`~frugal_chains.routing.Scorer`
+            (``HeuristicScorer()``, ``TrainedScorer.load(...)``) or ``"heuristic"``. Default ``None``: every
+            request starts on the cheapest tier and the gates decide.
+        gates: quality gates run on each answer below the strongest tier (objects or names, see
+            :func:`~frugal_chains.routing.resolve_gates`); a failed gate escalates.
+        thresholds: the scorer's thresholds (``n - 1`` numbers in [0, 1]); or pass ``policy``.
+        policy: a :class:`~frugal_chains.routing.RoutingPolicy` (e.g. ``cost_aware=True``) or a saved
+            :class:`~frugal_chains.routing.Calibration`'s ``policy()``.
+        stats: escalation counters and the alert hook (:class:`~frugal_chains.routing.RouterStats`; default a new
+            one: share one between instances to aggregate).
+        ledger: write one ``routed`` record per request (tiers tried, why) to this ledger.
+        prices: prices for ``response_metadata["frugal"]["cost_usd"]`` (``{model: Price}`` or a ``PriceBook``).
+        escalate_on: which provider errors escalate (default: rate limits, timeouts, connection and server
+            errors, context overflow).
+        cascade_name: recorded in the ledger records.
+
+    Example:
+        >>> from frugal_chains.langchain import CascadeChatModel
+        >>> from frugal_chains.routing import RegexGate
+        >>> from frugal_chains.testing import FakeUsageChatModel
+        >>> cheap = FakeUsageChatModel(model="gpt-4o-mini", responses=["Hmm, hard to say."])
+        >>> strong = FakeUsageChatModel(model="gpt-4o", responses=["42"])
+        >>> model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\\d")])
+        >>> msg = model.invoke("What is 6 x 7?")
+        >>> msg.content, msg.response_metadata["frugal"]["tier"], msg.response_metadata["frugal"]["escalations"]
+        ('42', 'gpt-4o', 1)
+    """
+
+    tiers: list[BaseChatModel]
+    """The chat models, cheapest first."""
+    tier_names: list[str] | None = None
+    """One name per tier (default: the models' names)."""
+    scorer: Any = Field(default=None, exclude=True)
+    """Picks the starting tier (``None``: start on the cheapest)."""
+    gates: Any = Field(default=(), exclude=True)
+    """Quality gates (resolved to :class:`~frugal_chains.routing.QualityGate` objects)."""
+    thresholds: tuple[float, ...] | None = None
+    """The scorer's thresholds (or set ``policy``)."""
+    policy: RoutingPolicy | None = Field(default=None, exclude=True)
+    """How a score becomes a starting tier."""
+    stats: RouterStats = Field(default_factory=RouterStats, exclude=True)
+    """Escalation counters and the alert hook (an injected object)."""
+    ledger: Any = Field(default=None, exclude=True)
+    """Where ``routed`` records go (optional)."""
+    prices: Any = Field(default=None, exclude=True)
+    """Prices for the cost in the metadata."""
+    escalate_on: Callable[[BaseException], bool] | None = Field(default=None, exclude=True)
+    """Which provider errors escalate."""
+    cascade_name: str = "cascade"
+    """The name in ledger records."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _engine: Cascade = PrivateAttr()
+
+    def __init__(self, **data: Any) -> None:
+        from frugal_chains.routing.gates import resolve_gates
+
+        tiers = data.get("tiers")
+        if not isinstance(tiers, Sequence) or isinstance(tiers, str) or len(tiers) < 2:
+            count = len(tiers) if isinstance(tiers, Sequence) and not isinstance(tiers, str) else 0
+            raise ConfigurationError(
+                f"tiers must be a list of two or more LangChain chat models, cheapest first (got {count})",
+                field="tiers",
+            )
+        for i, tier in enumerate(tiers):
+            if not isinstance(tier, BaseChatModel):
+                raise ConfigurationError(
+                    f"tiers[{i}] must be a LangChain chat model (BaseChatModel), got {type(tier).__name__}; "
+                    "bind parameters on the model itself (e.g. ChatOpenAI(temperature=0)), not with .bind()",
+                    field="tiers",
+                )
+        data["tiers"] = list(tiers)
+        names = data.get("tier_names")
+        if names is None:
+            names = _unique([_model_name(t) for t in tiers])
+        elif (
+            not isinstance(names, Sequence)
+            or isinstance(names, str)
+            or len(names) != len(tiers)
+            or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise ConfigurationError(
+                f"tier_names must be {len(tiers)} non-empty strings, one per tier, got {names!r}",
+                field="tier_names",
+            )
+        data["tier_names"] = list(names)
+        scorer = data.get("scorer")
+        if scorer == "heuristic":
+            from frugal_chains.routing.scorers import HeuristicScorer
+
+            data["scorer"] = HeuristicScorer()
+        elif isinstance(scorer, str):
+            raise ConfigurationError(
+                f"unknown scorer {scorer!r}: pass 'heuristic' or a Scorer object (TrainedScorer, CallableScorer)",
+                field="scorer",
+            )
+        data["gates"] = resolve_gates(data.get("gates"))
+        if data.get("thresholds") is not None and data.get("policy") is not None:
+            raise ConfigurationError("pass thresholds= or policy=, not both", field="thresholds")
+        if data.get("thresholds") is not None:
+            thresholds = data["thresholds"]
+            if not isinstance(thresholds, Sequence) or isinstance(thresholds, str):
+                raise ConfigurationError(
+                    f"thresholds must be a list of numbers in [0, 1], got {thresholds!r}", field="thresholds"
+                )
+            data["policy"] = RoutingPolicy(thresholds=tuple(thresholds))
+            data["thresholds"] = data["policy"].thresholds
+        if data.get("stats") is None:
+            data.pop("stats", None)
+        # Mark the cascade's own run (local metadata: the tiers' child runs are counted, this one is not).
+        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_METADATA_KEY: True}
+        engine = Cascade(
+            [TierSpec(name=n, model=_model_name(t)) for n, t in zip(data["tier_names"], tiers, strict=True)],
+            scorer=data.get("scorer"),
+            gates=data["gates"],
+            policy=data.get("policy"),
+            stats=data.get("stats"),
+            ledger=data.get("ledger"),
+            prices=data.get("prices"),
+            escalate_on=data.get("escalate_on"),
+            name=data.get("cascade_name", "cascade"),
+        )
+        data["stats"] = engine.stats
+        data["policy"] = engine.policy
+        super().__init__(**data)
+        self._engine = engine
+
+    @property
+    def engine(self) -> Cascade:
+        """The framework-free engine that makes the decisions."""
+        return self._engine
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tier_names or [])
+
+    # -- identity ----------------------------------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "frugal-cascade"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "tiers": self.names,
+            "models": [t.model for t in self._engine.tiers],
+            "thresholds": list(self._engine.policy.thresholds or ()),
+            "gates": [g.name for g in self._engine.gates],
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "frugal-cascade"
+        params["ls_model_name"] = "cascade(" + ",".join(t.model for t in self._engine.tiers) + ")"
+        return params
+
+    # -- binding -----------------------------------------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind ``tools`` on every tier (each tier formats them for its provider)."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        for i, tier in enumerate(self.tiers):
+            try:
+                tier.bind_tools(formatted, tool_choice=tool_choice, **kwargs)
+            except NotImplementedError as e:
+                raise ConfigurationError(
+                    f"tier {self.names[i]!r} ({type(tier).__name__}) does not support bind_tools: every tier of a "
+                    "cascade that calls tools must",
+                    field="tiers",
+                ) from e
+        bound: dict[str, Any] = {"tools": formatted}
+        if tool_choice is not None:
+            bound["tool_choice"] = tool_choice
+        if kwargs:
+            bound[_TOOL_KWARGS] = dict(kwargs)
+        return self.bind(**bound)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Structured output done by the cascade: each tier uses its own ``with_structured_output(schema)``; an
+        answer that does not parse or validate escalates. ``CascadeExhaustedError`` when no tier's does."""
+        for i, tier in enumerate(self.tiers):
+            try:
+                tier.with_structured_output(schema, include_raw=True, **kwargs)
+            except NotImplementedError as e:
+                raise ConfigurationError(
+                    f"tier {self.names[i]!r} ({type(tier).__name__}) does not support with_structured_output",
+                    field="tiers",
+                ) from e
+        key = _register_schema(schema, kwargs)
+        bound = self.bind(**{_STRUCTURED: key})
+
+        def parsed(message: BaseMessage) -> Any:
+            return message.additional_kwargs.get("parsed")
+
+        def with_raw(message: BaseMessage) -> dict[str, Any]:
+            return {"raw": message, "parsed": message.additional_kwargs.get("parsed"), "parsing_error": None}
+
+        return bound | RunnableLambda(with_raw if include_raw else parsed, name="cascade_structured_output")
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _request(stop: list[str] | None, kwargs: dict[str, Any]) -> _Request:
+        rest = dict(kwargs)
+        for key in ("ls_structured_output_format", "structured_output_format", "stream"):
+            rest.pop(key, None)
+        structured = None
+        key = rest.pop(_STRUCTURED, None)
+        if key is not None:
+            with _schemas_lock:
+                structured = _schemas.get(key)
+            if structured is None:
+                raise ConfigurationError(f"unknown structured-output schema {key!r}", field="schema")
+        return _Request(
+            tools=rest.pop("tools", None),
+            tool_choice=rest.pop("tool_choice", None),
+            tool_kwargs=rest.pop(_TOOL_KWARGS, None) or {},
+            structured=structured,
+            stop=stop,
+            rest=rest,
+        )
+
+    def _runnable(self, index: int, req: _Request) -> Runnable[Any, Any]:
+        tier = self.tiers[index]
+        if req.structured is not None:
+            schema, skw = req.structured
+            return tier.with_structured_output(schema, include_raw=True, **skw)
+        if req.tools:
+            return tier.bind_tools(req.tools, tool_choice=req.tool_choice, **req.tool_kwargs)
+        return tier
+
+    def _config(self, run_manager: Any, index: int, *, asynchronous: bool) -> RunnableConfig:
+        """A tier call's config: a child run tagged with its tier. It is also tagged ``nostream``: LangGraph's
+        ``stream_mode="messages"`` then shows the cascade's answer, not the tokens of a cheap answer that a gate
+        later rejects."""
+        name = self.names[index]
+        make = achild_callbacks if asynchronous else child_callbacks
+        callbacks = make(run_manager, tag=f"frugal_tier:{name}", metadata={TIER_METADATA_KEY: name})
+        return RunnableConfig(callbacks=callbacks, tags=[_NOSTREAM])
+
+    def _judge_config(self, run_manager: Any, *, asynchronous: bool) -> RunnableConfig:
+        make = achild_callbacks if asynchronous else child_callbacks
+        return RunnableConfig(callbacks=make(run_manager, tag="frugal_judge"))
+
+    @staticmethod
+    def _attribution(run_manager: Any) -> Attribution | None:
+        meta = getattr(run_manager, "metadata", None) or {}
+
+        def text(key: str) -> str | None:
+            value = meta.get(key)
+            return value if isinstance(value, str) else None
+
+        found = Attribution(
+            feature=text("feature"),
+            user_id=text("user_id"),
+            tenant_id=text("tenant_id"),
+            task_id=text("task_id"),
+        )
+        return found if found != Attribution() else None
+
+    def _message(self, result: CascadeResult, *, extra_usage: Usage | None = None) -> AIMessage:
+        """The accepted answer with the summed usage and ``response_metadata["frugal"]``."""
+        native = result.answer.native
+        base = native if isinstance(native, AIMessage) else AIMessage(content=result.answer.text)
+        additional = dict(base.additional_kwargs)
+        if result.answer.parsed is not None:
+            additional["parsed"] = result.answer.parsed
+        usage = result.usage
+        if extra_usage is not None:
+            usage = usage + extra_usage
+        return base.model_copy(
+            update={
+                "additional_kwargs": additional,
+                "response_metadata": {
+                    **base.response_metadata,
+                    "frugal": result.metadata(self.names),
+                },
+                "usage_metadata": _usage_metadata(usage)
+                if usage.total_tokens or base.usage_metadata
+                else None,
+            }
+        )
+
+    # -- invoke ------------------------------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        req = self._request(stop, kwargs)
+        oai = convert_to_openai_messages(messages)
+
+        def call(i: int) -> TierAnswer:
+            out = self._runnable(i, req).invoke(
+                messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
+            )
+            return _answer(out)
+
+        def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
+            return lambda n: [call(i) for _ in range(n)]
+
+        result = self._engine.run(
+            oai,
+            call,
+            sampler=sampler,
+            judge_config=self._judge_config(run_manager, asynchronous=False),
+            structured=req.structured is not None,
+            attribution=self._attribution(run_manager),
+        )
+        return ChatResult(generations=[ChatGeneration(message=self._message(result))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        req = self._request(stop, kwargs)
+        oai = convert_to_openai_messages(messages)
+
+        async def call(i: int) -> TierAnswer:
+            out = await self._runnable(i, req).ainvoke(
+                messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
+            )
+            return _answer(out)
+
+        def sampler(i: int) -> Callable[[int], Any]:
+            async def sample(n: int) -> Sequence[TierAnswer]:
+                return list(await asyncio.gather(*(call(i) for _ in range(n))))
+
+            return sample
+
+        result = await self._engine.arun(
+            oai,
+            call,
+            sampler=sampler,
+            judge_config=self._judge_config(run_manager, asynchronous=True),
+            structured=req.structured is not None,
+            attribution=self._attribution(run_manager),
+        )
+        return ChatResult(generations=[ChatGeneration(message=self._message(result))])
+
+    # -- stream ------------------------------------------------------------------------------------------------
+    def _buffered(self, req: _Request) -> bool:
+        """True when a tier's answer must be whole before it can be returned (some gate needs it)."""
+        return self._engine.needs_full_answer
+
+    def _final_chunk(self, result: CascadeResult, accepted: TierAnswer) -> ChatGenerationChunk:
+        """The closing chunk: ``response_metadata["frugal"]`` and the usage of every call but the accepted
+        answer's own (which its chunks already carry), so the merged stream sums to the cascade's usage."""
+        own = accepted.usage
+        others = _sum_usage([a.usage for a in result.attempts[:-1]])
+        last = result.attempts[-1].usage
+        if last is not None and own is not None:
+            extra_last = Usage(
+                input_tokens=last.input_tokens - own.input_tokens,
+                output_tokens=last.output_tokens - own.output_tokens,
+                cache_read_tokens=last.cache_read_tokens - own.cache_read_tokens,
+                cache_write_tokens=last.cache_write_tokens - own.cache_write_tokens,
+                cache_write_1h_tokens=last.cache_write_1h_tokens - own.cache_write_1h_tokens,
+                reasoning_tokens=last.reasoning_tokens - own.reasoning_tokens,
+            )
+            others = _sum_usage([others, extra_last if extra_last.total_tokens else None])
+        elif last is not None and own is None:
+            others = _sum_usage([others, last])
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                response_metadata={"frugal": result.metadata(self.names)},
+                usage_metadata=_usage_metadata(others)
+                if others is not None and others.total_tokens
+                else None,
+                chunk_position="last",
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        req = self._request(stop, {**kwargs})
+        if req.structured is not None:  # a parsed object is not streamed: answer whole, as one chunk
+            result = self._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+            message = result.generations[0].message
+            yield ChatGenerationChunk(message=AIMessageChunk(**message.model_dump(exclude={"type"})))
+            return
+        engine = self._engine
+        oai = convert_to_openai_messages(messages)
+        route = engine.route(oai)
+        buffered = self._buffered(req)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                last = i == len(self.tiers) - 1
+                live = last or not buffered
+                started = _now()
+                chunks: list[ChatGenerationChunk] = []
+                inner = self._runnable(i, req).stream(
+                    messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
+                )
+                try:
+                    for piece in inner:
+                        chunk = ChatGenerationChunk(message=cast("AIMessageChunk", piece))
+                        chunks.append(chunk)
+                        if live:
+                            yield chunk
+                except Exception as e:
+                    if (live and chunks) or not engine.escalates(e):
+                        attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                        raise
+                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                    continue
+                finally:
+                    close_iterator(inner)
+                answer = _stream_answer(chunks)
+                samples: list[TierAnswer] = []
+                gates: tuple[GateResult, ...] = ()
+                if not live:
+
+                    def sample(n: int, i: int = i, into: list[TierAnswer] = samples) -> Sequence[TierAnswer]:
+                        got = [
+                            _answer(
+                                self._runnable(i, req).invoke(
+                                    messages,
+                                    config=self._config(run_manager, i, asynchronous=False),
+                                    **req.call_kwargs(),
+                                )
+                            )
+                            for _ in range(n)
+                        ]
+                        into.extend(got)
+                        return got
+
+                    ctx = engine.context(
+                        oai,
+                        i,
+                        answer,
+                        sample=sample,
+                        judge_config=self._judge_config(run_manager, asynchronous=False),
+                    )
+                    gates = engine.check(ctx)
+                verdict = engine.verdict(i, gates)
+                attempts.append(
+                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict == "escalated":
+                    continue
+                if not live:
+                    yield from chunks
+                yield self._final_chunk(engine.result(route, attempts, answer), answer)
+                return
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                engine.finish(route, attempts, attribution=self._attribution(run_manager))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        req = self._request(stop, {**kwargs})
+        if req.structured is not None:
+            result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+            message = result.generations[0].message
+            yield ChatGenerationChunk(message=AIMessageChunk(**message.model_dump(exclude={"type"})))
+            return
+        engine = self._engine
+        oai = convert_to_openai_messages(messages)
+        route: Route = await engine.aroute(oai)
+        buffered = self._buffered(req)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                last = i == len(self.tiers) - 1
+                live = last or not buffered
+                started = _now()
+                chunks: list[ChatGenerationChunk] = []
+                inner = self._runnable(i, req).astream(
+                    messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
+                )
+                try:
+                    async for piece in inner:
+                        chunk = ChatGenerationChunk(message=cast("AIMessageChunk", piece))
+                        chunks.append(chunk)
+                        if live:
+                            yield chunk
+                except Exception as e:
+                    if (live and chunks) or not engine.escalates(e):
+                        attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                        raise
+                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                    continue
+                finally:
+                    await cast("Any", inner).aclose()
+                answer = _stream_answer(chunks)
+                samples: list[TierAnswer] = []
+                gates: tuple[GateResult, ...] = ()
+                if not live:
+
+                    async def asample(
+                        n: int, i: int = i, into: list[TierAnswer] = samples
+                    ) -> Sequence[TierAnswer]:
+                        config = self._config(run_manager, i, asynchronous=True)
+                        runnable = self._runnable(i, req)
+                        outs = await asyncio.gather(
+                            *(
+                                runnable.ainvoke(messages, config=config, **req.call_kwargs())
+                                for _ in range(n)
+                            )
+                        )
+                        got = [_answer(o) for o in outs]
+                        into.extend(got)
+                        return got
+
+                    ctx = engine.context(
+                        oai,
+                        i,
+                        answer,
+                        asample=asample,
+                        judge_config=self._judge_config(run_manager, asynchronous=True),
+                    )
+                    gates = await engine.acheck(ctx)
+                verdict = engine.verdict(i, gates)
+                attempts.append(
+                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict == "escalated":
+                    continue
+                if not live:
+                    for chunk in chunks:
+                        yield chunk
+                yield self._final_chunk(engine.result(route, attempts, answer), answer)
+                return
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                await engine.afinish(route, attempts, attribution=self._attribution(run_manager))
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _stream_answer(chunks: list[ChatGenerationChunk]) -> TierAnswer:
+    merged = merge_chat_generation_chunks(chunks)
+    if merged is None:
+        return TierAnswer(text="")
+    from langchain_core.messages import message_chunk_to_message
+
+    chunk = merged.message
+    return _answer(message_chunk_to_message(chunk) if isinstance(chunk, AIMessageChunk) else chunk)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}#{seen[name]}")
+        else:
+            seen[name] = 1
+            out.append(name)
+    return out

@@ -1,0 +1,644 @@
+"""The cascade engine, framework-free: score, pick a starting tier, call, check the gates, escalate.
+
+Adapters (:class:`frugal_chains.langchain.CascadeChatModel`, :class:`frugal_chains.llama_index.CascadeLLM`)
+supply the calls (``call(i) -> TierAnswer``) and convert messages; the engine owns every decision, the cost
+arithmetic, the statistics and the ledger's ``routed`` record, so both adapters behave the same.
+
+Rules:
+
+* The scorer (if any) picks the starting tier through the :class:`RoutingPolicy`; without a scorer every
+  request starts on the cheapest tier.
+* A tier's answer passes when every gate passes (gates run in order and stop at the first failure). With
+  structured output, an answer that did not parse fails the built-in ``structured_output`` gate first.
+* A failed gate escalates to the next tier. The strongest tier's answer is not gated (there is nothing to
+  escalate to, and gates such as a judge cost money), except that structured output must still parse: when
+  it does not, :class:`~frugal_chains.errors.CascadeExhaustedError` is raised (attempt outcome ``exhausted``).
+* A provider error that :meth:`Cascade.escalates` accepts (rate limits, timeouts, connection and server
+  errors, context overflow: ``langchain_core``'s ``ModelError.is_retryable`` and the usual SDK names) moves to
+  the next tier; any other error propagates at once (a bug, a refused budget, a bad request). When the last
+  tier errors, :class:`~frugal_chains.errors.CascadeExhaustedError` carries every attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frugal_chains.accounting.context import current_attribution
+from frugal_chains.accounting.ledger import SpendLedger
+from frugal_chains.accounting.pricing import PriceBook
+from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
+from frugal_chains.errors import BudgetExceededError, CascadeExhaustedError, ConfigurationError
+from frugal_chains.routing.policy import RoutingPolicy, TierSpec, default_thresholds
+from frugal_chains.routing.stats import RouterStats
+from frugal_chains.routing.types import (
+    ASampler,
+    Attempt,
+    GateContext,
+    GateResult,
+    Message,
+    QualityGate,
+    Sampler,
+    Scorer,
+    TierAnswer,
+)
+
+__all__ = ["Cascade", "CascadeResult", "Route", "default_escalates"]
+
+log = logging.getLogger("frugal_chains.routing")
+
+_ESCALATING_NAMES = frozenset(
+    {
+        # openai / anthropic / mistral / groq SDKs and httpx
+        "RateLimitError",
+        "APITimeoutError",
+        "APIConnectionError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "OverloadedError",
+        "TimeoutException",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ConnectError",
+        # litellm
+        "ContextWindowExceededError",
+        "Timeout",
+        # google
+        "ResourceExhausted",
+        "DeadlineExceeded",
+        "ServiceUnavailable",
+    }
+)
+
+
+def default_escalates(error: BaseException) -> bool:
+    """True for errors a stronger tier (often another provider) may not have: rate limits, timeouts,
+    connection and server errors, context overflow. A refused budget never escalates.
+
+    Example:
+        >>> from langchain_core.exceptions import ModelRateLimitError, ModelAuthenticationError
+        >>> default_escalates(ModelRateLimitError("slow down")), default_escalates(ValueError("bug"))
+        (True, False)
+        >>> default_escalates(TimeoutError())
+        True
+    """
+    if not isinstance(error, Exception) or isinstance(error, BudgetExceededError):
+        return False
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    for cls in type(error).__mro__:
+        if cls.__name__ == "ContextOverflowError":
+            return True
+        if cls.__name__ == "ModelError":
+            return bool(getattr(error, "is_retryable", False))
+        if cls.__name__ in _ESCALATING_NAMES:
+            return True
+    status = getattr(error, "status_code", None)
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """The pre-call decision: the scorer's score and the tier the request starts on.
+
+    Example:
+        >>> from frugal_chains.routing import Route
+        >>> Route(score=0.2, start=0, latency_s=0.0001).start
+        0
+    """
+
+    score: float | None
+    start: int
+    latency_s: float = 0.0
+    prompt_tokens: int | None = None
+
+
+@dataclass(kw_only=True)
+class CascadeResult:
+    """A finished cascade: the answer returned, the tier that gave it and every attempt on the way.
+
+    Example:
+        >>> from frugal_chains.routing import Cascade, TierSpec, TierAnswer
+        >>> cascade = Cascade([TierSpec(name="cheap", model="gpt-4o-mini"), TierSpec(name="strong", model="gpt-4o")])
+        >>> result = cascade.run([{"role": "user", "content": "hi"}], lambda i: TierAnswer(text=f"tier {i}"))
+        >>> result.answer.text, result.tier, result.escalations
+        ('tier 0', 'cheap', 0)
+    """
+
+    answer: TierAnswer
+    tier_index: int
+    tier: str
+    model: str
+    route: Route
+    attempts: list[Attempt] = field(default_factory=list)
+    accepted: bool = True
+    """True when the answer passed its gates (the strongest tier's answer is returned ungated)."""
+
+    @property
+    def escalations(self) -> int:
+        """How many times the request moved up a tier (failed gates and provider errors)."""
+        return sum(1 for a in self.attempts if a.outcome in ("escalated", "error"))
+
+    @property
+    def cost_usd(self) -> float:
+        """USD of every attempt (tier calls, extra samples and judge calls)."""
+        return sum(a.cost_usd for a in self.attempts)
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens of every attempt, summed."""
+        total = Usage()
+        for a in self.attempts:
+            if a.usage is not None:
+                total = total + a.usage
+        return total
+
+    def metadata(self, tier_names: Sequence[str]) -> dict[str, Any]:
+        """``response_metadata["frugal"]``: tier, model, escalations, scores, cost in USD, attempts."""
+        return {
+            "tier": self.tier,
+            "tier_index": self.tier_index,
+            "model": self.model,
+            "start_tier": tier_names[self.route.start],
+            "escalations": self.escalations,
+            "accepted": self.accepted,
+            "scores": {
+                "scorer": None if self.route.score is None else round(float(self.route.score), 6),
+                "gates": {a.tier: [g.to_dict() for g in a.gates] for a in self.attempts if a.gates},
+            },
+            "cost_usd": self.cost_usd,
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
+
+
+class Cascade:
+    """The cascade engine shared by both adapters (you rarely build one yourself).
+
+    Args:
+        tiers: two or more :class:`TierSpec`, cheapest first.
+        scorer: picks the starting tier before any call (``None``: start on the cheapest tier).
+        gates: quality gates run on every tier's answer but the last one's (see the module rules).
+        policy: turns the score into a starting tier (default thresholds 0.5, 0.75 ...).
+        stats: escalation counters and the alert hook (default: a new :class:`RouterStats`).
+        ledger: when given, one ``routed`` :class:`~frugal_chains.accounting.CallRecord` per request (no cost
+            of its own) records the tiers tried and why; read them with ``escalation_rates(ledger.records())``.
+        prices: a ``PriceBook`` or ``{model: Price}`` for the cost in the metadata (default: LiteLLM's map,
+            unknown models at $0 with a warning).
+        escalate_on: which provider errors move to the next tier (default :func:`default_escalates`).
+        name: recorded in the ledger record (``extra["cascade"]``).
+
+    Example:
+        >>> from frugal_chains.routing import Cascade, RegexGate, TierSpec, TierAnswer
+        >>> cascade = Cascade([TierSpec(name="cheap", model="gpt-4o-mini"), TierSpec(name="strong", model="gpt-4o")],
+        ...                   gates=[RegexGate(r"\\d")])
+        >>> answers = ["I am not sure.", "42"]
+        >>> result = cascade.run([{"role": "user", "content": "6 x 7?"}], lambda i: TierAnswer(text=answers[i]))
+        >>> result.answer.text, result.tier, [a.outcome for a in result.attempts]
+        ('42', 'strong', ['escalated', 'accepted'])
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[TierSpec],
+        *,
+        scorer: Scorer | None = None,
+        gates: Sequence[QualityGate] = (),
+        policy: RoutingPolicy | None = None,
+        stats: RouterStats | None = None,
+        ledger: SpendLedger | None = None,
+        prices: PriceBook | Mapping[str, Price] | None = None,
+        escalate_on: Callable[[BaseException], bool] | None = None,
+        name: str = "cascade",
+    ) -> None:
+        tiers = list(tiers)
+        if len(tiers) < 2:
+            raise ConfigurationError(
+                f"a cascade needs at least two tiers (cheapest first), got {len(tiers)}", field="tiers"
+            )
+        for t in tiers:
+            if not isinstance(t, TierSpec):
+                raise ConfigurationError(
+                    f"tiers must be TierSpec objects, got {type(t).__name__}", field="tiers"
+                )
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"tier names must be unique, got {names}", field="tier_names")
+        if scorer is not None and not isinstance(scorer, Scorer):
+            raise ConfigurationError(
+                f"scorer must implement the Scorer protocol (name, score, ascore), got {type(scorer).__name__}",
+                field="scorer",
+            )
+        for g in gates:
+            if not isinstance(g, QualityGate):
+                raise ConfigurationError(
+                    f"gates must implement QualityGate (name, needs_full_answer, check, acheck), got "
+                    f"{type(g).__name__}",
+                    field="gates",
+                )
+        if policy is None:
+            policy = RoutingPolicy(thresholds=default_thresholds(len(tiers)) if scorer is not None else None)
+        elif not isinstance(policy, RoutingPolicy):
+            raise ConfigurationError("policy must be a RoutingPolicy", field="policy")
+        policy.check_tiers(len(tiers))
+        if stats is not None and not isinstance(stats, RouterStats):
+            raise ConfigurationError("stats must be a RouterStats", field="stats")
+        if ledger is not None and not isinstance(ledger, SpendLedger):
+            raise ConfigurationError(
+                "ledger must be a SpendLedger (SQLiteLedger, RedisLedger)", field="ledger"
+            )
+        if prices is not None and not isinstance(prices, PriceBook):
+            if not isinstance(prices, Mapping):
+                raise ConfigurationError("prices must be a PriceBook or {model: Price}", field="prices")
+            prices = PriceBook(prices, unknown_model="warn")
+        if escalate_on is not None and not callable(escalate_on):
+            raise ConfigurationError(
+                "escalate_on must be a callable taking an exception", field="escalate_on"
+            )
+        self.tiers: tuple[TierSpec, ...] = tuple(tiers)
+        self.scorer = scorer
+        self.gates: tuple[QualityGate, ...] = tuple(gates)
+        self.policy = policy
+        self.stats = stats if stats is not None else RouterStats()
+        self.ledger = ledger
+        self.prices: PriceBook = prices if prices is not None else PriceBook(unknown_model="warn")
+        self.escalate_on = escalate_on or default_escalates
+        self.name = name
+
+    # -- facts -----------------------------------------------------------------------------------------------
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    @property
+    def needs_full_answer(self) -> bool:
+        """True when some gate must see the whole answer before it can be returned (streams are buffered)."""
+        return any(g.needs_full_answer for g in self.gates)
+
+    def tier_price(self, index: int) -> Price:
+        spec = self.tiers[index]
+        if spec.price is not None:
+            return spec.price
+        return self.prices.resolve(spec.model)[0]
+
+    def cost(self, index: int, usage: Usage | None, model: str | None = None) -> float:
+        """USD of ``usage`` on tier ``index`` (its own price, else the price book's for ``model``)."""
+        if usage is None:
+            return 0.0
+        spec = self.tiers[index]
+        if spec.price is not None:
+            return spec.price.cost(usage)
+        return self.prices.resolve(model or spec.model)[0].cost(usage)
+
+    def escalates(self, error: BaseException) -> bool:
+        """Whether ``error`` moves the request to the next tier (else it propagates)."""
+        try:
+            return bool(self.escalate_on(error))
+        except Exception:
+            log.exception("frugal-chains: escalate_on raised; treating the error as not escalating")
+            return False
+
+    # -- routing ---------------------------------------------------------------------------------------------
+    def _prompt_tokens(self, messages: Sequence[Message]) -> int | None:
+        if not self.policy.cost_aware:
+            return None
+        from frugal_chains.accounting.tokens import count_message_tokens
+
+        return count_message_tokens(messages, model=self.tiers[0].model)
+
+    def _route(self, score: float | None, started: float, prompt_tokens: int | None) -> Route:
+        if score is not None:
+            score = float(score)
+        prices = [self.tier_price(i) for i in range(len(self.tiers))] if self.policy.cost_aware else None
+        start = self.policy.start_tier(
+            score, n_tiers=len(self.tiers), prompt_tokens=prompt_tokens or 0, prices=prices
+        )
+        return Route(
+            score=score, start=start, latency_s=time.perf_counter() - started, prompt_tokens=prompt_tokens
+        )
+
+    def route(self, messages: Sequence[Message]) -> Route:
+        """Score the conversation and pick the starting tier (no model is called)."""
+        started = time.perf_counter()
+        score = self.scorer.score(messages) if self.scorer is not None else None
+        return self._route(score, started, self._prompt_tokens(messages))
+
+    async def aroute(self, messages: Sequence[Message]) -> Route:
+        """Async :meth:`route`."""
+        started = time.perf_counter()
+        score = await self.scorer.ascore(messages) if self.scorer is not None else None
+        return self._route(score, started, self._prompt_tokens(messages))
+
+    # -- gates -----------------------------------------------------------------------------------------------
+    def context(
+        self,
+        messages: Sequence[Message],
+        index: int,
+        answer: TierAnswer,
+        *,
+        sample: Sampler | None = None,
+        asample: ASampler | None = None,
+        judge_config: Any = None,
+        structured: bool = False,
+    ) -> GateContext:
+        return GateContext(
+            messages=messages,
+            answer=answer,
+            tier=self.tiers[index].name,
+            tier_index=index,
+            n_tiers=len(self.tiers),
+            sample=sample,
+            asample=asample,
+            judge_config=judge_config,
+            structured=structured,
+        )
+
+    @staticmethod
+    def _structured_result(ctx: GateContext) -> GateResult | None:
+        if not ctx.structured:
+            return None
+        err = ctx.answer.parse_error
+        if err is None and ctx.answer.parsed is None:
+            err = ValueError("no structured output")
+        if err is None:
+            return GateResult(gate="structured_output", passed=True)
+        return GateResult(gate="structured_output", passed=False, reason=f"{type(err).__name__}: {err}"[:300])
+
+    def check(self, ctx: GateContext) -> tuple[GateResult, ...]:
+        """Run the gates in order; stop at the first failure. A gate that raises counts as failed."""
+        results: list[GateResult] = []
+        first = self._structured_result(ctx)
+        if first is not None:
+            results.append(first)
+            if not first.passed:
+                return tuple(results)
+        for gate in self.gates:
+            try:
+                result = gate.check(ctx)
+            except Exception as e:
+                log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
+                result = GateResult(
+                    gate=gate.name, passed=False, reason=f"gate raised {type(e).__name__}: {e}"
+                )
+            results.append(result)
+            if not result.passed:
+                break
+        return tuple(results)
+
+    async def acheck(self, ctx: GateContext) -> tuple[GateResult, ...]:
+        """Async :meth:`check`."""
+        results: list[GateResult] = []
+        first = self._structured_result(ctx)
+        if first is not None:
+            results.append(first)
+            if not first.passed:
+                return tuple(results)
+        for gate in self.gates:
+            try:
+                result = await gate.acheck(ctx)
+            except Exception as e:
+                log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
+                result = GateResult(
+                    gate=gate.name, passed=False, reason=f"gate raised {type(e).__name__}: {e}"
+                )
+            results.append(result)
+            if not result.passed:
+                break
+        return tuple(results)
+
+    # -- attempts --------------------------------------------------------------------------------------------
+    def attempt(
+        self,
+        index: int,
+        answer: TierAnswer | None,
+        *,
+        outcome: str,
+        gates: Sequence[GateResult] = (),
+        error: BaseException | None = None,
+        started: float | None = None,
+        extra: Sequence[TierAnswer] = (),
+    ) -> Attempt:
+        """An :class:`Attempt` with its usage and cost (tier answer + ``extra`` samples + gates' own calls)."""
+        spec = self.tiers[index]
+        usage: Usage | None = None
+        cost = 0.0
+        for a in ([answer] if answer is not None else []) + list(extra):
+            if a.usage is not None:
+                usage = a.usage if usage is None else usage + a.usage
+                cost += self.cost(index, a.usage, a.model)
+        for g in gates:
+            if g.usage is not None:
+                usage = g.usage if usage is None else usage + g.usage
+                cost += self.prices.resolve(g.model or spec.model)[0].cost(g.usage)
+        return Attempt(
+            tier=spec.name,
+            tier_index=index,
+            model=(answer.model if answer is not None and answer.model else spec.model),
+            outcome=outcome,  # type: ignore[arg-type]
+            gates=tuple(gates),
+            error=error,
+            usage=usage,
+            cost_usd=cost,
+            latency_s=(time.perf_counter() - started) if started is not None else 0.0,
+        )
+
+    def verdict(self, index: int, gates: Sequence[GateResult]) -> str:
+        """``accepted``, ``escalated`` or (last tier, failed quality gate) ``exhausted``."""
+        if all(g.passed for g in gates):
+            return "accepted"
+        return "exhausted" if index >= len(self.tiers) - 1 else "escalated"
+
+    # -- finishing -------------------------------------------------------------------------------------------
+    def result(self, route: Route, attempts: list[Attempt], answer: TierAnswer) -> CascadeResult:
+        """The :class:`CascadeResult` of a request whose last attempt gave ``answer``; raises
+        :class:`CascadeExhaustedError` when that answer is structured output that did not parse."""
+        last = attempts[-1]
+        if last.outcome == "exhausted" and any(
+            g.gate == "structured_output" and not g.passed for g in last.gates
+        ):
+            raise CascadeExhaustedError(attempts)
+        spec = self.tiers[last.tier_index]
+        return CascadeResult(
+            answer=answer,
+            tier_index=last.tier_index,
+            tier=spec.name,
+            model=answer.model or spec.model,
+            route=route,
+            attempts=attempts,
+            accepted=last.outcome == "accepted",
+        )
+
+    def _record(
+        self, route: Route, attempts: Sequence[Attempt], attribution: Attribution | None
+    ) -> CallRecord | None:
+        self.stats.record(attempts, start_tier=self.tiers[route.start].name)
+        if self.ledger is None or not attempts:
+            return None
+        last = attempts[-1]
+        return CallRecord(
+            model=last.model,
+            usage=Usage(),
+            cost_usd=0.0,
+            outcome="routed",
+            tier=last.tier,
+            attribution=(attribution or Attribution()).merged(current_attribution()),
+            latency_s=sum(a.latency_s for a in attempts) + route.latency_s,
+            extra={
+                "cascade": self.name,
+                "start_tier": self.tiers[route.start].name,
+                "score": route.score,
+                "escalations": sum(1 for a in attempts if a.outcome in ("escalated", "error")),
+                "cascade_cost_usd": sum(a.cost_usd for a in attempts),
+                "attempts": [
+                    {
+                        "tier": a.tier,
+                        "model": a.model,
+                        "outcome": a.outcome,
+                        **(
+                            {"gate": next(g.gate for g in a.gates if not g.passed)}
+                            if any(not g.passed for g in a.gates)
+                            else {}
+                        ),
+                        **({"error": type(a.error).__name__} if a.error is not None else {}),
+                    }
+                    for a in attempts
+                ],
+            },
+        )
+
+    def finish(
+        self, route: Route, attempts: Sequence[Attempt], *, attribution: Attribution | None = None
+    ) -> None:
+        """Count the request in :attr:`stats` and write the ``routed`` record (a ledger failure only logs)."""
+        record = self._record(route, attempts, attribution)
+        if record is None or self.ledger is None:
+            return
+        try:
+            self.ledger.add_record(record)
+        except Exception as e:
+            log.warning("frugal-chains: could not write the routing record to the ledger: %s", e)
+
+    async def afinish(
+        self, route: Route, attempts: Sequence[Attempt], *, attribution: Attribution | None = None
+    ) -> None:
+        """Async :meth:`finish`."""
+        record = self._record(route, attempts, attribution)
+        if record is None or self.ledger is None:
+            return
+        try:
+            await self.ledger.aadd_record(record)
+        except Exception as e:
+            log.warning("frugal-chains: could not write the routing record to the ledger: %s", e)
+
+    # -- the whole loop --------------------------------------------------------------------------------------
+    def run(
+        self,
+        messages: Sequence[Message],
+        call: Callable[[int], TierAnswer],
+        *,
+        sampler: Callable[[int], Sampler] | None = None,
+        judge_config: Any = None,
+        structured: bool = False,
+        route: Route | None = None,
+        attribution: Attribution | None = None,
+    ) -> CascadeResult:
+        """Route, then call tiers upward until one passes; ``call(i)`` calls tier ``i``."""
+        route = route if route is not None else self.route(messages)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                started = time.perf_counter()
+                try:
+                    answer = call(i)
+                except Exception as e:
+                    if not self.escalates(e):
+                        raise
+                    attempts.append(self.attempt(i, None, outcome="error", error=e, started=started))
+                    continue
+                samples: list[TierAnswer] = []
+                sample = _collecting(sampler(i), samples) if sampler is not None else None
+                ctx = self.context(
+                    messages, i, answer, sample=sample, judge_config=judge_config, structured=structured
+                )
+                gates = self.check(ctx) if (self.gates or structured) and not ctx.is_last else self._last(ctx)
+                verdict = self.verdict(i, gates)
+                attempts.append(
+                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict != "escalated":
+                    return self.result(route, attempts, answer)
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                self.finish(route, attempts, attribution=attribution)
+
+    async def arun(
+        self,
+        messages: Sequence[Message],
+        call: Callable[[int], Awaitable[TierAnswer]],
+        *,
+        sampler: Callable[[int], ASampler] | None = None,
+        judge_config: Any = None,
+        structured: bool = False,
+        route: Route | None = None,
+        attribution: Attribution | None = None,
+    ) -> CascadeResult:
+        """Async :meth:`run`; ``call(i)`` returns an awaitable."""
+        route = route if route is not None else await self.aroute(messages)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                started = time.perf_counter()
+                try:
+                    answer = await call(i)
+                except Exception as e:
+                    if not self.escalates(e):
+                        raise
+                    attempts.append(self.attempt(i, None, outcome="error", error=e, started=started))
+                    continue
+                samples: list[TierAnswer] = []
+                asample = _acollecting(sampler(i), samples) if sampler is not None else None
+                ctx = self.context(
+                    messages, i, answer, asample=asample, judge_config=judge_config, structured=structured
+                )
+                gates = (
+                    await self.acheck(ctx)
+                    if (self.gates or structured) and not ctx.is_last
+                    else self._last(ctx)
+                )
+                verdict = self.verdict(i, gates)
+                attempts.append(
+                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict != "escalated":
+                    return self.result(route, attempts, answer)
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                await self.afinish(route, attempts, attribution=attribution)
+
+    def _last(self, ctx: GateContext) -> tuple[GateResult, ...]:
+        """The strongest tier's answer is not gated (nothing to escalate to), except that structured output
+        must still parse."""
+        first = self._structured_result(ctx)
+        return (first,) if first is not None else ()
+
+
+def _collecting(sample: Sampler, into: list[TierAnswer]) -> Sampler:
+    def wrapped(n: int) -> Sequence[TierAnswer]:
+        got = list(sample(n))
+        into.extend(got)
+        return got
+
+    return wrapped
+
+
+def _acollecting(sample: ASampler, into: list[TierAnswer]) -> ASampler:
+    async def wrapped(n: int) -> Sequence[TierAnswer]:
+        got = list(await sample(n))
+        into.extend(got)
+        return got
+
+    return wrapped

@@ -72,14 +72,14 @@ def _gsm8k() -> Path | None:
     _gsm8k() is None, reason="RouteLLM's GSM8K outcomes are not in $FRUGAL_CHAINS_DATA/../shared/data"
 )
 def test_gsm8k_mixtral_answers_are_ranked_better_than_chance() -> None:
-    """A small slice of real outcomes: fit on 100 Mixtral answers, rank the next 50 (0.83 on this slice; AUC 0.79
+    """A small slice of real outcomes: fit on 80 Mixtral answers, rank the next 40 (0.82 on this slice; AUC 0.79
     with 5-fold CV on all 1,319 rows; the slice only guards against a broken pipeline)."""
     path = _gsm8k()
     assert path is not None
     with path.open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))[:150]
+        rows = list(csv.DictReader(f))[:120]
     qs = [r["prompt"] for r in rows]
     ans = [r[f"{WEAK}_response"] for r in rows]
     ys = [int(r[WEAK] == "True") for r in rows]
-    verifier = TrainedVerifier.fit(qs[:100], ans[:100], ys[:100])
-    assert auc(verifier.score_many(qs[100:], ans[100:]), ys[100:]) > 0.7
+    verifier = TrainedVerifier.fit(qs[:80], ans[:80], ys[:80])
+    assert auc(verifier.score_many(qs[80:], ans[80:]), ys[80:]) > 0.7

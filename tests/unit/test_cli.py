@@ -27,6 +27,10 @@ def test_demo_stops_the_agent_and_reports(capsys: pytest.CaptureFixture[str]) ->
         "Can I pay with Bitcoin?",
     ):
         assert tiers[look_alike] == "model"
+    routing = result["routing"]
+    # easy questions stay on gpt-4o-mini, the proof-and-code request starts on gpt-4o, unsure answers escalate
+    assert routing["cheap"] >= 6 and routing["strong"] >= 1 and routing["escalated"] >= 1
+    assert 0 < routing["spent_usd"] < routing["all_strong_usd"]
 
 
 def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
@@ -34,10 +38,11 @@ def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object
     assert main(["demo", "--ledger", path]) == 0
     out = capsys.readouterr().out
     assert "Cost by feature" in out and "Cost by model" in out and "STOP" in out
+    assert "Cost by cascade tier" in out and "escalated" in out
     from frugal_chains import SQLiteLedger
 
     with SQLiteLedger(path) as ledger:
-        assert {r.key for r in ledger.summary("feature")} == {"faq", "research", "support"}
+        assert {r.key for r in ledger.summary("feature")} == {"faq", "research", "support", "helpdesk"}
 
 
 def test_prices(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""LlamaIndex adapters: budgets and the semantic cache now; cascade and compressor as they land.
+"""LlamaIndex adapters: budgets, the semantic cache and the cascading router; the compressor as it lands.
 
 Needs ``llama-index-core``: ``pip install "frugal-chains[llama-index]"``.
 
@@ -19,5 +19,6 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 
 from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY, TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
+from frugal_chains.llama_index.cascade import CascadeLLM
 
-__all__ = ["WRAPPER_PAYLOAD_KEY", "CachedLLM", "TokenBudgetHandler"]
+__all__ = ["WRAPPER_PAYLOAD_KEY", "CachedLLM", "CascadeLLM", "TokenBudgetHandler"]

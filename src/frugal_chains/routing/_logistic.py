@@ -46,11 +46,12 @@ class Logistic:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        # full precision: a rounded scale of a nearly constant column could become 0
         return {
-            "weights": [round(w, 8) for w in self.weights],
-            "bias": round(self.bias, 8),
-            "mean": [round(m, 8) for m in self.mean],
-            "scale": [round(s, 8) for s in self.scale],
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
         }
 
     @classmethod
@@ -96,7 +97,7 @@ def fit_logistic(
     w_s = np.ones(len(ys)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     mean = xs.mean(axis=0)
     scale = xs.std(axis=0)
-    scale[scale < 1e-9] = 1.0
+    scale[scale < 1e-6] = 1.0  # a (nearly) constant column: left unscaled, its weight stays ~0
     z = np.hstack([np.ones((len(ys), 1)), (xs - mean) / scale])
     beta = np.zeros(z.shape[1])
     reg = np.full(z.shape[1], float(l2))

@@ -238,6 +238,13 @@ class _Data:
         zeros = np.zeros((self.n, 1))
         self.cum_cost = None if self.cost is None else np.hstack([zeros, np.cumsum(self.cost, axis=1)])
         self.rows = np.arange(self.n)
+        # contiguous columns for the per-tier sums in run()
+        self.quality_cols = [np.ascontiguousarray(self.quality[:, t]) for t in range(k)]
+        self.cum_cost_cols = (
+            None
+            if self.cum_cost is None
+            else [np.ascontiguousarray(self.cum_cost[:, t]) for t in range(k + 1)]
+        )
 
     def scores(self, scores: Sequence[float] | NDArray[Any] | None) -> NDArray[np.float64]:
         import numpy as np
@@ -258,47 +265,75 @@ class _Data:
             )
         return arr
 
-    def run(self, start: NDArray[np.int64], gate_threshold: float | None) -> SimResult:
-        """Walk every request up from ``start`` (the engine's rules) and summarise."""
+    def fails(self, gate_thresholds: Sequence[float | None]) -> NDArray[np.bool_] | None:
+        """``fails[g, i, t]``: request ``i`` fails the gate on tier ``t`` at ``gate_thresholds[g]`` (a missing
+        gate score, the strongest tier and ``None`` = no gate never fail)."""
         import numpy as np
 
-        final = start.copy()
-        if gate_threshold is not None and self.gates is not None:
-            with np.errstate(invalid="ignore"):
-                fail = self.gates < gate_threshold  # NaN (no gate score) never fails
+        if self.gates is None or all(g is None for g in gate_thresholds):
+            return None
+        gt = np.array([np.nan if g is None else g for g in gate_thresholds], np.float64)
+        with np.errstate(invalid="ignore"):
+            out: NDArray[np.bool_] = self.gates[None, :, :] < gt[:, None, None]
+        return out
+
+    def run(
+        self,
+        start: NDArray[np.int64],
+        thresholds: tuple[float, ...] | None,
+        gate_thresholds: Sequence[float | None],
+        fails: NDArray[np.bool_] | None,
+    ) -> list[SimResult]:
+        """Walk every request up from ``start`` (the engine's rules) once per gate threshold, and summarise."""
+        import numpy as np
+
+        final = np.repeat(start[None, :], len(gate_thresholds), axis=0)
+        if fails is not None:
             for i in range(self.k - 1):
-                moving = (final == i) & fail[:, i]
+                moving = (final == i) & fails[:, :, i]
                 final[moving] = i + 1
-        quality = float(self.quality[self.rows, final].mean())
-        cost = None
-        if self.cum_cost is not None:
-            cost = float((self.cum_cost[self.rows, final + 1] - self.cum_cost[self.rows, start]).sum())
-        return self._result(final, start, quality, cost)
-
-    def _result(
-        self, final: NDArray[np.int64], start: NDArray[np.int64], quality: float, cost: float | None
-    ) -> SimResult:
-        import numpy as np
-
+        # Per-tier masks: faster than gathering quality[i, final[g, i]].
+        quality = np.zeros(len(gate_thresholds))
+        cost = None if self.cum_cost is None else -float(self.cum_cost[self.rows, start].sum())
+        costs = np.zeros(len(gate_thresholds))
+        shares = np.zeros((len(gate_thresholds), self.k))
+        for t in range(self.k):
+            mask = final == t
+            shares[:, t] = np.count_nonzero(mask, axis=1) / self.n
+            # elementwise products, not ``mask @ column``: BLAS is erratic (milliseconds) on a 1 x n matrix
+            quality += (mask * self.quality_cols[t]).sum(axis=1)
+            if self.cum_cost_cols is not None:
+                costs += (mask * self.cum_cost_cols[t + 1]).sum(axis=1)
+        quality /= self.n
+        if cost is not None:
+            costs += cost
+        escalated = (final > start[None, :]).mean(axis=1)
         strong = self.strong_quality
-        # quality_share is undefined when the strongest tier scores 0: count "at least as good" as 1.
-        q_share = quality / strong if strong > 0 else (1.0 if quality >= strong else 0.0)
-        cost_share = None
-        if cost is not None and self.strong_cost is not None:
-            cost_share = cost / self.strong_cost if self.strong_cost > 0 else (1.0 if cost <= 0 else math.inf)
-        tiers = np.bincount(final, minlength=self.k) / self.n
-        return SimResult(
-            thresholds=None,
-            gate_threshold=None,
-            quality=quality,
-            quality_share=q_share,
-            strong_share=float(tiers[self.k - 1]),
-            cost_usd=cost,
-            cost_share=cost_share,
-            n=self.n,
-            tier_shares=tuple(float(v) for v in tiers),
-            escalated_share=float((final > start).mean()),
-        )
+        out = []
+        for g, gate_threshold in enumerate(gate_thresholds):
+            q = float(quality[g])
+            # quality_share is undefined when the strongest tier scores 0: count "at least as good" as 1.
+            q_share = q / strong if strong > 0 else (1.0 if q >= strong else 0.0)
+            c = None if cost is None else float(costs[g])
+            c_share = None
+            if c is not None and self.strong_cost is not None:
+                c_share = c / self.strong_cost if self.strong_cost > 0 else (1.0 if c <= 0 else math.inf)
+            tiers = tuple(float(v) for v in shares[g])
+            out.append(
+                SimResult(
+                    thresholds=thresholds,
+                    gate_threshold=gate_threshold,
+                    quality=q,
+                    quality_share=q_share,
+                    strong_share=tiers[-1],
+                    cost_usd=c,
+                    cost_share=c_share,
+                    n=self.n,
+                    tier_shares=tiers,
+                    escalated_share=float(escalated[g]),
+                )
+            )
+        return out
 
     def starts(self, scores: NDArray[np.float64], thresholds: tuple[float, ...] | None) -> NDArray[np.int64]:
         """The engine's start tiers for non-decreasing thresholds, vectorised (NaN scores start at 0)."""
@@ -309,21 +344,6 @@ class _Data:
         th = np.asarray(thresholds[: self.k - 1], np.float64)
         out = np.searchsorted(th, np.nan_to_num(scores, nan=-1.0), side="right").astype(np.int64)
         return out
-
-
-def _with(result: SimResult, thresholds: tuple[float, ...] | None, gate_threshold: float | None) -> SimResult:
-    return SimResult(
-        thresholds=thresholds,
-        gate_threshold=gate_threshold,
-        quality=result.quality,
-        quality_share=result.quality_share,
-        strong_share=result.strong_share,
-        cost_usd=result.cost_usd,
-        cost_share=result.cost_share,
-        n=result.n,
-        tier_shares=result.tier_shares,
-        escalated_share=result.escalated_share,
-    )
 
 
 def _check_gate_threshold(value: Any) -> float | None:
@@ -378,7 +398,7 @@ def simulate(
     start = np.array(
         [0 if scores is None else policy.start_tier(float(s), n_tiers=data.k) for s in arr], np.int64
     )
-    return _with(data.run(start, gate_threshold), policy.thresholds, gate_threshold)
+    return data.run(start, policy.thresholds, [gate_threshold], data.fails([gate_threshold]))[0]
 
 
 def _candidates(values: NDArray[np.float64], limit: int) -> list[float]:
@@ -427,12 +447,12 @@ def _sweep(
     knobs: list[float | None] = [None]
     if scores is not None:
         knobs.extend(_candidates(scores, limit))
+    fails = data.fails(gate_thresholds)
     out: list[SimResult] = []
     for knob in knobs:
         thresholds = None if knob is None else knob_thresholds(knob, data.k)
         start = data.starts(scores if scores is not None else data.scores(None), thresholds)
-        for gt in gate_thresholds:
-            out.append(_with(data.run(start, gt), thresholds, gt))
+        out.extend(data.run(start, thresholds, gate_thresholds, fails))
     return out
 
 

@@ -367,7 +367,8 @@ class Cascade:
         return GateResult(gate="structured_output", passed=False, reason=f"{type(err).__name__}: {err}"[:300])
 
     def check(self, ctx: GateContext) -> tuple[GateResult, ...]:
-        """Run the gates in order; stop at the first failure. A gate that raises counts as failed."""
+        """Run the gates in order; stop at the first failure. A gate that raises counts as failed, except a
+        refused budget (``BudgetExceededError``), which propagates."""
         results: list[GateResult] = []
         first = self._structured_result(ctx)
         if first is not None:
@@ -377,6 +378,8 @@ class Cascade:
         for gate in self.gates:
             try:
                 result = gate.check(ctx)
+            except BudgetExceededError:
+                raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
             except Exception as e:
                 log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
                 result = GateResult(
@@ -398,6 +401,8 @@ class Cascade:
         for gate in self.gates:
             try:
                 result = await gate.acheck(ctx)
+            except BudgetExceededError:
+                raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
             except Exception as e:
                 log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
                 result = GateResult(

@@ -126,7 +126,8 @@ def _resolve_sync(value: Any, what: str) -> Any:
     return asyncio.run(_await(value))
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?\$?\d[\d,]*(?:\.\d+)?")
+# "1,000" is a thousand, "(1,2)" two numbers.
+_NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
 _FINAL_MARKER = re.compile(
     r"####|\bthe (?:final |correct )?answer is\b|\bfinal answer\b|\\boxed\{|\banswer\s*[:=]", re.IGNORECASE
 )
@@ -631,9 +632,19 @@ class RefusalGate:
     ) -> None:
         if not isinstance(uncertainty, bool):
             raise ConfigurationError("uncertainty must be True or False", field="uncertainty")
-        extra = self._literal(extra_phrases, "extra_phrases")
-        if phrases is not None:
-            patterns = self._literal(phrases, "phrases")
+        extra_list = (
+            [extra_phrases]
+            if isinstance(extra_phrases, str)
+            else self._listed(extra_phrases, "extra_phrases")
+        )
+        phrase_list = (
+            None
+            if phrases is None
+            else ([phrases] if isinstance(phrases, str) else self._listed(phrases, "phrases"))
+        )
+        extra = self._literal(extra_list, "extra_phrases")
+        if phrase_list is not None:
+            patterns = self._literal(phrase_list, "phrases")
             if not patterns:
                 raise ConfigurationError(
                     "phrases must not be empty (use None for the built-ins)", field="phrases"
@@ -641,18 +652,19 @@ class RefusalGate:
         else:
             patterns = list(_REFUSAL_PATTERNS) + (list(_UNCERTAINTY_PATTERNS) if uncertainty else [])
         self.uncertainty = uncertainty
-        self.extra_phrases = tuple(extra_phrases) if not isinstance(extra_phrases, str) else (extra_phrases,)
-        self.phrases = None if phrases is None else tuple(phrases)
+        self.extra_phrases: tuple[str, ...] = tuple(extra_list)
+        self.phrases: tuple[str, ...] | None = None if phrase_list is None else tuple(phrase_list)
         self._regex = re.compile("|".join(f"(?:{p})" for p in [*patterns, *extra]))
 
     @staticmethod
-    def _literal(phrases: Iterable[str], field: str) -> list[str]:
-        if isinstance(phrases, str):
-            phrases = [phrases]
+    def _listed(phrases: Iterable[str], field: str) -> list[str]:
         try:
-            items = list(phrases)
+            return list(phrases)
         except TypeError as e:
             raise ConfigurationError(f"{field} must be a list of strings", field=field) from e
+
+    @staticmethod
+    def _literal(items: list[str], field: str) -> list[str]:
         out = []
         for p in items:
             if not isinstance(p, str) or not p.strip():
@@ -883,6 +895,7 @@ class SelfConsistencyGate:
         return None if value is None else str(value)
 
     def _verdict(self, original: TierAnswer, samples: Sequence[TierAnswer]) -> GateResult:
+        samples = [TierAnswer(text=s) if isinstance(s, str) else s for s in samples]
         samples = [s for s in samples if isinstance(s, TierAnswer)]
         if not samples:
             return GateResult(

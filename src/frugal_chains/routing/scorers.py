@@ -16,8 +16,8 @@ import asyncio
 import inspect
 import json
 import math
+import numbers
 import re
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -61,7 +61,7 @@ def _as_messages(conversation: Any, field: str) -> Sequence[Message]:
 
 
 def _finite(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise ConfigurationError(f"{field} must be a finite number, got {value!r}", field=field)
     return float(value)
 
@@ -250,22 +250,26 @@ _DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )
 _DEFAULT_BIAS = -2.2
+_LOG_LENGTH = math.log1p(1200)
+_LOG_HISTORY = math.log1p(8000)
 
 
 class HeuristicScorer:
     """A training-free baseline: ``sigmoid(bias + sum(weight * feature))`` over cheap features of the conversation.
 
-    Each feature is a number in [0, 1] (``length`` up to 1.5) computed with precompiled regular expressions, mostly
-    on the last user turn; a typical prompt is scored in a few tens of microseconds (no tokenizer, no model).
+    Each feature is a number in [0, 1] (``length`` up to 1.5) computed from a word lexicon, substring counts and a
+    few precompiled regular expressions, mostly on the last user turn; a typical prompt is scored in a few tens of
+    microseconds (no tokenizer, no model).
     Turns longer than 4,000 characters are scanned on their first and last 2,000 (``length`` sees all of them).
 
     ================  =======  ====================================================================================
     feature           weight   what it measures
     ================  =======  ====================================================================================
     ``length``         1.6     ``log(1 + chars) / log(1 + 1200)`` of the last user turn, capped at 1.5
-    ``code``           1.2     code in the turn: a fence (1.0) plus 0.25 per sign (``def f(``, braces, ``;`` at
-                               line ends, ``==``, ``SELECT .. FROM``, a stack trace, ``FooError``)
-    ``code_ask``       0.8     programming words (function, bug, implement, regex, SQL, Python ...), 2 saturate
+    ``code``           1.2     code in the turn: a fence (1.0) plus 0.25 per sign (``def``, ``import``, braces,
+                               ``;`` at a line end, ``==``, ``=>``, ``()``, ``print(``, a Python traceback ...)
+    ``code_ask``       0.8     programming words (function, bug, implement, regex, SQL, Python, ``FooError`` ...),
+                               2 saturate
     ``math``           0.9     arithmetic expressions and LaTeX (0.5 each) plus numbers (0.1 each)
     ``math_ask``       1.0     solve, prove, calculate, derive, integral, probability, how many ..., 2 saturate
     ``reasoning``      1.0     why, explain, compare, analyse, step by step, trade-off, design, optimise ...,
@@ -285,7 +289,7 @@ class HeuristicScorer:
     Args:
         weights: overrides for some of the weights above (the others keep their defaults); an unknown name
             raises :class:`~frugal_chains.errors.ConfigurationError` (``field="weights"``).
-        bias: the intercept (default -2.2: a short plain question scores about 0.1-0.25).
+        bias: the intercept (default -2.2: a short question without any hard signal scores below 0.2).
 
     :meth:`features` returns the feature values, to explain a score or to fit your own weights.
 
@@ -437,10 +441,6 @@ class HeuristicScorer:
         return self.score(messages)
 
 
-_LOG_LENGTH = math.log1p(1200)
-_LOG_HISTORY = math.log1p(8000)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # trained scorer
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,9 +474,10 @@ class TrainedScorer:
     expected label divided by ``n_tiers - 1``. With two tiers it is P(the cheap tier is not good enough).
 
     Build one with :meth:`fit` or :meth:`load`. The embedder defaults to
-    :func:`frugal_chains.embeddings.default_embedder` (offline MiniLM, a few ms per conversation); the model
-    records the embedder's name and size, and loading it with another embedder raises
-    :class:`~frugal_chains.errors.ConfigurationError` (``field="embedder"``). Scoring is thread-safe.
+    :func:`frugal_chains.embeddings.default_embedder` (offline MiniLM, a few ms per conversation; the process-wide
+    instance, whose model loads on its first use). The model records the embedder's name and size, and loading it
+    with another embedder raises :class:`~frugal_chains.errors.ConfigurationError` (``field="embedder"``). Scoring
+    is thread-safe (the models are immutable; the embedder must be thread-safe, as the default one is).
 
     Args:
         boundaries: one fitted :class:`~frugal_chains.routing._logistic.Logistic` per tier boundary
@@ -529,7 +530,6 @@ class TrainedScorer:
         self._embedder_name = embedder_name
         self._embedder_dim = embedder_dim
         self.meta: dict[str, Any] = dict(meta or {})
-        self._lock = threading.Lock()
         self._embedder: Embedder = self._resolve(embedder)
 
     # -- facts ---------------------------------------------------------------------------------------------------
@@ -902,11 +902,12 @@ class TrainedScorer:
 def _fit_varying(
     x: NDArray[np.float64], y: NDArray[np.float64], *, l2: float, sample_weight: NDArray[np.float64] | None
 ) -> Logistic:
-    """:func:`fit_logistic` on the columns that vary; constant columns (e.g. the earlier-turns block of single-turn
-    data) get weight 0, which is what a fit on all columns gives, at a fraction of the cost."""
+    """:func:`fit_logistic` on the columns that vary; (nearly) constant columns (the earlier-turns block of
+    single-turn data, dead embedding dimensions) get weight 0 and scale 1, which is what a fit on all columns gives,
+    at a fraction of the cost, and keeps the saved scales (rounded to 8 decimals) away from 0."""
     import numpy as np
 
-    varying = x.std(axis=0) > 1e-12
+    varying = x.std(axis=0) > 1e-6
     if varying.all():
         return fit_logistic(x, y, l2=l2, sample_weight=sample_weight)
     if not varying.any():

@@ -283,3 +283,22 @@ def test_bad_input(build: Any, field: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         build()
     assert info.value.field == field
+
+
+def test_a_budget_refusal_inside_a_gate_propagates() -> None:
+    class Judge:
+        name, needs_full_answer = "judge", True
+
+        def check(self, ctx: GateContext) -> GateResult:
+            raise BudgetExceededError.__new__(BudgetExceededError)
+
+        async def acheck(self, ctx: GateContext) -> GateResult:
+            return self.check(ctx)
+
+    engine = Cascade(TIERS[:2], gates=[Judge()])
+    call = answers("a", "b")
+    with pytest.raises(BudgetExceededError):
+        engine.run(MSGS, call)
+    assert call.calls == [0]
+    with pytest.raises(BudgetExceededError):
+        asyncio.run(engine.arun(MSGS, _async(answers("a", "b"))))

@@ -303,6 +303,10 @@ def test_refusal_gate_extra_and_replaced_phrases() -> None:
     only = RefusalGate(phrases=["ne sais pas"])
     assert not only.check(ctx("Je ne sais pas.")).passed
     assert only.check(ctx("I can't help with that.")).passed  # built-ins replaced
+    from_generator = RefusalGate(extra_phrases=(p for p in ["contact support"]))
+    assert from_generator.extra_phrases == ("contact support",)
+    assert not from_generator.check(ctx("Contact support.")).passed
+    assert not RefusalGate(phrases="nope").check(ctx("Nope.")).passed
     apostrophes = RefusalGate(phrases=["won\u2019t do"])
     assert not apostrophes.check(ctx("I won't do that.")).passed
 
@@ -436,6 +440,10 @@ async def test_self_consistency_without_sampler_is_skipped() -> None:
     assert r.passed and r.skipped
     r = SelfConsistencyGate().check(ctx("#### 4", sample=lambda n: []))
     assert r.passed and r.skipped
+    r = SelfConsistencyGate().check(
+        ctx("#### 4", sample=lambda n: ["#### 5", "#### 5"])
+    )  # plain strings work too
+    assert not r.passed and r.score == pytest.approx(1 / 3)
 
 
 def test_self_consistency_custom_extract_and_tool_calls() -> None:
@@ -794,3 +802,23 @@ def test_gates_in_the_engine_sync_and_async() -> None:
 
     result = asyncio.run(cascade.arun(msgs, acall))
     assert result.tier == "cheap" and [g.gate for g in result.attempts[0].gates] == ["length", "refusal"]
+
+
+def test_judge_with_a_real_langchain_chat_model_gets_the_callbacks() -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class Recorder(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.starts = 0
+
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            self.starts += 1
+
+    recorder = Recorder()
+    judge = FakeListChatModel(responses=["Solid. Rating: [[9]]", "Weak. Rating: [[4]]"])
+    gate = LLMJudgeGate(judge)
+    c = ctx("Paris", judge_config={"callbacks": [recorder]})
+    assert gate.check(c).passed
+    assert not asyncio.run(gate.acheck(c)).passed
+    assert recorder.starts == 2

@@ -83,7 +83,7 @@ def test_conversation_key_distinguishes_histories() -> None:
         model.invoke([HumanMessage("Write a poem."), AIMessage("Violets."), HumanMessage("Shorter.")]).content
         == "V."
     )
-    # stable: LangChain messages and OpenAI dicts give the same key, and it is plain sorted JSON of role/content
+    # stable: LangChain messages and OpenAI dicts give the same key: compact JSON of role/content
     key = replay_key([HumanMessage("hi"), AIMessage("yo")], "conversation")
     assert key == replay_key(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "conversation"

@@ -14,11 +14,12 @@ from contextlib import contextmanager
 
 from frugal_chains.accounting.usage import Attribution
 
-__all__ = ["attribute", "current_attribution"]
+__all__ = ["attribute", "cascade_tier", "current_attribution", "current_tier"]
 
 _current: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
     "frugal_chains_attribution", default=None
 )
+_tier: contextvars.ContextVar[str | None] = contextvars.ContextVar("frugal_chains_tier", default=None)
 
 
 def current_attribution() -> Attribution:
@@ -55,3 +56,27 @@ def attribute(
         yield combined
     finally:
         _current.reset(token)
+
+
+def current_tier() -> str | None:
+    """The cascade tier whose call is being made (set by the LlamaIndex cascade; LangChain uses run metadata)."""
+    return _tier.get()
+
+
+@contextmanager
+def cascade_tier(name: str) -> Iterator[str]:
+    """Mark the LLM calls inside the block as one cascade tier's (budget handlers write it to ``CallRecord.tier``).
+
+    Example:
+        >>> from frugal_chains.accounting.context import cascade_tier, current_tier
+        >>> with cascade_tier("cheap"):
+        ...     current_tier()
+        'cheap'
+        >>> current_tier() is None
+        True
+    """
+    token = _tier.set(name)
+    try:
+        yield name
+    finally:
+        _tier.reset(token)

@@ -62,7 +62,7 @@ import llama_index.core.callbacks.base as _li_callbacks_base
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 
-from frugal_chains.accounting.context import current_attribution
+from frugal_chains.accounting.context import current_attribution, current_tier
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
 from frugal_chains.accounting.provider_usage import get_field as _get
@@ -352,6 +352,8 @@ class _Call:
     trace_ids: Any
     """The LlamaIndex trace-id list active when the event started (compared by identity)."""
     started: float
+    tier: str | None = None
+    """The cascade tier the call belongs to (``cascade_tier``), written to ``CallRecord.tier``."""
 
 
 _IGNORED_STARTS: list[CBEventType] = [
@@ -505,6 +507,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
                 self.guard.worst_usage(res),
                 usage_estimated=True,
                 extra={"interrupted": type(error).__name__},
+                tier=call.tier,
             )
             return
         if error is not None:
@@ -517,7 +520,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
         estimated = usage is None
         if usage is None:
             usage = self.guard.estimated_usage(res, _response_text(response))
-        self.guard.commit(res, usage, model=model, usage_estimated=estimated)
+        self.guard.commit(res, usage, model=model, usage_estimated=estimated, tier=call.tier)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _enclosing(self) -> _Call | None:
@@ -580,7 +583,11 @@ class TokenBudgetHandler(BaseCallbackHandler):
             res = self.guard.reserve(plan)
         with self._lock:
             self._calls[event_id] = _Call(
-                res=res, attribution=attribution, trace_ids=trace_ids, started=time.monotonic()
+                res=res,
+                attribution=attribution,
+                trace_ids=trace_ids,
+                started=time.monotonic(),
+                tier=current_tier(),
             )
 
     def _release_orphans(self) -> None:

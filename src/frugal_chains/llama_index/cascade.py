@@ -71,6 +71,7 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import Model
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny
 
+from frugal_chains.accounting.context import cascade_tier
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
@@ -646,10 +647,20 @@ class CascadeLLM(FunctionCallingLLM):
         final = self._final(result, whole)
         return final.model_copy(update={"delta": ""})
 
+    def _tiered(self, i: int, fn: Callable[[LLM], Any]) -> Any:
+        """``fn(tier i)`` with the tier's name in context (budget handlers record it as ``CallRecord.tier``)."""
+        with cascade_tier(self.tier_names[i]):
+            return fn(self.tiers[i])
+
+    async def _atiered(self, i: int, fn: Callable[[LLM], Awaitable[Any]]) -> Any:
+        """Async :meth:`_tiered`."""
+        with cascade_tier(self.tier_names[i]):
+            return await fn(self.tiers[i])
+
     # -- the loops ---------------------------------------------------------------------------------------------
     def _run(self, req: _Chat | _Completion) -> CascadeResult:
         def call(i: int) -> TierAnswer:
-            return self._answer(i, req.call(self.tiers[i]))
+            return self._answer(i, self._tiered(i, req.call))
 
         def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
             return lambda n: [call(i) for _ in range(n)]
@@ -658,7 +669,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     async def _arun(self, req: _Chat | _Completion) -> CascadeResult:
         async def call(i: int) -> TierAnswer:
-            return self._answer(i, await req.acall(self.tiers[i]))
+            return self._answer(i, await self._atiered(i, req.acall))
 
         def sampler(i: int) -> Callable[[int], Awaitable[Sequence[TierAnswer]]]:
             async def sample(n: int) -> Sequence[TierAnswer]:
@@ -683,7 +694,7 @@ class CascadeLLM(FunctionCallingLLM):
                 chunks: list[Any] = []
                 inner: Iterator[Any] | None = None
                 try:
-                    inner = req.stream(self.tiers[i])
+                    inner = self._tiered(i, req.stream)
                     for piece in inner:
                         chunks.append(piece)
                         if live:
@@ -702,7 +713,7 @@ class CascadeLLM(FunctionCallingLLM):
                 if not live:
 
                     def sample(n: int, i: int = i, into: list[TierAnswer] = samples) -> Sequence[TierAnswer]:
-                        got = [self._answer(i, req.call(self.tiers[i])) for _ in range(n)]
+                        got = [self._answer(i, self._tiered(i, req.call)) for _ in range(n)]
                         into.extend(got)
                         return got
 
@@ -738,7 +749,7 @@ class CascadeLLM(FunctionCallingLLM):
                 chunks: list[Any] = []
                 inner: AsyncIterator[Any] | None = None
                 try:
-                    inner = await req.astream(self.tiers[i])
+                    inner = await self._atiered(i, req.astream)
                     async for piece in inner:
                         chunks.append(piece)
                         if live:
@@ -759,7 +770,9 @@ class CascadeLLM(FunctionCallingLLM):
                     async def asample(
                         n: int, i: int = i, into: list[TierAnswer] = samples
                     ) -> Sequence[TierAnswer]:
-                        outs: list[Any] = await asyncio.gather(*(req.acall(self.tiers[i]) for _ in range(n)))
+                        outs: list[Any] = await asyncio.gather(
+                            *(self._atiered(i, req.acall) for _ in range(n))
+                        )
                         got = [self._answer(i, o) for o in outs]
                         into.extend(got)
                         return got
@@ -935,7 +948,7 @@ class CascadeLLM(FunctionCallingLLM):
         def call(i: int) -> TierAnswer:
             parsed: Any = None
             error: Exception | None = None
-            with _collect() as box:
+            with _collect() as box, cascade_tier(self.tier_names[i]):
                 try:
                     parsed = self.tiers[i].structured_predict(
                         output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args
@@ -965,7 +978,7 @@ class CascadeLLM(FunctionCallingLLM):
         async def call(i: int) -> TierAnswer:
             parsed: Any = None
             error: Exception | None = None
-            with _collect() as box:
+            with _collect() as box, cascade_tier(self.tier_names[i]):
                 try:
                     parsed = await self.tiers[i].astructured_predict(
                         output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args

@@ -769,6 +769,7 @@ def test_budget_handler_counts_each_provider_call_once() -> None:
         response = llm.chat(user("6 x 7?"))
     spend = [r for r in ledger.records() if r.outcome == "ok"]
     assert [r.model for r in spend] == ["cheap-1", "strong-1"]  # the cascade's own event is not counted
+    assert [r.tier for r in spend] == llm.tier_names  # each call recorded under its tier
     assert [r.usage for r in spend] == [CHEAP_USAGE, STRONG_USAGE]
     assert [r.cost_usd for r in spend] == pytest.approx([CHEAP.cost(CHEAP_USAGE), STRONG.cost(STRONG_USAGE)])
     assert all(r.attribution.feature == "qa" for r in spend)
@@ -789,6 +790,7 @@ def test_budget_handler_counts_once_on_every_sync_path(path: str) -> None:
         llm.complete("6 x 7?")
     records = handler.ledger.records()
     assert [(r.model, r.usage) for r in records] == [("cheap-1", CHEAP_USAGE), ("strong-1", STRONG_USAGE)]
+    assert [r.tier for r in records] == llm.tier_names
     assert all(not r.usage_estimated for r in records)
 
 
@@ -799,6 +801,7 @@ async def test_budget_handler_counts_once_on_async_paths() -> None:
     async for _ in await llm.astream_complete("6 x 7?"):
         pass
     assert [r.model for r in handler.ledger.records()] == ["cheap-1", "strong-1"] * 2
+    assert [r.tier for r in handler.ledger.records()] == llm.tier_names * 2
 
 
 def test_a_new_callback_manager_reaches_every_tier() -> None:

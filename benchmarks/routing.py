@@ -551,8 +551,8 @@ def evaluate(
     if args.quick:
         items = _subsample(items, {"gsm8k": 300, "mmlu": 1200, "mtbench": 72}[ds.name], args.seed)
     n = len(items)
-    k = args.folds or DEFAULT_FOLDS[ds.name]
-    inner = min(INNER_FOLDS, k - 1)
+    k = args.folds or (3 if args.quick else DEFAULT_FOLDS[ds.name])
+    inner = min(2 if args.quick else INNER_FOLDS, k - 1)
     folds = group_folds(items, k, args.seed)
     rep = Replay(ds, ll_prices)
     trained = TrainedScores(memo)
@@ -929,7 +929,7 @@ def _goal(name: str, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pct(v: float | None, digits: int = 1) -> str:
-    return "   n/a" if v is None else f"{100 * v + 0.0:5.{digits}f}%"
+    return "   n/a" if v is None else f"{round(100 * v, digits) + 0.0:5.{digits}f}%"
 
 
 def _ci(ci: Sequence[float] | None) -> str:
@@ -1044,12 +1044,12 @@ def format_dataset(r: dict[str, Any]) -> list[str]:
         )
         lines.append(
             "      "
-            + " ".join(f"{100 * pts[i]['saving_routellm'] + 0.0:6.1f}%" for i in picks)
+            + " ".join(f"{round(100 * pts[i]['saving_routellm'], 1) + 0.0:6.1f}%" for i in picks)
             + "   saving (RouteLLM $)"
         )
         lines.append(
             "      "
-            + " ".join(f"{100 * pts[i]['saving_litellm'] + 0.0:6.1f}%" for i in picks)
+            + " ".join(f"{round(100 * pts[i]['saving_litellm'], 1) + 0.0:6.1f}%" for i in picks)
             + "   saving (LiteLLM $)"
         )
     lines.append(
@@ -1091,7 +1091,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
     p.add_argument(
-        "--quick", action="store_true", help="a subsample (GSM8K 300, MMLU 1200) and 200 bootstrap resamples"
+        "--quick",
+        action="store_true",
+        help="smoke test: a subsample (GSM8K 300, MMLU 1200), 3 folds, 2 inner folds, 200 bootstrap resamples",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--embedding-cache", help="keep the embeddings in this .npz file between runs")

@@ -1,7 +1,7 @@
 """A cascading router in a LangChain app: a tool-calling agent, structured output and streaming, with budgets.
 
-Recorded answers of a cheap and a strong model (ReplayChatModel) stand in for real providers; swap in
-ChatOpenAI(model="gpt-4o-mini") and ChatOpenAI(model="gpt-4o") for production.
+Needs `pip install langchain` for `create_agent`. Recorded answers of a cheap and a strong model (ReplayChatModel)
+stand in for real providers; swap in ChatOpenAI(model="gpt-4o-mini") and ChatOpenAI(model="gpt-4o") for production.
 
 python cookbook/cascade_langchain.py
 """

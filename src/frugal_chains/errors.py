@@ -207,3 +207,6 @@ class CascadeExhaustedError(FrugalChainsError):
         last = next((a.error for a in reversed(self.attempts) if a.error is not None), None)
         if last is not None:
             self.__cause__ = last
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing, task queues)
+        return (type(self), (self.attempts, str(self)))

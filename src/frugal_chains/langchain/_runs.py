@@ -1,9 +1,10 @@
 """Child runs for chat models that call other chat models (cascade, cache and formatter wrappers).
 
 Inside ``_generate`` LangChain hands a ``CallbackManagerForLLMRun``, which has no ``get_child()``. A wrapper
-builds the child manager itself from the run manager's *inheritable* handlers, tags and metadata, with the
-wrapper's run as parent, so the inner calls are child runs that callbacks (and budgets) see. The wrapper's
-``WRAPPER_METADATA_KEY`` flag is local metadata and does not reach the children.
+builds the child manager itself from the run manager's handlers, tags and metadata (the inheritable ones and
+those set on the wrapper itself, since the wrapper's own run is not counted), with the wrapper's run as parent,
+so the inner calls are child runs that callbacks (and budgets) see. The wrapper's ``WRAPPER_METADATA_KEY`` flag
+never reaches the children.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 
+from frugal_chains.langchain.budget import WRAPPER_METADATA_KEY
+
 __all__ = ["achild_callbacks", "child_callbacks"]
 
 
@@ -30,9 +33,13 @@ def _as_child(
     tag: str | None,
     metadata: Mapping[str, Any] | None,
 ) -> _M:
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
+    # The wrapper's own run is not counted, so what was set on the wrapper itself (its constructor's callbacks,
+    # tags and metadata: local to its run) must reach the calls it makes: all of it is passed on, inherited.
+    manager.set_handlers(list(dict.fromkeys([*run_manager.handlers, *run_manager.inheritable_handlers])))
+    manager.add_tags(list(dict.fromkeys([*run_manager.tags, *run_manager.inheritable_tags])))
+    own = {**run_manager.inheritable_metadata, **run_manager.metadata}
+    own.pop(WRAPPER_METADATA_KEY, None)
+    manager.add_metadata(own)
     if tag is not None:
         manager.add_tags([tag], inherit=False)
     if metadata:

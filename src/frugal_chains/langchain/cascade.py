@@ -18,11 +18,14 @@ LangChain contract:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
@@ -32,13 +35,18 @@ from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
-from frugal_chains.langchain.budget import TIER_METADATA_KEY, WRAPPER_METADATA_KEY, usage_from_message
+from frugal_chains.langchain.budget import (
+    CACHE_HIT_METADATA_KEY,
+    TIER_METADATA_KEY,
+    WRAPPER_METADATA_KEY,
+    usage_from_message,
+)
 from frugal_chains.routing.cascade import Cascade, CascadeResult, Route
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec
 from frugal_chains.routing.stats import RouterStats
@@ -125,16 +133,45 @@ def _answer(result: Any) -> TierAnswer:
         )
     meta = result.response_metadata or {}
     model = meta.get("model_name") or meta.get("model")
+    um = getattr(result, "usage_metadata", None) or {}
+    # served from a cache (ours, or LangChain's, which zeroes total_cost): nothing was paid for it
+    cached = meta.get(CACHE_HIT_METADATA_KEY) == "hit" or ("total_cost" in um and not um.get("total_cost"))
     return TierAnswer(
         text=result.text,
         tool_calls=tool_calls,
-        usage=usage_from_message(result),
+        usage=None if cached else usage_from_message(result),
         model=model if isinstance(model, str) else None,
         logprobs=_logprobs(result),
         parsed=parsed,
         parse_error=parse_error,
         native=result,
     )
+
+
+def _validated(answer: TierAnswer, structured: tuple[Any, dict[str, Any]] | None) -> TierAnswer:
+    """Structured output that parsed but does not validate fails too: LangChain's parsers validate pydantic
+    models, not TypedDicts or JSON schemas (a cheap answer missing a required key must escalate)."""
+    if structured is None or answer.parse_error is not None or answer.parsed is None:
+        return answer
+    schema = structured[0]
+    try:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            return answer  # the parser validated it
+        if isinstance(schema, Mapping):
+            spec = schema.get("function", schema) if schema.get("type") == "function" else schema
+            params = spec.get("parameters", spec) if "properties" not in spec else spec
+            try:
+                import jsonschema  # type: ignore[import-untyped,unused-ignore]
+            except ImportError:  # pragma: no cover - a dependency of litellm
+                return answer
+            jsonschema.validate(answer.parsed, dict(params))
+        elif isinstance(schema, type) and hasattr(schema, "__required_keys__"):  # a TypedDict
+            missing = sorted(k for k in schema.__required_keys__ if k not in answer.parsed)
+            if missing:
+                raise ValueError(f"the answer misses required key(s) {missing} of {schema.__name__}")
+    except Exception as e:
+        return dataclasses.replace(answer, parse_error=e)
+    return answer
 
 
 def _sum_usage(usages: Sequence[Usage | None]) -> Usage | None:
@@ -219,6 +256,9 @@ class CascadeChatModel(ChildRunStreamingModel):
     """Which provider errors escalate."""
     cascade_name: str = "cascade"
     """The name in ledger records."""
+    cache: BaseCache | bool | None = Field(default=False, exclude=True)
+    """LangChain's cache for the cascade's own answer: off by default (the tiers use their own caches, whose
+    hits the budget handler records; a cached cascade answer would repeat stale routing metadata)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -267,8 +307,12 @@ class CascadeChatModel(ChildRunStreamingModel):
                 field="scorer",
             )
         data["gates"] = resolve_gates(data.get("gates"))
-        if data.get("thresholds") is not None and data.get("policy") is not None:
-            raise ConfigurationError("pass thresholds= or policy=, not both", field="thresholds")
+        given = data.get("policy")
+        if data.get("thresholds") is not None and given is not None:
+            same = isinstance(given, RoutingPolicy) and given.thresholds == tuple(data["thresholds"])
+            if not same:  # (equal ones: a copy rebuilt from its own fields, e.g. by configurable_fields)
+                raise ConfigurationError("pass thresholds= or policy=, not both", field="thresholds")
+            data["thresholds"] = None
         if data.get("thresholds") is not None:
             thresholds = data["thresholds"]
             if not isinstance(thresholds, Sequence) or isinstance(thresholds, str):
@@ -420,9 +464,16 @@ class CascadeChatModel(ChildRunStreamingModel):
         callbacks = make(run_manager, tag=f"frugal_tier:{name}", metadata={TIER_METADATA_KEY: name})
         return RunnableConfig(callbacks=callbacks, tags=[_NOSTREAM])
 
-    def _judge_config(self, run_manager: Any, *, asynchronous: bool) -> RunnableConfig:
+    def _judge_config(self, run_manager: Any, *, asynchronous: bool) -> Callable[[int], RunnableConfig]:
+        """The config of a judge's call while tier ``i``'s answer is checked: a child run recorded under that tier
+        (``ledger.summary("tier")`` includes what judging it cost), hidden from LangGraph's message stream."""
         make = achild_callbacks if asynchronous else child_callbacks
-        return RunnableConfig(callbacks=make(run_manager, tag="frugal_judge"))
+
+        def config(i: int) -> RunnableConfig:
+            callbacks = make(run_manager, tag="frugal_judge", metadata={TIER_METADATA_KEY: self.names[i]})
+            return RunnableConfig(callbacks=callbacks, tags=[_NOSTREAM])
+
+        return config
 
     @staticmethod
     def _attribution(run_manager: Any) -> Attribution | None:
@@ -478,7 +529,7 @@ class CascadeChatModel(ChildRunStreamingModel):
             out = self._runnable(i, req).invoke(
                 messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
             )
-            return _answer(out)
+            return _validated(_answer(out), req.structured)
 
         def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
             return lambda n: [call(i) for _ in range(n)]
@@ -507,7 +558,7 @@ class CascadeChatModel(ChildRunStreamingModel):
             out = await self._runnable(i, req).ainvoke(
                 messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
             )
-            return _answer(out)
+            return _validated(_answer(out), req.structured)
 
         def sampler(i: int) -> Callable[[int], Any]:
             async def sample(n: int) -> Sequence[TierAnswer]:
@@ -569,8 +620,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         req = self._request(stop, {**kwargs})
         if req.structured is not None:  # a parsed object is not streamed: answer whole, as one chunk
             result = self._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-            message = result.generations[0].message
-            yield ChatGenerationChunk(message=AIMessageChunk(**message.model_dump(exclude={"type"})))
+            yield _whole_chunk(result.generations[0].message)
             return
         engine = self._engine
         oai = convert_to_openai_messages(messages)
@@ -593,10 +643,13 @@ class CascadeChatModel(ChildRunStreamingModel):
                         if live:
                             yield chunk
                 except Exception as e:
-                    if (live and chunks) or not engine.escalates(e):
+                    escalates = engine.escalates(e)
+                    if (
+                        escalates
+                    ):  # a provider error: an attempt of this tier (a bug or a refused budget is not)
                         attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                    if (live and chunks) or not escalates:
                         raise
-                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
                     continue
                 finally:
                     close_iterator(inner)
@@ -624,7 +677,7 @@ class CascadeChatModel(ChildRunStreamingModel):
                         i,
                         answer,
                         sample=sample,
-                        judge_config=self._judge_config(run_manager, asynchronous=False),
+                        judge_config=self._judge_config(run_manager, asynchronous=False)(i),
                     )
                     gates = engine.check(ctx)
                 verdict = engine.verdict(i, gates)
@@ -652,8 +705,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         req = self._request(stop, {**kwargs})
         if req.structured is not None:
             result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-            message = result.generations[0].message
-            yield ChatGenerationChunk(message=AIMessageChunk(**message.model_dump(exclude={"type"})))
+            yield _whole_chunk(result.generations[0].message)
             return
         engine = self._engine
         oai = convert_to_openai_messages(messages)
@@ -676,10 +728,13 @@ class CascadeChatModel(ChildRunStreamingModel):
                         if live:
                             yield chunk
                 except Exception as e:
-                    if (live and chunks) or not engine.escalates(e):
+                    escalates = engine.escalates(e)
+                    if (
+                        escalates
+                    ):  # a provider error: an attempt of this tier (a bug or a refused budget is not)
                         attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
+                    if (live and chunks) or not escalates:
                         raise
-                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
                     continue
                 finally:
                     await cast("Any", inner).aclose()
@@ -708,7 +763,7 @@ class CascadeChatModel(ChildRunStreamingModel):
                         i,
                         answer,
                         asample=asample,
-                        judge_config=self._judge_config(run_manager, asynchronous=True),
+                        judge_config=self._judge_config(run_manager, asynchronous=True)(i),
                     )
                     gates = await engine.acheck(ctx)
                 verdict = engine.verdict(i, gates)
@@ -726,6 +781,31 @@ class CascadeChatModel(ChildRunStreamingModel):
         finally:
             if attempts:
                 await engine.afinish(route, attempts, attribution=self._attribution(run_manager))
+
+
+def _whole_chunk(message: BaseMessage) -> ChatGenerationChunk:
+    """A whole answer as one chunk, keeping the parsed object as it is (no ``model_dump`` round trip)."""
+    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=ai.content,
+            additional_kwargs=dict(ai.additional_kwargs),
+            response_metadata=dict(ai.response_metadata),
+            usage_metadata=ai.usage_metadata,
+            tool_call_chunks=[
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c["args"]),
+                    "id": c.get("id"),
+                    "index": i,
+                    "type": "tool_call_chunk",
+                }
+                for i, c in enumerate(ai.tool_calls)
+            ],
+            id=ai.id,
+            chunk_position="last",
+        )
+    )
 
 
 def _now() -> float:

@@ -549,7 +549,8 @@ class Cascade:
         route: Route | None = None,
         attribution: Attribution | None = None,
     ) -> CascadeResult:
-        """Route, then call tiers upward until one passes; ``call(i)`` calls tier ``i``."""
+        """Route, then call tiers upward until one passes; ``call(i)`` calls tier ``i``. ``judge_config`` is
+        handed to the gates (or, when callable, ``judge_config(i)`` for tier ``i``'s answer)."""
         route = route if route is not None else self.route(messages)
         attempts: list[Attempt] = []
         try:
@@ -565,7 +566,12 @@ class Cascade:
                 samples: list[TierAnswer] = []
                 sample = _collecting(sampler(i), samples) if sampler is not None else None
                 ctx = self.context(
-                    messages, i, answer, sample=sample, judge_config=judge_config, structured=structured
+                    messages,
+                    i,
+                    answer,
+                    sample=sample,
+                    judge_config=_for_tier(judge_config, i),
+                    structured=structured,
                 )
                 gates = self.check(ctx) if (self.gates or structured) and not ctx.is_last else self._last(ctx)
                 verdict = self.verdict(i, gates)
@@ -606,7 +612,12 @@ class Cascade:
                 samples: list[TierAnswer] = []
                 asample = _acollecting(sampler(i), samples) if sampler is not None else None
                 ctx = self.context(
-                    messages, i, answer, asample=asample, judge_config=judge_config, structured=structured
+                    messages,
+                    i,
+                    answer,
+                    asample=asample,
+                    judge_config=_for_tier(judge_config, i),
+                    structured=structured,
                 )
                 gates = (
                     await self.acheck(ctx)
@@ -629,6 +640,12 @@ class Cascade:
         must still parse."""
         first = self._structured_result(ctx)
         return (first,) if first is not None else ()
+
+
+def _for_tier(judge_config: Any, index: int) -> Any:
+    """``judge_config`` may be one value or a function of the tier index (a judge's call recorded under the tier
+    whose answer it judges)."""
+    return judge_config(index) if callable(judge_config) else judge_config
 
 
 def _collecting(sample: Sampler, into: list[TierAnswer]) -> Sampler:

@@ -35,6 +35,8 @@ class TierStats:
     escalations: int = 0
     errors: int = 0
     accepted: int = 0
+    exhausted: int = 0
+    """Answers of the strongest tier that failed (structured output that did not parse): the cascade raised."""
     started: int = 0
     """Requests the scorer sent straight to this tier."""
 
@@ -127,6 +129,8 @@ class RouterStats:
                 totals["escalations"] += 1
             elif outcome == "error":
                 totals["errors"] += 1
+            elif outcome == "exhausted":
+                totals["exhausted"] += 1
             else:
                 totals["accepted"] += 1
             recent = self._recent.setdefault(tier, deque(maxlen=self.window))
@@ -187,7 +191,7 @@ class RouterStats:
 
 
 def _zero() -> dict[str, int]:
-    return {"attempts": 0, "escalations": 0, "errors": 0, "accepted": 0, "started": 0}
+    return {"attempts": 0, "escalations": 0, "errors": 0, "accepted": 0, "exhausted": 0, "started": 0}
 
 
 def escalation_rates(records: Sequence[CallRecord]) -> dict[str, TierStats]:

@@ -16,7 +16,7 @@ from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, PrivateAttr
 
-from frugal_chains import Budget, CascadeExhaustedError, ConfigurationError, Price
+from frugal_chains import Budget, BudgetExceededError, CascadeExhaustedError, ConfigurationError, Price
 from frugal_chains.accounting import SQLiteLedger
 from frugal_chains.langchain import CascadeChatModel, TokenBudgetCallbackHandler
 from frugal_chains.routing import (
@@ -49,6 +49,10 @@ class Scripted(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "scripted"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model}
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -429,3 +433,143 @@ def test_refusal_gate_name_and_object_are_equivalent() -> None:
     cheap, strong = tiers(["I'm sorry, but I cannot assist with that."], ["ok"])
     a = CascadeChatModel(tiers=[cheap, strong], gates=["refusal"], prices=PRICES)
     assert isinstance(a.engine.gates[0], RefusalGate)
+
+
+# -- regressions found in review ---------------------------------------------------------------------------------
+def test_callbacks_tags_and_metadata_set_on_the_cascade_reach_the_tier_calls() -> None:
+    ledger = SQLiteLedger()
+    handler = TokenBudgetCallbackHandler(budgets=[Budget(max_usd=1.0)], ledger=ledger, prices=PRICES)
+    cheap, strong = tiers(["no digits"], ["42"])
+    model = CascadeChatModel(
+        tiers=[cheap, strong],
+        gates=[RegexGate(r"\d")],
+        prices=PRICES,
+        callbacks=[handler],
+        metadata={"feature": "faq"},
+        tags=["mine"],
+    )
+    rec = Recorder()
+    model.invoke("6 x 7?", config={"callbacks": [rec]})
+    calls = [r for r in ledger.records() if r.outcome == "ok"]
+    assert [r.model for r in calls] == ["cheap-model", "strong-model"]
+    assert all(r.attribution.feature == "faq" for r in calls)
+    children = rec.starts[1:]
+    assert all("mine" in c[2] and c[3].get("feature") == "faq" for c in children)
+    strict = TokenBudgetCallbackHandler(budgets=[Budget(max_tokens=10)], prices=PRICES)
+    refused = CascadeChatModel(tiers=list(tiers(["a"], ["b"])), prices=PRICES, callbacks=[strict])
+    with pytest.raises(BudgetExceededError):
+        refused.invoke("hello there")
+
+
+def test_structured_stream_yields_the_model_instance() -> None:
+    cheap, strong = tiers([_person_call({"name": "Bo", "age": 3})], ["unused"])
+    model = CascadeChatModel(tiers=[cheap, strong], prices=PRICES)
+    chunks = list(model.with_structured_output(Person).stream("Bo, 3"))
+    assert chunks[-1] == Person(name="Bo", age=3)
+
+
+def test_typeddict_and_json_schema_output_is_validated() -> None:
+    from typing_extensions import TypedDict
+
+    class PersonDict(TypedDict):
+        name: str
+        age: int
+
+    schema = {
+        "title": "Person",
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    for s, name in ((PersonDict, "PersonDict"), (schema, "Person")):
+
+        def call(args: dict[str, Any], name: str = name) -> AIMessage:
+            return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": "c1"}])
+
+        cheap, strong = tiers([call({"name": "Bo"})], [call({"name": "Bo", "age": 3})])
+        model = CascadeChatModel(tiers=[cheap, strong], prices=PRICES)
+        assert model.with_structured_output(s).invoke("Bo, 3") == {"name": "Bo", "age": 3}
+        assert len(strong.calls) == 1
+
+
+def test_judge_calls_are_hidden_from_message_streams_and_recorded_under_the_tier() -> None:
+    from frugal_chains.routing import LLMJudgeGate
+
+    ledger = SQLiteLedger()
+    handler = TokenBudgetCallbackHandler(
+        ledger=ledger, prices={**PRICES, "judge-model": PRICES["cheap-model"]}
+    )
+    judge = Scripted(model="judge-model", script=[AIMessage("Rating: [[9]]")])
+    cheap, strong = tiers(["fine answer"], ["unused"])
+    model = CascadeChatModel(
+        tiers=[cheap, strong],
+        tier_names=["cheap", "strong"],
+        gates=[LLMJudgeGate(judge, threshold=0.7)],
+        prices=PRICES,
+    )
+    rec = Recorder()
+    model.invoke("q", config={"callbacks": [rec, handler]})
+    judge_run = next(s for s in rec.starts if "frugal_judge" in s[2])
+    assert "nostream" in judge_run[2] and judge_run[3]["frugal_tier"] == "cheap"
+    assert {(r.model, r.tier) for r in ledger.records() if r.outcome == "ok"} == {
+        ("cheap-model", "cheap"),
+        ("judge-model", "cheap"),
+    }
+
+
+def test_configurable_fields_rebuild_with_thresholds() -> None:
+    from langchain_core.runnables import ConfigurableField
+
+    cheap, strong = tiers(["a"], ["b"])
+    stats = RouterStats()
+    model = CascadeChatModel(
+        tiers=[cheap, strong],
+        scorer=CallableScorer(lambda m: 0.9),
+        thresholds=[0.5],
+        stats=stats,
+        prices=PRICES,
+    ).configurable_fields(cascade_name=ConfigurableField(id="cascade_name"))
+    msg = model.invoke("q", config={"configurable": {"cascade_name": "other"}})
+    assert msg.content == "b" and stats.tier("b" if False else "strong-model").accepted == 1
+
+
+def test_the_cascade_answer_itself_is_not_cached_by_a_global_cache() -> None:
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    cache = InMemoryCache()
+    set_llm_cache(cache)
+    try:
+        cheap, strong = tiers(["no digits"], ["42"])
+        model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\d")], prices=PRICES)
+        model.invoke("6 x 7?")
+        again = model.invoke("6 x 7?")
+        assert again.response_metadata["frugal"]["cost_usd"] == 0.0  # both tiers were served from their cache
+        assert len(cheap.calls) == 1 and len(strong.calls) == 1
+    finally:
+        set_llm_cache(None)
+
+
+def test_a_refused_budget_in_a_stream_is_not_an_attempt_and_exhausted_is_counted() -> None:
+    import pickle
+
+    stats = RouterStats()
+    cheap, strong = tiers(["no digits"], ["42"])
+    strict = TokenBudgetCallbackHandler(budgets=[Budget(max_tokens=1100)], prices=PRICES)
+    model = CascadeChatModel(
+        tiers=[cheap, strong],
+        tier_names=["cheap", "strong"],
+        gates=[RegexGate(r"\d")],
+        stats=stats,
+        prices=PRICES,
+    )
+    with pytest.raises(BudgetExceededError):
+        list(model.stream("6 x 7?", config={"callbacks": [strict]}))
+    assert stats.tier("strong").attempts == 0 and stats.tier("cheap").escalations == 1
+    c2, s2 = tiers([_person_call({"name": "Ada"})], [_person_call({"age": 3})])
+    model = CascadeChatModel(tiers=[c2, s2], tier_names=["cheap", "strong"], stats=stats, prices=PRICES)
+    with pytest.raises(CascadeExhaustedError) as info:
+        model.with_structured_output(Person).invoke("Ada")
+    assert stats.tier("strong").exhausted == 1 and stats.tier("strong").accepted == 0
+    again = pickle.loads(pickle.dumps(info.value))
+    assert [a.outcome for a in again.attempts] == ["escalated", "exhausted"]

@@ -101,6 +101,7 @@ PRIMARY = {  # decided before any run: the variant whose figure the goal lines u
 }
 DEFAULT_FOLDS = {"gsm8k": 5, "mmlu": 5, "mtbench": 8}
 INNER_FOLDS = 3
+QUICK_SIZE = {"gsm8k": 300, "mmlu": 1200, "mtbench": 72}
 BOOT = 1000
 
 
@@ -547,9 +548,7 @@ def evaluate(
     ds: Dataset, args: argparse.Namespace, memo: MemoEmbedder, ll_prices: dict[str, Price]
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
-    items = ds.items
-    if args.quick:
-        items = _subsample(items, {"gsm8k": 300, "mmlu": 1200, "mtbench": 72}[ds.name], args.seed)
+    items = ds.items  # (--quick: already subsampled by main)
     n = len(items)
     k = args.folds or (3 if args.quick else DEFAULT_FOLDS[ds.name])
     inner = min(2 if args.quick else INNER_FOLDS, k - 1)
@@ -1110,6 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
     data = data_dir(args.data)
     names = args.dataset or list(LOADERS)
     sets = {n: LOADERS[n](data) for n in names}
+    if args.quick:  # subsample before embedding anything
+        for ds in sets.values():
+            ds.items = _subsample(ds.items, QUICK_SIZE[ds.name], args.seed)
     memo = MemoEmbedder(default_embedder(), args.embedding_cache)
     texts: list[str] = []
     for ds in sets.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import time
 import uuid
@@ -22,10 +23,103 @@ from pydantic import Field, PrivateAttr
 
 from frugal_chains.accounting.tokens import count_message_tokens
 
-__all__ = ["FakeUsageChatModel"]
+__all__ = ["AnsweringChatModel", "FakeUsageChatModel"]
 
 
-class FakeUsageChatModel(BaseChatModel):
+class AnsweringChatModel(BaseChatModel):
+    """Base of the test models: ``_answer(messages, **kwargs) -> AIMessage`` is the whole model; invoke, stream and
+    their async forms (with the optional ``latency_s``) are built on it. Streams split the text with
+    :meth:`_pieces`; usage, metadata and tool calls ride on the last chunk."""
+
+    latency_s: float = 0.0
+    """Seconds each call takes (``time.sleep`` / ``asyncio.sleep``)."""
+
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+        raise NotImplementedError
+
+    @staticmethod
+    def _pieces(text: str) -> list[str]:
+        """The streamed pieces of ``text`` (they concatenate back to it): one a word."""
+        words = text.split(" ") if text else [""]
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    def _chunks(self, message: AIMessage) -> Iterator[ChatGenerationChunk]:
+        parts = self._pieces(str(message.content))
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=part,
+                    tool_call_chunks=[
+                        {
+                            "name": c["name"],
+                            "args": json.dumps(c["args"]),
+                            "id": c["id"],
+                            "index": j,
+                            "type": "tool_call_chunk",
+                        }
+                        for j, c in enumerate(message.tool_calls)
+                    ]
+                    if last
+                    else [],
+                    usage_metadata=message.usage_metadata if last else None,
+                    response_metadata=dict(message.response_metadata) if last else {},
+                    chunk_position="last" if last else None,
+                )
+            )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        for chunk in self._chunks(self._answer(messages, **kwargs)):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        for chunk in self._chunks(self._answer(messages, **kwargs)):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+class FakeUsageChatModel(AnsweringChatModel):
     """A chat model for tests and demos: answers without a provider and reports ``usage_metadata``.
 
     Its reported input tokens are the OpenAI-recipe count of the prompt times ``input_token_factor`` (set it
@@ -60,8 +154,6 @@ class FakeUsageChatModel(BaseChatModel):
     """Answer texts, used in turn."""
     tool_to_call: str | None = None
     """With tools bound: call this tool in every answer."""
-    latency_s: float = 0.0
-    """Seconds each call takes (``time.sleep`` / ``asyncio.sleep``)."""
     fail_with: Callable[[], BaseException] | None = Field(default=None, exclude=True)
     """Raise this error instead of answering (a provider outage)."""
 
@@ -129,87 +221,6 @@ class FakeUsageChatModel(BaseChatModel):
             usage_metadata=usage,
             response_metadata={"model_name": model, "model_provider": self.provider, "finish_reason": "stop"},
         )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
-
-    def _chunks(self, message: AIMessage) -> Iterator[ChatGenerationChunk]:
-        words = str(message.content).split(" ") if message.content else [""]
-        for i, word in enumerate(words):
-            last = i == len(words) - 1
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=word if i == 0 else " " + word,
-                    tool_call_chunks=[
-                        {
-                            "name": c["name"],
-                            "args": _json(c["args"]),
-                            "id": c["id"],
-                            "index": j,
-                            "type": "tool_call_chunk",
-                        }
-                        for j, c in enumerate(message.tool_calls)
-                    ]
-                    if last
-                    else [],
-                    usage_metadata=message.usage_metadata if last else None,
-                    response_metadata=dict(message.response_metadata) if last else {},
-                    chunk_position="last" if last else None,
-                )
-            )
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-
-def _json(v: Any) -> str:
-    import json
-
-    return json.dumps(v)
 
 
 def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, Any]:

@@ -7,18 +7,15 @@ deterministically and without API keys. ``benchmarks/routing.py`` replays GPT-4 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import (
     ContextOverflowError,
     ModelAPIError,
@@ -26,10 +23,9 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
     ModelTimeoutError,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -38,6 +34,7 @@ from pydantic import Field, PrivateAttr
 from frugal_chains.accounting.tokens import count_message_tokens, count_text_tokens
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.types import content_text
+from frugal_chains.testing.fake_chat import AnsweringChatModel
 
 __all__ = ["REPLAY_ERRORS", "ReplayChatModel", "ReplayEntry", "ReplayKeyError", "replay_key"]
 
@@ -258,7 +255,7 @@ def replay_key(messages: Sequence[Any] | str, key: KeyMode = "last_user") -> str
     raise ConfigurationError(f"key must be 'last_user' or 'conversation', got {key!r}", field="key")
 
 
-class ReplayChatModel(BaseChatModel):
+class ReplayChatModel(AnsweringChatModel):
     """A chat model that answers from a recorded table (prompt -> response, token counts, tool calls, errors).
 
     The key of a request is its last user turn (``key="last_user"``) or the whole conversation
@@ -503,83 +500,10 @@ class ReplayChatModel(BaseChatModel):
             response_metadata=meta,
         )
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
-
     @staticmethod
-    def _chunks(message: AIMessage, pieces: int = 3) -> Iterator[ChatGenerationChunk]:
-        """The answer in up to ``pieces`` chunks split at spaces; usage, metadata and tool calls on the last."""
-        text = str(message.content)
+    def _pieces(text: str, n: int = 3) -> list[str]:
+        """The answer in up to ``n`` pieces split at spaces (they concatenate back to it)."""
         words = text.split(" ")
-        size = max(1, math.ceil(len(words) / pieces))
+        size = max(1, math.ceil(len(words) / n))
         parts = [" ".join(words[i : i + size]) for i in range(0, len(words), size)] or [""]
-        parts = [p if i == 0 else " " + p for i, p in enumerate(parts)]
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=part,
-                    tool_call_chunks=[
-                        {
-                            "name": c["name"],
-                            "args": json.dumps(c["args"]),
-                            "id": c["id"],
-                            "index": j,
-                            "type": "tool_call_chunk",
-                        }
-                        for j, c in enumerate(message.tool_calls)
-                    ]
-                    if last
-                    else [],
-                    usage_metadata=message.usage_metadata if last else None,
-                    response_metadata=dict(message.response_metadata) if last else {},
-                    chunk_position="last" if last else None,
-                )
-            )
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        return [p if i == 0 else " " + p for i, p in enumerate(parts)]

@@ -48,7 +48,7 @@ from frugal_chains.langchain.budget import (
     usage_from_message,
 )
 from frugal_chains.routing.cascade import Cascade, CascadeResult, Route
-from frugal_chains.routing.policy import RoutingPolicy, TierSpec
+from frugal_chains.routing.policy import RoutingPolicy, TierSpec, tier_names
 from frugal_chains.routing.stats import RouterStats
 from frugal_chains.routing.types import Attempt, GateResult, TierAnswer
 
@@ -282,20 +282,7 @@ class CascadeChatModel(ChildRunStreamingModel):
                     field="tiers",
                 )
         data["tiers"] = list(tiers)
-        names = data.get("tier_names")
-        if names is None:
-            names = _unique([_model_name(t) for t in tiers])
-        elif (
-            not isinstance(names, Sequence)
-            or isinstance(names, str)
-            or len(names) != len(tiers)
-            or not all(isinstance(n, str) and n for n in names)
-        ):
-            raise ConfigurationError(
-                f"tier_names must be {len(tiers)} non-empty strings, one per tier, got {names!r}",
-                field="tier_names",
-            )
-        data["tier_names"] = list(names)
+        data["tier_names"] = tier_names(data.get("tier_names"), [_model_name(t) for t in tiers])
         scorer = data.get("scorer")
         if scorer == "heuristic":
             from frugal_chains.routing.scorers import HeuristicScorer
@@ -822,16 +809,3 @@ def _stream_answer(chunks: list[ChatGenerationChunk]) -> TierAnswer:
 
     chunk = merged.message
     return _answer(message_chunk_to_message(chunk) if isinstance(chunk, AIMessageChunk) else chunk)
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out: list[str] = []
-    for name in names:
-        if name in seen:
-            seen[name] += 1
-            out.append(f"{name}#{seen[name]}")
-        else:
-            seen[name] = 1
-            out.append(name)
-    return out

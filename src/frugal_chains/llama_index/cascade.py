@@ -78,6 +78,7 @@ from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
 from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY, _usage_of
 from frugal_chains.routing.cascade import Cascade, CascadeResult
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec
+from frugal_chains.routing.policy import tier_names as resolve_tier_names
 from frugal_chains.routing.stats import RouterStats
 from frugal_chains.routing.types import Attempt, GateResult, TierAnswer
 
@@ -108,19 +109,6 @@ def _model_name(llm: LLM) -> str:
     if isinstance(name, str) and name and name != _PLACEHOLDER_MODEL:
         return name
     return llm.class_name() or type(llm).__name__
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out: list[str] = []
-    for name in names:
-        if name in seen:
-            seen[name] += 1
-            out.append(f"{name}#{seen[name]}")
-        else:
-            seen[name] = 1
-            out.append(name)
-    return out
 
 
 def _message_text(message: ChatMessage) -> str:
@@ -450,20 +438,7 @@ class CascadeLLM(FunctionCallingLLM):
                     f"tiers[{i}] must be a LlamaIndex LLM (llama_index.core.llms.LLM), got {type(tier).__name__}",
                     field="tiers",
                 )
-        if tier_names is None:
-            names = _unique([_model_name(t) for t in tier_list])
-        elif (
-            not isinstance(tier_names, Sequence)
-            or isinstance(tier_names, str)
-            or len(tier_names) != len(tier_list)
-            or not all(isinstance(n, str) and n for n in tier_names)
-        ):
-            raise ConfigurationError(
-                f"tier_names must be {len(tier_list)} non-empty strings, one per tier, got {tier_names!r}",
-                field="tier_names",
-            )
-        else:
-            names = list(tier_names)
+        names = resolve_tier_names(tier_names, [_model_name(t) for t in tier_list])
         if scorer == "heuristic":
             from frugal_chains.routing.scorers import HeuristicScorer
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from frugal_chains.accounting.usage import Price
 from frugal_chains.errors import ConfigurationError
 
-__all__ = ["RoutingPolicy", "TierSpec", "default_thresholds"]
+__all__ = ["RoutingPolicy", "TierSpec", "default_thresholds", "tier_names"]
 
 
 def default_thresholds(n_tiers: int) -> tuple[float, ...]:
@@ -141,3 +141,31 @@ class RoutingPolicy:
             else:
                 break
         return start
+
+
+def tier_names(given: object, models: Sequence[str]) -> list[str]:
+    """The tiers' names: ``given`` (one non-empty string per tier) or the models' names made unique (``m``,
+    ``m#2``). Both adapters use it.
+
+    Example:
+        >>> tier_names(None, ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"])
+        ['gpt-4o-mini', 'gpt-4o-mini#2', 'gpt-4o']
+    """
+    if given is None:
+        seen: dict[str, int] = {}
+        out: list[str] = []
+        for name in models:
+            seen[name] = seen.get(name, 0) + 1
+            out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return out
+    if (
+        not isinstance(given, Sequence)
+        or isinstance(given, str)
+        or len(given) != len(models)
+        or not all(isinstance(n, str) and n for n in given)
+    ):
+        raise ConfigurationError(
+            f"tier_names must be {len(models)} non-empty strings, one per tier, got {given!r}",
+            field="tier_names",
+        )
+    return list(given)

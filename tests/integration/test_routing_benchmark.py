@@ -4,15 +4,16 @@ together."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.shared_data import shared_data
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("FRUGAL_CHAINS_DATA") or ROOT.parent / "shared" / "data")
+DATA = shared_data() or ROOT.parent / "shared" / "data"
 
 
 @pytest.mark.skipif(

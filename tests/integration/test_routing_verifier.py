@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 from pathlib import Path
 
 import pytest
 
 from frugal_chains.routing import GateContext, TierAnswer, TrainedVerifier
+from tests.shared_data import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -62,10 +62,9 @@ def test_real_embedder_fit_score_save_load(tmp_path: Path) -> None:
 
 
 def _gsm8k() -> Path | None:
-    env = os.environ.get("FRUGAL_CHAINS_DATA")
-    base = Path(env) if env else (ROOT / ".." / "shared" / "data").resolve()
-    path = base / "routellm_gsm8k" / "gsm8k_responses.csv"
-    return path if path.is_file() else None
+    base = shared_data()
+    path = base / "routellm_gsm8k" / "gsm8k_responses.csv" if base is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 @pytest.mark.skipif(

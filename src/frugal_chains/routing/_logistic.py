@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-__all__ = ["Logistic", "fit_logistic"]
+__all__ = ["L2_GRID", "Logistic", "choose_l2", "fit_logistic"]
+
+L2_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+"""The penalties ``l2="auto"`` tries on its sample of at most ``AUTO_ROWS`` rows (see :func:`choose_l2`)."""
+AUTO_ROWS = 3000
+AUTO_FOLDS = 3
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,29 @@ def fit_logistic(
     scale = xs.std(axis=0)
     scale[scale < 1e-6] = 1.0  # a (nearly) constant column: left unscaled, its weight stays ~0
     z = np.hstack([np.ones((len(ys), 1)), (xs - mean) / scale])
-    beta = np.zeros(z.shape[1])
-    reg = np.full(z.shape[1], float(l2))
+    beta = _newton(z, ys, w_s, float(l2), np.zeros(z.shape[1]), iterations)
+    return Logistic(
+        weights=tuple(float(v) for v in beta[1:]),
+        bias=float(beta[0]),
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+    )
+
+
+def _newton(
+    z: NDArray[np.float64],
+    ys: NDArray[np.float64],
+    w_s: NDArray[np.float64],
+    l2: float,
+    beta: NDArray[np.float64],
+    iterations: int = 50,
+) -> NDArray[np.float64]:
+    """Newton steps from ``beta`` on the design ``z`` (first column the intercept, not penalised)."""
+    import numpy as np
+
+    reg = np.full(z.shape[1], l2)
     reg[0] = 0.0
+    beta = beta.copy()
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -35, 35)))
         grad = z.T @ (w_s * (p - ys)) + reg * beta
@@ -110,9 +135,74 @@ def fit_logistic(
         beta -= step
         if float(np.abs(step).max()) < 1e-8:
             break
-    return Logistic(
-        weights=tuple(float(v) for v in beta[1:]),
-        bias=float(beta[0]),
-        mean=tuple(float(v) for v in mean),
-        scale=tuple(float(v) for v in scale),
-    )
+    return beta
+
+
+def choose_l2(
+    x: NDArray[Any],
+    y: Sequence[float] | NDArray[Any],
+    *,
+    sample_weight: Sequence[float] | NDArray[Any] | None = None,
+    grid: Sequence[float] = L2_GRID,
+    folds: int = AUTO_FOLDS,
+    max_rows: int = AUTO_ROWS,
+    seed: int = 0,
+) -> float:
+    """The L2 penalty with the lowest cross-validated log-loss, on the training data only (``l2="auto"``).
+
+    A stratified ``folds``-fold split (seeded, deterministic) of at most ``max_rows`` rows drawn from ``x``; each
+    penalty of ``grid`` is fit on the other folds and scored by the held-out (weighted) log-loss; ties go to the
+    larger penalty. The penalty is a sum over examples, so the one chosen on ``m`` sampled rows is scaled by
+    ``n / m`` for the fit on all ``n`` rows. With fewer than ``2 * folds`` examples of either class the middle
+    value of ``grid`` scaled the same way is returned (too little data to tell).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(60, 40))       # 40 noise features, 60 examples: a small penalty overfits
+        >>> y = (x[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(float)
+        >>> choose_l2(x, y) > 1.0
+        True
+    """
+    import numpy as np
+
+    xs = np.asarray(x, np.float64)
+    ys = np.asarray(y, np.float64)
+    n = len(ys)
+    w_all = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    values = sorted({float(v) for v in grid})
+    if not values or values[0] <= 0:
+        raise ConfigurationError("the l2 grid needs positive penalties", field="l2")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(ys > 0.5), np.flatnonzero(ys <= 0.5)
+    m = min(n, max_rows)
+    if m < n:  # a stratified sample keeps the class balance
+        k_pos = max(folds, round(m * len(pos) / n))
+        pos = rng.choice(pos, size=min(len(pos), k_pos), replace=False)
+        neg = rng.choice(neg, size=min(len(neg), m - len(pos)), replace=False)
+    m = len(pos) + len(neg)
+    scale_to_full = n / m
+    if min(len(pos), len(neg)) < 2 * folds:
+        return values[len(values) // 2] * scale_to_full
+    fold = np.empty(n, dtype=np.int64)
+    fold[:] = -1
+    for part in (pos, neg):
+        shuffled = rng.permutation(part)
+        fold[shuffled] = np.arange(len(shuffled)) % folds
+    losses = dict.fromkeys(values, 0.0)
+    for j in range(folds):
+        tr, te = np.flatnonzero((fold >= 0) & (fold != j)), np.flatnonzero(fold == j)
+        mean, scale = xs[tr].mean(axis=0), xs[tr].std(axis=0)
+        scale[scale < 1e-6] = 1.0
+        z_tr = np.hstack([np.ones((len(tr), 1)), (xs[tr] - mean) / scale])
+        z_te = np.hstack([np.ones((len(te), 1)), (xs[te] - mean) / scale])
+        beta = np.zeros(z_tr.shape[1])
+        for l2 in reversed(values):  # largest first, each fit warm-started from the previous one
+            beta = _newton(z_tr, ys[tr], w_all[tr], l2, beta)
+            p = np.clip(1.0 / (1.0 + np.exp(-np.clip(z_te @ beta, -35, 35))), 1e-6, 1 - 1e-6)
+            losses[l2] += float(-(w_all[te] * (ys[te] * np.log(p) + (1 - ys[te]) * np.log(1 - p))).sum())
+    best = values[-1]
+    for l2 in reversed(values):  # ties keep the larger penalty
+        if losses[l2] < losses[best] - 1e-9:
+            best = l2
+    return best * scale_to_full

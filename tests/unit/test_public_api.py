@@ -140,8 +140,21 @@ def test_cache_exports_pinned() -> None:
         "ReplayChatModel",
         "ReplayEntry",
     ]
-    for name in ("Embedder", "MiniLMEmbedder", "as_embedder", "default_embedder"):
-        assert name in frugal_chains.embeddings.__all__
+    assert sorted(frugal_chains.embeddings.__all__) == sorted(
+        [
+            "DEFAULT_MODEL",
+            "EMBEDDINGS_EXTRA",
+            "Embedder",
+            "EmbedderIntegrityError",
+            "FAST_EMBEDDINGS_EXTRA",
+            "FAST_MODEL",
+            "MiniLMEmbedder",
+            "as_embedder",
+            "default_embedder",
+        ]
+    )
+    for name in frugal_chains.embeddings.__all__:
+        assert getattr(frugal_chains.embeddings, name) is not None
 
 
 def test_root_exports_pinned() -> None:

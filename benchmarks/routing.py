@@ -32,7 +32,7 @@ router trained on a user's own outcomes reaches, not that our method generalises
 Usage::
 
     python benchmarks/routing.py [--data DIR] [--dataset gsm8k|mmlu|mtbench ...] [--folds 5] [--seed 0]
-        [--quick] [--json] [--json-out FILE] [--embedding-cache FILE]
+        [--quick] [--json] [--json-out FILE] [--embedding-cache FILE] [--embedder default|fast]
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ PRIMARY = {  # decided before any run: the variant whose figure the goal lines u
     "mmlu": "trained scorer",
     "mtbench": "trained scorer",
 }
+CONFIDENCE = 0.9
+"""``calibrate(confidence=...)`` of the extra calibrated row of each primary variant (fixed before any run)."""
+CONF_SUFFIX = f", confidence {CONFIDENCE}"
 DEFAULT_FOLDS = {"gsm8k": 5, "mmlu": 5, "mtbench": 8}
 INNER_FOLDS = 3
 QUICK_SIZE = {"gsm8k": 300, "mmlu": 1200, "mtbench": 72}
@@ -203,6 +206,7 @@ def calibrate_thresholds(
     o: Outcomes,
     scores: np.ndarray | None,
     good: np.ndarray | None,
+    confidence: float | None = None,
 ) -> Thresholds:
     """Thresholds for quality >= TARGET x strong on these (training) items, from their out-of-fold scores."""
     try:
@@ -221,7 +225,10 @@ def calibrate_thresholds(
     if scores is None and good is None:
         raise ValueError("nothing to calibrate")
     cal = calibrate(
-        outs, scores=None if scores is None else [float(s) for s in scores], target_quality=TARGET
+        outs,
+        scores=None if scores is None else [float(s) for s in scores],
+        target_quality=TARGET,
+        confidence=confidence,
     )
     return Thresholds(
         scorer=None if cal.thresholds is None else float(cal.thresholds[0]),
@@ -612,6 +619,14 @@ def evaluate(
             run_cascade(rep, rep.cascade(scorer=scorer, policy=_policy(th)), test, mode),
             th,
         )
+        if PRIMARY[ds.name] == "trained scorer":
+            th = calibrate_thresholds(train, o_tr, oof_s, None, confidence=CONFIDENCE)
+            record(
+                "trained scorer" + CONF_SUFFIX,
+                te,
+                run_cascade(rep, rep.cascade(scorer=scorer, policy=_policy(th)), test, mode),
+                th,
+            )
         th = calibrate_thresholds(train, o_tr, h_tr, None)
         record(
             "heuristic scorer",
@@ -669,6 +684,13 @@ def evaluate(
                 policy=_policy(th),
             )
             record("trained scorer + verifier (cascade)", te, run_cascade(rep, casc, test), th)
+            th = calibrate_thresholds(train, o_tr, oof_s, oof_v, confidence=CONFIDENCE)
+            casc = rep.cascade(
+                scorer=scorer,
+                gates=[verifier.with_threshold(_gate(th))],
+                policy=_policy(th),
+            )
+            record("trained scorer + verifier (cascade)" + CONF_SUFFIX, te, run_cascade(rep, casc, test), th)
 
         if is_mt:  # per-turn routing: a turn-level scorer (turn 1 and turn 2 conversations, turn labels)
             t_convs, t_labels, t_groups, t_q, t_c = [], [], [], [], []
@@ -777,7 +799,7 @@ def evaluate(
         per_turn = name.endswith("per turn")
         calibrated[name] = _summary(recs, o_rl, o_ll, args.seed, per_turn=per_turn)
         calibrated[name]["thresholds_per_fold"] = cal_log[name]
-        if per_turn:
+        if per_turn or name.endswith(CONF_SUFFIX):  # the same scores as the variant without the suffix
             continue
         score = np.array([r["score"] if r["score"] is not None else np.nan for r in recs], float)
         if name == "verifier only (cascade)":
@@ -908,6 +930,7 @@ def _goal(name: str, out: dict[str, Any]) -> dict[str, Any]:
     at = None if curve is None else curve["at_target"]
     share = None if at is None else at["strong_share"]
     cal = out["calibrated"].get(primary)
+    conf = out["calibrated"].get(primary + CONF_SUFFIX)
     goal, moon = PUBLISHED[name]["strong_share"], MOONSHOT[name]
     cal_ok = cal is not None and cal["rel_quality"] >= TARGET - 1e-12
     return {
@@ -921,6 +944,12 @@ def _goal(name: str, out: dict[str, Any]) -> dict[str, Any]:
         "calibrated_rel_quality": None if cal is None else cal["rel_quality"],
         "calibrated_goal_met": bool(cal_ok and cal["strong_share"] < goal),
         "calibrated_moonshot_met": bool(cal_ok and cal["strong_share"] <= moon),
+        "calibrated_confidence": CONFIDENCE,
+        "calibrated_confidence_strong_share": None if conf is None else conf["strong_share"],
+        "calibrated_confidence_rel_quality": None if conf is None else conf["rel_quality"],
+        "calibrated_confidence_goal_met": bool(
+            conf is not None and conf["rel_quality"] >= TARGET - 1e-12 and conf["strong_share"] < goal
+        ),
     }
 
 
@@ -1020,7 +1049,14 @@ def format_dataset(r: dict[str, Any]) -> list[str]:
         "",
         f"  Goal: strong share lower than RouteLLM's {100 * g['goal']:.0f}% ({g['variant']}, chosen before the runs): "
         f"{verdict(g['goal_met'])} on the curve ({_pct(cs).strip()}); "
-        f"{verdict(g['calibrated_goal_met'])} calibrated ({cal})",
+        f"{verdict(g['calibrated_goal_met'])} calibrated ({cal})"
+        + (
+            f"; {verdict(g['calibrated_confidence_goal_met'])} calibrated with confidence {g['calibrated_confidence']} "
+            f"({_pct(g['calibrated_confidence_strong_share']).strip()} at "
+            f"{g['calibrated_confidence_rel_quality']:.3f} x strong quality)"
+            if g.get("calibrated_confidence_strong_share") is not None
+            else ""
+        ),
         f"  Moonshot: halfway to the oracle, <= {100 * g['moonshot']:.0f}%: {verdict(g['moonshot_met'])} on the curve "
         f"({_pct(cs).strip()}); {verdict(g['calibrated_moonshot_met'])} calibrated",
         "",
@@ -1096,6 +1132,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--embedding-cache", help="keep the embeddings in this .npz file between runs")
+    p.add_argument(
+        "--embedder",
+        choices=["default", "fast"],
+        default="default",
+        help="the scorer's and verifier's embedder: the default MiniLM-L6 or MiniLMEmbedder(model=FAST_MODEL)",
+    )
     p.add_argument("--json-out", help="also write the JSON result to this file")
     args = p.parse_args(argv)
     if args.folds is not None and args.folds < 2:
@@ -1104,7 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
         BOOT = 200
     t0 = time.perf_counter()
     warnings.filterwarnings("ignore", category=UserWarning, module="langchain_core")
-    from frugal_chains.embeddings import default_embedder
+    from frugal_chains.embeddings import FAST_MODEL, MiniLMEmbedder, default_embedder
 
     data = data_dir(args.data)
     names = args.dataset or list(LOADERS)
@@ -1112,7 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # subsample before embedding anything
         for ds in sets.values():
             ds.items = _subsample(ds.items, QUICK_SIZE[ds.name], args.seed)
-    memo = MemoEmbedder(default_embedder(), args.embedding_cache)
+    base = default_embedder() if args.embedder == "default" else MiniLMEmbedder(model=FAST_MODEL)
+    memo = MemoEmbedder(base, args.embedding_cache)
     texts: list[str] = []
     for ds in sets.values():
         for it in ds.items:

@@ -8,6 +8,8 @@ MT-Bench sets (MT-Bench: the turn-1 conversation and the 2-turn conversation wit
   ONNX on CPU) whose LRU cache is disabled (``cache_size=0``) and every text distinct, so no call is served from
   a cache (goal: < 10 ms), and the embedding of the same texts alone (the scorer embeds the last user turn and up
   to 8 earlier ones). The scorer is fit on 800 GSM8K + MMLU prompts other than the timed ones;
+* the same ``TrainedScorer`` with the router's fast embedder, ``MiniLMEmbedder(model=FAST_MODEL)``
+  (paraphrase-MiniLM-L3-v2, 3 layers, 128 tokens), fit on the same prompts;
 * ``Cascade.route()`` (the engine: scorer + policy), with the heuristic, the trained scorer and a cost-aware
   policy (which also counts the prompt's tokens);
 * ``CascadeChatModel.invoke`` overhead beyond the tier call: the cascade over two instant ``ReplayChatModel``
@@ -110,7 +112,7 @@ def workloads(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from frugal_chains.embeddings import MiniLMEmbedder
+    from frugal_chains.embeddings import FAST_MODEL, MiniLMEmbedder
     from frugal_chains.langchain import CascadeChatModel
     from frugal_chains.routing import RouterStats
     from frugal_chains.testing.replay import ReplayChatModel, replay_key
@@ -122,8 +124,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trained = TrainedScorer.fit(fit_convs, fit_labels, embedder=fit_embedder)
     cold = MiniLMEmbedder(cache_size=0)  # no LRU: every timed call runs the model
     scorer = TrainedScorer.from_json(trained.to_json(), embedder=cold)
-    for conv in fit_convs[:10]:  # load the ONNX session and warm it up on texts that are not timed
+    # the router's fast embedder (paraphrase-MiniLM-L3-v2), fit on the same prompts
+    fast_fit = TrainedScorer.fit(
+        fit_convs, fit_labels, embedder=MiniLMEmbedder(model=FAST_MODEL, cache_size=10_000)
+    )
+    cold_fast = MiniLMEmbedder(model=FAST_MODEL, cache_size=0)
+    fast = TrainedScorer.from_json(fast_fit.to_json(), embedder=cold_fast)
+    for conv in fit_convs[:10]:  # load the ONNX sessions and warm them up on texts that are not timed
         scorer.score(conv)
+        fast.score(conv)
     tiers = [
         TierSpec(name="weak", model=WEAK, price=PRICES[WEAK]),
         TierSpec(name="strong", model=STRONG, price=PRICES[STRONG]),
@@ -136,12 +145,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "of which the embedding (same texts)": _ms(
                 timed(lambda c: cold.embed([t for t in user_turns(c)[-9:]]), convs, warmup=0)
             ),
+            "trained, fast embedder (embedding incl.)": _ms(timed(fast.score, convs, warmup=0)),
         }
         results["scorers"][name] = row
     every = [c for convs in sets.values() for c in convs]
     engines = {
         "Cascade.route, heuristic": Cascade(tiers, scorer=heur, policy=RoutingPolicy(thresholds=(0.5,))),
         "Cascade.route, trained": Cascade(tiers, scorer=scorer, policy=RoutingPolicy(thresholds=(0.5,))),
+        "Cascade.route, trained, fast embedder": Cascade(
+            tiers, scorer=fast, policy=RoutingPolicy(thresholds=(0.5,))
+        ),
         "Cascade.route, heuristic, cost-aware": Cascade(
             tiers, scorer=heur, policy=RoutingPolicy(thresholds=(0.5,), cost_aware=True)
         ),
@@ -172,17 +185,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         results["cascade_chat_model"][name] = row
     results["goals_ms"] = GOALS_MS
+    kinds = (
+        ("heuristic", "heuristic", "heuristic"),
+        ("trained", "trained", "trained (embedding included)"),
+        ("trained, fast embedder", "trained", "trained, fast embedder (embedding incl.)"),
+    )
     worst = {
-        kind: max(results["scorers"][s][key]["p99_ms"] for s in results["scorers"])
-        for kind, key in (("heuristic", "heuristic"), ("trained", "trained (embedding included)"))
+        kind: max(results["scorers"][s][key]["p99_ms"] for s in results["scorers"]) for kind, _, key in kinds
     }
-    results["goal_met"] = {k: worst[k] < GOALS_MS[k] for k in GOALS_MS}
+    worst_p50 = {
+        kind: max(results["scorers"][s][key]["p50_ms"] for s in results["scorers"]) for kind, _, key in kinds
+    }
+    results["goal_of"] = {kind: goal for kind, goal, _ in kinds}
+    results["goal_met"] = {k: worst[k] < GOALS_MS[g] for k, g in results["goal_of"].items()}
+    results["goal_met_p50"] = {k: worst_p50[k] < GOALS_MS[g] for k, g in results["goal_of"].items()}
     results["worst_p99_ms"] = worst
+    results["worst_p50_ms"] = worst_p50
     results["machine"] = (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python "
         f"{platform.python_version()}; shared with other jobs: timings are noisy"
     )
-    results["embedder"] = f"{cold.name} (cache_size=0)"
+    results["embedder"] = f"{cold.name} (cache_size=0); fast: {cold_fast.name}"
     results["trained_scorer_fit_on"] = len(fit_convs)
     return results
 
@@ -212,10 +235,13 @@ def format_table(r: dict[str, Any]) -> str:
         over = f"{m['overhead_p50_ms']:13.3f}" if "overhead_p50_ms" in m else " " * 13
         lines.append(f"{name:50s} {m['p50_ms']:9.3f} {m['p99_ms']:9.3f} {over}")
     lines.append("")
-    for k, goal in r["goals_ms"].items():
-        verdict = "MET" if r["goal_met"][k] else "MISSED"
+    for k, g in r["goal_of"].items():
+        goal = r["goals_ms"][g]
+        p99 = "MET" if r["goal_met"][k] else "MISSED"
+        p50 = "MET" if r["goal_met_p50"][k] else "MISSED"
         lines.append(
-            f"Goal: {k} scorer p99 < {goal:g} ms on every data set: {verdict} (worst p99 {r['worst_p99_ms'][k]:.3f} ms)"
+            f"Goal: {k} scorer < {goal:g} ms on every data set: p99 {p99} (worst p99 "
+            f"{r['worst_p99_ms'][k]:.3f} ms); p50 {p50} (worst p50 {r['worst_p50_ms'][k]:.3f} ms)"
         )
     return "\n".join(lines)
 

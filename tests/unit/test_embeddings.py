@@ -353,6 +353,19 @@ def test_fast_model_missing_package_names_its_extra(monkeypatch: pytest.MonkeyPa
     MiniLMEmbedder()  # the default model does not need it
 
 
+def test_fast_model_missing_onnxruntime_names_the_fast_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    with pytest.raises(ImportError) as e:
+        MiniLMEmbedder(model=embeddings_mod.FAST_MODEL)
+    assert embeddings_mod.FAST_EMBEDDINGS_EXTRA in str(e.value) and "onnxruntime" in str(e.value)
+    with pytest.raises(ConfigurationError) as bad:  # a bad model_path is named before a missing package
+        MiniLMEmbedder(model_path="/nonexistent/model.onnx")
+    assert bad.value.field == "model_path"
+
+
 def test_fast_model_file_with_the_wrong_sha256_is_refused(tmp_path: Path) -> None:
     bogus = tmp_path / "model.onnx"
     bogus.write_bytes(b"not the model")

@@ -152,9 +152,11 @@ def choose_l2(
 
     A stratified ``folds``-fold split (seeded, deterministic) of at most ``max_rows`` rows drawn from ``x``; each
     penalty of ``grid`` is fit on the other folds and scored by the held-out (weighted) log-loss; ties go to the
-    larger penalty. The penalty is a sum over examples, so the one chosen on ``m`` sampled rows is scaled by
-    ``n / m`` for the fit on all ``n`` rows. With fewer than ``2 * folds`` examples of either class the middle
-    value of ``grid`` scaled the same way is returned (too little data to tell).
+    larger penalty. The chosen value is the full fit's penalty too (as scikit-learn's ``LogisticRegressionCV``
+    refits with the ``C`` it chose: the strength of a prior does not grow with the data), multiplied by the mean
+    ``sample_weight`` of the sample so that the units of the weights do not change the model. The rarer class
+    keeps at least ``2 * folds`` rows in the sample; with fewer examples than that in either class the middle
+    value of ``grid`` is returned (too little data to tell).
 
     Example:
         >>> import numpy as np
@@ -173,17 +175,29 @@ def choose_l2(
     values = sorted({float(v) for v in grid})
     if not values or values[0] <= 0:
         raise ConfigurationError("the l2 grid needs positive penalties", field="l2")
+    total = float(w_all.sum())
+    if total <= 0:
+        raise ConfigurationError("sample_weight must not be all zero", field="sample_weight")
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(ys > 0.5), np.flatnonzero(ys <= 0.5)
-    m = min(n, max_rows)
-    if m < n:  # a stratified sample keeps the class balance
-        k_pos = max(folds, round(m * len(pos) / n))
-        pos = rng.choice(pos, size=min(len(pos), k_pos), replace=False)
-        neg = rng.choice(neg, size=min(len(neg), m - len(pos)), replace=False)
-    m = len(pos) + len(neg)
-    scale_to_full = n / m
+    if min(n, max_rows) < n:  # a stratified sample keeps the class balance, and enough of the rarer class
+        m = max_rows
+        small, large = (pos, neg) if len(pos) <= len(neg) else (neg, pos)
+        k_small = min(len(small), max(2 * folds, round(m * len(small) / n)))
+        small = rng.choice(small, size=k_small, replace=False)
+        large = rng.choice(large, size=min(len(large), m - k_small), replace=False)
+        pos, neg = (small, large) if len(pos) <= len(neg) else (large, small)
+    sampled = np.concatenate([pos, neg])
+    # The CV fits use the sample's weights normalised to mean 1; the full fit uses the raw weights, whose data term
+    # is w_mean times larger, so the chosen penalty is multiplied by w_mean: the units of sample_weight do not
+    # change the model. The penalty itself is kept from the CV fits to the full fit (a prior's strength does not
+    # grow with the data), as scikit-learn's LogisticRegressionCV refits with the C it chose.
+    w_mean = float(w_all[sampled].mean())
+    if w_mean <= 0:
+        w_mean = total / n
+    w_all = w_all / w_mean
     if min(len(pos), len(neg)) < 2 * folds:
-        return values[len(values) // 2] * scale_to_full
+        return values[len(values) // 2] * w_mean
     fold = np.empty(n, dtype=np.int64)
     fold[:] = -1
     for part in (pos, neg):
@@ -205,4 +219,4 @@ def choose_l2(
     for l2 in reversed(values):  # ties keep the larger penalty
         if losses[l2] < losses[best] - 1e-9:
             best = l2
-    return best * scale_to_full
+    return best * w_mean

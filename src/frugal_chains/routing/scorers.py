@@ -709,7 +709,8 @@ class TrainedScorer:
                 penalty with the lowest 3-fold cross-validated log-loss on (a sample of at most 3,000 of) these
                 examples, from 0.3 to 3,000 (:func:`~frugal_chains.routing._logistic.choose_l2`). A few dozen
                 examples and 770 features need a strong penalty, ten thousand a light one; ``"auto"`` finds
-                it without any data but these. The value used is saved in ``meta["l2"]``.
+                it without any data but these. The value used is saved in ``meta["l2"]`` (with more than two
+                tiers, a list with one value per tier boundary, ``None`` for a boundary with one class only).
             sample_weight: optional non-negative weight per example (e.g. the request's cost).
             batch_size: texts per embedding call.
 
@@ -799,7 +800,7 @@ class TrainedScorer:
         x = _feature_matrix(parts, {t: i for i, t in enumerate(texts)}, vecs, dim)
         y = np.asarray(ints)
         models: list[Logistic] = []
-        used_l2: list[float] = []
+        used_l2: list[float | None] = []  # per boundary; None for a constant one
         for b in range(n_tiers - 1):
             yb = (y > b).astype(np.float64)
             positives = float(yb.sum()) if weights is None else float((weights * yb).sum())
@@ -809,6 +810,7 @@ class TrainedScorer:
                 used_l2.append(l2_b)
                 fitted = _fit_varying(x, yb, l2=l2_b, sample_weight=weights)
             else:  # no example on one side of this boundary: a constant at the smoothed base rate
+                used_l2.append(None)
                 p = (positives + 0.5) / (total + 1.0)
                 fitted = Logistic(
                     weights=(0.0,) * x.shape[1],
@@ -827,7 +829,8 @@ class TrainedScorer:
             meta={
                 "n": len(ints),
                 "label_counts": counts,
-                "l2": (used_l2[0] if len(used_l2) == 1 else used_l2) if auto else l2,
+                # two tiers: the penalty; more: one per tier boundary (None where the boundary is constant)
+                "l2": (used_l2[0] if n_tiers == 2 else used_l2) if auto else l2,
                 "l2_auto": auto,
                 "weighted": weights is not None,
             },

@@ -550,21 +550,33 @@ def test_choose_l2_penalises_small_noisy_data_more_than_large_data() -> None:
     x_small, y_small = _noisy(60, 120, seed=1)
     x_large, y_large = _noisy(2400, 20, seed=2)
     small, large = choose_l2(x_small, y_small), choose_l2(x_large, y_large)
-    # per example: 60 examples with 120 features need a far stronger penalty than 2,400 with 20
-    assert small / 60 > 10 * (large / 2400)
-    assert min(L2_GRID) <= large <= max(L2_GRID)
+    # 60 examples with 120 features need a far stronger penalty than 2,400 with 20
+    assert small >= 30 * large
+    assert small in L2_GRID and large in L2_GRID
     assert choose_l2(x_small, y_small) == small  # deterministic
 
 
-def test_choose_l2_scales_a_sampled_choice_to_the_full_data() -> None:
+def test_choose_l2_ignores_the_units_of_sample_weight_and_keeps_the_sampled_choice() -> None:
     from frugal_chains.routing._logistic import L2_GRID, choose_l2
 
     x, y = _noisy(900, 10, seed=3)
-    full = choose_l2(x, y)
-    sampled = choose_l2(x, y, max_rows=300)
-    assert full in L2_GRID  # no sampling: a grid value
-    # chosen on 300 rows, used on 900: three times a grid value
-    assert any(math.isclose(sampled, 3 * v) for v in L2_GRID)
+    plain = choose_l2(x, y)
+    for c in (1e-4, 1.0, 1e4):  # the same weight on every example: the same model
+        assert math.isclose(choose_l2(x, y, sample_weight=np.full(900, c)), c * plain)
+    assert choose_l2(x, y, max_rows=300) in L2_GRID  # chosen on a sample, used as it is
+
+
+def test_choose_l2_keeps_enough_of_a_rare_class_in_its_sample() -> None:
+    from frugal_chains.routing._logistic import choose_l2
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(10_000, 5))
+    y = np.zeros(10_000)
+    y[:15] = 1.0  # 15 positives in 10,000: a sample of 3,000 keeps at least 6 of them
+    x[:15, 0] += 6.0
+    # a two-value grid: "too few positives to tell" would return its middle value, 100; with the positives kept,
+    # cross-validation sees the signal and picks the small penalty
+    assert choose_l2(x, y, grid=(0.5, 100.0)) == 0.5
 
 
 def test_choose_l2_beats_a_fixed_small_penalty_on_held_out_data() -> None:
@@ -596,6 +608,10 @@ def test_trained_scorer_defaults_to_auto_l2_and_records_it() -> None:
     auto = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb)
     assert auto.meta["l2_auto"] is True
     assert isinstance(auto.meta["l2"], float) and auto.meta["l2"] > 0
+    weighted = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb, sample_weight=[1e-4] * 60)
+    assert weighted.score("prove the theorem on prime gaps") == pytest.approx(
+        auto.score("prove the theorem on prime gaps"), abs=1e-6
+    )  # weights in dollars: the same model as unweighted
     fixed = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb, l2=2.5)
     assert fixed.meta["l2_auto"] is False and fixed.meta["l2"] == 2.5
     again = TrainedScorer.from_json(auto.to_json(), embedder=emb)
@@ -603,3 +619,15 @@ def test_trained_scorer_defaults_to_auto_l2_and_records_it() -> None:
     assert (
         auto.score("what is the capital of country 99") < 0.5 < auto.score("prove the theorem on prime gaps")
     )
+
+
+def test_auto_l2_of_an_ordinal_scorer_has_one_entry_per_boundary() -> None:
+    emb = FakeEmbeddings(dim=16)
+    texts = [f"question number {i} about topic {i % 5}" for i in range(30)]
+    three = TrainedScorer.fit(
+        texts, [1] * 15 + [2] * 15, embedder=emb, n_tiers=3
+    )  # nobody needed only tier 0
+    assert three.meta["l2"][0] is None and isinstance(three.meta["l2"][1], float)
+    four = TrainedScorer.fit(texts, [0] * 10 + [1] * 10 + [2] * 10, embedder=emb, n_tiers=4)
+    assert len(four.meta["l2"]) == 3 and four.meta["l2"][2] is None
+    assert TrainedScorer.from_json(four.to_json(), embedder=emb).meta["l2"] == four.meta["l2"]

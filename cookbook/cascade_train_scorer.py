@@ -2,7 +2,8 @@
 
 Your logs say, for each request, which tier was good enough (user feedback, tests, a golden answer or an offline
 judge). Here a small made-up log of a coding assistant stands in for them. Uses the offline default embedder
-(`pip install "frugal-chains[embeddings]"`); nothing is downloaded.
+(`pip install "frugal-chains[embeddings]"`) and, when installed, the 3-layer fast one
+(`pip install "frugal-chains[fast-embeddings]"`); nothing is downloaded.
 
 python cookbook/cascade_train_scorer.py
 """
@@ -87,6 +88,13 @@ if __name__ == "__main__":
         f"expected quality {cal.quality_share:.1%} of the strong model's, {cal.strong_share:.1%} of requests "
         f"on it, cost {cal.cost_share:.1%} of all-strong"
     )
+    #    That meets 95% on average over these requests; to make 95% a floor (new traffic like this stays above
+    #    it about 90% of the time), calibrate on a lower bound instead: more requests go to the strong model.
+    floor = calibrate(outcomes, scorer=scorer, target_quality=0.95, confidence=0.9)
+    print(
+        f"with confidence=0.9: thresholds {floor.thresholds}, {floor.strong_share:.1%} on the strong model, "
+        f"quality {floor.quality_share:.1%} +- {floor.meta['quality_share_se']:.1%} (one standard error)"
+    )
 
     # 3. Save both (small JSON files) and load them where the app runs.
     folder = Path(tempfile.mkdtemp())
@@ -112,3 +120,19 @@ if __name__ == "__main__":
     ):
         frugal = router.invoke(question).response_metadata["frugal"]
         print(f"{frugal['tier']:>11}  score {frugal['scores']['scorer']:.2f}  {question}")
+
+    # 4. Decisions in ~6 ms instead of ~13 ms: the same recipe with the 3-layer embedder
+    #    (pip install "frugal-chains[fast-embeddings]"); load it with the same embedder it was fit with.
+    try:
+        from frugal_chains.embeddings import FAST_MODEL, MiniLMEmbedder
+
+        fast = MiniLMEmbedder(model=FAST_MODEL)
+    except ImportError as e:
+        print(f"(fast embedder not installed: {e})")
+    else:
+        fast_scorer = TrainedScorer.fit([q for q, _ in fit_rows], [y for _, y in fit_rows], embedder=fast)
+        fast_cal = calibrate(outcomes, scorer=fast_scorer, target_quality=0.95)
+        print(
+            f"fast embedder ({fast.name}): {fast_cal.strong_share:.1%} on the strong model at "
+            f"{fast_cal.quality_share:.1%} of its quality (default embedder: {cal.strong_share:.1%})"
+        )

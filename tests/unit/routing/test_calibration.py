@@ -471,3 +471,14 @@ def test_confidence_keeps_new_traffic_above_the_target_more_often() -> None:
             below[name] += live.quality_share < 0.95
     assert below["plain"] >= 0.3 * runs
     assert below["sure"] <= 0.2 * runs
+
+
+def test_huge_quality_scales_neither_overflow_nor_change_the_choice() -> None:
+    big = [LabelledOutcome(messages=str(i), quality=(1e200 * (i % 2), 1e200)) for i in range(10)]
+    unit = [LabelledOutcome(messages=str(i), quality=(float(i % 2), 1.0)) for i in range(10)]
+    scores = [0.1 * i for i in range(10)]
+    for conf in (None, 0.9):
+        a = calibrate(big, scores=scores, target_quality=0.5, confidence=conf)
+        b = calibrate(unit, scores=scores, target_quality=0.5, confidence=conf)
+        assert (a.thresholds, a.met) == (b.thresholds, b.met)
+        assert a.meta["quality_share_se"] == pytest.approx(b.meta["quality_share_se"])

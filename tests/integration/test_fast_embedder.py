@@ -69,3 +69,14 @@ def test_a_trained_scorer_fits_and_reloads_with_the_fast_model(fast: MiniLMEmbed
     with pytest.raises(ConfigurationError) as e:
         TrainedScorer.from_json(scorer.to_json(), embedder=MiniLMEmbedder())  # the default model: refused
     assert e.value.field == "embedder"
+
+
+def test_mean_pooling_matches_the_exports_own_pooled_output(fast: MiniLMEmbedder) -> None:
+    """The L3 export also returns its sentence-transformers pooled vector: ours must be the same direction."""
+    text = "I forgot my password, how can I reset it?"
+    ours = fast.embed([text])[0]
+    session = fast._session
+    ids = np.asarray([fast._tokenizer.encode(text).ids], np.int64)
+    outputs = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    pooled = next(o[0] for o in outputs if o.ndim == 2 and o.shape[-1] == 384 and o.dtype == np.float32)
+    assert float(ours @ (pooled / np.linalg.norm(pooled))) > 0.9999

@@ -612,17 +612,11 @@ def evaluate(
         scorer = trained.scorer(convs, labels)
         h_tr = np.array([heur.score(m) for m in convs])
 
-        th = calibrate_thresholds(train, o_tr, oof_s, None)
-        record(
-            "trained scorer",
-            te,
-            run_cascade(rep, rep.cascade(scorer=scorer, policy=_policy(th)), test, mode),
-            th,
-        )
-        if PRIMARY[ds.name] == "trained scorer":
-            th = calibrate_thresholds(train, o_tr, oof_s, None, confidence=CONFIDENCE)
+        # the primary variant also gets a row calibrated with a confidence (CONF_SUFFIX)
+        for conf in (None, CONFIDENCE) if PRIMARY[ds.name] == "trained scorer" else (None,):
+            th = calibrate_thresholds(train, o_tr, oof_s, None, confidence=conf)
             record(
-                "trained scorer" + CONF_SUFFIX,
+                "trained scorer" + (CONF_SUFFIX if conf else ""),
                 te,
                 run_cascade(rep, rep.cascade(scorer=scorer, policy=_policy(th)), test, mode),
                 th,
@@ -677,20 +671,15 @@ def evaluate(
             recs = run_cascade(rep, rep.cascade(gates=[verifier.with_threshold(_gate(th))]), test)
             record("verifier only (cascade)", te, recs, th)
             all_good[te] = [r["gate"] for r in recs]
-            th = calibrate_thresholds(train, o_tr, oof_s, oof_v)
-            casc = rep.cascade(
-                scorer=scorer,
-                gates=[verifier.with_threshold(_gate(th))],
-                policy=_policy(th),
-            )
-            record("trained scorer + verifier (cascade)", te, run_cascade(rep, casc, test), th)
-            th = calibrate_thresholds(train, o_tr, oof_s, oof_v, confidence=CONFIDENCE)
-            casc = rep.cascade(
-                scorer=scorer,
-                gates=[verifier.with_threshold(_gate(th))],
-                policy=_policy(th),
-            )
-            record("trained scorer + verifier (cascade)" + CONF_SUFFIX, te, run_cascade(rep, casc, test), th)
+            for conf in (None, CONFIDENCE):  # the primary variant: also calibrated with a confidence
+                th = calibrate_thresholds(train, o_tr, oof_s, oof_v, confidence=conf)
+                casc = rep.cascade(
+                    scorer=scorer,
+                    gates=[verifier.with_threshold(_gate(th))],
+                    policy=_policy(th),
+                )
+                name = "trained scorer + verifier (cascade)" + (CONF_SUFFIX if conf else "")
+                record(name, te, run_cascade(rep, casc, test), th)
 
         if is_mt:  # per-turn routing: a turn-level scorer (turn 1 and turn 2 conversations, turn labels)
             t_convs, t_labels, t_groups, t_q, t_c = [], [], [], [], []

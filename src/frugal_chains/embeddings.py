@@ -105,9 +105,8 @@ class _ModelSpec:
     file: str  # its path inside that distribution's install
     extra: str  # the install command when it is missing
     version: str  # the release whose file has this sha256
-    module: str | None = (
-        None  # its importable module, checked first (the L3 package has none: a hyphenated name)
-    )
+    # its importable module, checked first (the L3 package has none: its name is hyphenated)
+    module: str | None = None
 
 
 _MODELS: dict[str, _ModelSpec] = {

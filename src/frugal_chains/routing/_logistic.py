@@ -46,9 +46,7 @@ class Logistic:
                 field="model",
             )
         z = (rows - np.asarray(self.mean)) / np.asarray(self.scale)
-        logits = self.bias + z @ np.asarray(self.weights)
-        out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -35, 35)))
-        return out
+        return _sigmoid(self.bias + z @ np.asarray(self.weights))
 
     def to_dict(self) -> dict[str, Any]:
         # full precision: a rounded scale of a nearly constant column could become 0
@@ -100,10 +98,8 @@ def fit_logistic(
             field="labels",
         )
     w_s = np.ones(len(ys)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    mean = xs.mean(axis=0)
-    scale = xs.std(axis=0)
-    scale[scale < 1e-6] = 1.0  # a (nearly) constant column: left unscaled, its weight stays ~0
-    z = np.hstack([np.ones((len(ys), 1)), (xs - mean) / scale])
+    mean, scale = _standardisation(xs)
+    z = _design(xs, mean, scale)
     beta = _newton(z, ys, w_s, float(l2), np.zeros(z.shape[1]), iterations)
     return Logistic(
         weights=tuple(float(v) for v in beta[1:]),
@@ -111,6 +107,29 @@ def fit_logistic(
         mean=tuple(float(v) for v in mean),
         scale=tuple(float(v) for v in scale),
     )
+
+
+def _sigmoid(logits: NDArray[Any]) -> NDArray[np.float64]:
+    import numpy as np
+
+    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -35, 35)))
+    return out
+
+
+def _standardisation(xs: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Column means and scales; a (nearly) constant column is left unscaled, so its weight stays ~0."""
+    mean, scale = xs.mean(axis=0), xs.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    return mean, scale
+
+
+def _design(
+    xs: NDArray[np.float64], mean: NDArray[np.float64], scale: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The standardised rows with an intercept column first."""
+    import numpy as np
+
+    return np.hstack([np.ones((len(xs), 1)), (xs - mean) / scale])
 
 
 def _newton(
@@ -128,7 +147,7 @@ def _newton(
     reg[0] = 0.0
     beta = beta.copy()
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -35, 35)))
+        p = _sigmoid(z @ beta)
         grad = z.T @ (w_s * (p - ys)) + reg * beta
         hess = (z * (w_s * p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
         step = np.linalg.solve(hess, grad)
@@ -198,22 +217,19 @@ def choose_l2(
     w_all = w_all / w_mean
     if min(len(pos), len(neg)) < 2 * folds:
         return values[len(values) // 2] * w_mean
-    fold = np.empty(n, dtype=np.int64)
-    fold[:] = -1
+    fold = np.full(n, -1, dtype=np.int64)  # -1: not in the sample
     for part in (pos, neg):
         shuffled = rng.permutation(part)
         fold[shuffled] = np.arange(len(shuffled)) % folds
     losses = dict.fromkeys(values, 0.0)
     for j in range(folds):
         tr, te = np.flatnonzero((fold >= 0) & (fold != j)), np.flatnonzero(fold == j)
-        mean, scale = xs[tr].mean(axis=0), xs[tr].std(axis=0)
-        scale[scale < 1e-6] = 1.0
-        z_tr = np.hstack([np.ones((len(tr), 1)), (xs[tr] - mean) / scale])
-        z_te = np.hstack([np.ones((len(te), 1)), (xs[te] - mean) / scale])
+        mean, scale = _standardisation(xs[tr])
+        z_tr, z_te = _design(xs[tr], mean, scale), _design(xs[te], mean, scale)
         beta = np.zeros(z_tr.shape[1])
         for l2 in reversed(values):  # largest first, each fit warm-started from the previous one
             beta = _newton(z_tr, ys[tr], w_all[tr], l2, beta)
-            p = np.clip(1.0 / (1.0 + np.exp(-np.clip(z_te @ beta, -35, 35))), 1e-6, 1 - 1e-6)
+            p = np.clip(_sigmoid(z_te @ beta), 1e-6, 1 - 1e-6)
             losses[l2] += float(-(w_all[te] * (ys[te] * np.log(p) + (1 - ys[te]) * np.log(1 - p))).sum())
     best = values[-1]
     for l2 in reversed(values):  # ties keep the larger penalty

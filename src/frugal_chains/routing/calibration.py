@@ -773,8 +773,10 @@ def calibrate(
         points = [p for p in points if p.thresholds is None]
 
     if kind == "target_quality":
-        margin = (lambda p: z * p.quality_share_se) if z else (lambda p: 0.0)
-        feasible = [p for p in points if p.quality_share - margin(p) >= value - _EPS]
+        # without a confidence no margin at all (not 0 * se: an infinite se must not matter then)
+        feasible = [
+            p for p in points if p.quality_share - (z * p.quality_share_se if z else 0.0) >= value - _EPS
+        ]
         best = min(feasible, key=_better_for_quality) if feasible else min(points, key=_best_quality)
     else:
         feasible = [p for p in points if p.strong_share <= value + _EPS]

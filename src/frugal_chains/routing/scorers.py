@@ -921,10 +921,15 @@ class TrainedScorer:
 
 def _auto_l2(x: NDArray[np.float64], y: NDArray[np.float64], weights: NDArray[np.float64] | None) -> float:
     """``l2="auto"``: :func:`choose_l2` on the columns that vary (as :func:`_fit_varying` fits them)."""
-    varying = x.std(axis=0) > 1e-6
+    return choose_l2(x[:, _varying(x)], y, sample_weight=weights)
+
+
+def _varying(x: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """The columns that are not (nearly) constant; at least the first one."""
+    varying: NDArray[np.bool_] = x.std(axis=0) > 1e-6
     if not varying.any():
         varying[0] = True
-    return choose_l2(x[:, varying], y, sample_weight=weights)
+    return varying
 
 
 def _fit_varying(
@@ -935,11 +940,9 @@ def _fit_varying(
     at a fraction of the cost, and keeps the saved scales (rounded to 8 decimals) away from 0."""
     import numpy as np
 
-    varying = x.std(axis=0) > 1e-6
+    varying = _varying(x)
     if varying.all():
         return fit_logistic(x, y, l2=l2, sample_weight=sample_weight)
-    if not varying.any():
-        varying[0] = True
     part = fit_logistic(x[:, varying], y, l2=l2, sample_weight=sample_weight)
     weights = np.zeros(x.shape[1])
     weights[varying] = part.weights

@@ -17,18 +17,23 @@ LangChain contract:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    convert_to_openai_messages,
+)
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
@@ -38,19 +43,19 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from frugal_chains.accounting.usage import Attribution, Usage
-from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
+from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
-from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
+from frugal_chains.langchain._streaming import ChildRunStreamingModel
 from frugal_chains.langchain.budget import (
     CACHE_HIT_METADATA_KEY,
     TIER_METADATA_KEY,
     WRAPPER_METADATA_KEY,
     usage_from_message,
 )
-from frugal_chains.routing.cascade import Cascade, CascadeResult, Route
+from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec, tier_names
 from frugal_chains.routing.stats import RouterStats
-from frugal_chains.routing.types import Attempt, GateResult, TierAnswer
+from frugal_chains.routing.types import TierAnswer
 
 __all__ = ["CascadeChatModel"]
 
@@ -518,13 +523,9 @@ class CascadeChatModel(ChildRunStreamingModel):
             )
             return _validated(_answer(out), req.structured)
 
-        def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
-            return lambda n: [call(i) for _ in range(n)]
-
         result = self._engine.run(
             oai,
             call,
-            sampler=sampler,
             judge_config=self._judge_config(run_manager, asynchronous=False),
             structured=req.structured is not None,
             attribution=self._attribution(run_manager),
@@ -547,16 +548,9 @@ class CascadeChatModel(ChildRunStreamingModel):
             )
             return _validated(_answer(out), req.structured)
 
-        def sampler(i: int) -> Callable[[int], Any]:
-            async def sample(n: int) -> Sequence[TierAnswer]:
-                return list(await asyncio.gather(*(call(i) for _ in range(n))))
-
-            return sample
-
         result = await self._engine.arun(
             oai,
             call,
-            sampler=sampler,
             judge_config=self._judge_config(run_manager, asynchronous=True),
             structured=req.structured is not None,
             attribution=self._attribution(run_manager),
@@ -564,10 +558,6 @@ class CascadeChatModel(ChildRunStreamingModel):
         return ChatResult(generations=[ChatGeneration(message=self._message(result))])
 
     # -- stream ------------------------------------------------------------------------------------------------
-    def _buffered(self, req: _Request) -> bool:
-        """True when a tier's answer must be whole before it can be returned (some gate needs it)."""
-        return self._engine.needs_full_answer
-
     def _final_chunk(self, result: CascadeResult, accepted: TierAnswer) -> ChatGenerationChunk:
         """The closing chunk: ``response_metadata["frugal"]`` and the usage of every call but the accepted
         answer's own (which its chunks already carry), so the merged stream sums to the cascade's usage."""
@@ -609,78 +599,28 @@ class CascadeChatModel(ChildRunStreamingModel):
             result = self._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
             yield _whole_chunk(result.generations[0].message)
             return
-        engine = self._engine
-        oai = convert_to_openai_messages(messages)
-        route = engine.route(oai)
-        buffered = self._buffered(req)
-        attempts: list[Attempt] = []
-        try:
-            for i in range(route.start, len(self.tiers)):
-                last = i == len(self.tiers) - 1
-                live = last or not buffered
-                started = _now()
-                chunks: list[ChatGenerationChunk] = []
-                inner = self._runnable(i, req).stream(
+
+        def open_stream(i: int) -> Iterator[BaseMessageChunk]:
+            return self._runnable(i, req).stream(
+                messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
+            )
+
+        def call(i: int) -> TierAnswer:
+            return _answer(
+                self._runnable(i, req).invoke(
                     messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
                 )
-                try:
-                    for piece in inner:
-                        chunk = ChatGenerationChunk(message=cast("AIMessageChunk", piece))
-                        chunks.append(chunk)
-                        if live:
-                            yield chunk
-                except Exception as e:
-                    escalates = engine.escalates(e)
-                    if (
-                        escalates
-                    ):  # a provider error: an attempt of this tier (a bug or a refused budget is not)
-                        attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
-                    if (live and chunks) or not escalates:
-                        raise
-                    continue
-                finally:
-                    close_iterator(inner)
-                answer = _stream_answer(chunks)
-                samples: list[TierAnswer] = []
-                gates: tuple[GateResult, ...] = ()
-                if not live:
+            )
 
-                    def sample(n: int, i: int = i, into: list[TierAnswer] = samples) -> Sequence[TierAnswer]:
-                        got = [
-                            _answer(
-                                self._runnable(i, req).invoke(
-                                    messages,
-                                    config=self._config(run_manager, i, asynchronous=False),
-                                    **req.call_kwargs(),
-                                )
-                            )
-                            for _ in range(n)
-                        ]
-                        into.extend(got)
-                        return got
-
-                    ctx = engine.context(
-                        oai,
-                        i,
-                        answer,
-                        sample=sample,
-                        judge_config=self._judge_config(run_manager, asynchronous=False)(i),
-                    )
-                    gates = engine.check(ctx)
-                verdict = engine.verdict(i, gates)
-                attempts.append(
-                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
-                if verdict == "escalated":
-                    continue
-                if not live:
-                    yield from chunks
-                yield self._final_chunk(engine.result(route, attempts, answer), answer)
-                return
-            raise CascadeExhaustedError(attempts)
-        finally:
-            if attempts:
-                engine.finish(route, attempts, attribution=self._attribution(run_manager))
+        for event in self._engine.stream(
+            convert_to_openai_messages(messages),
+            open_stream,
+            _joined,
+            call=call,
+            judge_config=self._judge_config(run_manager, asynchronous=False),
+            attribution=self._attribution(run_manager),
+        ):
+            yield self._chunk(event)
 
     async def _astream(
         self,
@@ -694,80 +634,39 @@ class CascadeChatModel(ChildRunStreamingModel):
             result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
             yield _whole_chunk(result.generations[0].message)
             return
-        engine = self._engine
-        oai = convert_to_openai_messages(messages)
-        route: Route = await engine.aroute(oai)
-        buffered = self._buffered(req)
-        attempts: list[Attempt] = []
-        try:
-            for i in range(route.start, len(self.tiers)):
-                last = i == len(self.tiers) - 1
-                live = last or not buffered
-                started = _now()
-                chunks: list[ChatGenerationChunk] = []
-                inner = self._runnable(i, req).astream(
+
+        async def open_stream(i: int) -> AsyncIterator[BaseMessageChunk]:
+            return self._runnable(i, req).astream(
+                messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
+            )
+
+        async def call(i: int) -> TierAnswer:
+            return _answer(
+                await self._runnable(i, req).ainvoke(
                     messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
                 )
-                try:
-                    async for piece in inner:
-                        chunk = ChatGenerationChunk(message=cast("AIMessageChunk", piece))
-                        chunks.append(chunk)
-                        if live:
-                            yield chunk
-                except Exception as e:
-                    escalates = engine.escalates(e)
-                    if (
-                        escalates
-                    ):  # a provider error: an attempt of this tier (a bug or a refused budget is not)
-                        attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
-                    if (live and chunks) or not escalates:
-                        raise
-                    continue
-                finally:
-                    await cast("Any", inner).aclose()
-                answer = _stream_answer(chunks)
-                samples: list[TierAnswer] = []
-                gates: tuple[GateResult, ...] = ()
-                if not live:
+            )
 
-                    async def asample(
-                        n: int, i: int = i, into: list[TierAnswer] = samples
-                    ) -> Sequence[TierAnswer]:
-                        config = self._config(run_manager, i, asynchronous=True)
-                        runnable = self._runnable(i, req)
-                        outs = await asyncio.gather(
-                            *(
-                                runnable.ainvoke(messages, config=config, **req.call_kwargs())
-                                for _ in range(n)
-                            )
-                        )
-                        got = [_answer(o) for o in outs]
-                        into.extend(got)
-                        return got
+        async for event in self._engine.astream(
+            convert_to_openai_messages(messages),
+            open_stream,
+            _joined,
+            call=call,
+            judge_config=self._judge_config(run_manager, asynchronous=True),
+            attribution=self._attribution(run_manager),
+        ):
+            yield self._chunk(event)
 
-                    ctx = engine.context(
-                        oai,
-                        i,
-                        answer,
-                        asample=asample,
-                        judge_config=self._judge_config(run_manager, asynchronous=True)(i),
-                    )
-                    gates = await engine.acheck(ctx)
-                verdict = engine.verdict(i, gates)
-                attempts.append(
-                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
-                if verdict == "escalated":
-                    continue
-                if not live:
-                    for chunk in chunks:
-                        yield chunk
-                yield self._final_chunk(engine.result(route, attempts, answer), answer)
-                return
-            raise CascadeExhaustedError(attempts)
-        finally:
-            if attempts:
-                await engine.afinish(route, attempts, attribution=self._attribution(run_manager))
+    def _chunk(self, event: TierChunk[BaseMessageChunk] | CascadeResult) -> ChatGenerationChunk:
+        """An engine event as a stream chunk: a tier's chunk as it is, the result as the closing chunk."""
+        if isinstance(event, CascadeResult):
+            return self._final_chunk(event, event.answer)
+        return ChatGenerationChunk(message=event.chunk)
+
+
+def _joined(index: int, chunks: list[BaseMessageChunk]) -> TierAnswer:
+    """A tier's streamed chunks as its whole answer."""
+    return _stream_answer([ChatGenerationChunk(message=c) for c in chunks])
 
 
 def _whole_chunk(message: BaseMessage) -> ChatGenerationChunk:
@@ -793,12 +692,6 @@ def _whole_chunk(message: BaseMessage) -> ChatGenerationChunk:
             chunk_position="last",
         )
     )
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def _stream_answer(chunks: list[ChatGenerationChunk]) -> TierAnswer:

@@ -32,12 +32,10 @@ LlamaIndex contract:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import dataclasses
 import threading
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -74,13 +72,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny
 from frugal_chains.accounting.context import cascade_tier
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
-from frugal_chains.errors import CascadeExhaustedError, ConfigurationError
+from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY, _usage_of
-from frugal_chains.routing.cascade import Cascade, CascadeResult
+from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec
 from frugal_chains.routing.policy import tier_names as resolve_tier_names
 from frugal_chains.routing.stats import RouterStats
-from frugal_chains.routing.types import Attempt, GateResult, TierAnswer
+from frugal_chains.routing.types import TierAnswer
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -177,18 +175,6 @@ def _is_parse_error(error: BaseException) -> bool:
     if isinstance(error, (ValueError, OutputParserException)):
         return True
     return isinstance(error, TypeError) and "structured output" in str(error)
-
-
-def _close(stream: Any) -> None:
-    close = getattr(stream, "close", None)
-    if callable(close):
-        close()
-
-
-async def _aclose(stream: Any) -> None:
-    close = getattr(stream, "aclose", None)
-    if callable(close):
-        await close()
 
 
 # -- usage of structured calls -----------------------------------------------------------------------------------
@@ -570,19 +556,16 @@ class CascadeLLM(FunctionCallingLLM):
             native=response,
         )
 
-    def _stream_answer(
-        self, index: int, req: _Chat | _Completion, chunks: list[Any]
-    ) -> tuple[Any, TierAnswer]:
-        """A streamed answer made whole, and as a :class:`TierAnswer` (usage from whichever chunk carried it)."""
+    def _stream_answer(self, index: int, req: _Chat | _Completion, chunks: list[Any]) -> TierAnswer:
+        """A streamed answer made whole (``native``), usage from whichever chunk carried it."""
         whole = _whole_chat(chunks) if isinstance(req, _Chat) else _whole_completion(chunks)
         answer = self._answer(index, whole)
         if answer.usage is None:
             for chunk in reversed(chunks):
                 usage, model = _usage_of(chunk)
                 if usage is not None:
-                    answer = dataclasses.replace(answer, usage=usage, model=answer.model or model)
-                    break
-        return whole, answer
+                    return dataclasses.replace(answer, usage=usage, model=answer.model or model)
+        return answer
 
     def _marks(self, result: CascadeResult, additional: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         usage = result.usage
@@ -632,142 +615,54 @@ class CascadeLLM(FunctionCallingLLM):
         with cascade_tier(self.tier_names[i]):
             return await fn(self.tiers[i])
 
-    # -- the loops ---------------------------------------------------------------------------------------------
+    # -- the loops: the engine's, with this wing's calls ---------------------------------------------------------
     def _run(self, req: _Chat | _Completion) -> CascadeResult:
         def call(i: int) -> TierAnswer:
             return self._answer(i, self._tiered(i, req.call))
 
-        def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
-            return lambda n: [call(i) for _ in range(n)]
-
-        return self._engine.run(req.openai(), call, sampler=sampler)
+        return self._engine.run(req.openai(), call)
 
     async def _arun(self, req: _Chat | _Completion) -> CascadeResult:
         async def call(i: int) -> TierAnswer:
             return self._answer(i, await self._atiered(i, req.acall))
 
-        def sampler(i: int) -> Callable[[int], Awaitable[Sequence[TierAnswer]]]:
-            async def sample(n: int) -> Sequence[TierAnswer]:
-                return list(await asyncio.gather(*(call(i) for _ in range(n))))
-
-            return sample
-
-        return await self._engine.arun(req.openai(), call, sampler=sampler)
+        return await self._engine.arun(req.openai(), call)
 
     def _stream(self, req: _Chat | _Completion) -> Generator[Any, None, None]:
-        """Stream the chosen tier live, or buffer each tier below the strongest until its gates pass."""
-        engine = self._engine
-        oai = req.openai()
-        route = engine.route(oai)
-        buffered = engine.needs_full_answer
-        n_tiers = len(self.tiers)
-        attempts: list[Attempt] = []
-        try:
-            for i in range(route.start, n_tiers):
-                live = i == n_tiers - 1 or not buffered
-                started = time.perf_counter()
-                chunks: list[Any] = []
-                inner: Iterator[Any] | None = None
-                try:
-                    inner = self._tiered(i, req.stream)
-                    for piece in inner:
-                        chunks.append(piece)
-                        if live:
-                            yield self._tagged(piece, i)
-                except Exception as e:
-                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
-                    if (live and chunks) or not engine.escalates(e):
-                        raise
-                    continue
-                finally:
-                    if inner is not None:
-                        _close(inner)
-                whole, answer = self._stream_answer(i, req, chunks)
-                samples: list[TierAnswer] = []
-                gates: tuple[GateResult, ...] = ()
-                if not live:
+        """The engine's streaming loop: tier chunks tagged with their tier, then the closing response."""
 
-                    def sample(n: int, i: int = i, into: list[TierAnswer] = samples) -> Sequence[TierAnswer]:
-                        got = [self._answer(i, self._tiered(i, req.call)) for _ in range(n)]
-                        into.extend(got)
-                        return got
+        def join(i: int, chunks: list[Any]) -> TierAnswer:
+            return self._stream_answer(i, req, chunks)
 
-                    gates = engine.check(engine.context(oai, i, answer, sample=sample))
-                verdict = engine.verdict(i, gates)
-                attempts.append(
-                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
-                if verdict == "escalated":
-                    continue
-                if not live:
-                    for piece in chunks:
-                        yield self._tagged(piece, i)
-                yield self._closing(engine.result(route, attempts, answer), whole)
-                return
-            raise CascadeExhaustedError(attempts)
-        finally:
-            if attempts:
-                engine.finish(route, attempts)
+        def call(i: int) -> TierAnswer:
+            return self._answer(i, self._tiered(i, req.call))
+
+        def open_stream(i: int) -> Iterator[Any]:
+            return cast("Iterator[Any]", self._tiered(i, req.stream))
+
+        for event in self._engine.stream(req.openai(), open_stream, join, call=call):
+            yield self._event(event)
 
     async def _astream(self, req: _Chat | _Completion) -> AsyncGenerator[Any, None]:
         """Async :meth:`_stream`."""
-        engine = self._engine
-        oai = req.openai()
-        route = await engine.aroute(oai)
-        buffered = engine.needs_full_answer
-        n_tiers = len(self.tiers)
-        attempts: list[Attempt] = []
-        try:
-            for i in range(route.start, n_tiers):
-                live = i == n_tiers - 1 or not buffered
-                started = time.perf_counter()
-                chunks: list[Any] = []
-                inner: AsyncIterator[Any] | None = None
-                try:
-                    inner = await self._atiered(i, req.astream)
-                    async for piece in inner:
-                        chunks.append(piece)
-                        if live:
-                            yield self._tagged(piece, i)
-                except Exception as e:
-                    attempts.append(engine.attempt(i, None, outcome="error", error=e, started=started))
-                    if (live and chunks) or not engine.escalates(e):
-                        raise
-                    continue
-                finally:
-                    if inner is not None:
-                        await _aclose(inner)
-                whole, answer = self._stream_answer(i, req, chunks)
-                samples: list[TierAnswer] = []
-                gates: tuple[GateResult, ...] = ()
-                if not live:
 
-                    async def asample(
-                        n: int, i: int = i, into: list[TierAnswer] = samples
-                    ) -> Sequence[TierAnswer]:
-                        outs: list[Any] = await asyncio.gather(
-                            *(self._atiered(i, req.acall) for _ in range(n))
-                        )
-                        got = [self._answer(i, o) for o in outs]
-                        into.extend(got)
-                        return got
+        def join(i: int, chunks: list[Any]) -> TierAnswer:
+            return self._stream_answer(i, req, chunks)
 
-                    gates = await engine.acheck(engine.context(oai, i, answer, asample=asample))
-                verdict = engine.verdict(i, gates)
-                attempts.append(
-                    engine.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
-                if verdict == "escalated":
-                    continue
-                if not live:
-                    for piece in chunks:
-                        yield self._tagged(piece, i)
-                yield self._closing(engine.result(route, attempts, answer), whole)
-                return
-            raise CascadeExhaustedError(attempts)
-        finally:
-            if attempts:
-                await engine.afinish(route, attempts)
+        async def call(i: int) -> TierAnswer:
+            return self._answer(i, await self._atiered(i, req.acall))
+
+        async def open_stream(i: int) -> AsyncIterator[Any]:
+            return cast("AsyncIterator[Any]", await self._atiered(i, req.astream))
+
+        async for event in self._engine.astream(req.openai(), open_stream, join, call=call):
+            yield self._event(event)
+
+    def _event(self, event: TierChunk[Any] | CascadeResult) -> Any:
+        """An engine event as a response: a tier's chunk tagged with its tier, the result as the closing one."""
+        if isinstance(event, CascadeResult):
+            return self._closing(event, event.answer.native)
+        return self._tagged(event.chunk, event.tier_index)
 
     # -- chat ----------------------------------------------------------------------------------------------------
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Chat:
@@ -933,12 +828,7 @@ class CascadeLLM(FunctionCallingLLM):
                     error = e
             return self._structured_answer(parsed, error, box)
 
-        def sampler(i: int) -> Callable[[int], Sequence[TierAnswer]]:
-            return lambda n: [call(i) for _ in range(n)]
-
-        result = self._engine.run(
-            self._prompt_messages(prompt, prompt_args), call, sampler=sampler, structured=True
-        )
+        result = self._engine.run(self._prompt_messages(prompt, prompt_args), call, structured=True)
         return cast("Model", result.answer.parsed)
 
     async def astructured_predict(
@@ -963,15 +853,7 @@ class CascadeLLM(FunctionCallingLLM):
                     error = e
             return self._structured_answer(parsed, error, box)
 
-        def sampler(i: int) -> Callable[[int], Awaitable[Sequence[TierAnswer]]]:
-            async def sample(n: int) -> Sequence[TierAnswer]:
-                return [await call(i) for _ in range(n)]
-
-            return sample
-
-        result = await self._engine.arun(
-            self._prompt_messages(prompt, prompt_args), call, sampler=sampler, structured=True
-        )
+        result = await self._engine.arun(self._prompt_messages(prompt, prompt_args), call, structured=True)
         return cast("Model", result.answer.parsed)
 
     def stream_structured_predict(

@@ -17,15 +17,24 @@ Rules:
   errors, context overflow: ``langchain_core``'s ``ModelError.is_retryable`` and the usual SDK names) moves to
   the next tier; any other error propagates at once (a bug, a refused budget, a bad request). When the last
   tier errors, :class:`~frugal_chains.errors.CascadeExhaustedError` carries every attempt.
+* Streams (:meth:`Cascade.stream`, :meth:`Cascade.astream`): with no gate that needs the whole answer, the
+  starting tier streams live and its answer is not gated. Otherwise each tier below the strongest is buffered,
+  its whole answer checked, and its chunks given once it passes; the strongest tier streams live. An error that
+  escalates moves to the next tier while nothing of the tier's answer has been shown; once a live tier has shown
+  chunks it is raised (and recorded as that tier's attempt).
+
+The adapters supply small callbacks (call a tier, open its stream, join its chunks) and translate types; every
+loop above is written once, here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from frugal_chains.accounting.context import current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
@@ -46,7 +55,7 @@ from frugal_chains.routing.types import (
     TierAnswer,
 )
 
-__all__ = ["Cascade", "CascadeResult", "Route", "default_escalates"]
+__all__ = ["Cascade", "CascadeResult", "Route", "TierChunk", "default_escalates"]
 
 log = logging.getLogger("frugal_chains.routing")
 
@@ -114,6 +123,24 @@ class Route:
     start: int
     latency_s: float = 0.0
     prompt_tokens: int | None = None
+
+
+C = TypeVar("C")
+"""The type of a tier's stream chunks (the adapter's framework type)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierChunk(Generic[C]):
+    """A chunk of tier ``tier_index``'s stream that the caller may show now (see :meth:`Cascade.stream`).
+
+    Example:
+        >>> from frugal_chains.routing.cascade import TierChunk
+        >>> TierChunk(tier_index=0, chunk="Hel").chunk
+        'Hel'
+    """
+
+    tier_index: int
+    chunk: C
 
 
 @dataclass(kw_only=True)
@@ -538,6 +565,40 @@ class Cascade:
             log.warning("frugal-chains: could not write the routing record to the ledger: %s", e)
 
     # -- the whole loop --------------------------------------------------------------------------------------
+    def _sampler(
+        self, sampler: Callable[[int], Sampler] | None, call: Callable[[int], TierAnswer] | None
+    ) -> Callable[[int], Sampler] | None:
+        """The sampler of tier ``i`` (extra answers for self-consistency gates): the adapter's, or ``n`` more
+        calls of ``call(i)``."""
+        if sampler is not None or call is None:
+            return sampler
+
+        def of_tier(i: int) -> Sampler:
+            return lambda n: [call(i) for _ in range(n)]
+
+        return of_tier
+
+    def _asampler(
+        self,
+        sampler: Callable[[int], ASampler] | None,
+        call: Callable[[int], Awaitable[TierAnswer]] | None,
+    ) -> Callable[[int], ASampler] | None:
+        """Async :meth:`_sampler`: the ``n`` extra calls run concurrently."""
+        if sampler is not None or call is None:
+            return sampler
+
+        def of_tier(i: int) -> ASampler:
+            async def sample(n: int) -> Sequence[TierAnswer]:
+                return list(await asyncio.gather(*(call(i) for _ in range(n))))
+
+            return sample
+
+        return of_tier
+
+    def _gated(self, i: int, messages: Sequence[Message], answer: TierAnswer, **context: Any) -> GateContext:
+        judge_config = context.pop("judge_config", None)
+        return self.context(messages, i, answer, judge_config=_for_tier(judge_config, i), **context)
+
     def run(
         self,
         messages: Sequence[Message],
@@ -550,8 +611,10 @@ class Cascade:
         attribution: Attribution | None = None,
     ) -> CascadeResult:
         """Route, then call tiers upward until one passes; ``call(i)`` calls tier ``i``. ``judge_config`` is
-        handed to the gates (or, when callable, ``judge_config(i)`` for tier ``i``'s answer)."""
+        handed to the gates (or, when callable, ``judge_config(i)`` for tier ``i``'s answer). ``sampler(i)``
+        gives self-consistency gates their extra answers (default: more calls of ``call(i)``)."""
         route = route if route is not None else self.route(messages)
+        sampler = self._sampler(sampler, call)
         attempts: list[Attempt] = []
         try:
             for i in range(route.start, len(self.tiers)):
@@ -559,18 +622,15 @@ class Cascade:
                 try:
                     answer = call(i)
                 except Exception as e:
-                    if not self.escalates(e):
-                        raise
-                    attempts.append(self.attempt(i, None, outcome="error", error=e, started=started))
+                    self._failed(i, e, attempts, started, shown=False)
                     continue
                 samples: list[TierAnswer] = []
-                sample = _collecting(sampler(i), samples) if sampler is not None else None
-                ctx = self.context(
-                    messages,
+                ctx = self._gated(
                     i,
+                    messages,
                     answer,
-                    sample=sample,
-                    judge_config=_for_tier(judge_config, i),
+                    sample=_collecting(sampler(i), samples) if sampler is not None else None,
+                    judge_config=judge_config,
                     structured=structured,
                 )
                 gates = self.check(ctx) if (self.gates or structured) and not ctx.is_last else self._last(ctx)
@@ -596,8 +656,9 @@ class Cascade:
         route: Route | None = None,
         attribution: Attribution | None = None,
     ) -> CascadeResult:
-        """Async :meth:`run`; ``call(i)`` returns an awaitable."""
+        """Async :meth:`run`; ``call(i)`` returns an awaitable (extra samples run concurrently)."""
         route = route if route is not None else await self.aroute(messages)
+        asampler = self._asampler(sampler, call)
         attempts: list[Attempt] = []
         try:
             for i in range(route.start, len(self.tiers)):
@@ -605,18 +666,15 @@ class Cascade:
                 try:
                     answer = await call(i)
                 except Exception as e:
-                    if not self.escalates(e):
-                        raise
-                    attempts.append(self.attempt(i, None, outcome="error", error=e, started=started))
+                    self._failed(i, e, attempts, started, shown=False)
                     continue
                 samples: list[TierAnswer] = []
-                asample = _acollecting(sampler(i), samples) if sampler is not None else None
-                ctx = self.context(
-                    messages,
+                ctx = self._gated(
                     i,
+                    messages,
                     answer,
-                    asample=asample,
-                    judge_config=_for_tier(judge_config, i),
+                    asample=_acollecting(asampler(i), samples) if asampler is not None else None,
+                    judge_config=judge_config,
                     structured=structured,
                 )
                 gates = (
@@ -635,11 +693,179 @@ class Cascade:
             if attempts:
                 await self.afinish(route, attempts, attribution=attribution)
 
+    def _failed(
+        self, index: int, error: Exception, attempts: list[Attempt], started: float, *, shown: bool
+    ) -> None:
+        """A tier call raised: an error that escalates is recorded as the tier's attempt (``outcome="error"``);
+        it is raised again when it does not escalate (a bug, a refused budget: no attempt is recorded) or when
+        part of the tier's answer was already shown (``shown``: a live stream cannot take it back)."""
+        if not self.escalates(error):
+            raise error
+        attempts.append(self.attempt(index, None, outcome="error", error=error, started=started))
+        if shown:
+            raise error
+
+    def _live(self, index: int) -> bool:
+        """Whether tier ``index`` streams to the caller as it answers: the strongest tier always (its answer is
+        not gated), any tier when no gate needs the whole answer; otherwise it is buffered until it passes."""
+        return index == len(self.tiers) - 1 or not self.needs_full_answer
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        open_stream: Callable[[int], Iterator[C]],
+        join: Callable[[int, list[C]], TierAnswer],
+        *,
+        call: Callable[[int], TierAnswer] | None = None,
+        judge_config: Any = None,
+        route: Route | None = None,
+        attribution: Attribution | None = None,
+    ) -> Iterator[TierChunk[C] | CascadeResult]:
+        """The streaming loop: route, then stream tiers upward until one passes.
+
+        ``open_stream(i)`` starts tier ``i``'s stream (chunks of any type ``C``), ``join(i, chunks)`` makes its
+        whole answer (keep the joined native object in ``TierAnswer.native``), and ``call(i)`` calls the tier
+        whole (extra samples for self-consistency gates). Yields a :class:`TierChunk` for every chunk the caller
+        may show now (live tiers as they stream, a buffered tier's chunks once it passed), then the
+        :class:`CascadeResult` last. Buffering and error rules: see the module documentation.
+
+        Example:
+            >>> from frugal_chains.routing import Cascade, RegexGate, TierSpec, TierAnswer
+            >>> cascade = Cascade([TierSpec(name="cheap", model="gpt-4o-mini"),
+            ...                    TierSpec(name="strong", model="gpt-4o")], gates=[RegexGate(r"\\d")])
+            >>> replies = [["I am ", "not sure."], ["4", "2"]]
+            >>> events = list(cascade.stream([{"role": "user", "content": "6 x 7?"}], lambda i: iter(replies[i]),
+            ...                              lambda i, chunks: TierAnswer(text="".join(chunks))))
+            >>> [e.chunk for e in events[:-1]], events[-1].answer.text, events[-1].escalations
+            (['4', '2'], '42', 1)
+        """
+        route = route if route is not None else self.route(messages)
+        sampler = self._sampler(None, call)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                live = self._live(i)
+                started = time.perf_counter()
+                chunks: list[C] = []
+                inner: Iterator[C] | None = None
+                try:
+                    inner = open_stream(i)
+                    for piece in inner:
+                        chunks.append(piece)
+                        if live:
+                            yield TierChunk(tier_index=i, chunk=piece)
+                except Exception as e:
+                    self._failed(i, e, attempts, started, shown=live and bool(chunks))
+                    continue
+                finally:
+                    _close(inner)
+                answer = join(i, chunks)
+                samples: list[TierAnswer] = []
+                gates: tuple[GateResult, ...] = ()
+                if not live:
+                    ctx = self._gated(
+                        i,
+                        messages,
+                        answer,
+                        sample=_collecting(sampler(i), samples) if sampler is not None else None,
+                        judge_config=judge_config,
+                    )
+                    gates = self.check(ctx)
+                verdict = self.verdict(i, gates)
+                attempts.append(
+                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict == "escalated":
+                    continue
+                if not live:
+                    for piece in chunks:
+                        yield TierChunk(tier_index=i, chunk=piece)
+                yield self.result(route, attempts, answer)
+                return
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                self.finish(route, attempts, attribution=attribution)
+
+    async def astream(
+        self,
+        messages: Sequence[Message],
+        open_stream: Callable[[int], Awaitable[AsyncIterator[C]]],
+        join: Callable[[int, list[C]], TierAnswer],
+        *,
+        call: Callable[[int], Awaitable[TierAnswer]] | None = None,
+        judge_config: Any = None,
+        route: Route | None = None,
+        attribution: Attribution | None = None,
+    ) -> AsyncIterator[TierChunk[C] | CascadeResult]:
+        """Async :meth:`stream`; ``open_stream(i)`` is awaited and returns an async iterator."""
+        route = route if route is not None else await self.aroute(messages)
+        asampler = self._asampler(None, call)
+        attempts: list[Attempt] = []
+        try:
+            for i in range(route.start, len(self.tiers)):
+                live = self._live(i)
+                started = time.perf_counter()
+                chunks: list[C] = []
+                inner: AsyncIterator[C] | None = None
+                try:
+                    inner = await open_stream(i)
+                    async for piece in inner:
+                        chunks.append(piece)
+                        if live:
+                            yield TierChunk(tier_index=i, chunk=piece)
+                except Exception as e:
+                    self._failed(i, e, attempts, started, shown=live and bool(chunks))
+                    continue
+                finally:
+                    await _aclose(inner)
+                answer = join(i, chunks)
+                samples: list[TierAnswer] = []
+                gates: tuple[GateResult, ...] = ()
+                if not live:
+                    ctx = self._gated(
+                        i,
+                        messages,
+                        answer,
+                        asample=_acollecting(asampler(i), samples) if asampler is not None else None,
+                        judge_config=judge_config,
+                    )
+                    gates = await self.acheck(ctx)
+                verdict = self.verdict(i, gates)
+                attempts.append(
+                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+                )
+                if verdict == "escalated":
+                    continue
+                if not live:
+                    for piece in chunks:
+                        yield TierChunk(tier_index=i, chunk=piece)
+                yield self.result(route, attempts, answer)
+                return
+            raise CascadeExhaustedError(attempts)
+        finally:
+            if attempts:
+                await self.afinish(route, attempts, attribution=attribution)
+
     def _last(self, ctx: GateContext) -> tuple[GateResult, ...]:
         """The strongest tier's answer is not gated (nothing to escalate to), except that structured output
         must still parse."""
         first = self._structured_result(ctx)
         return (first,) if first is not None else ()
+
+
+def _close(iterator: Any) -> None:
+    """Close a tier's stream (stops the provider's stream after an early exit)."""
+    close = getattr(iterator, "close", None)
+    if callable(close):
+        close()
+
+
+async def _aclose(iterator: Any) -> None:
+    """Async :func:`_close`."""
+    close = getattr(iterator, "aclose", None)
+    if callable(close):
+        await close()
 
 
 def _for_tier(judge_config: Any, index: int) -> Any:

@@ -1,6 +1,6 @@
 """Overhead of the LangChain budget handler per LLM call: reserve + commit, token counting included.
 
-Drives `TokenBudgetCallbackHandler.on_chat_model_start` and `on_llm_end` exactly as LangChain calls them, for a
+Drives `TokenBudgetHandler.on_chat_model_start` and `on_llm_end` exactly as LangChain calls them, for a
 1,000-token prompt under three budgets (task, user per day, global per month), against:
 
 * a file-backed SQLite ledger (WAL) in a temporary folder,
@@ -35,7 +35,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 from frugal_chains import Budget, SQLiteLedger
 from frugal_chains.accounting import SpendLedger, count_message_tokens
-from frugal_chains.langchain import TokenBudgetCallbackHandler
+from frugal_chains.langchain import TokenBudgetHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAGRAPH = (
@@ -58,7 +58,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(ledger: SpendLedger, messages: list[Any], calls: int, warmup: int = 200) -> dict[str, float]:
-    handler = TokenBudgetCallbackHandler(
+    handler = TokenBudgetHandler(
         [
             Budget(max_usd=1e6, scope="task"),
             Budget(max_usd=1e6, scope="user", window="day"),

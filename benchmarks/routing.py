@@ -16,9 +16,10 @@ Protocol (nothing is tuned on test data):
   TRAINING folds for quality >= 0.95 x the strong model's quality there, from out-of-fold scores of an inner
   cross-validation inside the training folds (a model never scores its own training data); then every test query
   of the fold goes through the cascade at those thresholds. Pooled over folds this is what a deployment would get.
-* **Curve**: the scores the cascade recorded for each test query (``response_metadata["frugal"]["scores"]``; they do
-  not depend on the thresholds) are swept over every threshold; the read-off at 0.95 x strong quality picks its
-  threshold by looking at the test outcomes, as RouteLLM's published figures do. Both are printed.
+* **Curve**: the scores the cascade recorded for each test query
+  (``response_metadata["frugal"]["cascade"]["scores"]``; they do not depend on the thresholds) are swept over
+  every threshold; the read-off at 0.95 x strong quality picks its threshold by looking at the test outcomes, as
+  RouteLLM's published figures do. Both are printed.
 * Costs: RouteLLM's prices ($24.7 and $0.24 per million tokens, input = output) and LiteLLM's price map; tokens
   counted with ``frugal_chains.accounting`` (``cl100k_base`` for GPT-4-1106, ``o200k_base`` standing in for
   Mixtral's tokenizer). A cascade pays the weak call of every request that started on weak.

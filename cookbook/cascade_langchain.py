@@ -14,7 +14,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from frugal_chains import Budget, SQLiteLedger
-from frugal_chains.langchain import CascadeChatModel, TokenBudgetCallbackHandler
+from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
 from frugal_chains.routing import HeuristicScorer, RefusalGate, escalation_rates
 from frugal_chains.testing import ReplayChatModel
 from frugal_chains.testing.replay import ReplayEntry, replay_key
@@ -82,7 +82,7 @@ strong = ReplayChatModel(
 )
 
 ledger = SQLiteLedger(":memory:")
-budget = TokenBudgetCallbackHandler([Budget(max_usd=1.00, scope="task")], ledger=ledger)
+budget = TokenBudgetHandler([Budget(max_usd=1.00, scope="task")], ledger=ledger)
 router = CascadeChatModel(
     tiers=[cheap, strong],
     tier_names=["mini", "4o"],
@@ -98,7 +98,7 @@ if __name__ == "__main__":
     out = agent.invoke({"messages": [HumanMessage(ASK_STATUS)]}, config=config)
     steps = [m for m in out["messages"] if isinstance(m, AIMessage)]
     print("agent:", out["messages"][-1].content)
-    print("  steps answered by:", [m.response_metadata["frugal"]["tier"] for m in steps])
+    print("  steps answered by:", [m.response_metadata["frugal"]["cascade"]["tier"] for m in steps])
 
     # 2. Structured output: the cheap tier's ticket misses a field, so it escalates.
     ticket = router.with_structured_output(Ticket).invoke(EMAIL, config=config)

@@ -14,7 +14,7 @@ from langchain.agents import create_agent
 from langchain_core.tools import tool
 
 from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
-from frugal_chains.langchain import TokenBudgetCallbackHandler
+from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
 
 # LangChain logs every exception a callback raises; we handle refusals ourselves below.
@@ -31,7 +31,7 @@ def main() -> None:
     ledger = SQLiteLedger(
         ":memory:"
     )  # a file path keeps spend across restarts; RedisLedger shares it across hosts
-    budget = TokenBudgetCallbackHandler(
+    budget = TokenBudgetHandler(
         [
             Budget(max_usd=0.03, scope="task"),  # one agent run
             Budget(max_usd=1.00, scope="user", window="day"),  # each user per UTC day

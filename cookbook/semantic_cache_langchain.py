@@ -11,6 +11,7 @@ from langchain_core.globals import set_llm_cache
 
 from frugal_chains import SQLiteLedger, attribute, cache_scope
 from frugal_chains.langchain import SemanticCache
+from frugal_chains.metadata import cache_status
 from frugal_chains.testing import FakeUsageChatModel
 
 ledger = SQLiteLedger(":memory:")
@@ -24,7 +25,7 @@ SYSTEM = ("system", "You are the support assistant of Acme Shop.")
 
 def ask(question: str) -> str:
     msg = model.invoke([SYSTEM, ("user", question)])
-    served = "cache" if msg.response_metadata.get("frugal_cache") == "hit" else "model"
+    served = "cache" if cache_status(msg.response_metadata) == "hit" else "model"
     return f"{served:>5}  {question}"
 
 

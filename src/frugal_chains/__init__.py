@@ -24,6 +24,7 @@ _EXPORTS = {
     "BudgetExceededError": ".errors",
     "BudgetGuard": ".budget.guard",
     "CallRecord": ".accounting.usage",
+    "Cascade": ".routing.cascade",
     "CascadeExhaustedError": ".errors",
     "ConfigurationError": ".errors",
     "FrugalChainsError": ".errors",
@@ -96,3 +97,4 @@ if TYPE_CHECKING:
     from frugal_chains.errors import (
         UnknownModelPriceError as UnknownModelPriceError,
     )
+    from frugal_chains.routing.cascade import Cascade as Cascade

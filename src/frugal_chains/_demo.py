@@ -34,7 +34,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
 
     from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
     from frugal_chains.budget import Alert
-    from frugal_chains.langchain import TokenBudgetCallbackHandler
+    from frugal_chains.langchain import TokenBudgetHandler
     from frugal_chains.testing import FakeUsageChatModel
 
     @tool
@@ -56,8 +56,8 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     ]
     agent_budgets = [Budget(max_usd=0.05, scope="task", name="per agent run", alert_at=(0.5,)), daily_feature]
     # Two handlers, one ledger: the shared feature budget counts both.
-    faq_handler = TokenBudgetCallbackHandler(faq_budgets, ledger=ledger, on_alert=on_alert)
-    agent_handler = TokenBudgetCallbackHandler(agent_budgets, ledger=ledger, on_alert=on_alert)
+    faq_handler = TokenBudgetHandler(faq_budgets, ledger=ledger, on_alert=on_alert)
+    agent_handler = TokenBudgetHandler(agent_budgets, ledger=ledger, on_alert=on_alert)
     # LangChain logs a warning for every exception a callback raises, refusals included; the demo
     # prints its own lines instead.
     logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
@@ -216,14 +216,14 @@ _SUPPORT_TRAFFIC = (
 
 def _cache_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> dict[str, Any]:
     from frugal_chains import attribute
-    from frugal_chains.langchain import SemanticCache, TokenBudgetCallbackHandler
+    from frugal_chains.langchain import SemanticCache, TokenBudgetHandler
     from frugal_chains.testing import FakeUsageChatModel
 
     echo("3) Support questions on gpt-4o behind SemanticCache (offline MiniLM embedder, hit guard on):")
     # The cache writes a cache_hit record with the USD saved to the same ledger; the budget handler
     # charges the model calls and only releases the reservation of a served hit.
     cache = SemanticCache(ledger=ledger)
-    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    handler = TokenBudgetHandler([budget], ledger=ledger)
     model = FakeUsageChatModel(
         model="gpt-4o", max_tokens=400, output_tokens=250, responses=("Here is our answer.",), cache=cache
     )
@@ -302,7 +302,7 @@ _HELPDESK = (
 
 def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> dict[str, Any]:
     from frugal_chains import SQLiteLedger
-    from frugal_chains.langchain import CascadeChatModel, TokenBudgetCallbackHandler
+    from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
     from frugal_chains.routing import HeuristicScorer, RefusalGate, escalation_rates
     from frugal_chains.testing import ReplayChatModel
 
@@ -319,7 +319,7 @@ def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> d
         gates=[RefusalGate()],
         ledger=ledger,
     )
-    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    handler = TokenBudgetHandler([budget], ledger=ledger)
     split: dict[str, int] = {"cheap": 0, "escalated": 0, "strong": 0}
     for question, _, _ in _HELPDESK:
         msg = router.invoke(
@@ -339,7 +339,7 @@ def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> d
     spent = sum(r.cost_usd for r in ledger.records(feature="helpdesk") if r.outcome == "ok")
     # What the same questions cost on gpt-4o alone (a separate ledger, same prices and token counts).
     alone = SQLiteLedger(":memory:")
-    baseline = TokenBudgetCallbackHandler(ledger=alone)
+    baseline = TokenBudgetHandler(ledger=alone)
     for question, _, _ in _HELPDESK:
         strong.invoke(
             [("system", "You are the help desk of an online shop."), ("user", question)],

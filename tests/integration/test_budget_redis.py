@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from frugal_chains import Budget, BudgetExceededError, RedisLedger
-from frugal_chains.langchain import TokenBudgetCallbackHandler
+from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
 
 pytestmark = pytest.mark.redis
@@ -20,7 +20,7 @@ LIMIT = 0.002  # USD; gpt-4o-mini worst case per call here is ~$0.0006, actual ~
 async def test_fifty_concurrent_ainvoke_on_redis(redis_url: str) -> None:
     ledger = RedisLedger(redis_url)
     budget = Budget(max_usd=LIMIT, scope="global")
-    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    handler = TokenBudgetHandler([budget], ledger=ledger)
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.02)
 
     async def one(i: int) -> bool:
@@ -36,7 +36,7 @@ async def test_fifty_concurrent_ainvoke_on_redis(redis_url: str) -> None:
         records = ledger.records()
         assert len(records) == sum(ok)
         assert sum(r.cost_usd for r in records) <= LIMIT
-        c = handler.guard.spent(budget)
+        c = handler.core.spent(budget)
         assert c.reserved_nano == 0 and c.committed_nano <= LIMIT * 1e9
     finally:
         await ledger.aclose()
@@ -44,7 +44,7 @@ async def test_fifty_concurrent_ainvoke_on_redis(redis_url: str) -> None:
 
 def _worker(url: str, n: int, out: mp.Queue, start: Any) -> None:  # type: ignore[type-arg]
     ledger = RedisLedger(url)
-    handler = TokenBudgetCallbackHandler([Budget(max_usd=LIMIT, scope="global")], ledger=ledger)
+    handler = TokenBudgetHandler([Budget(max_usd=LIMIT, scope="global")], ledger=ledger)
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.005)
     done = refused = 0
     start.wait(timeout=60)  # both processes call at the same time
@@ -84,7 +84,7 @@ def test_threads_share_one_redis_budget(redis_url: str) -> None:
     """Eight threads reserve at the same time (the handler runs in each batch thread)."""
     ledger = RedisLedger(redis_url)
     budget = Budget(max_usd=LIMIT, scope="global")
-    handler = TokenBudgetCallbackHandler([budget], ledger=ledger)
+    handler = TokenBudgetHandler([budget], ledger=ledger)
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.01)
     try:
         outs = model.batch(
@@ -96,6 +96,6 @@ def test_threads_share_one_redis_budget(redis_url: str) -> None:
         assert done and len(done) < 40
         assert all(isinstance(o, BudgetExceededError) for o in outs if isinstance(o, BaseException))
         assert sum(r.cost_usd for r in ledger.records()) <= LIMIT
-        assert handler.guard.spent(budget).reserved_nano == 0
+        assert handler.core.spent(budget).reserved_nano == 0
     finally:
         ledger.close()

@@ -13,9 +13,10 @@ from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCac
 
 from frugal_chains import SQLiteLedger
 from frugal_chains.cache import cache_scope
-from frugal_chains.langchain.budget import CACHE_HIT_METADATA_KEY, TokenBudgetCallbackHandler
+from frugal_chains.langchain.budget import TokenBudgetHandler
 from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel
+from frugal_chains.metadata import cache_status
 from frugal_chains.testing import FakeUsageChatModel
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 
@@ -34,7 +35,7 @@ def model(cache: BaseCache | None = None, **kwargs: Any) -> FakeUsageChatModel:
 
 
 def is_hit(message: Any) -> bool:
-    return bool(message.response_metadata.get(CACHE_HIT_METADATA_KEY) == "hit")
+    return bool(cache_status(message.response_metadata) == "hit")
 
 
 # -- LangChain's standard suites on Redis ----------------------------------------------------------------------
@@ -77,8 +78,8 @@ def test_chat_model_exact_and_semantic_hits(rcache: SemanticCache) -> None:
     exact = m.invoke(QUESTION.upper())
     similar = m.invoke(PARAPHRASE)
     assert first.content == exact.content == similar.content == "answer 0 with a few words"
-    assert exact.response_metadata["frugal_cache_tier"] == "exact"
-    assert similar.response_metadata["frugal_cache_tier"] == "semantic"
+    assert exact.response_metadata["frugal"]["cache"]["tier"] == "exact"
+    assert similar.response_metadata["frugal"]["cache"]["tier"] == "semantic"
     assert not is_hit(m.invoke("Is there no refund window for shoes?"))  # the guard rejects a negation
 
 
@@ -112,7 +113,7 @@ async def test_async_tenants_and_invalidation(rcache: SemanticCache) -> None:
 @pytest.mark.redis
 def test_cached_chat_model_streams_from_redis_and_budgets(redis_url: str) -> None:
     ledger = SQLiteLedger(":memory:")
-    handler = TokenBudgetCallbackHandler(ledger=ledger)
+    handler = TokenBudgetHandler(ledger=ledger)
     cache = redis_cache(redis_url, ledger=ledger)
     try:
         m = CachedChatModel(model=model(), cache=cache)
@@ -135,7 +136,7 @@ def test_default_semantic_cache_with_the_offline_embedder() -> None:
     m = model(cache)
     m.invoke("What is your return policy?")
     hit = m.invoke("Can you explain your return policy?")
-    assert is_hit(hit) and hit.response_metadata["frugal_cache_tier"] == "semantic"
+    assert is_hit(hit) and hit.response_metadata["frugal"]["cache"]["tier"] == "semantic"
     m.invoke("Do you ship to Canada?")
     assert not is_hit(m.invoke("Do you ship to Mexico?"))
     assert cache.stats.hits == 1

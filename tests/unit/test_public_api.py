@@ -14,6 +14,7 @@ import frugal_chains.langchain
 
 EXPECTED_ROOT = [
     "AnswerCache",
+    "Cascade",
     "Attribution",
     "Budget",
     "BudgetExceededError",
@@ -34,13 +35,10 @@ EXPECTED_ROOT = [
     "cache_scope",
 ]
 EXPECTED_LANGCHAIN = [
-    "CACHE_HIT_METADATA_KEY",
     "CachedChatModel",
     "CascadeChatModel",
     "SemanticCache",
-    "TIER_METADATA_KEY",
-    "TokenBudgetCallbackHandler",
-    "WRAPPER_METADATA_KEY",
+    "TokenBudgetHandler",
     "budget_scope",
     "is_wrapper_run",
     "usage_from_message",
@@ -54,6 +52,7 @@ EXPECTED_BUDGET = [
     "BudgetGuard",
     "CallPlan",
     "FALLBACK_KEY",
+    "GuardOptions",
     "Reservation",
     "log_alert",
 ]
@@ -177,11 +176,12 @@ def test_issue_names_import() -> None:
         CachedChatModel,
         CascadeChatModel,
         SemanticCache,
-        TokenBudgetCallbackHandler,
+        TokenBudgetHandler,
         budget_scope,
         with_cache,
     )
-    from frugal_chains.llama_index import CachedLLM, CascadeLLM, TokenBudgetHandler  # noqa: F401
+    from frugal_chains.llama_index import CachedLLM, CascadeLLM  # noqa: F401
+    from frugal_chains.llama_index import TokenBudgetHandler as LlamaIndexHandler  # noqa: F401
     from frugal_chains.testing import ReplayChatModel  # noqa: F401
 
 
@@ -192,7 +192,6 @@ def test_adapter_exports_pinned() -> None:
         "CachedLLM",
         "CascadeLLM",
         "TokenBudgetHandler",
-        "WRAPPER_PAYLOAD_KEY",
     ]
     assert sorted(frugal_chains.langchain.__all__) == sorted(EXPECTED_LANGCHAIN)
     assert sorted(frugal_chains.budget.__all__) == sorted(EXPECTED_BUDGET)
@@ -253,3 +252,63 @@ def test_every_public_class_has_a_runnable_example() -> None:
             if inspect.isclass(obj) and ">>>" not in (obj.__doc__ or ""):
                 missing.append(f"{module.__name__}.{name}")
     assert missing == []
+
+
+EXPECTED_METADATA = [
+    "CACHE",
+    "CASCADE",
+    "FRUGAL_KEY",
+    "LEGACY_CACHE_KEYS",
+    "TIER_KEY",
+    "WRAPPER_KEY",
+    "cache_status",
+    "entry",
+    "mark_cache_hit",
+    "with_entry",
+]
+
+
+def test_metadata_keys_pinned() -> None:
+    import frugal_chains.metadata as m
+
+    assert sorted(m.__all__) == sorted(EXPECTED_METADATA)
+    assert (m.FRUGAL_KEY, m.CACHE, m.CASCADE) == ("frugal", "cache", "cascade")
+    assert (m.WRAPPER_KEY, m.TIER_KEY) == ("frugal_chains_wrapper", "frugal_tier")
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        (
+            "frugal_chains.langchain",
+            "TokenBudgetCallbackHandler",
+            "frugal_chains.langchain:TokenBudgetHandler",
+        ),
+        (
+            "frugal_chains.langchain.budget",
+            "TokenBudgetCallbackHandler",
+            "frugal_chains.langchain:TokenBudgetHandler",
+        ),
+        ("frugal_chains.langchain", "WRAPPER_METADATA_KEY", "frugal_chains.metadata:WRAPPER_KEY"),
+        ("frugal_chains.langchain", "TIER_METADATA_KEY", "frugal_chains.metadata:TIER_KEY"),
+        ("frugal_chains.langchain", "CACHE_HIT_METADATA_KEY", None),
+        ("frugal_chains.llama_index", "WRAPPER_PAYLOAD_KEY", "frugal_chains.metadata:WRAPPER_KEY"),
+        ("frugal_chains.llama_index.budget", "WRAPPER_PAYLOAD_KEY", "frugal_chains.metadata:WRAPPER_KEY"),
+        ("frugal_chains.llama_index.cascade", "FRUGAL_KEY", "frugal_chains.metadata:FRUGAL_KEY"),
+        ("frugal_chains.llama_index.cascade", "TIER_KEY", "frugal_chains.metadata:TIER_KEY"),
+        ("frugal_chains.llama_index.cached_llm", "HIT_KEY", None),
+    ],
+)
+def test_old_names_work_for_one_release_with_a_warning(module: str, old: str, new: str | None) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=old):
+        value = getattr(mod, old)
+    if new is None:  # the legacy flat cache key, still written next to frugal["cache"]
+        assert value == "frugal_cache"
+    else:
+        new_module, new_name = new.split(":")
+        assert value is getattr(importlib.import_module(new_module), new_name)
+    with pytest.raises(AttributeError):
+        getattr(mod, old + "_NOT_A_NAME")

@@ -308,7 +308,7 @@ def test_call_counter_is_thread_safe() -> None:
 
 
 def test_ls_params_and_budget_pricing() -> None:
-    from frugal_chains.langchain import TokenBudgetCallbackHandler
+    from frugal_chains.langchain import TokenBudgetHandler
 
     model = ReplayChatModel(
         model="gpt-4o-mini",
@@ -317,7 +317,7 @@ def test_ls_params_and_budget_pricing() -> None:
     )
     params = model._get_ls_params()
     assert params["ls_provider"] == "openai" and params["ls_model_name"] == "gpt-4o-mini"
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     model.invoke("q", config={"callbacks": [handler]})
     (record,) = handler.ledger.records()
     price = litellm_price("gpt-4o-mini")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from frugal_chains.budget.alerts import Alert, AlertHook, AnomalyDetector, log_alert
 from frugal_chains.budget.budget import FALLBACK_KEY, Budget
-from frugal_chains.budget.guard import BudgetGuard, CallPlan, Reservation
+from frugal_chains.budget.guard import BudgetGuard, CallPlan, GuardOptions, Reservation
 
 __all__ = [
     "FALLBACK_KEY",
@@ -20,6 +20,7 @@ __all__ = [
     "Budget",
     "BudgetGuard",
     "CallPlan",
+    "GuardOptions",
     "Reservation",
     "log_alert",
 ]

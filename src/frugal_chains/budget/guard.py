@@ -26,7 +26,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+from typing_extensions import Unpack
 
 from frugal_chains.accounting.ledger import Claim, CommitResult, Counter, ReserveResult, SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
@@ -114,6 +116,27 @@ class _PendingOp:
     nano: int = 0
     tokens: int = 0
     record: CallRecord | None = None
+
+
+class GuardOptions(TypedDict, total=False):
+    """The options a budget handler builds its :class:`BudgetGuard` from (each documented on
+    :class:`BudgetGuard`). Both adapters' handlers take them as keyword arguments.
+
+    Example:
+        >>> from frugal_chains.budget.guard import BudgetGuard, GuardOptions
+        >>> options: GuardOptions = {"unknown_model": "warn"}
+        >>> BudgetGuard.for_handler(None, [], **options).ledger is not None
+        True
+    """
+
+    ledger: SpendLedger | None
+    prices: PriceBook | Mapping[str, Price] | None
+    unknown_model: Literal["raise", "warn"]
+    margins: Mapping[str, float] | None
+    on_ledger_error: Literal["closed", "open"]
+    reservation_ttl: timedelta
+    on_alert: AlertHook | None
+    anomaly: AnomalyDetector | Literal[False] | None
 
 
 class BudgetGuard:
@@ -211,23 +234,30 @@ class BudgetGuard:
 
     @classmethod
     def for_handler(
-        cls,
-        guard: BudgetGuard | None,
-        budgets: Sequence[Budget],
-        *,
-        ledger: SpendLedger | None,
-        prices: PriceBook | Mapping[str, Price] | None,
-        **options: Any,
+        cls, guard: BudgetGuard | None, budgets: Sequence[Budget] | Budget, **options: Unpack[GuardOptions]
     ) -> BudgetGuard:
-        """The guard a framework handler drives: ``guard`` as given, else a new one built from the options.
+        """The guard a framework handler drives: ``guard`` as given, else a new one built from the options
+        (the one place where both adapters' handlers turn their options into a guard).
 
         Raises:
-            ConfigurationError: (``field="guard"``) when both a guard and budgets, a ledger or prices are given.
+            ConfigurationError: an unknown option (``field`` names it), or (``field="guard"``) a guard given
+                together with budgets or options.
         """
+        unknown = sorted(set(options) - set(GuardOptions.__annotations__))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown budget handler option {unknown[0]!r}; the options are "
+                f"{', '.join(sorted(GuardOptions.__annotations__))}",
+                field=unknown[0],
+            )
+        if isinstance(budgets, Budget):
+            budgets = [budgets]  # one budget is a list of one
         if guard is None:
-            return cls(budgets, ledger=ledger, prices=prices, **options)
-        if budgets or ledger is not None or prices is not None:
-            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
+            return cls(budgets, **options)
+        if budgets or any(v is not None for v in options.values()):
+            raise ConfigurationError(
+                "Pass either guard= or budgets and options (ledger, prices, ...), not both.", field="guard"
+            )
         return guard
 
     # -- planning (no I/O) ---------------------------------------------------------------------------------

@@ -1,18 +1,17 @@
-"""LangChain adapters: budgets, the semantic cache and the cascading router; compressor and formatter as they land.
+"""LangChain adapters: budgets, the semantic cache and the cascading router.
 
 Example:
-    >>> from frugal_chains.langchain import TokenBudgetCallbackHandler, budget_scope
-    >>> TokenBudgetCallbackHandler.run_inline
+    >>> from frugal_chains.langchain import TokenBudgetHandler, budget_scope
+    >>> TokenBudgetHandler.run_inline
     True
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from frugal_chains.langchain.budget import (
-    CACHE_HIT_METADATA_KEY,
-    TIER_METADATA_KEY,
-    WRAPPER_METADATA_KEY,
-    TokenBudgetCallbackHandler,
+    TokenBudgetHandler,
     budget_scope,
     is_wrapper_run,
     usage_from_message,
@@ -22,15 +21,19 @@ from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
 
 __all__ = [
-    "CACHE_HIT_METADATA_KEY",
     "CachedChatModel",
     "CascadeChatModel",
     "SemanticCache",
-    "TIER_METADATA_KEY",
-    "WRAPPER_METADATA_KEY",
-    "TokenBudgetCallbackHandler",
+    "TokenBudgetHandler",
     "budget_scope",
     "is_wrapper_run",
     "usage_from_message",
     "with_cache",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Old names (TokenBudgetCallbackHandler, the *_METADATA_KEY constants): one release with a warning.
+    from frugal_chains.langchain import budget
+
+    return getattr(budget, name)

@@ -3,7 +3,7 @@
 Inside ``_generate`` LangChain hands a ``CallbackManagerForLLMRun``, which has no ``get_child()``. A wrapper
 builds the child manager itself from the run manager's handlers, tags and metadata (the inheritable ones and
 those set on the wrapper itself, since the wrapper's own run is not counted), with the wrapper's run as parent,
-so the inner calls are child runs that callbacks (and budgets) see. The wrapper's ``WRAPPER_METADATA_KEY`` flag
+so the inner calls are child runs that callbacks (and budgets) see. The wrapper's ``WRAPPER_KEY`` flag
 never reaches the children.
 """
 
@@ -19,7 +19,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 
-from frugal_chains.langchain.budget import WRAPPER_METADATA_KEY
+from frugal_chains.metadata import WRAPPER_KEY
 
 __all__ = ["achild_callbacks", "child_callbacks"]
 
@@ -38,7 +38,7 @@ def _as_child(
     manager.set_handlers(list(dict.fromkeys([*run_manager.handlers, *run_manager.inheritable_handlers])))
     manager.add_tags(list(dict.fromkeys([*run_manager.tags, *run_manager.inheritable_tags])))
     own = {**run_manager.inheritable_metadata, **run_manager.metadata}
-    own.pop(WRAPPER_METADATA_KEY, None)
+    own.pop(WRAPPER_KEY, None)
     manager.add_metadata(own)
     if tag is not None:
         manager.add_tags([tag], inherit=False)

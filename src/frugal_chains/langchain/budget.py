@@ -10,8 +10,9 @@ How it works (see ``docs/budgets.md``):
   estimate, flagged on the record). A hit of LangChain's own LLM cache costs nothing: its reservation is
   released and a ``cache_hit`` record notes what it saved.
 * ``on_llm_error`` releases the reservation.
-* Runs marked as wrappers (``metadata={WRAPPER_METADATA_KEY: True}`` on the model, local to its own run) are
-  not counted; only the leaf provider calls they make are. Mark your own wrapper models the same way.
+* Runs marked as wrappers (``metadata={WRAPPER_KEY: True}`` on the model, local to its own run, with
+  :data:`frugal_chains.metadata.WRAPPER_KEY`) are not counted; only the leaf provider calls they make are.
+  Mark your own wrapper models the same way.
 * The handler is synchronous with ``run_inline = True``: it runs in order under ``invoke`` and ``ainvoke``
   alike, and its exception aborts both. (LangChain swallows exceptions of *async* handlers driven by
   synchronous calls, so an async handler could not enforce a budget under ``invoke``.)
@@ -28,48 +29,30 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
+from typing_extensions import Unpack
 
+from frugal_chains._deprecation import deprecated_attributes, warn_renamed
 from frugal_chains.accounting.context import attribute, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook, normalize_provider
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
 from frugal_chains.accounting.usage import Attribution, Price, Usage
-from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
 from frugal_chains.budget.budget import Budget
-from frugal_chains.budget.guard import BudgetGuard, Reservation
+from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.metadata import LEGACY_CACHE_KEYS, TIER_KEY, WRAPPER_KEY, cache_status
 
-__all__ = [
-    "CACHE_HIT_METADATA_KEY",
-    "WRAPPER_METADATA_KEY",
-    "TokenBudgetCallbackHandler",
-    "budget_scope",
-    "usage_from_message",
-]
+__all__ = ["TokenBudgetHandler", "budget_scope", "is_wrapper_run", "usage_from_message"]
 
 log = logging.getLogger("frugal_chains.budget")
-
-WRAPPER_METADATA_KEY = "frugal_chains_wrapper"
-"""Run metadata flag of a chat model that only calls other chat models (cascade, cache and formatter
-wrappers): its own run is not counted, its child calls are. Set it in the model's ``metadata`` field
-(local to its run), never in ``config["metadata"]`` (inherited by the children, which would hide them)."""
-
-TIER_METADATA_KEY = "frugal_tier"
-"""Run metadata a cascade sets on each tier's child run (the tier's name): the budget handler writes it to
-``CallRecord.tier``, so spend can be summarised per tier (``ledger.summary("tier")``)."""
-
-CACHE_HIT_METADATA_KEY = "frugal_cache"
-"""``AIMessage.response_metadata["frugal_cache"] == "hit"`` marks an answer served by frugal-chains'
-cache, which writes its own cache-hit record: the handler then only releases the reservation."""
 
 
 def usage_from_message(message: BaseMessage) -> Usage | None:
@@ -159,10 +142,10 @@ class _Run:
     chat: bool
     """A chat-model run (each run of a chat batch gets its own usage) or a plain LLM run."""
     tier: str | None = None
-    """The cascade tier this call belongs to (``TIER_METADATA_KEY`` in its metadata)."""
+    """The cascade tier this call belongs to (``TIER_KEY`` in its metadata)."""
 
 
-class TokenBudgetCallbackHandler(BaseCallbackHandler):
+class TokenBudgetHandler(BaseCallbackHandler):
     """Prices every LangChain LLM call and stops it **before** it is made when a budget would be exceeded.
 
     Args:
@@ -185,9 +168,9 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
 
     Example:
         >>> from frugal_chains import Budget, BudgetExceededError
-        >>> from frugal_chains.langchain import TokenBudgetCallbackHandler
+        >>> from frugal_chains.langchain import TokenBudgetHandler
         >>> from frugal_chains.testing import FakeUsageChatModel  # reports usage like a provider
-        >>> handler = TokenBudgetCallbackHandler([Budget(max_tokens=1000, scope="global")])
+        >>> handler = TokenBudgetHandler([Budget(max_tokens=1000, scope="global")])
         >>> model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=300, output_tokens=300)
         >>> answered = 0
         >>> try:
@@ -204,46 +187,34 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
 
     def __init__(
         self,
-        budgets: Sequence[Budget] = (),
+        budgets: Sequence[Budget] | Budget = (),
         *,
-        ledger: SpendLedger | None = None,
-        prices: PriceBook | Mapping[str, Price] | None = None,
-        unknown_model: Literal["raise", "warn"] = "raise",
-        margins: Mapping[str, float] | None = None,
-        on_ledger_error: Literal["closed", "open"] = "closed",
-        reservation_ttl: timedelta = timedelta(hours=1),
-        on_alert: AlertHook | None = None,
-        anomaly: AnomalyDetector | Literal[False] | None = None,
         guard: BudgetGuard | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
         super().__init__()
-        self.guard = BudgetGuard.for_handler(
-            guard,
-            budgets,
-            ledger=ledger,
-            prices=prices,
-            unknown_model=unknown_model,
-            margins=margins,
-            on_ledger_error=on_ledger_error,
-            reservation_ttl=reservation_ttl,
-            on_alert=on_alert,
-            anomaly=anomaly,
-        )
+        self.core = BudgetGuard.for_handler(guard, budgets, **options)
         self._roots: dict[UUID, UUID] = {}
         self._reservations: dict[UUID, _Run] = {}
         self._batch_credit: dict[tuple[int, UUID | None, int], int] = {}
         self._lock = threading.Lock()
 
     @property
+    def guard(self) -> BudgetGuard:
+        """Deprecated: use :attr:`core` (the same :class:`~frugal_chains.budget.BudgetGuard`)."""
+        warn_renamed(f"{type(self).__name__}.guard", f"{type(self).__name__}.core")
+        return self.core
+
+    @property
     def ledger(self) -> SpendLedger:
-        return self.guard.ledger
+        return self.core.ledger
 
     @property
     def budgets(self) -> tuple[Budget, ...]:
-        return self.guard.budgets
+        return self.core.budgets
 
     def __repr__(self) -> str:
-        return f"TokenBudgetCallbackHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
+        return f"TokenBudgetHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
 
     # -- task tracking ------------------------------------------------------------------------------------
     def _enter(self, run_id: UUID, parent_run_id: UUID | None) -> UUID:
@@ -326,13 +297,13 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         root = self._enter(run_id, parent_run_id)
         metadata = metadata or {}
-        if metadata.get(WRAPPER_METADATA_KEY):
+        if metadata.get(WRAPPER_KEY):
             return
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         model, provider = _model_and_provider(serialized, metadata, params)
         tools = params.get("tools") or None
         try:
-            plan = self.guard.plan(
+            plan = self.core.plan(
                 messages,
                 model=model,
                 provider=provider,
@@ -342,12 +313,12 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 attribution=self._attribution(root, metadata, tags),
                 prompt_caching=prompt_caching or None,
             )
-            res = self.guard.reserve(plan)
+            res = self.core.reserve(plan)
         except BaseException:
             self._exit(run_id)  # LangChain sends no end event for a run refused at its start
             raise
         batch_size = kwargs.get("batch_size")
-        tier = metadata.get(TIER_METADATA_KEY)
+        tier = metadata.get(TIER_KEY)
         with self._lock:
             self._reservations[run_id] = _Run(
                 res,
@@ -415,11 +386,11 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                     if usage is None and isinstance(gen, ChatGeneration):
                         usage = usage_from_message(gen.message)
         if usage is not None:
-            self.guard.commit(run.res, usage, extra={"interrupted": why}, tier=run.tier)
+            self.core.commit(run.res, usage, extra={"interrupted": why}, tier=run.tier)
         else:
-            self.guard.commit(
+            self.core.commit(
                 run.res,
-                self.guard.worst_usage(run.res),
+                self.core.worst_usage(run.res),
                 usage_estimated=True,
                 extra={"interrupted": why},
                 tier=run.tier,
@@ -449,10 +420,10 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
             model = meta.get("model_name") or meta.get("model")
             usage = usage_from_message(message)
             um = getattr(message, "usage_metadata", None) or {}
-            ours = meta.get(CACHE_HIT_METADATA_KEY) == "hit"
+            ours = cache_status(meta) == "hit"
             if ours or ("total_cost" in um and not um.get("total_cost")):
                 # LangChain zeroes total_cost on a cache hit; our own cache marks its answers.
-                self.guard.cache_hit(res, usage, model=model, record=not ours)
+                self.core.cache_hit(res, usage, model=model, record=not ours)
                 return
         extra: dict[str, Any] = {}
         if usage is None:
@@ -463,8 +434,8 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
                 usage = self._plain_batch_usage(run, usage, llm_output, kwargs.get("parent_run_id"), extra)
         estimated = usage is None
         if usage is None:
-            usage = self.guard.estimated_usage(res, "".join(texts))
-        self.guard.commit(
+            usage = self.core.estimated_usage(res, "".join(texts))
+        self.core.commit(
             res,
             usage,
             model=model if isinstance(model, str) else None,
@@ -512,18 +483,18 @@ class TokenBudgetCallbackHandler(BaseCallbackHandler):
         partial = "".join(g.text for gens in (response.generations if response else []) for g in gens)
         if partial:
             # the provider failed mid-answer, after billing the part it sent: estimate that part
-            self.guard.commit(
+            self.core.commit(
                 run.res,
-                self.guard.estimated_usage(run.res, partial),
+                self.core.estimated_usage(run.res, partial),
                 usage_estimated=True,
                 extra={"error": type(error).__name__},
                 tier=run.tier,
             )
             return
-        self.guard.release(run.res)  # the provider refused or failed before answering
+        self.core.release(run.res)  # the provider refused or failed before answering
 
 
-_scope: contextvars.ContextVar[TokenBudgetCallbackHandler | None] = contextvars.ContextVar(
+_scope: contextvars.ContextVar[TokenBudgetHandler | None] = contextvars.ContextVar(
     "frugal_chains_budget_scope", default=None
 )
 register_configure_hook(_scope, inheritable=True)
@@ -536,9 +507,9 @@ def budget_scope(
     ledger: SpendLedger | None = None,
     prices: PriceBook | Mapping[str, Price] | None = None,
     one_task: bool = False,
-    handler: TokenBudgetCallbackHandler | None = None,
+    handler: TokenBudgetHandler | None = None,
     **handler_kwargs: Any,
-) -> Iterator[TokenBudgetCallbackHandler]:
+) -> Iterator[TokenBudgetHandler]:
     """Apply budgets to every LangChain run started inside the block (no ``callbacks=`` needed).
 
     Each root run inside the block is its own task, as everywhere else; ``one_task=True`` makes the whole
@@ -551,7 +522,7 @@ def budget_scope(
         prices: price overrides or a ``PriceBook``.
         one_task: count everything in the block as one task.
         handler: use this handler instead of building one.
-        **handler_kwargs: more :class:`TokenBudgetCallbackHandler` options (``on_alert``, ``margins``, ...).
+        **handler_kwargs: more :class:`TokenBudgetHandler` options (``on_alert``, ``margins``, ...).
 
     Example:
         >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -572,8 +543,8 @@ def budget_scope(
                     "A nested budget_scope shares the enclosing scope's ledger; do not pass another ledger.",
                     field="ledger",
                 )
-            guard = outer.guard
-            handler = TokenBudgetCallbackHandler(
+            guard = outer.core
+            handler = TokenBudgetHandler(
                 guard=BudgetGuard(
                     (*guard.budgets, *budgets),
                     ledger=guard.ledger,
@@ -591,7 +562,7 @@ def budget_scope(
                     field="budget_scope",
                 )
         else:
-            handler = TokenBudgetCallbackHandler(budgets, ledger=ledger, prices=prices, **handler_kwargs)
+            handler = TokenBudgetHandler(budgets, ledger=ledger, prices=prices, **handler_kwargs)
     token = _scope.set(handler)
     try:
         if one_task:
@@ -605,4 +576,21 @@ def budget_scope(
 
 def is_wrapper_run(metadata: Mapping[str, Any] | None) -> bool:
     """True if a run's metadata marks it as a wrapper model (not counted)."""
-    return bool((metadata or {}).get(WRAPPER_METADATA_KEY))
+    return bool((metadata or {}).get(WRAPPER_KEY))
+
+
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "TokenBudgetCallbackHandler": (
+            "frugal_chains.langchain.TokenBudgetHandler",
+            lambda: TokenBudgetHandler,
+        ),
+        "WRAPPER_METADATA_KEY": ("frugal_chains.metadata.WRAPPER_KEY", lambda: WRAPPER_KEY),
+        "TIER_METADATA_KEY": ("frugal_chains.metadata.TIER_KEY", lambda: TIER_KEY),
+        "CACHE_HIT_METADATA_KEY": (
+            'response_metadata["frugal"]["cache"] (frugal_chains.metadata.cache_status)',
+            lambda: LEGACY_CACHE_KEYS[0],
+        ),
+    },
+)

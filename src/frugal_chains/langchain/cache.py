@@ -9,9 +9,10 @@ look its answers up by meaning, not by the exact bytes of the prompt:
   :func:`~frugal_chains.cache.cache_scope` (tenant, user, namespace). A plain LLM's prompt is the question.
 * The stored answer is LangChain's serialisation of the generations; an entry that does not decode is deleted and
   skipped, never served.
-* A served chat answer carries ``response_metadata["frugal_cache"] == "hit"`` (plus the tier and similarity).
+* A served chat answer carries ``response_metadata["frugal"]["cache"]``: ``{"status": "hit", "tier": "exact" |
+  "semantic", "similarity": ...}``.
   The cache writes its own ``cache_hit`` record with the USD saved (give it the ledger of your budgets), and
-  :class:`~frugal_chains.langchain.TokenBudgetCallbackHandler` only releases that call's reservation.
+  :class:`~frugal_chains.langchain.TokenBudgetHandler` only releases that call's reservation.
 
 LangChain does not cache ``stream()``/``astream()``; :class:`~frugal_chains.langchain.CachedChatModel` does.
 """
@@ -45,7 +46,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.langchain.budget import CACHE_HIT_METADATA_KEY, usage_from_message
+from frugal_chains.langchain.budget import usage_from_message
+from frugal_chains.metadata import cache_status, mark_cache_hit
 
 if TYPE_CHECKING:
     from frugal_chains.accounting.usage import Usage
@@ -69,11 +71,6 @@ _ANSWER_CLASSES: list[Any] = [
 """What a stored answer may revive into (an allowlist: a tampered entry cannot build anything else)."""
 
 _MODEL_IN_LLM_STRING = re.compile(r"""\(['"](?:model_name|model|model_id)['"], ['"]([^'"]+)['"]\)""")
-
-TIER_METADATA_KEY = "frugal_cache_tier"
-"""``response_metadata`` key of a served answer: ``"exact"`` or ``"semantic"``."""
-SIMILARITY_METADATA_KEY = "frugal_cache_similarity"
-"""``response_metadata`` key of a served answer: the cosine similarity of the two questions (1.0 for exact)."""
 
 
 # -- LangChain serialisation ---------------------------------------------------------------------------------
@@ -169,7 +166,7 @@ def _decode_generations(text: str) -> list[Generation]:
 
 def _is_hit(generation: Generation) -> bool:
     message = getattr(generation, "message", None)
-    return isinstance(message, BaseMessage) and message.response_metadata.get(CACHE_HIT_METADATA_KEY) == "hit"
+    return isinstance(message, BaseMessage) and cache_status(message.response_metadata) == "hit"
 
 
 def _has_content(generation: Generation) -> bool:
@@ -227,21 +224,19 @@ def _encode_generations(
 
 
 def _mark_hit(generations: Sequence[Generation], result: CacheResult, *, chat: bool) -> list[Generation]:
-    """The generations to serve: chat messages get ``response_metadata["frugal_cache"] = "hit"``. A plain
-    ``Generation`` served to a chat model becomes a marked ``AIMessage`` (LangChain would build an unmarked one)."""
-    marks = {
-        CACHE_HIT_METADATA_KEY: "hit",
-        TIER_METADATA_KEY: result.tier,
-        SIMILARITY_METADATA_KEY: round(result.similarity, 4),
-    }
+    """The generations to serve: chat messages get ``response_metadata["frugal"]["cache"]`` (status ``"hit"``,
+    tier, similarity). A plain ``Generation`` served to a chat model becomes a marked ``AIMessage`` (LangChain
+    would build an unmarked one)."""
     out: list[Generation] = []
     for generation in generations:
         if isinstance(generation, ChatGeneration):
             message = generation.message
-            marked = message.model_copy(update={"response_metadata": {**message.response_metadata, **marks}})
+            meta = mark_cache_hit(message.response_metadata, tier=result.tier, similarity=result.similarity)
+            marked = message.model_copy(update={"response_metadata": meta})
             out.append(ChatGeneration(message=marked, generation_info=generation.generation_info))
         elif chat:
-            message = AIMessage(content=generation.text, response_metadata=dict(marks))
+            meta = mark_cache_hit({}, tier=result.tier, similarity=result.similarity)
+            message = AIMessage(content=generation.text, response_metadata=meta)
             out.append(ChatGeneration(message=message, generation_info=generation.generation_info))
         else:
             out.append(generation)
@@ -282,8 +277,8 @@ class SemanticCache(BaseCache):
         >>> model.invoke("How long is the refund window for shoes?").content
         '30 days.'
         >>> hit = model.invoke("how long is the refund window for shoes please")
-        >>> hit.content, hit.response_metadata["frugal_cache"], hit.response_metadata["frugal_cache_tier"]
-        ('30 days.', 'hit', 'semantic')
+        >>> hit.content, hit.response_metadata["frugal"]["cache"]["tier"]
+        ('30 days.', 'semantic')
         >>> model.invoke("Is there no refund window for shoes?").content  # the guard rejects a negation
         '(a second, paid call)'
         >>> cache.stats.hits, cache.stats.misses

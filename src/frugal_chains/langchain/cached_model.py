@@ -4,7 +4,7 @@
 conversation up before calling ``model``:
 
 * **hit**: the cached answer is returned (``invoke``) or replayed as a few chunks (``stream``), marked
-  ``response_metadata["frugal_cache"] == "hit"``; the model is not called.
+  ``response_metadata["frugal"]["cache"]["status"] == "hit"``; the model is not called.
 * **miss**: the model is called as a *child run* of the wrapper (callbacks and budgets see it once; the wrapper's
   own run is marked as a wrapper and not counted), and its answer is stored. A streamed answer is stored only
   when the stream finished normally, never after an error or an early ``break``.
@@ -16,7 +16,6 @@ Entries are the same as :class:`~frugal_chains.langchain.SemanticCache`'s: a mod
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -36,10 +35,10 @@ from pydantic import ConfigDict, Field
 
 from frugal_chains.cache.core import AnswerCache, CacheResult
 from frugal_chains.cache.keys import CacheRequest
+from frugal_chains.cache.replay import replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
-from frugal_chains.langchain.budget import WRAPPER_METADATA_KEY
 from frugal_chains.langchain.cache import (
     SemanticCache,
     _core_of,
@@ -48,20 +47,9 @@ from frugal_chains.langchain.cache import (
     _mark_hit,
     _request_from_messages,
 )
+from frugal_chains.metadata import WRAPPER_KEY
 
 __all__ = ["CachedChatModel", "with_cache"]
-
-_REPLAY_CHUNKS = 4
-"""A cached answer is replayed in about this many chunks."""
-
-
-def _pieces(text: str, n: int = _REPLAY_CHUNKS) -> list[str]:
-    """``text`` split at word boundaries into at most ``n`` pieces that concatenate back to it."""
-    words = [w for w in re.split(r"(?<=\s)(?=\S)", text) if w]
-    if len(words) <= 1:
-        return [text]
-    size = -(-len(words) // n)
-    return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
 
 
 def _replay(generation: Generation) -> list[ChatGenerationChunk]:
@@ -70,7 +58,7 @@ def _replay(generation: Generation) -> list[ChatGenerationChunk]:
         generation.message if isinstance(generation, ChatGeneration) else AIMessage(content=generation.text)
     )
     content = message.content
-    pieces: list[Any] = _pieces(content) if isinstance(content, str) else [content]
+    pieces: list[Any] = replay_pieces(content) if isinstance(content, str) else [content]
     tool_calls: list[ToolCallChunk] = []
     if isinstance(message, AIMessage):
         for i, call in enumerate(message.tool_calls):
@@ -134,8 +122,8 @@ class CachedChatModel(ChildRunStreamingModel):
         >>> model.invoke("What is the capital of France?").content
         'Paris is the capital of France.'
         >>> chunks = list(model.stream("what is the capital of france"))
-        >>> "".join(c.content for c in chunks), len(chunks) > 1, chunks[-1].response_metadata["frugal_cache"]
-        ('Paris is the capital of France.', True, 'hit')
+        >>> "".join(c.content for c in chunks), chunks[-1].response_metadata["frugal"]["cache"]["status"]
+        ('Paris is the capital of France.', 'hit')
     """
 
     model: BaseChatModel
@@ -178,7 +166,7 @@ class CachedChatModel(ChildRunStreamingModel):
                 field="cache",
             )
         # Mark the wrapper's own run (local metadata: it does not reach the wrapped model's child runs).
-        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_METADATA_KEY: True}
+        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_KEY: True}
         super().__init__(**data)
 
     @property
@@ -357,7 +345,7 @@ def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None =
         >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
         >>> model = with_cache(FakeUsageChatModel(responses=["Yes."]), SemanticCache(embedder=FakeEmbeddings()))
         >>> _ = model.invoke("Do you ship to Canada?")
-        >>> model.invoke("Do you ship to Canada?").response_metadata["frugal_cache"]
+        >>> model.invoke("Do you ship to Canada?").response_metadata["frugal"]["cache"]["status"]
         'hit'
     """
     if not isinstance(model, BaseChatModel):

@@ -12,7 +12,7 @@ LangChain contract:
 * ``stream``/``astream``: with no gate that needs the whole answer, the chosen tier streams live; otherwise each
   tier below the strongest is buffered, checked, and replayed once it passes (the strongest tier streams live);
 * the final message carries the summed ``usage_metadata`` of every call the cascade made and
-  ``response_metadata["frugal"]`` (tier, model, escalations, scores, cost in USD, attempts).
+  ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts).
 """
 
 from __future__ import annotations
@@ -42,16 +42,13 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from frugal_chains._deprecation import warn_renamed
 from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import ChildRunStreamingModel
-from frugal_chains.langchain.budget import (
-    CACHE_HIT_METADATA_KEY,
-    TIER_METADATA_KEY,
-    WRAPPER_METADATA_KEY,
-    usage_from_message,
-)
+from frugal_chains.langchain.budget import usage_from_message
+from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec, tier_names
 from frugal_chains.routing.stats import RouterStats
@@ -140,7 +137,7 @@ def _answer(result: Any) -> TierAnswer:
     model = meta.get("model_name") or meta.get("model")
     um = getattr(result, "usage_metadata", None) or {}
     # served from a cache (ours, or LangChain's, which zeroes total_cost): nothing was paid for it
-    cached = meta.get(CACHE_HIT_METADATA_KEY) == "hit" or ("total_cost" in um and not um.get("total_cost"))
+    cached = cache_status(meta) == "hit" or ("total_cost" in um and not um.get("total_cost"))
     return TierAnswer(
         text=result.text,
         tool_calls=tool_calls,
@@ -222,10 +219,12 @@ class CascadeChatModel(ChildRunStreamingModel):
         stats: escalation counters and the alert hook (:class:`~frugal_chains.routing.RouterStats`; default a new
             one: share one between instances to aggregate).
         ledger: write one ``routed`` record per request (tiers tried, why) to this ledger.
-        prices: prices for ``response_metadata["frugal"]["cost_usd"]`` (``{model: Price}`` or a ``PriceBook``).
+        prices: prices for ``response_metadata["frugal"]["cascade"]["cost_usd"]`` (``{model: Price}`` or a
+            ``PriceBook``).
         escalate_on: which provider errors escalate (default: rate limits, timeouts, connection and server
             errors, context overflow).
-        cascade_name: recorded in the ledger records.
+        name: the cascade's name: in ledger records (``extra["cascade"]``) and, as LangChain's run name, in
+            traces (default ``"cascade"`` in records; ``cascade_name=`` is a deprecated alias).
 
     Example:
         >>> from frugal_chains.langchain import CascadeChatModel
@@ -235,7 +234,8 @@ class CascadeChatModel(ChildRunStreamingModel):
         >>> strong = FakeUsageChatModel(model="gpt-4o", responses=["42"])
         >>> model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\\d")])
         >>> msg = model.invoke("What is 6 x 7?")
-        >>> msg.content, msg.response_metadata["frugal"]["tier"], msg.response_metadata["frugal"]["escalations"]
+        >>> cascade = msg.response_metadata["frugal"]["cascade"]
+        >>> msg.content, cascade["tier"], cascade["escalations"]
         ('42', 'gpt-4o', 1)
     """
 
@@ -259,8 +259,6 @@ class CascadeChatModel(ChildRunStreamingModel):
     """Prices for the cost in the metadata."""
     escalate_on: Callable[[BaseException], bool] | None = Field(default=None, exclude=True)
     """Which provider errors escalate."""
-    cascade_name: str = "cascade"
-    """The name in ledger records."""
     cache: BaseCache | bool | None = Field(default=False, exclude=True)
     """LangChain's cache for the cascade's own answer: off by default (the tiers use their own caches, whose
     hits the budget handler records; a cached cascade answer would repeat stale routing metadata)."""
@@ -272,6 +270,14 @@ class CascadeChatModel(ChildRunStreamingModel):
     def __init__(self, **data: Any) -> None:
         from frugal_chains.routing.gates import resolve_gates
 
+        if "cascade_name" in data:
+            warn_renamed("CascadeChatModel(cascade_name=...)", "CascadeChatModel(name=...)")
+            old = data.pop("cascade_name")
+            if data.get("name") not in (None, old):
+                raise ConfigurationError(
+                    "pass name= only (cascade_name= is its deprecated alias)", field="name"
+                )
+            data["name"] = old
         tiers = data.get("tiers")
         if not isinstance(tiers, Sequence) or isinstance(tiers, str) or len(tiers) < 2:
             count = len(tiers) if isinstance(tiers, Sequence) and not isinstance(tiers, str) else 0
@@ -316,7 +322,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         if data.get("stats") is None:
             data.pop("stats", None)
         # Mark the cascade's own run (local metadata: the tiers' child runs are counted, this one is not).
-        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_METADATA_KEY: True}
+        data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_KEY: True}
         engine = Cascade(
             [TierSpec(name=n, model=_model_name(t)) for n, t in zip(data["tier_names"], tiers, strict=True)],
             scorer=data.get("scorer"),
@@ -326,7 +332,7 @@ class CascadeChatModel(ChildRunStreamingModel):
             ledger=data.get("ledger"),
             prices=data.get("prices"),
             escalate_on=data.get("escalate_on"),
-            name=data.get("cascade_name", "cascade"),
+            name=data.get("name") or "cascade",
         )
         data["stats"] = engine.stats
         data["policy"] = engine.policy
@@ -334,9 +340,21 @@ class CascadeChatModel(ChildRunStreamingModel):
         self._engine = engine
 
     @property
-    def engine(self) -> Cascade:
-        """The framework-free engine that makes the decisions."""
+    def core(self) -> Cascade:
+        """The framework-free engine that makes every decision."""
         return self._engine
+
+    @property
+    def engine(self) -> Cascade:
+        """Deprecated: use :attr:`core`."""
+        warn_renamed("CascadeChatModel.engine", "CascadeChatModel.core")
+        return self._engine
+
+    @property
+    def cascade_name(self) -> str:
+        """Deprecated: use ``name``."""
+        warn_renamed("CascadeChatModel.cascade_name", "CascadeChatModel.name")
+        return self._engine.name
 
     @property
     def names(self) -> list[str]:
@@ -453,7 +471,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         later rejects."""
         name = self.names[index]
         make = achild_callbacks if asynchronous else child_callbacks
-        callbacks = make(run_manager, tag=f"frugal_tier:{name}", metadata={TIER_METADATA_KEY: name})
+        callbacks = make(run_manager, tag=f"frugal_tier:{name}", metadata={TIER_KEY: name})
         return RunnableConfig(callbacks=callbacks, tags=[_NOSTREAM])
 
     def _judge_config(self, run_manager: Any, *, asynchronous: bool) -> Callable[[int], RunnableConfig]:
@@ -462,7 +480,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         make = achild_callbacks if asynchronous else child_callbacks
 
         def config(i: int) -> RunnableConfig:
-            callbacks = make(run_manager, tag="frugal_judge", metadata={TIER_METADATA_KEY: self.names[i]})
+            callbacks = make(run_manager, tag="frugal_judge", metadata={TIER_KEY: self.names[i]})
             return RunnableConfig(callbacks=callbacks, tags=[_NOSTREAM])
 
         return config
@@ -483,6 +501,11 @@ class CascadeChatModel(ChildRunStreamingModel):
         )
         return found if found != Attribution() else None
 
+    def _frugal(self, result: CascadeResult, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """``metadata`` with ``frugal["cascade"]`` (and, for one release, the same keys flat in ``frugal``)."""
+        info = result.metadata(self.names)
+        return with_entry(metadata, CASCADE, info, legacy=info)
+
     def _message(self, result: CascadeResult, *, extra_usage: Usage | None = None) -> AIMessage:
         """The accepted answer with the summed usage and ``response_metadata["frugal"]``."""
         native = result.answer.native
@@ -496,10 +519,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         return base.model_copy(
             update={
                 "additional_kwargs": additional,
-                "response_metadata": {
-                    **base.response_metadata,
-                    "frugal": result.metadata(self.names),
-                },
+                "response_metadata": self._frugal(result, base.response_metadata),
                 "usage_metadata": _usage_metadata(usage)
                 if usage.total_tokens or base.usage_metadata
                 else None,
@@ -579,7 +599,7 @@ class CascadeChatModel(ChildRunStreamingModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                response_metadata={"frugal": result.metadata(self.names)},
+                response_metadata=self._frugal(result, {}),
                 usage_metadata=_usage_metadata(others)
                 if others is not None and others.total_tokens
                 else None,

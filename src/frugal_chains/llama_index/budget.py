@@ -36,8 +36,8 @@ How it works (read from ``llama_index/core/llms/callbacks.py`` and ``callbacks/b
   ``complete``; ``acomplete`` calls ``complete``; ``astream_chat`` iterates ``stream_chat``), and wrapper LLMs
   (``StructuredLLM``) call another LLM. Each level sends its own LLM event. Only the innermost call is counted:
   when an LLM event starts inside another one (found on the call stack), the outer one's reservation is given
-  back and the inner one reserves for itself. LLMs whose ``to_payload()`` sets :data:`WRAPPER_PAYLOAD_KEY` are
-  never counted themselves.
+  back and the inner one reserves for itself. LLMs whose ``to_payload()`` sets
+  :data:`frugal_chains.metadata.WRAPPER_KEY` are never counted themselves.
 
 Only **legacy** callback handlers can enforce a budget: instrumentation event handlers
 (``llama_index.core.instrumentation``) swallow their exceptions, so they cannot abort a run.
@@ -54,35 +54,31 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import llama_index.core.callbacks.base as _li_callbacks_base
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from typing_extensions import Unpack
 
+from frugal_chains._deprecation import deprecated_attributes, warn_renamed
 from frugal_chains.accounting.context import current_attribution, current_tier
 from frugal_chains.accounting.ledger import SpendLedger
-from frugal_chains.accounting.pricing import PriceBook
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
-from frugal_chains.accounting.usage import Attribution, Price, Usage
-from frugal_chains.budget.alerts import AlertHook, AnomalyDetector
+from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.budget.budget import Budget
-from frugal_chains.budget.guard import BudgetGuard, Reservation
+from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
+from frugal_chains.metadata import WRAPPER_KEY
 
 # The trace-id stack of LlamaIndex's callback managers (a ContextVar of lists), to find orphaned reservations;
 # if a later LlamaIndex moves it, orphan detection is off (reservations then expire after reservation_ttl).
 _trace_ids_var: Any = getattr(_li_callbacks_base, "global_stack_trace_ids", None)
 
-__all__ = ["WRAPPER_PAYLOAD_KEY", "TokenBudgetHandler"]
+__all__ = ["TokenBudgetHandler"]
 
-
-WRAPPER_PAYLOAD_KEY = "frugal_chains_wrapper"
-"""A key an LLM sets in its ``to_payload()`` dict when it only calls other LLMs (cascade and cache wrappers):
-its own LLM events are not counted; the calls it makes are."""
 
 _CALLBACKS_FILE = os.path.join("llama_index", "core", "llms", "callbacks.py")
 _MAX_STACK = 400
@@ -421,41 +417,29 @@ class TokenBudgetHandler(BaseCallbackHandler):
 
     def __init__(
         self,
-        budgets: Sequence[Budget] = (),
+        budgets: Sequence[Budget] | Budget = (),
         *,
-        ledger: SpendLedger | None = None,
-        prices: PriceBook | Mapping[str, Price] | None = None,
-        unknown_model: Literal["raise", "warn"] = "raise",
-        margins: Mapping[str, float] | None = None,
-        on_ledger_error: Literal["closed", "open"] = "closed",
-        reservation_ttl: timedelta = timedelta(hours=1),
-        on_alert: AlertHook | None = None,
-        anomaly: AnomalyDetector | Literal[False] | None = None,
         guard: BudgetGuard | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
         super().__init__(event_starts_to_ignore=_IGNORED_STARTS, event_ends_to_ignore=_IGNORED_ENDS)
-        self.guard = BudgetGuard.for_handler(
-            guard,
-            budgets,
-            ledger=ledger,
-            prices=prices,
-            unknown_model=unknown_model,
-            margins=margins,
-            on_ledger_error=on_ledger_error,
-            reservation_ttl=reservation_ttl,
-            on_alert=on_alert,
-            anomaly=anomaly,
-        )
+        self.core = BudgetGuard.for_handler(guard, budgets, **options)
         self._calls: dict[str, _Call] = {}
         self._lock = threading.Lock()
 
     @property
+    def guard(self) -> BudgetGuard:
+        """Deprecated: use :attr:`core` (the same :class:`~frugal_chains.budget.BudgetGuard`)."""
+        warn_renamed(f"{type(self).__name__}.guard", f"{type(self).__name__}.core")
+        return self.core
+
+    @property
     def ledger(self) -> SpendLedger:
-        return self.guard.ledger
+        return self.core.ledger
 
     @property
     def budgets(self) -> tuple[Budget, ...]:
-        return self.guard.budgets
+        return self.core.budgets
 
     def __repr__(self) -> str:
         return f"TokenBudgetHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
@@ -502,16 +486,16 @@ class TokenBudgetHandler(BaseCallbackHandler):
         if error is not None and not isinstance(error, Exception):
             # interrupted (GeneratorExit: the consumer closed the stream early; CancelledError: the task was
             # cancelled): billed for an unknown part of it, so exactly the worst case that was reserved
-            self.guard.commit(
+            self.core.commit(
                 res,
-                self.guard.worst_usage(res),
+                self.core.worst_usage(res),
                 usage_estimated=True,
                 extra={"interrupted": type(error).__name__},
                 tier=call.tier,
             )
             return
         if error is not None:
-            self.guard.release(res)
+            self.core.release(res)
             return
         response = payload.get(EventPayload.RESPONSE)
         if response is None:
@@ -519,8 +503,8 @@ class TokenBudgetHandler(BaseCallbackHandler):
         usage, model = _usage_of(response)
         estimated = usage is None
         if usage is None:
-            usage = self.guard.estimated_usage(res, _response_text(response))
-        self.guard.commit(res, usage, model=model, usage_estimated=estimated, tier=call.tier)
+            usage = self.core.estimated_usage(res, _response_text(response))
+        self.core.commit(res, usage, model=model, usage_estimated=estimated, tier=call.tier)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _enclosing(self) -> _Call | None:
@@ -554,7 +538,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
             with self._lock:
                 handed, outer.res = outer.res, None
             if handed is not None:
-                self.guard.release(handed)
+                self.core.release(handed)
             attribution = outer.attribution
         else:
             attribution = current_attribution().merged(
@@ -562,7 +546,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
             )
 
         res: Reservation | None = None
-        if not serialized.get(WRAPPER_PAYLOAD_KEY):
+        if not serialized.get(WRAPPER_KEY):
             messages = payload.get(EventPayload.MESSAGES)
             if messages is not None:
                 openai_messages = [_to_openai_message(m) for m in messages]
@@ -571,7 +555,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
             model, provider = _model_and_provider(serialized)
             cap, choices = _output_cap(call_kwargs, serialized, _llm_instance(serialized))
-            plan = self.guard.plan(
+            plan = self.core.plan(
                 openai_messages,
                 model=model,
                 provider=provider,
@@ -580,7 +564,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
                 tools=_tools(call_kwargs),
                 attribution=attribution,
             )
-            res = self.guard.reserve(plan)
+            res = self.core.reserve(plan)
         with self._lock:
             self._calls[event_id] = _Call(
                 res=res,
@@ -605,12 +589,17 @@ class TokenBudgetHandler(BaseCallbackHandler):
                     if call.res is not None:
                         orphans.append(call.res)
         for res in orphans:
-            self.guard.release(res)
+            self.core.release(res)
 
     def _prune(self) -> None:
         """Forget events that never ended (a stream never iterated) once the ledger has expired them."""
-        cutoff = time.monotonic() - self.guard.reservation_ttl.total_seconds()
+        cutoff = time.monotonic() - self.core.reservation_ttl.total_seconds()
         with self._lock:
             stale = [k for k, c in self._calls.items() if c.started < cutoff]
             for k in stale:
                 del self._calls[k]
+
+
+__getattr__ = deprecated_attributes(
+    __name__, {"WRAPPER_PAYLOAD_KEY": ("frugal_chains.metadata.WRAPPER_KEY", lambda: WRAPPER_KEY)}
+)

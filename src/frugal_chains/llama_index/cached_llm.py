@@ -7,11 +7,12 @@ streaming and async variants) up before calling ``llm``:
   turns, non-text parts (images), the wrapped LLM's configuration and the call's keyword arguments (tools,
   temperature, ...) are an exact partition, as is the caller's :func:`~frugal_chains.cache.cache_scope`.
 * **complete**: the prompt is the question (and ``formatted`` is part of the partition).
-* A hit is returned, or replayed as a few stream chunks, with ``additional_kwargs["frugal_cache"] == "hit"``
-  on the response; the wrapped LLM is not called. A miss calls it and stores the answer (a streamed one only
+* A hit is returned, or replayed as a few stream chunks, marked on the response:
+  ``additional_kwargs["frugal"]["cache"]`` is ``{"status": "hit", "tier": ..., "similarity": ...}``; the wrapped
+  LLM is not called. A miss calls it and stores the answer (a streamed one only
   when the stream was consumed to its end).
 
-Budgets: the wrapper's own LlamaIndex LLM events carry :data:`~frugal_chains.llama_index.WRAPPER_PAYLOAD_KEY`, so
+Budgets: the wrapper's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`, so
 :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts only the wrapped LLM's calls: a miss once, a hit not
 at all. The wrapper and the wrapped LLM share one callback manager (``Settings.llm`` sets the wrapper's; it is
 passed on), so the handler sees both. Give the cache the budgets' ledger to record each hit's saving.
@@ -43,12 +44,14 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from frugal_chains._deprecation import deprecated_attributes
 from frugal_chains.accounting.provider_usage import get_field, usage_from_provider
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
+from frugal_chains.cache.replay import replay_pieces
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY
+from frugal_chains.metadata import LEGACY_CACHE_KEYS, WRAPPER_KEY, mark_cache_hit
 
 __all__ = ["CachedLLM"]
 
@@ -56,8 +59,6 @@ _R = TypeVar("_R")
 _Entry: TypeAlias = "tuple[str, str | None, Usage | None] | None"
 """A stored answer with the model and usage that priced it (None: nothing to store)."""
 
-HIT_KEY = "frugal_cache"
-"""``response.additional_kwargs["frugal_cache"] == "hit"`` marks an answer served from the cache."""
 
 _SECRET = re.compile(
     r"(^|_)(api_?key|key|secret|password|token|auth\w*|credentials?|headers?)$", re.IGNORECASE
@@ -75,7 +76,6 @@ _USAGE_KEYS = frozenset(
     }
 )
 """Token counts are not stored with an answer: a replayed answer did not use any tokens."""
-_REPLAY_CHUNKS = 4
 _PLACEHOLDER_MODEL = "unknown"
 
 
@@ -154,20 +154,8 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def _pieces(text: str, n: int = _REPLAY_CHUNKS) -> list[str]:
-    words = [w for w in re.split(r"(?<=\s)(?=\S)", text) if w]
-    if len(words) <= 1:
-        return [text]
-    size = -(-len(words) // n)
-    return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
-
-
-def _hit_marks(result: CacheResult) -> dict[str, Any]:
-    return {
-        HIT_KEY: "hit",
-        "frugal_cache_tier": result.tier,
-        "frugal_cache_similarity": round(result.similarity, 4),
-    }
+def _hit_marks(additional: Mapping[str, Any], result: CacheResult) -> dict[str, Any]:
+    return mark_cache_hit(additional, tier=result.tier, similarity=result.similarity)
 
 
 def _answer_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +240,7 @@ class CachedLLM(LLM):
         >>> llm.complete("Which plans include SSO?").text  # MockLLM echoes the prompt
         'Which plans include SSO?'
         >>> hit = llm.complete("which plans include SSO")
-        >>> hit.text, hit.additional_kwargs["frugal_cache"]
+        >>> hit.text, hit.additional_kwargs["frugal"]["cache"]["status"]
         ('Which plans include SSO?', 'hit')
         >>> "".join(r.delta for r in llm.stream_complete("Which plans include SSO?"))
         'Which plans include SSO?'
@@ -318,6 +306,11 @@ class CachedLLM(LLM):
         if isinstance(manager, CallbackManager) and self.llm.callback_manager is not manager:
             self.llm.callback_manager = manager
 
+    @property
+    def core(self) -> AnswerCache:
+        """The framework-free cache underneath (the ``cache=`` given)."""
+        return self.cache
+
     @classmethod
     def class_name(cls) -> str:
         return "CachedLLM"
@@ -328,7 +321,7 @@ class CachedLLM(LLM):
 
     def to_payload(self) -> dict[str, Any]:
         """The wrapped LLM's payload, marked as a wrapper (budget handlers count the wrapped calls only)."""
-        return {**self.llm.to_payload(), WRAPPER_PAYLOAD_KEY: True, "cached_by": self.class_name()}
+        return {**self.llm.to_payload(), WRAPPER_KEY: True, "cached_by": self.class_name()}
 
     @property
     def stats(self) -> CacheStats:
@@ -411,7 +404,7 @@ class CachedLLM(LLM):
     def _chat_hit(found: tuple[CacheResult, ChatMessage | None] | None) -> ChatResponse | None:
         if found is None or found[1] is None:
             return None
-        return ChatResponse(message=found[1], additional_kwargs=_hit_marks(found[0]))
+        return ChatResponse(message=found[1], additional_kwargs=_hit_marks({}, found[0]))
 
     @staticmethod
     def _completion_hit(
@@ -420,7 +413,7 @@ class CachedLLM(LLM):
         if found is None or found[1] is None:
             return None
         text, kwargs = found[1]
-        return CompletionResponse(text=text, additional_kwargs={**kwargs, **_hit_marks(found[0])})
+        return CompletionResponse(text=text, additional_kwargs=_hit_marks(kwargs, found[0]))
 
     @staticmethod
     def _replay_chat(hit: ChatResponse) -> list[ChatResponse]:
@@ -429,7 +422,7 @@ class CachedLLM(LLM):
         others = [b for b in message.blocks if not isinstance(b, TextBlock)]
         out: list[ChatResponse] = []
         so_far = ""
-        pieces = _pieces(text)
+        pieces = replay_pieces(text)
         for i, piece in enumerate(pieces):
             so_far += piece
             last = i == len(pieces) - 1
@@ -452,7 +445,7 @@ class CachedLLM(LLM):
     def _replay_completion(hit: CompletionResponse) -> list[CompletionResponse]:
         out: list[CompletionResponse] = []
         so_far = ""
-        pieces = _pieces(hit.text)
+        pieces = replay_pieces(hit.text)
         for i, piece in enumerate(pieces):
             so_far += piece
             last = i == len(pieces) - 1
@@ -656,3 +649,14 @@ async def _aclose(gen: Any) -> None:
     close = getattr(gen, "aclose", None)
     if close is not None:
         await close()
+
+
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "HIT_KEY": (
+            'additional_kwargs["frugal"]["cache"] (frugal_chains.metadata.cache_status)',
+            lambda: LEGACY_CACHE_KEYS[0],
+        )
+    },
+)

@@ -6,7 +6,7 @@ LlamaIndex contract:
 * ``chat``/``achat`` call each tier's ``chat``/``achat``; ``complete``/``acomplete`` call each tier's own
   ``complete``/``acomplete`` (so each tier formats the prompt as it always does: ``completion_to_prompt`` for a
   completion model, a user message for a chat model). The scorer and the gates see the prompt as one user turn.
-* Budgets: the cascade's own LlamaIndex LLM events carry :data:`~frugal_chains.llama_index.WRAPPER_PAYLOAD_KEY`,
+* Budgets: the cascade's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`,
   so :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts the tiers' calls (each provider call once,
   every tier tried included) and never the cascade's. A callback manager given to the cascade (or set by
   ``Settings.llm``) is passed on to every tier, so one handler sees both.
@@ -15,7 +15,7 @@ LlamaIndex contract:
   buffered, its whole answer checked, and replayed once it passes; the strongest tier streams live. A provider
   error before the first streamed token escalates. Every stream ends with one closing response (``delta=""``)
   carrying the whole answer and the metadata below.
-* The final response carries ``additional_kwargs["frugal"]`` (tier, model, escalations, scores, cost in USD,
+* The final response carries ``additional_kwargs["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD,
   attempts), ``additional_kwargs["frugal_tier"]`` (the tier's name; every streamed chunk has it too), and the
   usage of every call the cascade made, summed: ``raw["usage"]`` (``input_tokens``/``output_tokens`` with
   cache and reasoning details, readable by ``TokenBudgetHandler`` and LlamaIndex's ``TokenCountingHandler``) and
@@ -69,11 +69,14 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import Model
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny
 
+from frugal_chains import metadata as _keys
+from frugal_chains._deprecation import deprecated_attributes, warn_renamed
 from frugal_chains.accounting.context import cascade_tier
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.llama_index.budget import WRAPPER_PAYLOAD_KEY, _usage_of
+from frugal_chains.llama_index.budget import _usage_of
+from frugal_chains.metadata import CASCADE, WRAPPER_KEY, with_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec
 from frugal_chains.routing.policy import tier_names as resolve_tier_names
@@ -83,12 +86,7 @@ from frugal_chains.routing.types import TierAnswer
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-__all__ = ["FRUGAL_KEY", "TIER_KEY", "CascadeLLM"]
-
-FRUGAL_KEY = "frugal"
-"""``response.additional_kwargs["frugal"]``: tier, model, escalations, scores, cost in USD, attempts."""
-TIER_KEY = "frugal_tier"
-"""``response.additional_kwargs["frugal_tier"]``: the name of the tier that produced a response or chunk."""
+__all__ = ["CascadeLLM"]
 _TOOLS = "frugal_tools"
 """Private ``chat`` kwarg set by ``_prepare_chat_with_tools``: the tools every tier's ``chat_with_tools`` gets."""
 _PLACEHOLDER_MODEL = "unknown"  # LLMMetadata.model_name's default
@@ -346,8 +344,8 @@ class CascadeLLM(FunctionCallingLLM):
         stats: escalation counters and the alert hook (:class:`~frugal_chains.routing.RouterStats`; default a new
             one; share one between instances to aggregate).
         ledger: write one ``routed`` record per request (tiers tried, why) to this ledger.
-        prices: prices for ``additional_kwargs["frugal"]["cost_usd"]`` (``{model: Price}`` or a ``PriceBook``;
-            model names as in ``tier_names``' default).
+        prices: prices for ``additional_kwargs["frugal"]["cascade"]["cost_usd"]`` (``{model: Price}`` or a
+            ``PriceBook``; model names as in ``tier_names``' default).
         escalate_on: which provider errors escalate (default: rate limits, timeouts, connection and server
             errors, context overflow); any other error propagates at once.
         name: the cascade's name in ledger records.
@@ -366,9 +364,9 @@ class CascadeLLM(FunctionCallingLLM):
         >>> llm = CascadeLLM(tiers=[cheap, strong], tier_names=["cheap", "strong"], gates=[RegexGate(r"\\d")],
         ...                  prices={"MockLLM": Price(input=1.0, output=2.0)})
         >>> response = llm.complete("What is 6 x 7?")
-        >>> response.text, response.additional_kwargs["frugal"]["tier"]
+        >>> response.text, response.additional_kwargs["frugal"]["cascade"]["tier"]
         ('What is 6 x 7?', 'strong')
-        >>> response.additional_kwargs["frugal"]["escalations"], llm.stats.tier("cheap").escalations
+        >>> response.additional_kwargs["frugal"]["cascade"]["escalations"], llm.stats.tier("cheap").escalations
         (1, 1)
     """
 
@@ -499,8 +497,14 @@ class CascadeLLM(FunctionCallingLLM):
         return "CascadeLLM"
 
     @property
-    def engine(self) -> Cascade:
+    def core(self) -> Cascade:
         """The framework-free engine that makes every decision."""
+        return self._engine
+
+    @property
+    def engine(self) -> Cascade:
+        """Deprecated: use :attr:`core`."""
+        warn_renamed("CascadeLLM.engine", "CascadeLLM.core")
         return self._engine
 
     @property
@@ -519,7 +523,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     def to_payload(self) -> dict[str, Any]:
         """The cascade's payload, marked as a wrapper (budget handlers count the tiers' calls only)."""
-        return {**super().to_payload(), WRAPPER_PAYLOAD_KEY: True, "tiers": list(self.tier_names)}
+        return {**super().to_payload(), WRAPPER_KEY: True, "tiers": list(self.tier_names)}
 
     # -- answers -----------------------------------------------------------------------------------------------
     def _tool_calls(self, index: int, response: ChatResponse) -> tuple[dict[str, Any], ...]:
@@ -569,7 +573,8 @@ class CascadeLLM(FunctionCallingLLM):
 
     def _marks(self, result: CascadeResult, additional: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
         usage = result.usage
-        marks = {**additional, TIER_KEY: result.tier, FRUGAL_KEY: result.metadata(self.tier_names)}
+        info = result.metadata(self.tier_names)
+        marks = {**with_entry(additional, CASCADE, info, legacy=info), _keys.TIER_KEY: result.tier}
         if usage.total_tokens:
             marks.update(
                 prompt_tokens=usage.input_tokens,
@@ -597,7 +602,9 @@ class CascadeLLM(FunctionCallingLLM):
 
     def _tagged(self, response: Any, index: int) -> Any:
         return response.model_copy(
-            update={"additional_kwargs": {**response.additional_kwargs, TIER_KEY: self.tier_names[index]}}
+            update={
+                "additional_kwargs": {**response.additional_kwargs, _keys.TIER_KEY: self.tier_names[index]}
+            }
         )
 
     def _closing(self, result: CascadeResult, whole: _R) -> _R:
@@ -745,7 +752,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     def _tier_index(self, response: Any) -> int | None:
         extra = get_field(response, "additional_kwargs")
-        name = get_field(extra, TIER_KEY)
+        name = get_field(extra, _keys.TIER_KEY)
         if isinstance(name, str) and name in self.tier_names:
             return self.tier_names.index(name)
         return None
@@ -891,7 +898,7 @@ class _CascadeStructuredLLM(StructuredLLM):
     """``StructuredLLM`` over a :class:`CascadeLLM`: its LLM events are a wrapper's (not counted by budgets)."""
 
     def to_payload(self) -> dict[str, Any]:
-        return {**super().to_payload(), WRAPPER_PAYLOAD_KEY: True}
+        return {**super().to_payload(), WRAPPER_KEY: True}
 
 
 def _shared_manager(tiers: Sequence[LLM]) -> CallbackManager:
@@ -948,3 +955,12 @@ def _whole_completion(chunks: Sequence[CompletionResponse]) -> CompletionRespons
         additional_kwargs=dict(last.additional_kwargs),
         logprobs=_stream_logprobs(chunks),
     )
+
+
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "FRUGAL_KEY": ("frugal_chains.metadata.FRUGAL_KEY", lambda: _keys.FRUGAL_KEY),
+        "TIER_KEY": ("frugal_chains.metadata.TIER_KEY", lambda: _keys.TIER_KEY),
+    },
+)

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage
 
 from frugal_chains import Price, Usage
 from frugal_chains.accounting import PriceBook, litellm_price
-from frugal_chains.langchain import TokenBudgetCallbackHandler
+from frugal_chains.langchain import TokenBudgetHandler
 
 M = 1e-6  # USD per token at $1 per million
 
@@ -127,7 +127,7 @@ HANDLER_CASES = [
     ("case", "model", "usage", "expected"), HANDLER_CASES, ids=[c[0] for c in HANDLER_CASES]
 )
 def test_handler_commits_hand_computed_cost(case: str, model: str, usage: dict, expected: float) -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     msg = AIMessage("ok", usage_metadata=usage, response_metadata={"model_name": model})
     _Scripted(model=model, messages=iter([msg])).invoke("hi", config={"callbacks": [handler]})
     (record,) = handler.ledger.records()
@@ -144,7 +144,7 @@ def test_one_hour_cache_write_above_the_long_context_threshold() -> None:
 
 
 def test_commit_keeps_your_price_when_the_response_names_a_snapshot() -> None:
-    handler = TokenBudgetCallbackHandler(prices={"gpt-4o": Price(input=0.1, output=0.1)})
+    handler = TokenBudgetHandler(prices={"gpt-4o": Price(input=0.1, output=0.1)})
     msg = AIMessage(
         "ok",
         usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
@@ -157,7 +157,7 @@ def test_commit_keeps_your_price_when_the_response_names_a_snapshot() -> None:
 
 
 def test_commit_reprices_with_the_snapshot_from_the_price_map() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     msg = AIMessage(
         "ok",
         usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},

@@ -1,4 +1,4 @@
-"""TokenBudgetCallbackHandler and budget_scope with real LangChain runs and fake providers."""
+"""TokenBudgetHandler and budget_scope with real LangChain runs and fake providers."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from frugal_chains import (
     attribute,
 )
 from frugal_chains.accounting import count_message_tokens, count_text_tokens
-from frugal_chains.langchain import WRAPPER_METADATA_KEY, TokenBudgetCallbackHandler, budget_scope
+from frugal_chains.langchain import TokenBudgetHandler, budget_scope
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
+from frugal_chains.metadata import WRAPPER_KEY
 from frugal_chains.testing import FakeUsageChatModel
 
 
@@ -36,7 +37,7 @@ def search(query: str) -> str:
     return "A long result paragraph. " * 30
 
 
-def committed_usd(handler: TokenBudgetCallbackHandler) -> float:
+def committed_usd(handler: TokenBudgetHandler) -> float:
     return sum(r.cost_usd for r in handler.ledger.records())
 
 
@@ -44,7 +45,7 @@ def committed_usd(handler: TokenBudgetCallbackHandler) -> float:
 @pytest.mark.parametrize("limit", [0.004, 0.01, 0.023])
 def test_agent_loop_stops_on_the_call_that_would_cross(limit: float, factor: float) -> None:
     """create_agent with a model that calls tools forever; the provider may count 4% more input tokens."""
-    handler = TokenBudgetCallbackHandler([Budget(max_usd=limit, scope="task")])
+    handler = TokenBudgetHandler([Budget(max_usd=limit, scope="task")])
     model = FakeUsageChatModel(
         model="gpt-4o", tool_to_call="search", max_tokens=200, output_tokens=120, input_token_factor=factor
     )
@@ -65,7 +66,7 @@ def test_agent_loop_stops_on_the_call_that_would_cross(limit: float, factor: flo
 
 def test_manual_tool_loop_with_inflated_input_never_overspends() -> None:
     budget = Budget(max_usd=0.02, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(
         model="gpt-4o-mini", tool_to_call="search", max_tokens=500, output_tokens=500, input_token_factor=1.05
     ).bind_tools([search])
@@ -77,12 +78,12 @@ def test_manual_tool_loop_with_inflated_input_never_overspends() -> None:
             for call in ai.tool_calls:
                 messages.append(search.invoke(call))
     assert committed_usd(handler) <= 0.02
-    assert handler.guard.spent(budget).reserved_nano == 0
+    assert handler.core.spent(budget).reserved_nano == 0
 
 
 async def test_fifty_concurrent_ainvoke_share_one_budget() -> None:
     budget = Budget(max_usd=0.001, scope="feature")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=1000, output_tokens=1000, latency_s=0.02)
 
     async def one(i: int) -> bool:
@@ -98,12 +99,12 @@ async def test_fifty_concurrent_ainvoke_share_one_budget() -> None:
     assert 0 < sum(ok) < 50
     assert committed_usd(handler) <= 0.001
     assert len(handler.ledger.records()) == sum(ok)
-    assert handler.guard.spent(budget).reserved_nano == 0
+    assert handler.core.spent(budget).reserved_nano == 0
 
 
 def test_threaded_batch_never_overspends() -> None:
     budget = Budget(max_tokens=5000, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(max_tokens=300, output_tokens=300, latency_s=0.01)
     outs = model.batch(
         [f"q{i}" for i in range(40)],
@@ -112,11 +113,11 @@ def test_threaded_batch_never_overspends() -> None:
     )
     refused = [o for o in outs if isinstance(o, BudgetExceededError)]
     assert refused and len(refused) < 40
-    assert handler.guard.spent(budget).committed_tokens <= 5000
+    assert handler.core.spent(budget).committed_tokens <= 5000
 
 
 def test_per_user_budget_stops_only_that_user() -> None:
-    handler = TokenBudgetCallbackHandler([Budget(max_usd=0.0005, scope="user", window="day")])
+    handler = TokenBudgetHandler([Budget(max_usd=0.0005, scope="user", window="day")])
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=256)
     ann = {"callbacks": [handler], "metadata": {"user_id": "ann", "feature": "chat"}}
     with pytest.raises(BudgetExceededError) as e:
@@ -130,7 +131,7 @@ def test_per_user_budget_stops_only_that_user() -> None:
 
 
 def test_attribution_from_context_and_tags() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     with attribute(feature="search", tenant_id="acme"):
         FakeUsageChatModel().invoke(
             "hi", config={"callbacks": [handler], "tags": ["beta"], "metadata": {"user_id": "u7"}}
@@ -146,7 +147,7 @@ class Wrapper(BaseChatModel):
     inner: BaseChatModel
 
     def __init__(self, **kw: Any) -> None:
-        super().__init__(metadata={WRAPPER_METADATA_KEY: True}, **kw)
+        super().__init__(metadata={WRAPPER_KEY: True}, **kw)
 
     @property
     def _llm_type(self) -> str:
@@ -179,7 +180,7 @@ class Wrapper(BaseChatModel):
 
 
 async def test_wrapper_runs_are_not_counted_twice() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     inner = FakeUsageChatModel(model="gpt-4o-mini")
     msg = Wrapper(inner=inner).invoke("hi", config={"callbacks": [handler]})
     records = handler.ledger.records()
@@ -193,9 +194,7 @@ async def test_wrapper_runs_are_not_counted_twice() -> None:
 
 def test_unmarked_wrapper_would_count_twice() -> None:
     """The flag is what prevents double counting (the test above is not vacuous)."""
-    handler = TokenBudgetCallbackHandler(
-        prices={"test-wrapper": Price(input=1, output=1, max_output_tokens=100)}
-    )
+    handler = TokenBudgetHandler(prices={"test-wrapper": Price(input=1, output=1, max_output_tokens=100)})
     w = Wrapper(inner=FakeUsageChatModel())
     w.metadata = {}
     w.invoke("hi", config={"callbacks": [handler]})
@@ -204,20 +203,20 @@ def test_unmarked_wrapper_would_count_twice() -> None:
 
 def test_langchain_cache_hit_costs_nothing_and_releases() -> None:
     budget = Budget(max_usd=1.0, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(model="gpt-4o-mini", cache=InMemoryCache())
     model.invoke("same question", config={"callbacks": [handler]})
     model.invoke("same question", config={"callbacks": [handler]})
     miss, hit = handler.ledger.records()
     assert (miss.outcome, hit.outcome) == ("ok", "cache_hit")
     assert hit.cost_usd == 0 and hit.saved_usd == pytest.approx(miss.cost_usd)
-    c = handler.guard.spent(budget)
+    c = handler.core.spent(budget)
     assert c.reserved_nano == 0
     assert c.committed_nano == round(miss.cost_usd * 1e9)
 
 
 def test_streaming_commits_once_with_reported_usage() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     chunks = list(
         FakeUsageChatModel(responses=["one two three"], output_tokens=9).stream(
             "hi", config={"callbacks": [handler]}
@@ -229,7 +228,7 @@ def test_streaming_commits_once_with_reported_usage() -> None:
 
 
 async def test_async_streaming_commits_once() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     async for _ in FakeUsageChatModel(responses=["a b"]).astream("hi", config={"callbacks": [handler]}):
         pass
     assert len(handler.ledger.records()) == 1
@@ -237,11 +236,11 @@ async def test_async_streaming_commits_once() -> None:
 
 def test_provider_error_releases_the_reservation() -> None:
     budget = Budget(max_usd=1.0, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(fail_with=lambda: RuntimeError("provider down"))
     with pytest.raises(RuntimeError, match="provider down"):
         model.invoke("hi", config={"callbacks": [handler]})
-    c = handler.guard.spent(budget)
+    c = handler.core.spent(budget)
     assert (c.reserved_nano, c.committed_nano) == (0, 0)
     assert handler.ledger.records() == []
 
@@ -256,18 +255,18 @@ class CountingModel(FakeUsageChatModel):
 
 def test_unknown_model_refused_before_the_call() -> None:
     model = CountingModel(model="my-private-llm")
-    handler = TokenBudgetCallbackHandler([Budget(max_usd=1)])
+    handler = TokenBudgetHandler([Budget(max_usd=1)])
     with pytest.raises(UnknownModelPriceError):
         model.invoke("hi", config={"callbacks": [handler]})
     assert model.calls == 0
-    priced = TokenBudgetCallbackHandler(prices={"my-private-llm": Price(input=0.5, output=0.5)})
+    priced = TokenBudgetHandler(prices={"my-private-llm": Price(input=0.5, output=0.5)})
     model.invoke("hi", config={"callbacks": [priced]})
     assert model.calls == 1 and priced.ledger.records()[0].price_known
 
 
 def test_refusal_happens_before_the_provider_is_called() -> None:
     model = CountingModel(max_tokens=1000)
-    handler = TokenBudgetCallbackHandler([Budget(max_tokens=500, scope="global")])
+    handler = TokenBudgetHandler([Budget(max_tokens=500, scope="global")])
     with pytest.raises(BudgetExceededError):
         model.invoke("hi", config={"callbacks": [handler]})
     assert model.calls == 0
@@ -275,7 +274,7 @@ def test_refusal_happens_before_the_provider_is_called() -> None:
 
 def test_plain_llm_without_usage_is_estimated() -> None:
     llm = FakeListLLM(responses=["forty two is the answer"])
-    handler = TokenBudgetCallbackHandler(prices={"fake-list": Price(input=1, output=1, max_output_tokens=50)})
+    handler = TokenBudgetHandler(prices={"fake-list": Price(input=1, output=1, max_output_tokens=50)})
     llm.invoke("what is it?", config={"callbacks": [handler]})
     (r,) = handler.ledger.records()
     counted = count_text_tokens("forty two is the answer")
@@ -320,7 +319,7 @@ def test_budget_scope_tasks_and_nesting() -> None:
 
 
 def test_refused_runs_leave_no_state_behind() -> None:
-    handler = TokenBudgetCallbackHandler([Budget(max_tokens=10, scope="global")])
+    handler = TokenBudgetHandler([Budget(max_tokens=10, scope="global")])
     for _ in range(3):
         with pytest.raises(BudgetExceededError):
             FakeUsageChatModel().invoke("hi", config={"callbacks": [handler]})
@@ -329,7 +328,7 @@ def test_refused_runs_leave_no_state_behind() -> None:
 
 def test_stream_closed_early_commits_the_worst_case() -> None:
     budget = Budget(max_usd=1.0, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(model="gpt-4o-mini", responses=["one two three four"], max_tokens=300)
     for chunk in model.stream("hi", config={"callbacks": [handler]}):
         assert chunk.content
@@ -338,7 +337,7 @@ def test_stream_closed_early_commits_the_worst_case() -> None:
     assert r.extra["interrupted"] == "GeneratorExit"
     assert r.usage_estimated and r.usage.output_tokens == 300
     assert r.cost_usd == pytest.approx(r.reserved_usd, abs=1e-9)
-    assert handler.guard.spent(budget).reserved_nano == 0
+    assert handler.core.spent(budget).reserved_nano == 0
 
 
 def test_cache_control_prices_the_worst_case_at_the_cache_write_rate() -> None:
@@ -352,7 +351,7 @@ def test_cache_control_prices_the_worst_case_at_the_cache_write_rate() -> None:
     ]
     reserved = []
     for messages in (plain, cached):
-        handler = TokenBudgetCallbackHandler()
+        handler = TokenBudgetHandler()
         model = FakeUsageChatModel(
             model="claude-sonnet-4-5", provider="anthropic", max_tokens=100, output_tokens=10
         )
@@ -364,7 +363,7 @@ def test_cache_control_prices_the_worst_case_at_the_cache_write_rate() -> None:
 
 
 def test_several_choices_reserve_each_answer() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=100)
     model.invoke("hi", n=3, config={"callbacks": [handler]})
     model.invoke("hi", config={"callbacks": [handler]})
@@ -396,7 +395,7 @@ def test_llm_batch_usage_reported_once_is_not_double_counted() -> None:
                 },
             )
 
-    handler = TokenBudgetCallbackHandler(prices={"batch-llm": Price(input=1, output=1, max_output_tokens=50)})
+    handler = TokenBudgetHandler(prices={"batch-llm": Price(input=1, output=1, max_output_tokens=50)})
     BatchLLM().batch(["a", "b", "c", "d"], config={"callbacks": [handler]})
     records = handler.ledger.records()
     assert len(records) == 4
@@ -414,7 +413,7 @@ class _NoUsageLLM(FakeListLLM):
 
 
 def test_batch_without_any_reported_usage_is_estimated_not_free() -> None:
-    handler = TokenBudgetCallbackHandler(prices={"fake-list": Price(input=1, output=1, max_output_tokens=50)})
+    handler = TokenBudgetHandler(prices={"fake-list": Price(input=1, output=1, max_output_tokens=50)})
     _NoUsageLLM(responses=["an answer"] * 3).batch(["a", "b", "c"], config={"callbacks": [handler]})
     records = handler.ledger.records()
     assert len(records) == 3
@@ -422,7 +421,7 @@ def test_batch_without_any_reported_usage_is_estimated_not_free() -> None:
 
 
 def test_chat_batch_runs_keep_their_own_usage() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     FakeUsageChatModel(output_tokens=7).batch(["a", "b", "c"], config={"callbacks": [handler]})
     records = handler.ledger.records()
     assert [r.usage.output_tokens for r in records] == [7, 7, 7]
@@ -431,7 +430,7 @@ def test_chat_batch_runs_keep_their_own_usage() -> None:
 
 async def test_cancelled_ainvoke_commits_the_worst_case() -> None:
     budget = Budget(max_usd=1.0, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=300, latency_s=5)
     task = asyncio.create_task(model.ainvoke("hi", config={"callbacks": [handler]}))
     await asyncio.sleep(0.05)
@@ -441,11 +440,11 @@ async def test_cancelled_ainvoke_commits_the_worst_case() -> None:
     (r,) = handler.ledger.records()
     assert r.extra["interrupted"] == "CancelledError"
     assert r.cost_usd == pytest.approx(r.reserved_usd, abs=1e-9)
-    assert handler.guard.spent(budget).reserved_nano == 0
+    assert handler.core.spent(budget).reserved_nano == 0
 
 
 async def test_finished_tasks_do_not_touch_finished_runs() -> None:
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     await asyncio.create_task(FakeUsageChatModel().ainvoke("hi", config={"callbacks": [handler]}))
     await asyncio.sleep(0)
     (r,) = handler.ledger.records()
@@ -455,7 +454,7 @@ async def test_finished_tasks_do_not_touch_finished_runs() -> None:
 def test_interrupted_cached_prompt_commits_what_was_reserved() -> None:
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    handler = TokenBudgetCallbackHandler()
+    handler = TokenBudgetHandler()
     messages = [
         SystemMessage([{"type": "text", "text": "Policy. " * 100, "cache_control": {"type": "ephemeral"}}]),
         HumanMessage("q"),
@@ -481,14 +480,14 @@ class _FailsMidStream(FakeUsageChatModel):
 
 def test_provider_error_mid_stream_counts_the_part_sent() -> None:
     budget = Budget(max_usd=1.0, scope="global")
-    handler = TokenBudgetCallbackHandler([budget])
+    handler = TokenBudgetHandler([budget])
     with pytest.raises(RuntimeError, match="connection reset"):
         for _ in _FailsMidStream(model="gpt-4o-mini").stream("hi", config={"callbacks": [handler]}):
             pass
     (r,) = handler.ledger.records()
     assert r.extra["error"] == "RuntimeError" and r.usage_estimated
     assert r.usage.output_tokens >= count_text_tokens("partial answer text")
-    assert handler.guard.spent(budget).reserved_nano == 0
+    assert handler.core.spent(budget).reserved_nano == 0
 
 
 def test_handlers_share_a_guard_or_build_their_own() -> None:
@@ -496,9 +495,9 @@ def test_handlers_share_a_guard_or_build_their_own() -> None:
     from frugal_chains.llama_index import TokenBudgetHandler
 
     guard = BudgetGuard([Budget(max_usd=1.0, scope="global")])
-    lc, li = TokenBudgetCallbackHandler(guard=guard), TokenBudgetHandler(guard=guard)
-    assert lc.guard is guard and li.guard is guard and lc.ledger is li.ledger
-    for make in (TokenBudgetCallbackHandler, TokenBudgetHandler):
+    lc, li = TokenBudgetHandler(guard=guard), TokenBudgetHandler(guard=guard)
+    assert lc.core is guard and li.core is guard and lc.ledger is li.ledger
+    for make in (TokenBudgetHandler, TokenBudgetHandler):
         with pytest.raises(ConfigurationError) as e:
             make([Budget(max_usd=1.0)], guard=guard)
         assert e.value.field == "guard"

@@ -19,13 +19,10 @@ from pydantic import BaseModel
 
 from frugal_chains import ConfigurationError, SQLiteLedger
 from frugal_chains.cache import AnswerCache, cache_scope
-from frugal_chains.langchain.budget import (
-    CACHE_HIT_METADATA_KEY,
-    WRAPPER_METADATA_KEY,
-    TokenBudgetCallbackHandler,
-)
+from frugal_chains.langchain.budget import TokenBudgetHandler
 from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
+from frugal_chains.metadata import WRAPPER_KEY, cache_status
 from frugal_chains.testing import FakeUsageChatModel
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 
@@ -46,7 +43,7 @@ def cached(model: Any = None, **cache_kwargs: Any) -> CachedChatModel:
 
 
 def is_hit(message: Any) -> bool:
-    return bool(message.response_metadata.get(CACHE_HIT_METADATA_KEY) == "hit")
+    return bool(cache_status(message.response_metadata) == "hit")
 
 
 class Runs(BaseCallbackHandler):
@@ -68,7 +65,7 @@ class Runs(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.starts.append((run_id, parent_run_id, bool((metadata or {}).get(WRAPPER_METADATA_KEY))))
+        self.starts.append((run_id, parent_run_id, bool((metadata or {}).get(WRAPPER_KEY))))
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.ends.append(run_id)
@@ -108,7 +105,7 @@ class Breaks(FakeUsageChatModel):
 # -- construction ------------------------------------------------------------------------------------------------
 def test_wrapper_is_marked_and_does_not_use_langchains_cache() -> None:
     m = cached()
-    assert m.metadata is not None and m.metadata[WRAPPER_METADATA_KEY] is True
+    assert m.metadata is not None and m.metadata[WRAPPER_KEY] is True
     assert m.cache is False
     assert isinstance(m.answer_cache, AnswerCache)
     assert m._llm_type == "frugal-fake-usage"
@@ -119,7 +116,7 @@ def test_wrapper_is_marked_and_does_not_use_langchains_cache() -> None:
 def test_user_metadata_is_kept() -> None:
     m = CachedChatModel(model=inner(), metadata={"feature": "faq"})
     assert m.metadata is not None
-    assert m.metadata["feature"] == "faq" and m.metadata[WRAPPER_METADATA_KEY] is True
+    assert m.metadata["feature"] == "faq" and m.metadata[WRAPPER_KEY] is True
 
 
 @pytest.mark.parametrize(
@@ -180,7 +177,7 @@ def test_paraphrase_hit_and_system_prompt_partition() -> None:
     hit = m.invoke(
         [SystemMessage("Be terse."), HumanMessage("how long is the refund window for shoes please")]
     )
-    assert is_hit(hit) and hit.response_metadata["frugal_cache_tier"] == "semantic"
+    assert is_hit(hit) and hit.response_metadata["frugal"]["cache"]["tier"] == "semantic"
     other = m.invoke([SystemMessage("Be verbose."), HumanMessage("How long is the refund window for shoes?")])
     assert not is_hit(other)
 
@@ -326,7 +323,7 @@ def test_the_inner_call_is_a_child_run_of_the_wrapper(how: str) -> None:
 @pytest.mark.parametrize("how", ["invoke", "stream"])
 def test_budget_counts_a_miss_once_and_a_hit_as_a_saving(how: str) -> None:
     ledger = SQLiteLedger(":memory:")
-    handler = TokenBudgetCallbackHandler(ledger=ledger)
+    handler = TokenBudgetHandler(ledger=ledger)
     m = cached(ledger=ledger)
     config: Any = {"callbacks": [handler]}
 
@@ -350,7 +347,7 @@ def test_budget_counts_a_miss_once_and_a_hit_as_a_saving(how: str) -> None:
 
 async def test_async_budget_counts_a_miss_once() -> None:
     ledger = SQLiteLedger(":memory:")
-    handler = TokenBudgetCallbackHandler(ledger=ledger)
+    handler = TokenBudgetHandler(ledger=ledger)
     m = cached(ledger=ledger)
     await m.ainvoke(QUESTION, config={"callbacks": [handler]})
     [c async for c in m.astream(QUESTION, config={"callbacks": [handler]})]

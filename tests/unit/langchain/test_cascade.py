@@ -18,7 +18,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from frugal_chains import Budget, BudgetExceededError, CascadeExhaustedError, ConfigurationError, Price
 from frugal_chains.accounting import SQLiteLedger
-from frugal_chains.langchain import CascadeChatModel, TokenBudgetCallbackHandler
+from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
 from frugal_chains.routing import (
     CallableGate,
     CallableScorer,
@@ -152,7 +152,7 @@ def test_passing_answer_stays_on_the_cheap_tier() -> None:
     model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\d")], prices=PRICES)
     msg = model.invoke("What is 6 x 7?")
     assert msg.content == "The answer is 42."
-    assert msg.response_metadata["frugal"]["tier"] == "cheap-model"
+    assert msg.response_metadata["frugal"]["cascade"]["tier"] == "cheap-model"
     assert strong.calls == []
 
 
@@ -161,7 +161,7 @@ async def test_async_escalation() -> None:
     model = CascadeChatModel(tiers=[cheap, strong], gates=["refusal"], prices=PRICES)
     msg = await model.ainvoke("Write a regex for a password rule")
     assert msg.content == "Sure: use a lookahead."
-    assert msg.response_metadata["frugal"]["escalations"] == 1
+    assert msg.response_metadata["frugal"]["cascade"]["escalations"] == 1
 
 
 def test_scorer_picks_the_starting_tier() -> None:
@@ -171,8 +171,8 @@ def test_scorer_picks_the_starting_tier() -> None:
     assert model.invoke("hi").content == "cheap answer"
     hard = model.invoke("prove that sqrt(2) is irrational")
     assert hard.content == "strong answer"
-    assert hard.response_metadata["frugal"]["start_tier"] == "strong-model"
-    assert hard.response_metadata["frugal"]["scores"]["scorer"] == pytest.approx(0.9)
+    assert hard.response_metadata["frugal"]["cascade"]["start_tier"] == "strong-model"
+    assert hard.response_metadata["frugal"]["cascade"]["scores"]["scorer"] == pytest.approx(0.9)
     assert len(cheap.calls) == 1 and len(strong.calls) == 1
 
 
@@ -190,7 +190,10 @@ def test_rate_limit_escalates_and_exhaustion_carries_attempts() -> None:
     model = CascadeChatModel(tiers=[cheap, strong], prices=PRICES)
     msg = model.invoke("hello")
     assert msg.content == "fine"
-    assert [a["outcome"] for a in msg.response_metadata["frugal"]["attempts"]] == ["error", "accepted"]
+    assert [a["outcome"] for a in msg.response_metadata["frugal"]["cascade"]["attempts"]] == [
+        "error",
+        "accepted",
+    ]
     broken = FakeUsageChatModel(model="strong-model", fail_with=lambda: TimeoutError("read timed out"))
     model = CascadeChatModel(tiers=[cheap, broken], prices=PRICES)
     with pytest.raises(CascadeExhaustedError) as info:
@@ -226,7 +229,7 @@ def test_each_tier_is_a_child_run_with_its_tier() -> None:
 
 def test_budget_handler_counts_each_provider_call_once() -> None:
     ledger = SQLiteLedger()
-    handler = TokenBudgetCallbackHandler(budgets=[Budget(max_usd=1.0)], ledger=ledger, prices=PRICES)
+    handler = TokenBudgetHandler(budgets=[Budget(max_usd=1.0)], ledger=ledger, prices=PRICES)
     cheap, strong = tiers(["not sure"], ["42"])
     model = CascadeChatModel(
         tiers=[cheap, strong],
@@ -239,7 +242,9 @@ def test_budget_handler_counts_each_provider_call_once() -> None:
     calls = [r for r in ledger.records() if r.outcome == "ok"]
     assert sorted(r.model for r in calls) == ["cheap-model", "strong-model"]
     assert {r.model: r.tier for r in calls} == {"cheap-model": "cheap", "strong-model": "strong"}
-    assert sum(r.cost_usd for r in calls) == pytest.approx(msg.response_metadata["frugal"]["cost_usd"])
+    assert sum(r.cost_usd for r in calls) == pytest.approx(
+        msg.response_metadata["frugal"]["cascade"]["cost_usd"]
+    )
     by_tier = {row.key: row.calls for row in ledger.summary("tier")}
     assert by_tier == {"cheap": 1, "strong": 1}
     rates = escalation_rates(ledger.records())
@@ -248,7 +253,7 @@ def test_budget_handler_counts_each_provider_call_once() -> None:
 
 async def test_budget_handler_counts_async_and_stream_calls_once() -> None:
     ledger = SQLiteLedger()
-    handler = TokenBudgetCallbackHandler(ledger=ledger, prices=PRICES)
+    handler = TokenBudgetHandler(ledger=ledger, prices=PRICES)
     cheap, strong = tiers(["not sure"], ["the answer is 42"])
     model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\d")], prices=PRICES)
     await model.ainvoke("q1", config={"callbacks": [handler]})
@@ -320,7 +325,10 @@ def test_structured_output_escalates_on_invalid_output() -> None:
     assert person == Person(name="Ada", age=36)
     raw = model.with_structured_output(Person, include_raw=True).invoke("Ada Lovelace, 36")
     assert raw["parsed"] == Person(name="Ada", age=36)
-    assert raw["raw"].response_metadata["frugal"]["attempts"][0]["gates"][0]["gate"] == "structured_output"
+    assert (
+        raw["raw"].response_metadata["frugal"]["cascade"]["attempts"][0]["gates"][0]["gate"]
+        == "structured_output"
+    )
 
 
 async def test_structured_output_exhausted_raises() -> None:
@@ -341,7 +349,7 @@ def test_stream_buffers_the_cheap_tier_until_it_passes() -> None:
     whole = chunks[0]
     for c in chunks[1:]:
         whole = whole + c
-    assert whole.response_metadata["frugal"]["tier"] == "strong-model"
+    assert whole.response_metadata["frugal"]["cascade"]["tier"] == "strong-model"
     assert whole.usage_metadata is not None and whole.usage_metadata["input_tokens"] == 200
 
 
@@ -351,7 +359,7 @@ def test_stream_without_gates_streams_live_and_escalates_on_an_early_error() -> 
     model = CascadeChatModel(tiers=[cheap, strong], prices=PRICES)
     chunks = list(model.stream("hi"))
     assert "".join(str(c.content) for c in chunks) == "one two three"
-    assert chunks[-1].response_metadata["frugal"]["escalations"] == 1
+    assert chunks[-1].response_metadata["frugal"]["cascade"]["escalations"] == 1
 
 
 async def test_astream_passes_on_the_cheap_tier() -> None:
@@ -365,13 +373,13 @@ async def test_astream_passes_on_the_cheap_tier() -> None:
 # -- gates that call models --------------------------------------------------------------------------------------
 def test_self_consistency_samples_are_child_runs_counted_by_the_budget() -> None:
     ledger = SQLiteLedger()
-    handler = TokenBudgetCallbackHandler(ledger=ledger, prices=PRICES)
+    handler = TokenBudgetHandler(ledger=ledger, prices=PRICES)
     cheap, strong = tiers(["The answer is 5", "The answer is 5", "The answer is 5"], ["unused"])
     model = CascadeChatModel(
         tiers=[cheap, strong], gates=[SelfConsistencyGate(n=3, min_agreement=0.67)], prices=PRICES
     )
     msg = model.invoke("2 + 3?", config={"callbacks": [handler]})
-    assert msg.response_metadata["frugal"]["tier"] == "cheap-model"
+    assert msg.response_metadata["frugal"]["cascade"]["tier"] == "cheap-model"
     assert len(cheap.calls) == 3
     assert len([r for r in ledger.records() if r.outcome == "ok"]) == 3
     assert msg.usage_metadata is not None and msg.usage_metadata["input_tokens"] == 300
@@ -432,13 +440,13 @@ def test_bad_input_names_the_field(kwargs: dict[str, Any], field: str) -> None:
 def test_refusal_gate_name_and_object_are_equivalent() -> None:
     cheap, strong = tiers(["I'm sorry, but I cannot assist with that."], ["ok"])
     a = CascadeChatModel(tiers=[cheap, strong], gates=["refusal"], prices=PRICES)
-    assert isinstance(a.engine.gates[0], RefusalGate)
+    assert isinstance(a.core.gates[0], RefusalGate)
 
 
 # -- regressions found in review ---------------------------------------------------------------------------------
 def test_callbacks_tags_and_metadata_set_on_the_cascade_reach_the_tier_calls() -> None:
     ledger = SQLiteLedger()
-    handler = TokenBudgetCallbackHandler(budgets=[Budget(max_usd=1.0)], ledger=ledger, prices=PRICES)
+    handler = TokenBudgetHandler(budgets=[Budget(max_usd=1.0)], ledger=ledger, prices=PRICES)
     cheap, strong = tiers(["no digits"], ["42"])
     model = CascadeChatModel(
         tiers=[cheap, strong],
@@ -455,7 +463,7 @@ def test_callbacks_tags_and_metadata_set_on_the_cascade_reach_the_tier_calls() -
     assert all(r.attribution.feature == "faq" for r in calls)
     children = rec.starts[1:]
     assert all("mine" in c[2] and c[3].get("feature") == "faq" for c in children)
-    strict = TokenBudgetCallbackHandler(budgets=[Budget(max_tokens=10)], prices=PRICES)
+    strict = TokenBudgetHandler(budgets=[Budget(max_tokens=10)], prices=PRICES)
     refused = CascadeChatModel(tiers=list(tiers(["a"], ["b"])), prices=PRICES, callbacks=[strict])
     with pytest.raises(BudgetExceededError):
         refused.invoke("hello there")
@@ -496,9 +504,7 @@ def test_judge_calls_are_hidden_from_message_streams_and_recorded_under_the_tier
     from frugal_chains.routing import LLMJudgeGate
 
     ledger = SQLiteLedger()
-    handler = TokenBudgetCallbackHandler(
-        ledger=ledger, prices={**PRICES, "judge-model": PRICES["cheap-model"]}
-    )
+    handler = TokenBudgetHandler(ledger=ledger, prices={**PRICES, "judge-model": PRICES["cheap-model"]})
     judge = Scripted(model="judge-model", script=[AIMessage("Rating: [[9]]")])
     cheap, strong = tiers(["fine answer"], ["unused"])
     model = CascadeChatModel(
@@ -528,8 +534,8 @@ def test_configurable_fields_rebuild_with_thresholds() -> None:
         thresholds=[0.5],
         stats=stats,
         prices=PRICES,
-    ).configurable_fields(cascade_name=ConfigurableField(id="cascade_name"))
-    msg = model.invoke("q", config={"configurable": {"cascade_name": "other"}})
+    ).configurable_fields(name=ConfigurableField(id="name"))
+    msg = model.invoke("q", config={"configurable": {"name": "other"}})
     assert msg.content == "b" and stats.tier("b" if False else "strong-model").accepted == 1
 
 
@@ -544,7 +550,9 @@ def test_the_cascade_answer_itself_is_not_cached_by_a_global_cache() -> None:
         model = CascadeChatModel(tiers=[cheap, strong], gates=[RegexGate(r"\d")], prices=PRICES)
         model.invoke("6 x 7?")
         again = model.invoke("6 x 7?")
-        assert again.response_metadata["frugal"]["cost_usd"] == 0.0  # both tiers were served from their cache
+        assert (
+            again.response_metadata["frugal"]["cascade"]["cost_usd"] == 0.0
+        )  # both tiers were served from their cache
         assert len(cheap.calls) == 1 and len(strong.calls) == 1
     finally:
         set_llm_cache(None)
@@ -555,7 +563,7 @@ def test_a_refused_budget_in_a_stream_is_not_an_attempt_and_exhausted_is_counted
 
     stats = RouterStats()
     cheap, strong = tiers(["no digits"], ["42"])
-    strict = TokenBudgetCallbackHandler(budgets=[Budget(max_tokens=1100)], prices=PRICES)
+    strict = TokenBudgetHandler(budgets=[Budget(max_tokens=1100)], prices=PRICES)
     model = CascadeChatModel(
         tiers=[cheap, strong],
         tier_names=["cheap", "strong"],

@@ -20,8 +20,9 @@ from langchain_tests.integration_tests.cache import AsyncCacheTestSuite, SyncCac
 import frugal_chains.cache.core as core_module
 from frugal_chains import ConfigurationError, SQLiteLedger
 from frugal_chains.cache import DEFAULT_THRESHOLD, AnswerCache, CacheRequest, cache_scope
-from frugal_chains.langchain.budget import CACHE_HIT_METADATA_KEY, TokenBudgetCallbackHandler
+from frugal_chains.langchain.budget import TokenBudgetHandler
 from frugal_chains.langchain.cache import SemanticCache
+from frugal_chains.metadata import cache_status, mark_cache_hit
 from frugal_chains.testing import FakeUsageChatModel
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 
@@ -40,7 +41,7 @@ def model(cache: BaseCache | None = None, **kwargs: Any) -> FakeUsageChatModel:
 
 
 def is_hit(message: Any) -> bool:
-    return bool(message.response_metadata.get(CACHE_HIT_METADATA_KEY) == "hit")
+    return bool(cache_status(message.response_metadata) == "hit")
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_exact_hit_on_a_chat_model() -> None:
     assert first.content == again.content == "answer 0"
     assert not is_hit(first)
     assert is_hit(again)
-    assert again.response_metadata["frugal_cache_tier"] == "exact"
+    assert again.response_metadata["frugal"]["cache"]["tier"] == "exact"
     assert again.response_metadata["model_name"] == "gpt-4o-mini"
     assert again.usage_metadata is not None and again.usage_metadata["output_tokens"] == 40
     assert cache.stats.hits_exact == 1 and cache.stats.misses == 1
@@ -141,7 +142,7 @@ def test_paraphrase_is_a_semantic_hit_with_a_lowered_threshold() -> None:
     m.invoke(QUESTION)
     hit = m.invoke(PARAPHRASE)
     assert hit.content == "answer 0"
-    assert hit.response_metadata["frugal_cache_tier"] == "semantic"
+    assert hit.response_metadata["frugal"]["cache"]["tier"] == "semantic"
     assert 0.6 <= hit.response_metadata["frugal_cache_similarity"] < 1.0
 
 
@@ -283,7 +284,7 @@ def test_empty_answers_and_served_answers_are_not_stored() -> None:
     cache.update(prompt, "llm", [ChatGeneration(message=AIMessage(""))])
     cache.update(prompt, "llm", [])
     assert len(cache) == 0
-    served = AIMessage("cached", response_metadata={CACHE_HIT_METADATA_KEY: "hit"})
+    served = AIMessage("cached", response_metadata=mark_cache_hit({}, tier="exact", similarity=1.0))
     cache.update(prompt, "llm", [ChatGeneration(message=served)])
     assert len(cache) == 0
 
@@ -383,7 +384,7 @@ def test_concurrent_writers_and_readers() -> None:
 # -- budgets -------------------------------------------------------------------------------------------------
 def test_a_served_hit_is_one_cache_hit_record_and_no_spend() -> None:
     ledger = SQLiteLedger(":memory:")
-    handler = TokenBudgetCallbackHandler(ledger=ledger)
+    handler = TokenBudgetHandler(ledger=ledger)
     cache = semantic_cache(ledger=ledger)
     m = model(cache)
     m.invoke(QUESTION, config={"callbacks": [handler]})
@@ -405,7 +406,7 @@ def test_a_served_hit_is_one_cache_hit_record_and_no_spend() -> None:
 
 async def test_a_served_async_hit_is_one_cache_hit_record() -> None:
     ledger = SQLiteLedger(":memory:")
-    handler = TokenBudgetCallbackHandler(ledger=ledger)
+    handler = TokenBudgetHandler(ledger=ledger)
     m = model(semantic_cache(ledger=ledger))
     await m.ainvoke(QUESTION, config={"callbacks": [handler]})
     await m.ainvoke(QUESTION, config={"callbacks": [handler]})

@@ -39,7 +39,8 @@ from frugal_chains import (
     attribute,
 )
 from frugal_chains.accounting import count_message_tokens, count_text_tokens
-from frugal_chains.llama_index import WRAPPER_PAYLOAD_KEY, TokenBudgetHandler
+from frugal_chains.llama_index import TokenBudgetHandler
+from frugal_chains.metadata import WRAPPER_KEY
 
 MOCK_PRICES = {"MockLLM": Price(input=1.0, output=2.0)}
 ACME = Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75, reasoning=20.0)
@@ -151,7 +152,7 @@ class CascadeLLM(CustomLLM):
         return LLMMetadata(model_name="cascade-without-a-price", num_output=100)
 
     def to_payload(self) -> dict[str, Any]:
-        return {**super().to_payload(), WRAPPER_PAYLOAD_KEY: True}
+        return {**super().to_payload(), WRAPPER_KEY: True}
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -169,20 +170,20 @@ def committed_usd(handler: TokenBudgetHandler) -> float:
 def reserved_nano(handler: TokenBudgetHandler, budget: Budget, **attribution: Any) -> int:
     from frugal_chains import Attribution
 
-    return handler.guard.spent(budget, Attribution(**attribution)).reserved_nano
+    return handler.core.spent(budget, Attribution(**attribution)).reserved_nano
 
 
 def planned_output_caps(handler: TokenBudgetHandler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The output cap of every call the handler plans (the worst case it reserves for)."""
     caps: list[int] = []
-    plan = handler.guard.plan
+    plan = handler.core.plan
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         result = plan(*args, **kwargs)
         caps.append(result.max_output_tokens)
         return result
 
-    monkeypatch.setattr(handler.guard, "plan", spy)
+    monkeypatch.setattr(handler.core, "plan", spy)
     return caps
 
 
@@ -452,7 +453,7 @@ def test_uncapped_llm_is_refused_by_a_smaller_token_budget_before_the_call() -> 
     assert e.value.unit == "tokens"
     assert llm.calls == 0
     assert handler.ledger.records() == []
-    assert handler.guard.spent(budget).committed_tokens == 0
+    assert handler.core.spent(budget).committed_tokens == 0
 
 
 def test_uncapped_llm_without_a_price_cap_names_max_tokens() -> None:
@@ -536,7 +537,7 @@ def test_llm_error_releases_its_reservation() -> None:
         llm.chat([ChatMessage(role="user", content="hi")])
     with pytest.raises(RuntimeError, match="connection reset"):
         list(llm.stream_complete("hi"))
-    spent = handler.guard.spent(budget)
+    spent = handler.core.spent(budget)
     assert (spent.reserved_nano, spent.committed_nano) == (0, 0)
     assert handler.ledger.records() == []
 
@@ -671,8 +672,8 @@ def test_threads_never_overspend_a_shared_budget() -> None:
 def test_guard_and_budgets_are_exclusive() -> None:
     handler = TokenBudgetHandler(prices=MOCK_PRICES)
     with pytest.raises(ConfigurationError):
-        TokenBudgetHandler([Budget(max_usd=1.0)], guard=handler.guard)
-    shared = TokenBudgetHandler(guard=handler.guard)
+        TokenBudgetHandler([Budget(max_usd=1.0)], guard=handler.core)
+    shared = TokenBudgetHandler(guard=handler.core)
     assert shared.ledger is handler.ledger
     assert "TokenBudgetHandler(budgets=[]" in repr(shared)
 

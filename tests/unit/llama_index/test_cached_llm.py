@@ -26,8 +26,9 @@ from frugal_chains import ConfigurationError, Price, SQLiteLedger
 from frugal_chains.accounting.pricing import PriceBook
 from frugal_chains.cache import AnswerCache, CacheRequest, cache_scope
 from frugal_chains.langchain.cache import SemanticCache
-from frugal_chains.llama_index import WRAPPER_PAYLOAD_KEY, TokenBudgetHandler
+from frugal_chains.llama_index import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
+from frugal_chains.metadata import WRAPPER_KEY, cache_status
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 
 QUESTION = "What is the capital of France?"
@@ -80,7 +81,7 @@ def user(text: str) -> list[ChatMessage]:
 
 
 def is_hit(response: Any) -> bool:
-    return bool(response.additional_kwargs.get("frugal_cache") == "hit")
+    return bool(cache_status(response.additional_kwargs) == "hit")
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_metadata_payload_and_prompt_settings_come_from_the_wrapped_llm() -> Non
     assert llm.system_prompt == "Be terse."
     assert llm.completion_to_prompt is inner.completion_to_prompt
     payload = llm.to_payload()
-    assert payload[WRAPPER_PAYLOAD_KEY] is True and payload["class_name"] == "MockLLM"
+    assert payload[WRAPPER_KEY] is True and payload["class_name"] == "MockLLM"
     assert isinstance(llm.cache, AnswerCache)
     assert llm.callback_manager is inner.callback_manager
 
@@ -133,7 +134,7 @@ def test_complete_miss_then_hit() -> None:
     again = llm.complete("what is the capital of france")
     assert first.text == again.text == "Answer 1 to your question."
     assert not is_hit(first) and is_hit(again)
-    assert again.additional_kwargs["frugal_cache_tier"] == "exact"
+    assert again.additional_kwargs["frugal"]["cache"]["tier"] == "exact"
     assert llm.llm.calls == 1
     assert llm.complete(QUESTION, formatted=True).text == "Answer 2 to your question."  # another partition
 
@@ -143,7 +144,7 @@ def test_chat_miss_then_hit_and_semantic_hit() -> None:
     first = llm.chat(user("How long is the refund window for shoes?"))
     hit = llm.chat(user("how long is the refund window for shoes please"))
     assert hit.message.content == first.message.content == "Answer 1 to your question."
-    assert is_hit(hit) and hit.additional_kwargs["frugal_cache_tier"] == "semantic"
+    assert is_hit(hit) and hit.additional_kwargs["frugal"]["cache"]["tier"] == "semantic"
     assert llm.llm.calls == 1
 
 

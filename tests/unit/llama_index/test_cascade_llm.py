@@ -42,8 +42,9 @@ from frugal_chains import (
     attribute,
 )
 from frugal_chains.accounting.provider_usage import usage_from_provider
-from frugal_chains.llama_index import WRAPPER_PAYLOAD_KEY, TokenBudgetHandler
-from frugal_chains.llama_index.cascade import FRUGAL_KEY, TIER_KEY, CascadeLLM
+from frugal_chains.llama_index import TokenBudgetHandler
+from frugal_chains.llama_index.cascade import CascadeLLM
+from frugal_chains.metadata import CASCADE, FRUGAL_KEY, TIER_KEY, WRAPPER_KEY
 from frugal_chains.routing import (
     CallableScorer,
     GateContext,
@@ -288,7 +289,7 @@ def user(text: str) -> list[ChatMessage]:
 
 
 def frugal(response: Any) -> dict[str, Any]:
-    found: dict[str, Any] = response.additional_kwargs[FRUGAL_KEY]
+    found: dict[str, Any] = response.additional_kwargs[FRUGAL_KEY][CASCADE]
     return found
 
 
@@ -367,7 +368,7 @@ def test_names_metadata_and_payload() -> None:
     assert (meta.context_window, meta.num_output) == (8000, 400)
     assert meta.is_chat_model and meta.is_function_calling_model
     payload = llm.to_payload()
-    assert payload[WRAPPER_PAYLOAD_KEY] is True and payload["tiers"] == ["cheap-1", "strong-1"]
+    assert payload[WRAPPER_KEY] is True and payload["tiers"] == ["cheap-1", "strong-1"]
     # MockLLM is neither a chat nor a function-calling model; names from class names are made unique
     mixed = CascadeLLM(tiers=[MockLLM(), MockLLM(), strong()])
     assert mixed.tier_names == ["MockLLM", "MockLLM#2", "strong-1"]
@@ -383,8 +384,8 @@ def test_serialized_config_names_each_tiers_model() -> None:
 def test_thresholds_and_stats_are_the_engines() -> None:
     stats = RouterStats()
     llm = cascade(cheap(), strong(), thresholds=[0.3], stats=stats, scorer="heuristic")
-    assert llm.engine.policy.thresholds == (0.3,) and llm.thresholds == (0.3,)
-    assert llm.stats is stats and llm.engine.stats is stats
+    assert llm.core.policy.thresholds == (0.3,) and llm.thresholds == (0.3,)
+    assert llm.stats is stats and llm.core.stats is stats
 
 
 # -- chat and complete -----------------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def test_escalate_on_decides_which_errors_escalate() -> None:
 def test_stream_without_full_answer_gates_is_live_from_the_chosen_tier() -> None:
     c, s = cheap("Paris is the capital."), strong("Strong.")
     llm = cascade(c, s, gates=[StreamSafeGate()])
-    assert not llm.engine.needs_full_answer
+    assert not llm.core.needs_full_answer
     stream = llm.stream_chat(user(QUESTION))
     first = next(stream)
     assert first.delta == "Paris" and c.finished == 0  # live: the cheap tier is still streaming
@@ -674,7 +675,7 @@ def test_as_structured_llm_escalates_and_its_events_are_a_wrappers() -> None:
     manager = CallbackManager([handler])
     c, s = parsing(cheap("not json")), parsing(strong(ADA))
     structured = cascade(c, s, callback_manager=manager).as_structured_llm(Person)
-    assert structured.to_payload()[WRAPPER_PAYLOAD_KEY] is True
+    assert structured.to_payload()[WRAPPER_KEY] is True
     response = structured.chat(user("Ada Lovelace, 36"))
     assert response.raw == Person(name="Ada", age=36)
     assert [r.model for r in handler.ledger.records()] == ["cheap-1", "strong-1"]

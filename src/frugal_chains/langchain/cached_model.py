@@ -35,10 +35,10 @@ from pydantic import ConfigDict, Field
 
 from frugal_chains.cache.core import AnswerCache, CacheResult
 from frugal_chains.cache.keys import CacheRequest
-from frugal_chains.cache.replay import replay_pieces
+from frugal_chains.cache.replay import StoredAnswer, arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
-from frugal_chains.langchain._streaming import ChildRunStreamingModel, close_iterator
+from frugal_chains.langchain._streaming import ChildRunStreamingModel
 from frugal_chains.langchain.cache import (
     SemanticCache,
     _core_of,
@@ -217,25 +217,33 @@ class CachedChatModel(ChildRunStreamingModel):
             return None
         return _mark_hit(found[1], found[0], chat=True)
 
+    @staticmethod
+    def _stored(
+        messages: list[BaseMessage], llm_string: str
+    ) -> Callable[[Sequence[Any]], StoredAnswer | None]:
+        """How a finished answer (whole generations, or a stream's chunks) is stored."""
+
+        def stored(answer: Sequence[Any]) -> StoredAnswer | None:
+            if answer and isinstance(answer[0], BaseMessage):
+                whole = _whole([ChatGenerationChunk(message=cast("AIMessageChunk", m)) for m in answer])
+                if whole is None:
+                    return None
+                answer = whole
+            return _encode_generations(cast("Sequence[Generation]", answer), llm_string, messages)
+
+        return stored
+
     def _store(
-        self,
-        request: CacheRequest,
-        messages: list[BaseMessage],
-        generations: Sequence[Generation],
-        llm_string: str,
+        self, request: CacheRequest, messages: list[BaseMessage], generations: Sequence[Generation], llm: str
     ) -> None:
-        encoded = _encode_generations(generations, llm_string, messages)
+        encoded = self._stored(messages, llm)(generations)
         if encoded is not None:
             self.core.update(request, encoded[0], model=encoded[1], usage=encoded[2])
 
     async def _astore(
-        self,
-        request: CacheRequest,
-        messages: list[BaseMessage],
-        generations: Sequence[Generation],
-        llm_string: str,
+        self, request: CacheRequest, messages: list[BaseMessage], generations: Sequence[Generation], llm: str
     ) -> None:
-        encoded = _encode_generations(generations, llm_string, messages)
+        encoded = self._stored(messages, llm)(generations)
         if encoded is not None:
             await self.core.aupdate(request, encoded[0], model=encoded[1], usage=encoded[2])
 
@@ -290,20 +298,11 @@ class CachedChatModel(ChildRunStreamingModel):
         if served is not None:
             yield from _replay(served[0])
             return
-        chunks: list[ChatGenerationChunk] = []
         inner = self.model.stream(
             messages, config={"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        try:
-            for message in inner:
-                chunk = ChatGenerationChunk(message=message)
-                chunks.append(chunk)
-                yield chunk
-        finally:
-            close_iterator(inner)
-        whole = _whole(chunks)
-        if whole is not None:
-            self._store(request, messages, whole, llm_string)
+        for message in relay(self.core, request, inner, self._stored(messages, llm_string)):
+            yield ChatGenerationChunk(message=message)
 
     async def _astream(
         self,
@@ -319,20 +318,11 @@ class CachedChatModel(ChildRunStreamingModel):
             for chunk in _replay(served[0]):
                 yield chunk
             return
-        chunks: list[ChatGenerationChunk] = []
         inner = self.model.astream(
             messages, config={"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        try:
-            async for message in inner:
-                chunk = ChatGenerationChunk(message=message)
-                chunks.append(chunk)
-                yield chunk
-        finally:
-            await cast("Any", inner).aclose()
-        whole = _whole(chunks)
-        if whole is not None:
-            await self._astore(request, messages, whole, llm_string)
+        async for message in arelay(self.core, request, inner, self._stored(messages, llm_string)):
+            yield ChatGenerationChunk(message=message)
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:

@@ -46,7 +46,6 @@ Only **legacy** callback handlers can enforce a budget: instrumentation event ha
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 import sys
 import threading
@@ -65,12 +64,11 @@ from typing_extensions import Unpack
 from frugal_chains._deprecation import deprecated_attributes, warn_renamed
 from frugal_chains.accounting.context import current_attribution, current_tier
 from frugal_chains.accounting.ledger import SpendLedger
-from frugal_chains.accounting.provider_usage import get_field as _get
-from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
-from frugal_chains.accounting.usage import Attribution, Usage
+from frugal_chains.accounting.usage import Attribution
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
+from frugal_chains.llama_index._convert import openai_message, response_text, usage_of
 from frugal_chains.metadata import WRAPPER_KEY
 
 # The trace-id stack of LlamaIndex's callback managers (a ContextVar of lists), to find orphaned reservations;
@@ -109,123 +107,7 @@ _trace_task: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The task id of the outermost LlamaIndex trace running in this context (set by ``start_trace``)."""
 
 
-def _usage_of(response: Any) -> tuple[Usage | None, str | None]:
-    """``(usage, model)`` reported by a ``ChatResponse``/``CompletionResponse``: ``raw`` usage first (the
-    provider's own, with cache and reasoning details), then token counts in ``additional_kwargs`` (where
-    LlamaIndex's OpenAI integration and ``TokenCountingHandler`` look)."""
-    raw = _get(response, "raw")
-    model = _get(raw, "model")
-    found_model = model if isinstance(model, str) and model else None
-    for candidate in (
-        _get(raw, "usage"),
-        _get(raw, "usage_metadata"),
-        _get(response, "additional_kwargs"),
-        _get(_get(response, "message"), "additional_kwargs"),
-    ):
-        usage = usage_from_provider(candidate)
-        if usage is not None:
-            return usage, found_model
-    return None, found_model
-
-
-def _response_text(response: Any) -> str:
-    """The answer's text (and tool calls) for the output estimate."""
-    if response is None:
-        return ""
-    text = _get(response, "text")
-    if isinstance(text, str):
-        return text
-    message = _get(response, "message")
-    parts: list[str] = []
-    content = _get(message, "content")
-    if isinstance(content, str):
-        parts.append(content)
-    for block in _get(message, "blocks") or ():
-        if _get(block, "block_type") == "tool_call":
-            args = _get(block, "tool_kwargs")
-            parts.append(str(_get(block, "tool_name") or ""))
-            parts.append(args if isinstance(args, str) else json.dumps(args, default=str))
-    return "\n".join(parts)
-
-
 # -- request -------------------------------------------------------------------------------------------------
-def _plain(obj: Any) -> Any:
-    """Pydantic/SDK objects to plain dicts (for token counting)."""
-    dump = getattr(obj, "model_dump", None)
-    if callable(dump):
-        try:
-            return dump()
-        except Exception:
-            return str(obj)
-    return obj
-
-
-def _to_openai_message(message: Any) -> dict[str, Any]:
-    """A LlamaIndex ``ChatMessage`` as an OpenAI-format dict (enough for the token estimate)."""
-    if isinstance(message, Mapping):
-        return dict(message)
-    role = _get(message, "role")
-    role = str(getattr(role, "value", role) or "user")
-    if role in ("chatbot", "model"):
-        role = "assistant"
-    out: dict[str, Any] = {"role": role}
-    blocks = _get(message, "blocks")
-    if blocks is None:
-        content = _get(message, "content")
-        out["content"] = "" if content is None else str(content)
-        return out
-    parts: list[dict[str, Any]] = []
-    tool_calls: list[dict[str, Any]] = []
-    for block in blocks:
-        kind = _get(block, "block_type")
-        if kind == "text":
-            parts.append({"type": "text", "text": str(_get(block, "text") or "")})
-        elif kind == "thinking":
-            parts.append({"type": "text", "text": str(_get(block, "content") or "")})
-        elif kind in ("citable", "citation"):
-            inner = _get(block, "content") or _get(block, "cited_content")
-            for sub in inner if isinstance(inner, list) else [inner]:
-                if _get(sub, "block_type") == "text":
-                    parts.append({"type": "text", "text": str(_get(sub, "text") or "")})
-                else:
-                    parts.append({"type": "image_url", "image_url": {"url": ""}})
-        elif kind == "tool_call":
-            args = _get(block, "tool_kwargs")
-            tool_calls.append(
-                {
-                    "id": _get(block, "tool_call_id") or "",
-                    "type": "function",
-                    "function": {
-                        "name": str(_get(block, "tool_name") or ""),
-                        "arguments": args if isinstance(args, str) else json.dumps(args, default=str),
-                    },
-                }
-            )
-        elif kind == "cache":
-            if parts:
-                parts[-1]["cache_control"] = {"type": "ephemeral"}
-            else:
-                out["cache_control"] = {"type": "ephemeral"}
-        elif kind is not None:
-            # image, audio, video, document: a flat per-part cost (see frugal_chains.accounting.tokens)
-            parts.append({"type": "image_url", "image_url": {"url": ""}})
-    if all(p.get("type") == "text" and "cache_control" not in p for p in parts):
-        out["content"] = "\n".join(str(p["text"]) for p in parts)
-    else:
-        out["content"] = parts
-    extra = _get(message, "additional_kwargs") or {}
-    if isinstance(extra, Mapping):
-        calls = extra.get("tool_calls")
-        if isinstance(calls, Sequence) and not isinstance(calls, str):
-            tool_calls.extend(dict(c) for c in (_plain(c) for c in calls) if isinstance(c, Mapping))
-        for key in ("tool_call_id", "name"):
-            if isinstance(extra.get(key), str):
-                out[key] = extra[key]
-    if tool_calls:
-        out["tool_calls"] = tool_calls
-    return out
-
-
 def _tools(kwargs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     """Tool schemas passed to the call (OpenAI-format dicts or LlamaIndex tools)."""
     tools = kwargs.get("tools")
@@ -500,10 +382,10 @@ class TokenBudgetHandler(BaseCallbackHandler):
         response = payload.get(EventPayload.RESPONSE)
         if response is None:
             response = payload.get(EventPayload.COMPLETION)
-        usage, model = _usage_of(response)
+        usage, model = usage_of(response)
         estimated = usage is None
         if usage is None:
-            usage = self.core.estimated_usage(res, _response_text(response))
+            usage = self.core.estimated_usage(res, response_text(response))
         self.core.commit(res, usage, model=model, usage_estimated=estimated, tier=call.tier)
 
     # -- internals ------------------------------------------------------------------------------------------------
@@ -549,7 +431,7 @@ class TokenBudgetHandler(BaseCallbackHandler):
         if not serialized.get(WRAPPER_KEY):
             messages = payload.get(EventPayload.MESSAGES)
             if messages is not None:
-                openai_messages = [_to_openai_message(m) for m in messages]
+                openai_messages = [openai_message(m) for m in messages]
             else:
                 prompt = payload.get(EventPayload.PROMPT)
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]

@@ -24,7 +24,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -49,8 +49,9 @@ from frugal_chains.accounting.provider_usage import get_field, usage_from_provid
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
-from frugal_chains.cache.replay import replay_pieces
+from frugal_chains.cache.replay import arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.llama_index._convert import whole_chat, whole_completion
 from frugal_chains.metadata import LEGACY_CACHE_KEYS, WRAPPER_KEY, mark_cache_hit
 
 __all__ = ["CachedLLM"]
@@ -208,14 +209,6 @@ def _has_answer(message: ChatMessage) -> bool:
     return any(not isinstance(b, TextBlock) or b.text.strip() for b in message.blocks) or bool(
         message.additional_kwargs.get("tool_calls")
     )
-
-
-def _streamed_text(deltas: list[str | None], last_text: str) -> str:
-    """A stream's whole text: its deltas joined when every chunk had one (some integrations' cumulative text
-    lags a chunk behind), else the last chunk's text."""
-    if deltas and all(d is not None for d in deltas):
-        return "".join(d for d in deltas if d is not None)
-    return last_text
 
 
 class CachedLLM(LLM):
@@ -476,46 +469,10 @@ class CachedLLM(LLM):
         return answer, model, usage
 
     def _chat_entry_of(self, seen: list[ChatResponse], messages: Sequence[ChatMessage]) -> _Entry:
-        whole = self._whole_chat(seen)
-        return None if whole is None else self._chat_entry(whole, messages)
+        return self._chat_entry(whole_chat(seen), messages) if seen else None
 
     def _completion_entry_of(self, seen: list[CompletionResponse], prompt: str) -> _Entry:
-        whole = self._whole_completion(seen)
-        return None if whole is None else self._completion_entry(whole, prompt)
-
-    def _relay(
-        self,
-        inner: Generator[_R, None, None],
-        request: CacheRequest | None,
-        entry_of: Callable[[list[_R]], _Entry],
-    ) -> Generator[_R, None, None]:
-        """Pass a miss's stream through; store the whole answer only when the stream finished normally."""
-        seen: list[_R] = []
-        try:
-            for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            inner.close()
-        if request is not None:
-            self._store(request, entry_of(seen))
-
-    async def _arelay(
-        self,
-        inner: AsyncGenerator[_R, None],
-        request: CacheRequest | None,
-        entry_of: Callable[[list[_R]], _Entry],
-    ) -> AsyncGenerator[_R, None]:
-        """Async :meth:`_relay`."""
-        seen: list[_R] = []
-        try:
-            async for response in inner:
-                seen.append(response)
-                yield response
-        finally:
-            await _aclose(inner)
-        if request is not None:
-            await self._astore(request, entry_of(seen))
+        return self._completion_entry(whole_completion(seen), prompt) if seen else None
 
     def _store(self, request: CacheRequest, entry: _Entry) -> None:
         if entry is not None:
@@ -524,28 +481,6 @@ class CachedLLM(LLM):
     async def _astore(self, request: CacheRequest, entry: _Entry) -> None:
         if entry is not None:
             await self.cache.aupdate(request, entry[0], model=entry[1], usage=entry[2])
-
-    @staticmethod
-    def _whole_chat(responses: list[ChatResponse]) -> ChatResponse | None:
-        if not responses:
-            return None
-        last = responses[-1]
-        text = _streamed_text([r.delta for r in responses], last.message.content or "")
-        others = [b for b in last.message.blocks if not isinstance(b, TextBlock)]
-        message = ChatMessage(
-            role=last.message.role,
-            blocks=[TextBlock(text=text), *others],
-            additional_kwargs=dict(last.message.additional_kwargs),
-        )
-        return ChatResponse(message=message, raw=last.raw, additional_kwargs=dict(last.additional_kwargs))
-
-    @staticmethod
-    def _whole_completion(responses: list[CompletionResponse]) -> CompletionResponse | None:
-        if not responses:
-            return None
-        last = responses[-1]
-        text = _streamed_text([r.delta for r in responses], last.text)
-        return CompletionResponse(text=text, raw=last.raw, additional_kwargs=dict(last.additional_kwargs))
 
     # -- chat ------------------------------------------------------------------------------------------------
     @llm_chat_callback()
@@ -580,7 +515,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return (r for r in self._replay_chat(hit))
         inner = self.llm.stream_chat(messages, **kwargs)
-        return self._relay(inner, request, lambda seen: self._chat_entry_of(seen, messages))
+        return relay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -590,7 +525,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return _agen(self._replay_chat(hit))
         inner = await self.llm.astream_chat(messages, **kwargs)
-        return self._arelay(inner, request, lambda seen: self._chat_entry_of(seen, messages))
+        return arelay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
 
     # -- complete --------------------------------------------------------------------------------------------
     @llm_completion_callback()
@@ -625,7 +560,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return (r for r in self._replay_completion(hit))
         inner = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
-        return self._relay(inner, request, lambda seen: self._completion_entry_of(seen, prompt))
+        return relay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -637,7 +572,7 @@ class CachedLLM(LLM):
             if hit is not None:
                 return _agen(self._replay_completion(hit))
         inner = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return self._arelay(inner, request, lambda seen: self._completion_entry_of(seen, prompt))
+        return arelay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
 
 
 async def _agen(items: list[Any]) -> AsyncGenerator[Any, None]:

@@ -50,7 +50,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
-    TextBlock,
 )
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -75,7 +74,13 @@ from frugal_chains.accounting.context import cascade_tier
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.llama_index.budget import _usage_of
+from frugal_chains.llama_index._convert import (
+    message_text,
+    openai_messages,
+    usage_of,
+    whole_chat,
+    whole_completion,
+)
 from frugal_chains.metadata import CASCADE, WRAPPER_KEY, with_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec
@@ -107,27 +112,6 @@ def _model_name(llm: LLM) -> str:
     return llm.class_name() or type(llm).__name__
 
 
-def _message_text(message: ChatMessage) -> str:
-    """The text blocks of a message joined (images, audio, tool calls ... are skipped)."""
-    blocks = getattr(message, "blocks", None)
-    if blocks is None:
-        content = getattr(message, "content", None)
-        return "" if content is None else str(content)
-    return "\n".join(b.text for b in blocks if isinstance(b, TextBlock))
-
-
-def _openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    """LlamaIndex messages as OpenAI-format dicts (``role`` and text ``content``) for the scorer and the gates."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = getattr(m.role, "value", m.role)
-        role = str(role or "user")
-        if role in ("chatbot", "model"):
-            role = "assistant"
-        out.append({"role": role, "content": _message_text(m)})
-    return out
-
-
 def _logprobs(found: Any) -> tuple[float, ...] | None:
     """Per-token log-probabilities from LlamaIndex's ``List[List[LogProb]]`` (the best of each position's
     alternatives: the chosen token's when decoding greedily)."""
@@ -143,13 +127,6 @@ def _logprobs(found: Any) -> tuple[float, ...] | None:
         if probs:
             values.append(max(probs))
     return tuple(values) or None
-
-
-def _streamed_text(deltas: list[str | None], last_text: str) -> str:
-    """A stream's whole text: its deltas joined when every chunk had one, else the last chunk's text."""
-    if deltas and all(d is not None for d in deltas):
-        return "".join(d for d in deltas if d is not None)
-    return last_text
 
 
 def _usage_dict(u: Usage) -> dict[str, Any]:
@@ -269,7 +246,7 @@ class _Chat:
     tools: _ToolRequest | None = None
 
     def openai(self) -> list[dict[str, Any]]:
-        return _openai_messages(self.messages)
+        return openai_messages(self.messages)
 
     def call(self, tier: LLM) -> ChatResponse:
         if self.tools is not None:
@@ -545,9 +522,9 @@ class CascadeLLM(FunctionCallingLLM):
         )
 
     def _answer(self, index: int, response: ChatResponse | CompletionResponse) -> TierAnswer:
-        usage, model = _usage_of(response)
+        usage, model = usage_of(response)
         if isinstance(response, ChatResponse):
-            text = _message_text(response.message)
+            text = message_text(response.message)
             tool_calls = self._tool_calls(index, response)
         else:
             text, tool_calls = response.text, ()
@@ -562,11 +539,11 @@ class CascadeLLM(FunctionCallingLLM):
 
     def _stream_answer(self, index: int, req: _Chat | _Completion, chunks: list[Any]) -> TierAnswer:
         """A streamed answer made whole (``native``), usage from whichever chunk carried it."""
-        whole = _whole_chat(chunks) if isinstance(req, _Chat) else _whole_completion(chunks)
+        whole = whole_chat(chunks) if isinstance(req, _Chat) else whole_completion(chunks)
         answer = self._answer(index, whole)
         if answer.usage is None:
             for chunk in reversed(chunks):
-                usage, model = _usage_of(chunk)
+                usage, model = usage_of(chunk)
                 if usage is not None:
                     return dataclasses.replace(answer, usage=usage, model=answer.model or model)
         return answer
@@ -787,7 +764,7 @@ class CascadeLLM(FunctionCallingLLM):
     def _prompt_messages(prompt: Any, prompt_args: dict[str, Any]) -> list[dict[str, Any]]:
         """The structured prompt as OpenAI-format messages, for the scorer and the gates."""
         try:
-            return _openai_messages(prompt.format_messages(**prompt_args))
+            return openai_messages(prompt.format_messages(**prompt_args))
         except Exception:  # a template that cannot be formatted here: the tier will say why
             return []
 
@@ -796,12 +773,12 @@ class CascadeLLM(FunctionCallingLLM):
         model: str | None = None
         text = ""
         for response in box.responses:
-            u, m = _usage_of(response)
+            u, m = usage_of(response)
             if u is not None:
                 usage = u if usage is None else usage + u
             model = model or m
             t = get_field(response, "text")
-            text = t if isinstance(t, str) else _message_text(get_field(response, "message") or ChatMessage())
+            text = t if isinstance(t, str) else message_text(get_field(response, "message") or ChatMessage())
         if parsed is not None:
             dump = getattr(parsed, "model_dump_json", None)
             text = dump() if callable(dump) else str(parsed)
@@ -917,44 +894,6 @@ def _shared_manager(tiers: Sequence[LLM]) -> CallbackManager:
             if all(handler is not h for h in handlers):
                 handlers.append(handler)
     return CallbackManager(handlers)
-
-
-def _stream_logprobs(chunks: Sequence[ChatResponse | CompletionResponse]) -> list[Any] | None:
-    found = [position for c in chunks if c.logprobs for position in c.logprobs]
-    return found or None
-
-
-def _whole_chat(chunks: Sequence[ChatResponse]) -> ChatResponse:
-    """A chat stream as one response: the text of all deltas, the last chunk's other blocks and extras."""
-    if not chunks:
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=""))
-    last = chunks[-1]
-    text = _streamed_text([c.delta for c in chunks], _message_text(last.message))
-    others = [b for b in last.message.blocks if not isinstance(b, TextBlock)]
-    message = ChatMessage(
-        role=last.message.role,
-        blocks=[TextBlock(text=text), *others],
-        additional_kwargs=dict(last.message.additional_kwargs),
-    )
-    return ChatResponse(
-        message=message,
-        raw=last.raw,
-        additional_kwargs=dict(last.additional_kwargs),
-        logprobs=_stream_logprobs(chunks),
-    )
-
-
-def _whole_completion(chunks: Sequence[CompletionResponse]) -> CompletionResponse:
-    """A completion stream as one response."""
-    if not chunks:
-        return CompletionResponse(text="")
-    last = chunks[-1]
-    return CompletionResponse(
-        text=_streamed_text([c.delta for c in chunks], last.text),
-        raw=last.raw,
-        additional_kwargs=dict(last.additional_kwargs),
-        logprobs=_stream_logprobs(chunks),
-    )
 
 
 __getattr__ = deprecated_attributes(

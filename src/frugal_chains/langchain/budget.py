@@ -38,7 +38,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 from typing_extensions import Unpack
 
-from frugal_chains._deprecation import deprecated_attributes, warn_renamed
+from frugal_chains._deprecation import deprecated_attributes
 from frugal_chains.accounting.context import attribute, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook, normalize_provider
@@ -47,6 +47,7 @@ from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
 from frugal_chains.accounting.usage import Attribution, Price, Usage
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
+from frugal_chains.budget.handler import GuardDriven
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.metadata import LEGACY_CACHE_KEYS, TIER_KEY, WRAPPER_KEY, cache_status
 
@@ -145,7 +146,7 @@ class _Run:
     """The cascade tier this call belongs to (``TIER_KEY`` in its metadata)."""
 
 
-class TokenBudgetHandler(BaseCallbackHandler):
+class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
     """Prices every LangChain LLM call and stops it **before** it is made when a budget would be exceeded.
 
     Args:
@@ -198,23 +199,6 @@ class TokenBudgetHandler(BaseCallbackHandler):
         self._reservations: dict[UUID, _Run] = {}
         self._batch_credit: dict[tuple[int, UUID | None, int], int] = {}
         self._lock = threading.Lock()
-
-    @property
-    def guard(self) -> BudgetGuard:
-        """Deprecated: use :attr:`core` (the same :class:`~frugal_chains.budget.BudgetGuard`)."""
-        warn_renamed(f"{type(self).__name__}.guard", f"{type(self).__name__}.core")
-        return self.core
-
-    @property
-    def ledger(self) -> SpendLedger:
-        return self.core.ledger
-
-    @property
-    def budgets(self) -> tuple[Budget, ...]:
-        return self.core.budgets
-
-    def __repr__(self) -> str:
-        return f"TokenBudgetHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
 
     # -- task tracking ------------------------------------------------------------------------------------
     def _enter(self, run_id: UUID, parent_run_id: UUID | None) -> UUID:

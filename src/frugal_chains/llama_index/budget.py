@@ -61,13 +61,13 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 from typing_extensions import Unpack
 
-from frugal_chains._deprecation import deprecated_attributes, warn_renamed
+from frugal_chains._deprecation import deprecated_attributes
 from frugal_chains.accounting.context import current_attribution, current_tier
-from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
 from frugal_chains.accounting.usage import Attribution
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
+from frugal_chains.budget.handler import GuardDriven
 from frugal_chains.llama_index._convert import openai_message, response_text, usage_of
 from frugal_chains.metadata import WRAPPER_KEY
 
@@ -240,7 +240,7 @@ _IGNORED_STARTS: list[CBEventType] = [
 _IGNORED_ENDS: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
 
 
-class TokenBudgetHandler(BaseCallbackHandler):
+class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
     """Prices every LlamaIndex LLM call and stops it **before** it is made when a budget would be exceeded.
 
     A legacy callback handler: put it on ``Settings.callback_manager = CallbackManager([handler])`` (or on an
@@ -308,23 +308,6 @@ class TokenBudgetHandler(BaseCallbackHandler):
         self.core = BudgetGuard.for_handler(guard, budgets, **options)
         self._calls: dict[str, _Call] = {}
         self._lock = threading.Lock()
-
-    @property
-    def guard(self) -> BudgetGuard:
-        """Deprecated: use :attr:`core` (the same :class:`~frugal_chains.budget.BudgetGuard`)."""
-        warn_renamed(f"{type(self).__name__}.guard", f"{type(self).__name__}.core")
-        return self.core
-
-    @property
-    def ledger(self) -> SpendLedger:
-        return self.core.ledger
-
-    @property
-    def budgets(self) -> tuple[Budget, ...]:
-        return self.core.budgets
-
-    def __repr__(self) -> str:
-        return f"TokenBudgetHandler(budgets={list(self.budgets)!r}, ledger={self.ledger!r})"
 
     # -- traces = tasks -----------------------------------------------------------------------------------------
     def start_trace(self, trace_id: str | None = None) -> None:

@@ -25,8 +25,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing._logistic import Logistic, choose_l2, fit_logistic
 from frugal_chains.routing.types import Message, content_text, user_turns
+from frugal_chains.shared.logistic import Logistic, choose_l2, fit_logistic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -480,7 +480,7 @@ class TrainedScorer:
     is thread-safe (the models are immutable; the embedder must be thread-safe, as the default one is).
 
     Args:
-        boundaries: one fitted :class:`~frugal_chains.routing._logistic.Logistic` per tier boundary
+        boundaries: one fitted :class:`~frugal_chains.shared.logistic.Logistic` per tier boundary
             (``n_tiers - 1`` of them), each over ``2 * embedder_dim + 2`` features.
         embedder: the embedder the models were fit with (any object :func:`~frugal_chains.embeddings.as_embedder`
             accepts); ``None`` uses the default embedder.
@@ -707,7 +707,7 @@ class TrainedScorer:
                 above it (e.g. nobody needed the third tier) gets a constant model at the smoothed base rate.
             l2: the L2 penalty on standardised weights (> 0), or ``"auto"`` (the default): per tier boundary, the
                 penalty with the lowest 3-fold cross-validated log-loss on (a sample of at most 3,000 of) these
-                examples, from 0.3 to 3,000 (:func:`~frugal_chains.routing._logistic.choose_l2`). A few dozen
+                examples, from 0.3 to 3,000 (:func:`~frugal_chains.shared.logistic.choose_l2`). A few dozen
                 examples and 770 features need a strong penalty, ten thousand a light one; ``"auto"`` finds
                 it without any data but these. The value used is saved in ``meta["l2"]`` (with more than two
                 tiers, a list with one value per tier boundary, ``None`` for a boundary with one class only).

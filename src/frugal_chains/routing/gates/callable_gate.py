@@ -8,14 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import check_fraction, is_number
+from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction, is_number
 from frugal_chains.routing.types import GateContext, GateResult
 from frugal_chains.shared.bridge import is_async_callable, loop_running, resolve_sync
 
 __all__ = ["CallableGate"]
 
 
-class CallableGate:
+class CallableGate(FullAnswerGate):
     """A gate from your function ``fn(ctx) -> bool | float | GateResult`` (sync or ``async def``).
 
     ``True``/``False`` pass or fail; a number is a score that passes when ``>= threshold``; a
@@ -64,11 +64,6 @@ class CallableGate:
     def name(self) -> str:
         """The gate's name."""
         return self._name
-
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
 
     def __repr__(self) -> str:
         return f"CallableGate({self._name!r}, threshold={self.threshold})"

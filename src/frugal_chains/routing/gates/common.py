@@ -7,9 +7,9 @@ import json
 import math
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.types import TierAnswer
+from frugal_chains.routing.types import GateContext, GateResult, TierAnswer
 
-__all__ = ["check_fraction", "is_number", "tool_call_only", "tool_calls_key"]
+__all__ = ["FullAnswerGate", "LocalGate", "check_fraction", "is_number", "tool_call_only", "tool_calls_key"]
 
 
 def is_number(v: object) -> bool:
@@ -35,3 +35,24 @@ def tool_calls_key(answer: TierAnswer) -> str:
         for c in answer.tool_calls
     ]
     return "tool_calls:" + json.dumps(calls, sort_keys=True, default=str)
+
+
+class FullAnswerGate:
+    """What every built-in gate shares: it reads the whole answer (``needs_full_answer`` is True)."""
+
+    @property
+    def needs_full_answer(self) -> bool:
+        """True: the whole answer must be seen."""
+        return True
+
+
+class LocalGate(FullAnswerGate):
+    """A gate without I/O: :meth:`acheck` is :meth:`check`."""
+
+    def check(self, ctx: GateContext) -> GateResult:
+        """The verdict on ``ctx.answer``."""
+        raise NotImplementedError
+
+    async def acheck(self, ctx: GateContext) -> GateResult:
+        """Same as :meth:`check` (no I/O)."""
+        return self.check(ctx)

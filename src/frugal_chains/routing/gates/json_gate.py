@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import tool_call_only
+from frugal_chains.routing.gates.common import LocalGate, tool_call_only
 from frugal_chains.routing.types import GateContext, GateResult
 
 __all__ = ["JsonGate"]
@@ -25,7 +25,7 @@ def _json_candidates(text: str) -> list[str]:
     return out
 
 
-class JsonGate:
+class JsonGate(LocalGate):
     """Passes when the answer text is JSON, optionally valid against a schema.
 
     The whole text must parse (surrounding whitespace is fine), or a fenced code block in it (````` ```json ... ```
@@ -73,11 +73,6 @@ class JsonGate:
     def name(self) -> str:
         """``"json"``."""
         return "json"
-
-    @property
-    def needs_full_answer(self) -> bool:
-        """True: the whole text must be seen."""
-        return True
 
     def __repr__(self) -> str:
         return f"JsonGate(schema={self.schema!r})"
@@ -146,7 +141,3 @@ class JsonGate:
                 return GateResult(gate=self.name, passed=True)
             return GateResult(gate=self.name, passed=False, reason=f"schema: {problem}"[:300])
         return GateResult(gate=self.name, passed=False, reason=parse_error[:300])
-
-    async def acheck(self, ctx: GateContext) -> GateResult:
-        """Same as :meth:`check` (no I/O)."""
-        return self.check(ctx)

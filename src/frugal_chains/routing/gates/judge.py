@@ -12,7 +12,7 @@ from typing import Any
 from frugal_chains.accounting.provider_usage import get_field, usage_from_provider
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import check_fraction
+from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction
 from frugal_chains.routing.types import GateContext, GateResult, TierAnswer, content_text, user_turns
 from frugal_chains.shared.bridge import is_async_callable, loop_running, resolve_sync
 
@@ -67,7 +67,7 @@ def _judge_kind(judge: object) -> str:
     return ""
 
 
-class LLMJudgeGate:
+class LLMJudgeGate(FullAnswerGate):
     """Asks a judge model to rate the answer 1..``max_score``; passes when ``rating / max_score >= threshold``.
 
     The default prompt (:data:`DEFAULT_JUDGE_PROMPT`) is MT-Bench's single-answer grading prompt; the judge must
@@ -144,11 +144,6 @@ class LLMJudgeGate:
     def name(self) -> str:
         """``"judge"``."""
         return "judge"
-
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
 
     def __repr__(self) -> str:
         return f"LLMJudgeGate({type(self.judge).__name__}, threshold={self.threshold}, max_score={self.max_score})"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from frugal_chains.accounting.tokens import count_text_tokens
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import tool_call_only
+from frugal_chains.routing.gates.common import LocalGate, tool_call_only
 from frugal_chains.routing.types import GateContext, GateResult
 
 __all__ = ["LengthGate"]
 
 
-class LengthGate:
+class LengthGate(LocalGate):
     """Passes when the answer's length is within bounds, in characters and/or tokens.
 
     Tokens are counted with :func:`frugal_chains.accounting.count_text_tokens` (the answer model's OpenAI
@@ -72,11 +72,6 @@ class LengthGate:
         """``"length"``."""
         return "length"
 
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
-
     def __repr__(self) -> str:
         args = ", ".join(
             f"{k}={getattr(self, k)}"
@@ -110,7 +105,3 @@ class LengthGate:
                     gate=self.name, passed=False, reason=f"{tokens} tokens > max_tokens={self.max_tokens}"
                 )
         return GateResult(gate=self.name, passed=True)
-
-    async def acheck(self, ctx: GateContext) -> GateResult:
-        """Same as :meth:`check`."""
-        return self.check(ctx)

@@ -6,13 +6,13 @@ import math
 from typing import Literal
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import check_fraction, is_number
+from frugal_chains.routing.gates.common import LocalGate, check_fraction, is_number
 from frugal_chains.routing.types import GateContext, GateResult
 
 __all__ = ["LogprobGate"]
 
 
-class LogprobGate:
+class LogprobGate(LocalGate):
     """Passes when the model was confident: ``exp(mean token logprob) >= min_mean_prob`` (the geometric mean of
     the token probabilities), and, with ``min_token_prob``, no token below it. ``score`` is that mean probability.
 
@@ -65,11 +65,6 @@ class LogprobGate:
         """``"logprob"``."""
         return "logprob"
 
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
-
     def __repr__(self) -> str:
         return (
             f"LogprobGate(min_mean_prob={self.min_mean_prob}, min_token_prob={self.min_token_prob}, "
@@ -103,7 +98,3 @@ class LogprobGate:
                     reason=f"a token has probability {lowest:.3f} < {self.min_token_prob}",
                 )
         return GateResult(gate=self.name, passed=True, score=mean_prob)
-
-    async def acheck(self, ctx: GateContext) -> GateResult:
-        """Same as :meth:`check`."""
-        return self.check(ctx)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import tool_call_only
+from frugal_chains.routing.gates.common import LocalGate, tool_call_only
 from frugal_chains.routing.gates.phrases import (
     KEY_OPENING_SENTENCES,
     REFUSAL_PATTERNS,
@@ -20,7 +20,7 @@ from frugal_chains.routing.types import GateContext, GateResult
 __all__ = ["RefusalGate"]
 
 
-class RefusalGate:
+class RefusalGate(LocalGate):
     """Fails refusals ("I can't help with that", "As an AI language model ...") and, with ``uncertainty=True``,
     uncertainty ("I'm not sure", "I don't know", "I cannot determine", "it is unclear", "there is not enough
     information" ...).
@@ -113,11 +113,6 @@ class RefusalGate:
         """``"refusal"``."""
         return "refusal"
 
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
-
     def __repr__(self) -> str:
         return f"RefusalGate(uncertainty={self.uncertainty})"
 
@@ -150,7 +145,3 @@ class RefusalGate:
         if found is None:
             return GateResult(gate=self.name, passed=True)
         return GateResult(gate=self.name, passed=False, reason=f"found {found!r}")
-
-    async def acheck(self, ctx: GateContext) -> GateResult:
-        """Same as :meth:`check`."""
-        return self.check(ctx)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import tool_call_only
+from frugal_chains.routing.gates.common import LocalGate, tool_call_only
 from frugal_chains.routing.types import GateContext, GateResult
 
 __all__ = ["RegexGate"]
 
 
-class RegexGate:
+class RegexGate(LocalGate):
     """Passes when ``pattern`` is found in the answer text (``re.search``), or with ``must_match=False`` when it
     is not. An answer that is only tool calls is skipped (passed).
 
@@ -57,11 +57,6 @@ class RegexGate:
         """``"regex"``."""
         return "regex"
 
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
-
     def __repr__(self) -> str:
         return f"RegexGate({self.pattern.pattern!r}, must_match={self.must_match})"
 
@@ -74,7 +69,3 @@ class RegexGate:
             return GateResult(gate=self.name, passed=True)
         what = "no match for" if self.must_match else "forbidden match for"
         return GateResult(gate=self.name, passed=False, reason=f"{what} {self.pattern.pattern!r}"[:300])
-
-    async def acheck(self, ctx: GateContext) -> GateResult:
-        """Same as :meth:`check`."""
-        return self.check(ctx)

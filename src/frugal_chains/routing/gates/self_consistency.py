@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing.gates.common import check_fraction, tool_call_only, tool_calls_key
+from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction, tool_call_only, tool_calls_key
 from frugal_chains.routing.gates.extract import default_extract
 from frugal_chains.routing.types import GateContext, GateResult, TierAnswer
 
 __all__ = ["SelfConsistencyGate"]
 
 
-class SelfConsistencyGate:
+class SelfConsistencyGate(FullAnswerGate):
     """Passes when the tier gives the same final answer most of the time: ``n - 1`` more answers are sampled
     from the same tier (``ctx.sample`` / ``ctx.asample``, supplied by the adapter; their cost is added to the
     attempt), and ``agreement`` = the share of all ``n`` answers whose extracted final answer equals the
@@ -63,11 +63,6 @@ class SelfConsistencyGate:
     def name(self) -> str:
         """``"self_consistency"``."""
         return "self_consistency"
-
-    @property
-    def needs_full_answer(self) -> bool:
-        """True."""
-        return True
 
     def __repr__(self) -> str:
         return f"SelfConsistencyGate(n={self.n}, min_agreement={self.min_agreement})"

@@ -1,4 +1,5 @@
-"""The sync/async bridge: tell async functions apart and run an awaitable from sync code when that is safe.
+"""The sync/async bridge: tell async functions apart, run an awaitable from sync code when that is safe, and name a
+user's function.
 
 Used by the quality gates (a judge or a gate function may be ``async def``) and the callable router scorer.
 
@@ -17,7 +18,14 @@ import inspect
 from collections.abc import Awaitable
 from typing import Any
 
-__all__ = ["is_async_callable", "loop_running", "resolve_sync"]
+__all__ = ["callable_name", "is_async_callable", "loop_running", "resolve_sync"]
+
+
+def callable_name(fn: object) -> Any:
+    """A function's name for messages and metadata: its ``__name__`` (else its type's name), ``"callable"`` for a
+    lambda."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "callable" if name == "<lambda>" else name
 
 
 def is_async_callable(fn: object) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction, is_number
 from frugal_chains.routing.types import GateContext, GateResult
-from frugal_chains.shared.bridge import is_async_callable, loop_running, resolve_sync
+from frugal_chains.shared.bridge import callable_name, is_async_callable, loop_running, resolve_sync
 
 __all__ = ["CallableGate"]
 
@@ -51,9 +51,7 @@ class CallableGate(FullAnswerGate):
         if not callable(fn):
             raise ConfigurationError(f"fn must be callable, got {type(fn).__name__}", field="fn")
         if name is None:
-            name = getattr(fn, "__name__", None) or type(fn).__name__
-            if name == "<lambda>":
-                name = "callable"
+            name = callable_name(fn)
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("name must be a non-empty string", field="name")
         self.fn = fn

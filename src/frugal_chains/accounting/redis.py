@@ -57,6 +57,7 @@ from frugal_chains.accounting.ledger import (
 )
 from frugal_chains.accounting.usage import CallRecord
 from frugal_chains.errors import ConfigurationError, LedgerUnavailableError
+from frugal_chains.shared.redis_client import close_async_client, no_retry_options
 
 __all__ = ["RedisLedger"]
 
@@ -424,7 +425,9 @@ class RedisLedger:
         self._aclients: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = {}
         if client is None:
             try:
-                client = redis.Redis.from_url(url, decode_responses=True, **self._client_kwargs())
+                client = redis.Redis.from_url(
+                    url, decode_responses=True, **no_retry_options(self.socket_timeout_s, asynchronous=False)
+                )
             except (ValueError, TypeError) as e:
                 raise ConfigurationError(
                     f"RedisLedger url {_redact(url)!r} is not a Redis URL ({e}). "
@@ -448,16 +451,6 @@ class RedisLedger:
                     "or pass check=False to connect on first use.",
                     field="url" if self._owns_client else "client",
                 ) from e
-
-    def _client_kwargs(self) -> dict[str, Any]:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        return {
-            "socket_timeout": self.socket_timeout_s,
-            "socket_connect_timeout": self.socket_timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
 
     def __repr__(self) -> str:
         return f"RedisLedger({_redact(self.url)!r}, prefix={self.prefix!r})"
@@ -503,23 +496,15 @@ class RedisLedger:
                 del self._aclients[old]
             try:
                 aclient = self._redis.asyncio.Redis.from_url(
-                    self.url, decode_responses=True, **self._async_client_kwargs()
+                    self.url,
+                    decode_responses=True,
+                    **no_retry_options(self.socket_timeout_s, asynchronous=True),
                 )
             except (ValueError, TypeError) as e:
                 raise ConfigurationError(f"RedisLedger url is not a Redis URL: {e}", field="url") from e
             scripts = {name: aclient.register_script(src) for name, src in _SCRIPTS.items()}
             self._aclients[loop] = (aclient, scripts)
             return scripts
-
-    def _async_client_kwargs(self) -> dict[str, Any]:
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        return {
-            "socket_timeout": self.socket_timeout_s,
-            "socket_connect_timeout": self.socket_timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
 
     @staticmethod
     def _claims_json(claims: Sequence[Claim]) -> str:
@@ -795,7 +780,7 @@ class RedisLedger:
             self._client.close()
         for loop, (aclient, _) in aclients.items():
             if not loop.is_closed():
-                _close_async(aclient, loop)
+                close_async_client(aclient, loop)
 
     async def aclose(self) -> None:
         """Close every client the ledger created: the running loop's async client is awaited."""
@@ -817,27 +802,3 @@ class RedisLedger:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _close_async(aclient: Any, loop: asyncio.AbstractEventLoop) -> None:
-    """Close an async client bound to ``loop`` from outside it (best effort)."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if loop.is_running():
-        if running is loop:  # called synchronously from inside the loop: schedule it
-            task = loop.create_task(aclient.aclose())
-            _PENDING_CLOSES.add(task)
-            task.add_done_callback(_PENDING_CLOSES.discard)
-        else:  # the loop runs in another thread
-            asyncio.run_coroutine_threadsafe(aclient.aclose(), loop)
-    elif running is None:
-        loop.run_until_complete(aclient.aclose())
-    else:  # another loop runs in this thread: drive the idle loop from a helper thread
-        closer = threading.Thread(target=loop.run_until_complete, args=(aclient.aclose(),), daemon=True)
-        closer.start()
-        closer.join(timeout=5)
-
-
-_PENDING_CLOSES: set[asyncio.Task[None]] = set()

@@ -46,9 +46,9 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from frugal_chains.accounting.redis import _close_async  # one way to close an async client off its loop
 from frugal_chains.cache.index import CacheEntry, Hit
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.redis_client import close_async_client, no_retry_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -381,22 +381,8 @@ class RedisIndex:
                 log.debug("frugal-chains cache: could not create the Redis index %s yet: %s", name, e)
 
     def _client_kwargs(self, *, asynchronous: bool) -> dict[str, Any]:
-        from redis.backoff import NoBackoff
-
-        if asynchronous:
-            from redis.asyncio.retry import Retry as AsyncRetry
-
-            retry: Any = AsyncRetry(NoBackoff(), 0)
-        else:
-            from redis.retry import Retry
-
-            retry = Retry(NoBackoff(), 0)
         # No retries: a cache must fail fast while Redis is down (AnswerCache then misses).
-        return {
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.socket_timeout,
-            "retry": retry,
-        }
+        return no_retry_options(self.socket_timeout, asynchronous=asynchronous)
 
     def __repr__(self) -> str:
         return f"RedisIndex(name={self.name!r}, dim={self.dim})"
@@ -847,7 +833,7 @@ class RedisIndex:
             self._client.close()
         for loop, state in states.items():
             if not loop.is_closed():
-                _close_async(state.client, loop)
+                close_async_client(state.client, loop)
 
     # -- VectorIndex: async ----------------------------------------------------------------------------------
     async def aadd(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:

@@ -390,7 +390,7 @@ def fit_pair_model(
     """
     import numpy as np
 
-    from frugal_chains.routing._logistic import fit_logistic
+    from frugal_chains.shared.logistic import fit_logistic
 
     rows = _coerce(pairs)
     if len(similarities) != len(rows):

@@ -51,9 +51,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.routing._logistic import Logistic, fit_logistic
-from frugal_chains.routing.gates import _FINAL_MARKER, _numbers, _tool_calls_key
+from frugal_chains.routing.gates.common import tool_calls_key
+from frugal_chains.routing.gates.extract import FINAL_MARKER, find_numbers
 from frugal_chains.routing.types import GateContext, GateResult, Message, TierAnswer, content_text
+from frugal_chains.shared.logistic import Logistic, fit_logistic
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -155,7 +156,7 @@ def _eval_arithmetic(expr: str) -> float | None:
 
 def _floats(text: str) -> list[float]:
     out = []
-    for d in _numbers(text):
+    for d in find_numbers(text):
         v = float(d)
         if math.isfinite(v):
             out.append(v)
@@ -179,7 +180,7 @@ def answer_features(question: str, answer: str) -> list[float]:
     a = answer.strip()
     a_nums = _floats(a)
     q_nums = _floats(question)
-    markers = list(_FINAL_MARKER.finditer(a))
+    markers = list(FINAL_MARKER.finditer(a))
     final: float | None = None
     if markers:
         after = _floats(a[markers[-1].end() :])
@@ -192,12 +193,12 @@ def answer_features(question: str, answer: str) -> list[float]:
     visible = [c for c in a if not c.isspace()]
     digit_share = sum(c.isdigit() for c in visible) / len(visible) if visible else 0.0
     last_line = lines[-1] if lines else ""
-    truncated = 0.0 if (not a or a[-1] in _TERMINAL or _FINAL_MARKER.search(last_line)) else 1.0
+    truncated = 0.0 if (not a or a[-1] in _TERMINAL or FINAL_MARKER.search(last_line)) else 1.0
 
     n_eq = n_wrong = 0
     results: list[float] = []
     for m in _EQUATION.finditer(a):
-        rhs_tokens = _numbers(m.group(2))
+        rhs_tokens = find_numbers(m.group(2))
         if not rhs_tokens:
             continue
         rhs = float(rhs_tokens[0])
@@ -261,7 +262,7 @@ def _answer_text(answer: str | TierAnswer) -> str:
     if isinstance(answer, TierAnswer):
         if answer.text.strip() or not answer.tool_calls:
             return answer.text
-        return _tool_calls_key(answer)
+        return tool_calls_key(answer)
     if isinstance(answer, str):
         return answer
     raise ConfigurationError(f"an answer must be a string, got {type(answer).__name__}", field="answers")

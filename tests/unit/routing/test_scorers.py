@@ -545,7 +545,7 @@ def _noisy(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_choose_l2_penalises_small_noisy_data_more_than_large_data() -> None:
-    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+    from frugal_chains.shared.logistic import L2_GRID, choose_l2
 
     x_small, y_small = _noisy(60, 120, seed=1)
     x_large, y_large = _noisy(2400, 20, seed=2)
@@ -557,7 +557,7 @@ def test_choose_l2_penalises_small_noisy_data_more_than_large_data() -> None:
 
 
 def test_choose_l2_ignores_the_units_of_sample_weight_and_keeps_the_sampled_choice() -> None:
-    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+    from frugal_chains.shared.logistic import L2_GRID, choose_l2
 
     x, y = _noisy(900, 10, seed=3)
     plain = choose_l2(x, y)
@@ -567,7 +567,7 @@ def test_choose_l2_ignores_the_units_of_sample_weight_and_keeps_the_sampled_choi
 
 
 def test_choose_l2_keeps_enough_of_a_rare_class_in_its_sample() -> None:
-    from frugal_chains.routing._logistic import choose_l2
+    from frugal_chains.shared.logistic import choose_l2
 
     rng = np.random.default_rng(6)
     x = rng.normal(size=(10_000, 5))
@@ -580,7 +580,7 @@ def test_choose_l2_keeps_enough_of_a_rare_class_in_its_sample() -> None:
 
 
 def test_choose_l2_beats_a_fixed_small_penalty_on_held_out_data() -> None:
-    from frugal_chains.routing._logistic import choose_l2, fit_logistic
+    from frugal_chains.shared.logistic import choose_l2, fit_logistic
 
     x, y = _noisy(1080, 150, seed=4)
     x_tr, y_tr, x_te, y_te = x[:80], y[:80], x[80:], y[80:]
@@ -593,7 +593,7 @@ def test_choose_l2_beats_a_fixed_small_penalty_on_held_out_data() -> None:
 
 
 def test_choose_l2_with_too_few_examples_of_a_class_returns_the_middle_of_the_grid() -> None:
-    from frugal_chains.routing._logistic import L2_GRID, choose_l2
+    from frugal_chains.shared.logistic import L2_GRID, choose_l2
 
     x, _ = _noisy(40, 5, seed=5)
     y = np.zeros(40)

@@ -1,5 +1,6 @@
-"""A small L2 logistic regression (Newton's method, standardised features) shared by the trained scorer and the
-trained verifier; serialised as plain JSON-able dicts."""
+"""A small L2 logistic regression (Newton's method, standardised features): :class:`Logistic`, :func:`fit_logistic`
+and :func:`choose_l2` (the ``l2="auto"`` penalty search). Shared by the router's trained scorer, the trained answer
+verifier and the cache guard's pair-model fit; a model is serialised as a plain JSON-able dict."""
 
 from __future__ import annotations
 

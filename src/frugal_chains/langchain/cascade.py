@@ -354,7 +354,10 @@ class CascadeChatModel(ChildRunStreamingModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "frugal-cascade"
-        params["ls_model_name"] = "cascade(" + ",".join(t.model for t in self._engine.tiers) + ")"
+        # a per-call ``model=`` goes to every tier's call (see ``_request``): it is the model that answers
+        params["ls_model_name"] = kwargs.get("model") or (
+            "cascade(" + ",".join(t.model for t in self._engine.tiers) + ")"
+        )
         return params
 
     # -- binding -----------------------------------------------------------------------------------------------

@@ -404,7 +404,9 @@ class CascadeChatModel(ChildRunStreamingModel):
                     field="tiers",
                 ) from e
         key = _register_schema(schema, kwargs)
-        bound = self.bind(**{_STRUCTURED: key})
+        # ls_structured_output_format: what the cascade's own run reports to tracers (as LangChain's models do)
+        fmt = {"kwargs": {"method": kwargs.get("method", "function_calling")}, "schema": schema}
+        bound = self.bind(**{_STRUCTURED: key, "ls_structured_output_format": fmt})
 
         def parsed(message: BaseMessage) -> Any:
             return message.additional_kwargs.get("parsed")

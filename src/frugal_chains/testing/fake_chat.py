@@ -239,7 +239,7 @@ class FakeUsageChatModel(AnsweringChatModel):
         )
 
     def _reply(
-        self, messages: list[BaseMessage], text: str, n: int, **kwargs: Any
+        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
     ) -> tuple[str, list[ToolCall]]:
         """The answer's text and tool calls (``text`` is the next of :attr:`responses`, ``n`` counts the calls)."""
         tools = kwargs.get("tools") or None
@@ -387,7 +387,7 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
         return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
 
     def _reply(
-        self, messages: list[BaseMessage], text: str, n: int, **kwargs: Any
+        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
     ) -> tuple[str, list[ToolCall]]:
         prompt = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         response_format = kwargs.get("response_format") or {}

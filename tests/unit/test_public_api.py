@@ -135,6 +135,7 @@ def test_cache_exports_pinned() -> None:
         assert getattr(frugal_chains.cache, name) is not None
     assert sorted(frugal_chains.testing.__all__) == [
         "FakeEmbeddings",
+        "FakeToolCallingChatModel",
         "FakeUsageChatModel",
         "ReplayChatModel",
         "ReplayEntry",

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.utils.function_calling import convert_to_json_schema
 
 try:
     from langchain_core.utils.utils import LC_ID_PREFIX
@@ -60,10 +61,22 @@ class ChildRunStreamingModel(BaseChatModel):
     ) -> tuple[list[BaseMessage], dict[str, Any], dict[str, Any], RunnableConfig]:
         config = ensure_config(config)
         messages = self._convert_input(input).to_messages()
-        kwargs.pop("ls_structured_output_format", None)
+        structured = kwargs.pop("ls_structured_output_format", None) or kwargs.pop(
+            "structured_output_format", None
+        )
         kwargs.pop("structured_output_format", None)
         params = self._get_invocation_params(stop=stop, **kwargs)
         options = {"stop": stop, **{key: params[key] for key in kwargs if key in params}}
+        if structured:  # reported like LangChain's own stream() does
+            try:
+                schema = convert_to_json_schema(structured["schema"])
+            except ValueError:
+                pass
+            else:
+                options["ls_structured_output_format"] = {
+                    "kwargs": structured.get("kwargs", {}),
+                    "schema": schema,
+                }
         metadata = {**(config.get("metadata") or {}), **self._get_ls_params(stop=stop, **kwargs)}
         return messages, params, {"options": options, "metadata": metadata}, config
 

@@ -377,7 +377,10 @@ class CascadeChatModel(ChildRunStreamingModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "frugal-cascade"
-        params["ls_model_name"] = "cascade(" + ",".join(t.model for t in self._engine.tiers) + ")"
+        # a per-call ``model=`` goes to every tier's call (see ``_request``): it is the model that answers
+        params["ls_model_name"] = kwargs.get("model") or (
+            "cascade(" + ",".join(t.model for t in self._engine.tiers) + ")"
+        )
         return params
 
     # -- binding -----------------------------------------------------------------------------------------------
@@ -424,7 +427,9 @@ class CascadeChatModel(ChildRunStreamingModel):
                     field="tiers",
                 ) from e
         key = _register_schema(schema, kwargs)
-        bound = self.bind(**{_STRUCTURED: key})
+        # ls_structured_output_format: what the cascade's own run reports to tracers (as LangChain's models do)
+        fmt = {"kwargs": {"method": kwargs.get("method", "function_calling")}, "schema": schema}
+        bound = self.bind(**{_STRUCTURED: key, "ls_structured_output_format": fmt})
 
         def parsed(message: BaseMessage) -> Any:
             return message.additional_kwargs.get("parsed")

@@ -10,8 +10,14 @@ Example:
 
 from __future__ import annotations
 
-from frugal_chains.testing.fake_chat import FakeUsageChatModel
+from frugal_chains.testing.fake_chat import FakeToolCallingChatModel, FakeUsageChatModel
 from frugal_chains.testing.fake_embeddings import FakeEmbeddings
 from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
 
-__all__ = ["FakeEmbeddings", "FakeUsageChatModel", "ReplayChatModel", "ReplayEntry"]
+__all__ = [
+    "FakeEmbeddings",
+    "FakeToolCallingChatModel",
+    "FakeUsageChatModel",
+    "ReplayChatModel",
+    "ReplayEntry",
+]

@@ -1,4 +1,5 @@
-"""A fake LangChain chat model that reports usage like a provider and can call tools forever."""
+"""Fake LangChain chat models that report usage like a provider: one that can call tools forever, and one that
+calls tools when asked (``tool_choice``), answers structured output and honours ``stop``."""
 
 from __future__ import annotations
 
@@ -6,29 +7,50 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from operator import itemgetter
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    convert_to_openai_messages,
+)
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import ToolCall
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import Field, PrivateAttr
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, Field, PrivateAttr
 
 from frugal_chains.accounting.tokens import count_message_tokens
 
-__all__ = ["AnsweringChatModel", "FakeUsageChatModel"]
+__all__ = ["AnsweringChatModel", "FakeToolCallingChatModel", "FakeUsageChatModel"]
+
+
+def _with_stop(stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "stop": stop} if stop else kwargs
 
 
 class AnsweringChatModel(BaseChatModel):
-    """Base of the test models: ``_answer(messages, **kwargs) -> AIMessage`` is the whole model; invoke, stream and
-    their async forms (with the optional ``latency_s``) are built on it. Streams split the text with
+    """Base of the test models: ``_answer(messages, **kwargs) -> AIMessage`` is the whole model (a ``stop`` list,
+    when given, arrives in ``kwargs``); invoke, stream and their async forms (with the optional ``latency_s``) are
+    built on it. Streams split the text with
     :meth:`_pieces`; usage, metadata and tool calls ride on the last chunk."""
 
     latency_s: float = 0.0
@@ -77,7 +99,9 @@ class AnsweringChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._answer(messages, **_with_stop(stop, kwargs)))]
+        )
 
     async def _agenerate(
         self,
@@ -88,7 +112,9 @@ class AnsweringChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._answer(messages, **_with_stop(stop, kwargs)))]
+        )
 
     def _stream(
         self,
@@ -99,7 +125,7 @@ class AnsweringChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         if self.latency_s:
             time.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
+        for chunk in self._chunks(self._answer(messages, **_with_stop(stop, kwargs))):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -113,7 +139,7 @@ class AnsweringChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        for chunk in self._chunks(self._answer(messages, **kwargs)):
+        for chunk in self._chunks(self._answer(messages, **_with_stop(stop, kwargs))):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -204,23 +230,26 @@ class FakeUsageChatModel(AnsweringChatModel):
             total_tokens=input_tokens + output,
             input_token_details={"cache_read": cache_read},
         )
-        tool_calls = []
-        if tools and self.tool_to_call:
-            tool_calls = [
-                {
-                    "name": self.tool_to_call,
-                    "args": _fake_args(tools, self.tool_to_call, n),
-                    "id": f"call_{uuid.uuid4().hex[:12]}",
-                    "type": "tool_call",
-                }
-            ]
-            text = ""
+        text, tool_calls = self._reply(messages, text, n, **kwargs)
         return AIMessage(
             content=text,
             tool_calls=tool_calls,
             usage_metadata=usage,
             response_metadata={"model_name": model, "model_provider": self.provider, "finish_reason": "stop"},
         )
+
+    def _reply(
+        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
+    ) -> tuple[str, list[ToolCall]]:
+        """The answer's text and tool calls (``text`` is the next of :attr:`responses`, ``n`` counts the calls)."""
+        tools = kwargs.get("tools") or None
+        if not (tools and self.tool_to_call):
+            return text, []
+        return "", [_tool_call(self.tool_to_call, _fake_args(tools, self.tool_to_call, n))]
+
+
+def _tool_call(name: str, args: dict[str, Any]) -> ToolCall:
+    return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:12]}", type="tool_call")
 
 
 def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, Any]:
@@ -233,3 +262,192 @@ def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, 
                 for key, spec in props.items()
             }
     return {}
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+
+
+class FakeToolCallingChatModel(FakeUsageChatModel):
+    """A :class:`FakeUsageChatModel` that calls tools the way a provider does, for tests of wrappers and agents.
+
+    * ``bind_tools(tools, tool_choice=...)``: ``"any"``/``"required"``/``True`` force a tool call, a tool's name
+      (or ``{"type": "function", "function": {"name": ...}}``) forces that tool, ``"none"`` forbids tools. With
+      ``"auto"`` (or no choice) it calls a tool when the conversation ends with the user's turn and answers in text
+      once a tool result came back, so an agent loop ends. ``tool_to_call`` picks the tool (and, as in
+      :class:`FakeUsageChatModel`, calls it in every answer); otherwise the first tool named in the prompt, else
+      the first one bound.
+    * Tool arguments come from the last user message: numbers fill number fields in order, quoted strings fill
+      text fields in order (the message's text when there are none); optional fields are filled too.
+    * ``with_structured_output(schema, method=...)``: ``"function_calling"`` (default, a forced tool call),
+      ``"json_schema"`` and ``"json_mode"`` (a JSON answer that fills the schema: a fake cannot follow the
+      prompt's instructions, so in JSON mode it is handed the schema); ``include_raw`` and ``strict`` as in
+      LangChain.
+    * ``stop`` cuts a text answer before the first stop sequence; a per-call ``model=`` is reported in
+      ``response_metadata["model_name"]``; usage and streaming as in :class:`FakeUsageChatModel`.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> from langchain_core.tools import tool
+        >>> from frugal_chains.testing import FakeToolCallingChatModel
+        >>> @tool
+        ... def add(a: int, b: int) -> int:
+        ...     '''Add two integers.'''
+        ...     return a + b
+        >>> model = FakeToolCallingChatModel()
+        >>> model.bind_tools([add], tool_choice="any").invoke("What is 3 + 4?").tool_calls[0]["args"]
+        {'a': 3, 'b': 4}
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> model.with_structured_output(City, method="json_schema").invoke("Name the city 'Paris'.")
+        City(name='Paris')
+        >>> model.invoke("hi", stop=[" fake"]).content
+        'This is a'
+    """
+
+    @property
+    def _llm_type(self) -> str:
+        return "frugal-fake-tool-calling"
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice: str | dict[str, Any] | None
+        if tool_choice is True or tool_choice == "any":
+            choice = "required"
+        elif tool_choice is False or tool_choice is None:
+            choice = None
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            choice = {"type": "function", "function": {"name": tool_choice}}
+        else:
+            choice = tool_choice
+        if isinstance(choice, dict):
+            chosen = (choice.get("function") or {}).get("name")
+            if chosen not in names:
+                raise ValueError(f"tool_choice names {chosen!r}, which is not among the bound tools {names}")
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        fmt = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        llm: Runnable[LanguageModelInput, Any]
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name, strict=strict, ls_structured_output_format=fmt)
+            parser = (
+                PydanticToolsParser(tools=[cast("type[BaseModel]", schema)], first_tool_only=True)
+                if is_pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method in ("json_schema", "json_mode"):
+            json_schema = convert_to_json_schema(schema)
+            if method == "json_schema":
+                spec = {"name": "schema", "schema": json_schema, "strict": strict}
+                llm = self.bind(
+                    response_format={"type": "json_schema", "json_schema": spec},
+                    ls_structured_output_format=fmt,
+                )
+            else:
+                llm = self.bind(
+                    response_format={"type": "json_object"},
+                    fake_json_schema=json_schema,
+                    ls_structured_output_format=fmt,
+                )
+            parser = (
+                PydanticOutputParser(pydantic_object=cast("type[BaseModel]", schema))
+                if is_pydantic
+                else JsonOutputParser()
+            )
+        else:
+            raise ValueError(f"unknown method {method!r}: use function_calling, json_schema or json_mode")
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
+
+    def _reply(
+        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
+    ) -> tuple[str, list[ToolCall]]:
+        prompt = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        response_format = kwargs.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            return json.dumps(_fill(response_format["json_schema"]["schema"], prompt)), []
+        if response_format.get("type") == "json_object":
+            return json.dumps(_fill(kwargs.get("fake_json_schema") or {}, prompt)), []
+        tool = self._tool_to_use(messages, prompt, kwargs.get("tools") or [], kwargs.get("tool_choice"))
+        if tool is not None:
+            fn = tool["function"]
+            return "", [_tool_call(fn["name"], _fill(fn.get("parameters") or {}, prompt))]
+        for stop in kwargs.get("stop") or ():
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        return text, []
+
+    def _tool_to_use(
+        self, messages: list[BaseMessage], prompt: str, tools: Sequence[dict[str, Any]], choice: Any
+    ) -> dict[str, Any] | None:
+        if not tools or choice == "none":
+            return None
+        by_name = {t["function"]["name"]: t for t in tools}
+        if isinstance(choice, dict):
+            return by_name[choice["function"]["name"]]
+        if self.tool_to_call in by_name:
+            return by_name[self.tool_to_call]
+        user_turn = bool(messages) and isinstance(messages[-1], HumanMessage)
+        if choice != "required" and not user_turn:
+            return None
+        named = [t for name, t in by_name.items() if name in prompt]
+        return named[0] if named else tools[0]
+
+
+def _fill(schema: dict[str, Any], prompt: str) -> Any:
+    """A value for a JSON schema taken from ``prompt``: numbers, then quoted strings, then the prompt itself."""
+    numbers = iter(_NUMBER.findall(prompt))
+    quoted = iter(a or b for a, b in _QUOTED.findall(prompt))
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+
+    def value(spec: dict[str, Any]) -> Any:
+        ref = spec.get("$ref")
+        if isinstance(ref, str):
+            spec = defs.get(ref.rsplit("/", 1)[-1], {})
+        options = spec.get("anyOf") or spec.get("oneOf")
+        if options:
+            spec = next((o for o in options if o.get("type") != "null"), options[0])
+        if "enum" in spec:
+            return spec["enum"][0]
+        kind = spec.get("type")
+        if kind == "object" or "properties" in spec:
+            return {key: value(sub) for key, sub in (spec.get("properties") or {}).items()}
+        if kind == "array":
+            return [value(spec.get("items") or {})]
+        if kind in ("integer", "number"):
+            found = next(numbers, "0")
+            return int(float(found)) if kind == "integer" else float(found)
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        return next(quoted, None) or prompt or "fake"
+
+    return value(schema)

@@ -118,8 +118,8 @@ if __name__ == "__main__":
         "Our ingest workers deadlock when two of them retry the same batch; reason about the lock order.",
         "Prove that this concurrent hash map resize is linearizable.",
     ):
-        frugal = router.invoke(question).response_metadata["frugal"]
-        print(f"{frugal['tier']:>11}  score {frugal['scores']['scorer']:.2f}  {question}")
+        cascade = router.invoke(question).response_metadata["frugal"]["cascade"]
+        print(f"{cascade['tier']:>11}  score {cascade['scores']['scorer']:.2f}  {question}")
 
     # 4. Decisions in ~6 ms instead of ~13 ms: the same recipe with the 3-layer embedder
     #    (pip install "frugal-chains[fast-embeddings]"); load it with the same embedder it was fit with.

@@ -36,12 +36,6 @@ Adding a component (the prefix formatter, the vLLM wrapper, the compressor ...):
 
 Framework limits and wing differences (each pinned where it applies):
 
-* **Judge attribution** (``test_a_judges_call_is_spent_under_the_tier_it_judges``, ``xfail(strict=True)`` on
-  LlamaIndex): an ``LLMJudgeGate``'s call is recorded with ``CallRecord.tier`` = the tier it judged on LangChain
-  (``CascadeChatModel`` passes a ``judge_config`` whose child-run metadata carries the tier); on LlamaIndex the
-  record has ``tier=None``: ``CascadeLLM`` gives the engine no ``judge_config`` and the gates run outside
-  ``cascade_tier``. Missing in the LlamaIndex wing, not a framework limit. The judge's spend itself (one record,
-  same tokens and cost, summed into the cascade's usage and ``cost_usd``) is the same in both.
 * **Token usage reported on a cache hit** (``test_cache_contract.py``): a LangChain hit carries the original
   answer's ``usage_metadata`` (LangChain's own cache does the same: the host's convention), a LlamaIndex hit
   reports none (``CachedLLM`` strips token counts). Both cost nothing in the ledger: the budget handler records

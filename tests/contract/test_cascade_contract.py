@@ -171,25 +171,7 @@ def test_a_failed_gate_escalates(wing: Wing, mode: str, case: str) -> None:
     assert target.tier_stats() == {"cheap-1": (1, 1, 0, 0), "strong-1": (1, 0, 0, 1)}
 
 
-def _judge_tier_xfail(wing: Wing) -> Any:
-    if wing.name.startswith("llama_index"):
-        return pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "missing in the LlamaIndex wing: a judge's call is not attributed to the tier it judges "
-                "(CallRecord.tier is None; LangChain records it under the judged tier through judge_config's "
-                "child-run metadata, CascadeLLM passes no judge_config and runs the gates outside cascade_tier)"
-            ),
-        )
-    return None
-
-
-def test_a_judges_call_is_spent_under_the_tier_it_judges(
-    wing: Wing, mode: str, request: pytest.FixtureRequest
-) -> None:
-    mark = _judge_tier_xfail(wing)
-    if mark is not None:
-        request.applymarker(mark)
+def test_a_judges_call_is_spent_under_the_tier_it_judges(wing: Wing, mode: str) -> None:
     j = judge()
     obs = wing.cascade([cheap(), strong()], gates=[lambda model: LLMJudgeGate(model)], judge=j).ask(mode)
     assert obs.error is None

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from frugal_chains.accounting.context import current_attribution
+from frugal_chains.accounting.context import cascade_tier, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
 from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
@@ -404,7 +404,10 @@ class Cascade:
                 return tuple(results)
         for gate in self.gates:
             try:
-                result = gate.check(ctx)
+                with cascade_tier(
+                    ctx.tier
+                ):  # a gate's own calls (a judge) are recorded under the judged tier
+                    result = gate.check(ctx)
             except BudgetExceededError:
                 raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
             except Exception as e:
@@ -427,7 +430,8 @@ class Cascade:
                 return tuple(results)
         for gate in self.gates:
             try:
-                result = await gate.acheck(ctx)
+                with cascade_tier(ctx.tier):
+                    result = await gate.acheck(ctx)
             except BudgetExceededError:
                 raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
             except Exception as e:

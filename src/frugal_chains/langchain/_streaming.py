@@ -108,13 +108,7 @@ class ChildRunStreamingModel(BaseChatModel):
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
         manager = CallbackManager.configure(*self._configure_args(config, extra))
         (run_manager,) = manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=params,
-            options=extra["options"],
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
+            self._serialized, [messages], **_start_options(config, params, extra)
         )
         chunks: list[ChatGenerationChunk] = []
         source = self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
@@ -152,13 +146,7 @@ class ChildRunStreamingModel(BaseChatModel):
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
         manager = AsyncCallbackManager.configure(*self._configure_args(config, extra))
         (run_manager,) = await manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=params,
-            options=extra["options"],
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
+            self._serialized, [messages], **_start_options(config, params, extra)
         )
         chunks: list[ChatGenerationChunk] = []
         source = self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
@@ -180,6 +168,17 @@ class ChildRunStreamingModel(BaseChatModel):
             await run_manager.on_llm_error(err, response=result)
             raise err
         await run_manager.on_llm_end(result)
+
+
+def _start_options(config: RunnableConfig, params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``on_chat_model_start``'s keyword arguments for the wrapper's own run (sync and async alike)."""
+    return {
+        "invocation_params": params,
+        "options": extra["options"],
+        "name": config.get("run_name"),
+        "run_id": config.pop("run_id", None),
+        "batch_size": 1,
+    }
 
 
 def _stream_outcome(chunks: list[ChatGenerationChunk]) -> tuple[LLMResult, ValueError | None]:

@@ -1,5 +1,6 @@
-"""LlamaIndex messages and responses, converted once for the whole wing: OpenAI-format message dicts (what the
-core speaks), the text and usage of a response, and a stream's chunks joined into one response."""
+"""What the LlamaIndex wing's modules share: messages and responses converted once (OpenAI-format message dicts,
+what the core speaks; the text and usage of a response; a stream's chunks joined into one response), and the
+callback sharing of LLMs that call other LLMs."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
+from llama_index.core.callbacks import CallbackManager
 
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.usage import Usage
 
 __all__ = [
+    "SharesCallbacks",
     "message_text",
     "openai_message",
     "openai_messages",
@@ -207,3 +210,24 @@ def whole_completion(chunks: Sequence[CompletionResponse]) -> CompletionResponse
         additional_kwargs=dict(last.additional_kwargs),
         logprobs=stream_logprobs(chunks),
     )
+
+
+class SharesCallbacks:
+    """Mixin of an LLM that calls other LLMs (the cascade, the cache wrapper): a callback manager set on it (by
+    ``Settings.llm``, which sets ``Settings.callback_manager``) is passed on to the LLMs it calls, so one budget
+    handler sees both its events and theirs."""
+
+    def _wrapped_llms(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        private = getattr(self, "__pydantic_private__", None)
+        if name == "callback_manager" and private and private.get("_ready"):
+            self._share_callbacks(value)
+
+    def _share_callbacks(self, manager: Any) -> None:
+        if isinstance(manager, CallbackManager):
+            for llm in self._wrapped_llms():
+                if llm.callback_manager is not manager:
+                    llm.callback_manager = manager

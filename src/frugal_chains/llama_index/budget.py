@@ -254,13 +254,9 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``. The model name
             is the LLM's ``metadata.model_name``, or its ``class_name()`` when that is LlamaIndex's placeholder
             ``"unknown"`` (``"MockLLM"`` for ``MockLLM``).
-        unknown_model: ``"raise"`` (default: a model with no price is refused before the call) or ``"warn"``.
-        margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
-        on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
-        reservation_ttl: when an unfinished reservation is given back (default one hour).
-        on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
-        anomaly: an ``AnomalyDetector``; ``None`` (default) for one with its defaults (2x the trailing 7-day
-            average); ``False`` to turn the check off.
+        unknown_model, margins, on_ledger_error, reservation_ttl, on_alert, anomaly: the guard's options
+            (:class:`~frugal_chains.budget.GuardOptions`, each documented on
+            :class:`~frugal_chains.budget.BudgetGuard`).
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
 
     The worst case of a call is its estimated prompt plus its output cap, the one the provider enforces: the

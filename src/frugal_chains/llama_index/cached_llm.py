@@ -39,19 +39,18 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     TextBlock,
 )
-from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from frugal_chains._deprecation import deprecated_attributes
-from frugal_chains.accounting.provider_usage import get_field, usage_from_provider
+from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.llama_index._convert import whole_chat, whole_completion
+from frugal_chains.llama_index._convert import SharesCallbacks, usage_of, whole_chat, whole_completion
 from frugal_chains.metadata import LEGACY_CACHE_KEYS, WRAPPER_KEY, mark_cache_hit
 
 __all__ = ["CachedLLM"]
@@ -211,7 +210,7 @@ def _has_answer(message: ChatMessage) -> bool:
     )
 
 
-class CachedLLM(LLM):
+class CachedLLM(SharesCallbacks, LLM):
     """A LlamaIndex LLM that serves answers from a semantic cache and calls the wrapped LLM only on a miss.
 
     Args:
@@ -285,19 +284,8 @@ class CachedLLM(LLM):
         self._share_callbacks(self.callback_manager)
         self._ready = True
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if (
-            name == "callback_manager"
-            and self.__pydantic_private__
-            and self.__pydantic_private__.get("_ready")
-        ):
-            # Settings.llm sets Settings.callback_manager on the wrapper: the wrapped LLM's events must reach it too
-            self._share_callbacks(value)
-
-    def _share_callbacks(self, manager: Any) -> None:
-        if isinstance(manager, CallbackManager) and self.llm.callback_manager is not manager:
-            self.llm.callback_manager = manager
+    def _wrapped_llms(self) -> Sequence[LLM]:
+        return [self.llm]
 
     @property
     def core(self) -> AnswerCache:
@@ -363,19 +351,8 @@ class CachedLLM(LLM):
     ) -> tuple[str | None, Usage | None]:
         """The model and the tokens the call used: the provider's usage (``raw``, ``additional_kwargs``), else an
         estimate (the prompt and the answer counted), so a hit can still tell what it saved."""
-        raw = get_field(response, "raw")
-        usage: Usage | None = None
-        for candidate in (
-            get_field(raw, "usage"),
-            get_field(raw, "usage_metadata"),
-            get_field(response, "additional_kwargs"),
-            get_field(get_field(response, "message"), "additional_kwargs"),
-        ):
-            usage = usage_from_provider(candidate)
-            if usage is not None:
-                break
-        model = get_field(raw, "model")
-        if not (isinstance(model, str) and model):
+        usage, model = usage_of(response)
+        if not model:
             name = self.llm.metadata.model_name
             model = name if name and name != _PLACEHOLDER_MODEL else self.llm.class_name()
         if usage is None:

@@ -75,6 +75,7 @@ from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
+    SharesCallbacks,
     message_text,
     openai_messages,
     usage_of,
@@ -301,7 +302,7 @@ class _Completion:
         return await tier.astream_complete(self.prompt, formatted=self.formatted, **self.kwargs)
 
 
-class CascadeLLM(FunctionCallingLLM):
+class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
     """A LlamaIndex LLM over two or more LLMs, cheapest first: route, check the answer, escalate.
 
     Usable as ``Settings.llm`` (native async). See the module documentation for streaming, budgets, structured
@@ -453,21 +454,8 @@ class CascadeLLM(FunctionCallingLLM):
             self._share_callbacks(self.callback_manager)
         self._ready = True
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if (
-            name == "callback_manager"
-            and self.__pydantic_private__
-            and self.__pydantic_private__.get("_ready")
-        ):
-            # Settings.llm sets Settings.callback_manager on the cascade: the tiers' events must reach it too
-            self._share_callbacks(value)
-
-    def _share_callbacks(self, manager: Any) -> None:
-        if isinstance(manager, CallbackManager):
-            for tier in self.tiers:
-                if tier.callback_manager is not manager:
-                    tier.callback_manager = manager
+    def _wrapped_llms(self) -> Sequence[LLM]:
+        return list(self.tiers)
 
     @classmethod
     def class_name(cls) -> str:

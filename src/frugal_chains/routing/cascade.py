@@ -638,10 +638,7 @@ class Cascade:
                     structured=structured,
                 )
                 gates = self.check(ctx) if (self.gates or structured) and not ctx.is_last else self._last(ctx)
-                verdict = self.verdict(i, gates)
-                attempts.append(
-                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
+                verdict = self._settle(i, answer, gates, samples, started, attempts)
                 if verdict != "escalated":
                     return self.result(route, attempts, answer)
             raise CascadeExhaustedError(attempts)
@@ -686,16 +683,29 @@ class Cascade:
                     if (self.gates or structured) and not ctx.is_last
                     else self._last(ctx)
                 )
-                verdict = self.verdict(i, gates)
-                attempts.append(
-                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
+                verdict = self._settle(i, answer, gates, samples, started, attempts)
                 if verdict != "escalated":
                     return self.result(route, attempts, answer)
             raise CascadeExhaustedError(attempts)
         finally:
             if attempts:
                 await self.afinish(route, attempts, attribution=attribution)
+
+    def _settle(
+        self,
+        index: int,
+        answer: TierAnswer,
+        gates: tuple[GateResult, ...],
+        samples: Sequence[TierAnswer],
+        started: float,
+        attempts: list[Attempt],
+    ) -> str:
+        """Record tier ``index``'s attempt with its verdict (``accepted``, ``escalated`` or ``exhausted``)."""
+        verdict = self.verdict(index, gates)
+        attempts.append(
+            self.attempt(index, answer, outcome=verdict, gates=gates, started=started, extra=samples)
+        )
+        return verdict
 
     def _failed(
         self, index: int, error: Exception, attempts: list[Attempt], started: float, *, shown: bool
@@ -775,10 +785,7 @@ class Cascade:
                         judge_config=judge_config,
                     )
                     gates = self.check(ctx)
-                verdict = self.verdict(i, gates)
-                attempts.append(
-                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
+                verdict = self._settle(i, answer, gates, samples, started, attempts)
                 if verdict == "escalated":
                     continue
                 if not live:
@@ -835,10 +842,7 @@ class Cascade:
                         judge_config=judge_config,
                     )
                     gates = await self.acheck(ctx)
-                verdict = self.verdict(i, gates)
-                attempts.append(
-                    self.attempt(i, answer, outcome=verdict, gates=gates, started=started, extra=samples)
-                )
+                verdict = self._settle(i, answer, gates, samples, started, attempts)
                 if verdict == "escalated":
                     continue
                 if not live:

@@ -106,6 +106,7 @@ EXPECTED_ROUTING = [
     "Scorer",
     "SelfConsistencyGate",
     "TierAnswer",
+    "TierChunk",
     "TierSpec",
     "TierStats",
     "TrainedScorer",

@@ -8,6 +8,13 @@ Example:
 
 from __future__ import annotations
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        'frugal_chains.langchain needs langchain-core: pip install "frugal-chains[langchain]"'
+    ) from e
+
 from frugal_chains.langchain.budget import (
     CACHE_HIT_METADATA_KEY,
     TIER_METADATA_KEY,

@@ -28,9 +28,14 @@ def _table(title: str, rows: list[list[str]], header: list[str]) -> str:
 
 def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo and return its figures (the CLI prints them)."""
-    from langchain_core.messages import ToolMessage
-    from langchain_core.runnables import RunnableConfig
-    from langchain_core.tools import tool
+    try:
+        from langchain_core.messages import ToolMessage
+        from langchain_core.runnables import RunnableConfig
+        from langchain_core.tools import tool
+    except ImportError as e:
+        raise ImportError(
+            'the demo runs LangChain models and the offline embedder: pip install "frugal-chains[langchain,embeddings]"'
+        ) from e
 
     from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
     from frugal_chains.budget import Alert

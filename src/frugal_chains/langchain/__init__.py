@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        'frugal_chains.langchain needs langchain-core: pip install "frugal-chains[langchain]"'
+    ) from e
+
 from frugal_chains.langchain.budget import (
     TokenBudgetHandler,
     budget_scope,

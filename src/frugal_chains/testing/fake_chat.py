@@ -14,6 +14,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal, cast
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "frugal_chains.testing.fake_chat (LangChain test models) needs langchain-core: "
+        'pip install "frugal-chains[langchain]"'
+    ) from e
+
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (

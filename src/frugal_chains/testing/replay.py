@@ -16,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "frugal_chains.testing.replay (LangChain test models) needs langchain-core: "
+        'pip install "frugal-chains[langchain]"'
+    ) from e
+
 from langchain_core.exceptions import (
     ContextOverflowError,
     ModelAPIError,

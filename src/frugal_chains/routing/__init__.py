@@ -65,8 +65,8 @@ if TYPE_CHECKING:
     from frugal_chains.routing.calibration import calibrate as calibrate
     from frugal_chains.routing.cascade import Cascade as Cascade
     from frugal_chains.routing.cascade import CascadeResult as CascadeResult
-    from frugal_chains.routing.cascade import TierChunk as TierChunk
     from frugal_chains.routing.cascade import Route as Route
+    from frugal_chains.routing.cascade import TierChunk as TierChunk
     from frugal_chains.routing.cascade import default_escalates as default_escalates
     from frugal_chains.routing.gates import CallableGate as CallableGate
     from frugal_chains.routing.gates import JsonGate as JsonGate

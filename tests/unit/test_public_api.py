@@ -314,3 +314,28 @@ def test_old_names_work_for_one_release_with_a_warning(module: str, old: str, ne
         assert value is getattr(importlib.import_module(new_module), new_name)
     with pytest.raises(AttributeError):
         getattr(mod, old + "_NOT_A_NAME")
+
+
+def test_renamed_arguments_and_attributes_warn_and_still_work() -> None:
+    from frugal_chains import Budget, ConfigurationError
+    from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
+    from frugal_chains.llama_index import TokenBudgetHandler as LlamaIndexHandler
+    from frugal_chains.testing import FakeUsageChatModel
+
+    tiers = [FakeUsageChatModel(model="gpt-4o-mini"), FakeUsageChatModel(model="gpt-4o")]
+    with pytest.warns(DeprecationWarning, match="cascade_name"):
+        model = CascadeChatModel(tiers=tiers, cascade_name="support")
+    assert model.name == "support" and model.core.name == "support"
+    with pytest.warns(DeprecationWarning, match="engine"):
+        assert model.engine is model.core
+    with pytest.raises(ConfigurationError) as e, pytest.warns(DeprecationWarning, match="cascade_name"):
+        CascadeChatModel(tiers=tiers, cascade_name="a", name="b")
+    assert e.value.field == "name"
+    for handler_class in (TokenBudgetHandler, LlamaIndexHandler):
+        handler = handler_class(Budget(max_tokens=100))  # one budget is a list of one
+        assert handler.budgets[0].max_tokens == 100
+        with pytest.warns(DeprecationWarning, match="guard"):
+            assert handler.guard is handler.core
+        with pytest.raises(ConfigurationError) as e:
+            handler_class([], ledgr=None)  # type: ignore[call-arg]
+        assert e.value.field == "ledgr"

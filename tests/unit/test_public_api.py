@@ -35,6 +35,8 @@ EXPECTED_ROOT = [
     "cache_scope",
 ]
 EXPECTED_LANGCHAIN = [
+    "achild_callbacks",
+    "child_callbacks",
     "CachedChatModel",
     "CascadeChatModel",
     "SemanticCache",

@@ -17,6 +17,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
         'frugal_chains.langchain needs langchain-core: pip install "frugal-chains[langchain]"'
     ) from e
 
+from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain.budget import (
     TokenBudgetHandler,
     budget_scope,
@@ -32,7 +33,9 @@ __all__ = [
     "CascadeChatModel",
     "SemanticCache",
     "TokenBudgetHandler",
+    "achild_callbacks",
     "budget_scope",
+    "child_callbacks",
     "is_wrapper_run",
     "usage_from_message",
     "with_cache",

@@ -52,9 +52,16 @@ def child_callbacks(
     tag: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> CallbackManager | None:
-    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through).
+    """A callback manager whose runs are children of ``run_manager``'s run (``None`` passes through): for chat
+    models that call other chat models inside ``_generate`` (see ``docs/budgets.md``).
 
-    ``tag`` goes on the child run only; ``metadata`` is inherited by the child's own children too."""
+    ``tag`` goes on the child run only; ``metadata`` is inherited by the child's own children too.
+
+    Example:
+        >>> from frugal_chains.langchain import child_callbacks
+        >>> child_callbacks(None) is None
+        True
+    """
     if run_manager is None:
         return None
     return _as_child(

@@ -50,7 +50,13 @@ from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.llama_index._convert import SharesCallbacks, usage_of, whole_chat, whole_completion
+from frugal_chains.llama_index._convert import (
+    SharesCallbacks,
+    openai_message,
+    usage_of,
+    whole_chat,
+    whole_completion,
+)
 from frugal_chains.metadata import LEGACY_CACHE_KEYS, WRAPPER_KEY, mark_cache_hit
 
 __all__ = ["CachedLLM"]
@@ -135,9 +141,10 @@ def _block_key(block: Any) -> Any:
     return {"block": stable, "sha256": digest}
 
 
-def _openai_message(message: ChatMessage) -> dict[str, Any]:
-    """A LlamaIndex message as an OpenAI-format dict for the cache key: text blocks become the content, any
-    other block (image, audio, tool call, ...) is kept whole, so two different images never share an answer."""
+def _key_message(message: ChatMessage) -> dict[str, Any]:
+    """A LlamaIndex message as the cache key sees it (OpenAI-shaped, not a conversion for a provider): text blocks
+    become the content, any other block (image, audio, tool call, ...) is kept whole, so two different images never
+    share an answer. Stored keys depend on it: changing it empties every cache."""
     out: dict[str, Any] = {"role": _stable(message.role)}
     parts: list[Any] = []
     for block in message.blocks:
@@ -333,7 +340,7 @@ class CachedLLM(SharesCallbacks, LLM):
         if llm_string is None:
             return None
         try:
-            openai = [_openai_message(m) for m in messages]
+            openai = [_key_message(m) for m in messages]
         except _Unstable:
             return None
         return CacheRequest.from_messages(openai, llm_string=llm_string)
@@ -433,7 +440,7 @@ class CachedLLM(SharesCallbacks, LLM):
         answer = _encode_chat(response.message)
         if answer is None:
             return None
-        model, usage = self._model_and_usage(response, [_openai_message(m) for m in messages])
+        model, usage = self._model_and_usage(response, [openai_message(m) for m in messages])
         return answer, model, usage
 
     def _completion_entry(self, response: CompletionResponse, prompt: str) -> _Entry:

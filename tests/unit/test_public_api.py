@@ -301,6 +301,15 @@ def test_metadata_keys_pinned() -> None:
         ("frugal_chains.llama_index.cascade", "FRUGAL_KEY", "frugal_chains.metadata:FRUGAL_KEY"),
         ("frugal_chains.llama_index.cascade", "TIER_KEY", "frugal_chains.metadata:TIER_KEY"),
         ("frugal_chains.llama_index.cached_llm", "HIT_KEY", None),
+        ("frugal_chains.llama_index.cached_llm", "WRAPPER_PAYLOAD_KEY", "frugal_chains.metadata:WRAPPER_KEY"),
+        ("frugal_chains.llama_index.cascade", "WRAPPER_PAYLOAD_KEY", "frugal_chains.metadata:WRAPPER_KEY"),
+        ("frugal_chains.langchain.cache", "CACHE_HIT_METADATA_KEY", None),
+        ("frugal_chains.langchain.cascade", "TIER_METADATA_KEY", "frugal_chains.metadata:TIER_KEY"),
+        (
+            "frugal_chains.langchain.cached_model",
+            "WRAPPER_METADATA_KEY",
+            "frugal_chains.metadata:WRAPPER_KEY",
+        ),
     ],
 )
 def test_old_names_work_for_one_release_with_a_warning(module: str, old: str, new: str | None) -> None:
@@ -313,13 +322,13 @@ def test_old_names_work_for_one_release_with_a_warning(module: str, old: str, ne
         assert value == "frugal_cache"
     else:
         new_module, new_name = new.split(":")
-        assert value is getattr(importlib.import_module(new_module), new_name)
+        assert value == getattr(importlib.import_module(new_module), new_name)
     with pytest.raises(AttributeError):
         getattr(mod, old + "_NOT_A_NAME")
 
 
 def test_renamed_arguments_and_attributes_warn_and_still_work() -> None:
-    from frugal_chains import Budget, ConfigurationError
+    from frugal_chains import Budget
     from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
     from frugal_chains.llama_index import TokenBudgetHandler as LlamaIndexHandler
     from frugal_chains.testing import FakeUsageChatModel
@@ -327,17 +336,33 @@ def test_renamed_arguments_and_attributes_warn_and_still_work() -> None:
     tiers = [FakeUsageChatModel(model="gpt-4o-mini"), FakeUsageChatModel(model="gpt-4o")]
     with pytest.warns(DeprecationWarning, match="cascade_name"):
         model = CascadeChatModel(tiers=tiers, cascade_name="support")
-    assert model.name == "support" and model.core.name == "support"
+    assert model.name is None and model.core.name == "support"
     with pytest.warns(DeprecationWarning, match="engine"):
         assert model.engine is model.core
-    with pytest.raises(ConfigurationError) as e, pytest.warns(DeprecationWarning, match="cascade_name"):
-        CascadeChatModel(tiers=tiers, cascade_name="a", name="b")
-    assert e.value.field == "name"
+    with pytest.warns(DeprecationWarning, match="cascade_name"):
+        both = CascadeChatModel(tiers=tiers, cascade_name="records", name="runs")
+    assert both.name == "runs" and both.core.name == "records"  # as before: cascade_name names the records
     for handler_class in (TokenBudgetHandler, LlamaIndexHandler):
         handler = handler_class(Budget(max_tokens=100))  # one budget is a list of one
         assert handler.budgets[0].max_tokens == 100
         with pytest.warns(DeprecationWarning, match="guard"):
             assert handler.guard is handler.core
-        with pytest.raises(ConfigurationError) as e:
+        with pytest.raises(TypeError, match="ledgr"):
             handler_class([], ledgr=None)  # type: ignore[call-arg]
-        assert e.value.field == "ledgr"
+        with pytest.warns(UserWarning, match="unknown_model ignored"):
+            shared = handler_class(guard=handler.core, unknown_model="warn")
+        assert shared.core is handler.core
+
+
+def test_old_cache_metadata_constants_keep_their_values() -> None:
+    import frugal_chains.langchain.cache as cache_module
+
+    with pytest.warns(DeprecationWarning, match="TIER_METADATA_KEY"):
+        assert cache_module.TIER_METADATA_KEY == "frugal_cache_tier"
+    with pytest.warns(DeprecationWarning, match="SIMILARITY_METADATA_KEY"):
+        assert cache_module.SIMILARITY_METADATA_KEY == "frugal_cache_similarity"
+
+
+def test_moved_names_still_import_from_the_split_modules() -> None:
+    from frugal_chains.routing.gates import GateContext, GateResult, QualityGate, TierAnswer  # noqa: F401
+    from frugal_chains.routing.scorers import Logistic, Message, fit_logistic  # noqa: F401

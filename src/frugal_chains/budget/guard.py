@@ -23,6 +23,7 @@ import math
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -240,23 +241,27 @@ class BudgetGuard:
         (the one place where both adapters' handlers turn their options into a guard).
 
         Raises:
-            ConfigurationError: an unknown option (``field`` names it), or (``field="guard"``) a guard given
-                together with budgets or options.
+            TypeError: an unknown option (as for any unexpected keyword argument).
+            ConfigurationError: (``field="guard"``) a guard given together with budgets, a ledger or prices.
         """
         unknown = sorted(set(options) - set(GuardOptions.__annotations__))
         if unknown:
-            raise ConfigurationError(
-                f"unknown budget handler option {unknown[0]!r}; the options are "
-                f"{', '.join(sorted(GuardOptions.__annotations__))}",
-                field=unknown[0],
+            raise TypeError(
+                f"unexpected budget handler option {unknown[0]!r}; the options are "
+                f"{', '.join(sorted(GuardOptions.__annotations__))}"
             )
         if isinstance(budgets, Budget):
             budgets = [budgets]  # one budget is a list of one
         if guard is None:
             return cls(budgets, **options)
-        if budgets or any(v is not None for v in options.values()):
-            raise ConfigurationError(
-                "Pass either guard= or budgets and options (ledger, prices, ...), not both.", field="guard"
+        if budgets or options.get("ledger") is not None or options.get("prices") is not None:
+            raise ConfigurationError("Pass either guard= or budgets/ledger/prices, not both.", field="guard")
+        ignored = sorted(k for k in options if k not in ("ledger", "prices"))
+        if ignored:
+            warnings.warn(
+                f"{', '.join(ignored)} ignored: a handler given guard= uses that guard's own options",
+                UserWarning,
+                stacklevel=3,
             )
         return guard
 

@@ -8,8 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 try:
     import langchain_core  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
@@ -17,6 +15,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
         'frugal_chains.langchain needs langchain-core: pip install "frugal-chains[langchain]"'
     ) from e
 
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain.budget import (
     TokenBudgetHandler,
@@ -42,8 +41,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Old names (TokenBudgetCallbackHandler, the *_METADATA_KEY constants): one release with a warning.
-    from frugal_chains.langchain import budget
-
-    return getattr(budget, name)
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "TokenBudgetCallbackHandler": (
+            "frugal_chains.langchain.TokenBudgetHandler",
+            lambda: TokenBudgetHandler,
+        ),
+        **old_metadata_keys("WRAPPER_METADATA_KEY", "TIER_METADATA_KEY", "CACHE_HIT_METADATA_KEY"),
+    },
+)

@@ -39,6 +39,8 @@ def _as_child(
     manager.add_tags(list(dict.fromkeys([*run_manager.tags, *run_manager.inheritable_tags])))
     own = {**run_manager.inheritable_metadata, **run_manager.metadata}
     own.pop(WRAPPER_KEY, None)
+    for key in [k for k in own if k.startswith("ls_")]:
+        del own[key]  # the wrapper's LangSmith params (ls_model_name="cascade(...)"): each child sets its own
     manager.add_metadata(own)
     if tag is not None:
         manager.add_tags([tag], inherit=False)

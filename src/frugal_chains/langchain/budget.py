@@ -38,7 +38,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 from typing_extensions import Unpack
 
-from frugal_chains._deprecation import deprecated_attributes
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.accounting.context import attribute, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook, normalize_provider
@@ -49,7 +49,7 @@ from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.budget.handler import GuardDriven
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.metadata import LEGACY_CACHE_KEYS, TIER_KEY, WRAPPER_KEY, cache_status
+from frugal_chains.metadata import TIER_KEY, WRAPPER_KEY, cache_status
 
 __all__ = ["TokenBudgetHandler", "budget_scope", "is_wrapper_run", "usage_from_message"]
 
@@ -570,11 +570,6 @@ __getattr__ = deprecated_attributes(
             "frugal_chains.langchain.TokenBudgetHandler",
             lambda: TokenBudgetHandler,
         ),
-        "WRAPPER_METADATA_KEY": ("frugal_chains.metadata.WRAPPER_KEY", lambda: WRAPPER_KEY),
-        "TIER_METADATA_KEY": ("frugal_chains.metadata.TIER_KEY", lambda: TIER_KEY),
-        "CACHE_HIT_METADATA_KEY": (
-            'response_metadata["frugal"]["cache"] (frugal_chains.metadata.cache_status)',
-            lambda: LEGACY_CACHE_KEYS[0],
-        ),
+        **old_metadata_keys("WRAPPER_METADATA_KEY", "TIER_METADATA_KEY", "CACHE_HIT_METADATA_KEY"),
     },
 )

@@ -43,6 +43,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
@@ -407,3 +408,13 @@ class SemanticCache(BaseCache):
     def close(self) -> None:
         """Close the index's connections (Redis)."""
         self._core.close()
+
+
+__getattr__ = deprecated_attributes(
+    __name__,
+    old_metadata_keys(
+        "CACHE_HIT_METADATA_KEY",
+        TIER_METADATA_KEY="frugal_cache_tier",
+        SIMILARITY_METADATA_KEY="frugal_cache_similarity",
+    ),
+)

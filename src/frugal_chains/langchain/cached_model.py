@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing, closing
 from typing import Any, cast
 
 from langchain_core.caches import BaseCache
@@ -33,6 +34,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.cache.core import AnswerCache, CacheResult
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import StoredAnswer, arelay, relay, replay_pieces
@@ -301,8 +303,9 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = self.model.stream(
             messages, config={"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        for message in relay(self.core, request, inner, self._stored(messages, llm_string)):
-            yield ChatGenerationChunk(message=message)
+        with closing(relay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
+            for message in relayed:
+                yield ChatGenerationChunk(message=message)
 
     async def _astream(
         self,
@@ -321,8 +324,9 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = self.model.astream(
             messages, config={"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        async for message in arelay(self.core, request, inner, self._stored(messages, llm_string)):
-            yield ChatGenerationChunk(message=message)
+        async with aclosing(arelay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
+            async for message in relayed:
+                yield ChatGenerationChunk(message=message)
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:
@@ -346,3 +350,6 @@ def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None =
     if cache is None:
         return CachedChatModel(model=model)
     return CachedChatModel(model=model, answer_cache=cache)
+
+
+__getattr__ = deprecated_attributes(__name__, old_metadata_keys("WRAPPER_METADATA_KEY"))

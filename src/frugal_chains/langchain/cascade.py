@@ -21,6 +21,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from frugal_chains._deprecation import warn_renamed
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys, warn_renamed
 from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
@@ -224,7 +225,8 @@ class CascadeChatModel(ChildRunStreamingModel):
         escalate_on: which provider errors escalate (default: rate limits, timeouts, connection and server
             errors, context overflow).
         name: the cascade's name: in ledger records (``extra["cascade"]``) and, as LangChain's run name, in
-            traces (default ``"cascade"`` in records; ``cascade_name=`` is a deprecated alias).
+            traces (default ``"cascade"`` in records). ``cascade_name=`` is its deprecated predecessor: it names
+            the ledger records only, and wins over ``name`` there.
 
     Example:
         >>> from frugal_chains.langchain import CascadeChatModel
@@ -259,6 +261,8 @@ class CascadeChatModel(ChildRunStreamingModel):
     """Prices for the cost in the metadata."""
     escalate_on: Callable[[BaseException], bool] | None = Field(default=None, exclude=True)
     """Which provider errors escalate."""
+    cascade_name: str | None = None
+    """Deprecated: use ``name`` (which also names LangChain's run). When set, it names the ledger records only."""
     cache: BaseCache | bool | None = Field(default=False, exclude=True)
     """LangChain's cache for the cascade's own answer: off by default (the tiers use their own caches, whose
     hits the budget handler records; a cached cascade answer would repeat stale routing metadata)."""
@@ -270,14 +274,8 @@ class CascadeChatModel(ChildRunStreamingModel):
     def __init__(self, **data: Any) -> None:
         from frugal_chains.routing.gates import resolve_gates
 
-        if "cascade_name" in data:
+        if data.get("cascade_name") is not None:  # names the ledger records only, as before
             warn_renamed("CascadeChatModel(cascade_name=...)", "CascadeChatModel(name=...)")
-            old = data.pop("cascade_name")
-            if data.get("name") not in (None, old):
-                raise ConfigurationError(
-                    "pass name= only (cascade_name= is its deprecated alias)", field="name"
-                )
-            data["name"] = old
         tiers = data.get("tiers")
         if not isinstance(tiers, Sequence) or isinstance(tiers, str) or len(tiers) < 2:
             count = len(tiers) if isinstance(tiers, Sequence) and not isinstance(tiers, str) else 0
@@ -332,7 +330,7 @@ class CascadeChatModel(ChildRunStreamingModel):
             ledger=data.get("ledger"),
             prices=data.get("prices"),
             escalate_on=data.get("escalate_on"),
-            name=data.get("name") or "cascade",
+            name=data.get("cascade_name") or data.get("name") or "cascade",
         )
         data["stats"] = engine.stats
         data["policy"] = engine.policy
@@ -349,12 +347,6 @@ class CascadeChatModel(ChildRunStreamingModel):
         """Deprecated: use :attr:`core`."""
         warn_renamed("CascadeChatModel.engine", "CascadeChatModel.core")
         return self._engine
-
-    @property
-    def cascade_name(self) -> str:
-        """Deprecated: use ``name``."""
-        warn_renamed("CascadeChatModel.cascade_name", "CascadeChatModel.name")
-        return self._engine.name
 
     @property
     def names(self) -> list[str]:
@@ -637,15 +629,17 @@ class CascadeChatModel(ChildRunStreamingModel):
                 )
             )
 
-        for event in self._engine.stream(
+        events = self._engine.stream(
             convert_to_openai_messages(messages),
             open_stream,
             _joined,
             call=call,
             judge_config=self._judge_config(run_manager, asynchronous=False),
             attribution=self._attribution(run_manager),
-        ):
-            yield self._chunk(event)
+        )
+        with closing(events):  # a caller's early exit closes the tier's stream at once
+            for event in events:
+                yield self._chunk(event)
 
     async def _astream(
         self,
@@ -672,15 +666,17 @@ class CascadeChatModel(ChildRunStreamingModel):
                 )
             )
 
-        async for event in self._engine.astream(
+        events = self._engine.astream(
             convert_to_openai_messages(messages),
             open_stream,
             _joined,
             call=call,
             judge_config=self._judge_config(run_manager, asynchronous=True),
             attribution=self._attribution(run_manager),
-        ):
-            yield self._chunk(event)
+        )
+        async with aclosing(events):  # a caller's aclose() closes the tier's stream before it returns
+            async for event in events:
+                yield self._chunk(event)
 
     def _chunk(self, event: TierChunk[BaseMessageChunk] | CascadeResult) -> ChatGenerationChunk:
         """An engine event as a stream chunk: a tier's chunk as it is, the result as the closing chunk."""
@@ -727,3 +723,8 @@ def _stream_answer(chunks: list[ChatGenerationChunk]) -> TierAnswer:
 
     chunk = merged.message
     return _answer(message_chunk_to_message(chunk) if isinstance(chunk, AIMessageChunk) else chunk)
+
+
+__getattr__ = deprecated_attributes(
+    __name__, old_metadata_keys("CACHE_HIT_METADATA_KEY", "TIER_METADATA_KEY", "WRAPPER_METADATA_KEY")
+)

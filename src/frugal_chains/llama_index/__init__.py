@@ -10,8 +10,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 try:
     import llama_index.core  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
@@ -19,6 +17,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
         'frugal_chains.llama_index needs llama-index-core: pip install "frugal-chains[llama-index]"'
     ) from e
 
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cascade import CascadeLLM
@@ -26,8 +25,5 @@ from frugal_chains.llama_index.cascade import CascadeLLM
 __all__ = ["CachedLLM", "CascadeLLM", "TokenBudgetHandler"]
 
 
-def __getattr__(name: str) -> Any:
-    # Old names (WRAPPER_PAYLOAD_KEY): one release with a warning.
-    from frugal_chains.llama_index import budget
-
-    return getattr(budget, name)
+# Old names: one release with a DeprecationWarning naming the new one.
+__getattr__ = deprecated_attributes(__name__, old_metadata_keys("WRAPPER_PAYLOAD_KEY"))

@@ -25,7 +25,7 @@ __all__ = [
     "SharesCallbacks",
     "message_text",
     "openai_message",
-    "openai_messages",
+    "routing_messages",
     "response_text",
     "streamed_text",
     "usage_of",
@@ -161,9 +161,20 @@ def message_text(message: ChatMessage) -> str:
     return "\n".join(b.text for b in blocks if isinstance(b, TextBlock))
 
 
-def openai_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
-    """LlamaIndex messages as OpenAI-format dicts (for the scorer, the gates and the token estimate)."""
-    return [openai_message(m) for m in messages]
+def routing_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """What the cascade's scorer and gates read: each message's role and its text blocks only (no reasoning,
+    citations, tool calls or media: those would move a score without being part of what was asked or answered).
+    The token estimate uses :func:`openai_message`, which keeps everything that is billed."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, Mapping):
+            out.append(dict(m))
+            continue
+        role = str(getattr(m.role, "value", m.role) or "user")
+        out.append(
+            {"role": "assistant" if role in ("chatbot", "model") else role, "content": message_text(m)}
+        )
+    return out
 
 
 # -- streams -------------------------------------------------------------------------------------------------------

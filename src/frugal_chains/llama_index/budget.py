@@ -61,7 +61,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 from typing_extensions import Unpack
 
-from frugal_chains._deprecation import deprecated_attributes
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.accounting.context import current_attribution, current_tier
 from frugal_chains.accounting.tokens import OUTPUT_CAP_KEYS
 from frugal_chains.accounting.usage import Attribution
@@ -461,6 +461,4 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 del self._calls[k]
 
 
-__getattr__ = deprecated_attributes(
-    __name__, {"WRAPPER_PAYLOAD_KEY": ("frugal_chains.metadata.WRAPPER_KEY", lambda: WRAPPER_KEY)}
-)
+__getattr__ = deprecated_attributes(__name__, old_metadata_keys("WRAPPER_PAYLOAD_KEY"))

@@ -43,7 +43,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from frugal_chains._deprecation import deprecated_attributes
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
@@ -57,7 +57,7 @@ from frugal_chains.llama_index._convert import (
     whole_chat,
     whole_completion,
 )
-from frugal_chains.metadata import LEGACY_CACHE_KEYS, WRAPPER_KEY, mark_cache_hit
+from frugal_chains.metadata import WRAPPER_KEY, mark_cache_hit
 
 __all__ = ["CachedLLM"]
 
@@ -570,12 +570,4 @@ async def _aclose(gen: Any) -> None:
         await close()
 
 
-__getattr__ = deprecated_attributes(
-    __name__,
-    {
-        "HIT_KEY": (
-            'additional_kwargs["frugal"]["cache"] (frugal_chains.metadata.cache_status)',
-            lambda: LEGACY_CACHE_KEYS[0],
-        )
-    },
-)
+__getattr__ = deprecated_attributes(__name__, old_metadata_keys("HIT_KEY", "WRAPPER_PAYLOAD_KEY"))

@@ -37,6 +37,7 @@ import contextvars
 import dataclasses
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -69,7 +70,7 @@ from llama_index.core.types import Model
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny
 
 from frugal_chains import metadata as _keys
-from frugal_chains._deprecation import deprecated_attributes, warn_renamed
+from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys, warn_renamed
 from frugal_chains.accounting.context import cascade_tier
 from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
@@ -77,7 +78,7 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
     message_text,
-    openai_messages,
+    routing_messages,
     usage_of,
     whole_chat,
     whole_completion,
@@ -247,7 +248,7 @@ class _Chat:
     tools: _ToolRequest | None = None
 
     def openai(self) -> list[dict[str, Any]]:
-        return openai_messages(self.messages)
+        return routing_messages(self.messages)
 
     def call(self, tier: LLM) -> ChatResponse:
         if self.tools is not None:
@@ -612,8 +613,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         def open_stream(i: int) -> Iterator[Any]:
             return cast("Iterator[Any]", self._tiered(i, req.stream))
 
-        for event in self._engine.stream(req.openai(), open_stream, join, call=call):
-            yield self._event(event)
+        with closing(self._engine.stream(req.openai(), open_stream, join, call=call)) as events:
+            for event in events:
+                yield self._event(event)
 
     async def _astream(self, req: _Chat | _Completion) -> AsyncGenerator[Any, None]:
         """Async :meth:`_stream`."""
@@ -627,8 +629,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         async def open_stream(i: int) -> AsyncIterator[Any]:
             return cast("AsyncIterator[Any]", await self._atiered(i, req.astream))
 
-        async for event in self._engine.astream(req.openai(), open_stream, join, call=call):
-            yield self._event(event)
+        async with aclosing(self._engine.astream(req.openai(), open_stream, join, call=call)) as events:
+            async for event in events:
+                yield self._event(event)
 
     def _event(self, event: TierChunk[Any] | CascadeResult) -> Any:
         """An engine event as a response: a tier's chunk tagged with its tier, the result as the closing one."""
@@ -752,7 +755,7 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
     def _prompt_messages(prompt: Any, prompt_args: dict[str, Any]) -> list[dict[str, Any]]:
         """The structured prompt as OpenAI-format messages, for the scorer and the gates."""
         try:
-            return openai_messages(prompt.format_messages(**prompt_args))
+            return routing_messages(prompt.format_messages(**prompt_args))
         except Exception:  # a template that cannot be formatted here: the tier will say why
             return []
 
@@ -885,9 +888,5 @@ def _shared_manager(tiers: Sequence[LLM]) -> CallbackManager:
 
 
 __getattr__ = deprecated_attributes(
-    __name__,
-    {
-        "FRUGAL_KEY": ("frugal_chains.metadata.FRUGAL_KEY", lambda: _keys.FRUGAL_KEY),
-        "TIER_KEY": ("frugal_chains.metadata.TIER_KEY", lambda: _keys.TIER_KEY),
-    },
+    __name__, old_metadata_keys("FRUGAL_KEY", "TIER_KEY", "WRAPPER_PAYLOAD_KEY")
 )

@@ -32,7 +32,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -734,7 +743,7 @@ class Cascade:
         judge_config: Any = None,
         route: Route | None = None,
         attribution: Attribution | None = None,
-    ) -> Iterator[TierChunk[C] | CascadeResult]:
+    ) -> Generator[TierChunk[C] | CascadeResult, None, None]:
         """The streaming loop: route, then stream tiers upward until one passes.
 
         ``open_stream(i)`` starts tier ``i``'s stream (chunks of any type ``C``), ``join(i, chunks)`` makes its
@@ -808,7 +817,7 @@ class Cascade:
         judge_config: Any = None,
         route: Route | None = None,
         attribution: Attribution | None = None,
-    ) -> AsyncIterator[TierChunk[C] | CascadeResult]:
+    ) -> AsyncGenerator[TierChunk[C] | CascadeResult, None]:
         """Async :meth:`stream`; ``open_stream(i)`` is awaited and returns an async iterator."""
         route = route if route is not None else await self.aroute(messages)
         asampler = self._asampler(None, call)

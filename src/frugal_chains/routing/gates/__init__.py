@@ -52,6 +52,12 @@ from frugal_chains.routing.gates.regex_gate import RegexGate
 from frugal_chains.routing.gates.resolve import resolve_gates
 from frugal_chains.routing.gates.self_consistency import SelfConsistencyGate
 
+# The protocol types the gates implement, importable from here as before the split.
+from frugal_chains.routing.types import GateContext as GateContext
+from frugal_chains.routing.types import GateResult as GateResult
+from frugal_chains.routing.types import QualityGate as QualityGate
+from frugal_chains.routing.types import TierAnswer as TierAnswer
+
 __all__ = [
     "DEFAULT_JUDGE_PROMPT",
     "CallableGate",

@@ -22,4 +22,9 @@ from frugal_chains.routing.scorers.heuristic import HeuristicScorer
 from frugal_chains.routing.scorers.inputs import Conversation as Conversation
 from frugal_chains.routing.scorers.trained import TrainedScorer
 
+# Importable from here as before the split (the logistic fit now lives in frugal_chains.shared.logistic).
+from frugal_chains.routing.types import Message as Message
+from frugal_chains.shared.logistic import Logistic as Logistic
+from frugal_chains.shared.logistic import fit_logistic as fit_logistic
+
 __all__ = ["CallableScorer", "HeuristicScorer", "TrainedScorer"]

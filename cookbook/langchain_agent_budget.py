@@ -1,7 +1,8 @@
 """Cap what one agent run, each user and the whole app may spend, in a LangChain agent.
 
-Runs offline: a fake chat model that reports usage like a provider stands in for the real one. Swap in
-`ChatOpenAI(model="gpt-4o", max_tokens=500)` or `ChatAnthropic(...)` and nothing else changes.
+Needs `pip install langchain` for `create_agent`. Runs offline: a fake chat model that reports usage like a
+provider stands in for the real one. Swap in `ChatOpenAI(model="gpt-4o", max_tokens=500)` or
+`ChatAnthropic(...)` and nothing else changes.
 
     python cookbook/langchain_agent_budget.py
 """

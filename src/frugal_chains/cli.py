@@ -18,8 +18,11 @@ __all__ = ["main"]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from frugal_chains._demo import run_demo
-
+    try:
+        from frugal_chains._demo import run_demo
+    except ImportError as e:  # a missing extra: say which, without a traceback
+        print(f"frugal-chains demo: {e}", file=sys.stderr)
+        return 2
     result = run_demo(ledger_path=args.ledger, echo=(lambda s: None) if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))

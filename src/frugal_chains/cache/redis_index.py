@@ -963,7 +963,10 @@ class RedisIndex:
         with self._lock:
             mine = self._astates.pop(loop, None)
         if mine is not None:
-            await mine.client.aclose()
+            try:
+                await mine.client.aclose()
+            except Exception as e:  # closing is best effort: a slow or gone server must not fail the caller
+                log.warning("frugal-chains: closing the Redis cache client failed: %s", e)
         self.close()
 
 

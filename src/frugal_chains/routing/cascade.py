@@ -97,8 +97,9 @@ def default_escalates(error: BaseException) -> bool:
     connection and server errors, context overflow. A refused budget never escalates.
 
     Example:
-        >>> from langchain_core.exceptions import ModelRateLimitError, ModelAuthenticationError
-        >>> default_escalates(ModelRateLimitError("slow down")), default_escalates(ValueError("bug"))
+        >>> class RateLimited(Exception):
+        ...     status_code = 429
+        >>> default_escalates(RateLimited("slow down")), default_escalates(ValueError("bug"))
         (True, False)
         >>> default_escalates(TimeoutError())
         True

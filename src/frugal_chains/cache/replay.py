@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
+
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 if TYPE_CHECKING:
     from frugal_chains.accounting.usage import Usage
@@ -66,7 +68,7 @@ def relay(
             seen.append(chunk)
             yield chunk
     finally:
-        _close(chunks)
+        close_stream(chunks)
     found = stored(seen) if request is not None and seen else None
     if request is not None and found is not None:
         cache.update(request, found[0], model=found[1], usage=found[2])
@@ -85,15 +87,7 @@ async def arelay(
             seen.append(chunk)
             yield chunk
     finally:
-        close = getattr(chunks, "aclose", None)
-        if callable(close):
-            await close()
+        await aclose_stream(chunks)
     found = stored(seen) if request is not None and seen else None
     if request is not None and found is not None:
         await cache.aupdate(request, found[0], model=found[1], usage=found[2])
-
-
-def _close(chunks: Any) -> None:
-    close = getattr(chunks, "close", None)
-    if callable(close):
-        close()

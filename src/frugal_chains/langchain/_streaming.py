@@ -20,19 +20,14 @@ from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.function_calling import convert_to_json_schema
 
+from frugal_chains.shared.streams import aclose_stream, close_stream
+
 try:
     from langchain_core.utils.utils import LC_ID_PREFIX
 except ImportError:  # pragma: no cover - older langchain-core
     LC_ID_PREFIX = "lc_run-"
 
-__all__ = ["ChildRunStreamingModel", "close_iterator"]
-
-
-def close_iterator(iterator: Any) -> None:
-    """Close a generator (stops the inner model's stream after an early ``break``)."""
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
+__all__ = ["ChildRunStreamingModel"]
 
 
 class ChildRunStreamingModel(BaseChatModel):
@@ -124,7 +119,7 @@ class ChildRunStreamingModel(BaseChatModel):
             run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
             raise
         finally:
-            close_iterator(source)
+            close_stream(source)
         result, err = _stream_outcome(chunks)
         if err is not None:
             run_manager.on_llm_error(err, response=result)
@@ -162,7 +157,7 @@ class ChildRunStreamingModel(BaseChatModel):
             await run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
             raise
         finally:
-            await cast("Any", source).aclose()
+            await aclose_stream(source)
         result, err = _stream_outcome(chunks)
         if err is not None:
             await run_manager.on_llm_error(err, response=result)

@@ -220,32 +220,34 @@ class CachedChatModel(ChildRunStreamingModel):
         return _mark_hit(found[1], found[0], chat=True)
 
     @staticmethod
-    def _stored(
-        messages: list[BaseMessage], llm_string: str
-    ) -> Callable[[Sequence[Any]], StoredAnswer | None]:
-        """How a finished answer (whole generations, or a stream's chunks) is stored."""
+    def _stored(messages: list[BaseMessage], llm_string: str) -> Callable[[list[Any]], StoredAnswer | None]:
+        """How a streamed answer that finished is stored: its chunks joined into one generation."""
 
-        def stored(answer: Sequence[Any]) -> StoredAnswer | None:
-            if answer and isinstance(answer[0], BaseMessage):
-                whole = _whole([ChatGenerationChunk(message=cast("AIMessageChunk", m)) for m in answer])
-                if whole is None:
-                    return None
-                answer = whole
-            return _encode_generations(cast("Sequence[Generation]", answer), llm_string, messages)
+        def stored(chunks: list[Any]) -> StoredAnswer | None:
+            whole = _whole([ChatGenerationChunk(message=chunk) for chunk in chunks])
+            return None if whole is None else _encode_generations(whole, llm_string, messages)
 
         return stored
 
     def _store(
-        self, request: CacheRequest, messages: list[BaseMessage], generations: Sequence[Generation], llm: str
+        self,
+        request: CacheRequest,
+        messages: list[BaseMessage],
+        generations: Sequence[Generation],
+        llm_string: str,
     ) -> None:
-        encoded = self._stored(messages, llm)(generations)
+        encoded = _encode_generations(generations, llm_string, messages)
         if encoded is not None:
             self.core.update(request, encoded[0], model=encoded[1], usage=encoded[2])
 
     async def _astore(
-        self, request: CacheRequest, messages: list[BaseMessage], generations: Sequence[Generation], llm: str
+        self,
+        request: CacheRequest,
+        messages: list[BaseMessage],
+        generations: Sequence[Generation],
+        llm_string: str,
     ) -> None:
-        encoded = self._stored(messages, llm)(generations)
+        encoded = _encode_generations(generations, llm_string, messages)
         if encoded is not None:
             await self.core.aupdate(request, encoded[0], model=encoded[1], usage=encoded[2])
 

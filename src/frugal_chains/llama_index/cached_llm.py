@@ -564,10 +564,4 @@ async def _agen(items: list[Any]) -> AsyncGenerator[Any, None]:
         yield item
 
 
-async def _aclose(gen: Any) -> None:
-    close = getattr(gen, "aclose", None)
-    if close is not None:
-        await close()
-
-
 __getattr__ = deprecated_attributes(__name__, old_metadata_keys("HIT_KEY", "WRAPPER_PAYLOAD_KEY"))

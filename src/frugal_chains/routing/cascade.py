@@ -63,6 +63,7 @@ from frugal_chains.routing.types import (
     Scorer,
     TierAnswer,
 )
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 __all__ = ["Cascade", "CascadeResult", "Route", "TierChunk", "default_escalates"]
 
@@ -609,9 +610,27 @@ class Cascade:
 
         return of_tier
 
-    def _gated(self, i: int, messages: Sequence[Message], answer: TierAnswer, **context: Any) -> GateContext:
-        judge_config = context.pop("judge_config", None)
-        return self.context(messages, i, answer, judge_config=_for_tier(judge_config, i), **context)
+    def _gated(
+        self,
+        i: int,
+        messages: Sequence[Message],
+        answer: TierAnswer,
+        *,
+        judge_config: Any,
+        sample: Sampler | None = None,
+        asample: ASampler | None = None,
+        structured: bool = False,
+    ) -> GateContext:
+        """The gates' context for tier ``i``'s answer (``judge_config`` may be a function of the tier)."""
+        return self.context(
+            messages,
+            i,
+            answer,
+            sample=sample,
+            asample=asample,
+            judge_config=_for_tier(judge_config, i),
+            structured=structured,
+        )
 
     def run(
         self,
@@ -782,7 +801,7 @@ class Cascade:
                     self._failed(i, e, attempts, started, shown=live and bool(chunks))
                     continue
                 finally:
-                    _close(inner)
+                    close_stream(inner)
                 answer = join(i, chunks)
                 samples: list[TierAnswer] = []
                 gates: tuple[GateResult, ...] = ()
@@ -839,7 +858,7 @@ class Cascade:
                     self._failed(i, e, attempts, started, shown=live and bool(chunks))
                     continue
                 finally:
-                    await _aclose(inner)
+                    await aclose_stream(inner)
                 answer = join(i, chunks)
                 samples: list[TierAnswer] = []
                 gates: tuple[GateResult, ...] = ()
@@ -870,20 +889,6 @@ class Cascade:
         must still parse."""
         first = self._structured_result(ctx)
         return (first,) if first is not None else ()
-
-
-def _close(iterator: Any) -> None:
-    """Close a tier's stream (stops the provider's stream after an early exit)."""
-    close = getattr(iterator, "close", None)
-    if callable(close):
-        close()
-
-
-async def _aclose(iterator: Any) -> None:
-    """Async :func:`_close`."""
-    close = getattr(iterator, "aclose", None)
-    if callable(close):
-        await close()
 
 
 def _for_tier(judge_config: Any, index: int) -> Any:

@@ -100,7 +100,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
                 refused_users[user] = refused_users.get(user, 0) + 1
     echo(f"   answered {answered} questions; refused before spending anything: {refused_users or 'none'}")
     for user in ("alice", "bob", "chatty-carol"):
-        spent = sum(r.cost_usd for r in ledger.records(user_id=user))
+        spent = sum(row.cost_usd for row in ledger.summary("user") if row.key == user)
         echo(f"   {user:<13} spent ${spent:.6f} of $0.01 today")
     echo("")
 
@@ -350,7 +350,7 @@ def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> d
             [("system", "You are the help desk of an online shop."), ("user", question)],
             config={"callbacks": [baseline]},
         )
-    all_strong = sum(r.cost_usd for r in alone.records())
+    all_strong = sum(row.cost_usd for row in alone.summary("model"))
     alone.close()
     rates = escalation_rates(ledger.records(feature="helpdesk"))
     cheap_rate = rates["gpt-4o-mini"].escalation_rate if "gpt-4o-mini" in rates else 0.0

@@ -111,8 +111,8 @@ def record_row(r: CallRecord) -> tuple[Any, ...]:
         r.tier,
         r.usage.input_tokens,
         r.usage.output_tokens,
-        round(r.cost_usd, 12),
-        round(r.saved_usd, 12),
+        None if r.cost_usd is None else round(r.cost_usd, 12),  # None: unknown (a model with no price)
+        None if r.saved_usd is None else round(r.saved_usd, 12),
     )
 
 

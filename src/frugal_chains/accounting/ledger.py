@@ -142,21 +142,32 @@ class CommitResult:
 class SpendRow:
     """One group of :meth:`SpendLedger.summary`.
 
+    USD sums hold the records whose USD is known. A record of a model with no price (``cost_usd=None``, counted
+    in tokens only) is left out of them, never added as ``$0``: ``unpriced`` says how many there were, and
+    their tokens are in the token sums.
+
     Example:
         >>> from frugal_chains.accounting import CallRecord, SQLiteLedger, Usage
         >>> ledger = SQLiteLedger()
         >>> ledger.add_record(CallRecord(model="m", usage=Usage(input_tokens=3), cost_usd=0.25))
-        >>> ledger.summary("model")[0].cost_usd
-        0.25
+        >>> ledger.add_record(CallRecord(model="m", usage=Usage(input_tokens=4), cost_usd=None, price_known=False))
+        >>> row = ledger.summary("model")[0]
+        >>> row.calls, row.cost_usd, row.unpriced, row.input_tokens
+        (2, 0.25, 1, 7)
     """
 
     key: str
     calls: int
     cost_usd: float
+    """USD of the calls whose cost is known (see ``unpriced``)."""
     input_tokens: int
     output_tokens: int
     cache_hits: int
     saved_usd: float
+    """USD the cache hits saved, where known."""
+    unpriced: int = 0
+    """Records whose USD is unknown (a model with no price: ``cost_usd`` or ``saved_usd`` is ``None``), left out
+    of ``cost_usd`` and ``saved_usd``. ``0``: the USD sums are complete."""
 
 
 @runtime_checkable
@@ -276,7 +287,8 @@ def _group_key(record: CallRecord, by: GroupBy) -> str:
 
 def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     """Group call records, most expensive first. A cascade's ``routed`` decision records are not calls: they are
-    skipped (read them with :func:`frugal_chains.routing.escalation_rates`)."""
+    skipped (read them with :func:`frugal_chains.routing.escalation_rates`). Records whose USD is unknown are
+    counted in :attr:`SpendRow.unpriced` and left out of the USD sums."""
     if by not in ("feature", "user", "tenant", "model", "day", "task", "outcome", "tier"):
         raise ConfigurationError(
             f"summary(by=...) must be one of feature, user, tenant, model, day, task, outcome, tier; got {by!r}.",
@@ -286,13 +298,17 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     for r in records:
         if r.outcome == "routed":
             continue
-        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0])
+        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0, 0])
         row[0] += 1
-        row[1] += r.cost_usd
         row[2] += r.usage.input_tokens
         row[3] += r.usage.output_tokens
         row[4] += 1 if r.outcome == "cache_hit" else 0
-        row[5] += r.saved_usd
+        if r.cost_usd is None or r.saved_usd is None:
+            row[6] += 1  # unknown USD: counted apart, never summed as $0
+        if r.cost_usd is not None:
+            row[1] += r.cost_usd
+        if r.saved_usd is not None:
+            row[5] += r.saved_usd
     rows = [
         SpendRow(
             key=k,
@@ -302,6 +318,7 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
             output_tokens=int(v[3]),
             cache_hits=int(v[4]),
             saved_usd=v[5],
+            unpriced=int(v[6]),
         )
         for k, v in acc.items()
     ]

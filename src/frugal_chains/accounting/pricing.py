@@ -6,10 +6,11 @@ LiteLLM's map is read from the JSON file shipped inside the ``litellm`` wheel, w
 ``litellm.model_cost`` is used instead, so ``litellm.register_model(...)`` entries count.
 
 Lookup order for a model name: your ``prices`` overrides (exact name, then without a ``provider/`` prefix),
-then LiteLLM (``name``, ``provider/name``, ``name`` without its prefix). An unknown model raises
-:class:`~frugal_chains.errors.UnknownModelPriceError` (``unknown_model="raise"``, the default) or, with
-``unknown_model="warn"``, logs one warning per model and is charged at ``fallback_price`` (``$0`` only if you
-leave that unset, and then the warning says so).
+then LiteLLM (``name``, ``provider/name``, ``name`` without its prefix). Where a price is needed (a USD budget),
+an unknown model raises :class:`~frugal_chains.errors.UnknownModelPriceError` (``unknown_model="raise"``, the
+default) or, with ``unknown_model="warn"``, logs one warning per model and is charged at ``fallback_price``
+(``$0`` only if you leave that unset, and then the warning says so). Where none is needed (token budgets only),
+:meth:`PriceBook.lookup` gives ``None``: the USD is unknown, never taken as ``$0``.
 """
 
 from __future__ import annotations
@@ -180,8 +181,10 @@ class PriceBook:
     Args:
         prices: overrides and custom or self-hosted models, ``{"my-llama": Price(input=0.5, output=0.5)}``
             (USD per million tokens). They win over LiteLLM's map.
-        unknown_model: ``"raise"`` (default): a model with no price raises ``UnknownModelPriceError``, before
-            any call is made. ``"warn"``: log one warning per model and charge ``fallback_price``.
+        unknown_model: where a price is needed (:meth:`resolve`; a budget guard with a USD budget):
+            ``"raise"`` (default): a model with no price raises ``UnknownModelPriceError``, before any call is
+            made. ``"warn"``: log one warning per model and charge ``fallback_price``. Token budgets need no
+            price (:meth:`lookup` with ``required=False``).
         fallback_price: the price of unknown models with ``unknown_model="warn"``.
         use_litellm: look models up in LiteLLM's price map (default ``True``).
 
@@ -222,6 +225,7 @@ class PriceBook:
         self.use_litellm = use_litellm
         self._cache: dict[tuple[str, str | None], Price | None] = {}
         self._warned: set[str] = set()
+        self._noted: set[str] = set()
         self._lock = threading.Lock()
 
     def override_for(self, model: str) -> Price | None:
@@ -262,8 +266,8 @@ class PriceBook:
         if first:
             if self.fallback_price is None:
                 log.warning(
-                    "No price is known for model %r: its calls are recorded at $0 (tokens still count). "
-                    "Pass prices={%r: Price(...)} or fallback_price= to price it.",
+                    "No price is known for model %r: its calls count as $0 and their USD cost is unknown "
+                    "(tokens still count). Pass prices={%r: Price(...)} or fallback_price= to price it.",
                     model,
                     model,
                 )
@@ -272,6 +276,41 @@ class PriceBook:
                     "No price is known for model %r: charging fallback_price %s.", model, self.fallback_price
                 )
         return (self.fallback_price or Price(input=0.0, output=0.0)), False
+
+    def lookup(
+        self, model: str, provider: str | None = None, *, required: bool = True
+    ) -> tuple[Price | None, bool]:
+        """``(price, known)`` for a caller that can do without a price; ``price`` is ``None`` when nobody knows
+        the model and no ``fallback_price`` is set (its USD is then unknown, not ``$0``).
+
+        ``required=True`` (a USD budget needs the price): an unknown model raises or warns as
+        ``unknown_model`` says (see :meth:`resolve`). ``required=False`` (token budgets only): it never raises;
+        ``fallback_price`` applies if set, and a model with no price at all is noted once in the log (INFO).
+
+        Example:
+            >>> from frugal_chains.accounting import PriceBook
+            >>> PriceBook().lookup("my-private-llm", required=False)
+            (None, False)
+        """
+        price = self.find(model, provider)
+        if price is not None:
+            return price, True
+        if required:
+            fallback, _ = self.resolve(model, provider)  # raises with unknown_model="raise"
+            return (fallback if self.fallback_price is not None else None), False
+        if self.fallback_price is not None:
+            return self.fallback_price, False
+        with self._lock:
+            first = model not in self._noted
+            self._noted.add(model)
+        if first:
+            log.info(
+                "No price is known for model %r: its calls are counted in tokens and their USD cost is recorded "
+                "as unknown (None). Pass prices={%r: Price(...)} to price it.",
+                model,
+                model,
+            )
+        return None, False
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> float:
         """USD for ``usage`` on ``model``."""

@@ -52,10 +52,18 @@ CREATE TABLE IF NOT EXISTS fc_reservations (
     writes TEXT NOT NULL, expires_at REAL NOT NULL, created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fc_reservations_expiry ON fc_reservations (state, expires_at);
-CREATE TABLE IF NOT EXISTS fc_records (
+"""
+
+# cost_usd is NULL for a record whose USD is unknown (a model with no price); SQL's SUM skips it, as the
+# ledger's own summaries do. Files made before that was possible declare it NOT NULL: see _allow_unknown_cost.
+_RECORDS = """
+CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY, ts REAL NOT NULL, model TEXT, feature TEXT, user_id TEXT, tenant_id TEXT,
-    task_id TEXT, outcome TEXT, cost_usd REAL NOT NULL, data TEXT NOT NULL
+    task_id TEXT, outcome TEXT, cost_usd REAL, data TEXT NOT NULL
 );
+"""
+_RECORDS_COLUMNS = "id, ts, model, feature, user_id, tenant_id, task_id, outcome, cost_usd, data"
+_RECORDS_INDEXES = """
 CREATE INDEX IF NOT EXISTS fc_records_ts ON fc_records (ts);
 CREATE INDEX IF NOT EXISTS fc_records_feature ON fc_records (feature, ts);
 CREATE INDEX IF NOT EXISTS fc_records_user ON fc_records (user_id, ts);
@@ -111,7 +119,8 @@ class SQLiteLedger:
                     if self.path != ":memory:":
                         self._conn.execute("PRAGMA journal_mode = WAL")
                         self._conn.execute("PRAGMA synchronous = NORMAL")
-                    self._conn.executescript(_SCHEMA)
+                    self._conn.executescript(_SCHEMA + _RECORDS.format(table="fc_records") + _RECORDS_INDEXES)
+                    self._allow_unknown_cost()
                     break
                 except sqlite3.OperationalError as e:
                     busy = "locked" in str(e) or "busy" in str(e)
@@ -128,6 +137,36 @@ class SQLiteLedger:
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
+
+    def _allow_unknown_cost(self) -> None:
+        """A ledger file made by an earlier version declares ``fc_records.cost_usd NOT NULL``, which cannot hold
+        the record of a model with no price: rebuild that table once, every record kept as it is (SQLite cannot
+        drop a NOT NULL constraint in place). One transaction; a process that opens the file meanwhile waits."""
+
+        def old_schema() -> bool:
+            columns = self._conn.execute("PRAGMA table_info(fc_records)").fetchall()
+            return any(c[1] == "cost_usd" and c[3] for c in columns)
+
+        if not old_schema():
+            return
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if old_schema():  # another process may have rebuilt it while this one waited
+                conn.execute("DROP TABLE IF EXISTS fc_records_upgrade")
+                conn.execute(_RECORDS.format(table="fc_records_upgrade"))
+                conn.execute(
+                    f"INSERT INTO fc_records_upgrade ({_RECORDS_COLUMNS}) SELECT {_RECORDS_COLUMNS} FROM fc_records"
+                )
+                conn.execute("DROP TABLE fc_records")
+                conn.execute("ALTER TABLE fc_records_upgrade RENAME TO fc_records")
+                for statement in _RECORDS_INDEXES.strip().splitlines():
+                    conn.execute(statement)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- plumbing -----------------------------------------------------------------------------------------
     @contextmanager

@@ -10,6 +10,7 @@ Conventions (the same in every component):
   ``reasoning_tokens`` says how many of them were reasoning.
 * Prices are in USD **per million tokens**. Money inside ledgers is kept in integer nano-dollars
   (:func:`usd_to_nano`), so sums are exact and never drift.
+* A USD amount that cannot be known (a model with no price, counted in tokens only) is ``None``, never ``0.0``.
 """
 
 from __future__ import annotations
@@ -294,16 +295,23 @@ class Attribution:
 class CallRecord:
     """One provider call (or one cache hit) as written to a ledger.
 
+    USD fields are ``None`` when they cannot be known: a model with no price, called under token budgets only,
+    is counted in tokens and its record says ``cost_usd=None`` (and ``price_known=False``), never ``0.0``.
+
     Example:
         >>> from frugal_chains.accounting import CallRecord, Usage
         >>> r = CallRecord(model="gpt-4o-mini", usage=Usage(input_tokens=10, output_tokens=5), cost_usd=4.5e-06)
         >>> r.outcome
         'ok'
+        >>> unpriced = CallRecord(model="my-llama", usage=Usage(input_tokens=10), cost_usd=None, price_known=False)
+        >>> unpriced.cost_usd is None  # unknown, not $0
+        True
     """
 
     model: str
     usage: Usage
-    cost_usd: float
+    cost_usd: float | None
+    """USD of the call; ``None`` when the model has no price (unknown, not free)."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     ts: float = field(default_factory=time.time)
     """Unix time (UTC) of the call's start."""
@@ -313,16 +321,19 @@ class CallRecord:
     outcome: Outcome = "ok"
     tier: str | None = None
     """The cascade tier that answered (filled in by the router)."""
-    reserved_usd: float = 0.0
-    """The worst case reserved before the call."""
-    overshoot_usd: float = 0.0
-    """How much the actual cost went past the reservation (recorded, never hidden)."""
+    reserved_usd: float | None = 0.0
+    """The worst case reserved before the call (``None``: reserved in tokens only, the model has no price)."""
+    overshoot_usd: float | None = 0.0
+    """How much the actual cost went past the reservation (recorded, never hidden); ``None`` when either is
+    unknown."""
+    overshoot_tokens: int = 0
+    """How many tokens the call used past the ones reserved for it (recorded, never hidden)."""
     usage_estimated: bool = False
     """True when the provider reported no usage and the tokens were estimated."""
     price_known: bool = True
-    """False when the model had no price and was charged at a fallback price."""
-    saved_usd: float = 0.0
-    """USD a cache hit saved (filled in by the cache)."""
+    """False when the model had no price: charged at ``fallback_price``, or (``cost_usd=None``) not priced."""
+    saved_usd: float | None = 0.0
+    """USD a cache hit saved (filled in by the cache); ``None`` when the model has no price."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Room for later components' fields (JSON-serialisable)."""
 
@@ -354,6 +365,7 @@ class CallRecord:
             "tier": self.tier,
             "reserved_usd": self.reserved_usd,
             "overshoot_usd": self.overshoot_usd,
+            "overshoot_tokens": self.overshoot_tokens,
             "usage_estimated": self.usage_estimated,
             "price_known": self.price_known,
             "saved_usd": self.saved_usd,
@@ -362,13 +374,14 @@ class CallRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
+        """The record :meth:`to_dict` wrote (records written before a field existed get its default)."""
         return cls(
             id=str(d["id"]),
             ts=float(d["ts"]),
             model=str(d["model"]),
             provider=d.get("provider"),
             usage=Usage.from_dict(d.get("usage") or {}),
-            cost_usd=float(d["cost_usd"]),
+            cost_usd=_usd(d["cost_usd"]),
             latency_s=d.get("latency_s"),
             attribution=Attribution(
                 task_id=d.get("task_id"),
@@ -379,10 +392,16 @@ class CallRecord:
             ),
             outcome=d.get("outcome", "ok"),
             tier=d.get("tier"),
-            reserved_usd=float(d.get("reserved_usd", 0.0)),
-            overshoot_usd=float(d.get("overshoot_usd", 0.0)),
+            reserved_usd=_usd(d.get("reserved_usd", 0.0)),
+            overshoot_usd=_usd(d.get("overshoot_usd", 0.0)),
+            overshoot_tokens=int(d.get("overshoot_tokens") or 0),
             usage_estimated=bool(d.get("usage_estimated", False)),
             price_known=bool(d.get("price_known", True)),
-            saved_usd=float(d.get("saved_usd", 0.0)),
+            saved_usd=_usd(d.get("saved_usd", 0.0)),
             extra=dict(d.get("extra") or {}),
         )
+
+
+def _usd(value: Any) -> float | None:
+    """A stored USD amount: ``None`` (unknown) stays ``None``."""
+    return None if value is None else float(value)

@@ -67,12 +67,14 @@ class CallPlan:
 
     model: str
     provider: str | None
-    price: Price
+    price: Price | None
+    """``None``: the model has no price and no USD budget needs one; the call is reserved in tokens only."""
     price_known: bool
     input_tokens: int
     """Estimated prompt tokens, margin included."""
     max_output_tokens: int
-    worst_usd: float
+    worst_usd: float | None
+    """The worst case in USD (``None`` without a price: unknown)."""
     prompt_caching: bool
     attribution: Attribution
 
@@ -148,7 +150,10 @@ class BudgetGuard:
         ledger: where spend lives; default a new in-memory :class:`~frugal_chains.SQLiteLedger`.
         prices: a :class:`~frugal_chains.accounting.PriceBook`, or a mapping of overrides
             ``{"my-llama": Price(...)}`` over LiteLLM's price map.
-        unknown_model: ``"raise"`` (default) or ``"warn"``, for models with no price (see ``PriceBook``).
+        unknown_model: ``"raise"`` (default) or ``"warn"``, for models with no price when a USD budget is set
+            (see ``PriceBook``). Without a USD budget no price is needed: such a model is reserved and committed
+            in tokens, and its records say ``cost_usd=None`` (unknown), unless the price book has a
+            ``fallback_price``.
         margins: token-estimate safety margins by provider (see ``TokenEstimator``).
         on_ledger_error: ``"closed"`` (default): refuse calls while the ledger is unreachable. ``"open"``:
             let them through; their spend is written when the ledger is back.
@@ -215,6 +220,7 @@ class BudgetGuard:
         else:
             self.prices = PriceBook(prices, unknown_model=unknown_model)
         self.budgets = budgets
+        self._needs_price = any(b.max_usd is not None for b in budgets)
         self.ledger = ledger
         self.estimator = TokenEstimator(margins)
         self.on_ledger_error = on_ledger_error
@@ -282,9 +288,15 @@ class BudgetGuard:
         """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
         (the call's ``max_output_tokens``, else the model's maximum output; times ``choices`` when the call asks
         for several answers), at the highest rates that apply. ``prompt_caching`` (default: found from
-        ``cache_control`` markers in ``messages``) prices the prompt at the cache-write rate when higher."""
-        price, known = self.prices.resolve(model, provider)
-        cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
+        ``cache_control`` markers in ``messages``) prices the prompt at the cache-write rate when higher.
+
+        A model with no price is refused (``UnknownModelPriceError``, or priced as ``unknown_model="warn"``
+        says) only when a USD budget is set; under token budgets alone it is planned in tokens, its USD
+        unknown (``price=None``)."""
+        price, known = self.prices.lookup(model, provider, required=self._needs_price)
+        cap = max_output_tokens
+        if cap is None and price is not None:
+            cap = price.max_output_tokens
         if cap is None:
             if self.budgets:
                 raise ConfigurationError(
@@ -304,7 +316,9 @@ class BudgetGuard:
             price_known=known,
             input_tokens=input_tokens,
             max_output_tokens=int(cap),
-            worst_usd=price.worst_case_cost(input_tokens, int(cap), prompt_caching=caching),
+            worst_usd=(
+                price.worst_case_cost(input_tokens, int(cap), prompt_caching=caching) if price is not None else None
+            ),
             prompt_caching=caching,
             attribution=attribution or Attribution(),
         )
@@ -326,7 +340,7 @@ class BudgetGuard:
             plan=plan,
             claims=claims,
             budgets=budgets,
-            nano=usd_to_nano(plan.worst_usd, round_up=True),
+            nano=usd_to_nano(plan.worst_usd, round_up=True) if plan.worst_usd is not None else 0,
             tokens=plan.worst_tokens,
             ts=t,
         )
@@ -459,6 +473,8 @@ class BudgetGuard:
         applies (a cache write when the prompt asks for caching) and the whole output cap."""
         plan = res.plan
         n, out = plan.input_tokens, plan.max_output_tokens
+        if plan.price is None:
+            return Usage(input_tokens=n, output_tokens=out)
         p = plan.price.for_input(n)
         reasoning = out if p.reasoning_rate > p.output else 0  # the dearer of the two output rates
         if plan.prompt_caching:
@@ -498,19 +514,9 @@ class BudgetGuard:
                     price, known = found, True
         else:
             model = plan.model
-        cost = price.cost(usage)
-        overshoot = max(0.0, cost - nano_to_usd(res.nano))
-        if overshoot > 0:
-            log.warning(
-                "frugal-chains: %r cost $%.6f, $%.6f more than its reservation $%.6f (the provider reported more "
-                "than the worst case, or one usage covers a whole batch); committed in full, later calls are "
-                "refused sooner.",
-                model,
-                cost,
-                overshoot,
-                nano_to_usd(res.nano),
-            )
-        return CallRecord(
+        cost = price.cost(usage) if price is not None else None
+        reserved = nano_to_usd(res.nano) if plan.price is not None else None
+        record = CallRecord(
             id=res.id,
             ts=res.ts,
             model=model,
@@ -521,11 +527,37 @@ class BudgetGuard:
             attribution=plan.attribution,
             outcome=outcome,
             tier=tier,
-            reserved_usd=nano_to_usd(res.nano),
-            overshoot_usd=overshoot,
+            reserved_usd=reserved,
+            overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
+            overshoot_tokens=max(0, usage.total_tokens - res.tokens),
             usage_estimated=usage_estimated,
             price_known=known,
             extra=dict(extra or {}),
+        )
+        if record.overshoot_tokens or record.overshoot_usd:
+            self._overshot(record, res)
+        return record
+
+    @staticmethod
+    def _overshot(record: CallRecord, res: Reservation) -> None:
+        """Warn that the call used more than its reservation (in tokens, in USD, or both)."""
+        parts = []
+        if record.overshoot_tokens:
+            parts.append(
+                f"{record.usage.total_tokens} tokens, {record.overshoot_tokens} more than the {res.tokens} reserved"
+            )
+        if record.overshoot_usd:
+            parts.append(
+                f"${record.cost_usd:.6f}, ${record.overshoot_usd:.6f} more than the ${record.reserved_usd:.6f} "
+                "reserved"
+            )
+        elif record.cost_usd is None:
+            parts.append("USD unknown (the model has no price)")
+        log.warning(
+            "frugal-chains: %r used %s (the provider reported more than the worst case, or one usage covers a "
+            "whole batch); committed in full, later calls are refused sooner.",
+            record.model,
+            "; ".join(parts),
         )
 
     def commit(
@@ -545,7 +577,7 @@ class BudgetGuard:
         record = self._record(
             res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
         )
-        nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        nano, tokens = _nano(record.cost_usd), usage.total_tokens
         op = _PendingOp("commit", res, nano, tokens, record)
         if self._is_down():
             self._queue(op, self._still_down())
@@ -574,7 +606,7 @@ class BudgetGuard:
         record = self._record(
             res, usage, model=model, outcome="ok", usage_estimated=usage_estimated, extra=extra, tier=tier
         )
-        nano, tokens = usd_to_nano(record.cost_usd), usage.total_tokens
+        nano, tokens = _nano(record.cost_usd), usage.total_tokens
         op = _PendingOp("commit", res, nano, tokens, record)
         if self._is_down():
             self._queue(op, self._still_down())
@@ -653,7 +685,8 @@ class BudgetGuard:
             self._queue(_PendingOp("release", res), e)
 
     def _hit_record(self, res: Reservation, usage: Usage | None, model: str | None) -> CallRecord:
-        saved = res.plan.price.cost(usage) if usage is not None else 0.0
+        price = res.plan.price
+        saved = None if price is None else price.cost(usage) if usage is not None else 0.0
         return CallRecord(
             id=res.id,
             ts=res.ts,
@@ -773,3 +806,8 @@ class BudgetGuard:
         bucket, min_bucket = budget.buckets(t)
         key = budget.key_for(attribution or Attribution())
         return self.ledger.counter(budget.counter_name(key), min_bucket, bucket)
+
+
+def _nano(usd: float | None) -> int:
+    """What a committed USD amount adds to the ledger's USD counters (an unknown one adds nothing)."""
+    return 0 if usd is None else usd_to_nano(usd)

@@ -317,7 +317,9 @@ class BudgetGuard:
             input_tokens=input_tokens,
             max_output_tokens=int(cap),
             worst_usd=(
-                price.worst_case_cost(input_tokens, int(cap), prompt_caching=caching) if price is not None else None
+                price.worst_case_cost(input_tokens, int(cap), prompt_caching=caching)
+                if price is not None
+                else None
             ),
             prompt_caching=caching,
             attribution=attribution or Attribution(),

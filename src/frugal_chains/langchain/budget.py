@@ -154,7 +154,9 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         ledger: where spend lives (default: a new in-memory ``SQLiteLedger``; share one ledger, or use
             ``RedisLedger``, to share budgets between handlers, processes or hosts).
         prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``.
-        unknown_model: ``"raise"`` (default: a model with no price is refused before the call) or ``"warn"``.
+        unknown_model: ``"raise"`` (default: while a USD budget is set, a model with no price is refused before
+            the call) or ``"warn"``. Token budgets need no price: such a model is counted in tokens and recorded
+            with ``cost_usd=None``.
         margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
         on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
         reservation_ttl: when an unfinished reservation is given back (default one hour).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
+
 import pytest
 
 from frugal_chains import SQLiteLedger

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from frugal_chains import ConfigurationError
+from frugal_chains import Budget, ConfigurationError, Price
 from frugal_chains.accounting import TokenEstimator, count_message_tokens, image_tokens
 from frugal_chains.accounting.tokens import (
     IMAGE_TOKENS,
@@ -236,3 +236,34 @@ def test_a_llama_index_inline_image_is_reserved_by_its_size() -> None:
     low = openai_message(ChatMessage(role="user", blocks=[ImageBlock(url="https://x/a.png", detail="low")]))
     assert low["content"][0]["image_url"] == {"url": "https://x/a.png", "detail": "low"}
     assert image_tokens(low["content"][0], model="gpt-4o") == 85
+
+
+def test_both_handlers_take_the_unknown_model_figure() -> None:
+    from frugal_chains.langchain import TokenBudgetHandler
+    from frugal_chains.llama_index import TokenBudgetHandler as LlamaIndexHandler
+
+    for handler_class in (TokenBudgetHandler, LlamaIndexHandler):
+        handler = handler_class(
+            Budget(max_tokens=10_000),
+            unknown_model_image_tokens=576,
+            prices={"my-llava": Price(input=0, output=0)},
+        )
+        assert handler.core.estimator.unknown_model_image_tokens == 576
+        messages = [{"role": "user", "content": [part()]}]
+        plan = handler.core.plan(messages, model="my-llava", max_output_tokens=10)
+        assert plan.input_tokens == TokenEstimator(unknown_model_image_tokens=576).estimate(
+            messages, model="my-llava"
+        )
+        with pytest.raises(ConfigurationError):
+            handler_class(unknown_model_image_tokens=-5)
+
+
+def test_a_nested_budget_scope_keeps_the_unknown_model_figure() -> None:
+    from frugal_chains.langchain import budget_scope
+
+    with (
+        budget_scope([Budget(max_tokens=10_000)], unknown_model_image_tokens=576) as outer,
+        budget_scope([Budget(max_tokens=5_000)]) as inner,
+    ):
+        assert inner.core.estimator.unknown_model_image_tokens == 576
+    assert outer.core.estimator.unknown_model_image_tokens == 576

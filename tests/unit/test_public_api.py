@@ -366,3 +366,13 @@ def test_old_cache_metadata_constants_keep_their_values() -> None:
 def test_moved_names_still_import_from_the_split_modules() -> None:
     from frugal_chains.routing.gates import GateContext, GateResult, QualityGate, TierAnswer  # noqa: F401
     from frugal_chains.routing.scorers import Logistic, Message, fit_logistic  # noqa: F401
+
+
+def test_image_reservation_names_are_public() -> None:
+    from frugal_chains.accounting import image_tokens
+    from frugal_chains.accounting.tokens import UNKNOWN_MODEL_IMAGE_TOKENS
+    from frugal_chains.budget import GuardOptions
+
+    assert "image_tokens" in frugal_chains.accounting.__all__ and callable(image_tokens)
+    assert UNKNOWN_MODEL_IMAGE_TOKENS == 4_784
+    assert "unknown_model_image_tokens" in GuardOptions.__annotations__

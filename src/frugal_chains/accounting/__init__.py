@@ -33,6 +33,7 @@ _EXPORTS = {
     "count_text_tokens": ".tokens",
     "current_attribution": ".context",
     "get_encoding": ".tokens",
+    "image_tokens": ".tokens",
     "usage_from_provider": ".provider_usage",
     "litellm_price": ".pricing",
 }
@@ -93,6 +94,9 @@ if TYPE_CHECKING:
     )
     from frugal_chains.accounting.tokens import (
         get_encoding as get_encoding,
+    )
+    from frugal_chains.accounting.tokens import (
+        image_tokens as image_tokens,
     )
     from frugal_chains.accounting.usage import (
         Attribution as Attribution,

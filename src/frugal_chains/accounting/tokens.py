@@ -6,8 +6,16 @@ tiktoken downloads its BPE files on first use, which fails on machines without i
 package has them, ``tiktoken.get_encoding`` is tried (it honours ``TIKTOKEN_CACHE_DIR``).
 
 Messages are OpenAI-format dicts. The count follows OpenAI's recipe (3 tokens per message, 1 per name,
-3 to prime the reply), plus tool calls, tool schemas (their JSON, plus 10 tokens each) and a flat
-:data:`IMAGE_TOKENS` per image part (the most a high-detail image costs on OpenAI and Anthropic).
+3 to prime the reply), plus tool calls, tool schemas (their JSON, plus 10 tokens each) and, in
+:func:`count_message_tokens`, a flat :data:`IMAGE_TOKENS` per image part (a typical figure, used for routing and
+cache statistics).
+
+A budget's **reservation** (:meth:`TokenEstimator.estimate`) counts each image by its provider's published rule
+instead (:func:`image_tokens`): OpenAI's 512 px tiles or 32 px patches, Anthropic's 28 px patches, Gemini's
+tiles or per-image figure. The image's size is read from its header when it is sent inline (a base64 ``data:``
+URL: PNG, JPEG, GIF, WebP), so the reservation is exact; an image given by URL is reserved at the largest size the
+provider accepts. A model with no known rule reserves ``unknown_model_image_tokens`` per image
+(:data:`UNKNOWN_MODEL_IMAGE_TOKENS` by default; a warning is logged once per model).
 
 Providers whose tokenizer is not OpenAI's count the same text differently, so the estimate is raised by a
 **safety margin** (:data:`DEFAULT_MARGINS`): 5% for OpenAI and Azure OpenAI (exact tokenizer, the margin
@@ -18,13 +26,17 @@ o200k for the same text), 25% for every other provider. Override with ``margins=
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from frugal_chains.errors import ConfigurationError
@@ -36,14 +48,23 @@ __all__ = [
     "DEFAULT_MARGINS",
     "IMAGE_TOKENS",
     "OUTPUT_CAP_KEYS",
+    "UNKNOWN_MODEL_IMAGE_TOKENS",
     "TokenEstimator",
     "count_message_tokens",
     "count_text_tokens",
     "get_encoding",
+    "image_tokens",
     "uses_prompt_caching",
 ]
 
+log = logging.getLogger("frugal_chains.accounting")
+
 IMAGE_TOKENS = 1_600
+"""The flat per-image figure of :func:`count_message_tokens` (routing and cache statistics, test fakes); budget
+reservations use :func:`image_tokens` instead."""
+UNKNOWN_MODEL_IMAGE_TOKENS = 4_784
+"""Tokens a budget reserves per image on a model with no known image rule (``unknown_model_image_tokens``): the
+largest per-image figure of the known rules apart from gpt-4o-mini's (Claude's high-resolution cap)."""
 OUTPUT_CAP_KEYS: tuple[str, ...] = (
     "max_tokens",
     "max_completion_tokens",
@@ -177,8 +198,8 @@ def count_text_tokens(text: str, model: str | None = None) -> int:
     return _count(_encoding_name_for(model), text)
 
 
-def _content_parts(content: Any) -> Iterable[tuple[str, str]]:
-    """Yield ``("text", s)`` and ``("image", "")`` from a message content (string or list of parts)."""
+def _content_parts(content: Any) -> Iterable[tuple[str, Any]]:
+    """Yield ``("text", s)`` and ``("image", part)`` from a message content (string or list of parts)."""
     if content is None:
         return
     if isinstance(content, str):
@@ -191,7 +212,7 @@ def _content_parts(content: Any) -> Iterable[tuple[str, str]]:
             elif isinstance(part, Mapping):
                 kind = str(part.get("type", ""))
                 if kind in ("image_url", "image", "input_image") or "image_url" in part:
-                    yield "image", ""
+                    yield "image", part
                 elif isinstance(part.get("text"), str):
                     yield "text", part["text"]
                 else:
@@ -203,31 +224,360 @@ def _content_parts(content: Any) -> Iterable[tuple[str, str]]:
     yield "text", str(content)
 
 
+# -- images ---------------------------------------------------------------------------------------------------------
+# What one image costs, by the providers' published rules. Each rule gives the tokens of an image of known size and
+# its worst case (the largest image the provider accepts) when the size is unknown (an image given by URL).
+
+# OpenAI, from "Images and vision: calculating costs":
+# https://platform.openai.com/docs/guides/images-vision#calculating-costs
+# Tile models: the image is scaled to fit 2048 x 2048, then its shortest side to 768 px; each 512 px tile costs the
+# tile tokens, plus the base tokens; detail "low" costs the base tokens only. Worked examples: 1024 x 1024 high on
+# gpt-4o = 85 + 4 x 170 = 765; 2048 x 4096 high = 85 + 6 x 170 = 1105; any size low = 85.
+_OPENAI_TILES: Mapping[str, tuple[int, int]] = {  # model: (base tokens, tokens per 512 px tile)
+    "gpt-5": (70, 140),
+    "gpt-5-chat-latest": (70, 140),
+    "gpt-4o": (85, 170),
+    "chatgpt-4o-latest": (85, 170),
+    "gpt-4.1": (85, 170),
+    "gpt-4.5-preview": (85, 170),
+    "gpt-4-turbo": (85, 170),
+    "gpt-4-vision-preview": (85, 170),
+    "gpt-4o-mini": (2833, 5667),
+    "o1": (75, 150),
+    "o1-pro": (75, 150),
+    "o3": (75, 150),
+    "o3-pro": (75, 150),
+    "computer-use-preview": (65, 129),
+}
+# Patch models: 32 px patches, the image scaled down to at most 1536 patches, times the model's multiplier
+# (rounded up here); detail has no effect. Worked examples: 1024 x 1024 = 1024 patches; 1800 x 2400 = 1452 patches
+# (scaled to 1056 x 1408); 1024 patches on gpt-4.1-mini = 1024 x 1.62 = 1659 tokens.
+_OPENAI_PATCHES: Mapping[str, float] = {  # model: multiplier
+    "gpt-5-mini": 1.62,
+    "gpt-5-nano": 2.46,
+    "gpt-4.1-mini": 1.62,
+    "gpt-4.1-nano": 2.46,
+    "o4-mini": 1.72,
+    "codex-mini-latest": 1.72,
+}
+_PATCH_CAP = 1536
+
+# Anthropic, from "Images and vision" (image costs, how Claude resizes images):
+# https://platform.claude.com/docs/en/build-with-claude/vision
+# An image costs ceil(width / 28) x ceil(height / 28) visual tokens after Claude scaled it down (aspect kept) so that
+# both padded sides fit the long-edge limit and the patch count fits the token limit: 1568 px and 1568 tokens for
+# most models, 2576 px and 4784 tokens for the high-resolution ones (Claude Opus 4.7 and later). (It replaces the
+# older approximation width x height / 750.) Worked examples: 1568 x 728 = 56 x 26 = 1456; 1928 x 1928 = 1521
+# (scaled to 1092 x 1092), 4761 on a high-resolution model; 960 x 540 = 700.
+_CLAUDE_STANDARD = (1568, 1568)  # (long edge px, visual tokens)
+_CLAUDE_HIGH_RES = (2576, 4784)
+
+# Gemini, from "Understand and count tokens" (images):
+# https://ai.google.dev/gemini-api/docs/tokens
+# Gemini 1.5 and 2.x: an image with both sides <= 384 px costs 258 tokens; a larger one is cut into 768 x 768 tiles
+# of 258 tokens each. Images larger than 3072 x 3072 are scaled down to fit it (Vertex AI, image understanding:
+# https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/image-understanding), so the worst case is
+# 16 tiles. Gemini 3 and later: a per-image figure set by media_resolution, 1120 tokens by default ("Media
+# resolution": https://ai.google.dev/gemini-api/docs/media-resolution).
+_GEMINI_TILE_TOKENS = 258
+_GEMINI_MAX_SIDE = 3072
+_GEMINI_3_IMAGE_TOKENS = 1120
+
+
+def _openai_tiles(size: tuple[int, int] | None, base: int, tile: int, detail: str | None) -> int:
+    if detail == "low":
+        return base
+    if size is None:  # the largest: 2048 x 768 after scaling, 4 x 2 tiles
+        return base + tile * 8
+    w, h = float(size[0]), float(size[1])
+    if max(w, h) > 2048:
+        f = 2048 / max(w, h)
+        w, h = w * f, h * f
+    if min(w, h) > 768:
+        f = 768 / min(w, h)
+        w, h = w * f, h * f
+    return base + tile * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def _openai_patches(size: tuple[int, int] | None) -> int:
+    if size is None:
+        return _PATCH_CAP
+    w, h = size
+    patches = math.ceil(w / 32) * math.ceil(h / 32)
+    if patches <= _PATCH_CAP:
+        return patches
+    shrink = math.sqrt(32 * 32 * _PATCH_CAP / (w * h))
+    sw, sh = w * shrink / 32, h * shrink / 32  # in patches
+    shrink *= min(math.floor(sw) / sw if sw >= 1 else 1.0, math.floor(sh) / sh if sh >= 1 else 1.0)
+    rw, rh = max(1, int(w * shrink)), max(1, int(h * shrink))
+    return min(_PATCH_CAP, math.ceil(rw / 32) * math.ceil(rh / 32))
+
+
+def _claude_patches(size: tuple[int, int] | None, limits: tuple[int, int]) -> int:
+    long_edge, max_tokens = limits
+    if size is None:
+        return max_tokens
+
+    def fits(w: int, h: int) -> bool:
+        pw, ph = math.ceil(w / 28), math.ceil(h / 28)
+        return pw * 28 <= long_edge and ph * 28 <= long_edge and pw * ph <= max_tokens
+
+    w, h = size
+    if not fits(w, h):  # the largest size with the same aspect that fits, by its long side
+        long, short = max(w, h), min(w, h)
+        lo, hi = 1, long
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid, max(1, round(mid * short / long))):
+                lo = mid
+            else:
+                hi = mid - 1
+        long, short = lo, max(1, round(lo * short / long))
+        w, h = (long, short) if w >= h else (short, long)
+    return math.ceil(w / 28) * math.ceil(h / 28)
+
+
+def _gemini_tiles(size: tuple[int, int] | None) -> int:
+    if size is None:
+        w, h = _GEMINI_MAX_SIDE, _GEMINI_MAX_SIDE
+    else:
+        w, h = size
+        if max(w, h) > _GEMINI_MAX_SIDE:
+            f = _GEMINI_MAX_SIDE / max(w, h)
+            w, h = max(1, math.ceil(w * f)), max(1, math.ceil(h * f))
+    if w <= 384 and h <= 384:
+        return _GEMINI_TILE_TOKENS
+    return _GEMINI_TILE_TOKENS * math.ceil(w / 768) * math.ceil(h / 768)
+
+
+_CLAUDE_VERSION = re.compile(r"claude-(?:(opus|sonnet|haiku)-)?(\d+)(?:[-.](\d{1,2}))?(?!\d)")
+
+
+def _claude_limits(name: str) -> tuple[int, int]:
+    """Standard limits for Claude 3.x and 4.0-4.6; the high-resolution ones for anything later or not recognised
+    (the larger reservation is the safe one)."""
+    m = _CLAUDE_VERSION.search(name)
+    if m is not None:
+        major, minor = int(m.group(2)), int(m.group(3) or 0)
+        if major < 4 or (major == 4 and minor <= 6):
+            return _CLAUDE_STANDARD
+    return _CLAUDE_HIGH_RES
+
+
+def _lookup(name: str, table: Mapping[str, Any]) -> str | None:
+    """The longest key of ``table`` that is ``name`` or a prefix of it followed by ``-`` (a dated snapshot)."""
+    best = None
+    for key in table:
+        if (name == key or name.startswith(key + "-")) and (best is None or len(key) > len(best)):
+            best = key
+    return best
+
+
+def _rule(
+    model: str | None, provider: str | None
+) -> Callable[[tuple[int, int] | None, str | None], int] | None:
+    """The image rule of ``model`` (``None`` when none is known)."""
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    vendor = (provider or "").lower()
+    if "claude" in name or (vendor == "anthropic" and name):
+        limits = _claude_limits(name)
+        return lambda size, detail: _claude_patches(size, limits)
+    if "gemini" in name:
+        m = re.search(r"gemini-(\d+)", name)
+        if m is not None and int(m.group(1)) >= 3:
+            return lambda size, detail: _GEMINI_3_IMAGE_TOKENS
+        return lambda size, detail: _gemini_tiles(size)
+    tile_key, patch_key = _lookup(name, _OPENAI_TILES), _lookup(name, _OPENAI_PATCHES)
+    if patch_key is not None and (tile_key is None or len(patch_key) > len(tile_key)):
+        multiplier = _OPENAI_PATCHES[patch_key]
+        return lambda size, detail: math.ceil(_openai_patches(size) * multiplier - 1e-9)
+    if tile_key is not None:
+        base, tile = _OPENAI_TILES[tile_key]
+        return lambda size, detail: _openai_tiles(size, base, tile, detail)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_unknown_image_model(model: str, tokens: int) -> None:
+    log.warning(
+        "frugal-chains: no image token rule is known for model %r; reserving %d tokens per image "
+        "(set unknown_model_image_tokens= on the budget handler to change it)",
+        model,
+        tokens,
+    )
+
+
+def _image_source(part: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(base64 data or a URL, detail) of an image content part in the OpenAI, Responses, Anthropic or LangChain
+    standard form."""
+    detail = part.get("detail")
+    ref: Any = None
+    image_url = part.get("image_url")
+    if isinstance(image_url, Mapping):
+        ref, detail = image_url.get("url"), image_url.get("detail", detail)
+    elif isinstance(image_url, str):
+        ref = image_url
+    source = part.get("source")
+    if ref is None and isinstance(source, Mapping):  # Anthropic
+        ref = source.get("data") if source.get("type") == "base64" else source.get("url")
+    if ref is None:  # LangChain standard blocks
+        for key in ("base64", "data", "url"):
+            if isinstance(part.get(key), str):
+                ref = part[key]
+                break
+    return (ref if isinstance(ref, str) else None), (str(detail).lower() if detail is not None else None)
+
+
+_HEADER_CHARS = 65_536
+"""Base64 characters decoded first to find an image's size (a JPEG's size may follow a large EXIF segment: then
+the whole image is decoded)."""
+
+
+def _image_size(ref: str | None) -> tuple[int, int] | None:
+    """Width and height of an inline image (a ``data:`` URL or bare base64) from its PNG, JPEG, GIF or WebP header;
+    ``None`` for a URL or an unreadable image."""
+    if not ref:
+        return None
+    if ref.startswith("data:"):
+        head, _, ref = ref.partition(",")
+        if ";base64" not in head:
+            return None
+    elif ref.startswith(("http://", "https://", "gs://", "s3://", "file:")):
+        return None
+    ref = ref.strip()
+    for chars in (_HEADER_CHARS, None):
+        chunk = ref if chars is None or len(ref) <= chars else ref[: chars - chars % 4]
+        try:
+            data = base64.b64decode(chunk, validate=False)
+        except (binascii.Error, ValueError):
+            return None
+        size = _size_from_header(data)
+        if size is not None or chunk is ref:
+            return size
+    return None
+
+
+def _size_from_header(data: bytes) -> tuple[int, int] | None:
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+        elif data[:6] in (b"GIF87a", b"GIF89a"):
+            w, h = struct.unpack("<HH", data[6:10])
+        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = (v & 0x3FFF for v in struct.unpack("<HH", data[26:30]))
+            elif kind == b"VP8L":
+                b = data[21:25]
+                w = 1 + (b[0] | (b[1] & 0x3F) << 8)
+                h = 1 + (b[1] >> 6 | b[2] << 2 | (b[3] & 0x0F) << 10)
+            elif kind == b"VP8X":
+                w = 1 + int.from_bytes(data[24:27], "little")
+                h = 1 + int.from_bytes(data[27:30], "little")
+            else:
+                return None
+        elif data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        else:
+            return None
+    except (struct.error, IndexError):
+        return None
+    return (int(w), int(h)) if w > 0 and h > 0 else None
+
+
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return (w, h) if w > 0 and h > 0 else None
+        i += 2 + length
+    return None
+
+
+def image_tokens(
+    part: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    unknown_model_image_tokens: int = UNKNOWN_MODEL_IMAGE_TOKENS,
+) -> int:
+    """The most one image content part may cost on ``model`` by its provider's published rule (see the module
+    documentation): exact when the image is inline (its size read from its header), the largest size the provider
+    accepts when it is given by URL, ``unknown_model_image_tokens`` for a model with no known rule.
+
+    Example:
+        >>> from frugal_chains.accounting.tokens import image_tokens
+        >>> image_tokens({"type": "image_url", "image_url": {"url": "https://x/cat.png", "detail": "low"}},
+        ...              model="gpt-4o")
+        85
+        >>> image_tokens({"type": "image_url", "image_url": {"url": "https://x/cat.png"}}, model="gpt-4o-mini")
+        48169
+    """
+    rule = _rule(model, provider)
+    if rule is None:
+        _warn_unknown_image_model(str(model), unknown_model_image_tokens)
+        return unknown_model_image_tokens
+    ref, detail = _image_source(part)
+    return int(rule(_image_size(ref), detail))
+
+
 def count_message_tokens(
     messages: Sequence[Mapping[str, Any]],
     *,
     model: str | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> int:
-    """Prompt tokens of OpenAI-format messages (and tool schemas), without any margin.
+    """Prompt tokens of OpenAI-format messages (and tool schemas), without any margin; each image part counts a
+    flat :data:`IMAGE_TOKENS` (a budget's reservation uses :func:`image_tokens` instead).
 
     Example:
         >>> from frugal_chains.accounting import count_message_tokens
         >>> count_message_tokens([{"role": "user", "content": "hello world"}])
         9
     """
+    text, images = _counted(messages, model, tools, lambda part: IMAGE_TOKENS)
+    return text + images
+
+
+def _counted(
+    messages: Sequence[Mapping[str, Any]],
+    model: str | None,
+    tools: Sequence[Mapping[str, Any]] | None,
+    per_image: Callable[[Mapping[str, Any]], int],
+) -> tuple[int, int]:
+    """(text tokens, image tokens) of the messages and tool schemas; ``per_image(part)`` prices each image."""
     encoding = _encoding_name_for(model)
 
     def n(text: str) -> int:
         return _count(encoding, text)
 
     total = 3  # every reply is primed with <|start|>assistant<|message|>
+    images = 0
     for message in messages:
         total += 3
         for key, value in message.items():
             if key == "content":
-                for kind, text in _content_parts(value):
-                    total += IMAGE_TOKENS if kind == "image" else n(text)
+                for kind, item in _content_parts(value):
+                    if kind == "image":
+                        images += per_image(item)
+                    else:
+                        total += n(item)
             elif key == "tool_calls" and value:
                 for call in value:
                     fn = call.get("function", call) if isinstance(call, Mapping) else {}
@@ -238,7 +588,7 @@ def count_message_tokens(
                 total += n(value)
     for tool in tools or ():
         total += 10 + n(json.dumps(tool, sort_keys=True, default=str))
-    return total
+    return total, images
 
 
 def uses_prompt_caching(messages: Sequence[Mapping[str, Any]]) -> bool:
@@ -255,20 +605,32 @@ def uses_prompt_caching(messages: Sequence[Mapping[str, Any]]) -> bool:
 
 
 class TokenEstimator:
-    """Estimates a call's prompt tokens with a per-provider safety margin.
+    """Estimates a call's prompt tokens for a budget's reservation: text with a per-provider safety margin, images
+    by their provider's rule (:func:`image_tokens`, no margin).
 
     Args:
-        margins: fraction added to the count, by LiteLLM provider name, with ``"default"`` for the rest
+        margins: fraction added to the text count, by LiteLLM provider name, with ``"default"`` for the rest
             (see :data:`DEFAULT_MARGINS`). Merged over the defaults.
+        unknown_model_image_tokens: tokens reserved per image on a model with no known image rule (default
+            :data:`UNKNOWN_MODEL_IMAGE_TOKENS`); set it to what your model's provider documents.
 
     Example:
         >>> from frugal_chains.accounting import TokenEstimator
         >>> est = TokenEstimator(margins={"default": 0.5})
         >>> est.estimate([{"role": "user", "content": "hello world"}], provider="acme")
         14
+        >>> photo = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
+        >>> TokenEstimator(unknown_model_image_tokens=1000).estimate(
+        ...     [{"role": "user", "content": [photo]}], model="my-llava", provider="ollama")
+        1009
     """
 
-    def __init__(self, margins: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        margins: Mapping[str, float] | None = None,
+        *,
+        unknown_model_image_tokens: int = UNKNOWN_MODEL_IMAGE_TOKENS,
+    ) -> None:
         merged = dict(DEFAULT_MARGINS)
         for key, value in (margins or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
@@ -277,7 +639,18 @@ class TokenEstimator:
                     field="margins",
                 )
             merged[key] = float(value)
+        if (
+            isinstance(unknown_model_image_tokens, bool)
+            or not isinstance(unknown_model_image_tokens, int)
+            or unknown_model_image_tokens < 0
+        ):
+            raise ConfigurationError(
+                "unknown_model_image_tokens must be an int >= 0 (tokens reserved per image on a model with no "
+                f"known image rule, e.g. 1500), got {unknown_model_image_tokens!r}.",
+                field="unknown_model_image_tokens",
+            )
         self.margins: Mapping[str, float] = merged
+        self.unknown_model_image_tokens = unknown_model_image_tokens
 
     def margin_for(self, provider: str | None) -> float:
         return self.margins.get(provider or "", self.margins["default"])
@@ -290,6 +663,15 @@ class TokenEstimator:
         provider: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> int:
-        """Prompt tokens, margin included, rounded up."""
-        raw = count_message_tokens(messages, model=model, tools=tools)
-        return math.ceil(raw * (1 + self.margin_for(provider)))
+        """Prompt tokens, rounded up: the text with the provider's margin, plus each image's worst case."""
+
+        def per_image(part: Mapping[str, Any]) -> int:
+            return image_tokens(
+                part,
+                model=model,
+                provider=provider,
+                unknown_model_image_tokens=self.unknown_model_image_tokens,
+            )
+
+        text, images = _counted(messages, model, tools, per_image)
+        return math.ceil(text * (1 + self.margin_for(provider))) + images

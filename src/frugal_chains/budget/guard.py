@@ -33,7 +33,12 @@ from typing_extensions import Unpack
 
 from frugal_chains.accounting.ledger import Claim, CommitResult, Counter, ReserveResult, SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
-from frugal_chains.accounting.tokens import TokenEstimator, count_text_tokens, uses_prompt_caching
+from frugal_chains.accounting.tokens import (
+    UNKNOWN_MODEL_IMAGE_TOKENS,
+    TokenEstimator,
+    count_text_tokens,
+    uses_prompt_caching,
+)
 from frugal_chains.accounting.usage import (
     Attribution,
     CallRecord,
@@ -136,6 +141,7 @@ class GuardOptions(TypedDict, total=False):
     prices: PriceBook | Mapping[str, Price] | None
     unknown_model: Literal["raise", "warn"]
     margins: Mapping[str, float] | None
+    unknown_model_image_tokens: int
     on_ledger_error: Literal["closed", "open"]
     reservation_ttl: timedelta
     on_alert: AlertHook | None
@@ -155,6 +161,8 @@ class BudgetGuard:
             in tokens, and its records say ``cost_usd=None`` (unknown), unless the price book has a
             ``fallback_price``.
         margins: token-estimate safety margins by provider (see ``TokenEstimator``).
+        unknown_model_image_tokens: tokens reserved per image on a model with no known image rule (images on
+            OpenAI, Anthropic and Gemini models are reserved by their provider's rule; see ``TokenEstimator``).
         on_ledger_error: ``"closed"`` (default): refuse calls while the ledger is unreachable. ``"open"``:
             let them through; their spend is written when the ledger is back.
         reservation_ttl: a reservation not committed or released by then is given back by the ledger
@@ -186,6 +194,7 @@ class BudgetGuard:
         prices: PriceBook | Mapping[str, Price] | None = None,
         unknown_model: Literal["raise", "warn"] = "raise",
         margins: Mapping[str, float] | None = None,
+        unknown_model_image_tokens: int = UNKNOWN_MODEL_IMAGE_TOKENS,
         on_ledger_error: Literal["closed", "open"] = "closed",
         reservation_ttl: timedelta = timedelta(hours=1),
         on_alert: AlertHook | None = None,
@@ -222,7 +231,7 @@ class BudgetGuard:
         self.budgets = budgets
         self._needs_price = any(b.max_usd is not None for b in budgets)
         self.ledger = ledger
-        self.estimator = TokenEstimator(margins)
+        self.estimator = TokenEstimator(margins, unknown_model_image_tokens=unknown_model_image_tokens)
         self.on_ledger_error = on_ledger_error
         self.reservation_ttl = reservation_ttl
         self.on_alert = on_alert

@@ -158,6 +158,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             the call) or ``"warn"``. Token budgets need no price: such a model is counted in tokens and recorded
             with ``cost_usd=None``.
         margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
+        unknown_model_image_tokens: tokens reserved per image on a model with no known image rule (default
+            4,784; OpenAI, Anthropic and Gemini images are reserved by their provider's rule).
         on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
         reservation_ttl: when an unfinished reservation is given back (default one hour).
         on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
@@ -540,6 +542,7 @@ def budget_scope(
                     on_alert=guard.on_alert,
                     anomaly=guard.anomaly or False,
                     margins=handler_kwargs.pop("margins", dict(guard.estimator.margins)),
+                    unknown_model_image_tokens=guard.estimator.unknown_model_image_tokens,
                 )
             )
             if handler_kwargs:

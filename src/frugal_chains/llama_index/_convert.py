@@ -132,8 +132,10 @@ def openai_message(message: Any) -> dict[str, Any]:
                 parts[-1]["cache_control"] = {"type": "ephemeral"}
             else:
                 out["cache_control"] = {"type": "ephemeral"}
+        elif kind == "image":  # inline data or its URL: the budget reserves it by its size when known
+            parts.append({"type": "image_url", "image_url": _image_url(block)})
         elif kind is not None:
-            # image, audio, video, document: a flat per-part cost (see frugal_chains.accounting.tokens)
+            # audio, video, document: priced per part like an image of unknown size (frugal_chains.accounting.tokens)
             parts.append({"type": "image_url", "image_url": {"url": ""}})
     if all(p.get("type") == "text" and "cache_control" not in p for p in parts):
         out["content"] = "\n".join(str(p["text"]) for p in parts)
@@ -149,6 +151,22 @@ def openai_message(message: Any) -> dict[str, Any]:
                 out[key] = extra[key]
     if tool_calls:
         out["tool_calls"] = tool_calls
+    return out
+
+
+def _image_url(block: Any) -> dict[str, Any]:
+    """An image block as OpenAI's ``image_url``: a ``data:`` URL for inline data (LlamaIndex keeps it base64
+    encoded), else its URL (``""`` when it has neither, e.g. a local path), with its ``detail``."""
+    image, url = _get(block, "image"), _get(block, "url")
+    if isinstance(image, bytes) and image:
+        mime = _get(block, "image_mimetype") or "image/png"
+        ref = f"data:{mime};base64,{image.decode('ascii', errors='ignore')}"
+    else:
+        ref = "" if url is None else str(url)
+    out: dict[str, Any] = {"url": ref}
+    detail = _get(block, "detail")
+    if isinstance(detail, str):
+        out["detail"] = detail
     return out
 
 

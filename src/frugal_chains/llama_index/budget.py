@@ -254,7 +254,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``. The model name
             is the LLM's ``metadata.model_name``, or its ``class_name()`` when that is LlamaIndex's placeholder
             ``"unknown"`` (``"MockLLM"`` for ``MockLLM``).
-        unknown_model, margins, on_ledger_error, reservation_ttl, on_alert, anomaly: the guard's options
+        unknown_model, margins, unknown_model_image_tokens, on_ledger_error, reservation_ttl, on_alert, anomaly:
+            the guard's options
             (:class:`~frugal_chains.budget.GuardOptions`, each documented on
             :class:`~frugal_chains.budget.BudgetGuard`).
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.

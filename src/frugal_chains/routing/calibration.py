@@ -146,7 +146,8 @@ class SimResult:
     quality: float
     """Mean quality of the answers returned."""
     quality_share: float
-    """``quality`` / mean quality of always calling the strongest tier."""
+    """``quality`` / mean quality of always calling the strongest tier; NaN (undefined) when the strongest tier's
+    mean quality is not positive (e.g. every outcome labelled 0)."""
     strong_share: float
     """Share of requests whose answer came from the strongest tier (started there or escalated to it)."""
     cost_usd: float | None
@@ -328,9 +329,9 @@ class _Data:
         out = []
         for g, gate_threshold in enumerate(gate_thresholds):
             q = float(quality[g])
-            # quality_share is undefined when the strongest tier scores 0: count "at least as good" as 1.
-            q_share = q / strong if strong > 0 else (1.0 if q >= strong else 0.0)
-            se = 0.0
+            # a share of the strongest tier's mean quality is undefined when that mean is not positive: NaN
+            q_share = q / strong if strong > 0 else math.nan
+            se = 0.0 if strong > 0 else math.nan
             if strong > 0 and self.n > 1:
                 # residuals d_i = x_i - r * y_i of the ratio r = mean(x) / mean(y) (x, y in units of mean(y));
                 # sum(d) = 0 at r, so sum(d^2) / (n - 1) is their variance and the ratio's SE is sqrt(var / n)
@@ -513,7 +514,8 @@ class Calibration:
     """False when no point reached the target: the thresholds are then the best available point (highest quality
     for a quality target)."""
     quality_share: float
-    """Expected mean quality / the strongest tier's, on the calibration data."""
+    """Expected mean quality / the strongest tier's, on the calibration data (NaN when the strongest tier's mean
+    quality is not positive: only a ``max_strong_share`` calibration can be made on such data)."""
     strong_share: float
     """Expected share of requests answered by the strongest tier."""
     cost_share: float | None
@@ -630,11 +632,13 @@ class Calibration:
 
 def _better_for_quality(p: SimResult) -> tuple[float, ...]:
     """Sort key among points that meet a quality target: fewest strong calls, then cheapest, best, simplest."""
-    return (p.strong_share, p.cost_share or 0.0, -p.quality_share, p.gate_threshold is not None)
+    return (p.strong_share, p.cost_share or 0.0, -p.quality, p.gate_threshold is not None)
 
 
 def _best_quality(p: SimResult) -> tuple[float, ...]:
-    return (-p.quality_share, p.strong_share, p.cost_share or 0.0, p.gate_threshold is not None)
+    """Best quality first (mean quality: the same order as the quality share, and defined when the share is
+    not)."""
+    return (-p.quality, p.strong_share, p.cost_share or 0.0, p.gate_threshold is not None)
 
 
 def calibrate(
@@ -653,10 +657,11 @@ def calibrate(
 
     Targets (give one; ``target_quality=0.95`` when neither is given):
 
-    * ``target_quality``: a share of the strongest tier's mean quality, in (0, 1.5] (above 1 asks to beat the
-      strongest tier, which a cascade can when the cheap tier is right where the strong one is wrong; 95 is
-      rejected: write 0.95). The point with the **lowest strong share** whose quality share reaches it wins (ties:
-      lower cost, higher quality, no gate).
+    * ``target_quality``: a share of the strongest tier's mean quality, in (0, 1] (1.0: as good as always calling
+      the strongest tier; 95 is rejected: write 0.95). The point with the **lowest strong share** whose quality
+      share reaches it wins (ties: lower cost, higher quality, no gate). A share needs a strongest tier whose mean
+      quality on the outcomes is positive: when it is not (every outcome labelled 0, say), ``calibrate`` raises
+      instead of reporting a target met on nothing.
     * ``max_strong_share``: at most this share of requests may reach the strongest tier, in [0, 1]. The point with
       the **highest quality** within the cap wins (ties: lower strong share, lower cost, no gate).
 
@@ -685,9 +690,10 @@ def calibrate(
             (a resampling check with a gate: 22% of calibrations below the target instead of 10%).
 
     Raises:
-        ConfigurationError: both targets given, a target out of range, both or neither of ``scores``/``scorer``
-            with no gate scores, ``confidence`` out of [0.5, 1) or given with ``max_strong_share``, or bad outcomes
-            (the field is named).
+        ConfigurationError: both targets given, a target out of range (``target_quality`` outside (0, 1],
+            ``max_strong_share`` outside [0, 1]), a quality target on outcomes whose strongest tier's mean quality
+            is not positive (``field="outcomes"``), both or neither of ``scores``/``scorer`` with no gate scores,
+            ``confidence`` out of [0.5, 1) or given with ``max_strong_share``, or bad outcomes (the field is named).
 
     Example:
         >>> from frugal_chains.routing import LabelledOutcome, calibrate
@@ -725,11 +731,19 @@ def calibrate(
             )
     else:
         kind, value = "target_quality", 0.95 if target_quality is None else target_quality
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.5:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
             raise ConfigurationError(
-                f"target_quality must be a share of the strongest tier's quality in (0, 1.5] (e.g. 0.95), got "
+                f"target_quality must be a share of the strongest tier's quality in (0, 1] (e.g. 0.95), got "
                 f"{value!r}",
                 field="target_quality",
+            )
+        if not data.strong_quality > 0:
+            raise ConfigurationError(
+                f"target_quality is a share of the strongest tier's mean quality, which is "
+                f"{data.strong_quality:g} on these outcomes: the share is undefined. Check the quality labels "
+                "(the last number of each LabelledOutcome.quality is the strongest tier's), or calibrate with "
+                "max_strong_share= instead",
+                field="outcomes",
             )
     value = float(value)
     z = 0.0

@@ -16,7 +16,9 @@ Rules:
 * A provider error that :meth:`Cascade.escalates` accepts (rate limits, timeouts, connection and server
   errors, context overflow: ``langchain_core``'s ``ModelError.is_retryable`` and the usual SDK names) moves to
   the next tier; any other error propagates at once (a bug, a refused budget, a bad request). When the last
-  tier errors, :class:`~frugal_chains.errors.CascadeExhaustedError` carries every attempt.
+  tier errors, :class:`~frugal_chains.errors.CascadeExhaustedError` carries every attempt. A nested cascade
+  (a cascade used as a tier) that raises ``CascadeExhaustedError`` escalates when every error that exhausted it
+  escalates by this cascade's rule (see :meth:`Cascade.escalates`).
 * Streams (:meth:`Cascade.stream`, :meth:`Cascade.astream`): with no gate that needs the whole answer, the
   starting tier streams live and its answer is not gated. Otherwise each tier below the strongest is buffered,
   its whole answer checked, and its chunks given once it passes; the strongest tier streams live. An error that
@@ -331,7 +333,13 @@ class Cascade:
         return self.prices.resolve(model or spec.model)[0].cost(usage)
 
     def escalates(self, error: BaseException) -> bool:
-        """Whether ``error`` moves the request to the next tier (else it propagates)."""
+        """Whether ``error`` moves the request to the next tier (else it propagates).
+
+        A :class:`~frugal_chains.errors.CascadeExhaustedError` (a nested cascade used as a tier gave up) escalates
+        when every error that exhausted it escalates by this cascade's own rule; an attempt that failed without an
+        error (structured output that did not parse) counts as escalating, as it does for a plain tier."""
+        if isinstance(error, CascadeExhaustedError):
+            return all(self.escalates(a.error) for a in error.attempts if a.error is not None)
         try:
             return bool(self.escalate_on(error))
         except Exception:

@@ -339,6 +339,22 @@ async def test_structured_output_exhausted_raises() -> None:
     assert [a.outcome for a in info.value.attempts] == ["escalated", "exhausted"]
 
 
+def test_a_nested_cascade_whose_structured_output_never_parses_escalates_to_the_outer_next_tier() -> None:
+    bad = [_person_call({"name": "Ada"})]
+    inner = CascadeChatModel(
+        tiers=[Scripted(model="cheap-model", script=bad), Scripted(model="cheap-model", script=bad)],
+        prices=PRICES,
+        name="inner",
+    )
+    strong = Scripted(model="strong-model", script=[_person_call({"name": "Ada", "age": 36})])
+    outer = CascadeChatModel(tiers=[inner, strong], tier_names=["inner", "strong"], prices=PRICES)
+    raw = outer.with_structured_output(Person, include_raw=True).invoke("Ada Lovelace, 36")
+    assert raw["parsed"] == Person(name="Ada", age=36)
+    attempts = raw["raw"].response_metadata["frugal"]["cascade"]["attempts"]
+    assert [(a["tier"], a["outcome"]) for a in attempts] == [("inner", "error"), ("strong", "accepted")]
+    assert "CascadeExhaustedError" in attempts[0]["error"]
+
+
 # -- streaming ---------------------------------------------------------------------------------------------------
 def test_stream_buffers_the_cheap_tier_until_it_passes() -> None:
     cheap, strong = tiers(["no idea at all"], ["the answer is 42"])

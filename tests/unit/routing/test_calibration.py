@@ -250,12 +250,54 @@ def test_calibrate_under_a_cap_maximises_quality() -> None:
 
 
 def test_an_unreachable_target_returns_the_best_point_unmet() -> None:
-    outcomes, scores = dataset(200, seed=3)
-    cal = calibrate(outcomes, scores=scores, target_quality=1.4)
+    """Gate only (no scorer sends a request to the strong tier at once) and a verifier that trusts the cheap tier's
+    wrong answers: no point reaches the target; the best one is returned with ``met=False``."""
+    outcomes = [
+        LabelledOutcome(
+            messages=f"q{i}", quality=(float(i < 6), 1.0), gate_scores=(0.9 if i >= 8 else 0.2 + i / 100,)
+        )
+        for i in range(10)
+    ]
+    cal = calibrate(outcomes, target_quality=1.0)
     assert not cal.met
-    best = max(p.quality_share for p in brute_force(outcomes, scores))
-    assert cal.quality_share == pytest.approx(best)
-    assert best < 1.4
+    best = max(
+        simulate(outcomes, None, None, gate_threshold=g).quality_share
+        for g in [None, *sorted({o.gate_scores[0] for o in outcomes if o.gate_scores})]  # type: ignore[index]
+    )
+    assert cal.quality_share == pytest.approx(best) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("target", [1.5, 1.01, 95])
+def test_a_quality_target_above_one_is_rejected_naming_the_field_and_the_range(target: float) -> None:
+    outcomes, scores = dataset(20)
+    with pytest.raises(ConfigurationError) as e:
+        calibrate(outcomes, scores=scores, target_quality=target)
+    assert e.value.field == "target_quality"
+    assert "target_quality" in str(e.value) and "(0, 1]" in str(e.value)
+
+
+def test_all_zero_quality_never_reports_a_target_met() -> None:
+    """The strongest tier's mean quality is 0: a share of it is undefined (NaN), and a quality target raises
+    instead of claiming the goal met on nothing."""
+    import math
+
+    outcomes = [LabelledOutcome(messages=f"q{i}", quality=(0.0, 0.0), cost_usd=(0.1, 1.0)) for i in range(10)]
+    scores = [i / 10 for i in range(10)]
+    r = simulate(outcomes, scores, (0.5,))
+    assert math.isnan(r.quality_share) and math.isnan(r.quality_share_se)
+    assert r.quality == 0.0 and r.strong_share == 0.5
+    for kwargs in ({}, {"target_quality": 0.95}, {"target_quality": 0.5, "confidence": 0.9}):
+        with pytest.raises(ConfigurationError) as e:
+            calibrate(outcomes, scores=scores, **kwargs)  # type: ignore[arg-type]
+        assert e.value.field == "outcomes" and "target_quality" in str(e.value)
+    # a cap on the strong share needs no share of quality: it is calibrated, its quality share reported as NaN
+    capped = calibrate(outcomes, scores=scores, max_strong_share=0.3)
+    assert capped.met and capped.strong_share <= 0.3 and math.isnan(capped.quality_share)
+    # negative judge scores on the strongest tier: a share of them is undefined too
+    negative = [LabelledOutcome(messages="q", quality=(1.0, -1.0))]
+    assert math.isnan(simulate(negative, None, None).quality_share)
+    with pytest.raises(ConfigurationError):
+        calibrate(negative, scores=[0.5])
 
 
 def test_calibrate_with_a_gate() -> None:

@@ -166,6 +166,78 @@ def test_structured_output_must_parse_even_on_the_last_tier() -> None:
     assert [a.outcome for a in info.value.attempts] == ["escalated", "exhausted"]
 
 
+def _exhausted(*errors: BaseException | None) -> CascadeExhaustedError:
+    """An inner cascade's exhaustion: one attempt per error (``None``: structured output that did not parse)."""
+    from frugal_chains.routing import Attempt
+
+    return CascadeExhaustedError(
+        [
+            Attempt(
+                tier=f"inner-{i}",
+                tier_index=i,
+                model="m",
+                outcome="error" if e is not None else ("exhausted" if i == len(errors) - 1 else "escalated"),
+                error=e,
+                gates=() if e is not None else (GateResult(gate="structured_output", passed=False),),
+            )
+            for i, e in enumerate(errors)
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        pytest.param(lambda: _exhausted(TimeoutError("slow"), ConnectionError("down")), id="errors"),
+        pytest.param(lambda: _exhausted(None, None), id="structured-output-never-parsed"),
+        pytest.param(lambda: _exhausted(TimeoutError("slow"), None), id="mixed"),
+        pytest.param(lambda: _exhausted(_exhausted(TimeoutError("slow")), None), id="two-deep"),
+    ],
+)
+def test_an_exhausted_nested_cascade_escalates(inner: Any) -> None:
+    """A nested cascade that gave up escalates when every error that exhausted it escalates; an answer that never
+    parsed counts as escalating (the next tier may parse), as a plain tier's does."""
+    engine = Cascade(TIERS[:2])
+    error = inner()
+    assert engine.escalates(error)
+
+    def call(i: int) -> TierAnswer:
+        if i == 0:
+            raise error
+        return TierAnswer(text="ok")
+
+    result = engine.run(MSGS, call)
+    assert [a.outcome for a in result.attempts] == ["error", "accepted"]
+    assert result.attempts[0].error is error
+
+
+async def test_an_exhausted_nested_cascade_escalates_async() -> None:
+    engine = Cascade(TIERS[:2])
+
+    async def call(i: int) -> TierAnswer:
+        if i == 0:
+            raise _exhausted(TimeoutError("slow"), TimeoutError("slow"))
+        return TierAnswer(text="ok")
+
+    result = await engine.arun(MSGS, call)
+    assert [a.outcome for a in result.attempts] == ["error", "accepted"]
+
+
+def test_a_nested_cascade_exhausted_by_an_error_this_cascade_does_not_escalate_on_propagates() -> None:
+    only_timeouts = Cascade(TIERS[:2], escalate_on=lambda e: isinstance(e, TimeoutError))
+    inner = _exhausted(TimeoutError("slow"), ConnectionError("down"))
+    assert not only_timeouts.escalates(inner)
+    assert not only_timeouts.escalates(_exhausted(_exhausted(ConnectionError("down"))))
+    assert only_timeouts.escalates(_exhausted(TimeoutError("slow"), None))
+
+    def call(i: int) -> TierAnswer:
+        raise inner
+
+    with pytest.raises(CascadeExhaustedError) as info:
+        only_timeouts.run(MSGS, call)
+    assert info.value is inner  # raised as it is: the outer cascade recorded no attempt
+
+
 def test_a_raising_gate_counts_as_failed() -> None:
     class Broken:
         name, needs_full_answer = "broken", True

@@ -37,6 +37,7 @@ from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.shared.backoff import Backoff
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     from frugal_chains.accounting.ledger import SpendLedger
@@ -198,7 +199,7 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     return float(value)
 
 
-class AnswerCache:
+class AnswerCache(SharedService):
     """The semantic answer cache, framework-free: what the LangChain and LlamaIndex adapters wrap.
 
     Args:

@@ -16,6 +16,7 @@ entry another process invalidated or deleted is never served. For many processes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from frugal_chains.cache._ann import IvfPartition
 from frugal_chains.cache.index import CacheEntry, Hit
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,7 +92,7 @@ def _cannot_open(path: str, e: BaseException) -> ConfigurationError:
 _Partition = IvfPartition
 
 
-class EmbeddedIndex:
+class EmbeddedIndex(SharedService):
     """An in-process vector index persisted in SQLite: the cache's default backend.
 
     Args:
@@ -169,7 +171,9 @@ class EmbeddedIndex:
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise sqlite3.OperationalError(f"cannot create the folder of the file: {e}") from e
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=_OPEN_TIMEOUT_S)
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=_OPEN_TIMEOUT_S
+        )
         try:
             if self._shared:
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -216,10 +220,10 @@ class EmbeddedIndex:
             ) from e
         for suffix in ("-wal", "-shm"):
             side = base.with_name(base.name + suffix)
-            try:
+            with contextlib.suppress(
+                OSError
+            ):  # absent (or already gone): nothing of the old file is read again
                 side.rename(target.with_name(target.name + suffix))
-            except OSError:
-                pass  # absent (or already gone): nothing of the old file is read again
         self.moved_aside = str(target)
         log.warning(
             "frugal-chains cache: %s is corrupted (%s); moved it to %s and started an empty cache",

@@ -438,7 +438,8 @@ class AnswerCache(SharedService):
         if isinstance(owner, BypassPolicy) and not owner.user_specific:
             return False  # an FAQ bot said "my card" questions have one answer for everybody
         return (
-            BypassPolicy(time_sensitive=False, context_dependent=False).reason(request.question) is not None
+            BypassPolicy(time_sensitive=False, context_dependent=False).reason(request.question)
+            == "user-specific"
         )
 
     def _policy_failed(self, what: str, err: BaseException) -> None:

@@ -80,6 +80,15 @@ def _corrupted(e: sqlite3.DatabaseError) -> bool:
     return "file is not a database" in text or "malformed" in text
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file's (device, inode), None when it does not exist (or is ``:memory:``)."""
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _cannot_open(path: str, e: BaseException) -> ConfigurationError:
     return ConfigurationError(
         f"the cache file {path} cannot be opened ({e}): check that it is a writable file that no other program "
@@ -137,12 +146,14 @@ class EmbeddedIndex(SharedService):
         """Where a corrupted file found at open was moved (None: it was not)."""
         self._adds = 0
         self._shared = self.path != ":memory:"
+        opened = _identity(self.path)
         try:
             self._open_waiting(dim)
         except sqlite3.DatabaseError as e:
             if not (self._shared and _corrupted(e)):
                 raise _cannot_open(self.path, e) from e
-            self._move_aside(e)
+            if _identity(self.path) == opened:  # else another process replaced it already: open the new file
+                self._move_aside(e)
             self._reset_memory()
             self.dim = dim
             try:
@@ -211,18 +222,16 @@ class EmbeddedIndex(SharedService):
         try:
             base.rename(target)
         except FileNotFoundError:
-            pass  # another process moved it aside first
+            return  # another process moved it aside first
         except OSError as e:
             raise ConfigurationError(
                 f"the cache file {self.path} is corrupted ({err}) and could not be moved aside ({e}): delete it, "
                 "or pass another path",
                 field="path",
             ) from e
-        for suffix in ("-wal", "-shm"):
+        for suffix in ("-wal", "-shm"):  # an absent one is fine: nothing of the old file is read again
             side = base.with_name(base.name + suffix)
-            with contextlib.suppress(
-                OSError
-            ):  # absent (or already gone): nothing of the old file is read again
+            with contextlib.suppress(OSError):
                 side.rename(target.with_name(target.name + suffix))
         self.moved_aside = str(target)
         log.warning(

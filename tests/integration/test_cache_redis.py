@@ -32,6 +32,7 @@ def q(text: str) -> CacheRequest:
 def make_cache(index: RedisIndex, **kw: Any) -> AnswerCache:
     # the fake embedder shares words, not meaning: a low threshold lets a paraphrase with shared words through
     kw.setdefault("threshold", 0.5)
+    kw.setdefault("outage_backoff", 0)  # these tests restart the server and expect the next call to try it
     return AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)
 
 

@@ -58,6 +58,7 @@ from frugal_chains.accounting.ledger import (
 from frugal_chains.accounting.usage import CallRecord
 from frugal_chains.errors import ConfigurationError, LedgerUnavailableError
 from frugal_chains.shared.redis_client import close_async_client, no_retry_options
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["RedisLedger"]
 
@@ -329,7 +330,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisLedger:
+class RedisLedger(SharedService):
     """Spend ledger in Redis, shared by processes and hosts; every change is one atomic Lua script.
 
     Works with Redis 7 or 8, Redis Stack and managed Redis (standalone or Cluster; see the module docs for the

@@ -35,6 +35,7 @@ from frugal_chains.accounting.ledger import (
 )
 from frugal_chains.accounting.usage import CallRecord
 from frugal_chains.errors import ConfigurationError, LedgerUnavailableError
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["SQLiteLedger"]
 
@@ -73,7 +74,7 @@ _KEEP_FINISHED_RESERVATIONS_S = 7 * 86400
 _PRUNE_EVERY_S = 60.0
 
 
-class SQLiteLedger:
+class SQLiteLedger(SharedService):
     """Embedded spend ledger in SQLite (the default).
 
     Args:

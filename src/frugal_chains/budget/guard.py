@@ -51,6 +51,7 @@ from frugal_chains.accounting.usage import (
 from frugal_chains.budget.alerts import DAILY_COUNTER, Alert, AlertHook, AnomalyDetector, call_hook
 from frugal_chains.budget.budget import Budget
 from frugal_chains.errors import BudgetExceededError, ConfigurationError, LedgerUnavailableError
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["BudgetGuard", "CallPlan", "Reservation"]
 
@@ -148,7 +149,7 @@ class GuardOptions(TypedDict, total=False):
     anomaly: AnomalyDetector | Literal[False] | None
 
 
-class BudgetGuard:
+class BudgetGuard(SharedService):
     """Prices, reserves and records LLM calls against budgets. Framework-free; thread- and task-safe.
 
     Args:

@@ -6,11 +6,12 @@ from frugal_chains._deprecation import warn_renamed
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["GuardDriven"]
 
 
-class GuardDriven:
+class GuardDriven(SharedService):
     """Base of the framework budget handlers: :attr:`core` is the guard that makes every decision; the handler
     only turns host callbacks into ``plan``/``reserve``/``commit``/``release`` calls.
 

@@ -2,7 +2,8 @@
 
 A lookup goes:
 
-1. **Scope.** ``cache_scope(bypass=True)`` turns the cache off; otherwise the request's partition (model and
+1. **Scope.** ``cache_scope(bypass=True)`` turns the cache off, and so does a question with no letter or digit
+   (``""``, ``"?"``: counted as bypassed, reason ``"empty"``); otherwise the request's partition (model and
    parameters, system prompt, earlier turns, tools, tenant/user/namespace scope, the cache ``version``) confines
    everything below.
 2. **Exact tier.** The SHA-256 of partition + :func:`normalize` (question). Served when the ids in the two
@@ -15,8 +16,9 @@ A lookup goes:
    served.
 
 Failures fail **open**: an unreachable index (Redis down) or a failing embedder makes lookups miss and updates
-drop, with one warning per outage; the caller's chain still answers. An entry that does not decode is deleted
-and skipped, never served.
+drop, with one warning per outage; the caller's chain still answers. After a failure the backend is skipped for a
+back-off window (``outage_backoff``, growing while it keeps failing), so a hung backend costs one timeout per
+window, not one per call. An entry that does not decode is deleted and skipped, never served.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.backoff import Backoff
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     from frugal_chains.accounting.ledger import SpendLedger
@@ -108,7 +112,8 @@ class CacheStats:
     bypassed: int = 0
     """Lookups that skipped the semantic tier (time-sensitive, user-specific, context-dependent)."""
     errors: int = 0
-    """Backend or embedder failures (each one a miss or a dropped update: the cache fails open)."""
+    """Lookups and updates that failed open because the backend or the embedder failed (each one a miss or a
+    dropped update), including those skipped while the cache backs off after a failure (``outage_backoff``)."""
     corrupted: int = 0
     """Entries that did not decode: deleted, never served."""
     updates: int = 0
@@ -168,6 +173,20 @@ class _Counters:
         )
 
 
+_MAX_BACKOFF_S = 60.0
+"""The longest ``outage_backoff`` window (unless the first one is longer)."""
+
+
+def _backoff_seconds(value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise ConfigurationError(
+            f"outage_backoff must be a number of seconds >= 0 or a timedelta, got {value!r}",
+            field="outage_backoff",
+        )
+    return float(seconds)
+
+
 def _seconds(value: float | timedelta | None, name: str) -> float | None:
     if value is None:
         return None
@@ -180,7 +199,7 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     return float(value)
 
 
-class AnswerCache:
+class AnswerCache(SharedService):
     """The semantic answer cache, framework-free: what the LangChain and LlamaIndex adapters wrap.
 
     Args:
@@ -205,6 +224,10 @@ class AnswerCache:
         ledger: where a ``cache_hit`` :class:`~frugal_chains.accounting.CallRecord` with the USD saved is written.
         prices: prices the original calls (what a hit saves): a ``PriceBook`` or ``{model: Price}`` for models
             LiteLLM's map does not know; default: LiteLLM's map (an unknown model's hit saves $0, with a warning).
+        outage_backoff: after the index or the embedder fails, the cache skips them for this long (seconds or a
+            timedelta): lookups miss and updates are dropped at once, so a hung backend costs one timeout per
+            window, not one per call. The window doubles while the backend keeps failing, up to 60 s (or
+            ``outage_backoff`` if longer); the first success ends it. 0 tries the backend at every call.
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
@@ -235,6 +258,7 @@ class AnswerCache:
         tags: Sequence[str] = (),
         ledger: SpendLedger | None = None,
         prices: PriceBook | Mapping[str, Price] | None = None,
+        outage_backoff: float | timedelta = timedelta(seconds=1),
     ) -> None:
         from frugal_chains.cache import guard as guard_mod
 
@@ -308,7 +332,7 @@ class AnswerCache:
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
         self._counters = _Counters()
-        self._down = False
+        self._outage = Backoff(_backoff_seconds(outage_backoff), _MAX_BACKOFF_S)
         self._down_lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -346,10 +370,7 @@ class AnswerCache:
     # -- failure handling ------------------------------------------------------------------------------------
     def _failed(self, what: str, err: BaseException) -> None:
         self._counters.add("errors")
-        with self._down_lock:
-            first = not self._down
-            self._down = True
-        if first:
+        if self._outage.failed():
             log.warning(
                 "frugal-chains cache: %s failed (%s: %s); lookups miss and updates are dropped until it is back",
                 what,
@@ -358,11 +379,15 @@ class AnswerCache:
             )
 
     def _ok(self) -> None:
-        if self._down:
-            with self._down_lock:
-                if self._down:
-                    self._down = False
-                    log.warning("frugal-chains cache: the backend answers again")
+        if self._outage.ok():
+            log.warning("frugal-chains cache: the backend answers again")
+
+    def _backing_off(self) -> bool:
+        """True while the cache skips a failing backend (see ``outage_backoff``): the call fails open at once."""
+        if not self._outage.skip():
+            return False
+        self._counters.add("errors")
+        return True
 
     # -- lookup ----------------------------------------------------------------------------------------------
     def _exact_ok(self, request: CacheRequest, entry: CacheEntry) -> bool:
@@ -399,7 +424,10 @@ class AnswerCache:
     def _uncacheable(self, request: CacheRequest, reason: str | None) -> bool:
         """A user-specific question ("my balance") with no user in the scope is neither served nor stored:
         even an identical question from another user may need another answer. Checked on its own (a question
-        can be time-sensitive *and* user-specific); a failing policy counts as user-specific."""
+        can be time-sensitive *and* user-specific); a failing policy counts as user-specific. An empty or
+        punctuation-only question ("", "?") is never cached: they would all share one answer."""
+        if request.blank:
+            return True
         if request.scope.user_id is not None or self.bypass is None:
             return False
         if reason in ("user-specific", "error"):
@@ -410,7 +438,8 @@ class AnswerCache:
         if isinstance(owner, BypassPolicy) and not owner.user_specific:
             return False  # an FAQ bot said "my card" questions have one answer for everybody
         return (
-            BypassPolicy(time_sensitive=False, context_dependent=False).reason(request.question) is not None
+            BypassPolicy(time_sensitive=False, context_dependent=False).reason(request.question)
+            == "user-specific"
         )
 
     def _policy_failed(self, what: str, err: BaseException) -> None:
@@ -518,7 +547,7 @@ class AnswerCache:
         """The partitioned request and its bypass reason; None when the cache must not be used at all."""
         if request.scope.bypass:
             return None
-        reason = self._bypass_reason(request)
+        reason = "empty" if request.blank else self._bypass_reason(request)
         if self._uncacheable(request, reason):
             self._counters.add("bypassed")
             self._counters.add("misses")
@@ -538,6 +567,9 @@ class AnswerCache:
         if prepared is None:
             return None
         request, reason = prepared
+        if self._backing_off():
+            self._miss()
+            return None
         now = time.time()
         try:
             entry = self.index.get_exact(request.partition, request.exact_key, now)
@@ -609,6 +641,9 @@ class AnswerCache:
         if prepared is None:
             return None
         request, reason = prepared
+        if self._backing_off():
+            self._miss()
+            return None
         now = time.time()
         try:
             entry = await self.index.aget_exact(request.partition, request.exact_key, now)
@@ -744,7 +779,7 @@ class AnswerCache:
         """The partitioned request and whether it joins the semantic tier; None when it must not be stored."""
         if request.scope.bypass:
             return None
-        reason = self._bypass_reason(request)
+        reason = "empty" if request.blank else self._bypass_reason(request)
         if self._uncacheable(request, reason):
             return None
         return self._partition(request), self._semantic_indexable(request, reason)
@@ -779,6 +814,8 @@ class AnswerCache:
             return
         request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
+        if self._backing_off():
+            return
         try:
             if semantic:
                 entry = self._with_vector(entry, self.embedder.embed([request.normalized])[0])
@@ -808,6 +845,8 @@ class AnswerCache:
             return
         request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
+        if self._backing_off():
+            return
         try:
             if semantic:
                 entry = self._with_vector(entry, (await self.embedder.aembed([request.normalized]))[0])

@@ -16,6 +16,7 @@ entry another process invalidated or deleted is never served. For many processes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from frugal_chains.cache._ann import IvfPartition
 from frugal_chains.cache.index import CacheEntry, Hit
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,18 +67,53 @@ CREATE TABLE IF NOT EXISTS cache_meta (
 """
 
 _SWEEP_EVERY = 256
+_OPEN_TIMEOUT_S = 30.0
+"""How long a connection waits for another process's write lock."""
+
+
+def _corrupted(e: sqlite3.DatabaseError) -> bool:
+    """Real corruption (not a locked, read-only or missing file): SQLITE_CORRUPT or SQLITE_NOTADB."""
+    name = str(getattr(e, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return True
+    text = str(e).lower()
+    return "file is not a database" in text or "malformed" in text
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file's (device, inode), None when it does not exist (or is ``:memory:``)."""
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _cannot_open(path: str, e: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"the cache file {path} cannot be opened ({e}): check that it is a writable file that no other program "
+        "holds locked, or pass another path (or ':memory:')",
+        field="path",
+    )
 
 
 # Exact search below 20,000 vectors a partition, an inverted file with exact re-scoring above (see _ann.py).
 _Partition = IvfPartition
 
 
-class EmbeddedIndex:
+class EmbeddedIndex(SharedService):
     """An in-process vector index persisted in SQLite: the cache's default backend.
 
     Args:
-        path: a SQLite file (created if missing) or ``":memory:"`` (the default: nothing persisted).
+        path: a SQLite file (created if missing) or ``":memory:"`` (the default: nothing persisted). A file that
+            is not a SQLite database or is damaged ("malformed") is moved aside to ``<name>.corrupt-<UTC time>``
+            with one warning, and the cache starts empty (a cache is disposable).
         dim: the vector size; learnt from the first vector when omitted.
+
+    Raises:
+        ConfigurationError: ``field="path"`` when the file cannot be opened for another reason (a folder, no
+            permission, locked by another program for 30 s); ``field="embedder"`` when it holds vectors of
+            another size than ``dim``.
 
     Example:
         >>> import numpy as np
@@ -105,31 +142,104 @@ class EmbeddedIndex:
         self._exact: dict[tuple[str, str], str] = {}
         self._parts: dict[str, _Partition] = {}
         self._lru: OrderedDict[str, None] = OrderedDict()
+        self.moved_aside: str | None = None
+        """Where a corrupted file found at open was moved (None: it was not)."""
         self._adds = 0
         self._shared = self.path != ":memory:"
+        opened = _identity(self.path)
+        try:
+            self._open_waiting(dim)
+        except sqlite3.DatabaseError as e:
+            if not (self._shared and _corrupted(e)):
+                raise _cannot_open(self.path, e) from e
+            if _identity(self.path) == opened:  # else another process replaced it already: open the new file
+                self._move_aside(e)
+            self._reset_memory()
+            self.dim = dim
+            try:
+                self._open_waiting(dim)
+            except sqlite3.DatabaseError as e2:
+                raise _cannot_open(self.path, e2) from e2
+
+    def _open_waiting(self, dim: int | None) -> None:
+        """:meth:`_open`, retried while another process holds the file locked (switching a new file to WAL does
+        not wait on SQLite's busy timeout), up to the same 30 s."""
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while True:
+            try:
+                self._open(dim)
+                return
+            except sqlite3.OperationalError as e:
+                busy = "locked" in str(e) or "busy" in str(e)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _open(self, dim: int | None) -> None:
+        """Connect, create the schema, check the vector size and read every row (raises sqlite3 errors)."""
         if self._shared:
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        if self._shared:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._last_seq = 0
-        self._data_version = self._version()
-        self._generation = self._meta("generation") or "0"
-        stored_dim = self._meta("dim")
-        if stored_dim is not None:
-            if dim is not None and int(stored_dim) != dim:
-                raise ConfigurationError(
-                    f"{self.path} holds {stored_dim}-dimension vectors, not {dim}: use the embedder it was "
-                    "filled with, or another path",
-                    field="embedder",
-                )
-            self.dim = int(stored_dim)
-        elif dim is not None:
-            with self._tx():
-                self._claim_dim(dim)
-        self._load()
+            try:
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise sqlite3.OperationalError(f"cannot create the folder of the file: {e}") from e
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=_OPEN_TIMEOUT_S
+        )
+        try:
+            if self._shared:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._last_seq = 0
+            self._data_version = self._version()
+            self._generation = self._meta("generation") or "0"
+            stored_dim = self._meta("dim")
+            if stored_dim is not None:
+                if dim is not None and int(stored_dim) != dim:
+                    raise ConfigurationError(
+                        f"{self.path} holds {stored_dim}-dimension vectors, not {dim}: use the embedder it was "
+                        "filled with, or another path",
+                        field="embedder",
+                    )
+                self.dim = int(stored_dim)
+            elif dim is not None:
+                with self._tx():
+                    self._claim_dim(dim)
+            self._load()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _move_aside(self, err: sqlite3.DatabaseError) -> None:
+        """Rename a corrupted file (and its WAL files) to ``<name>.corrupt-<UTC time>``: the cache starts empty."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        base = Path(self.path).expanduser()
+        target = base.with_name(f"{base.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = base.with_name(f"{base.name}.corrupt-{stamp}-{n}")
+        try:
+            base.rename(target)
+        except FileNotFoundError:
+            return  # another process moved it aside first
+        except OSError as e:
+            raise ConfigurationError(
+                f"the cache file {self.path} is corrupted ({err}) and could not be moved aside ({e}): delete it, "
+                "or pass another path",
+                field="path",
+            ) from e
+        for suffix in ("-wal", "-shm"):  # an absent one is fine: nothing of the old file is read again
+            side = base.with_name(base.name + suffix)
+            with contextlib.suppress(OSError):
+                side.rename(target.with_name(target.name + suffix))
+        self.moved_aside = str(target)
+        log.warning(
+            "frugal-chains cache: %s is corrupted (%s); moved it to %s and started an empty cache",
+            self.path,
+            err,
+            target,
+        )
 
     # -- loading ---------------------------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:

@@ -11,6 +11,7 @@ expires the key natively). Size bound: ``add(..., max_entries=N)`` evicts the le
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ else:
     Vector = Any
 
 __all__ = ["CacheEntry", "Hit", "VectorIndex"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Lone surrogates: not encodable as UTF-8 (SQLite and Redis would refuse the row). Outside JSON strings never."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,8 +68,9 @@ class CacheEntry:
         return self.expires_at is not None and now >= self.expires_at
 
     def to_json(self) -> str:
-        """Every field but the vector, as JSON."""
-        return json.dumps(
+        """Every field but the vector, as JSON (valid UTF-8: a lone surrogate in a text is written as a ``\\u``
+        escape, which :meth:`from_json` reads back)."""
+        text = json.dumps(
             {
                 "id": self.id,
                 "partition": self.partition,
@@ -82,6 +87,7 @@ class CacheEntry:
             },
             ensure_ascii=False,
         )
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     @classmethod
     def from_json(cls, text: str | bytes, vector: Vector | None = None) -> CacheEntry:

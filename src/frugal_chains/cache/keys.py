@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from frugal_chains.cache.normalize import normalize
+from frugal_chains.cache.normalize import has_content, normalize
 from frugal_chains.cache.scope import CacheScope, current_cache_scope
 from frugal_chains.errors import ConfigurationError
 
@@ -92,6 +92,18 @@ class CacheRequest:
     exact_key: str = field(init=False)
     """SHA-256 of partition and normalised question."""
 
+    @property
+    def blank(self) -> bool:
+        """True for a user question with no letter or digit (``""``, ``"?"``, ``"..."``) and nothing else (no
+        image): such questions all share one key, so the cache neither serves nor stores them.
+
+        Example:
+            >>> from frugal_chains.cache import CacheRequest
+            >>> CacheRequest.from_prompt("?").blank, CacheRequest.from_prompt("Why?").blank
+            (True, False)
+        """
+        return self.semantic and not has_content(self.question)
+
     def __post_init__(self) -> None:
         if not isinstance(self.question, str):
             raise ConfigurationError(
@@ -164,7 +176,8 @@ class CacheRequest:
         if last.get("role") == "user" and set(last) <= {"role", "content", "name"}:
             text, others = _split_content(last.get("content"))
             last_rest: dict[str, Any] = {"name": last.get("name"), "parts": others}
-            question, semantic = text, bool(text.strip())
+            # a text question is compared by meaning; an empty text with an image (say) is matched exactly
+            question, semantic = text, bool(text.strip()) or not others
         else:
             question, semantic = _canonical(dict(last)), False
             last_rest = {}

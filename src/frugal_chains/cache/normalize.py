@@ -2,7 +2,9 @@
 
 :func:`normalize` makes superficially different spellings of the same question share a key:
 
-1. Unicode NFKC (full-width letters, ligatures, non-breaking spaces ...), then ``casefold()``;
+1. Unicode NFKC (full-width letters, ligatures, non-breaking spaces ...), then ``casefold()``; a lone surrogate
+   (``"\\ud800"``: not a character, and not encodable as UTF-8) becomes U+FFFD, so every embedder and store
+   takes the text;
 2. *volatile spans* become placeholders, so a request id or a timestamp pasted into a prompt does not
    defeat the cache: date-times and clock times with seconds -> ``<ts>``; UUIDs, long hex strings
    (>= 16 hex digits with at least one digit) and long digit runs (>= 10 digits) -> ``<id>``;
@@ -29,7 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["ID_PLACEHOLDER", "TS_PLACEHOLDER", "normalize", "volatile_spans"]
+__all__ = ["ID_PLACEHOLDER", "TS_PLACEHOLDER", "has_content", "normalize", "volatile_spans"]
 
 TS_PLACEHOLDER = "<ts>"
 ID_PLACEHOLDER = "<id>"
@@ -54,8 +56,22 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold()
+    return _SURROGATE.sub("\ufffd", unicodedata.normalize("NFKC", text).casefold())
+
+
+def has_content(text: str) -> bool:
+    """True when ``text`` has a letter or a digit in any script. ``""``, ``"?"``, ``"..."`` or ``"?!"`` have none:
+    they all normalise to ``""``, and the cache never serves nor stores them (one could not tell them apart).
+
+    Example:
+        >>> has_content("?"), has_content(" ... "), has_content("Why?"), has_content("¿أين؟"), has_content("42")
+        (False, False, True, True, True)
+    """
+    return any(ch.isalnum() for ch in text)
 
 
 def volatile_spans(text: str) -> list[str]:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from frugal_chains.cache.index import CacheEntry, Hit
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.shared.redis_client import close_async_client, no_retry_options
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     import numpy as np
@@ -269,7 +270,7 @@ class _AState:
         self.lock = asyncio.Lock()
 
 
-class RedisIndex:
+class RedisIndex(SharedService):
     """A :class:`~frugal_chains.cache.VectorIndex` in Redis: one cache shared by many processes and hosts.
 
     Args:

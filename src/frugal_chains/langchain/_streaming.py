@@ -20,6 +20,7 @@ from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.function_calling import convert_to_json_schema
 
+from frugal_chains.shared.sharing import NotPicklable
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
 try:
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - older langchain-core
 __all__ = ["ChildRunStreamingModel"]
 
 
-class ChildRunStreamingModel(BaseChatModel):
+class ChildRunStreamingModel(NotPicklable, BaseChatModel):
     """Base for wrappers whose ``_stream``/``_astream`` call other chat models as child runs."""
 
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:

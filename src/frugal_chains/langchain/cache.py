@@ -49,6 +49,7 @@ from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import cache_status, mark_cache_hit
+from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
     from frugal_chains.accounting.usage import Usage
@@ -254,7 +255,7 @@ def _core_of(cache: Any) -> AnswerCache:
     )
 
 
-class SemanticCache(BaseCache):
+class SemanticCache(SharedService, BaseCache):
     """A LangChain LLM cache that serves answers to the same question asked in other words.
 
     Exact repeats are served from a hash lookup; paraphrases (cosine similarity of the question's embedding

@@ -20,6 +20,7 @@ from llama_index.core.callbacks import CallbackManager
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.usage import Usage
+from frugal_chains.shared.sharing import NotPicklable
 
 __all__ = [
     "SharesCallbacks",
@@ -241,7 +242,7 @@ def whole_completion(chunks: Sequence[CompletionResponse]) -> CompletionResponse
     )
 
 
-class SharesCallbacks:
+class SharesCallbacks(NotPicklable):
     """Mixin of an LLM that calls other LLMs (the cascade, the cache wrapper): a callback manager set on it (by
     ``Settings.llm``, which sets ``Settings.callback_manager``) is passed on to the LLMs it calls, so one budget
     handler sees both its events and theirs."""

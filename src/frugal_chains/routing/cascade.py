@@ -65,6 +65,7 @@ from frugal_chains.routing.types import (
     Scorer,
     TierAnswer,
 )
+from frugal_chains.shared.sharing import SharedService
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
 __all__ = ["Cascade", "CascadeResult", "Route", "TierChunk", "default_escalates"]
@@ -214,7 +215,7 @@ class CascadeResult:
         }
 
 
-class Cascade:
+class Cascade(SharedService):
     """The cascade engine shared by both adapters (you rarely build one yourself).
 
     Args:

@@ -11,6 +11,7 @@ from typing import Any
 
 from frugal_chains.accounting.usage import CallRecord
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["DEFAULT_ALERT_THRESHOLD", "EscalationAlert", "RouterStats", "TierStats", "escalation_rates"]
 
@@ -63,7 +64,7 @@ class EscalationAlert:
     """How many recent attempts of that tier the rate covers."""
 
 
-class RouterStats:
+class RouterStats(SharedService):
     """Thread-safe counters per tier over all requests, plus a rolling window that drives the alert.
 
     Args:

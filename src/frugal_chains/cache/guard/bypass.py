@@ -1,5 +1,5 @@
 """The bypass policy: questions that must skip the semantic tier (time-sensitive, user-specific,
-context-dependent)."""
+context-dependent) and questions with nothing to compare (empty or punctuation only)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from frugal_chains.cache.guard.lexical import fold
+from frugal_chains.cache.normalize import has_content
 
 __all__ = ["BypassPolicy", "bypass_reason"]
 
@@ -41,6 +42,9 @@ _CONTEXT_DEPENDENT = re.compile(
 class BypassPolicy:
     """Which kinds of questions skip the semantic tier (the exact tier still serves identical ones).
 
+    A question with no letter or digit (``""``, ``"?"``, ``"..."``) is always ``"empty"``: every such question
+    normalises to the same key, so :class:`~frugal_chains.cache.AnswerCache` neither serves nor stores it.
+
     Args:
         time_sensitive: "today", "latest", "current", "now", "weather", "stock price" ...
         user_specific: "my order", "my account", "my balance", "my card" ... **On by default**: in a
@@ -63,7 +67,9 @@ class BypassPolicy:
     context_dependent: bool = True
 
     def reason(self, text: str) -> str | None:
-        """``"time-sensitive"`` / ``"user-specific"`` / ``"context-dependent"``, or ``None``."""
+        """``"empty"`` / ``"time-sensitive"`` / ``"user-specific"`` / ``"context-dependent"``, or ``None``."""
+        if not has_content(text):
+            return "empty"
         folded = " ".join(fold(text).split())
         if self.context_dependent and _CONTEXT_DEPENDENT.search(folded):
             return "context-dependent"
@@ -85,7 +91,8 @@ def bypass_reason(text: str, policy: BypassPolicy | None = None) -> str | None:
         policy: which rules apply; default :class:`BypassPolicy()` (all three on).
 
     Returns:
-        ``"time-sensitive"``, ``"user-specific"``, ``"context-dependent"`` or ``None``.
+        ``"empty"`` (no letter or digit), ``"time-sensitive"``, ``"user-specific"``, ``"context-dependent"`` or
+        ``None``.
 
     Example:
         >>> bypass_reason("What is the latest iPhone?")
@@ -94,6 +101,8 @@ def bypass_reason(text: str, policy: BypassPolicy | None = None) -> str | None:
         'user-specific'
         >>> bypass_reason("Translate this into French")
         'context-dependent'
+        >>> bypass_reason("?")
+        'empty'
         >>> bypass_reason("How do I learn Python?") is None
         True
     """

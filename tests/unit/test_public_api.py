@@ -28,11 +28,14 @@ EXPECTED_ROOT = [
     "PriceBook",
     "RedisLedger",
     "SQLiteLedger",
+    "ScopeNotPropagatedWarning",
+    "ScopedThreadPoolExecutor",
     "SpendLedger",
     "UnknownModelPriceError",
     "Usage",
     "attribute",
     "cache_scope",
+    "carry_scopes",
 ]
 EXPECTED_LANGCHAIN = [
     "achild_callbacks",
@@ -164,6 +167,19 @@ def test_root_exports_pinned() -> None:
     assert sorted(frugal_chains.__all__) == sorted(EXPECTED_ROOT)
     for name in EXPECTED_ROOT:
         assert getattr(frugal_chains, name) is not None
+
+
+def test_scope_helpers_pinned() -> None:
+    import frugal_chains.scopes
+
+    assert sorted(frugal_chains.scopes.__all__) == [
+        "ScopeNotPropagatedWarning",
+        "ScopedThreadPoolExecutor",
+        "carry_scopes",
+    ]
+    assert frugal_chains.ScopedThreadPoolExecutor is frugal_chains.scopes.ScopedThreadPoolExecutor
+    assert frugal_chains.carry_scopes is frugal_chains.scopes.carry_scopes
+    assert issubclass(frugal_chains.ScopeNotPropagatedWarning, UserWarning)
 
 
 def test_issue_names_import() -> None:

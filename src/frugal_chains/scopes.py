@@ -206,4 +206,4 @@ class ScopedThreadPoolExecutor(ThreadPoolExecutor):
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """``ThreadPoolExecutor.submit`` in a copy of the current context."""
         context = contextvars.copy_context()
-        return super().submit(context.run, fn, *args, **kwargs)
+        return super().submit(functools.partial(context.run, fn, *args, **kwargs))

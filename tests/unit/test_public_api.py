@@ -283,6 +283,7 @@ EXPECTED_METADATA = [
     "WRAPPER_KEY",
     "cache_status",
     "entry",
+    "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
 ]

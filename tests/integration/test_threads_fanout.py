@@ -59,8 +59,8 @@ def fresh_warnings() -> Iterator[None]:
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture

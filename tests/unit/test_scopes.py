@@ -264,3 +264,23 @@ def test_tenant_required_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError) as e:
         AnswerCache(embedder=FakeEmbeddings(), tenant_required="yes")  # type: ignore[arg-type]
     assert e.value.field == "tenant_required"
+
+
+def test_langchain_semantic_cache_passes_tenant_required_to_the_core() -> None:
+    from frugal_chains.langchain import SemanticCache
+
+    cache = SemanticCache(embedder=FakeEmbeddings(), tenant_required=True)
+    with cache_scope(tenant_id="acme"):
+        cache.update("What are your hours?", "llm-a", [_generation("9 to 5.")])
+        assert cache.lookup("What are your hours?", "llm-a") is not None
+    assert (
+        cache.lookup("What are your hours?", "llm-a") is None
+    )  # no tenant: refused, not the unscoped partition
+    cache.update("What are your hours?", "llm-a", [_generation("stored?")])
+    assert cache.core.stats.no_tenant == 1 and len(cache.core) == 1
+
+
+def _generation(text: str) -> Any:
+    from langchain_core.outputs import Generation
+
+    return Generation(text=text)

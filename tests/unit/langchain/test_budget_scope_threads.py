@@ -145,3 +145,25 @@ def test_async_tasks_without_a_scope_next_to_one_with_it_do_not_warn() -> None:
     with budget_scope([LIMIT]) as scope:
         asyncio.run(m.abatch(["a", "b"]))  # abatch's tasks copy the context
     assert len(scope.ledger.records()) == 2
+
+
+def test_sync_callbacks_of_async_runs_see_the_scopes() -> None:
+    """LangChain runs a sync (not inline) handler of an async run in a worker thread, with a copy of the context."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from frugal_chains import attribute
+    from frugal_chains.accounting import current_attribution
+
+    seen: list[tuple[str | None, int]] = []
+
+    class Spy(BaseCallbackHandler):
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            seen.append((current_attribution().tenant_id, threading.get_ident()))
+
+    m = model()
+    with budget_scope([LIMIT]) as scope, attribute(tenant_id="acme"):
+        _, caught = recorded(lambda: asyncio.run(m.ainvoke("hi", config={"callbacks": [Spy()]})))
+    assert [tenant for tenant, _ in seen] == ["acme"]
+    assert seen[0][1] != threading.get_ident()  # it did run in another thread
+    assert len(scope.ledger.records()) == 1 and scope.ledger.records()[0].attribution.tenant_id == "acme"
+    assert caught == []

@@ -33,11 +33,14 @@ _EXPORTS = {
     "PriceBook": ".accounting.pricing",
     "RedisLedger": ".accounting.redis",
     "SQLiteLedger": ".accounting.sqlite",
+    "ScopeNotPropagatedWarning": ".scopes",
+    "ScopedThreadPoolExecutor": ".scopes",
     "SpendLedger": ".accounting.ledger",
     "UnknownModelPriceError": ".errors",
     "Usage": ".accounting.usage",
     "attribute": ".accounting.context",
     "cache_scope": ".cache.scope",
+    "carry_scopes": ".scopes",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -98,3 +101,6 @@ if TYPE_CHECKING:
         UnknownModelPriceError as UnknownModelPriceError,
     )
     from frugal_chains.routing.cascade import Cascade as Cascade
+    from frugal_chains.scopes import ScopedThreadPoolExecutor as ScopedThreadPoolExecutor
+    from frugal_chains.scopes import ScopeNotPropagatedWarning as ScopeNotPropagatedWarning
+    from frugal_chains.scopes import carry_scopes as carry_scopes

@@ -36,6 +36,7 @@ __all__ = [
     "WRAPPER_KEY",
     "cache_status",
     "entry",
+    "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
 ]
@@ -45,7 +46,8 @@ FRUGAL_KEY = "frugal"
 
 CACHE = "cache"
 """Sub-key of :data:`FRUGAL_KEY` written by the semantic cache: ``status`` (``"hit"``), ``tier`` (``"exact"``
-or ``"semantic"``) and ``similarity`` of the stored question."""
+or ``"semantic"``) and ``similarity`` of the stored question; or, on an answer the cache refused to serve or
+store, ``status`` ``"bypass"`` and the ``reason`` (``"no-tenant"``)."""
 
 CASCADE = "cascade"
 """Sub-key of :data:`FRUGAL_KEY` written by the cascading router: ``tier``, ``tier_index``, ``model``,
@@ -130,3 +132,14 @@ def mark_cache_hit(metadata: Mapping[str, Any] | None, *, tier: str, similarity:
     out = with_entry(metadata, CACHE, {"status": "hit", "tier": tier, "similarity": similarity})
     out.update(zip(LEGACY_CACHE_KEYS, ("hit", tier, similarity), strict=True))
     return out
+
+
+def mark_cache_bypass(metadata: Mapping[str, Any] | None, reason: str) -> dict[str, Any]:
+    """``metadata`` of an answer the model gave because the cache refused the request (neither served nor stored):
+    ``frugal["cache"] == {"status": "bypass", "reason": reason}``.
+
+    Example:
+        >>> mark_cache_bypass({}, "no-tenant")["frugal"]["cache"]
+        {'status': 'bypass', 'reason': 'no-tenant'}
+    """
+    return with_entry(metadata, CACHE, {"status": "bypass", "reason": reason})

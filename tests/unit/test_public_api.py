@@ -28,11 +28,14 @@ EXPECTED_ROOT = [
     "PriceBook",
     "RedisLedger",
     "SQLiteLedger",
+    "ScopeNotPropagatedWarning",
+    "ScopedThreadPoolExecutor",
     "SpendLedger",
     "UnknownModelPriceError",
     "Usage",
     "attribute",
     "cache_scope",
+    "carry_scopes",
 ]
 EXPECTED_LANGCHAIN = [
     "achild_callbacks",
@@ -166,6 +169,19 @@ def test_root_exports_pinned() -> None:
         assert getattr(frugal_chains, name) is not None
 
 
+def test_scope_helpers_pinned() -> None:
+    import frugal_chains.scopes
+
+    assert sorted(frugal_chains.scopes.__all__) == [
+        "ScopeNotPropagatedWarning",
+        "ScopedThreadPoolExecutor",
+        "carry_scopes",
+    ]
+    assert frugal_chains.ScopedThreadPoolExecutor is frugal_chains.scopes.ScopedThreadPoolExecutor
+    assert frugal_chains.carry_scopes is frugal_chains.scopes.carry_scopes
+    assert issubclass(frugal_chains.ScopeNotPropagatedWarning, UserWarning)
+
+
 def test_issue_names_import() -> None:
     from frugal_chains import (  # noqa: F401
         Budget,
@@ -267,6 +283,7 @@ EXPECTED_METADATA = [
     "WRAPPER_KEY",
     "cache_status",
     "entry",
+    "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
 ]

@@ -2,8 +2,10 @@
 
 LangChain calls carry attribution in run metadata (``feature``, ``user_id``, ``tenant_id``, ``task_id``);
 LlamaIndex has no per-call metadata, so ``with attribute(...)`` is how its calls are attributed. In LangChain
-both work; run metadata wins over the context. Context variables follow threads started with
-``contextvars.copy_context`` and every asyncio task, so concurrent requests never mix.
+both work; run metadata wins over the context. Context variables follow every asyncio task and LangChain's own
+worker threads, so concurrent requests never mix; a plain ``ThreadPoolExecutor`` or ``threading.Thread`` starts
+without them: send work there with :class:`frugal_chains.ScopedThreadPoolExecutor` or
+:func:`frugal_chains.carry_scopes` (``docs/concurrency.md``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from frugal_chains import scopes
 from frugal_chains.accounting.usage import Attribution
 
 __all__ = ["attribute", "cascade_tier", "current_attribution", "current_tier"]
@@ -24,7 +27,11 @@ _tier: contextvars.ContextVar[str | None] = contextvars.ContextVar("frugal_chain
 
 def current_attribution() -> Attribution:
     """The attribution set by the innermost :func:`attribute` block (empty outside any)."""
-    return _current.get() or Attribution()
+    found = _current.get()
+    if found is None:
+        scopes.unscoped("attribute")
+        return Attribution()
+    return found
 
 
 @contextmanager
@@ -50,10 +57,11 @@ def attribute(
     mine = Attribution(
         feature=feature, user_id=user_id, tenant_id=tenant_id, task_id=task_id, tags=tuple(tags)
     )
-    combined = mine.merged(current_attribution())
+    combined = mine.merged(_current.get() or Attribution())
     token = _current.set(combined)
     try:
-        yield combined
+        with scopes.tracked("attribute"):
+            yield combined
     finally:
         _current.reset(token)
 

@@ -2,10 +2,10 @@
 
 A lookup goes:
 
-1. **Scope.** ``cache_scope(bypass=True)`` turns the cache off, and so does a question with no letter or digit
-   (``""``, ``"?"``: counted as bypassed, reason ``"empty"``); otherwise the request's partition (model and
-   parameters, system prompt, earlier turns, tools, tenant/user/namespace scope, the cache ``version``) confines
-   everything below.
+1. **Scope.** ``cache_scope(bypass=True)`` turns the cache off; so does a question with no letter or digit
+   (``""``, ``"?"``: counted as bypassed, reason ``"empty"``) and a request without a tenant when the cache is
+   ``tenant_required`` (reason ``"no-tenant"``). Otherwise the request's partition (model and parameters, system
+   prompt, earlier turns, tools, tenant/user/namespace scope, the cache ``version``) confines everything below.
 2. **Exact tier.** The SHA-256 of partition + :func:`normalize` (question). Served when the ids in the two
    questions agree (normalisation masks long ids; an id decides the answer, so a differing id is a miss).
 3. **Bypass policy.** Time-sensitive ("today", "latest"), user-specific ("my account") and context-dependent
@@ -110,7 +110,9 @@ class CacheStats:
     guard_rejections: int = 0
     """Semantic candidates above the threshold that the hit guard or the verifier rejected."""
     bypassed: int = 0
-    """Lookups that skipped the semantic tier (time-sensitive, user-specific, context-dependent)."""
+    """Lookups that skipped the semantic tier (time-sensitive, user-specific, context-dependent, no tenant)."""
+    no_tenant: int = 0
+    """Lookups a ``tenant_required`` cache refused because the request had no tenant (the model answered)."""
     errors: int = 0
     """Lookups and updates that failed open because the backend or the embedder failed (each one a miss or a
     dropped update), including those skipped while the cache backs off after a failure (``outage_backoff``)."""
@@ -141,6 +143,7 @@ class CacheStats:
             "hit_rate": round(self.hit_rate, 4),
             "guard_rejections": self.guard_rejections,
             "bypassed": self.bypassed,
+            "no_tenant": self.no_tenant,
             "errors": self.errors,
             "corrupted": self.corrupted,
             "updates": self.updates,
@@ -166,6 +169,7 @@ class _Counters:
             misses=int(v.get("misses", 0)),
             guard_rejections=int(v.get("guard_rejections", 0)),
             bypassed=int(v.get("bypassed", 0)),
+            no_tenant=int(v.get("no_tenant", 0)),
             errors=int(v.get("errors", 0)),
             corrupted=int(v.get("corrupted", 0)),
             updates=int(v.get("updates", 0)),
@@ -228,6 +232,11 @@ class AnswerCache(SharedService):
             timedelta): lookups miss and updates are dropped at once, so a hung backend costs one timeout per
             window, not one per call. The window doubles while the backend keeps failing, up to 60 s (or
             ``outage_backoff`` if longer); the first success ends it. 0 tries the backend at every call.
+        tenant_required: True for a cache shared by several tenants: a request whose scope has no tenant (no
+            ``cache_scope(tenant_id=...)`` nor ``attribute(tenant_id=...)`` reached it, e.g. work sent to a plain
+            worker thread) is neither served nor stored. The model answers it; the adapters mark the answer
+            ``frugal["cache"] == {"status": "bypass", "reason": "no-tenant"}``, :attr:`stats` counts it in
+            ``no_tenant`` and the first one is logged.
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
@@ -259,8 +268,14 @@ class AnswerCache(SharedService):
         ledger: SpendLedger | None = None,
         prices: PriceBook | Mapping[str, Price] | None = None,
         outage_backoff: float | timedelta = timedelta(seconds=1),
+        tenant_required: bool = False,
     ) -> None:
         from frugal_chains.cache import guard as guard_mod
+
+        if not isinstance(tenant_required, bool):
+            raise ConfigurationError(
+                f"tenant_required must be True or False, got {tenant_required!r}", field="tenant_required"
+            )
 
         if index is not None and path is not None:
             raise ConfigurationError("pass index= or path=, not both", field="path")
@@ -323,6 +338,7 @@ class AnswerCache(SharedService):
         self.version = version
         self.tags = tuple(tags)
         self.ledger = ledger
+        self.tenant_required = tenant_required
         if prices is not None and not hasattr(prices, "find"):
             from frugal_chains.accounting.pricing import PriceBook
 
@@ -543,9 +559,44 @@ class AnswerCache(SharedService):
         found = self.lookup_decoded(request, decode=decode)
         return None if found is None else found[0]
 
+    def skip_reason(self, request: CacheRequest) -> str | None:
+        """Why ``request`` is neither served nor stored whatever the question: ``"no-tenant"`` (a
+        ``tenant_required`` cache and no tenant in the request's scope), else None. Adapters write it on the answer
+        the model gave.
+
+        Example:
+            >>> from frugal_chains.cache import AnswerCache, CacheRequest, CacheScope
+            >>> cache = AnswerCache(semantic=False, tenant_required=True)
+            >>> cache.skip_reason(CacheRequest.from_prompt("Hours?", scope=CacheScope()))
+            'no-tenant'
+            >>> cache.skip_reason(CacheRequest.from_prompt("Hours?", scope=CacheScope(tenant_id="acme"))) is None
+            True
+        """
+        if self.tenant_required and request.scope.tenant_id is None and not request.scope.bypass:
+            return "no-tenant"
+        return None
+
+    def _tenantless(self, request: CacheRequest, lookup: bool) -> bool:
+        if self.skip_reason(request) is None:
+            return False
+        if lookup:
+            self._counters.add("no_tenant")
+            self._counters.add("bypassed")
+            self._counters.add("misses")
+        with self._down_lock:
+            first = "no-tenant" not in self._warned
+            self._warned.add("no-tenant")
+        if first:
+            log.warning(
+                "frugal-chains cache: a request without a tenant was neither served nor stored (the cache is "
+                "tenant_required); set one with cache_scope(tenant_id=...) or attribute(tenant_id=...), and send "
+                "work to threads with frugal_chains.ScopedThreadPoolExecutor or carry_scopes(fn)"
+            )
+        return True
+
     def _prepare(self, request: CacheRequest) -> tuple[CacheRequest, str | None] | None:
         """The partitioned request and its bypass reason; None when the cache must not be used at all."""
-        if request.scope.bypass:
+        if request.scope.bypass or self._tenantless(request, lookup=True):
             return None
         reason = "empty" if request.blank else self._bypass_reason(request)
         if self._uncacheable(request, reason):
@@ -777,7 +828,7 @@ class AnswerCache(SharedService):
 
     def _prepare_update(self, request: CacheRequest) -> tuple[CacheRequest, bool] | None:
         """The partitioned request and whether it joins the semantic tier; None when it must not be stored."""
-        if request.scope.bypass:
+        if request.scope.bypass or self._tenantless(request, lookup=False):
             return None
         reason = "empty" if request.blank else self._bypass_reason(request)
         if self._uncacheable(request, reason):

@@ -7,8 +7,11 @@ a namespace. When no ``cache_scope`` sets a tenant, the tenant of the current
 :func:`frugal_chains.attribute` block is used, so a multi-tenant app that already attributes spend per tenant
 never shares answers across tenants by accident.
 
-Context variables follow threads started with ``contextvars.copy_context`` and every asyncio task, so concurrent
-requests never mix their scopes.
+Context variables follow every asyncio task and LangChain's own worker threads, so concurrent requests never mix
+their scopes. A plain ``ThreadPoolExecutor`` or ``threading.Thread`` starts without them: send work there with
+:class:`frugal_chains.ScopedThreadPoolExecutor` or :func:`frugal_chains.carry_scopes`, or a lookup in it runs in
+the unscoped partition (a :class:`~frugal_chains.ScopeNotPropagatedWarning` says so once; an
+``AnswerCache(tenant_required=True)`` then neither serves nor stores it).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from frugal_chains import scopes
 from frugal_chains.errors import ConfigurationError
 
 __all__ = ["CacheScope", "cache_scope", "current_cache_scope"]
@@ -59,7 +63,10 @@ _current: contextvars.ContextVar[CacheScope | None] = contextvars.ContextVar(
 
 def current_cache_scope() -> CacheScope:
     """The scope set by the innermost :func:`cache_scope` (the attribution's tenant when none sets one)."""
-    scope = _current.get() or CacheScope()
+    found = _current.get()
+    if found is None:
+        scopes.unscoped("cache_scope")
+    scope = found or CacheScope()
     if scope.tenant_id is None:
         from frugal_chains.accounting.context import current_attribution
 
@@ -107,6 +114,7 @@ def cache_scope(
     )
     token = _current.set(mine)
     try:
-        yield mine
+        with scopes.tracked("cache_scope"):
+            yield mine
     finally:
         _current.reset(token)

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -38,6 +38,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 from typing_extensions import Unpack
 
+from frugal_chains import scopes
 from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.accounting.context import attribute, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
@@ -485,7 +486,20 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
 _scope: contextvars.ContextVar[TokenBudgetHandler | None] = contextvars.ContextVar(
     "frugal_chains_budget_scope", default=None
 )
-register_configure_hook(_scope, inheritable=True)
+
+
+class _ScopeHook:
+    """What LangChain's configure hook reads (it calls only ``get()`` when a run starts): the active scope's handler;
+    when there is none while a ``budget_scope`` is open in another thread, a ``ScopeNotPropagatedWarning``."""
+
+    def get(self) -> TokenBudgetHandler | None:
+        handler = _scope.get()
+        if handler is None:
+            scopes.unscoped("budget_scope", stacklevel=4)
+        return handler
+
+
+register_configure_hook(cast("contextvars.ContextVar[Any]", _ScopeHook()), inheritable=True)
 
 
 @contextmanager
@@ -503,6 +517,11 @@ def budget_scope(
     Each root run inside the block is its own task, as everywhere else; ``one_task=True`` makes the whole
     block one task (its ``"task"`` budgets then cap the block). A nested ``budget_scope`` adds its budgets to
     the enclosing one's and shares its ledger and prices, so one reservation covers all of them.
+
+    The block reaches asyncio tasks and LangChain's own worker threads (``batch``, ``RunnableParallel``), not a
+    plain ``ThreadPoolExecutor`` or ``threading.Thread``: send work there with
+    :class:`frugal_chains.ScopedThreadPoolExecutor` or :func:`frugal_chains.carry_scopes` (a run started in a
+    thread without the scope while it is open elsewhere issues a ``ScopeNotPropagatedWarning``).
 
     Args:
         budgets: the limits (see :class:`~frugal_chains.Budget`).
@@ -554,11 +573,12 @@ def budget_scope(
             handler = TokenBudgetHandler(budgets, ledger=ledger, prices=prices, **handler_kwargs)
     token = _scope.set(handler)
     try:
-        if one_task:
-            with attribute(task_id=f"scope-{uuid.uuid4().hex}"):
+        with scopes.tracked("budget_scope"):
+            if one_task:
+                with attribute(task_id=f"scope-{uuid.uuid4().hex}"):
+                    yield handler
+            else:
                 yield handler
-        else:
-            yield handler
     finally:
         _scope.reset(token)
 

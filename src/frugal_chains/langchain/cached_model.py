@@ -5,6 +5,8 @@ conversation up before calling ``model``:
 
 * **hit**: the cached answer is returned (``invoke``) or replayed as a few chunks (``stream``), marked
   ``response_metadata["frugal"]["cache"]["status"] == "hit"``; the model is not called.
+* **refused** (an ``AnswerCache(tenant_required=True)`` and no tenant): the model is called, nothing is stored,
+  and the answer is marked ``response_metadata["frugal"]["cache"] == {"status": "bypass", "reason": "no-tenant"}``.
 * **miss**: the model is called as a *child run* of the wrapper (callbacks and budgets see it once; the wrapper's
   own run is marked as a wrapper and not counted), and its answer is stored. A streamed answer is stored only
   when the stream finished normally, never after an error or an early ``break``.
@@ -49,7 +51,7 @@ from frugal_chains.langchain.cache import (
     _mark_hit,
     _request_from_messages,
 )
-from frugal_chains.metadata import WRAPPER_KEY
+from frugal_chains.metadata import WRAPPER_KEY, mark_cache_bypass
 
 __all__ = ["CachedChatModel", "with_cache"]
 
@@ -220,6 +222,21 @@ class CachedChatModel(ChildRunStreamingModel):
         return _mark_hit(found[1], found[0], chat=True)
 
     @staticmethod
+    def _refused(generations: list[ChatGeneration], reason: str | None) -> list[ChatGeneration]:
+        """The model's answer marked with why the cache refused the request (unchanged when it did not)."""
+        if reason is None:
+            return generations
+        return [
+            ChatGeneration(
+                message=g.message.model_copy(
+                    update={"response_metadata": mark_cache_bypass(g.message.response_metadata, reason)}
+                ),
+                generation_info=g.generation_info,
+            )
+            for g in generations
+        ]
+
+    @staticmethod
     def _stored(messages: list[BaseMessage], llm_string: str) -> Callable[[list[Any]], StoredAnswer | None]:
         """How a streamed answer that finished is stored: its chunks joined into one generation."""
 
@@ -267,6 +284,7 @@ class CachedChatModel(ChildRunStreamingModel):
         result = self.model.generate([messages], stop=stop, callbacks=child_callbacks(run_manager), **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         self._store(request, messages, generations, llm_string)
+        generations = self._refused(generations, self.core.skip_reason(request))
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     async def _agenerate(
@@ -286,6 +304,7 @@ class CachedChatModel(ChildRunStreamingModel):
         )
         generations = cast("list[ChatGeneration]", result.generations[0])
         await self._astore(request, messages, generations, llm_string)
+        generations = self._refused(generations, self.core.skip_reason(request))
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
     # -- stream ----------------------------------------------------------------------------------------------
@@ -305,8 +324,14 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = self.model.stream(
             messages, config={"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
         )
+        reason = self.core.skip_reason(request)
+        first = True
         with closing(relay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             for message in relayed:
+                if first and reason is not None:
+                    meta = mark_cache_bypass(message.response_metadata, reason)
+                    message = message.model_copy(update={"response_metadata": meta})
+                first = False
                 yield ChatGenerationChunk(message=message)
 
     async def _astream(
@@ -326,8 +351,14 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = self.model.astream(
             messages, config={"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
         )
+        reason = self.core.skip_reason(request)
+        first = True
         async with aclosing(arelay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             async for message in relayed:
+                if first and reason is not None:
+                    meta = mark_cache_bypass(message.response_metadata, reason)
+                    message = message.model_copy(update={"response_metadata": meta})
+                first = False
                 yield ChatGenerationChunk(message=message)
 
 

@@ -11,6 +11,9 @@ streaming and async variants) up before calling ``llm``:
   ``additional_kwargs["frugal"]["cache"]`` is ``{"status": "hit", "tier": ..., "similarity": ...}``; the wrapped
   LLM is not called. A miss calls it and stores the answer (a streamed one only
   when the stream was consumed to its end).
+* A request an ``AnswerCache(tenant_required=True)`` refuses (no tenant in its scope) is neither served nor
+  stored: the wrapped LLM answers it and the response is marked
+  ``additional_kwargs["frugal"]["cache"] == {"status": "bypass", "reason": "no-tenant"}`` (every chunk of a stream).
 
 Budgets: the wrapper's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`, so
 :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts only the wrapped LLM's calls: a miss once, a hit not
@@ -24,7 +27,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -57,7 +60,8 @@ from frugal_chains.llama_index._convert import (
     whole_chat,
     whole_completion,
 )
-from frugal_chains.metadata import WRAPPER_KEY, mark_cache_hit
+from frugal_chains.metadata import WRAPPER_KEY, mark_cache_bypass, mark_cache_hit
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 __all__ = ["CachedLLM"]
 
@@ -466,6 +470,48 @@ class CachedLLM(SharesCallbacks, LLM):
         if entry is not None:
             await self.cache.aupdate(request, entry[0], model=entry[1], usage=entry[2])
 
+    # -- refused requests ------------------------------------------------------------------------------------
+    def _reason(self, request: CacheRequest | None) -> str | None:
+        return None if request is None else self.cache.skip_reason(request)
+
+    def _refused(self, request: CacheRequest | None, response: _R) -> _R:
+        """The wrapped LLM's answer, marked with why the cache refused the request (unchanged when it did not)."""
+        reason = self._reason(request)
+        if reason is not None:
+            kwargs = getattr(response, "additional_kwargs", None)
+            response.additional_kwargs = mark_cache_bypass(kwargs, reason)  # type: ignore[attr-defined]
+        return response
+
+    def _refused_stream(
+        self, request: CacheRequest | None, stream: Generator[_R, None, None]
+    ) -> Generator[_R, None, None]:
+        if self._reason(request) is None:
+            return stream
+
+        def marked() -> Generator[_R, None, None]:
+            try:
+                for response in stream:
+                    yield self._refused(request, response)
+            finally:
+                close_stream(stream)
+
+        return marked()
+
+    def _arefused_stream(
+        self, request: CacheRequest | None, stream: AsyncGenerator[_R, None]
+    ) -> AsyncGenerator[_R, None]:
+        if self._reason(request) is None:
+            return stream
+
+        async def marked() -> AsyncGenerator[_R, None]:
+            try:
+                async for response in stream:
+                    yield self._refused(request, response)
+            finally:
+                await aclose_stream(stream)
+
+        return marked()
+
     # -- chat ------------------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -477,7 +523,7 @@ class CachedLLM(SharesCallbacks, LLM):
         response = self.llm.chat(messages, **kwargs)
         if request is not None:
             self._store(request, self._chat_entry(response, messages))
-        return response
+        return self._refused(request, response)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -489,7 +535,7 @@ class CachedLLM(SharesCallbacks, LLM):
         response = await self.llm.achat(messages, **kwargs)
         if request is not None:
             await self._astore(request, self._chat_entry(response, messages))
-        return response
+        return self._refused(request, response)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -499,7 +545,8 @@ class CachedLLM(SharesCallbacks, LLM):
             if hit is not None:
                 return (r for r in self._replay_chat(hit))
         inner = self.llm.stream_chat(messages, **kwargs)
-        return relay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
+        relayed = relay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
+        return self._refused_stream(request, relayed)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -509,7 +556,8 @@ class CachedLLM(SharesCallbacks, LLM):
             if hit is not None:
                 return _agen(self._replay_chat(hit))
         inner = await self.llm.astream_chat(messages, **kwargs)
-        return arelay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
+        relayed = arelay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
+        return self._arefused_stream(request, relayed)
 
     # -- complete --------------------------------------------------------------------------------------------
     @llm_completion_callback()
@@ -522,7 +570,7 @@ class CachedLLM(SharesCallbacks, LLM):
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
         if request is not None:
             self._store(request, self._completion_entry(response, prompt))
-        return response
+        return self._refused(request, response)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -534,7 +582,7 @@ class CachedLLM(SharesCallbacks, LLM):
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         if request is not None:
             await self._astore(request, self._completion_entry(response, prompt))
-        return response
+        return self._refused(request, response)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
@@ -544,7 +592,8 @@ class CachedLLM(SharesCallbacks, LLM):
             if hit is not None:
                 return (r for r in self._replay_completion(hit))
         inner = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
-        return relay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
+        relayed = relay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
+        return self._refused_stream(request, relayed)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -556,7 +605,8 @@ class CachedLLM(SharesCallbacks, LLM):
             if hit is not None:
                 return _agen(self._replay_completion(hit))
         inner = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
-        return arelay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
+        relayed = arelay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
+        return self._arefused_stream(request, relayed)
 
 
 async def _agen(items: list[Any]) -> AsyncGenerator[Any, None]:

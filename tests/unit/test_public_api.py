@@ -269,6 +269,7 @@ EXPECTED_METADATA = [
     "entry",
     "mark_cache_hit",
     "with_entry",
+    "USAGE",
 ]
 
 

@@ -90,7 +90,7 @@ def _as_chunk(item: Any) -> AIMessageChunk:
     raise TypeError(f"a chat model streamed {type(item).__name__}, not a message chunk")
 
 
-def open_chunks(model: Any, input: Any, config: Any = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+def open_chunks(model: Any, input: Any, config: Any = None, /, **kwargs: Any) -> Iterator[AIMessageChunk]:
     """``model.stream(input, config, **kwargs)`` as message chunks: a model with no native streaming (only
     ``_generate``: LangChain's ``stream`` yields its whole ``AIMessage``) streams as one chunk. Closing this
     iterator closes the model's stream."""
@@ -103,7 +103,7 @@ def open_chunks(model: Any, input: Any, config: Any = None, **kwargs: Any) -> It
 
 
 async def aopen_chunks(
-    model: Any, input: Any, config: Any = None, **kwargs: Any
+    model: Any, input: Any, config: Any = None, /, **kwargs: Any
 ) -> AsyncIterator[AIMessageChunk]:
     """Async :func:`open_chunks`."""
     stream = model.astream(input, config=config, **kwargs)

@@ -379,7 +379,7 @@ def _added(total: UsageMetadata | None, message: AIMessageChunk) -> UsageMetadat
 
 def _usage_chunk(usage: UsageMetadata) -> ChatGenerationChunk:
     """The closing chunk of a streamed miss: the usage the wrapped model's chunks carried, for the caller."""
-    return ChatGenerationChunk(message=carry_usage(AIMessageChunk(content=""), usage))
+    return ChatGenerationChunk(message=carry_usage(AIMessageChunk(content="", chunk_position="last"), usage))
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:

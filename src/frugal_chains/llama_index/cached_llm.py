@@ -39,7 +39,6 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     TextBlock,
 )
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -52,10 +51,13 @@ from frugal_chains.cache.replay import arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
+    aopen_stream,
+    open_stream,
     openai_message,
     usage_of,
     whole_chat,
     whole_completion,
+    wrapper_event,
 )
 from frugal_chains.metadata import WRAPPER_KEY, mark_cache_hit
 
@@ -467,7 +469,7 @@ class CachedLLM(SharesCallbacks, LLM):
             await self.cache.aupdate(request, entry[0], model=entry[1], usage=entry[2])
 
     # -- chat ------------------------------------------------------------------------------------------------
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
         if request is not None:
@@ -479,7 +481,7 @@ class CachedLLM(SharesCallbacks, LLM):
             self._store(request, self._chat_entry(response, messages))
         return response
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
         if request is not None:
@@ -491,28 +493,32 @@ class CachedLLM(SharesCallbacks, LLM):
             await self._astore(request, self._chat_entry(response, messages))
         return response
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         request = self._chat_request(messages, kwargs)
         if request is not None:
             hit = self._chat_hit(self.cache.lookup_decoded(request, decode=_decode_chat))
             if hit is not None:
                 return (r for r in self._replay_chat(hit))
-        inner = self.llm.stream_chat(messages, **kwargs)
+        inner = open_stream(
+            lambda: self.llm.stream_chat(messages, **kwargs), lambda: self.llm.chat(messages, **kwargs)
+        )
         return relay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         request = self._chat_request(messages, kwargs)
         if request is not None:
             hit = self._chat_hit(await self.cache.alookup_decoded(request, decode=_decode_chat))
             if hit is not None:
                 return _agen(self._replay_chat(hit))
-        inner = await self.llm.astream_chat(messages, **kwargs)
+        inner = await aopen_stream(
+            lambda: self.llm.astream_chat(messages, **kwargs), lambda: self.llm.achat(messages, **kwargs)
+        )
         return arelay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
 
     # -- complete --------------------------------------------------------------------------------------------
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
@@ -524,7 +530,7 @@ class CachedLLM(SharesCallbacks, LLM):
             self._store(request, self._completion_entry(response, prompt))
         return response
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
@@ -536,17 +542,20 @@ class CachedLLM(SharesCallbacks, LLM):
             await self._astore(request, self._completion_entry(response, prompt))
         return response
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
             hit = self._completion_hit(self.cache.lookup_decoded(request, decode=_decode_completion))
             if hit is not None:
                 return (r for r in self._replay_completion(hit))
-        inner = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        inner = open_stream(
+            lambda: self.llm.stream_complete(prompt, formatted=formatted, **kwargs),
+            lambda: self.llm.complete(prompt, formatted=formatted, **kwargs),
+        )
         return relay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
@@ -555,7 +564,10 @@ class CachedLLM(SharesCallbacks, LLM):
             hit = self._completion_hit(await self.cache.alookup_decoded(request, decode=_decode_completion))
             if hit is not None:
                 return _agen(self._replay_completion(hit))
-        inner = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        inner = await aopen_stream(
+            lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs),
+            lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs),
+        )
         return arelay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
 
 

@@ -15,7 +15,12 @@ streaming and async variants) up before calling ``llm``:
 Budgets: the wrapper's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`, so
 :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts only the wrapped LLM's calls: a miss once, a hit not
 at all. The wrapper and the wrapped LLM share one callback manager (``Settings.llm`` sets the wrapper's; it is
-passed on), so the handler sees both. Give the cache the budgets' ledger to record each hit's saving.
+passed on), so the handler sees both. Give the cache the budgets' ledger to record each hit's saving. The
+wrapper's event ends without a response, so LlamaIndex's ``TokenCountingHandler`` counts a miss once (the wrapped
+LLM's event) and a hit not at all.
+
+An LLM with no streaming (``NotImplementedError`` from its streaming methods) streams as one response carrying the
+whole answer, stored like any other.
 """
 
 from __future__ import annotations

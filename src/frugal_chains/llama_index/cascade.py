@@ -9,11 +9,14 @@ LlamaIndex contract:
 * Budgets: the cascade's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`,
   so :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts the tiers' calls (each provider call once,
   every tier tried included) and never the cascade's. A callback manager given to the cascade (or set by
-  ``Settings.llm``) is passed on to every tier, so one handler sees both.
+  ``Settings.llm``) is passed on to every tier, so one handler sees both. The cascade's event ends without a
+  response (see :func:`~frugal_chains.llama_index._convert.wrapper_event`): LlamaIndex's ``TokenCountingHandler``
+  counts each tier's call once.
 * Streaming (``stream_chat``, ``stream_complete`` and their async twins): with no gate that needs the whole
   answer, the chosen tier streams live (its answer is not gated). Otherwise each tier below the strongest is
   buffered, its whole answer checked, and replayed once it passes; the strongest tier streams live. A provider
-  error before the first streamed token escalates. Every stream ends with one closing response (``delta=""``)
+  error before the first streamed token escalates. A tier with no streaming (``NotImplementedError``) streams its
+  whole answer as one response. Every stream ends with one closing response (``delta=""``)
   carrying the whole answer and the metadata below.
 * The final response carries ``additional_kwargs["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD,
   attempts), ``additional_kwargs["frugal_tier"]`` (the tier's name; every streamed chunk has it too), and the

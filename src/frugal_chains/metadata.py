@@ -33,6 +33,7 @@ __all__ = [
     "FRUGAL_KEY",
     "LEGACY_CACHE_KEYS",
     "TIER_KEY",
+    "USAGE",
     "WRAPPER_KEY",
     "cache_status",
     "entry",
@@ -52,6 +53,12 @@ store, ``status`` ``"bypass"`` and the ``reason`` (``"no-tenant"``)."""
 CASCADE = "cascade"
 """Sub-key of :data:`FRUGAL_KEY` written by the cascading router: ``tier``, ``tier_index``, ``model``,
 ``start_tier``, ``escalations``, ``accepted``, ``scores``, ``cost_usd``, ``attempts``."""
+
+USAGE = "usage"
+"""Sub-key of :data:`FRUGAL_KEY` on what a LangChain wrapper's own run outputs (a cascade, a cache miss): the usage
+of the provider calls behind the answer, in ``usage_metadata`` form. The wrapper's run carries no
+``usage_metadata`` (the calls it made report theirs, so usage callbacks and tracers count each call once); the
+message returned to the caller has the usage back in ``usage_metadata``."""
 
 WRAPPER_KEY = "frugal_chains_wrapper"
 """Marks a model that only calls other models: budgets count the calls it makes, never its own run."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -646,4 +647,84 @@ __all__ = [
     "pieces",
     "routed_extra",
     "strong",
+    "without_streaming",
 ]
+
+
+# -- tiers with no native streaming ---------------------------------------------------------------------------------
+def without_streaming(wing: Wing) -> Wing:
+    """``wing`` whose fake providers cannot stream: LangChain, a chat model with only ``_generate`` (its ``stream``
+    yields one whole ``AIMessage``); LlamaIndex, an LLM whose streaming methods raise ``NotImplementedError`` (the
+    sync ones when called, the async ones on the stream's first ``next``, as ``CustomLLM``'s do)."""
+    if isinstance(wing, LangChainWing):
+        return _NoStreamingLangChainWing()
+    assert isinstance(wing, LlamaIndexWing)
+    return _NoStreamingLlamaIndexWing(wing.api)
+
+
+class _NoStreamingLangChainWing(LangChainWing):
+    def _fake(self, script: Script, tally: collections.Counter[str]) -> Any:
+        return _lc_generate_only_class()(model=script.model, script=script, tally=tally)
+
+
+class _NoStreamingLlamaIndexWing(LlamaIndexWing):
+    def _fake(self, script: Script, tally: collections.Counter[str], manager: Any) -> Any:
+        return _li_no_streaming_class()(script=script, tally=tally, callback_manager=manager)
+
+
+@functools.cache
+def _lc_generate_only_class() -> Any:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from pydantic import Field
+
+    scripted = _lc_fake_class()
+
+    class GenerateOnlyChatModel(BaseChatModel):
+        """A chat model implementing ``_generate`` only (no ``_stream``, no ``_agenerate``)."""
+
+        model: str
+        script: Any = Field(exclude=True)
+        tally: Any = Field(exclude=True)
+
+        @property
+        def _llm_type(self) -> str:
+            return "generate-only"
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            answer = scripted._answer(self, messages)  # the scripted answer, usage and errors
+            return ChatResult(generations=[ChatGeneration(message=answer)])
+
+    return GenerateOnlyChatModel
+
+
+@functools.cache
+def _li_no_streaming_class() -> Any:
+    from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+
+    class NoStreamingLLM(_li_fake_class()):  # type: ignore[misc]
+        @llm_chat_callback()
+        def stream_chat(self, messages: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("streaming is not supported")
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise NotImplementedError("streaming is not supported")
+
+        @llm_chat_callback()
+        async def astream_chat(self, messages: Any, **kwargs: Any) -> Any:
+            async def gen() -> AsyncIterator[Any]:
+                raise NotImplementedError("streaming is not supported")
+                yield  # an async generator
+
+            return gen()
+
+        @llm_completion_callback()
+        async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            async def gen() -> AsyncIterator[Any]:
+                raise NotImplementedError("streaming is not supported")
+                yield
+
+            return gen()
+
+    return NoStreamingLLM

@@ -286,6 +286,7 @@ EXPECTED_METADATA = [
     "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
+    "USAGE",
 ]
 
 

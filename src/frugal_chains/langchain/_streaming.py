@@ -1,26 +1,40 @@
-"""Streaming for chat models that call other chat models as child runs (the cache wrapper, the cascade).
+"""Chat models that call other chat models as child runs (the cache wrapper, the cascade): streaming and usage.
 
 langchain-core calls ``_stream`` without a run manager (from ``stream()`` and from ``invoke()`` when a streaming
 handler is attached), which would hide the inner calls from callbacks and budgets. A wrapper built on
 :class:`ChildRunStreamingModel` answers ``invoke`` through ``_generate`` (where the inner model runs as a child
 run, streaming by itself when a streaming handler asks for it) and overrides ``stream``/``astream`` to hand
 ``_stream``/``_astream`` the run manager.
+
+Usage is reported once per provider call: by the inner models' child runs. What a wrapper's ``_generate`` and
+``_stream`` produce (its own run's output, which callbacks such as ``get_usage_metadata_callback`` and tracers
+see) carries no ``usage_metadata``; the usage of the calls behind the answer travels in
+``response_metadata["frugal"]["usage"]`` (:func:`carry_usage`), and the public entry points (``generate``,
+``agenerate``, ``stream``, ``astream``: every path ``invoke``, ``ainvoke`` and ``batch`` take) move it back into
+``usage_metadata`` of what they return, after the callbacks saw the run's output.
+
+:func:`open_chunks` opens a stream of any chat model: a model with no native streaming (LangChain's ``stream``
+then yields one whole ``AIMessage``) streams as one chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, TypeVar, cast
 
-from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, LLMResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import ToolCallChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.function_calling import convert_to_json_schema
 
 from frugal_chains.shared.sharing import NotPicklable
+from frugal_chains.metadata import FRUGAL_KEY, USAGE
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
 try:
@@ -28,11 +42,165 @@ try:
 except ImportError:  # pragma: no cover - older langchain-core
     LC_ID_PREFIX = "lc_run-"
 
-__all__ = ["ChildRunStreamingModel"]
+__all__ = [
+    "ChildRunStreamingModel",
+    "aopen_chunks",
+    "carried_usage",
+    "carry_usage",
+    "open_chunks",
+    "untraced",
+    "whole_chunk",
+]
+
+_M = TypeVar("_M", bound=BaseMessage)
+
+
+# -- streams of other models -------------------------------------------------------------------------------------
+def whole_chunk(message: BaseMessage) -> AIMessageChunk:
+    """A whole answer as one chunk (what LangChain's ``stream`` yields for a model that cannot stream is a whole
+    ``AIMessage``, not a chunk). Tool calls become tool-call chunks; a parsed object in ``additional_kwargs`` is
+    kept as it is (no ``model_dump`` round trip)."""
+    if isinstance(message, AIMessageChunk):
+        return message
+    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
+    calls = [
+        ToolCallChunk(name=c["name"], args=json.dumps(c["args"]), id=c.get("id"), index=i)
+        for i, c in enumerate(ai.tool_calls)
+    ]
+    calls += [
+        ToolCallChunk(name=bad.get("name"), args=bad.get("args"), id=bad.get("id"), index=j)
+        for j, bad in enumerate(ai.invalid_tool_calls, start=len(calls))
+    ]
+    return AIMessageChunk(
+        content=ai.content,
+        additional_kwargs=dict(ai.additional_kwargs),
+        response_metadata=dict(ai.response_metadata),
+        usage_metadata=ai.usage_metadata,
+        tool_call_chunks=calls,
+        id=ai.id,
+        name=ai.name,
+        chunk_position="last",
+    )
+
+
+def _as_chunk(item: Any) -> AIMessageChunk:
+    if isinstance(item, AIMessageChunk):
+        return item
+    if isinstance(item, BaseMessage) and not isinstance(item, BaseMessageChunk):
+        return whole_chunk(item)
+    raise TypeError(f"a chat model streamed {type(item).__name__}, not a message chunk")
+
+
+def open_chunks(model: Any, input: Any, config: Any = None, /, **kwargs: Any) -> Iterator[AIMessageChunk]:
+    """``model.stream(input, config, **kwargs)`` as message chunks: a model with no native streaming (only
+    ``_generate``: LangChain's ``stream`` yields its whole ``AIMessage``) streams as one chunk. Closing this
+    iterator closes the model's stream."""
+    stream = model.stream(input, config=config, **kwargs)
+    try:
+        for item in stream:
+            yield _as_chunk(item)
+    finally:
+        close_stream(stream)
+
+
+async def aopen_chunks(
+    model: Any, input: Any, config: Any = None, /, **kwargs: Any
+) -> AsyncIterator[AIMessageChunk]:
+    """Async :func:`open_chunks`."""
+    stream = model.astream(input, config=config, **kwargs)
+    try:
+        async for item in stream:
+            yield _as_chunk(item)
+    finally:
+        await aclose_stream(stream)
+
+
+# -- usage: counted by the inner calls' runs, returned to the caller ---------------------------------------------
+def carried_usage(message: BaseMessage) -> UsageMetadata | None:
+    """The usage a wrapper's output carries for its caller (``response_metadata["frugal"]["usage"]``)."""
+    frugal = (message.response_metadata or {}).get(FRUGAL_KEY)
+    found = frugal.get(USAGE) if isinstance(frugal, Mapping) else None
+    return cast("UsageMetadata", dict(found)) if isinstance(found, Mapping) else None
+
+
+def _without_carried(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(metadata)
+    frugal = out.get(FRUGAL_KEY)
+    if isinstance(frugal, Mapping) and USAGE in frugal:
+        rest = {k: v for k, v in frugal.items() if k != USAGE}
+        if rest:
+            out[FRUGAL_KEY] = rest
+        else:
+            del out[FRUGAL_KEY]
+    return out
+
+
+def carry_usage(message: _M, usage: UsageMetadata | None) -> _M:
+    """``message`` as a wrapper's run outputs it: no ``usage_metadata`` (the inner calls' runs report it), the
+    usage for the caller in ``response_metadata["frugal"]["usage"]`` (none: nothing is carried)."""
+    metadata = _without_carried(message.response_metadata or {})
+    if usage:
+        frugal = metadata.get(FRUGAL_KEY)
+        metadata[FRUGAL_KEY] = {**(frugal if isinstance(frugal, Mapping) else {}), USAGE: dict(usage)}
+    update: dict[str, Any] = {"response_metadata": metadata}
+    if isinstance(message, AIMessage):
+        update["usage_metadata"] = None
+    return message.model_copy(update=update)
+
+
+def untraced(message: _M) -> _M:
+    """``message`` with no usage at all (an inner call's chunk relayed by a wrapper: that call reported it)."""
+    return carry_usage(message, None)
+
+
+def _restored(message: _M) -> _M:
+    """What the caller gets: the carried usage back in ``usage_metadata``."""
+    usage = carried_usage(message)
+    if usage is None or not isinstance(message, AIMessage):
+        return message
+    return message.model_copy(
+        update={"usage_metadata": usage, "response_metadata": _without_carried(message.response_metadata)}
+    )
+
+
+def _restored_generation(generation: Generation) -> Generation:
+    if not isinstance(generation, ChatGeneration) or carried_usage(generation.message) is None:
+        return generation
+    message = _restored(generation.message)
+    if isinstance(generation, ChatGenerationChunk) and isinstance(message, BaseMessageChunk):
+        return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
+    return ChatGeneration(message=message, generation_info=generation.generation_info)
+
+
+def _restored_result(result: LLMResult) -> LLMResult:
+    return result.model_copy(
+        update={"generations": [[_restored_generation(g) for g in gens] for gens in result.generations]}
+    )
 
 
 class ChildRunStreamingModel(NotPicklable, BaseChatModel):
-    """Base for wrappers whose ``_stream``/``_astream`` call other chat models as child runs."""
+    """Base for wrappers whose ``_generate``/``_stream`` call other chat models as child runs."""
+
+    def generate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """LangChain's ``generate`` (callbacks see the run's output without usage), then the usage of the calls
+        behind each answer back in its ``usage_metadata``."""
+        return _restored_result(super().generate(messages, stop=stop, callbacks=callbacks, **kwargs))
+
+    async def agenerate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """Async :meth:`generate`."""
+        return _restored_result(await super().agenerate(messages, stop=stop, callbacks=callbacks, **kwargs))
 
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
         # invoke() answers through _generate, where the wrapped model runs as a child run (and streams by itself
@@ -99,7 +267,7 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
         """Stream the answer: a cached one is replayed in a few chunks, a new one streams from the wrapped
         model (as a child run) and is stored once the stream has finished."""
         if self._no_streaming(kwargs):
-            yield cast("AIMessageChunk", self.invoke(input, config=config, stop=stop, **kwargs))
+            yield whole_chunk(self.invoke(input, config=config, stop=stop, **kwargs))
             return
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
         manager = CallbackManager.configure(*self._configure_args(config, extra))
@@ -114,7 +282,7 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
                     chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 chunks.append(chunk)
-                yield cast("AIMessageChunk", chunk.message)
+                yield cast("AIMessageChunk", _restored(chunk.message))
         except BaseException as e:
             merged = merge_chat_generation_chunks(chunks)
             run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))
@@ -137,7 +305,7 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         """Async :meth:`stream`."""
         if self._no_streaming(kwargs):
-            yield cast("AIMessageChunk", await self.ainvoke(input, config=config, stop=stop, **kwargs))
+            yield whole_chunk(await self.ainvoke(input, config=config, stop=stop, **kwargs))
             return
         messages, params, extra, config = self._stream_setup(input, config, stop, kwargs)
         manager = AsyncCallbackManager.configure(*self._configure_args(config, extra))
@@ -152,7 +320,7 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
                     chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 chunks.append(chunk)
-                yield cast("AIMessageChunk", chunk.message)
+                yield cast("AIMessageChunk", _restored(chunk.message))
         except BaseException as e:
             merged = merge_chat_generation_chunks(chunks)
             await run_manager.on_llm_error(e, response=LLMResult(generations=[[merged]] if merged else []))

@@ -9,7 +9,12 @@ conversation up before calling ``model``:
   and the answer is marked ``response_metadata["frugal"]["cache"] == {"status": "bypass", "reason": "no-tenant"}``.
 * **miss**: the model is called as a *child run* of the wrapper (callbacks and budgets see it once; the wrapper's
   own run is marked as a wrapper and not counted), and its answer is stored. A streamed answer is stored only
-  when the stream finished normally, never after an error or an early ``break``.
+  when the stream finished normally, never after an error or an early ``break``. A model with no native
+  streaming (only ``_generate``) streams its whole answer as one chunk, stored the same way.
+
+Usage is counted once per provider call: the wrapped model's run reports it, the wrapper's own run does not
+(``get_usage_metadata_callback`` and tracers see a miss once, a hit not at all). The message the caller gets
+has the miss's ``usage_metadata``; a hit has none (nothing was paid for it).
 
 Entries are the same as :class:`~frugal_chains.langchain.SemanticCache`'s: a model with
 ``cache=SemanticCache(...)`` and a ``CachedChatModel`` around the same model share them.
@@ -29,6 +34,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
@@ -42,7 +48,13 @@ from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import StoredAnswer, arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
-from frugal_chains.langchain._streaming import ChildRunStreamingModel
+from frugal_chains.langchain._streaming import (
+    ChildRunStreamingModel,
+    aopen_chunks,
+    carry_usage,
+    open_chunks,
+    untraced,
+)
 from frugal_chains.langchain.cache import (
     SemanticCache,
     _core_of,
@@ -217,9 +229,11 @@ class CachedChatModel(ChildRunStreamingModel):
 
     @staticmethod
     def _served(found: tuple[CacheResult, list[Generation] | None] | None) -> list[Generation] | None:
+        """A hit's generations, marked. The wrapper's run reports no usage (a hit makes no provider call); the
+        caller gets the stored answer's token counts, as LangChain's own cache does."""
         if found is None or not found[1]:
             return None
-        return _mark_hit(found[1], found[0], chat=True)
+        return _carried(_mark_hit(found[1], found[0], chat=True))
 
     @staticmethod
     def _refused(generations: list[ChatGeneration], reason: str | None) -> list[ChatGeneration]:
@@ -285,7 +299,9 @@ class CachedChatModel(ChildRunStreamingModel):
         generations = cast("list[ChatGeneration]", result.generations[0])
         self._store(request, messages, generations, llm_string)
         generations = self._refused(generations, self.core.skip_reason(request))
-        return ChatResult(generations=generations, llm_output=result.llm_output)
+        return ChatResult(
+            generations=cast("list[ChatGeneration]", _carried(generations)), llm_output=result.llm_output
+        )
 
     async def _agenerate(
         self,
@@ -305,7 +321,9 @@ class CachedChatModel(ChildRunStreamingModel):
         generations = cast("list[ChatGeneration]", result.generations[0])
         await self._astore(request, messages, generations, llm_string)
         generations = self._refused(generations, self.core.skip_reason(request))
-        return ChatResult(generations=generations, llm_output=result.llm_output)
+        return ChatResult(
+            generations=cast("list[ChatGeneration]", _carried(generations)), llm_output=result.llm_output
+        )
 
     # -- stream ----------------------------------------------------------------------------------------------
     def _stream(
@@ -321,18 +339,22 @@ class CachedChatModel(ChildRunStreamingModel):
         if served is not None:
             yield from _replay(served[0])
             return
-        inner = self.model.stream(
-            messages, config={"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
+        inner = open_chunks(
+            self.model, messages, {"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
         )
         reason = self.core.skip_reason(request)
         first = True
+        usage: UsageMetadata | None = None
         with closing(relay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             for message in relayed:
+                usage = _added(usage, message)
                 if first and reason is not None:
                     meta = mark_cache_bypass(message.response_metadata, reason)
                     message = message.model_copy(update={"response_metadata": meta})
                 first = False
-                yield ChatGenerationChunk(message=message)
+                yield ChatGenerationChunk(message=untraced(message))
+        if usage:
+            yield _usage_chunk(usage)
 
     async def _astream(
         self,
@@ -348,18 +370,47 @@ class CachedChatModel(ChildRunStreamingModel):
             for chunk in _replay(served[0]):
                 yield chunk
             return
-        inner = self.model.astream(
-            messages, config={"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
+        inner = aopen_chunks(
+            self.model, messages, {"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
         )
         reason = self.core.skip_reason(request)
         first = True
+        usage: UsageMetadata | None = None
         async with aclosing(arelay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             async for message in relayed:
+                usage = _added(usage, message)
                 if first and reason is not None:
                     meta = mark_cache_bypass(message.response_metadata, reason)
                     message = message.model_copy(update={"response_metadata": meta})
                 first = False
-                yield ChatGenerationChunk(message=message)
+                yield ChatGenerationChunk(message=untraced(message))
+        if usage:
+            yield _usage_chunk(usage)
+
+
+def _carried(generations: Sequence[Generation]) -> list[Generation]:
+    """Generations as the wrapper's run outputs them: no ``usage_metadata`` (a miss's was reported by the wrapped
+    model's run, a hit paid nothing); the caller gets it back (see ``frugal_chains.langchain._streaming``)."""
+    out: list[Generation] = []
+    for g in generations:
+        if not isinstance(g, ChatGeneration):
+            out.append(g)
+            continue
+        usage = g.message.usage_metadata if isinstance(g.message, AIMessage) else None
+        out.append(ChatGeneration(message=carry_usage(g.message, usage), generation_info=g.generation_info))
+    return out
+
+
+def _added(total: UsageMetadata | None, message: AIMessageChunk) -> UsageMetadata | None:
+    usage = message.usage_metadata
+    if not usage:
+        return total
+    return usage if total is None else add_usage(total, usage)
+
+
+def _usage_chunk(usage: UsageMetadata) -> ChatGenerationChunk:
+    """The closing chunk of a streamed miss: the usage the wrapped model's chunks carried, for the caller."""
+    return ChatGenerationChunk(message=carry_usage(AIMessageChunk(content="", chunk_position="last"), usage))
 
 
 def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:

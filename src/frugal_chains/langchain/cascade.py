@@ -11,14 +11,16 @@ LangChain contract:
   and an answer that does not parse or validate escalates;
 * ``stream``/``astream``: with no gate that needs the whole answer, the chosen tier streams live; otherwise each
   tier below the strongest is buffered, checked, and replayed once it passes (the strongest tier streams live);
-* the final message carries the summed ``usage_metadata`` of every call the cascade made and
+* a tier with no native streaming (only ``_generate``) streams its whole answer as one chunk;
+* usage is counted once per provider call: the tiers' child runs report theirs, the cascade's own run reports
+  none (``get_usage_metadata_callback`` and tracers that sum a run tree count each call once). The message the
+  caller gets carries the summed ``usage_metadata`` of every call the cascade made, and
   ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
@@ -32,7 +34,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    BaseMessageChunk,
     convert_to_openai_messages,
 )
 from langchain_core.messages.ai import UsageMetadata
@@ -47,7 +48,14 @@ from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys,
 from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
-from frugal_chains.langchain._streaming import ChildRunStreamingModel
+from frugal_chains.langchain._streaming import (
+    ChildRunStreamingModel,
+    aopen_chunks,
+    carry_usage,
+    open_chunks,
+    untraced,
+    whole_chunk,
+)
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
@@ -175,14 +183,6 @@ def _validated(answer: TierAnswer, structured: tuple[Any, dict[str, Any]] | None
     except Exception as e:
         return dataclasses.replace(answer, parse_error=e)
     return answer
-
-
-def _sum_usage(usages: Sequence[Usage | None]) -> Usage | None:
-    total: Usage | None = None
-    for u in usages:
-        if u is not None:
-            total = u if total is None else total + u
-    return total
 
 
 @dataclass
@@ -513,14 +513,14 @@ class CascadeChatModel(ChildRunStreamingModel):
         usage = result.usage
         if extra_usage is not None:
             usage = usage + extra_usage
-        return base.model_copy(
+        message = base.model_copy(
             update={
                 "additional_kwargs": additional,
                 "response_metadata": self._frugal(result, base.response_metadata),
-                "usage_metadata": _usage_metadata(usage)
-                if usage.total_tokens or base.usage_metadata
-                else None,
             }
+        )
+        return carry_usage(
+            message, _usage_metadata(usage) if usage.total_tokens or base.usage_metadata else None
         )
 
     # -- invoke ------------------------------------------------------------------------------------------------
@@ -575,33 +575,15 @@ class CascadeChatModel(ChildRunStreamingModel):
         return ChatResult(generations=[ChatGeneration(message=self._message(result))])
 
     # -- stream ------------------------------------------------------------------------------------------------
-    def _final_chunk(self, result: CascadeResult, accepted: TierAnswer) -> ChatGenerationChunk:
-        """The closing chunk: ``response_metadata["frugal"]`` and the usage of every call but the accepted
-        answer's own (which its chunks already carry), so the merged stream sums to the cascade's usage."""
-        own = accepted.usage
-        others = _sum_usage([a.usage for a in result.attempts[:-1]])
-        last = result.attempts[-1].usage
-        if last is not None and own is not None:
-            extra_last = Usage(
-                input_tokens=last.input_tokens - own.input_tokens,
-                output_tokens=last.output_tokens - own.output_tokens,
-                cache_read_tokens=last.cache_read_tokens - own.cache_read_tokens,
-                cache_write_tokens=last.cache_write_tokens - own.cache_write_tokens,
-                cache_write_1h_tokens=last.cache_write_1h_tokens - own.cache_write_1h_tokens,
-                reasoning_tokens=last.reasoning_tokens - own.reasoning_tokens,
-            )
-            others = _sum_usage([others, extra_last if extra_last.total_tokens else None])
-        elif last is not None and own is None:
-            others = _sum_usage([others, last])
+    def _final_chunk(self, result: CascadeResult) -> ChatGenerationChunk:
+        """The closing chunk: ``response_metadata["frugal"]`` and the usage of every call the cascade made (the
+        tiers' chunks pass through without theirs: their runs reported it)."""
+        usage = result.usage
+        message = AIMessageChunk(
+            content="", response_metadata=self._frugal(result, {}), chunk_position="last"
+        )
         return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                response_metadata=self._frugal(result, {}),
-                usage_metadata=_usage_metadata(others)
-                if others is not None and others.total_tokens
-                else None,
-                chunk_position="last",
-            )
+            message=carry_usage(message, _usage_metadata(usage) if usage.total_tokens else None)
         )
 
     def _stream(
@@ -614,12 +596,15 @@ class CascadeChatModel(ChildRunStreamingModel):
         req = self._request(stop, {**kwargs})
         if req.structured is not None:  # a parsed object is not streamed: answer whole, as one chunk
             result = self._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-            yield _whole_chunk(result.generations[0].message)
+            yield ChatGenerationChunk(message=whole_chunk(result.generations[0].message))
             return
 
-        def open_stream(i: int) -> Iterator[BaseMessageChunk]:
-            return self._runnable(i, req).stream(
-                messages, config=self._config(run_manager, i, asynchronous=False), **req.call_kwargs()
+        def open_stream(i: int) -> Iterator[AIMessageChunk]:
+            return open_chunks(
+                self._runnable(i, req),
+                messages,
+                self._config(run_manager, i, asynchronous=False),
+                **req.call_kwargs(),
             )
 
         def call(i: int) -> TierAnswer:
@@ -651,12 +636,15 @@ class CascadeChatModel(ChildRunStreamingModel):
         req = self._request(stop, {**kwargs})
         if req.structured is not None:
             result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-            yield _whole_chunk(result.generations[0].message)
+            yield ChatGenerationChunk(message=whole_chunk(result.generations[0].message))
             return
 
-        async def open_stream(i: int) -> AsyncIterator[BaseMessageChunk]:
-            return self._runnable(i, req).astream(
-                messages, config=self._config(run_manager, i, asynchronous=True), **req.call_kwargs()
+        async def open_stream(i: int) -> AsyncIterator[AIMessageChunk]:
+            return aopen_chunks(
+                self._runnable(i, req),
+                messages,
+                self._config(run_manager, i, asynchronous=True),
+                **req.call_kwargs(),
             )
 
         async def call(i: int) -> TierAnswer:
@@ -678,41 +666,17 @@ class CascadeChatModel(ChildRunStreamingModel):
             async for event in events:
                 yield self._chunk(event)
 
-    def _chunk(self, event: TierChunk[BaseMessageChunk] | CascadeResult) -> ChatGenerationChunk:
-        """An engine event as a stream chunk: a tier's chunk as it is, the result as the closing chunk."""
+    def _chunk(self, event: TierChunk[AIMessageChunk] | CascadeResult) -> ChatGenerationChunk:
+        """An engine event as a stream chunk: a tier's chunk without its usage (the tier's run reported it), the
+        result as the closing chunk."""
         if isinstance(event, CascadeResult):
-            return self._final_chunk(event, event.answer)
-        return ChatGenerationChunk(message=event.chunk)
+            return self._final_chunk(event)
+        return ChatGenerationChunk(message=untraced(event.chunk))
 
 
-def _joined(index: int, chunks: list[BaseMessageChunk]) -> TierAnswer:
+def _joined(index: int, chunks: list[AIMessageChunk]) -> TierAnswer:
     """A tier's streamed chunks as its whole answer."""
     return _stream_answer([ChatGenerationChunk(message=c) for c in chunks])
-
-
-def _whole_chunk(message: BaseMessage) -> ChatGenerationChunk:
-    """A whole answer as one chunk, keeping the parsed object as it is (no ``model_dump`` round trip)."""
-    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=ai.content,
-            additional_kwargs=dict(ai.additional_kwargs),
-            response_metadata=dict(ai.response_metadata),
-            usage_metadata=ai.usage_metadata,
-            tool_call_chunks=[
-                {
-                    "name": c["name"],
-                    "args": json.dumps(c["args"]),
-                    "id": c.get("id"),
-                    "index": i,
-                    "type": "tool_call_chunk",
-                }
-                for i, c in enumerate(ai.tool_calls)
-            ],
-            id=ai.id,
-            chunk_position="last",
-        )
-    )
 
 
 def _stream_answer(chunks: list[ChatGenerationChunk]) -> TierAnswer:

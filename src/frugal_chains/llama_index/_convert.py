@@ -1,12 +1,24 @@
 """What the LlamaIndex wing's modules share: messages and responses converted once (OpenAI-format message dicts,
-what the core speaks; the text and usage of a response; a stream's chunks joined into one response), and the
-callback sharing of LLMs that call other LLMs."""
+what the core speaks; the text and usage of a response; a stream's chunks joined into one response), and what LLMs
+that call other LLMs (the cascade, the cache wrapper) need: callback sharing, a stream that falls back to the whole
+answer for an LLM with no streaming (:func:`open_stream`), and their own LLM events (:func:`wrapper_event`)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import Any, TypeVar, cast
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -15,15 +27,20 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.callbacks import CallbackManager
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.shared.sharing import NotPicklable
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 __all__ = [
     "SharesCallbacks",
+    "aopen_stream",
+    "as_chunk",
+    "open_stream",
+    "wrapper_event",
     "message_text",
     "openai_message",
     "routing_messages",
@@ -261,3 +278,178 @@ class SharesCallbacks(NotPicklable):
             for llm in self._wrapped_llms():
                 if llm.callback_manager is not manager:
                     llm.callback_manager = manager
+
+
+# -- LLMs that call other LLMs -----------------------------------------------------------------------------------
+_R = TypeVar("_R", ChatResponse, CompletionResponse)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def as_chunk(response: _R) -> _R:
+    """A whole response as the one chunk of a stream (its ``delta`` is the whole text)."""
+    if isinstance(response, ChatResponse):
+        return response.model_copy(update={"delta": message_text(response.message)})
+    return response.model_copy(update={"delta": response.text})
+
+
+def open_stream(stream: Callable[[], Iterator[_R]], whole: Callable[[], _R]) -> Iterator[_R]:
+    """``stream()``, or the whole answer (``whole()``) as one chunk when the LLM has no streaming: LlamaIndex's
+    streaming methods are abstract, and an LLM that does not stream raises ``NotImplementedError`` from them
+    (when called, or on the stream's first ``next``, e.g. ``CustomLLM.stream_chat`` over a
+    ``stream_complete`` that raises). Closing the returned iterator closes the LLM's stream."""
+    try:
+        inner = stream()
+    except NotImplementedError:
+        return iter([as_chunk(whole())])
+    return _first_or_whole(inner, whole)
+
+
+def _first_or_whole(inner: Iterator[_R], whole: Callable[[], _R]) -> Generator[_R, None, None]:
+    try:
+        try:
+            first = next(inner)
+        except StopIteration:
+            return
+        except NotImplementedError:
+            yield as_chunk(whole())
+            return
+        yield first
+        yield from inner
+    finally:
+        close_stream(inner)
+
+
+async def aopen_stream(
+    stream: Callable[[], Awaitable[AsyncIterator[_R]]], whole: Callable[[], Awaitable[_R]]
+) -> AsyncIterator[_R]:
+    """Async :func:`open_stream`."""
+    try:
+        inner = await stream()
+    except NotImplementedError:
+        return _one(as_chunk(await whole()))
+    return _afirst_or_whole(inner, whole)
+
+
+async def _one(item: _R) -> AsyncGenerator[_R, None]:
+    yield item
+
+
+async def _afirst_or_whole(
+    inner: AsyncIterator[_R], whole: Callable[[], Awaitable[_R]]
+) -> AsyncGenerator[_R, None]:
+    try:
+        try:
+            first = await inner.__anext__()
+        except StopAsyncIteration:
+            return
+        except NotImplementedError:
+            yield as_chunk(await whole())
+            return
+        yield first
+        async for item in inner:
+            yield item
+    finally:
+        await aclose_stream(inner)
+
+
+def _manager_of(llm: Any) -> CallbackManager:
+    manager = getattr(llm, "callback_manager", None)
+    if not isinstance(manager, CallbackManager):
+        manager = CallbackManager()
+        llm.callback_manager = manager
+    return manager
+
+
+def _start_payload(llm: Any, kind: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The start event's payload, as LlamaIndex's decorators send it (the messages or the prompt, the call's
+    other keyword arguments, the LLM's ``to_payload()``)."""
+    name = "messages" if kind == "chat" else "prompt"
+    first = args[0] if args else kwargs.get(name)
+    rest = {k: v for k, v in kwargs.items() if k != name}
+    key = EventPayload.MESSAGES if kind == "chat" else EventPayload.PROMPT
+    return {key: first, EventPayload.ADDITIONAL_KWARGS: rest, EventPayload.SERIALIZED: llm.to_payload()}
+
+
+def _ended_after(
+    stream: Iterator[Any], manager: CallbackManager, event_id: str
+) -> Generator[Any, None, None]:
+    """``stream`` with the wrapper's LLM event open until it ends (the calls it makes are nested in it)."""
+    try:
+        yield from stream
+    except BaseException as e:
+        manager.on_event_end(CBEventType.LLM, payload={EventPayload.EXCEPTION: e}, event_id=event_id)
+        raise
+    manager.on_event_end(CBEventType.LLM, event_id=event_id)
+
+
+async def _aended_after(
+    stream: AsyncIterator[Any], manager: CallbackManager, event_id: str
+) -> AsyncGenerator[Any, None]:
+    try:
+        async for item in stream:
+            yield item
+    except BaseException as e:
+        manager.on_event_end(CBEventType.LLM, payload={EventPayload.EXCEPTION: e}, event_id=event_id)
+        raise
+    manager.on_event_end(CBEventType.LLM, event_id=event_id)
+
+
+def wrapper_event(kind: str) -> Callable[[_F], _F]:
+    """The legacy-callback LLM event of an LLM that calls other LLMs (``kind``: ``"chat"`` or ``"complete"``), in
+    place of LlamaIndex's ``llm_chat_callback``/``llm_completion_callback``: the same trace and start event
+    (marked as a wrapper by ``to_payload()``), nesting the calls it makes, and the LLM's ``rate_limiter``, but the
+    event **ends without a response**. The LLMs it calls send their own events with their responses, so a handler
+    that adds up LLM events (LlamaIndex's ``TokenCountingHandler``, which estimates any response without usage)
+    counts each provider call once, and a cache hit (no call) not at all. No instrumentation LLM events are sent
+    for the wrapper either (its span still encloses the calls' events)."""
+
+    def wrap(f: _F) -> _F:
+        if inspect.iscoroutinefunction(f):
+
+            @functools.wraps(f)
+            async def arun(self: Any, *args: Any, **kwargs: Any) -> Any:
+                manager = _manager_of(self)
+                with manager.as_trace(kind):
+                    event_id = manager.on_event_start(
+                        CBEventType.LLM, payload=_start_payload(self, kind, args, kwargs)
+                    )
+                    if self.rate_limiter is not None:
+                        await self.rate_limiter.async_acquire()
+                    try:
+                        out = await f(self, *args, **kwargs)
+                    except BaseException as e:
+                        manager.on_event_end(
+                            CBEventType.LLM, payload={EventPayload.EXCEPTION: e}, event_id=event_id
+                        )
+                        raise
+                    if isinstance(out, AsyncGenerator):
+                        return _aended_after(out, manager, event_id)
+                    manager.on_event_end(CBEventType.LLM, event_id=event_id)
+                    return out
+
+            return cast("_F", arun)
+
+        @functools.wraps(f)
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            manager = _manager_of(self)
+            with manager.as_trace(kind):
+                event_id = manager.on_event_start(
+                    CBEventType.LLM, payload=_start_payload(self, kind, args, kwargs)
+                )
+                if self.rate_limiter is not None:
+                    self.rate_limiter.acquire()
+                try:
+                    out = f(self, *args, **kwargs)
+                except BaseException as e:
+                    manager.on_event_end(
+                        CBEventType.LLM, payload={EventPayload.EXCEPTION: e}, event_id=event_id
+                    )
+                    raise
+                if isinstance(out, Generator):
+                    return _ended_after(out, manager, event_id)
+                manager.on_event_end(CBEventType.LLM, event_id=event_id)
+                return out
+
+        return cast("_F", run)
+
+    return wrap

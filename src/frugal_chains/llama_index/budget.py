@@ -79,6 +79,8 @@ __all__ = ["TokenBudgetHandler"]
 
 
 _CALLBACKS_FILE = os.path.join("llama_index", "core", "llms", "callbacks.py")
+_WRAPPER_EVENTS_FILE = os.path.join("frugal_chains", "llama_index", "_convert.py")
+"""Where the cascade's and the cache wrapper's own LLM events are sent (``wrapper_event``): calls nest in them too."""
 _MAX_STACK = 400
 _PLACEHOLDER_MODEL = "unknown"  # LLMMetadata.model_name's default
 
@@ -374,7 +376,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         frame: FrameType | None = sys._getframe(2)
         depth = 0
         while frame is not None and depth < _MAX_STACK:
-            if frame.f_code.co_filename.endswith(_CALLBACKS_FILE):
+            if frame.f_code.co_filename.endswith((_CALLBACKS_FILE, _WRAPPER_EVENTS_FILE)):
                 event_id = frame.f_locals.get("event_id")
                 if isinstance(event_id, str):
                     with self._lock:

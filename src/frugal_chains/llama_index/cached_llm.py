@@ -18,7 +18,12 @@ streaming and async variants) up before calling ``llm``:
 Budgets: the wrapper's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`, so
 :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts only the wrapped LLM's calls: a miss once, a hit not
 at all. The wrapper and the wrapped LLM share one callback manager (``Settings.llm`` sets the wrapper's; it is
-passed on), so the handler sees both. Give the cache the budgets' ledger to record each hit's saving.
+passed on), so the handler sees both. Give the cache the budgets' ledger to record each hit's saving. The
+wrapper's event ends without a response, so LlamaIndex's ``TokenCountingHandler`` counts a miss once (the wrapped
+LLM's event) and a hit not at all.
+
+An LLM with no streaming (``NotImplementedError`` from its streaming methods) streams as one response carrying the
+whole answer, stored like any other.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     TextBlock,
 )
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -55,10 +59,13 @@ from frugal_chains.cache.replay import arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
+    aopen_stream,
+    open_stream,
     openai_message,
     usage_of,
     whole_chat,
     whole_completion,
+    wrapper_event,
 )
 from frugal_chains.metadata import WRAPPER_KEY, mark_cache_bypass, mark_cache_hit
 from frugal_chains.shared.streams import aclose_stream, close_stream
@@ -513,7 +520,7 @@ class CachedLLM(SharesCallbacks, LLM):
         return marked()
 
     # -- chat ------------------------------------------------------------------------------------------------
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
         if request is not None:
@@ -525,7 +532,7 @@ class CachedLLM(SharesCallbacks, LLM):
             self._store(request, self._chat_entry(response, messages))
         return self._refused(request, response)
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
         if request is not None:
@@ -537,30 +544,34 @@ class CachedLLM(SharesCallbacks, LLM):
             await self._astore(request, self._chat_entry(response, messages))
         return self._refused(request, response)
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         request = self._chat_request(messages, kwargs)
         if request is not None:
             hit = self._chat_hit(self.cache.lookup_decoded(request, decode=_decode_chat))
             if hit is not None:
                 return (r for r in self._replay_chat(hit))
-        inner = self.llm.stream_chat(messages, **kwargs)
+        inner = open_stream(
+            lambda: self.llm.stream_chat(messages, **kwargs), lambda: self.llm.chat(messages, **kwargs)
+        )
         relayed = relay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
         return self._refused_stream(request, relayed)
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         request = self._chat_request(messages, kwargs)
         if request is not None:
             hit = self._chat_hit(await self.cache.alookup_decoded(request, decode=_decode_chat))
             if hit is not None:
                 return _agen(self._replay_chat(hit))
-        inner = await self.llm.astream_chat(messages, **kwargs)
+        inner = await aopen_stream(
+            lambda: self.llm.astream_chat(messages, **kwargs), lambda: self.llm.achat(messages, **kwargs)
+        )
         relayed = arelay(self.cache, request, inner, lambda seen: self._chat_entry_of(seen, messages))
         return self._arefused_stream(request, relayed)
 
     # -- complete --------------------------------------------------------------------------------------------
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
@@ -572,7 +583,7 @@ class CachedLLM(SharesCallbacks, LLM):
             self._store(request, self._completion_entry(response, prompt))
         return self._refused(request, response)
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
@@ -584,18 +595,21 @@ class CachedLLM(SharesCallbacks, LLM):
             await self._astore(request, self._completion_entry(response, prompt))
         return self._refused(request, response)
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         request = self._completion_request(prompt, formatted, kwargs)
         if request is not None:
             hit = self._completion_hit(self.cache.lookup_decoded(request, decode=_decode_completion))
             if hit is not None:
                 return (r for r in self._replay_completion(hit))
-        inner = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        inner = open_stream(
+            lambda: self.llm.stream_complete(prompt, formatted=formatted, **kwargs),
+            lambda: self.llm.complete(prompt, formatted=formatted, **kwargs),
+        )
         relayed = relay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
         return self._refused_stream(request, relayed)
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
@@ -604,7 +618,10 @@ class CachedLLM(SharesCallbacks, LLM):
             hit = self._completion_hit(await self.cache.alookup_decoded(request, decode=_decode_completion))
             if hit is not None:
                 return _agen(self._replay_completion(hit))
-        inner = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        inner = await aopen_stream(
+            lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs),
+            lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs),
+        )
         relayed = arelay(self.cache, request, inner, lambda seen: self._completion_entry_of(seen, prompt))
         return self._arefused_stream(request, relayed)
 

@@ -9,11 +9,14 @@ LlamaIndex contract:
 * Budgets: the cascade's own LlamaIndex LLM events carry :data:`~frugal_chains.metadata.WRAPPER_KEY`,
   so :class:`~frugal_chains.llama_index.TokenBudgetHandler` counts the tiers' calls (each provider call once,
   every tier tried included) and never the cascade's. A callback manager given to the cascade (or set by
-  ``Settings.llm``) is passed on to every tier, so one handler sees both.
+  ``Settings.llm``) is passed on to every tier, so one handler sees both. The cascade's event ends without a
+  response (see :func:`~frugal_chains.llama_index._convert.wrapper_event`): LlamaIndex's ``TokenCountingHandler``
+  counts each tier's call once.
 * Streaming (``stream_chat``, ``stream_complete`` and their async twins): with no gate that needs the whole
   answer, the chosen tier streams live (its answer is not gated). Otherwise each tier below the strongest is
   buffered, its whole answer checked, and replayed once it passes; the strongest tier streams live. A provider
-  error before the first streamed token escalates. Every stream ends with one closing response (``delta=""``)
+  error before the first streamed token escalates. A tier with no streaming (``NotImplementedError``) streams its
+  whole answer as one response. Every stream ends with one closing response (``delta=""``)
   carrying the whole answer and the metadata below.
 * The final response carries ``additional_kwargs["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD,
   attempts), ``additional_kwargs["frugal_tier"]`` (the tier's name; every streamed chunk has it too), and the
@@ -60,7 +63,6 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionEndEvent,
     LLMCompletionStartEvent,
 )
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.llms.structured_llm import StructuredLLM
@@ -77,11 +79,14 @@ from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
+    aopen_stream,
     message_text,
+    open_stream,
     routing_messages,
     usage_of,
     whole_chat,
     whole_completion,
+    wrapper_event,
 )
 from frugal_chains.metadata import CASCADE, WRAPPER_KEY, with_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
@@ -610,10 +615,10 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         def call(i: int) -> TierAnswer:
             return self._answer(i, self._tiered(i, req.call))
 
-        def open_stream(i: int) -> Iterator[Any]:
-            return cast("Iterator[Any]", self._tiered(i, req.stream))
+        def opened(i: int) -> Iterator[Any]:
+            return open_stream(lambda: self._tiered(i, req.stream), lambda: self._tiered(i, req.call))
 
-        with closing(self._engine.stream(req.openai(), open_stream, join, call=call)) as events:
+        with closing(self._engine.stream(req.openai(), opened, join, call=call)) as events:
             for event in events:
                 yield self._event(event)
 
@@ -626,10 +631,12 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         async def call(i: int) -> TierAnswer:
             return self._answer(i, await self._atiered(i, req.acall))
 
-        async def open_stream(i: int) -> AsyncIterator[Any]:
-            return cast("AsyncIterator[Any]", await self._atiered(i, req.astream))
+        async def opened(i: int) -> AsyncIterator[Any]:
+            return await aopen_stream(
+                lambda: self._atiered(i, req.astream), lambda: self._atiered(i, req.acall)
+            )
 
-        async with aclosing(self._engine.astream(req.openai(), open_stream, join, call=call)) as events:
+        async with aclosing(self._engine.astream(req.openai(), opened, join, call=call)) as events:
             async for event in events:
                 yield self._event(event)
 
@@ -646,40 +653,40 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
             messages=tuple(messages), kwargs=kwargs, tools=tools if isinstance(tools, _ToolRequest) else None
         )
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         result = self._run(self._chat_request(messages, kwargs))
         return self._final(result, cast("ChatResponse", result.answer.native))
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         result = await self._arun(self._chat_request(messages, kwargs))
         return self._final(result, cast("ChatResponse", result.answer.native))
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         return self._stream(self._chat_request(messages, kwargs))
 
-    @llm_chat_callback()
+    @wrapper_event("chat")
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         return self._astream(self._chat_request(messages, kwargs))
 
     # -- complete --------------------------------------------------------------------------------------------------
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         result = self._run(_Completion(prompt=prompt, formatted=formatted, kwargs=kwargs))
         return self._final(result, cast("CompletionResponse", result.answer.native))
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         result = await self._arun(_Completion(prompt=prompt, formatted=formatted, kwargs=kwargs))
         return self._final(result, cast("CompletionResponse", result.answer.native))
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         return self._stream(_Completion(prompt=prompt, formatted=formatted, kwargs=kwargs))
 
-    @llm_completion_callback()
+    @wrapper_event("complete")
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:

@@ -1,0 +1,166 @@
+"""Each provider call's usage is counted once by LangChain's own tools (``get_usage_metadata_callback``, a tracer that
+sums the LLM runs of a run tree) through ``CascadeChatModel`` and ``CachedChatModel``: the tiers' (or the wrapped
+model's) child runs report it, the wrapper's own run does not; the caller still reads the answer's total usage in
+``usage_metadata``, and the budget handler still records each call once."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import reduce
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import get_usage_metadata_callback
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
+
+from frugal_chains import SQLiteLedger
+from frugal_chains.cache import AnswerCache
+from frugal_chains.langchain import CachedChatModel, CascadeChatModel, TokenBudgetHandler
+from frugal_chains.routing import RegexGate
+from frugal_chains.testing import FakeUsageChatModel
+from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+
+PROMPT = "What is 6 x 7?"
+MODES = ("invoke", "ainvoke", "stream", "astream", "batch", "abatch", "generate", "agenerate")
+
+
+def cheap() -> FakeUsageChatModel:
+    return FakeUsageChatModel(model="gpt-4o-mini", responses=["Hmm, hard to say."], output_tokens=30)
+
+
+def strong() -> FakeUsageChatModel:
+    return FakeUsageChatModel(model="gpt-4o", responses=["42"], output_tokens=40)
+
+
+def billed(*models: FakeUsageChatModel) -> dict[str, UsageMetadata]:
+    """What the provider bills for each model's call on the prompt (the model called on its own)."""
+    out: dict[str, UsageMetadata] = {}
+    for m in models:
+        um = m.invoke(PROMPT).usage_metadata
+        assert um is not None
+        out[m.model] = um
+    return out
+
+
+def tokens(um: Any) -> tuple[int, int, int]:
+    return (um["input_tokens"], um["output_tokens"], um["total_tokens"])
+
+
+def total(usages: dict[str, UsageMetadata]) -> tuple[int, int, int]:
+    found = [tokens(u) for u in usages.values()]
+    return (sum(f[0] for f in found), sum(f[1] for f in found), sum(f[2] for f in found))
+
+
+def answer(model: Any, mode: str, callbacks: list[Any] | None = None) -> BaseMessage:
+    """One call in ``mode``; a stream's chunks merged."""
+    config: Any = {"callbacks": callbacks or []}
+    if mode == "invoke":
+        return model.invoke(PROMPT, config=config)  # type: ignore[no-any-return]
+    if mode == "ainvoke":
+        return asyncio.run(model.ainvoke(PROMPT, config=config))  # type: ignore[no-any-return]
+    if mode == "stream":
+        return reduce(lambda a, b: a + b, model.stream(PROMPT, config=config))
+    if mode == "astream":
+
+        async def run() -> list[Any]:
+            return [c async for c in model.astream(PROMPT, config=config)]
+
+        return reduce(lambda a, b: a + b, asyncio.run(run()))
+    if mode == "batch":
+        return model.batch([PROMPT], config=config)[0]  # type: ignore[no-any-return]
+    if mode == "abatch":
+        return asyncio.run(model.abatch([PROMPT], config=config))[0]  # type: ignore[no-any-return]
+    messages = [[HumanMessage(PROMPT)]]
+    if mode == "generate":
+        result = model.generate(messages, callbacks=callbacks)
+    else:
+        result = asyncio.run(model.agenerate(messages, callbacks=callbacks))
+    return result.generations[0][0].message  # type: ignore[no-any-return]
+
+
+class CollectingTracer(BaseTracer):
+    """Keeps every finished run, as a tracer (LangSmith) records a run tree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm_runs: list[Run] = []
+
+    def _persist_run(self, run: Run) -> None:
+        pass
+
+    def _on_llm_end(self, run: Run) -> None:
+        self.llm_runs.append(run)
+
+    def _on_chat_model_end(self, run: Run) -> None:  # pragma: no cover - older langchain-core
+        self.llm_runs.append(run)
+
+    def usage(self) -> dict[str, tuple[int, int, int]]:
+        """The traced usage of the LLM runs, summed per model (what a tracer's token totals add up)."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for run in self.llm_runs:
+            for generations in (run.outputs or {}).get("generations", []):
+                for generation in generations:
+                    kwargs = (generation.get("message") or {}).get("kwargs", {})
+                    um = kwargs.get("usage_metadata")
+                    if not um:
+                        continue
+                    model = (kwargs.get("response_metadata") or {}).get("model_name", "?")
+                    before = out.get(model, (0, 0, 0))
+                    out[model] = tuple(a + b for a, b in zip(before, tokens(um), strict=True))  # type: ignore[assignment]
+        return out
+
+
+def cascade() -> CascadeChatModel:
+    return CascadeChatModel(tiers=[cheap(), strong()], gates=[RegexGate(r"\d")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_cascade_that_escalates_is_counted_once_per_tier_call(mode: str) -> None:
+    expected = billed(cheap(), strong())
+    ledger = SQLiteLedger()
+    with get_usage_metadata_callback() as cb:
+        message = answer(cascade(), mode, [TokenBudgetHandler([], ledger=ledger)])
+    assert message.text == "42"
+    assert {m: tokens(u) for m, u in cb.usage_metadata.items()} == {m: tokens(u) for m, u in expected.items()}
+    # the caller reads the total of the cascade's answer
+    assert tokens(getattr(message, "usage_metadata", None)) == total(expected)
+    # our own accounting: one record per provider call
+    spend = [
+        (r.model, r.usage.input_tokens, r.usage.output_tokens) for r in ledger.records() if r.outcome == "ok"
+    ]
+    assert sorted(spend) == sorted((m, u["input_tokens"], u["output_tokens"]) for m, u in expected.items())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tracer_sums_a_cascades_run_tree_to_the_billed_usage(mode: str) -> None:
+    expected = billed(cheap(), strong())
+    tracer = CollectingTracer()
+    answer(cascade(), mode, [tracer])
+    assert tracer.usage() == {m: tokens(u) for m, u in expected.items()}
+    assert len(tracer.llm_runs) == 3  # the cascade's run and its two tier runs: only the tiers carry usage
+
+
+def cached(cache: AnswerCache) -> CachedChatModel:
+    return CachedChatModel(model=cheap(), cache=cache)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_cache_miss_is_counted_once_and_a_hit_not_at_all(mode: str) -> None:
+    expected = billed(cheap())
+    cache = AnswerCache(embedder=FakeEmbeddings())
+    tracer = CollectingTracer()
+    with get_usage_metadata_callback() as cb:
+        miss = answer(cached(cache), mode, [tracer])
+    assert {m: tokens(u) for m, u in cb.usage_metadata.items()} == {m: tokens(u) for m, u in expected.items()}
+    assert tracer.usage() == {m: tokens(u) for m, u in expected.items()}
+    assert tokens(getattr(miss, "usage_metadata", None)) == total(expected)  # the caller still reads it
+
+    tracer = CollectingTracer()
+    with get_usage_metadata_callback() as cb:
+        hit = answer(cached(cache), mode, [tracer])
+    assert hit.response_metadata["frugal"]["cache"]["status"] == "hit"
+    assert cb.usage_metadata == {}  # no provider call
+    assert tracer.usage() == {}

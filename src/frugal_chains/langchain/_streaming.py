@@ -33,8 +33,8 @@ from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.function_calling import convert_to_json_schema
 
-from frugal_chains.shared.sharing import NotPicklable
 from frugal_chains.metadata import FRUGAL_KEY, USAGE
+from frugal_chains.shared.sharing import NotPicklable
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
 try:

@@ -84,7 +84,10 @@ def test_a_judge_without_a_price_stops_the_cascade_instead_of_failing_its_gate(w
     escalate (and pay the strong tier) in silence."""
     c = cheap("It is 42 .")
     target = wing.cascade(
-        [c, strong()], gates=[lambda judge: LLMJudgeGate(judge)], judge=Script("unpriced-judge"), budgets=[ROOMY]
+        [c, strong()],
+        gates=[lambda judge: LLMJudgeGate(judge)],
+        judge=Script("unpriced-judge"),
+        budgets=[ROOMY],
     )
     obs = target.ask(mode)
     assert isinstance(obs.error, UnknownModelPriceError) and obs.error.model == "unpriced-judge"

@@ -167,8 +167,9 @@ def as_embedder(obj: object, *, name: str | None = None) -> Embedder:
     default, or ``"paraphrase-MiniLM-L3-v2"``: a :class:`~frugal_chains.embeddings.MiniLMEmbedder`), a LangChain
     ``Embeddings`` (anything with ``embed_documents``; ``aembed_documents`` is used for ``aembed`` when present) or
     a LlamaIndex embedding (anything with ``get_text_embedding_batch``; ``aget_text_embedding_batch`` for
-    ``aembed``). Neither framework is imported. Rows come back float32 and L2-normalised; ``dim`` is learnt from the first call. Both questions
-    being compared go through the same document-embedding call, so query/document prefixes do not matter.
+    ``aembed``). Neither framework is imported. Rows come back float32 and L2-normalised; ``dim`` is learnt from
+    the first call. Both questions being compared go through the same document-embedding call, so query/document
+    prefixes do not matter.
 
     Args:
         obj: the embedding model.

@@ -157,7 +157,9 @@ def run_chain_batch(b: Built) -> Any:
 def run_with_retry(b: Built) -> Any:
     """``with_retry`` retries every ``Exception`` by default: each attempt is refused again before any spend, and
     the last error reaches the caller."""
-    return b.model.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke(QUESTION, config=b.config)
+    return b.model.with_retry(stop_after_attempt=2, wait_exponential_jitter=False).invoke(
+        QUESTION, config=b.config
+    )
 
 
 @tool
@@ -225,5 +227,7 @@ def test_an_error_in_a_tools_own_model_call_stops_the_agent(case: str) -> None:
     with pytest.raises(spec.error) as e:
         agent.invoke({"messages": [("user", QUESTION)]}, config={"callbacks": [handler]})
     assert not isinstance(e.value, (ValueError, TypeError)) and e.value.field == spec.field
-    assert outer.reached == ["acme-1"] and inner.reached == []  # the agent's first turn, then the refused call
+    assert (
+        outer.reached == ["acme-1"] and inner.reached == []
+    )  # the agent's first turn, then the refused call
     assert [r.model for r in handler.ledger.records()] == ["acme-1"]

@@ -47,7 +47,11 @@ from frugal_chains.llama_index import CachedLLM, CascadeLLM, TokenBudgetHandler
 from frugal_chains.testing import FakeEmbeddings
 
 QUESTION = "What is the capital of France?"
-DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany.", "Rome is the capital of Italy."]
+DOCS = [
+    "Paris is the capital of France.",
+    "Berlin is the capital of Germany.",
+    "Rome is the capital of Italy.",
+]
 PRICES = {"acme-1": Price(input=1.0, output=2.0), "acme-strong": Price(input=10.0, output=30.0)}
 ROOMY = Budget(max_usd=1.0, scope="global")
 TINY = Budget(max_usd=1e-9, scope="global")
@@ -207,7 +211,9 @@ def test_the_error_reaches_a_streaming_query(settings: Any, case: str, wrapper: 
 
 @pytest.mark.parametrize("mode", STREAMING_MODES)
 @pytest.mark.parametrize(("case", "wrapper"), COMBOS)
-def test_the_error_reaches_an_async_streaming_query(settings: Any, case: str, wrapper: str, mode: str) -> None:
+def test_the_error_reaches_an_async_streaming_query(
+    settings: Any, case: str, wrapper: str, mode: str
+) -> None:
     built = build(case, wrapper, streaming=True, response_mode=mode)
     text: list[str] = []
 
@@ -229,7 +235,9 @@ class Capital(BaseModel):
 
 
 @pytest.mark.parametrize("method", ["structured_predict", "astructured_predict"])
-def test_a_cascade_structured_call_does_not_take_a_configuration_error_for_a_parse_failure(method: str) -> None:
+def test_a_cascade_structured_call_does_not_take_a_configuration_error_for_a_parse_failure(
+    method: str,
+) -> None:
     """A tier's structured call refused for a missing price is not output that did not parse: it stops the
     cascade instead of escalating to the next tier."""
     handler = TokenBudgetHandler([ROOMY], prices=PRICES)

@@ -75,7 +75,8 @@ class CallableScorer:
         v = float(value)
         if not 0.0 <= v <= 1.0:  # also catches NaN
             raise ConfigurationError(
-                f"scorer {self._name!r} returned {value!r}; a score must be a number in [0, 1]", field="scorer"
+                f"scorer {self._name!r} returned {value!r}; a score must be a number in [0, 1]",
+                field="scorer",
             )
         return v
 

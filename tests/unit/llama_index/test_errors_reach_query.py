@@ -251,3 +251,55 @@ def test_a_cascade_structured_call_does_not_take_a_configuration_error_for_a_par
             asyncio.run(llm.astructured_predict(Capital, prompt, country="France"))
     assert (cheap.calls, strong.calls) == (0, 0)
     assert handler.ledger.records() == []
+
+
+CHAT_MODES = ("context", "condense_plus_context", "condense_question", "simple")
+CHAT_COMBOS = [
+    (c, w, m)
+    for c, w in COMBOS
+    for m in CHAT_MODES
+    # the cache's bypass policy keeps this engine's prompt ("a conversation between a user and ...") out of the
+    # semantic tier, so the broken embedder is never asked
+    if (c, m) != ("embedder", "condense_plus_context")
+]
+
+
+@pytest.mark.parametrize(("case", "wrapper", "chat_mode"), CHAT_COMBOS)
+def test_the_error_reaches_a_chat_engine(settings: Any, case: str, wrapper: str, chat_mode: str) -> None:
+    """``chat`` and ``achat`` of the index's chat engines (``condense_question`` answers through a ``compact``
+    query engine). Their streams are left out: the context engines write the stream to memory in a thread,
+    which raises there too."""
+    built = build(case, wrapper)
+    engine = built.engine._retriever._index.as_chat_engine(chat_mode=chat_mode)
+    with pytest.raises(FrugalChainsError) as e:
+        engine.chat(QUESTION)
+    built.assert_nothing_happened(CASES[case], e.value)
+    with pytest.raises(FrugalChainsError) as e:
+        asyncio.run(engine.achat(QUESTION))
+    built.assert_nothing_happened(CASES[case], e.value)
+
+
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecationWarning")  # raised in workflows
+@pytest.mark.parametrize("case", ["unpriced", "refused", "uncapped"])
+def test_the_error_reaches_an_agent_run(settings: Any, case: str) -> None:
+    """A ``ReActAgent`` workflow: its own LLM call raises out of ``agent.run()`` (LlamaIndex agents catch the
+    exceptions of tools, not of their LLM)."""
+    from llama_index.core.agent.workflow import ReActAgent
+    from llama_index.core.tools import FunctionTool
+
+    spec = CASES[case]
+    handler = TokenBudgetHandler([spec.budget], prices=PRICES)
+    llm = Provider(model=spec.model, max_tokens=spec.max_tokens, callback_manager=CallbackManager([handler]))
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    agent = ReActAgent(tools=[FunctionTool.from_defaults(add)], llm=llm)
+
+    async def run() -> Any:
+        return await agent.run("What is 1 + 1?")
+
+    with pytest.raises(FrugalChainsError) as e:
+        asyncio.run(run())
+    Built(agent, handler, [llm]).assert_nothing_happened(spec, e.value)

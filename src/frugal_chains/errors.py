@@ -3,7 +3,7 @@
 The whole tree::
 
     FrugalChainsError                  root: catch this to catch everything of ours
-    ├── ConfigurationError (+ValueError)  bad input at construction or call time; names the field and the fix
+    ├── ConfigurationError             bad input at construction or call time; names the field and the fix
     ├── BudgetExceededError            a budget refused a call *before* any money was spent
     ├── LedgerUnavailableError         the spend ledger could not be reached (budgets fail closed by default)
     ├── UnknownModelPriceError (+ConfigurationError)
@@ -15,6 +15,11 @@ The whole tree::
 
 Errors carry their context as attributes (``BudgetExceededError.spent``, ``.limit`` ...), so callers can
 decide what to do without parsing messages.
+
+Every error derives from :class:`Exception` through :class:`FrugalChainsError` only, never from ``ValueError`` or
+``TypeError``: hosts catch those around LLM calls (LlamaIndex's refine synthesizers turn them into "Empty
+Response"), and an error we raise while a call runs must reach the caller. Catch :class:`ConfigurationError` or
+:class:`FrugalChainsError`.
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ class FrugalChainsError(Exception):
     """
 
 
-class ConfigurationError(FrugalChainsError, ValueError):
+class ConfigurationError(FrugalChainsError):
     """Bad input: the message names the field and how to fix it.
+
+    Not a ``ValueError`` (so no host catches it by accident): catch ``ConfigurationError`` or
+    :class:`FrugalChainsError`.
 
     Args:
         message: what is wrong and what to do.

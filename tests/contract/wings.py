@@ -49,6 +49,8 @@ class Script:
     error: Callable[[], BaseException] | None = None
     logprobs: tuple[float, ...] | None = None
     """Natural-log token probabilities reported with every answer."""
+    max_tokens: int | None = 256
+    """The model's output cap (``max_tokens``); None: a model with no cap."""
 
     def answer(self, n: int) -> str:
         return self.answers[min(n, len(self.answers) - 1)]
@@ -264,7 +266,7 @@ class LangChainWing(Wing):
     name = "langchain"
 
     def _fake(self, script: Script, tally: collections.Counter[str]) -> Any:
-        return _lc_fake_class()(model=script.model, script=script, tally=tally)
+        return _lc_fake_class()(model=script.model, script=script, tally=tally, max_tokens=script.max_tokens)
 
     def _handler(self, budgets: Sequence[Budget], ledger: SQLiteLedger) -> Any:
         from frugal_chains.langchain import TokenBudgetHandler
@@ -406,7 +408,9 @@ class LlamaIndexWing(Wing):
         return handler, CallbackManager([handler])
 
     def _fake(self, script: Script, tally: collections.Counter[str], manager: Any) -> Any:
-        return _li_fake_class()(script=script, tally=tally, callback_manager=manager)
+        return _li_fake_class()(
+            script=script, tally=tally, callback_manager=manager, max_tokens=script.max_tokens
+        )
 
     def cascade(self, tiers, *, gates=(), budgets=(), judge=None):  # type: ignore[no-untyped-def]
         from frugal_chains.llama_index import CascadeLLM
@@ -508,7 +512,7 @@ def _li_fake_class() -> Any:
     class ScriptedLLM(LLM):
         script: Any = Field(exclude=True)
         tally: Any = Field(exclude=True)
-        max_tokens: int = 256
+        max_tokens: int | None = 256
 
         @classmethod
         def class_name(cls) -> str:

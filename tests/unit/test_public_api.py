@@ -239,10 +239,17 @@ def test_import_is_light() -> None:
 def test_errors_tree() -> None:
     from frugal_chains.errors import UnknownModelPriceError
 
-    assert issubclass(frugal_chains.ConfigurationError, ValueError)
     assert issubclass(frugal_chains.ConfigurationError, frugal_chains.FrugalChainsError)
     assert issubclass(frugal_chains.BudgetExceededError, frugal_chains.FrugalChainsError)
     assert issubclass(UnknownModelPriceError, frugal_chains.ConfigurationError)
+    # Hosts catch ValueError and TypeError around LLM calls (LlamaIndex's refine synthesizers answer "Empty
+    # Response"): none of our errors is one, so each reaches the caller.
+    import frugal_chains.errors as errors
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, frugal_chains.FrugalChainsError), name
+        assert not issubclass(cls, (ValueError, TypeError, KeyError, LookupError, RuntimeError)), name
 
 
 def test_every_public_class_has_a_runnable_example() -> None:

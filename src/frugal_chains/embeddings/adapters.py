@@ -141,14 +141,35 @@ class _AdaptedEmbedder:
         return self._finish(raw, len(items))
 
 
+def _builtin(model: str, name: str | None) -> Embedder:
+    """The built-in model called ``model`` (the default one is the process-wide :func:`default_embedder`)."""
+    from frugal_chains.embeddings.minilm import MiniLMEmbedder, default_embedder
+    from frugal_chains.embeddings.models import DEFAULT_MODEL, MODELS
+
+    if model not in MODELS:
+        raise ConfigurationError(
+            f"embedder {model!r} is not a built-in model ({', '.join(sorted(MODELS))}): pass one of those names, "
+            "a frugal_chains Embedder (name, dim, embed, aembed), a LangChain Embeddings (embed_documents) or a "
+            "LlamaIndex embedding (get_text_embedding_batch), or leave it unset for the default model.",
+            field="embedder",
+        )
+    if name is not None and name != model:
+        raise ConfigurationError(
+            "name= cannot rename a built-in model (its name identifies its vectors).", field="name"
+        )
+    return default_embedder() if model == DEFAULT_MODEL else MiniLMEmbedder(model=model)
+
+
 def as_embedder(obj: object, *, name: str | None = None) -> Embedder:
     """Turn an embedding model into an :class:`Embedder`.
 
-    Accepts an :class:`Embedder` (returned as is), a LangChain ``Embeddings`` (anything with
-    ``embed_documents``; ``aembed_documents`` is used for ``aembed`` when present) or a LlamaIndex embedding
-    (anything with ``get_text_embedding_batch``; ``aget_text_embedding_batch`` for ``aembed``). Neither framework
-    is imported. Rows come back float32 and L2-normalised; ``dim`` is learnt from the first call. Both questions
-    being compared go through the same document-embedding call, so query/document prefixes do not matter.
+    Accepts an :class:`Embedder` (returned as is), the name of a built-in model (``"all-MiniLM-L6-v2-int8"``, the
+    default, or ``"paraphrase-MiniLM-L3-v2"``: a :class:`~frugal_chains.embeddings.MiniLMEmbedder`), a LangChain
+    ``Embeddings`` (anything with ``embed_documents``; ``aembed_documents`` is used for ``aembed`` when present) or
+    a LlamaIndex embedding (anything with ``get_text_embedding_batch``; ``aget_text_embedding_batch`` for
+    ``aembed``). Neither framework is imported. Rows come back float32 and L2-normalised; ``dim`` is learnt from
+    the first call. Both questions being compared go through the same document-embedding call, so query/document
+    prefixes do not matter.
 
     Args:
         obj: the embedding model.
@@ -157,7 +178,9 @@ def as_embedder(obj: object, *, name: str | None = None) -> Embedder:
             (e.g. reduced ``dimensions``).
 
     Raises:
-        ConfigurationError: ``obj`` is none of the above (``field="embedder"``).
+        ConfigurationError: ``obj`` is none of the above, or a name that is not a built-in model
+            (``field="embedder"``).
+        ImportError: a built-in model whose packages are not installed (the message gives the ``pip install``).
 
     Example:
         >>> from frugal_chains.embeddings import as_embedder
@@ -178,6 +201,8 @@ def as_embedder(obj: object, *, name: str | None = None) -> Embedder:
                 field="name",
             )
         return obj  # type: ignore[return-value]
+    if isinstance(obj, str):
+        return _builtin(obj, name)
     for sync_attr, async_attr, framework in _FRAMEWORK_METHODS:
         sync = getattr(obj, sync_attr, None)
         if callable(sync):

@@ -136,7 +136,10 @@ def _answer(result: Any) -> TierAnswer:
         parsed, parse_error = result.get("parsed"), result.get("parsing_error")
         result = result["raw"]
     if not isinstance(result, BaseMessage):
-        raise TypeError(f"a cascade tier returned {type(result).__name__}, not a chat message")
+        raise ConfigurationError(
+            f"a cascade tier returned {type(result).__name__}, not a chat message: every tier must be a chat model",
+            field="tiers",
+        )
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     if isinstance(result, AIMessage):
         tool_calls = tuple(

@@ -595,7 +595,7 @@ class Calibration:
                 n_tiers=int(d.get("n_tiers", 2)),
                 meta=d.get("meta") or {},
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (ConfigurationError, KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConfigurationError):
                 raise ConfigurationError(f"not a valid saved Calibration: {e}", field=field) from e
             raise ConfigurationError(f"not a saved Calibration: {e!r}", field=field) from e
@@ -617,7 +617,7 @@ class Calibration:
             ...     _ = f.write("{not json")
             >>> try:
             ...     Calibration.load(path)
-            ... except ValueError as e:
+            ... except ConfigurationError as e:
             ...     print(e.field)
             path
         """

@@ -51,7 +51,12 @@ from frugal_chains.accounting.context import cascade_tier, current_attribution
 from frugal_chains.accounting.ledger import SpendLedger
 from frugal_chains.accounting.pricing import PriceBook
 from frugal_chains.accounting.usage import Attribution, CallRecord, Price, Usage
-from frugal_chains.errors import BudgetExceededError, CascadeExhaustedError, ConfigurationError
+from frugal_chains.errors import (
+    BudgetExceededError,
+    CascadeExhaustedError,
+    ConfigurationError,
+    LedgerUnavailableError,
+)
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec, default_thresholds
 from frugal_chains.routing.stats import RouterStats
 from frugal_chains.routing.types import (
@@ -94,6 +99,13 @@ _ESCALATING_NAMES = frozenset(
         "ServiceUnavailable",
     }
 )
+
+
+_STOPS = (BudgetExceededError, ConfigurationError, LedgerUnavailableError)
+"""Errors a gate raises that stop the request instead of failing the gate: a budget refused the gate's own call
+(a judge, a sample), its ledger is unreachable, or the gate or its judge is misconfigured (an unpriced judge
+model under a USD budget, an async gate on a sync path). Counted as a failed gate, each would escalate every
+request silently."""
 
 
 def default_escalates(error: BaseException) -> bool:
@@ -428,8 +440,8 @@ class Cascade(SharedService):
                     ctx.tier
                 ):  # a gate's own calls (a judge) are recorded under the judged tier
                     result = gate.check(ctx)
-            except BudgetExceededError:
-                raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
+            except _STOPS:
+                raise  # see _STOPS: a hard stop, never an escalation
             except Exception as e:
                 log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
                 result = GateResult(
@@ -452,8 +464,8 @@ class Cascade(SharedService):
             try:
                 with cascade_tier(ctx.tier):
                     result = await gate.acheck(ctx)
-            except BudgetExceededError:
-                raise  # a budget refused the gate's own call (a judge, a sample): a hard stop, never an escalation
+            except _STOPS:
+                raise  # see _STOPS: a hard stop, never an escalation
             except Exception as e:
                 log.warning("frugal-chains: gate %r raised %s: counted as failed", gate.name, e)
                 result = GateResult(

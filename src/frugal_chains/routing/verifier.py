@@ -720,9 +720,9 @@ class TrainedVerifier:
             model = Logistic.from_dict(data["model"])
             embedding_model = None if raw_emb is None else Logistic.from_dict(raw_emb)
             n_train = int(data.get("n_train", 0))
+        except ConfigurationError:
+            raise
         except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, ConfigurationError):
-                raise
             raise ConfigurationError(f"a saved TrainedVerifier is incomplete: {e!r}", field="model") from e
         verifier = cls(
             model=model,

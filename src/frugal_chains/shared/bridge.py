@@ -18,6 +18,8 @@ import inspect
 from collections.abc import Awaitable
 from typing import Any
 
+from frugal_chains.errors import ConfigurationError
+
 __all__ = ["callable_name", "is_async_callable", "loop_running", "resolve_sync"]
 
 
@@ -49,20 +51,22 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
-def resolve_sync(value: Any, what: str) -> Any:
+def resolve_sync(value: Any, what: str, field: str | None = None) -> Any:
     """The result of a sync call that may have returned an awaitable: run it when no loop is running.
 
     Raises:
-        TypeError: ``value`` is awaitable and an event loop is running in this thread (``what`` names the
-            caller's function in the message; a coroutine is closed first).
+        ConfigurationError: ``value`` is awaitable and an event loop is running in this thread (``what`` names
+            the caller's function in the message, ``field`` the argument it came from; a coroutine is closed
+            first). Not a ``TypeError``: it is raised while a call runs, where hosts catch ``TypeError``.
     """
     if not inspect.isawaitable(value):
         return value
     if loop_running():
         if inspect.iscoroutine(value):
             value.close()
-        raise TypeError(
+        raise ConfigurationError(
             f"{what} is async and an event loop is running: use the async path (acheck / ainvoke / arun), "
-            "or pass a sync function"
+            "or pass a sync function",
+            field=field,
         )
     return asyncio.run(_await(value))

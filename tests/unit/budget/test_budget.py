@@ -30,7 +30,7 @@ def test_bad_budgets_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigurationError) as e:
         Budget(**kwargs)
     assert e.value.field == field
-    assert isinstance(e.value, ValueError)
+    assert not isinstance(e.value, ValueError)  # hosts catch ValueError around LLM calls
 
 
 def test_scope_keys_and_fallback() -> None:

@@ -592,8 +592,9 @@ async def test_judge_async_callable() -> None:
     r = await gate.acheck(ctx("It is 42."))
     assert r.passed and r.score == 0.9 and len(seen) == 1
     assert not (await gate.acheck(ctx("It is 41."))).passed
-    with pytest.raises(TypeError, match="async"):
+    with pytest.raises(ConfigurationError, match="async") as e:
         gate.check(ctx("It is 42."))  # an event loop is running here
+    assert field_of(e) == "judge"
 
 
 def test_judge_async_callable_under_sync_check_without_a_loop() -> None:
@@ -718,8 +719,9 @@ async def test_callable_gate_async_function() -> None:
     gate = CallableGate(slow_check)
     assert (await gate.acheck(ctx("ok"))).passed
     assert not (await gate.acheck(ctx("bad"))).passed
-    with pytest.raises(TypeError, match="async path"):
+    with pytest.raises(ConfigurationError, match="async path") as e:
         gate.check(ctx("ok"))  # a loop is running
+    assert field_of(e) == "gates"
 
 
 def test_callable_gate_async_function_under_sync_check_without_a_loop() -> None:

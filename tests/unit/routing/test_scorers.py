@@ -494,9 +494,10 @@ def test_callable_scorer_sync() -> None:
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "0.5", None])
 def test_callable_scorer_rejects_bad_results(bad: Any) -> None:
     s = CallableScorer(lambda m: bad, name="my-scorer")
-    with pytest.raises(ValueError, match="my-scorer"):
+    with pytest.raises(ConfigurationError, match="my-scorer") as e:
         s.score("a")
-    with pytest.raises(ValueError, match="my-scorer"):
+    assert e.value.field == "scorer"
+    with pytest.raises(ConfigurationError, match="my-scorer"):
         asyncio.run(s.ascore("a"))
 
 
@@ -515,12 +516,13 @@ async def test_callable_scorer_async_function_inside_a_loop_needs_ascore() -> No
         return 0.8
 
     s = CallableScorer(remote, name="remote")
-    with pytest.raises(TypeError, match="ascore"):
+    with pytest.raises(ConfigurationError, match="ascore") as e:
         s.score("a")
+    assert e.value.field == "scorer"
     assert await s.ascore("a") == 0.8
     # a plain callable returning a coroutine: refused too, and the coroutine is closed (no "never awaited")
     wrapped = CallableScorer(lambda m: remote(m), name="wrapped")
-    with pytest.raises(TypeError, match="ascore"):
+    with pytest.raises(ConfigurationError, match="ascore"):
         wrapped.score("a")
     assert await wrapped.ascore("a") == 0.8
 

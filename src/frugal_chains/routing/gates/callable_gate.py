@@ -21,8 +21,9 @@ class CallableGate(FullAnswerGate):
     ``True``/``False`` pass or fail; a number is a score that passes when ``>= threshold``; a
     :class:`~frugal_chains.routing.types.GateResult` is returned as is. Anything else fails with a reason.
     ``acheck`` awaits an async function (a sync one is called directly: keep it fast). ``check`` on an async
-    function runs it with ``asyncio.run`` when no event loop is running, and raises ``TypeError`` (use the async
-    path: ``ainvoke`` / ``acheck``) when one is.
+    function runs it with ``asyncio.run`` when no event loop is running, and raises
+    :class:`~frugal_chains.errors.ConfigurationError` (use the async path: ``ainvoke`` / ``acheck``) when one is:
+    the request stops there (it is not counted as a failed gate).
 
     Args:
         fn: the check; it receives the :class:`~frugal_chains.routing.types.GateContext`.
@@ -88,11 +89,12 @@ class CallableGate(FullAnswerGate):
     def check(self, ctx: GateContext) -> GateResult:
         """Call the function (an async one only when no event loop is running)."""
         if is_async_callable(self.fn) and loop_running():
-            raise TypeError(
+            raise ConfigurationError(
                 f"gate {self._name!r} is an async function and an event loop is running: use the async path "
-                "(ainvoke / astream / acheck), or pass a sync function"
+                "(ainvoke / astream / acheck), or pass a sync function",
+                field="gates",
             )
-        return self._result(resolve_sync(self.fn(ctx), f"gate {self._name!r}"))
+        return self._result(resolve_sync(self.fn(ctx), f"gate {self._name!r}", "gates"))
 
     async def acheck(self, ctx: GateContext) -> GateResult:
         """Call the function, awaiting it when it is async."""

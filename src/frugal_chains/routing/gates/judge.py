@@ -240,16 +240,19 @@ class LLMJudgeGate(FullAnswerGate):
                 kwargs = {"config": ctx.judge_config} if ctx.judge_config is not None else {}
                 reply = judge.invoke(prompt, **kwargs)
             else:
-                reply = resolve_sync(self._ainvoke(prompt, ctx), "the judge (ainvoke only)")
+                reply = resolve_sync(self._ainvoke(prompt, ctx), "the judge (ainvoke only)", "judge")
         elif self._kind == "llama_index":
             if callable(getattr(judge, "complete", None)):
                 reply = judge.complete(prompt)
             else:
-                reply = resolve_sync(judge.acomplete(prompt), "the judge (acomplete only)")
+                reply = resolve_sync(judge.acomplete(prompt), "the judge (acomplete only)", "judge")
         else:
             if is_async_callable(judge) and loop_running():
-                raise TypeError("the judge is an async function and an event loop is running: use acheck")
-            reply = resolve_sync(judge(prompt), "the judge")
+                raise ConfigurationError(
+                    "the judge is an async function and an event loop is running: use acheck (ainvoke / astream)",
+                    field="judge",
+                )
+            reply = resolve_sync(judge(prompt), "the judge", "judge")
         return self._result(reply)
 
     async def _ainvoke(self, prompt: str, ctx: GateContext) -> Any:

@@ -20,9 +20,9 @@ class CallableScorer:
 
     :meth:`ascore` awaits an async function and calls a sync one directly. :meth:`score` calls a sync function;
     an async one is run to completion with ``asyncio.run`` when no event loop is running in this thread (e.g.
-    ``model.invoke`` in a script), and raises ``TypeError`` (use ``ascore`` / ``ainvoke``) when one is. A result
-    that is not a number in [0, 1] (or is NaN) raises ``ValueError`` naming the scorer; ``True``/``False`` count
-    as 1/0.
+    ``model.invoke`` in a script), and raises :class:`~frugal_chains.errors.ConfigurationError` (use ``ascore`` /
+    ``ainvoke``) when one is. A result that is not a number in [0, 1] (or is NaN) raises ``ConfigurationError``
+    naming the scorer (``field="scorer"``); ``True``/``False`` count as 1/0.
 
     Args:
         fn: the function; it receives the OpenAI-format message list.
@@ -67,33 +67,41 @@ class CallableScorer:
         if isinstance(value, bool):
             return 1.0 if value else 0.0
         if isinstance(value, str) or not hasattr(value, "__float__"):
-            raise ValueError(
+            raise ConfigurationError(
                 f"scorer {self._name!r} returned {value!r} ({type(value).__name__}); a score must be a number in "
-                "[0, 1]"
+                "[0, 1]",
+                field="scorer",
             )
         v = float(value)
         if not 0.0 <= v <= 1.0:  # also catches NaN
-            raise ValueError(f"scorer {self._name!r} returned {value!r}; a score must be a number in [0, 1]")
+            raise ConfigurationError(
+                f"scorer {self._name!r} returned {value!r}; a score must be a number in [0, 1]",
+                field="scorer",
+            )
         return v
 
     def score(self, messages: Conversation) -> float:
         """Call the function (see the class docstring for async functions)."""
         msgs = as_messages(messages, "messages")
         if self._async and loop_running():
-            raise TypeError(
+            raise ConfigurationError(
                 f"scorer {self._name!r} is async and an event loop is running: use ascore() (ainvoke/astream) "
-                "instead of score()"
+                "instead of score()",
+                field="scorer",
             )
         result: Any = self._fn(msgs)
         if inspect.isawaitable(result):
             if loop_running():
                 if inspect.iscoroutine(result):
                     result.close()
-                raise TypeError(
-                    f"scorer {self._name!r} returned an awaitable while an event loop is running: use ascore()"
+                raise ConfigurationError(
+                    f"scorer {self._name!r} returned an awaitable while an event loop is running: use ascore()",
+                    field="scorer",
                 )
             if not inspect.iscoroutine(result):
-                raise TypeError(f"scorer {self._name!r} returned a non-coroutine awaitable: use ascore()")
+                raise ConfigurationError(
+                    f"scorer {self._name!r} returned a non-coroutine awaitable: use ascore()", field="scorer"
+                )
             result = asyncio.run(result)
         return self._check(result)
 

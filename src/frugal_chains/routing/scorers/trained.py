@@ -454,7 +454,7 @@ class TrainedScorer:
             dim = d["embedder"]["dim"]
             boundaries = [Logistic.from_dict(m) for m in d["boundaries"]]
             n_tiers = int(d["n_tiers"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (ConfigurationError, KeyError, TypeError, ValueError) as e:
             raise ConfigurationError(f"not a saved TrainedScorer: {e!r}", field=field) from e
         if n_tiers != len(boundaries) + 1:
             raise ConfigurationError(

@@ -21,7 +21,13 @@ Layout:
   :class:`~tests.contract.wings.LlamaIndexWing`) with the same interface: ``cascade(...)``, ``cached(...)``,
   ``plain(...)`` build a :class:`~tests.contract.wings.Target`; ``Target.ask(mode, question)`` returns an
   :class:`~tests.contract.wings.Observation`.
-* ``test_cascade_contract.py``, ``test_budget_contract.py``, ``test_cache_contract.py``: the scenarios.
+* ``test_cascade_contract.py``, ``test_budget_contract.py``, ``test_cache_contract.py``: the scenarios of each
+  component; ``test_errors_contract.py`` (errors raised during a call reach the caller, never as ``ValueError``),
+  ``test_unpriced_contract.py`` (token budgets on models with no price), ``test_threads_contract.py`` (scopes in
+  worker threads, tenant-required caches), ``test_no_streaming_contract.py`` (models without native streaming),
+  ``test_nested_contract.py`` (a cascade as a tier of another), ``test_cache_inputs_contract.py`` (empty and
+  punctuation-only questions, lone surrogates), ``test_copy_contract.py`` (copying and pickling the wrappers),
+  ``test_handler_names_contract.py`` (a handler built from one ``Budget``, the old handler name).
 
 Adding a component (the prefix formatter, the vLLM wrapper, the compressor ...):
 

@@ -91,7 +91,8 @@ class CacheResult:
     entry: CacheEntry
     tier: Tier
     similarity: float
-    saved_usd: float
+    saved_usd: float | None
+    """What the original call cost; ``None`` when its model has no price (unknown, not $0)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class CacheStats:
     """Entries that did not decode: deleted, never served."""
     updates: int = 0
     saved_usd: float = 0.0
-    """What the served hits would have cost."""
+    """What the served hits would have cost: the known savings only (a hit on an answer of a model with no
+    price saved an unknown amount and adds nothing)."""
 
     @property
     def hits(self) -> int:
@@ -246,7 +248,8 @@ class AnswerCache(SharedService):
         tags: tags written on every entry (for :meth:`invalidate`); ``cache_scope(tags=...)`` adds more.
         ledger: where a ``cache_hit`` :class:`~frugal_chains.accounting.CallRecord` with the USD saved is written.
         prices: prices the original calls (what a hit saves): a ``PriceBook`` or ``{model: Price}`` for models
-            LiteLLM's map does not know; default: LiteLLM's map (an unknown model's hit saves $0, with a warning).
+            LiteLLM's map does not know; default: LiteLLM's map. What a hit on an unknown model's answer saved is
+            unknown: ``None`` in its ``cache_hit`` record, nothing added to ``stats.saved_usd``.
         outage_backoff: after the index or the embedder fails, the cache skips them for this long (seconds or a
             timedelta): lookups miss and updates are dropped at once, so a hung backend costs one timeout per
             window, not one per call. The window doubles while the backend keeps failing, up to 60 s (or
@@ -358,7 +361,7 @@ class AnswerCache(SharedService):
         self.tags = tuple(tags)
         self.ledger = ledger
         self.tenant_required = tenant_required
-        if prices is not None and not hasattr(prices, "find"):
+        if prices is not None and not hasattr(prices, "lookup"):
             from frugal_chains.accounting.pricing import PriceBook
 
             prices = PriceBook(prices, unknown_model="warn")  # a {model: Price} mapping
@@ -682,7 +685,8 @@ class AnswerCache(SharedService):
             self._drop(hit.entry.id)
             return None
         self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
-        self._counters.add("saved_usd", hit.entry.cost_usd)
+        if hit.entry.cost_usd is not None:
+            self._counters.add("saved_usd", hit.entry.cost_usd)
         try:
             self.index.touch(hit.entry.id, now)
         except Exception as e:
@@ -759,7 +763,8 @@ class AnswerCache(SharedService):
                 self._failed("the cache index", e)
             return None
         self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
-        self._counters.add("saved_usd", hit.entry.cost_usd)
+        if hit.entry.cost_usd is not None:
+            self._counters.add("saved_usd", hit.entry.cost_usd)
         try:
             await self.index.atouch(hit.entry.id, now)
         except Exception as e:
@@ -824,9 +829,9 @@ class AnswerCache(SharedService):
         life = _seconds(ttl, "ttl") if ttl is not None else self.ttl
         if cost_usd is None:
             cost_usd = 0.0
-            if model and usage is not None:
-                price = self.prices.find(model)
-                cost_usd = price.cost(usage) if price is not None else 0.0
+            if model and usage is not None:  # an unpriced model's answer saves an unknown amount: None
+                price, _known = self.prices.lookup(model, required=False)
+                cost_usd = price.cost(usage) if price is not None else None
         now = time.time()
         meta: dict[str, Any] = {}
         if usage is not None:
@@ -841,7 +846,7 @@ class AnswerCache(SharedService):
             created_at=now,
             expires_at=None if life is None else now + life,
             model=model,
-            cost_usd=float(cost_usd),
+            cost_usd=None if cost_usd is None else float(cost_usd),
             meta=meta,
         )
 

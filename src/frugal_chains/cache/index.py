@@ -58,8 +58,9 @@ class CacheEntry:
     """Unix time after which the entry is never served (None: no TTL)."""
     model: str | None = None
     """The model whose answer this is (for the saving recorded on a hit)."""
-    cost_usd: float = 0.0
-    """What producing the answer cost: the USD each hit saves."""
+    cost_usd: float | None = 0.0
+    """What producing the answer cost: the USD each hit saves; ``None`` when the model has no price (unknown,
+    not $0). Entries stored by earlier versions read as they were written (``0.0`` when the field is absent)."""
     meta: Mapping[str, Any] = field(default_factory=dict)
     """JSON-serialisable extras (token usage of the original call, ...)."""
 
@@ -107,10 +108,19 @@ class CacheEntry:
             created_at=float(d.get("created_at") or 0.0),
             expires_at=None if expires is None else float(expires),
             model=None if d.get("model") is None else str(d["model"]),
-            cost_usd=float(d.get("cost_usd") or 0.0),
+            cost_usd=_cost(d),
             meta=dict(d.get("meta") or {}),
             vector=vector,
         )
+
+
+def _cost(d: Mapping[str, Any]) -> float | None:
+    """``cost_usd`` as stored: ``null`` is unknown (a model with no price); an absent field (an early entry) is
+    read as ``0.0``, as it always was."""
+    if "cost_usd" not in d:
+        return 0.0
+    value = d["cost_usd"]
+    return None if value is None else float(value)
 
 
 def _str(value: Any, name: str) -> str:

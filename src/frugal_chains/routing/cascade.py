@@ -40,6 +40,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -196,9 +197,10 @@ class CascadeResult:
         return sum(1 for a in self.attempts if a.outcome in ("escalated", "error"))
 
     @property
-    def cost_usd(self) -> float:
-        """USD of every attempt (tier calls, extra samples and judge calls)."""
-        return sum(a.cost_usd for a in self.attempts)
+    def cost_usd(self) -> float | None:
+        """USD of every attempt (tier calls, extra samples and judge calls); ``None`` when some attempt's USD is
+        unknown (a model with no price: a partial sum would understate it)."""
+        return _usd_sum(a.cost_usd for a in self.attempts)
 
     @property
     def usage(self) -> Usage:
@@ -238,8 +240,9 @@ class Cascade(SharedService):
         stats: escalation counters and the alert hook (default: a new :class:`RouterStats`).
         ledger: when given, one ``routed`` :class:`~frugal_chains.accounting.CallRecord` per request (no cost
             of its own) records the tiers tried and why; read them with ``escalation_rates(ledger.records())``.
-        prices: a ``PriceBook`` or ``{model: Price}`` for the cost in the metadata (default: LiteLLM's map,
-            unknown models at $0 with a warning).
+        prices: a ``PriceBook`` or ``{model: Price}`` for the cost in the metadata (default: LiteLLM's map). A
+            model with no price (and no ``TierSpec.price`` or ``fallback_price``) makes that USD ``None``
+            (unknown, not $0), and so every sum it is part of.
         escalate_on: which provider errors move to the next tier (default :func:`default_escalates`).
         name: recorded in the ledger record (``extra["cascade"]``).
 
@@ -336,14 +339,35 @@ class Cascade(SharedService):
             return spec.price
         return self.prices.resolve(spec.model)[0]
 
-    def cost(self, index: int, usage: Usage | None, model: str | None = None) -> float:
-        """USD of ``usage`` on tier ``index`` (its own price, else the price book's for ``model``)."""
+    def cost(self, index: int, usage: Usage | None, model: str | None = None) -> float | None:
+        """USD of ``usage`` on tier ``index`` (its own price, else the price book's for ``model``); ``None`` when
+        the model has no price (unknown, not $0).
+
+        Example:
+            >>> from frugal_chains import Usage
+            >>> from frugal_chains.routing import Cascade, TierSpec
+            >>> cascade = Cascade([TierSpec(name="small", model="my-llama"), TierSpec(name="big", model="gpt-4o")])
+            >>> cascade.cost(0, Usage(input_tokens=10, output_tokens=5)) is None
+            True
+        """
         if usage is None:
             return 0.0
         spec = self.tiers[index]
         if spec.price is not None:
             return spec.price.cost(usage)
-        return self.prices.resolve(model or spec.model)[0].cost(usage)
+        price, _known = self.prices.lookup(model or spec.model, required=False)
+        return None if price is None else price.cost(usage)
+
+    def _gate_cost(self, index: int, usage: Usage, model: str | None) -> float | None:
+        """USD of a gate's own call (a judge): on the judged tier's model when the gate names none; a model that
+        is some tier's and has a ``TierSpec.price`` is priced by it, any other by the price book."""
+        if not model:
+            return self.cost(index, usage)
+        for i, spec in enumerate(self.tiers):
+            if spec.model == model and spec.price is not None:
+                return self.cost(i, usage)
+        price, _known = self.prices.lookup(model, required=False)
+        return None if price is None else price.cost(usage)
 
     def escalates(self, error: BaseException) -> bool:
         """Whether ``error`` moves the request to the next tier (else it propagates).
@@ -491,15 +515,16 @@ class Cascade(SharedService):
         """An :class:`Attempt` with its usage and cost (tier answer + ``extra`` samples + gates' own calls)."""
         spec = self.tiers[index]
         usage: Usage | None = None
-        cost = 0.0
+        costs: list[float | None] = []
         for a in ([answer] if answer is not None else []) + list(extra):
             if a.usage is not None:
                 usage = a.usage if usage is None else usage + a.usage
-                cost += self.cost(index, a.usage, a.model)
+                costs.append(self.cost(index, a.usage, a.model))
         for g in gates:
             if g.usage is not None:
                 usage = g.usage if usage is None else usage + g.usage
-                cost += self.prices.resolve(g.model or spec.model)[0].cost(g.usage)
+                costs.append(self._gate_cost(index, g.usage, g.model))
+        cost = _usd_sum(costs)
         return Attempt(
             tier=spec.name,
             tier_index=index,
@@ -558,7 +583,7 @@ class Cascade(SharedService):
                 "start_tier": self.tiers[route.start].name,
                 "score": route.score,
                 "escalations": sum(1 for a in attempts if a.outcome in ("escalated", "error")),
-                "cascade_cost_usd": sum(a.cost_usd for a in attempts),
+                "cascade_cost_usd": _usd_sum(a.cost_usd for a in attempts),
                 "attempts": [
                     {
                         "tier": a.tier,
@@ -910,6 +935,16 @@ class Cascade(SharedService):
         must still parse."""
         first = self._structured_result(ctx)
         return (first,) if first is not None else ()
+
+
+def _usd_sum(parts: Iterable[float | None]) -> float | None:
+    """The sum of USD amounts; ``None`` when any is unknown (a partial sum would understate the cost)."""
+    total = 0.0
+    for part in parts:
+        if part is None:
+            return None
+        total += part
+    return total
 
 
 def _for_tier(judge_config: Any, index: int) -> Any:

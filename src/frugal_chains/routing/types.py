@@ -250,7 +250,8 @@ class Attempt:
     gates: tuple[GateResult, ...] = ()
     error: BaseException | None = field(default=None, compare=False)
     usage: Usage | None = None
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
+    """USD of the attempt's calls; ``None`` when one of them used a model with no price (unknown, not $0)."""
     latency_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

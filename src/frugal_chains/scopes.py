@@ -13,10 +13,12 @@ attribution). Send it with the helpers here instead:
   (``asyncio.to_thread`` already copies the context).
 
 When a call finds no scope of a kind in its context while a scope of that kind is open in **another thread** of the
-process, a :class:`ScopeNotPropagatedWarning` is issued, once per kind per process, naming the fix. Scopes open in
-the same thread do not count: an asyncio task without a scope, next to tasks with one on the same event loop, was
-started outside any scope (tasks copy the context they are created in), so it is left alone. A thread that runs
-unscoped work on purpose while other threads hold scopes (a thread-per-request server where only some requests
+process, a :class:`ScopeNotPropagatedWarning` is issued, once per kind per process, naming the fix. Only a call
+whose context was not copied from a known one is warned about: a plain thread starts from an empty context, while
+asyncio tasks, ``asyncio.to_thread``, LangChain's ``batch`` threads and the helpers here copy the context they
+were sent from (the one frugal-chains was imported in, or one a scope was opened in), so an asyncio task without a
+scope next to tasks with one had no scope to lose and is left alone. A thread that runs unscoped work on purpose
+while other threads hold scopes (a thread-per-request server where only some requests
 set a scope) can silence the warning with ``warnings.filterwarnings("ignore", category=ScopeNotPropagatedWarning)``.
 
 Example:
@@ -38,15 +40,17 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
+import inspect
 import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 __all__ = ["ScopeNotPropagatedWarning", "ScopedThreadPoolExecutor", "carry_scopes"]
 
@@ -91,6 +95,12 @@ class ScopeNotPropagatedWarning(UserWarning):
     """
 
 
+_KNOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("frugal_chains_known_context", default=False)
+"""Set in the context that imported frugal-chains (and in every context a scope was opened in): every copy of
+it (an asyncio task, ``asyncio.to_thread``, LangChain's ``batch`` threads) has it too, while a plain new thread
+starts from an empty context without it. A call without a scope in a marked context had no scope to lose."""
+_KNOWN.set(True)
+
 _lock = threading.Lock()
 _open: dict[str, dict[int, int]] = {"budget_scope": {}, "cache_scope": {}, "attribute": {}}
 """Open scopes of each kind, counted per thread (``threading.get_ident()``)."""
@@ -102,6 +112,7 @@ def tracked(kind: Kind) -> Iterator[None]:
     """Count a scope of ``kind`` as open in this thread while the block runs (the scope context managers use it)."""
     ident = threading.get_ident()
     counts = _open[kind]
+    _KNOWN.set(True)  # not reset: this context, and what is copied from it, carries scopes
     with _lock:
         counts[ident] = counts.get(ident, 0) + 1
     try:
@@ -128,7 +139,7 @@ def open_elsewhere(kind: Kind) -> bool:
 def unscoped(kind: Kind, stacklevel: int = 3) -> None:
     """A call found no scope of ``kind`` in its context: warn (once per kind per process) when one is open in
     another thread."""
-    if kind in _warned or not _open[kind] or not open_elsewhere(kind):
+    if kind in _warned or not _open[kind] or _KNOWN.get() or not open_elsewhere(kind):
         return
     with _lock:
         if kind in _warned:
@@ -163,6 +174,8 @@ def carry_scopes(fn: Callable[P, T]) -> Callable[P, T]:
 
     Use it for ``threading.Thread(target=carry_scopes(work))`` and
     ``loop.run_in_executor(executor, carry_scopes(work), *args)``. Wrap inside the scope, where the work is sent.
+    An ``async def`` function stays a coroutine function whose body runs in a task made in this context, e.g. for
+    ``asyncio.run_coroutine_threadsafe(carry_scopes(job)(), other_loop)``.
 
     Example:
         >>> import asyncio
@@ -176,6 +189,16 @@ def carry_scopes(fn: Callable[P, T]) -> Callable[P, T]:
         'acme'
     """
     context = contextvars.copy_context()
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def arun(*args: Any, **kwargs: Any) -> Any:
+            # a task copies the context current where it is created: create it inside the carried one
+            task = context.copy().run(asyncio.get_running_loop().create_task, fn(*args, **kwargs))
+            return await task
+
+        return cast("Callable[P, T]", arun)
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -284,3 +284,81 @@ def _generation(text: str) -> Any:
     from langchain_core.outputs import Generation
 
     return Generation(text=text)
+
+
+# -- copied contexts without a scope, coroutine functions -----------------------------------------------------
+@pytest.mark.parametrize("path", ["to_thread", "batch"])
+def test_an_unscoped_task_next_to_a_scoped_one_does_not_warn_in_threads_that_copy_its_context(
+    path: str,
+) -> None:
+    """``asyncio.to_thread`` and LangChain's ``batch`` copy the context: a task that had no scope lost none."""
+    from frugal_chains import Budget
+    from frugal_chains.langchain import budget_scope
+    from frugal_chains.testing import FakeUsageChatModel
+
+    model = FakeUsageChatModel()
+    opened = asyncio.Event()
+
+    async def scoped() -> None:
+        with budget_scope([Budget(max_tokens=10**6, scope="global")]), cache_scope(tenant_id="acme"):
+            opened.set()
+            await asyncio.sleep(0.2)
+
+    async def unscoped() -> None:
+        await opened.wait()
+        if path == "to_thread":
+            await asyncio.to_thread(model.invoke, "hi")
+            await asyncio.to_thread(current_cache_scope)
+        else:
+            model.batch(["a", "b"])
+
+    async def main() -> None:
+        await asyncio.gather(scoped(), unscoped())
+
+    _, warned = recorded(lambda: asyncio.run(main()))
+    assert warned == []
+
+
+def test_a_scope_open_in_a_thread_still_warns_for_a_plain_thread_started_elsewhere() -> None:
+    """The mark of a known context does not hide a thread that started from an empty one."""
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with cache_scope(tenant_id="acme"):
+            inside.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(5)
+    try:
+        _, warned = recorded(lambda: in_plain_thread(current_cache_scope))
+    finally:
+        release.set()
+        holder.join()
+    assert len(warned) == 1
+
+
+def test_carry_scopes_runs_a_coroutine_function_in_the_carried_context() -> None:
+    """``run_coroutine_threadsafe(carry_scopes(job)(), loop)``: the job's body sees the scope it was wrapped in."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+
+    async def job() -> str | None:
+        await asyncio.sleep(0)
+        return tenant()
+
+    try:
+        with cache_scope(tenant_id="acme"):
+            carried = carry_scopes(job)
+        plain = asyncio.run_coroutine_threadsafe(job(), loop).result(5)
+        seen = asyncio.run_coroutine_threadsafe(carried(), loop).result(5)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
+    assert plain is None
+    assert seen == "acme"
+    assert asyncio.iscoroutinefunction(carried)

@@ -228,6 +228,19 @@ class PriceBook:
         self._noted: set[str] = set()
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A price book is configuration: copies and pickles carry the prices, not the lock.
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+            state["_cache"] = dict(self._cache)
+            state["_warned"] = set(self._warned)
+            state["_noted"] = set(self._noted)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def override_for(self, model: str) -> Price | None:
         """Your own price for ``model`` (exact name, then without a ``provider/`` prefix), if you gave one."""
         price = self._prices.get(model)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.text import SURROGATE, without_surrogates
 
 __all__ = [
     "Attribution",
@@ -269,6 +270,16 @@ class Attribution:
     tenant_id: str | None = None
     tags: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A lone surrogate (a bad decode upstream) would make every ledger refuse the record after the call was
+        # paid for: labels are stored with U+FFFD in its place.
+        for name in ("task_id", "feature", "user_id", "tenant_id"):
+            value = getattr(self, name)
+            if isinstance(value, str) and SURROGATE.search(value):
+                object.__setattr__(self, name, without_surrogates(value))
+        if any(isinstance(t, str) and SURROGATE.search(t) for t in self.tags):
+            object.__setattr__(self, "tags", tuple(without_surrogates(t) for t in self.tags))
+
     def key_for(self, scope: str) -> str | None:
         """The key of this call in a budget scope (``None`` when the attribution has none)."""
         if scope == "global":
@@ -336,6 +347,12 @@ class CallRecord:
     """USD a cache hit saved (filled in by the cache); ``None`` when the model has no price."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Room for later components' fields (JSON-serialisable)."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "provider", "tier"):
+            value = getattr(self, name)
+            if isinstance(value, str) and SURROGATE.search(value):
+                object.__setattr__(self, name, without_surrogates(value))
 
     def with_(self, **changes: Any) -> CallRecord:
         """A copy with some fields changed."""

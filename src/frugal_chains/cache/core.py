@@ -788,6 +788,7 @@ class AnswerCache(SharedService):
             cost_usd=0.0,
             outcome="cache_hit",
             saved_usd=entry.cost_usd,
+            price_known=entry.cost_usd is not None,
             attribution=current_attribution(),
             extra={"cache_tier": result.tier, "similarity": round(result.similarity, 4)},
         )

@@ -11,11 +11,12 @@ expires the key natively). Size bound: ``add(..., max_entries=N)`` evicts the le
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from frugal_chains.shared.text import SURROGATE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,9 +27,6 @@ else:
     Vector = Any
 
 __all__ = ["CacheEntry", "Hit", "VectorIndex"]
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-"""Lone surrogates: not encodable as UTF-8 (SQLite and Redis would refuse the row). Outside JSON strings never."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +86,7 @@ class CacheEntry:
             },
             ensure_ascii=False,
         )
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     @classmethod
     def from_json(cls, text: str | bytes, vector: Vector | None = None) -> CacheEntry:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from frugal_chains.shared.text import without_surrogates
+
 __all__ = ["ID_PLACEHOLDER", "TS_PLACEHOLDER", "has_content", "normalize", "volatile_spans"]
 
 TS_PLACEHOLDER = "<ts>"
@@ -56,11 +58,8 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _fold(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", unicodedata.normalize("NFKC", text).casefold())
+    return without_surrogates(unicodedata.normalize("NFKC", text).casefold())
 
 
 def has_content(text: str) -> bool:

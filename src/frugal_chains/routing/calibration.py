@@ -563,8 +563,9 @@ class Calibration:
         }
 
     def to_json(self) -> str:
-        """A small JSON document (:meth:`from_json` reads it)."""
-        return json.dumps(self.to_dict(), indent=1)
+        """A small JSON document (:meth:`from_json` reads it). Strict JSON: an undefined figure (NaN, e.g. the
+        quality share when the strongest tier had no positive quality) is written as ``null``."""
+        return json.dumps(_strict(self.to_dict()), indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Calibration:
@@ -588,7 +589,7 @@ class Calibration:
                 target_kind=d["target_kind"],
                 target_value=float(d["target_value"]),
                 met=bool(d["met"]),
-                quality_share=float(d["quality_share"]),
+                quality_share=math.nan if d["quality_share"] is None else float(d["quality_share"]),
                 strong_share=float(d["strong_share"]),
                 cost_share=None if cost_share is None else float(cost_share),
                 n=int(d["n"]),
@@ -840,3 +841,14 @@ def _score_all(scorer: Any, items: Sequence[LabelledOutcome]) -> list[float]:
             "scorer must implement the Scorer protocol (score(messages))", field="scorer"
         )
     return [float(scorer.score(o.messages)) for o in items]
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, infinities) replaced by None, so it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value

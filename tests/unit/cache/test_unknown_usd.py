@@ -41,6 +41,7 @@ def test_a_hit_on_an_unpriced_answer_saves_an_unknown_amount() -> None:
         None,
     )
     assert known.saved_usd == pytest.approx(GPT4O)
+    assert (unknown.price_known, known.price_known) == (False, True)
     assert cache.stats.hits == 2 and cache.stats.saved_usd == pytest.approx(GPT4O)  # known savings only
 
 

@@ -293,6 +293,12 @@ def test_all_zero_quality_never_reports_a_target_met() -> None:
     # a cap on the strong share needs no share of quality: it is calibrated, its quality share reported as NaN
     capped = calibrate(outcomes, scores=scores, max_strong_share=0.3)
     assert capped.met and capped.strong_share <= 0.3 and math.isnan(capped.quality_share)
+    # saved as strict JSON (null, not a bare NaN that strict parsers reject), read back as NaN
+    import json
+
+    text = capped.to_json()
+    assert "NaN" not in text and json.loads(text)["quality_share"] is None
+    assert math.isnan(Calibration.from_json(text).quality_share)
     # negative judge scores on the strongest tier: a share of them is undefined too
     negative = [LabelledOutcome(messages="q", quality=(1.0, -1.0))]
     assert math.isnan(simulate(negative, None, None).quality_share)

@@ -212,11 +212,16 @@ class _HungIndex:
         return acall if asyncio.iscoroutinefunction(target) else call
 
 
+def set_clock(cache: AnswerCache, clock: _Clock) -> None:
+    """The back-offs' time source (monotonic seconds): the index's and the semantic path's."""
+    cache._index_outage.backoff.clock = cache._semantic_outage.backoff.clock = clock
+
+
 def hung_cache(**kw: Any) -> tuple[AnswerCache, _HungIndex, _Clock]:
     index = _HungIndex()
     cache = AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)  # type: ignore[arg-type]
     clock = _Clock()
-    cache._outage.clock = clock  # the back-off's time source (monotonic seconds)
+    set_clock(cache, clock)
     return cache, index, clock
 
 
@@ -288,6 +293,161 @@ def test_bad_outage_backoff_names_the_field(bad: Any) -> None:
     with pytest.raises(ConfigurationError) as e:
         AnswerCache(embedder=FakeEmbeddings(), outage_backoff=bad)
     assert e.value.field == "outage_backoff"
+
+
+# -- the semantic path backs off on its own -------------------------------------------------------------------
+class _FlakyEmbedder:
+    """Fails like a remote embedding API that is down (a 503) while ``down``; counts its calls."""
+
+    name = "flaky"
+    dim = 64
+
+    def __init__(self) -> None:
+        self._fake = FakeEmbeddings()
+        self.down = False
+        self.calls = 0
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("embedding API 503")
+        return self._fake.embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> Any:
+        return self.embed(texts)
+
+
+class _HungSearch:
+    """An index whose vector search hangs (a socket timeout) while its exact get and put work; counts searches."""
+
+    def __init__(self) -> None:
+        self.inner = EmbeddedIndex()
+        self.hung = True
+        self.searches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def search(self, *a: Any, **k: Any) -> Any:
+        self.searches += 1
+        if self.hung:
+            raise TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return self.inner.search(*a, **k)
+
+    async def asearch(self, *a: Any, **k: Any) -> Any:
+        return self.search(*a, **k)
+
+
+PARAPHRASE = "What's the capital city of France?"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failing_embedder_leaves_the_exact_tier_serving_and_storing(
+    caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    embedder = _FlakyEmbedder()
+    cache = AnswerCache(embedder=embedder, threshold=0.5, guard=False)
+    clock = _Clock()
+    set_clock(cache, clock)
+
+    def lookup(text: str) -> Any:
+        return cache.lookup(q(text)) if mode == "sync" else asyncio.run(cache.alookup(q(text)))
+
+    def update(text: str, answer: str) -> None:
+        cache.update(q(text), answer) if mode == "sync" else asyncio.run(cache.aupdate(q(text), answer))
+
+    update(QUESTION, "Paris")
+    embedder.down = True
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        assert lookup(PARAPHRASE) is None  # the semantic tier fails open
+        calls = embedder.calls
+        for _ in range(20):  # repeats of a cached question: the exact tier never needed the embedder
+            hit = lookup(QUESTION)
+            assert hit is not None and hit.tier == "exact"
+            assert lookup(f"{PARAPHRASE} (again)") is None  # skipped, no embedder call
+        assert embedder.calls == calls  # still inside the first 1 s window
+        update("What is the capital of Spain?", "Madrid")  # stored for the exact tier, without a vector
+        spain = lookup("What is the capital of Spain?")
+        assert spain is not None and spain.tier == "exact" and spain.entry.vector is None
+        assert embedder.calls == calls  # an update does not probe the semantic path
+        windows = []
+        for _ in range(4):  # the window grows while the embedder stays down: exact hits never end the outage
+            before, waited = embedder.calls, 0.0
+            while embedder.calls == before:
+                clock.now += 0.5
+                waited += 0.5
+                assert lookup(QUESTION) is not None
+                lookup(PARAPHRASE)
+            windows.append(waited)
+        assert windows == [1.0, 2.0, 4.0, 8.0]
+        embedder.down = False
+        clock.now += 16.0
+        semantic = lookup(PARAPHRASE)  # the probe succeeds: the outage is over
+        assert lookup(PARAPHRASE) is not None  # and the next one is tried at once
+    assert semantic is not None and semantic.tier == "semantic" and semantic.answer == "Paris"
+    logged = warnings_in(caplog)
+    assert len(logged) == 2, logged  # one when it failed, one when it was back: no flapping
+    assert "semantic" in logged[0] and "ConnectionError" in logged[0] and "exact tier" in logged[0]
+    assert "semantic" in logged[1] and "answers again" in logged[1]
+    stats = cache.stats
+    assert stats.hits_exact >= 21 + 1 and stats.updates == 2
+
+
+def test_a_hung_vector_search_leaves_the_exact_tier_and_updates_do_not_end_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = _HungSearch()
+    cache = AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5, guard=False)  # type: ignore[arg-type]
+    clock = _Clock()
+    set_clock(cache, clock)
+    cache.update(q(QUESTION), "Paris")
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        for i in range(10):
+            hit = cache.lookup(q(QUESTION))
+            assert hit is not None and hit.tier == "exact"
+            assert cache.lookup(q(PARAPHRASE)) is None
+            cache.update(q(f"What is the capital of country number {i}?"), f"City {i}")
+        assert index.searches == 1  # one timeout, then the semantic tier is skipped
+        clock.now += 1.01  # the window closes; an update's successful write must not end the outage
+        cache.update(q("What is the capital of Spain?"), "Madrid")
+        assert cache.lookup(q(PARAPHRASE)) is None  # this lookup probes: still hung
+        assert index.searches == 2
+        clock.now += 1.5  # the window doubled
+        assert cache.lookup(q(PARAPHRASE)) is None and index.searches == 2
+        index.hung = False
+        clock.now += 0.6
+        semantic = cache.lookup(q(PARAPHRASE))
+    assert semantic is not None and semantic.answer == "Paris"
+    assert len(cache) == 12 and cache.stats.updates == 12  # every update was stored
+    spain = cache.lookup(q("What is the capital of Spain?"))
+    assert spain is not None and spain.entry.vector is None  # stored during the outage: exact tier only
+    logged = warnings_in(caplog)
+    assert len(logged) == 2 and "TimeoutError" in logged[0] and "answers again" in logged[1], logged
+
+
+def test_an_index_failure_after_a_semantic_outage_is_its_own_outage(caplog: pytest.LogCaptureFixture) -> None:
+    embedder = _FlakyEmbedder()
+    index = _HungIndex()
+    index.hung = False
+    cache = AnswerCache(index=index, embedder=embedder)  # type: ignore[arg-type]
+    clock = _Clock()
+    set_clock(cache, clock)
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        embedder.down = True
+        assert cache.lookup(q(QUESTION)) is None  # the semantic path fails
+        index.hung = True
+        assert cache.lookup(q(QUESTION)) is None  # now the index too
+        attempts = index.attempts
+        cache.update(q(QUESTION), "Paris")  # dropped: the index backs off
+        assert index.attempts == attempts
+        index.hung = False
+        clock.now += 1.01
+        cache.update(q(QUESTION), "Paris")  # the index is back; the semantic path still backs off
+        hit = cache.lookup(q(QUESTION))
+    assert hit is not None and hit.tier == "exact"
+    logged = warnings_in(caplog)
+    assert len(logged) == 3, logged
+    assert "semantic" in logged[0] and "cache index failed" in logged[1] and "cache index answers again" in logged[2]
 
 
 # -- lone surrogates -------------------------------------------------------------------------------------------

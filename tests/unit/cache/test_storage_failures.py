@@ -38,14 +38,11 @@ def siblings(path: Path) -> list[str]:
 
 
 # -- a corrupted file at open --------------------------------------------------------------------------------
-def not_a_database(path: Path) -> bytes:
-    data = b"this is not a SQLite file " * 200
-    path.write_bytes(data)
-    return data
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def malformed(path: Path) -> bytes:
-    """A real cache file whose pages were overwritten (SQLite: "database disk image is malformed")."""
+def real_cache_file(path: Path) -> bytearray:
+    """A cache file with 50 entries (about 37 pages), checkpointed: its bytes."""
     cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
     for i in range(50):
         cache.update(q(f"question number {i} about things"), "x" * 500)
@@ -53,13 +50,42 @@ def malformed(path: Path) -> bytes:
     for side in ("-wal", "-shm"):
         assert not Path(f"{path}{side}").exists()  # checkpointed on close
     data = bytearray(path.read_bytes())
+    assert data.startswith(SQLITE_HEADER) and len(data) > 8 * 4096
+    return data
+
+
+def malformed(path: Path) -> bytes:
+    """A real cache file whose pages after the first were overwritten (SQLite: "database disk image is
+    malformed")."""
+    data = real_cache_file(path)
     for i in range(4096, len(data), 7):
         data[i] = 0xAB
     path.write_bytes(bytes(data))
     return bytes(data)
 
 
-@pytest.mark.parametrize("damage", [not_a_database, malformed])
+def truncated(path: Path) -> bytes:
+    """A real cache file cut in the middle (a copy or a disk that stopped half way): "malformed"."""
+    data = bytes(real_cache_file(path)[: 5 * 4096 + 100])
+    path.write_bytes(data)
+    return data
+
+
+def garbage_after_the_header(path: Path) -> bytes:
+    """A SQLite header and nothing SQLite can read after it (SQLite: "file is not a database")."""
+    data = SQLITE_HEADER + b"\xab" * 8000
+    path.write_bytes(data)
+    return data
+
+
+def zero_filled(path: Path) -> bytes:
+    """Only zero bytes: what a crash (power loss before the data reached the disk) can leave of a file."""
+    data = bytes(len(real_cache_file(path)))
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("damage", [malformed, truncated, garbage_after_the_header, zero_filled])
 def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Any
 ) -> None:
@@ -88,11 +114,70 @@ def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     assert reopened.index.moved_aside is None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'[tool.app]\nname = "my app"\ntoken_file = "~/.secrets"\n',  # a config file (a typo in path=)
+        b'{"settings": {"theme": "dark"}}',
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        b"SQLite",  # shorter than a header
+        b"SQLite format 2\x00" + bytes(4096),  # not SQLite 3's header
+        bytes(64) + b"data after zero bytes",  # zeros, then data: not a crashed file
+    ],
+)
+@pytest.mark.parametrize("through", ["AnswerCache", "EmbeddedIndex"])
+def test_a_file_that_is_not_sqlite_is_a_configuration_error_and_left_untouched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, through: str
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"), pytest.raises(ConfigurationError) as e:
+        if through == "AnswerCache":
+            AnswerCache(embedder=FakeEmbeddings(), path=path)
+        else:
+            EmbeddedIndex(path)
+    message = str(e.value)
+    assert e.value.field == "path" and str(path) in message
+    assert "not a frugal-chains cache file" in message and "choose another path or delete it" in message
+    assert siblings(path) == ["settings.toml"] and path.read_bytes() == content  # not moved, not written
+    assert warnings_in(caplog) == []
+
+
+def test_an_empty_file_becomes_a_cache(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    path.touch()
+    cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
+    cache.update(q(QUESTION), "Paris")
+    assert cache.index.moved_aside is None  # type: ignore[attr-defined]
+    cache.close()
+    assert path.read_bytes().startswith(SQLITE_HEADER)
+
+
+def test_a_file_replaced_by_a_foreign_one_before_it_is_moved_aside_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cache.sqlite"
+    garbage_after_the_header(path)
+    real_open = EmbeddedIndex._open
+
+    def open_then_replace(self: EmbeddedIndex, dim: int | None) -> None:
+        try:
+            real_open(self, dim)
+        finally:
+            path.write_bytes(b"somebody else's notes")  # written in place: same file, other content
+
+    monkeypatch.setattr(EmbeddedIndex, "_open", open_then_replace)
+    with pytest.raises(ConfigurationError) as e:
+        EmbeddedIndex(path)
+    assert e.value.field == "path" and "not a frugal-chains cache file" in str(e.value)
+    assert siblings(path) == ["cache.sqlite"] and path.read_bytes() == b"somebody else's notes"
+
+
 def test_a_second_corrupted_file_gets_its_own_name(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     moved = []
     for _ in range(2):
-        not_a_database(path)
+        garbage_after_the_header(path)
         index = EmbeddedIndex(path)
         moved.append(index.moved_aside)
         index.close()
@@ -447,7 +532,11 @@ def test_an_index_failure_after_a_semantic_outage_is_its_own_outage(caplog: pyte
     assert hit is not None and hit.tier == "exact"
     logged = warnings_in(caplog)
     assert len(logged) == 3, logged
-    assert "semantic" in logged[0] and "cache index failed" in logged[1] and "cache index answers again" in logged[2]
+    assert (
+        "semantic" in logged[0]
+        and "cache index failed" in logged[1]
+        and "cache index answers again" in logged[2]
+    )
 
 
 # -- lone surrogates -------------------------------------------------------------------------------------------
@@ -541,7 +630,7 @@ def test_a_chat_turn_with_only_an_image_is_still_matched_exactly() -> None:
 
 def test_the_corrupt_file_name_keeps_the_original_name_as_prefix(tmp_path: Path) -> None:
     path = tmp_path / "my.cache"
-    not_a_database(path)
+    garbage_after_the_header(path)
     index = EmbeddedIndex(str(path))
     names = siblings(path)
     assert "my.cache" in names and any(n.startswith("my.cache.corrupt-") for n in names)

@@ -21,6 +21,7 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.redis
 
 QUESTION = "How do I reset a password?"
+PARAPHRASE = "How can I reset a password?"
 
 
 def q(text: str) -> CacheRequest:
@@ -38,6 +39,10 @@ class HangingProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.hang = True
+        self.hang_on: bytes | None = None
+        """While set, a forwarded connection whose client sends this command (``b"FT.SEARCH"``) gets no answer to
+        it nor to anything after it (a server whose vector search hangs while plain reads and writes work)."""
+        self.hung_commands = 0
         self.hung_connections = 0
         self.forwarded_connections = 0
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -64,7 +69,7 @@ class HangingProxy:
                 self.forwarded_connections += 1
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
                 self._open.append(upstream)
-                threading.Thread(target=self._pump, args=(conn, upstream), daemon=True).start()
+                threading.Thread(target=self._pump, args=(conn, upstream, self), daemon=True).start()
                 threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
 
     @staticmethod
@@ -74,9 +79,13 @@ class HangingProxy:
                 pass
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, client_of: HangingProxy | None = None) -> None:
         try:
             while data := src.recv(65536):
+                if client_of is not None and client_of.hang_on is not None and client_of.hang_on in data:
+                    client_of.hung_commands += 1
+                    HangingProxy._swallow(src)
+                    return
                 dst.sendall(data)
         except OSError:
             pass
@@ -114,7 +123,8 @@ def hung_cache(proxy: HangingProxy) -> tuple[AnswerCache, RedisIndex, _Clock]:
     index = RedisIndex(proxy.url, socket_timeout=0.3)
     cache = AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5)
     clock = _Clock()
-    cache._outage.clock = clock  # the back-off's time source: no test waits for a window to pass
+    # the back-offs' time source (index, semantic path): no test waits for a window to pass
+    cache._index_outage.backoff.clock = cache._semantic_outage.backoff.clock = clock
     return cache, index, clock
 
 
@@ -193,3 +203,36 @@ async def test_a_lone_surrogate_through_redis(redis_url: str, caplog: pytest.Log
         assert cache.stats.errors == 0 and warnings_in(caplog) == []
     finally:
         await index.aclose()
+
+
+def test_a_redis_whose_vector_search_hangs_keeps_serving_exact_hits(
+    proxy: HangingProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy.hang = False
+    cache, index, clock = hung_cache(proxy)
+    try:
+        cache.update(q(QUESTION), "Settings > Security")
+        proxy.hang_on = b"FT.SEARCH"  # plain gets and writes still work
+        with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+            for i in range(10):
+                hit = cache.lookup(q(QUESTION))
+                assert hit is not None and hit.tier == "exact"
+                assert cache.lookup(q(PARAPHRASE)) is None
+                cache.update(q(f"How do I reset password number {i}?"), f"Settings > {i}")
+            assert proxy.hung_commands == 1  # one socket timeout, then the semantic tier is skipped
+            clock.now += 1.01  # the window closes: an update's write must not end the outage, a search probes
+            cache.update(q("How do I change an email address?"), "Settings > Email")
+            assert cache.lookup(q(PARAPHRASE)) is None
+            assert proxy.hung_commands == 2
+            proxy.hang_on = None  # the search answers again
+            clock.now += 2.01
+            semantic = cache.lookup(q(PARAPHRASE))
+        assert semantic is not None and semantic.tier == "semantic"
+        assert cache.stats.updates == 12
+        email = cache.lookup(q("How do I change an email address?"))
+        assert email is not None and email.entry.vector is None  # stored during the outage: exact tier only
+        logged = warnings_in(caplog)
+        assert len(logged) == 2, logged
+        assert "semantic" in logged[0] and "Timeout" in logged[0] and "answers again" in logged[1]
+    finally:
+        index.close()

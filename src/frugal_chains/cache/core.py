@@ -15,10 +15,15 @@ A lookup goes:
    units, opposites), then by the optional verifier (a cross-encoder, an LLM judge); the first that passes is
    served.
 
-Failures fail **open**: an unreachable index (Redis down) or a failing embedder makes lookups miss and updates
-drop, with one warning per outage; the caller's chain still answers. After a failure the backend is skipped for a
-back-off window (``outage_backoff``, growing while it keeps failing), so a hung backend costs one timeout per
-window, not one per call. An entry that does not decode is deleted and skipped, never served.
+Failures fail **open**, the caller's chain still answers, with one warning per outage and one when it is over.
+Two dependencies back off on their own (``outage_backoff``, a window growing while it keeps failing), so a hung
+one costs one timeout per window, not one per call:
+
+* the **index** (its exact get and put): while it fails, lookups miss and updates are dropped;
+* the **semantic path** (the embedder and the index's vector search): while it fails, the exact tier keeps serving
+  and storing (updates are stored without a vector: exact hits only); only a lookup's semantic search ends it.
+
+An entry that does not decode is deleted and skipped, never served.
 """
 
 from __future__ import annotations
@@ -115,8 +120,9 @@ class CacheStats:
     no_tenant: int = 0
     """Lookups a ``tenant_required`` cache refused because the request had no tenant (the model answered)."""
     errors: int = 0
-    """Lookups and updates that failed open because the backend or the embedder failed (each one a miss or a
-    dropped update), including those skipped while the cache backs off after a failure (``outage_backoff``)."""
+    """Lookups and updates that met a failing index or semantic path (embedder, vector search), including those
+    that skipped it while the cache backs off (``outage_backoff``): a miss, a dropped update, or an update stored
+    for the exact tier only."""
     corrupted: int = 0
     """Entries that did not decode: deleted, never served."""
     updates: int = 0
@@ -177,6 +183,16 @@ class _Counters:
             updates=int(v.get("updates", 0)),
             saved_usd=float(v.get("saved_usd", 0.0)),
         )
+
+
+@dataclass(frozen=True)
+class _Dependency:
+    """Something the cache fails open on, with its own back-off: the index, or the semantic path."""
+
+    name: str
+    meanwhile: str
+    """What the cache does while it is out (for the warning)."""
+    backoff: Backoff
 
 
 _MAX_BACKOFF_S = 60.0
@@ -250,10 +266,12 @@ class AnswerCache(SharedService):
         prices: prices the original calls (what a hit saves): a ``PriceBook`` or ``{model: Price}`` for models
             LiteLLM's map does not know; default: LiteLLM's map. What a hit on an unknown model's answer saved is
             unknown: ``None`` in its ``cache_hit`` record, nothing added to ``stats.saved_usd``.
-        outage_backoff: after the index or the embedder fails, the cache skips them for this long (seconds or a
-            timedelta): lookups miss and updates are dropped at once, so a hung backend costs one timeout per
-            window, not one per call. The window doubles while the backend keeps failing, up to 60 s (or
-            ``outage_backoff`` if longer); the first success ends it. 0 tries the backend at every call.
+        outage_backoff: after a dependency fails, the cache skips it for this long (seconds or a timedelta), so a
+            hung one costs one timeout per window, not one per call. The index (exact get and put) and the
+            semantic path (embedder and vector search) back off separately: while the index does, lookups miss
+            and updates are dropped; while only the semantic path does, the exact tier keeps serving and storing.
+            The window doubles while the dependency keeps failing, up to 60 s (or ``outage_backoff`` if longer);
+            its first success ends it. 0 tries at every call.
         tenant_required: True for a cache shared by several tenants: a request whose scope has no tenant (no
             ``cache_scope(tenant_id=...)`` nor ``attribute(tenant_id=...)`` reached it, e.g. work sent to a plain
             worker thread) is neither served nor stored. The model answers it; the adapters mark the answer
@@ -372,7 +390,15 @@ class AnswerCache(SharedService):
         )
         self._embedder_lock = threading.Lock()
         self._counters = _Counters()
-        self._outage = Backoff(_backoff_seconds(outage_backoff), _MAX_BACKOFF_S)
+        backoff_s = _backoff_seconds(outage_backoff)
+        self._index_outage = _Dependency(
+            "the cache index", "lookups miss and updates are dropped", Backoff(backoff_s, _MAX_BACKOFF_S)
+        )
+        self._semantic_outage = _Dependency(
+            "the semantic lookup (embedder or vector search)",
+            "the exact tier still serves and stores",
+            Backoff(backoff_s, _MAX_BACKOFF_S),
+        )
         self._down_lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -406,23 +432,24 @@ class AnswerCache(SharedService):
         return replace(request, context=f"{request.context}\x00version={self.version}")
 
     # -- failure handling ------------------------------------------------------------------------------------
-    def _failed(self, what: str, err: BaseException) -> None:
+    def _failed(self, dep: _Dependency, err: BaseException) -> None:
         self._counters.add("errors")
-        if self._outage.failed():
+        if dep.backoff.failed():
             log.warning(
-                "frugal-chains cache: %s failed (%s: %s); lookups miss and updates are dropped until it is back",
-                what,
+                "frugal-chains cache: %s failed (%s: %s); %s until it is back",
+                dep.name,
                 type(err).__name__,
                 err,
+                dep.meanwhile,
             )
 
-    def _ok(self) -> None:
-        if self._outage.ok():
-            log.warning("frugal-chains cache: the backend answers again")
+    def _ok(self, dep: _Dependency) -> None:
+        if dep.backoff.ok():
+            log.warning("frugal-chains cache: %s answers again", dep.name)
 
-    def _backing_off(self) -> bool:
-        """True while the cache skips a failing backend (see ``outage_backoff``): the call fails open at once."""
-        if not self._outage.skip():
+    def _backing_off(self, dep: _Dependency) -> bool:
+        """True while the cache skips a failing dependency (see ``outage_backoff``): that part fails open at once."""
+        if not dep.backoff.skip():
             return False
         self._counters.add("errors")
         return True
@@ -627,9 +654,9 @@ class AnswerCache(SharedService):
             return None
         return self._partition(request), reason
 
-    def _miss(self, what: str | None = None, err: BaseException | None = None) -> None:
-        if what is not None and err is not None:
-            self._failed(what, err)
+    def _miss(self, dep: _Dependency | None = None, err: BaseException | None = None) -> None:
+        if dep is not None and err is not None:
+            self._failed(dep, err)
         self._counters.add("misses")
 
     def lookup_decoded(
@@ -640,7 +667,7 @@ class AnswerCache(SharedService):
         if prepared is None:
             return None
         request, reason = prepared
-        if self._backing_off():
+        if self._backing_off(self._index_outage):
             self._miss()
             return None
         now = time.time()
@@ -649,14 +676,14 @@ class AnswerCache(SharedService):
         except ConfigurationError:
             raise
         except Exception as e:
-            self._miss("the cache index", e)
+            self._miss(self._index_outage, e)
             return None
-        self._ok()
+        self._ok(self._index_outage)
         if entry is not None and self._exact_ok(request, entry):
             served = self._serve(Hit(entry, 1.0), "exact", decode, now)
             if served is not None:
                 return served
-        if not self._semantic_wanted(request, reason):
+        if not self._semantic_wanted(request, reason) or self._backing_off(self._semantic_outage):
             self._miss()
             return None
         try:
@@ -665,8 +692,9 @@ class AnswerCache(SharedService):
         except ConfigurationError:
             raise
         except Exception as e:
-            self._miss("the semantic lookup", e)
+            self._miss(self._semantic_outage, e)
             return None
+        self._ok(self._semantic_outage)
         for hit in self._candidates(request, hits):
             if self.verifier is not None and not self._verified(request, hit):
                 self._counters.add("guard_rejections")
@@ -690,7 +718,7 @@ class AnswerCache(SharedService):
         try:
             self.index.touch(hit.entry.id, now)
         except Exception as e:
-            self._failed("the cache index", e)
+            self._failed(self._index_outage, e)
         self._record(done[0])
         return done
 
@@ -698,7 +726,7 @@ class AnswerCache(SharedService):
         try:
             self.index.delete([entry_id])
         except Exception as e:
-            self._failed("the cache index", e)
+            self._failed(self._index_outage, e)
 
     async def alookup(
         self, request: CacheRequest, *, decode: Callable[[str], Any] | None = None
@@ -715,7 +743,7 @@ class AnswerCache(SharedService):
         if prepared is None:
             return None
         request, reason = prepared
-        if self._backing_off():
+        if self._backing_off(self._index_outage):
             self._miss()
             return None
         now = time.time()
@@ -724,14 +752,14 @@ class AnswerCache(SharedService):
         except ConfigurationError:
             raise
         except Exception as e:
-            self._miss("the cache index", e)
+            self._miss(self._index_outage, e)
             return None
-        self._ok()
+        self._ok(self._index_outage)
         if entry is not None and self._exact_ok(request, entry):
             served = await self._aserve(Hit(entry, 1.0), "exact", decode, now)
             if served is not None:
                 return served
-        if not self._semantic_wanted(request, reason):
+        if not self._semantic_wanted(request, reason) or self._backing_off(self._semantic_outage):
             self._miss()
             return None
         try:
@@ -740,8 +768,9 @@ class AnswerCache(SharedService):
         except ConfigurationError:
             raise
         except Exception as e:
-            self._miss("the semantic lookup", e)
+            self._miss(self._semantic_outage, e)
             return None
+        self._ok(self._semantic_outage)
         for hit in self._candidates(request, hits):
             if self.verifier is not None and not await self._averified(request, hit):
                 self._counters.add("guard_rejections")
@@ -760,7 +789,7 @@ class AnswerCache(SharedService):
             try:
                 await self.index.adelete([hit.entry.id])
             except Exception as e:
-                self._failed("the cache index", e)
+                self._failed(self._index_outage, e)
             return None
         self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
         if hit.entry.cost_usd is not None:
@@ -768,7 +797,7 @@ class AnswerCache(SharedService):
         try:
             await self.index.atouch(hit.entry.id, now)
         except Exception as e:
-            self._failed("the cache index", e)
+            self._failed(self._index_outage, e)
         await self._arecord(done[0])
         return done
 
@@ -890,18 +919,25 @@ class AnswerCache(SharedService):
             return
         request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
-        if self._backing_off():
+        if self._backing_off(self._index_outage):
             return
-        try:
-            if semantic:
+        if semantic and self._semantic_down():
+            semantic = False  # stored for the exact tier only (lookups probe the semantic path, not updates)
+        if semantic:
+            try:
                 entry = self._with_vector(entry, self.embedder.embed([request.normalized])[0])
+            except ConfigurationError:
+                raise
+            except Exception as e:
+                self._failed(self._semantic_outage, e)  # the exact tier still gets the entry
+        try:
             self.index.add(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("a cache update", e)
+            self._failed(self._index_outage, e)
             return
-        self._ok()
+        self._ok(self._index_outage)
         self._counters.add("updates")
 
     async def aupdate(
@@ -921,19 +957,35 @@ class AnswerCache(SharedService):
             return
         request, semantic = prepared
         entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
-        if self._backing_off():
+        if self._backing_off(self._index_outage):
             return
-        try:
-            if semantic:
+        if semantic and self._semantic_down():
+            semantic = False  # stored for the exact tier only (lookups probe the semantic path, not updates)
+        if semantic:
+            try:
                 entry = self._with_vector(entry, (await self.embedder.aembed([request.normalized]))[0])
+            except ConfigurationError:
+                raise
+            except Exception as e:
+                self._failed(self._semantic_outage, e)  # the exact tier still gets the entry
+        try:
             await self.index.aadd(entry, max_entries=self.max_entries)
         except ConfigurationError:
             raise
         except Exception as e:
-            self._failed("a cache update", e)
+            self._failed(self._index_outage, e)
             return
-        self._ok()
+        self._ok(self._index_outage)
         self._counters.add("updates")
+
+    def _semantic_down(self) -> bool:
+        """True while the semantic path is out (see ``outage_backoff``): an update skips the embedder and counts an
+        error. Updates never probe it: a successful embedding says nothing about the vector search, and would end
+        the outage of a Redis whose searches hang while its writes work."""
+        if not self._semantic_outage.backoff.down:
+            return False
+        self._counters.add("errors")
+        return True
 
     def _semantic_indexable(self, request: CacheRequest, reason: str | None) -> bool:
         # Bypassed questions are still stored for the exact tier, but never join the semantic one.

@@ -80,6 +80,36 @@ def _corrupted(e: sqlite3.DatabaseError) -> bool:
     return "file is not a database" in text or "malformed" in text
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def _foreign(path: str) -> bool:
+    """True when ``path`` holds data that is not a SQLite database: no SQLite header, and not only zero bytes
+    (what a crash can leave of a file being written). Such a file is somebody else's (a typo in ``path=``): never
+    moved, never written. False when it is missing, empty or unreadable (SQLite reports those)."""
+    try:
+        with open(Path(path).expanduser(), "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+            if not head or head == _SQLITE_HEADER:
+                return False
+            chunk = head
+            while chunk:
+                if chunk.strip(b"\0"):
+                    return True
+                chunk = f.read(1 << 20)
+            return False
+    except OSError:
+        return False
+
+
+def _not_ours(path: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} is not a frugal-chains cache file (it is not a SQLite database); choose another path or delete it",
+        field="path",
+    )
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     """The file's (device, inode), None when it does not exist (or is ``:memory:``)."""
     try:
@@ -105,15 +135,16 @@ class EmbeddedIndex(SharedService):
     """An in-process vector index persisted in SQLite: the cache's default backend.
 
     Args:
-        path: a SQLite file (created if missing) or ``":memory:"`` (the default: nothing persisted). A file that
-            is not a SQLite database or is damaged ("malformed") is moved aside to ``<name>.corrupt-<UTC time>``
-            with one warning, and the cache starts empty (a cache is disposable).
+        path: a SQLite file (created if missing) or ``":memory:"`` (the default: nothing persisted). A SQLite
+            file that is damaged ("malformed", "not a database", or only zero bytes, as a crash can leave it) is
+            moved aside to ``<name>.corrupt-<UTC time>`` with one warning, and the cache starts empty (a cache is
+            disposable).
         dim: the vector size; learnt from the first vector when omitted.
 
     Raises:
-        ConfigurationError: ``field="path"`` when the file cannot be opened for another reason (a folder, no
-            permission, locked by another program for 30 s); ``field="embedder"`` when it holds vectors of
-            another size than ``dim``.
+        ConfigurationError: ``field="path"`` when the file is not a SQLite database at all (another program's
+            file, left untouched) or cannot be opened for another reason (a folder, no permission, locked by
+            another program for 30 s); ``field="embedder"`` when it holds vectors of another size than ``dim``.
 
     Example:
         >>> import numpy as np
@@ -146,6 +177,8 @@ class EmbeddedIndex(SharedService):
         """Where a corrupted file found at open was moved (None: it was not)."""
         self._adds = 0
         self._shared = self.path != ":memory:"
+        if self._shared and _foreign(self.path):
+            raise _not_ours(self.path)
         opened = _identity(self.path)
         try:
             self._open_waiting(dim)
@@ -212,6 +245,8 @@ class EmbeddedIndex(SharedService):
 
     def _move_aside(self, err: sqlite3.DatabaseError) -> None:
         """Rename a corrupted file (and its WAL files) to ``<name>.corrupt-<UTC time>``: the cache starts empty."""
+        if _foreign(self.path):  # replaced by something that is not ours since we looked: leave it alone
+            raise _not_ours(self.path) from err
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         base = Path(self.path).expanduser()
         target = base.with_name(f"{base.name}.corrupt-{stamp}")

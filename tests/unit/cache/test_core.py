@@ -220,11 +220,13 @@ class _FailingEmbedder:
         raise RuntimeError("model crashed")
 
 
-def test_embedder_failure_keeps_nothing_and_answers_none() -> None:
+def test_a_failing_embedder_still_leaves_the_exact_tier() -> None:
     cache = AnswerCache(embedder=_FailingEmbedder())
-    cache.update(q("What is 2+2?"), "4")  # dropped: the entry could not be embedded
-    assert cache.lookup(q("What is 2+2?")) is None
-    assert cache.stats.errors == 2
+    cache.update(q("What is 2+2?"), "4")  # the embedding failed: stored for the exact tier only
+    hit = cache.lookup(q("What is 2+2?"))
+    assert hit is not None and hit.tier == "exact" and hit.entry.vector is None
+    assert cache.lookup(q("What is two plus two?")) is None  # the semantic tier is backing off: a miss
+    assert cache.stats.errors == 2 and cache.stats.updates == 1
 
 
 async def test_async_paths_agree_with_sync(cache: AnswerCache) -> None:

@@ -38,14 +38,11 @@ def siblings(path: Path) -> list[str]:
 
 
 # -- a corrupted file at open --------------------------------------------------------------------------------
-def not_a_database(path: Path) -> bytes:
-    data = b"this is not a SQLite file " * 200
-    path.write_bytes(data)
-    return data
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def malformed(path: Path) -> bytes:
-    """A real cache file whose pages were overwritten (SQLite: "database disk image is malformed")."""
+def real_cache_file(path: Path) -> bytearray:
+    """A cache file with 50 entries (about 37 pages), checkpointed: its bytes."""
     cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
     for i in range(50):
         cache.update(q(f"question number {i} about things"), "x" * 500)
@@ -53,13 +50,42 @@ def malformed(path: Path) -> bytes:
     for side in ("-wal", "-shm"):
         assert not Path(f"{path}{side}").exists()  # checkpointed on close
     data = bytearray(path.read_bytes())
+    assert data.startswith(SQLITE_HEADER) and len(data) > 8 * 4096
+    return data
+
+
+def malformed(path: Path) -> bytes:
+    """A real cache file whose pages after the first were overwritten (SQLite: "database disk image is
+    malformed")."""
+    data = real_cache_file(path)
     for i in range(4096, len(data), 7):
         data[i] = 0xAB
     path.write_bytes(bytes(data))
     return bytes(data)
 
 
-@pytest.mark.parametrize("damage", [not_a_database, malformed])
+def truncated(path: Path) -> bytes:
+    """A real cache file cut in the middle (a copy or a disk that stopped half way): "malformed"."""
+    data = bytes(real_cache_file(path)[: 5 * 4096 + 100])
+    path.write_bytes(data)
+    return data
+
+
+def garbage_after_the_header(path: Path) -> bytes:
+    """A SQLite header and nothing SQLite can read after it (SQLite: "file is not a database")."""
+    data = SQLITE_HEADER + b"\xab" * 8000
+    path.write_bytes(data)
+    return data
+
+
+def zero_filled(path: Path) -> bytes:
+    """Only zero bytes: what a crash (power loss before the data reached the disk) can leave of a file."""
+    data = bytes(len(real_cache_file(path)))
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("damage", [malformed, truncated, garbage_after_the_header, zero_filled])
 def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Any
 ) -> None:
@@ -88,11 +114,70 @@ def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     assert reopened.index.moved_aside is None  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'[tool.app]\nname = "my app"\ntoken_file = "~/.secrets"\n',  # a config file (a typo in path=)
+        b'{"settings": {"theme": "dark"}}',
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        b"SQLite",  # shorter than a header
+        b"SQLite format 2\x00" + bytes(4096),  # not SQLite 3's header
+        bytes(64) + b"data after zero bytes",  # zeros, then data: not a crashed file
+    ],
+)
+@pytest.mark.parametrize("through", ["AnswerCache", "EmbeddedIndex"])
+def test_a_file_that_is_not_sqlite_is_a_configuration_error_and_left_untouched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, through: str
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"), pytest.raises(ConfigurationError) as e:
+        if through == "AnswerCache":
+            AnswerCache(embedder=FakeEmbeddings(), path=path)
+        else:
+            EmbeddedIndex(path)
+    message = str(e.value)
+    assert e.value.field == "path" and str(path) in message
+    assert "not a frugal-chains cache file" in message and "choose another path or delete it" in message
+    assert siblings(path) == ["settings.toml"] and path.read_bytes() == content  # not moved, not written
+    assert warnings_in(caplog) == []
+
+
+def test_an_empty_file_becomes_a_cache(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    path.touch()
+    cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
+    cache.update(q(QUESTION), "Paris")
+    assert cache.index.moved_aside is None  # type: ignore[attr-defined]
+    cache.close()
+    assert path.read_bytes().startswith(SQLITE_HEADER)
+
+
+def test_a_file_replaced_by_a_foreign_one_before_it_is_moved_aside_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cache.sqlite"
+    garbage_after_the_header(path)
+    real_open = EmbeddedIndex._open
+
+    def open_then_replace(self: EmbeddedIndex, dim: int | None) -> None:
+        try:
+            real_open(self, dim)
+        finally:
+            path.write_bytes(b"somebody else's notes")  # written in place: same file, other content
+
+    monkeypatch.setattr(EmbeddedIndex, "_open", open_then_replace)
+    with pytest.raises(ConfigurationError) as e:
+        EmbeddedIndex(path)
+    assert e.value.field == "path" and "not a frugal-chains cache file" in str(e.value)
+    assert siblings(path) == ["cache.sqlite"] and path.read_bytes() == b"somebody else's notes"
+
+
 def test_a_second_corrupted_file_gets_its_own_name(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     moved = []
     for _ in range(2):
-        not_a_database(path)
+        garbage_after_the_header(path)
         index = EmbeddedIndex(path)
         moved.append(index.moved_aside)
         index.close()
@@ -212,11 +297,16 @@ class _HungIndex:
         return acall if asyncio.iscoroutinefunction(target) else call
 
 
+def set_clock(cache: AnswerCache, clock: _Clock) -> None:
+    """The back-offs' time source (monotonic seconds): the index's and the semantic path's."""
+    cache._index_outage.backoff.clock = cache._semantic_outage.backoff.clock = clock
+
+
 def hung_cache(**kw: Any) -> tuple[AnswerCache, _HungIndex, _Clock]:
     index = _HungIndex()
     cache = AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)  # type: ignore[arg-type]
     clock = _Clock()
-    cache._outage.clock = clock  # the back-off's time source (monotonic seconds)
+    set_clock(cache, clock)
     return cache, index, clock
 
 
@@ -288,6 +378,165 @@ def test_bad_outage_backoff_names_the_field(bad: Any) -> None:
     with pytest.raises(ConfigurationError) as e:
         AnswerCache(embedder=FakeEmbeddings(), outage_backoff=bad)
     assert e.value.field == "outage_backoff"
+
+
+# -- the semantic path backs off on its own -------------------------------------------------------------------
+class _FlakyEmbedder:
+    """Fails like a remote embedding API that is down (a 503) while ``down``; counts its calls."""
+
+    name = "flaky"
+    dim = 64
+
+    def __init__(self) -> None:
+        self._fake = FakeEmbeddings()
+        self.down = False
+        self.calls = 0
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("embedding API 503")
+        return self._fake.embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> Any:
+        return self.embed(texts)
+
+
+class _HungSearch:
+    """An index whose vector search hangs (a socket timeout) while its exact get and put work; counts searches."""
+
+    def __init__(self) -> None:
+        self.inner = EmbeddedIndex()
+        self.hung = True
+        self.searches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def search(self, *a: Any, **k: Any) -> Any:
+        self.searches += 1
+        if self.hung:
+            raise TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return self.inner.search(*a, **k)
+
+    async def asearch(self, *a: Any, **k: Any) -> Any:
+        return self.search(*a, **k)
+
+
+PARAPHRASE = "What's the capital city of France?"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failing_embedder_leaves_the_exact_tier_serving_and_storing(
+    caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    embedder = _FlakyEmbedder()
+    cache = AnswerCache(embedder=embedder, threshold=0.5, guard=False)
+    clock = _Clock()
+    set_clock(cache, clock)
+
+    def lookup(text: str) -> Any:
+        return cache.lookup(q(text)) if mode == "sync" else asyncio.run(cache.alookup(q(text)))
+
+    def update(text: str, answer: str) -> None:
+        cache.update(q(text), answer) if mode == "sync" else asyncio.run(cache.aupdate(q(text), answer))
+
+    update(QUESTION, "Paris")
+    embedder.down = True
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        assert lookup(PARAPHRASE) is None  # the semantic tier fails open
+        calls = embedder.calls
+        for _ in range(20):  # repeats of a cached question: the exact tier never needed the embedder
+            hit = lookup(QUESTION)
+            assert hit is not None and hit.tier == "exact"
+            assert lookup(f"{PARAPHRASE} (again)") is None  # skipped, no embedder call
+        assert embedder.calls == calls  # still inside the first 1 s window
+        update("What is the capital of Spain?", "Madrid")  # stored for the exact tier, without a vector
+        spain = lookup("What is the capital of Spain?")
+        assert spain is not None and spain.tier == "exact" and spain.entry.vector is None
+        assert embedder.calls == calls  # an update does not probe the semantic path
+        windows = []
+        for _ in range(4):  # the window grows while the embedder stays down: exact hits never end the outage
+            before, waited = embedder.calls, 0.0
+            while embedder.calls == before:
+                clock.now += 0.5
+                waited += 0.5
+                assert lookup(QUESTION) is not None
+                lookup(PARAPHRASE)
+            windows.append(waited)
+        assert windows == [1.0, 2.0, 4.0, 8.0]
+        embedder.down = False
+        clock.now += 16.0
+        semantic = lookup(PARAPHRASE)  # the probe succeeds: the outage is over
+        assert lookup(PARAPHRASE) is not None  # and the next one is tried at once
+    assert semantic is not None and semantic.tier == "semantic" and semantic.answer == "Paris"
+    logged = warnings_in(caplog)
+    assert len(logged) == 2, logged  # one when it failed, one when it was back: no flapping
+    assert "semantic" in logged[0] and "ConnectionError" in logged[0] and "exact tier" in logged[0]
+    assert "semantic" in logged[1] and "answers again" in logged[1]
+    stats = cache.stats
+    assert stats.hits_exact >= 21 + 1 and stats.updates == 2
+
+
+def test_a_hung_vector_search_leaves_the_exact_tier_and_updates_do_not_end_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = _HungSearch()
+    cache = AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5, guard=False)  # type: ignore[arg-type]
+    clock = _Clock()
+    set_clock(cache, clock)
+    cache.update(q(QUESTION), "Paris")
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        for i in range(10):
+            hit = cache.lookup(q(QUESTION))
+            assert hit is not None and hit.tier == "exact"
+            assert cache.lookup(q(PARAPHRASE)) is None
+            cache.update(q(f"What is the capital of country number {i}?"), f"City {i}")
+        assert index.searches == 1  # one timeout, then the semantic tier is skipped
+        clock.now += 1.01  # the window closes; an update's successful write must not end the outage
+        cache.update(q("What is the capital of Spain?"), "Madrid")
+        assert cache.lookup(q(PARAPHRASE)) is None  # this lookup probes: still hung
+        assert index.searches == 2
+        clock.now += 1.5  # the window doubled
+        assert cache.lookup(q(PARAPHRASE)) is None and index.searches == 2
+        index.hung = False
+        clock.now += 0.6
+        semantic = cache.lookup(q(PARAPHRASE))
+    assert semantic is not None and semantic.answer == "Paris"
+    assert len(cache) == 12 and cache.stats.updates == 12  # every update was stored
+    spain = cache.lookup(q("What is the capital of Spain?"))
+    assert spain is not None and spain.entry.vector is None  # stored during the outage: exact tier only
+    logged = warnings_in(caplog)
+    assert len(logged) == 2 and "TimeoutError" in logged[0] and "answers again" in logged[1], logged
+
+
+def test_an_index_failure_after_a_semantic_outage_is_its_own_outage(caplog: pytest.LogCaptureFixture) -> None:
+    embedder = _FlakyEmbedder()
+    index = _HungIndex()
+    index.hung = False
+    cache = AnswerCache(index=index, embedder=embedder)  # type: ignore[arg-type]
+    clock = _Clock()
+    set_clock(cache, clock)
+    with caplog.at_level(logging.WARNING, logger="frugal_chains"):
+        embedder.down = True
+        assert cache.lookup(q(QUESTION)) is None  # the semantic path fails
+        index.hung = True
+        assert cache.lookup(q(QUESTION)) is None  # now the index too
+        attempts = index.attempts
+        cache.update(q(QUESTION), "Paris")  # dropped: the index backs off
+        assert index.attempts == attempts
+        index.hung = False
+        clock.now += 1.01
+        cache.update(q(QUESTION), "Paris")  # the index is back; the semantic path still backs off
+        hit = cache.lookup(q(QUESTION))
+    assert hit is not None and hit.tier == "exact"
+    logged = warnings_in(caplog)
+    assert len(logged) == 3, logged
+    assert (
+        "semantic" in logged[0]
+        and "cache index failed" in logged[1]
+        and "cache index answers again" in logged[2]
+    )
 
 
 # -- lone surrogates -------------------------------------------------------------------------------------------
@@ -381,7 +630,7 @@ def test_a_chat_turn_with_only_an_image_is_still_matched_exactly() -> None:
 
 def test_the_corrupt_file_name_keeps_the_original_name_as_prefix(tmp_path: Path) -> None:
     path = tmp_path / "my.cache"
-    not_a_database(path)
+    garbage_after_the_header(path)
     index = EmbeddedIndex(str(path))
     names = siblings(path)
     assert "my.cache" in names and any(n.startswith("my.cache.corrupt-") for n in names)

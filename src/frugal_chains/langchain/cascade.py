@@ -57,7 +57,7 @@ from frugal_chains.langchain._streaming import (
     whole_chunk,
 )
 from frugal_chains.langchain.budget import usage_from_message
-from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry
+from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry, without_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec, tier_names
 from frugal_chains.routing.stats import RouterStats
@@ -502,9 +502,11 @@ class CascadeChatModel(ChildRunStreamingModel):
         return found if found != Attribution() else None
 
     def _frugal(self, result: CascadeResult, metadata: Mapping[str, Any]) -> dict[str, Any]:
-        """``metadata`` with ``frugal["cascade"]`` (and, for one release, the same keys flat in ``frugal``)."""
+        """``metadata`` with ``frugal["cascade"]`` (and, for one release, the same keys flat in ``frugal``). A tier
+        that is itself a cascade left its own entry there: the outer cascade's replaces it (its attempt for that
+        tier has the usage and cost of the inner cascade's calls)."""
         info = result.metadata(self.names)
-        return with_entry(metadata, CASCADE, info, legacy=info)
+        return with_entry(without_entry(metadata, CASCADE), CASCADE, info, legacy=info)
 
     def _message(self, result: CascadeResult, *, extra_usage: Usage | None = None) -> AIMessage:
         """The accepted answer with the summed usage and ``response_metadata["frugal"]``."""
@@ -671,10 +673,17 @@ class CascadeChatModel(ChildRunStreamingModel):
 
     def _chunk(self, event: TierChunk[AIMessageChunk] | CascadeResult) -> ChatGenerationChunk:
         """An engine event as a stream chunk: a tier's chunk without its usage (the tier's run reported it), the
-        result as the closing chunk."""
+        result as the closing chunk. A tier that is itself a cascade ends its stream with its own
+        ``frugal["cascade"]``: dropped, as ``invoke`` replaces it, so the merged answer carries this cascade's
+        (merging both would clash)."""
         if isinstance(event, CascadeResult):
             return self._final_chunk(event)
-        return ChatGenerationChunk(message=untraced(event.chunk))
+        chunk = event.chunk
+        if chunk.response_metadata:
+            chunk = chunk.model_copy(
+                update={"response_metadata": without_entry(chunk.response_metadata, CASCADE)}
+            )
+        return ChatGenerationChunk(message=untraced(chunk))
 
 
 def _joined(index: int, chunks: list[AIMessageChunk]) -> TierAnswer:

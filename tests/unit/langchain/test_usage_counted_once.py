@@ -164,3 +164,45 @@ def test_a_cache_miss_is_counted_once_and_a_hit_not_at_all(mode: str) -> None:
     assert hit.response_metadata["frugal"]["cache"]["status"] == "hit"
     assert cb.usage_metadata == {}  # no provider call
     assert tracer.usage() == {}
+
+
+def nested_cascade() -> CascadeChatModel:
+    return CascadeChatModel(
+        tiers=[cascade(), FakeUsageChatModel(model="gpt-4.1", responses=["43"])],
+        tier_names=["inner", "outer-strong"],
+        gates=[RegexGate(r"\d")],
+    )
+
+
+def cached_cascade() -> CachedChatModel:
+    return CachedChatModel(model=cascade(), cache=AnswerCache(embedder=FakeEmbeddings()))
+
+
+def cascade_of_cached() -> CascadeChatModel:
+    cached_cheap = CachedChatModel(model=cheap(), cache=AnswerCache(embedder=FakeEmbeddings()))
+    return CascadeChatModel(tiers=[cached_cheap, strong()], tier_names=["cheap", "strong"], gates=[RegexGate(r"\d")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("build", "tier"),
+    [(nested_cascade, "inner"), (cached_cascade, "gpt-4o"), (cascade_of_cached, "strong")],
+    ids=["cascade-of-gated-cascade", "cache-of-cascade", "cascade-of-cache"],
+)
+def test_nested_wrappers_answer_once_with_the_outer_cascade_metadata(
+    mode: str, build: Any, tier: str
+) -> None:
+    """A wrapper inside another (streams merged chunk by chunk): the answer carries the outermost cascade's
+    ``frugal["cascade"]`` (an inner cascade's is replaced) and the billed usage once; each call is counted once."""
+    expected = billed(cheap(), strong())
+    tracer = CollectingTracer()
+    with get_usage_metadata_callback() as cb:
+        message = answer(build(), mode, [tracer])
+    assert message.text == "42"
+    info = message.response_metadata["frugal"]["cascade"]
+    assert (info["tier"], info["model"]) == (tier, "gpt-4o")
+    assert [a["outcome"] for a in info["attempts"]] == (["accepted"] if tier == "inner" else ["escalated", "accepted"])
+    assert message.response_metadata["frugal"]["tier"] == tier  # the legacy flat keys are the outer's too
+    assert tokens(getattr(message, "usage_metadata", None)) == total(expected)
+    assert {m: tokens(u) for m, u in cb.usage_metadata.items()} == {m: tokens(u) for m, u in expected.items()}
+    assert tracer.usage() == {m: tokens(u) for m, u in expected.items()}

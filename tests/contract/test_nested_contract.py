@@ -231,7 +231,15 @@ def test_a_gated_inner_cascade_escalates_inside_and_the_answer_carries_the_outer
     assert obs.calls == {"cheap-1": 1, "strong-1": 1}
     assert obs.spend == [
         ("ok", "cheap-1", "inner-0", c.input_tokens, c.output_tokens, round(cost("cheap-1", 10, 5), 12), 0.0),
-        ("ok", "strong-1", "inner-1", s.input_tokens, s.output_tokens, round(cost("strong-1", 20, 8), 12), 0.0),
+        (
+            "ok",
+            "strong-1",
+            "inner-1",
+            s.input_tokens,
+            s.output_tokens,
+            round(cost("strong-1", 20, 8), 12),
+            0.0,
+        ),
     ]
     inner_record, outer_record = routed_extra(target.ledger)
     assert [(a["tier"], a["outcome"]) for a in inner_record["attempts"]] == [

@@ -15,7 +15,11 @@ LangChain contract:
 * usage is counted once per provider call: the tiers' child runs report theirs, the cascade's own run reports
   none (``get_usage_metadata_callback`` and tracers that sum a run tree count each call once). The message the
   caller gets carries the summed ``usage_metadata`` of every call the cascade made, and
-  ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts).
+  ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts). The
+  tier runs are hidden from LangGraph's ``stream_mode="messages"`` (``nostream``): the cascade's own token events
+  carry the usage there (see ``_streaming``);
+* a tier that is itself a cascade: the answer carries the outer cascade's ``frugal["cascade"]`` (the inner's is
+  dropped, in a stream too).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -272,6 +276,7 @@ class CascadeChatModel(ChildRunStreamingModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    _hides_inner_runs: ClassVar[bool] = True  # the tier and judge calls are tagged nostream
     _engine: Cascade = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:

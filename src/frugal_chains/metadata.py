@@ -40,6 +40,7 @@ __all__ = [
     "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
+    "without_entry",
 ]
 
 FRUGAL_KEY = "frugal"
@@ -107,6 +108,33 @@ def with_entry(
         frugal.update(legacy)
     frugal[component] = dict(info)
     out[FRUGAL_KEY] = frugal
+    return out
+
+
+def without_entry(metadata: Mapping[str, Any] | None, component: str) -> dict[str, Any]:
+    """A copy of ``metadata`` without what ``component`` recorded: its entry under :data:`FRUGAL_KEY` and the
+    legacy flat keys written with it (the same keys, flat in the ``frugal`` entry). What other components recorded
+    is kept; an emptied ``frugal`` entry is removed. A wrapper relaying another one's stream uses it: its own entry
+    (on its last chunk) is the one the answer carries.
+
+    Example:
+        >>> meta = with_entry({"frugal": {"cache": {"status": "hit"}}}, "cascade", {"tier": "t"}, legacy={"tier": "t"})
+        >>> without_entry(meta, "cascade")
+        {'frugal': {'cache': {'status': 'hit'}}}
+        >>> without_entry({"frugal": {"cascade": {"tier": "t"}, "tier": "t"}}, "cascade")
+        {}
+    """
+    out = dict(metadata or {})
+    previous = out.get(FRUGAL_KEY)
+    if not isinstance(previous, Mapping) or component not in previous:
+        return out
+    recorded = previous[component]
+    legacy = (set(recorded) if isinstance(recorded, Mapping) else set()) - {CACHE, CASCADE, USAGE}
+    rest = {k: v for k, v in previous.items() if k != component and k not in legacy}
+    if rest:
+        out[FRUGAL_KEY] = rest
+    else:
+        del out[FRUGAL_KEY]
     return out
 
 

@@ -47,9 +47,11 @@ def nested(
     *,
     gates: Sequence[QualityGate] = (),
     escalate_on: Callable[[BaseException], bool] | None = None,
+    inner_gates: Sequence[QualityGate] = (),
 ) -> tuple[Target, RouterStats]:
     """An outer cascade ``[inner cascade over inner, *rest]`` (tiers named ``inner``, then each model's name); both
-    cascades write to one ledger. Returns the target (the outer cascade) and the inner cascade's stats."""
+    cascades write to one ledger. ``gates`` are the outer cascade's, ``inner_gates`` the inner's. Returns the target
+    (the outer cascade) and the inner cascade's stats."""
     ledger, tally = SQLiteLedger(), collections.Counter[str]()
     inner_stats, outer_stats = RouterStats(), RouterStats()
     inner_names = [f"inner-{i}" for i in range(len(inner))]
@@ -61,6 +63,7 @@ def nested(
         inner_model = CascadeChatModel(
             tiers=[wing._fake(s, tally) for s in inner],
             tier_names=inner_names,
+            gates=list(inner_gates),
             stats=inner_stats,
             ledger=ledger,
             prices=PRICES,
@@ -84,6 +87,7 @@ def nested(
     inner_llm = CascadeLLM(
         tiers=[wing._fake(s, tally, manager) for s in inner],
         tier_names=inner_names,
+        gates=list(inner_gates),
         stats=inner_stats,
         ledger=ledger,
         prices=PRICES,
@@ -200,3 +204,48 @@ def test_an_inner_cascade_exhausted_by_errors_the_outer_does_not_escalate_on_is_
     assert [a.tier for a in obs.error.attempts] == ["inner-0", "inner-1"]  # the inner's own error
     assert obs.calls == {"cheap-1": 2}  # the outer's strong tier is never tried
     assert target.tier_stats() == {}  # the outer recorded no attempt
+
+
+def test_a_gated_inner_cascade_escalates_inside_and_the_answer_carries_the_outer_cascade_metadata(
+    wing: Wing, mode: str
+) -> None:
+    """Both cascades gated: the inner one rejects its cheap answer and escalates to its strong tier, the outer one
+    accepts the inner cascade's answer. In every mode (streams included: the inner cascade's stream ends with its
+    own metadata, which the outer one's replaces) the answer carries the outer cascade's ``frugal["cascade"]``
+    and the usage of both provider calls, each counted once."""
+    c, s = cheap("I do not know ."), strong()
+    target, inner_stats = nested(
+        wing, [c, s], [strong("It is 43 .")], gates=[RegexGate(r"\d")], inner_gates=[RegexGate(r"\d")]
+    )
+    obs = target.ask(mode)
+    assert obs.error is None, repr(obs.error)
+    assert obs.text == "It is 42 ."
+    assert obs.chunks == (pieces("It is 42 .") if mode in ("stream", "astream") else [])
+    assert obs.frugal is not None
+    cascade = obs.frugal["cascade"]
+    assert (cascade["tier"], cascade["escalations"]) == ("inner", 0)  # the outer cascade's, not the inner's
+    assert [(a["tier"], a["outcome"]) for a in cascade["attempts"]] == [("inner", "accepted")]
+    both = (c.input_tokens + s.input_tokens, c.output_tokens + s.output_tokens)
+    assert cascade["attempts"][0]["usage"] == {"input_tokens": both[0], "output_tokens": both[1]}
+    assert obs.usage == both
+    assert obs.calls == {"cheap-1": 1, "strong-1": 1}
+    assert obs.spend == [
+        ("ok", "cheap-1", "inner-0", c.input_tokens, c.output_tokens, round(cost("cheap-1", 10, 5), 12), 0.0),
+        (
+            "ok",
+            "strong-1",
+            "inner-1",
+            s.input_tokens,
+            s.output_tokens,
+            round(cost("strong-1", 20, 8), 12),
+            0.0,
+        ),
+    ]
+    inner_record, outer_record = routed_extra(target.ledger)
+    assert [(a["tier"], a["outcome"]) for a in inner_record["attempts"]] == [
+        ("inner-0", "escalated"),
+        ("inner-1", "accepted"),
+    ]
+    assert [(a["tier"], a["outcome"]) for a in outer_record["attempts"]] == [("inner", "accepted")]
+    assert stats_of(inner_stats) == {"inner-0": (1, 1, 0, 0), "inner-1": (1, 0, 0, 1)}
+    assert target.tier_stats() == {"inner": (1, 0, 0, 1)}

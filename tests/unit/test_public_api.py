@@ -293,6 +293,7 @@ EXPECTED_METADATA = [
     "mark_cache_bypass",
     "mark_cache_hit",
     "with_entry",
+    "without_entry",
     "USAGE",
 ]
 

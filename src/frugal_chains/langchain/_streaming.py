@@ -13,6 +13,11 @@ see) carries no ``usage_metadata``; the usage of the calls behind the answer tra
 ``agenerate``, ``stream``, ``astream``: every path ``invoke``, ``ainvoke`` and ``batch`` take) move it back into
 ``usage_metadata`` of what they return, after the callbacks saw the run's output.
 
+A wrapper whose inner runs are hidden from message streams (the cascade: ``_hides_inner_runs``) shows the usage in
+its token events instead (``on_llm_new_token``: LangGraph's ``stream_mode="messages"`` shows them, usage callbacks
+and tracers do not sum them): its streamed chunks carry it back, and an ``invoke`` watched by such a stream emits
+its answer as one token event with the usage.
+
 :func:`open_chunks` opens a stream of any chat model: a model with no native streaming (LangChain's ``stream``
 then yields one whole ``AIMessage``) streams as one chunk.
 """
@@ -21,14 +26,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
-from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+    Callbacks,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.utils.function_calling import convert_to_json_schema
@@ -41,6 +52,11 @@ try:
     from langchain_core.utils.utils import LC_ID_PREFIX
 except ImportError:  # pragma: no cover - older langchain-core
     LC_ID_PREFIX = "lc_run-"
+
+try:
+    from langchain_core.tracers._streaming import _StreamingCallbackHandler
+except ImportError:  # pragma: no cover - older langchain-core
+    _StreamingCallbackHandler = None  # type: ignore[assignment,misc,unused-ignore]
 
 __all__ = [
     "ChildRunStreamingModel",
@@ -178,8 +194,57 @@ def _restored_result(result: LLMResult) -> LLMResult:
     )
 
 
+def _streamed_to_handlers(run_manager: Any) -> bool:
+    """Whether a handler that shows a run's tokens (LangGraph's ``stream_mode="messages"``, ``astream_events``) is
+    attached: what makes LangChain stream an ``invoke``."""
+    if run_manager is None or _StreamingCallbackHandler is None:
+        return False
+    return any(isinstance(h, _StreamingCallbackHandler) for h in run_manager.handlers)
+
+
+def _shown(chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+    """A chunk as the wrapper's token event shows it: the carried usage back in ``usage_metadata``."""
+    if carried_usage(chunk.message) is None:
+        return chunk
+    return ChatGenerationChunk(message=_restored(chunk.message), generation_info=chunk.generation_info)
+
+
 class ChildRunStreamingModel(NotPicklable, BaseChatModel):
     """Base for wrappers whose ``_generate``/``_stream`` call other chat models as child runs."""
+
+    _hides_inner_runs: ClassVar[bool] = False
+    """The inner calls' runs are hidden from message streams (tagged ``nostream``): the wrapper's token events
+    (``on_llm_new_token``, which message streams show and usage callbacks and tracers do not sum) carry the usage,
+    and an ``invoke`` watched by such a stream shows its answer as one token event. Its ``on_llm_end`` output
+    (what usage callbacks and tracers count) never does."""
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        result = super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        if self._hides_inner_runs and run_manager is not None and _streamed_to_handlers(run_manager):
+            for generation in result.generations:
+                chunk = _answer_chunk(generation)
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return result
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        result = await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        if self._hides_inner_runs and run_manager is not None and _streamed_to_handlers(run_manager):
+            for generation in result.generations:
+                chunk = _answer_chunk(generation)
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return result
 
     def generate(
         self,
@@ -280,7 +345,9 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
             for chunk in source:
                 if chunk.message.id is None:
                     chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                run_manager.on_llm_new_token(
+                    chunk.text, chunk=_shown(chunk) if self._hides_inner_runs else chunk
+                )
                 chunks.append(chunk)
                 yield cast("AIMessageChunk", _restored(chunk.message))
         except BaseException as e:
@@ -318,7 +385,9 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
             async for chunk in source:
                 if chunk.message.id is None:
                     chunk.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}"
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                await run_manager.on_llm_new_token(
+                    chunk.text, chunk=_shown(chunk) if self._hides_inner_runs else chunk
+                )
                 chunks.append(chunk)
                 yield cast("AIMessageChunk", _restored(chunk.message))
         except BaseException as e:
@@ -332,6 +401,13 @@ class ChildRunStreamingModel(NotPicklable, BaseChatModel):
             await run_manager.on_llm_error(err, response=result)
             raise err
         await run_manager.on_llm_end(result)
+
+
+def _answer_chunk(generation: ChatGeneration) -> ChatGenerationChunk:
+    """An ``invoke``'s answer as the one token event a message stream shows (its id: the run's message id, so the
+    stream does not show the answer again at the run's end), with the usage the caller gets."""
+    message = whole_chunk(_restored(generation.message))
+    return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
 
 
 def _start_options(config: RunnableConfig, params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,11 @@ LangChain contract:
 * usage is counted once per provider call: the tiers' child runs report theirs, the cascade's own run reports
   none (``get_usage_metadata_callback`` and tracers that sum a run tree count each call once). The message the
   caller gets carries the summed ``usage_metadata`` of every call the cascade made, and
-  ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts).
+  ``response_metadata["frugal"]["cascade"]`` (tier, model, escalations, scores, cost in USD, attempts). The
+  tier runs are hidden from LangGraph's ``stream_mode="messages"`` (``nostream``): the cascade's own token events
+  carry the usage there (see ``_streaming``);
+* a tier that is itself a cascade: the answer carries the outer cascade's ``frugal["cascade"]`` (the inner's is
+  dropped, in a stream too).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -57,7 +61,7 @@ from frugal_chains.langchain._streaming import (
     whole_chunk,
 )
 from frugal_chains.langchain.budget import usage_from_message
-from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry
+from frugal_chains.metadata import CASCADE, TIER_KEY, WRAPPER_KEY, cache_status, with_entry, without_entry
 from frugal_chains.routing.cascade import Cascade, CascadeResult, TierChunk
 from frugal_chains.routing.policy import RoutingPolicy, TierSpec, tier_names
 from frugal_chains.routing.stats import RouterStats
@@ -272,6 +276,7 @@ class CascadeChatModel(ChildRunStreamingModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    _hides_inner_runs: ClassVar[bool] = True  # the tier and judge calls are tagged nostream
     _engine: Cascade = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
@@ -502,9 +507,11 @@ class CascadeChatModel(ChildRunStreamingModel):
         return found if found != Attribution() else None
 
     def _frugal(self, result: CascadeResult, metadata: Mapping[str, Any]) -> dict[str, Any]:
-        """``metadata`` with ``frugal["cascade"]`` (and, for one release, the same keys flat in ``frugal``)."""
+        """``metadata`` with ``frugal["cascade"]`` (and, for one release, the same keys flat in ``frugal``). A tier
+        that is itself a cascade left its own entry there: the outer cascade's replaces it (its attempt for that
+        tier has the usage and cost of the inner cascade's calls)."""
         info = result.metadata(self.names)
-        return with_entry(metadata, CASCADE, info, legacy=info)
+        return with_entry(without_entry(metadata, CASCADE), CASCADE, info, legacy=info)
 
     def _message(self, result: CascadeResult, *, extra_usage: Usage | None = None) -> AIMessage:
         """The accepted answer with the summed usage and ``response_metadata["frugal"]``."""
@@ -671,10 +678,17 @@ class CascadeChatModel(ChildRunStreamingModel):
 
     def _chunk(self, event: TierChunk[AIMessageChunk] | CascadeResult) -> ChatGenerationChunk:
         """An engine event as a stream chunk: a tier's chunk without its usage (the tier's run reported it), the
-        result as the closing chunk."""
+        result as the closing chunk. A tier that is itself a cascade ends its stream with its own
+        ``frugal["cascade"]``: dropped, as ``invoke`` replaces it, so the merged answer carries this cascade's
+        (merging both would clash)."""
         if isinstance(event, CascadeResult):
             return self._final_chunk(event)
-        return ChatGenerationChunk(message=untraced(event.chunk))
+        chunk = event.chunk
+        if chunk.response_metadata:
+            chunk = chunk.model_copy(
+                update={"response_metadata": without_entry(chunk.response_metadata, CASCADE)}
+            )
+        return ChatGenerationChunk(message=untraced(chunk))
 
 
 def _joined(index: int, chunks: list[AIMessageChunk]) -> TierAnswer:

@@ -87,3 +87,23 @@ def test_testing_fakes_without_langchain_core() -> None:
     assert len(lines) == 5
     for line in lines[1:]:
         assert 'pip install "frugal-chains[langchain' in line, line
+
+
+def test_an_exact_only_cache_needs_no_numpy(tmp_path: object) -> None:
+    """``SemanticCache(semantic=False)`` with only the ``[langchain]`` extra (no numpy): stores, serves and reopens
+    its file. Only vectors need numpy."""
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"
+        "from frugal_chains.langchain import SemanticCache, with_cache\n"
+        "from frugal_chains.metadata import cache_status\n"
+        "from frugal_chains.testing import FakeUsageChatModel\n"
+        f"path = {str(tmp_path) + '/exact.db'!r}\n"
+        "for kw in ({}, {'path': path}, {'path': path}):\n"
+        "    bot = with_cache(FakeUsageChatModel(), SemanticCache(semantic=False, **kw))\n"
+        "    bot.invoke('What are your hours?')\n"
+        "    print(cache_status(bot.invoke('What are your hours?').response_metadata))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["hit", "hit", "hit"]

@@ -298,8 +298,6 @@ class EmbeddedIndex(SharedService):
 
     def _load(self, *, in_tx: bool = False) -> None:
         """Read rows added since the last load (all of them at open). Rows that do not parse are deleted."""
-        import numpy as np
-
         rows = self._db.execute(
             "SELECT seq, id, data, vector FROM cache_entries WHERE seq > ? ORDER BY seq", (self._last_seq,)
         ).fetchall()
@@ -309,6 +307,8 @@ class EmbeddedIndex(SharedService):
             try:
                 vector = None
                 if blob is not None:
+                    import numpy as np  # only vectors need it: an exact-only cache (semantic=False) does not
+
                     vector = np.frombuffer(blob, dtype=np.float32).copy()
                     if self.dim is None:
                         self.dim = int(vector.shape[0])
@@ -426,11 +426,11 @@ class EmbeddedIndex(SharedService):
     # -- VectorIndex -----------------------------------------------------------------------------------------
     def add(self, entry: CacheEntry, *, max_entries: int | None = None) -> None:
         """Store ``entry``; evict the least recently used beyond ``max_entries``."""
-        import numpy as np
-
         blob = None
         vector = entry.vector
         if vector is not None:
+            import numpy as np
+
             vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
             if not np.all(np.isfinite(vector)):
                 raise ValueError("the embedder returned a vector with non-finite values")

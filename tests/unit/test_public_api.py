@@ -400,5 +400,5 @@ def test_image_reservation_names_are_public() -> None:
     from frugal_chains.budget import GuardOptions
 
     assert "image_tokens" in frugal_chains.accounting.__all__ and callable(image_tokens)
-    assert UNKNOWN_MODEL_IMAGE_TOKENS == 4_784
+    assert UNKNOWN_MODEL_IMAGE_TOKENS == 12_000
     assert "unknown_model_image_tokens" in GuardOptions.__annotations__

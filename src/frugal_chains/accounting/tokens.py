@@ -62,9 +62,12 @@ log = logging.getLogger("frugal_chains.accounting")
 IMAGE_TOKENS = 1_600
 """The flat per-image figure of :func:`count_message_tokens` (routing and cache statistics, test fakes); budget
 reservations use :func:`image_tokens` instead."""
-UNKNOWN_MODEL_IMAGE_TOKENS = 4_784
+UNKNOWN_MODEL_IMAGE_TOKENS = 12_000
 """Tokens a budget reserves per image on a model with no known image rule (``unknown_model_image_tokens``): the
-largest per-image figure of the known rules apart from gpt-4o-mini's (Claude's high-resolution cap)."""
+largest per-image figure of the known rules for common models (gpt-5.4 / gpt-5.5 at ``detail="original"``: 10,000
+patches x 1.2), above Claude's (4,784) and Gemini's (6,192); only gpt-4o-mini's high detail (48,169) and the
+gpt-5.6 models' undocumented original resolution (up to 36,000) are larger. Lower it with
+``unknown_model_image_tokens=`` when your model's provider documents a smaller figure."""
 OUTPUT_CAP_KEYS: tuple[str, ...] = (
     "max_tokens",
     "max_completion_tokens",
@@ -228,13 +231,15 @@ def _content_parts(content: Any) -> Iterable[tuple[str, Any]]:
 # What one image costs, by the providers' published rules. Each rule gives the tokens of an image of known size and
 # its worst case (the largest image the provider accepts) when the size is unknown (an image given by URL).
 
-# OpenAI, from "Images and vision: calculating costs":
-# https://platform.openai.com/docs/guides/images-vision#calculating-costs
+# OpenAI, from "Images and vision" (calculating costs):
+# https://developers.openai.com/api/docs/guides/images-vision#calculating-costs
 # Tile models: the image is scaled to fit 2048 x 2048, then its shortest side to 768 px; each 512 px tile costs the
-# tile tokens, plus the base tokens; detail "low" costs the base tokens only. Worked examples: 1024 x 1024 high on
-# gpt-4o = 85 + 4 x 170 = 765; 2048 x 4096 high = 85 + 6 x 170 = 1105; any size low = 85.
+# tile tokens, plus the base tokens; detail "low" costs the base tokens only, any other detail is "high". Worked
+# examples: 1024 x 1024 high on gpt-4o = 85 + 4 x 170 = 765; 2048 x 4096 high = 85 + 6 x 170 = 1105; any size
+# low = 85.
 _OPENAI_TILES: Mapping[str, tuple[int, int]] = {  # model: (base tokens, tokens per 512 px tile)
     "gpt-5": (70, 140),
+    "gpt-5.1": (70, 140),
     "gpt-5-chat-latest": (70, 140),
     "gpt-4o": (85, 170),
     "chatgpt-4o-latest": (85, 170),
@@ -249,18 +254,63 @@ _OPENAI_TILES: Mapping[str, tuple[int, int]] = {  # model: (base tokens, tokens 
     "o3-pro": (75, 150),
     "computer-use-preview": (65, 129),
 }
-# Patch models: 32 px patches, the image scaled down to at most 1536 patches, times the model's multiplier
-# (rounded up here); detail has no effect. Worked examples: 1024 x 1024 = 1024 patches; 1800 x 2400 = 1452 patches
-# (scaled to 1056 x 1408); 1024 patches on gpt-4.1-mini = 1024 x 1.62 = 1659 tokens.
-_OPENAI_PATCHES: Mapping[str, float] = {  # model: multiplier
-    "gpt-5-mini": 1.62,
-    "gpt-5-nano": 2.46,
-    "gpt-4.1-mini": 1.62,
-    "gpt-4.1-nano": 2.46,
-    "o4-mini": 1.72,
-    "codex-mini-latest": 1.72,
+
+# Patch models, from "Images and vision" (model sizing behavior, patch-based image tokenization):
+# https://developers.openai.com/api/docs/guides/images-vision#model-sizing-behavior
+# https://developers.openai.com/api/docs/guides/images-vision#patch-based-image-tokenization
+# The image is first scaled down (aspect kept) to fit the detail's pixel limit, then, if its 32 px patches exceed the
+# model's patch budget for that detail, scaled down again to fit the budget (a whole number of patches per side);
+# the patches times the model's multiplier (rounded up) are the tokens. LiteLLM's token counter
+# (litellm/litellm_core_utils/token_counter.py, _patch_image_limits) applies the same limits. Worked examples:
+# gpt-5.4 high, 1024 x 1024 = 1024 patches x 1.2 = 1229; 2048 x 2048 -> 1600 x 1600 = 2500 patches = 3000;
+# gpt-4.1-mini, 1800 x 2400 -> 1536 x 2048 = 3072 patches x 1.62 = 4977.
+# The detail levels are low, high, auto and original. With no detail (or one the model does not know), the largest
+# figure across the levels is reserved, except where the page says what no detail means (gpt-5.5 and the
+# gpt-5.6 models: original).
+# gpt-5.6 (sol, terra, luna) at original / auto: no pixel limit or patch budget is documented; a third-party note
+# says the API rejects an image of more than 30,000 patches, so such an image is reserved at its full size, at most
+# 30,000 patches (36,000 tokens). LiteLLM treats gpt-6-astra the same way.
+_MAX_PATCHES = 30_000
+_PATCH_DETAILS = ("low", "high", "auto", "original")
+_PatchLimits = tuple[
+    int | None, int | None
+]  # (pixel limit of the longer side, patch budget); None: not documented
+
+
+def _same_limits(limits: _PatchLimits) -> Mapping[str, _PatchLimits]:
+    return dict.fromkeys(_PATCH_DETAILS, limits)
+
+
+_LEGACY_PATCHES = _same_limits((2048, 1536))
+_GPT_5_4_PATCHES: Mapping[str, _PatchLimits] = {
+    "low": (2048, 6144),
+    "high": (2048, 2500),
+    "auto": (2048, 2500),
+    "original": (6000, 10_000),
 }
-_PATCH_CAP = 1536
+_GPT_5_5_PATCHES = {**_GPT_5_4_PATCHES, "auto": (6000, 10_000)}
+_GPT_5_6_PATCHES = {**_GPT_5_4_PATCHES, "auto": (None, None), "original": (None, None)}
+# model: (multiplier, limits per detail, what no detail means: None for the largest across the levels)
+_OPENAI_PATCHES: Mapping[str, tuple[float, Mapping[str, _PatchLimits], str | None]] = {
+    "gpt-6-astra": (1.2, _GPT_5_6_PATCHES, "original"),
+    "gpt-5.6-sol": (1.2, _GPT_5_6_PATCHES, "original"),
+    "gpt-5.6-terra": (1.2, _GPT_5_6_PATCHES, "original"),
+    "gpt-5.6-luna": (1.2, _GPT_5_6_PATCHES, "original"),
+    "gpt-5.5": (1.2, _GPT_5_5_PATCHES, "original"),
+    "gpt-5.4": (1.2, _GPT_5_4_PATCHES, None),
+    "gpt-5.4-mini": (1.2, _GPT_5_4_PATCHES, None),
+    "gpt-5.4-nano": (1.2, _GPT_5_4_PATCHES, None),
+    "gpt-5.2": (1.2, _same_limits((2048, 6144)), None),
+    "gpt-4.1-mini": (1.62, _same_limits((2048, 6144)), None),
+    "gpt-5-mini": (1.2, _LEGACY_PATCHES, None),
+    "gpt-5-nano": (1.5, _LEGACY_PATCHES, None),
+    # no multiplier is published for the codex minis: the largest of the patch models'
+    "gpt-5-codex-mini": (2.46, _LEGACY_PATCHES, None),
+    "gpt-5.1-codex-mini": (2.46, _LEGACY_PATCHES, None),
+    "gpt-4.1-nano": (2.46, _LEGACY_PATCHES, None),
+    "o4-mini": (1.72, _LEGACY_PATCHES, None),
+    "codex-mini-latest": (1.72, _LEGACY_PATCHES, None),
+}
 
 # Anthropic, from "Images and vision" (image costs, how Claude resizes images):
 # https://platform.claude.com/docs/en/build-with-claude/vision
@@ -272,16 +322,27 @@ _PATCH_CAP = 1536
 _CLAUDE_STANDARD = (1568, 1568)  # (long edge px, visual tokens)
 _CLAUDE_HIGH_RES = (2576, 4784)
 
-# Gemini, from "Understand and count tokens" (images):
-# https://ai.google.dev/gemini-api/docs/tokens
-# Gemini 1.5 and 2.x: an image with both sides <= 384 px costs 258 tokens; a larger one is cut into 768 x 768 tiles
-# of 258 tokens each. Images larger than 3072 x 3072 are scaled down to fit it (Vertex AI, image understanding:
-# https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/image-understanding), so the worst case is
-# 16 tiles. Gemini 3 and later: a per-image figure set by media_resolution, 1120 tokens by default ("Media
-# resolution": https://ai.google.dev/gemini-api/docs/media-resolution).
+# Gemini 1.5 and 2.x, the Vertex AI rule quoted in "Input file requirements" and in LiteLLM's issue #3269:
+# https://firebase.google.com/docs/vertex-ai/input-file-requirements
+# https://github.com/BerriAI/litellm/issues/3269
+# An image with both sides <= 384 px costs 258 tokens; a larger one is cut into square tiles of side
+# u = min(width, height) / 1.5, clamped to [256, 768]: ceil(width / u) x ceil(height / u) tiles of 258 tokens each.
+# An image with a side over 3072 px is scaled down and padded to 3072 x 3072, so it is reserved at the larger of 16
+# tiles and the rule on its scaled-down size. The most any size can give is 24 tiles (6192 tokens, e.g. 2817 x 257;
+# checked over every size up to 3072 x 3072), the figure for an image of unknown size. Worked example: 600 x 400:
+# u = 266.7, 3 x 2 tiles = 1548.
+# Gemini 2.5's media resolution table gives "256 + Pan & Scan (~2048)" per image by default, so a 2.5 model reserves
+# at least 2304 per image (https://ai.google.dev/gemini-api/docs/media-resolution).
+# Gemini 3 and later, "Media resolution" (token counts):
+# https://ai.google.dev/gemini-api/docs/media-resolution
+# A per-image figure set by the media resolution: low 280, medium 560, high 1120, ultra high 2240, 1120 by default.
+# LiteLLM sends an OpenAI-style detail="low" / "medium" / "high" / "ultra_high" as that media resolution.
 _GEMINI_TILE_TOKENS = 258
 _GEMINI_MAX_SIDE = 3072
-_GEMINI_3_IMAGE_TOKENS = 1120
+_GEMINI_MAX_TILES = 24
+_GEMINI_2_5_IMAGE_TOKENS = 2304
+_GEMINI_3_IMAGE_TOKENS: Mapping[str, int] = {"low": 280, "medium": 560, "high": 1120, "ultra_high": 2240}
+_GEMINI_3_DEFAULT_IMAGE_TOKENS = 1120
 
 
 def _openai_tiles(size: tuple[int, int] | None, base: int, tile: int, detail: str | None) -> int:
@@ -299,18 +360,37 @@ def _openai_tiles(size: tuple[int, int] | None, base: int, tile: int, detail: st
     return base + tile * math.ceil(w / 512) * math.ceil(h / 512)
 
 
-def _openai_patches(size: tuple[int, int] | None) -> int:
+def _openai_patches(size: tuple[int, int] | None, max_side: int | None, budget: int | None) -> int:
+    """32 px patches of an image fitted to ``max_side`` px, then to ``budget`` patches (``None``: not documented,
+    at most :data:`_MAX_PATCHES`)."""
+    cap = min(budget, _MAX_PATCHES) if budget is not None else _MAX_PATCHES
     if size is None:
-        return _PATCH_CAP
+        return cap if max_side is None else min(cap, math.ceil(max_side / 32) ** 2)
     w, h = size
+    if max_side is not None and max(w, h) > max_side:
+        f = max_side / max(w, h)
+        w, h = max(1, round(w * f)), max(1, round(h * f))
     patches = math.ceil(w / 32) * math.ceil(h / 32)
-    if patches <= _PATCH_CAP:
-        return patches
-    shrink = math.sqrt(32 * 32 * _PATCH_CAP / (w * h))
+    if patches <= cap or budget is None:
+        return min(patches, cap)
+    shrink = math.sqrt(32 * 32 * budget / (w * h))
     sw, sh = w * shrink / 32, h * shrink / 32  # in patches
     shrink *= min(math.floor(sw) / sw if sw >= 1 else 1.0, math.floor(sh) / sh if sh >= 1 else 1.0)
-    rw, rh = max(1, int(w * shrink)), max(1, int(h * shrink))
-    return min(_PATCH_CAP, math.ceil(rw / 32) * math.ceil(rh / 32))
+    rw, rh = max(1, math.floor(w * shrink)), max(1, math.floor(h * shrink))
+    return min(cap, math.ceil(rw / 32) * math.ceil(rh / 32))
+
+
+def _openai_patch_tokens(
+    size: tuple[int, int] | None,
+    detail: str | None,
+    multiplier: float,
+    limits: Mapping[str, _PatchLimits],
+    default: str | None,
+) -> int:
+    detail = detail if detail in limits else default
+    levels = [limits[detail]] if detail is not None else list(limits.values())
+    patches = max(_openai_patches(size, max_side, budget) for max_side, budget in levels)
+    return math.ceil(patches * multiplier)  # as LiteLLM: a float just above a whole number rounds up
 
 
 def _claude_patches(size: tuple[int, int] | None, limits: tuple[int, int]) -> int:
@@ -338,16 +418,23 @@ def _claude_patches(size: tuple[int, int] | None, limits: tuple[int, int]) -> in
 
 
 def _gemini_tiles(size: tuple[int, int] | None) -> int:
+    """Gemini 1.5 / 2.x: the tokens of an image (the largest the rule gives when its size is unknown)."""
     if size is None:
-        w, h = _GEMINI_MAX_SIDE, _GEMINI_MAX_SIDE
-    else:
-        w, h = size
-        if max(w, h) > _GEMINI_MAX_SIDE:
-            f = _GEMINI_MAX_SIDE / max(w, h)
-            w, h = max(1, math.ceil(w * f)), max(1, math.ceil(h * f))
+        return _GEMINI_TILE_TOKENS * _GEMINI_MAX_TILES
+    w, h = size
+    floor = 0
+    if max(w, h) > _GEMINI_MAX_SIDE:  # scaled down and padded to 3072 x 3072 (16 tiles)
+        f = _GEMINI_MAX_SIDE / max(w, h)
+        w, h = max(1, math.ceil(w * f)), max(1, math.ceil(h * f))
+        floor = 16
     if w <= 384 and h <= 384:
-        return _GEMINI_TILE_TOKENS
-    return _GEMINI_TILE_TOKENS * math.ceil(w / 768) * math.ceil(h / 768)
+        return _GEMINI_TILE_TOKENS * max(1, floor)
+    u = min(768.0, max(256.0, min(w, h) / 1.5))
+    return _GEMINI_TILE_TOKENS * max(floor, math.ceil(w / u) * math.ceil(h / u))
+
+
+def _gemini_3_tokens(detail: str | None) -> int:
+    return _GEMINI_3_IMAGE_TOKENS.get(detail or "", _GEMINI_3_DEFAULT_IMAGE_TOKENS)
 
 
 _CLAUDE_VERSION = re.compile(r"claude-(?:(opus|sonnet|haiku)-)?(\d+)(?:[-.](\d{1,2}))?(?!\d)")
@@ -380,17 +467,25 @@ def _rule(
     name = (model or "").lower().rsplit("/", 1)[-1]
     vendor = (provider or "").lower()
     if "claude" in name or (vendor == "anthropic" and name):
-        limits = _claude_limits(name)
-        return lambda size, detail: _claude_patches(size, limits)
+        claude = _claude_limits(name)
+        return lambda size, detail: _claude_patches(size, claude)
     if "gemini" in name:
-        m = re.search(r"gemini-(\d+)", name)
-        if m is not None and int(m.group(1)) >= 3:
-            return lambda size, detail: _GEMINI_3_IMAGE_TOKENS
-        return lambda size, detail: _gemini_tiles(size)
+        m = re.search(r"gemini-(\d+)(?:\.(\d+))?", name)
+        version = (int(m.group(1)), int(m.group(2) or 0)) if m is not None else None
+        if version is not None and version >= (3, 0):
+            return lambda size, detail: _gemini_3_tokens(detail)
+        if version is not None and version < (2, 5):
+            return lambda size, detail: _gemini_tiles(size)
+        if version is not None:  # 2.x from 2.5: at least the default media resolution's figure
+            return lambda size, detail: max(_GEMINI_2_5_IMAGE_TOKENS, _gemini_tiles(size))
+        # no version in the name (an alias such as gemini-flash-latest): the larger of the rules
+        return lambda size, detail: max(
+            _GEMINI_2_5_IMAGE_TOKENS, _gemini_tiles(size), _gemini_3_tokens(detail)
+        )
     tile_key, patch_key = _lookup(name, _OPENAI_TILES), _lookup(name, _OPENAI_PATCHES)
     if patch_key is not None and (tile_key is None or len(patch_key) > len(tile_key)):
-        multiplier = _OPENAI_PATCHES[patch_key]
-        return lambda size, detail: math.ceil(_openai_patches(size) * multiplier - 1e-9)
+        multiplier, limits, default = _OPENAI_PATCHES[patch_key]
+        return lambda size, detail: _openai_patch_tokens(size, detail, multiplier, limits, default)
     if tile_key is not None:
         base, tile = _OPENAI_TILES[tile_key]
         return lambda size, detail: _openai_tiles(size, base, tile, detail)
@@ -425,7 +520,15 @@ def _image_source(part: Mapping[str, Any]) -> tuple[str | None, str | None]:
             if isinstance(part.get(key), str):
                 ref = part[key]
                 break
-    return (ref if isinstance(ref, str) else None), (str(detail).lower() if detail is not None else None)
+    if detail is None:  # Gemini's per-part media resolution: a level name or {"level": ...}
+        resolution = part.get("media_resolution")
+        if resolution is None and isinstance(image_url, Mapping):
+            resolution = image_url.get("media_resolution")
+        detail = resolution.get("level") if isinstance(resolution, Mapping) else resolution
+    if detail is None:
+        return (ref if isinstance(ref, str) else None), None
+    level = str(detail).lower().removeprefix("media_resolution_")
+    return (ref if isinstance(ref, str) else None), level
 
 
 _HEADER_CHARS = 65_536

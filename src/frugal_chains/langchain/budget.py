@@ -160,7 +160,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             with ``cost_usd=None``.
         margins: token-estimate safety margins by provider (``{"anthropic": 0.35, "default": 0.25}``).
         unknown_model_image_tokens: tokens reserved per image on a model with no known image rule (default
-            4,784; OpenAI, Anthropic and Gemini images are reserved by their provider's rule).
+            12,000, the largest of the known rules for common models; lower it to what your provider documents.
+            OpenAI, Anthropic and Gemini images are reserved by their provider's rule).
         on_ledger_error: ``"closed"`` (default: refuse calls while the ledger is down) or ``"open"``.
         reservation_ttl: when an unfinished reservation is given back (default one hour).
         on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).

@@ -131,19 +131,74 @@ def test_openai_tile_rule_at_the_largest_size_when_the_size_is_unknown() -> None
 
 # -- OpenAI: patches ----------------------------------------------------------------------------------------------
 def test_openai_patch_rule_worked_examples() -> None:
-    assert _openai_patches((1024, 1024)) == 1024
-    assert _openai_patches((1800, 2400)) == 1452  # scaled to 1056 x 1408: 33 x 44 patches
+    # the page's examples: fitted to the detail's pixel limit, then to the model's patch budget
+    assert _openai_patches((1024, 1024), 2048, 2500) == 1024
+    assert _openai_patches((2048, 2048), 2048, 2500) == 2500  # scaled to 1600 x 1600: 50 x 50 patches
+    assert _openai_patches((1800, 2400), 2048, 6144) == 3072  # scaled to 1536 x 2048: 48 x 64 patches
+    assert image_tokens(part(1024, 1024, "high"), model="gpt-5.4") == 1229  # 1024 x 1.2, rounded up
+    assert image_tokens(part(2048, 2048, "high"), model="gpt-5.4-2026-03-05") == 3000  # 2500 x 1.2
     assert image_tokens(part(1024, 1024), model="gpt-4.1-mini") == 1659  # 1024 x 1.62
-    assert image_tokens(part(1800, 2400), model="gpt-4.1-mini-2025-04-14") == 2353  # 1452 x 1.62, rounded up
+    assert image_tokens(part(1800, 2400), model="gpt-4.1-mini-2025-04-14") == 4977  # 3072 x 1.62, rounded up
+    # the older models keep 1,536 patches at 2048 px: 1800 x 2400 -> 1056 x 1408, 33 x 44 patches
+    assert _openai_patches((1800, 2400), 2048, 1536) == 1452
     assert image_tokens(part(1800, 2400), model="gpt-4.1-nano") == 3572  # x 2.46
     assert image_tokens(part(1024, 1024), model="o4-mini") == 1762  # x 1.72
-    assert image_tokens(part(1024, 1024, "low"), model="gpt-5-mini") == 1659  # detail changes nothing
+    assert image_tokens(part(1024, 1024, "low"), model="gpt-5-mini") == 1229  # x 1.2; detail changes nothing
+    assert image_tokens(part(1024, 1024), model="gpt-5-nano") == 1536  # x 1.5
 
 
-def test_openai_patch_rule_at_the_cap_when_the_size_is_unknown() -> None:
-    assert image_tokens(part(), model="gpt-4.1-mini") == 2489  # 1536 x 1.62, rounded up
-    assert image_tokens(part(), model="gpt-5-nano") == 3779  # 1536 x 2.46
-    assert _openai_patches((1, 100_000)) <= 1536  # an extreme aspect ratio stays within the cap
+def test_openai_patch_rule_by_detail_on_the_gpt_5_4_family() -> None:
+    big = part(8000, 6000, "original")  # fitted to 6000 x 4500, then to 10,000 patches
+    assert 11_000 < image_tokens(big, model="gpt-5.4-mini") <= 12_000
+    assert image_tokens(part(8000, 6000, "low"), model="gpt-5.4-nano") <= 4916  # 6,144 patches at 2048 px
+    assert image_tokens(part(8000, 6000, "high"), model="gpt-5.4") <= 3000
+    assert image_tokens(part(8000, 6000, "auto"), model="gpt-5.4") <= 3000  # auto is high
+    assert image_tokens(part(8000, 6000), model="gpt-5.4") == image_tokens(
+        big, model="gpt-5.4"
+    )  # no detail: the
+    # largest of the levels
+    # gpt-5.5: auto and no detail mean original
+    assert image_tokens(part(8000, 6000, "auto"), model="gpt-5.5") == image_tokens(big, model="gpt-5.4")
+    assert image_tokens(part(8000, 6000, "high"), model="gpt-5.5") <= 3000
+
+
+def test_openai_patch_rule_at_the_largest_size_when_the_size_is_unknown() -> None:
+    assert image_tokens(part(), model="gpt-4.1-mini") == 6636  # 64 x 64 patches x 1.62, rounded up
+    assert image_tokens(part(), model="gpt-5.2") == 4916  # 4,096 x 1.2
+    assert image_tokens(part(detail="high"), model="gpt-5.4") == 3000
+    assert image_tokens(part(detail="auto"), model="gpt-5.4-mini") == 3000
+    assert image_tokens(part(detail="low"), model="gpt-5.4") == 4916
+    assert image_tokens(part(detail="original"), model="gpt-5.4") == 12_000
+    assert image_tokens(part(), model="gpt-5.4-nano") == 12_000  # no detail: the largest level
+    assert image_tokens(part(detail="auto"), model="gpt-5.5") == 12_000  # auto is original
+    assert image_tokens(part(detail="high"), model="gpt-5.5") == 3000
+    # gpt-5.6: no documented budget at original: reserved at the 30,000 patches the API accepts
+    assert image_tokens(part(), model="gpt-5.6-sol") == 36_000
+    assert image_tokens(part(detail="auto"), model="gpt-5.6-terra") == 36_000
+    assert image_tokens(part(detail="high"), model="gpt-5.6-luna") == 3000
+    assert (
+        image_tokens(part(1000, 1000, "original"), model="gpt-5.6-luna") == 1229
+    )  # a known size: its patches
+    # the older patch models
+    assert image_tokens(part(), model="gpt-4.1-nano") == 3779  # 1536 x 2.46
+    assert image_tokens(part(), model="gpt-5-nano") == 2304  # 1536 x 1.5
+    assert image_tokens(part(), model="gpt-5-mini") == 1844  # 1536 x 1.2
+    assert image_tokens(part(), model="codex-mini-latest") == 2642  # 1536 x 1.72
+    assert (
+        _openai_patches((1, 100_000), 2048, 1536) <= 1536
+    )  # an extreme aspect ratio stays within the budget
+
+
+def test_the_most_specific_model_name_picks_the_rule() -> None:
+    # gpt-5-codex-mini is a patch model, not gpt-5's tiles (gpt-5 + "-codex-mini")
+    assert (
+        image_tokens(part(), model="gpt-5-codex-mini") == 3779
+    )  # 1536 patches x 2.46 (no multiplier published)
+    assert image_tokens(part(), model="gpt-5-codex") == 70 + 8 * 140  # gpt-5's tiles
+    assert image_tokens(part(detail="low"), model="gpt-5.1") == 70
+    assert image_tokens(part(), model="gpt-5.1-2025-11-13") == 70 + 8 * 140
+    assert image_tokens(part(), model="openai/gpt-5.4-mini") == 12_000  # not gpt-5.4's tiles or gpt-5's
+    assert image_tokens(part(), model="gpt-4.1-mini") != image_tokens(part(), model="gpt-4.1")
 
 
 # -- Anthropic ----------------------------------------------------------------------------------------------------
@@ -174,19 +229,60 @@ def test_anthropic_rule_at_the_cap_when_the_size_is_unknown() -> None:
 # -- Gemini -------------------------------------------------------------------------------------------------------
 def test_gemini_rule_worked_examples() -> None:
     assert image_tokens(part(384, 384), model="gemini-2.0-flash") == 258  # both sides <= 384: one figure
-    assert image_tokens(part(600, 400), model="gemini/gemini-2.5-flash") == 258  # one 768 px tile
-    assert image_tokens(part(1024, 1024), model="gemini-1.5-pro") == 4 * 258
-    assert (
-        image_tokens(part(6144, 3072), model="vertex_ai/gemini-2.5-pro") == 8 * 258
-    )  # scaled to 3072 x 1536
-    assert image_tokens(part(), model="gemini-2.0-flash") == 16 * 258  # the largest: 3072 x 3072
-    assert (
-        image_tokens(part(), model="gemini-3-pro-preview") == 1120
-    )  # Gemini 3: the default resolution's figure
+    assert image_tokens(part(600, 400), model="gemini-2.0-flash") == 6 * 258  # tiles of 266.7 px: 3 x 2
+    assert image_tokens(part(1024, 1024), model="gemini-1.5-pro") == 4 * 258  # tiles of 682.7 px: 2 x 2
+    assert image_tokens(part(3072, 400), model="gemini-2.0-flash") == 24 * 258  # tiles of 266.7 px: 12 x 2
+    assert image_tokens(part(3000, 3000), model="gemini-1.5-flash") == 16 * 258  # tiles of 768 px: 4 x 4
+    # over 3072 px: scaled down and padded to 3072 x 3072, at least 16 tiles
+    assert image_tokens(part(6144, 3072), model="vertex_ai/gemini-2.0-flash") == 16 * 258
+    assert image_tokens(part(8000, 1000), model="gemini-2.0-flash") == 24 * 258  # 3072 x 384: 12 x 2 tiles
+
+
+def test_gemini_rule_at_the_largest_size_when_the_size_is_unknown() -> None:
+    assert image_tokens(part(), model="gemini-2.0-flash") == 24 * 258  # the most any size gives
+    assert image_tokens(part(), model="gemini-2.5-pro") == 24 * 258
+
+
+def test_gemini_2_5_reserves_at_least_its_default_media_resolution() -> None:
+    # "256 + Pan & Scan (~2048)" per image by default
+    assert image_tokens(part(384, 384), model="gemini/gemini-2.5-flash") == 2304
+    assert image_tokens(part(600, 400), model="gemini-2.5-flash-lite") == 2304
+    assert image_tokens(part(3072, 400), model="gemini-2.5-pro") == 24 * 258
+    assert image_tokens(part(384, 384), model="gemini-flash-latest") >= 2304  # no version: the larger rule
+
+
+def test_gemini_3_reserves_by_media_resolution() -> None:
+    assert image_tokens(part(), model="gemini-3-pro-preview") == 1120  # the default
     assert image_tokens(part(256, 256), model="gemini-3-flash") == 1120
+    assert image_tokens(part(detail="auto"), model="gemini-3-flash") == 1120
+    assert image_tokens(part(detail="low"), model="gemini-3-flash") == 280
+    assert image_tokens(part(detail="medium"), model="gemini-3.1-pro") == 560
+    assert image_tokens(part(detail="high"), model="gemini-3-flash") == 1120
+    assert image_tokens(part(detail="ultra_high"), model="gemini/gemini-3-pro-preview") == 2240
+    ultra = {"level": "MEDIA_RESOLUTION_ULTRA_HIGH"}
+    by_part = {"type": "image_url", "image_url": {"url": "https://x/a.png"}, "media_resolution": ultra}
+    assert image_tokens(by_part, model="gemini-3-flash") == 2240
+    by_name = {"type": "image", "url": "https://x/a.png", "media_resolution": "media_resolution_ultra_high"}
+    assert image_tokens(by_name, model="gemini-3-flash") == 2240
+    assert image_tokens(part(detail="ultra_high"), model="gemini-flash-latest") >= 2240
 
 
 # -- models with no known rule --------------------------------------------------------------------------------------
+def test_the_unknown_model_figure_covers_the_known_rules_of_common_models() -> None:
+    common = [
+        "gpt-4o",
+        "gpt-5.4",
+        "gpt-5.5",
+        "gpt-4.1-mini",
+        "claude-opus-4-7",
+        "gemini-2.5-pro",
+        "gemini-3-flash",
+    ]
+    largest = max(image_tokens(part(detail=d), model=m) for m in common for d in (None, "high", "original"))
+    assert largest == 12_000  # gpt-5.4 at detail original
+    assert largest <= UNKNOWN_MODEL_IMAGE_TOKENS
+
+
 def test_a_model_with_no_known_rule_reserves_the_configured_figure(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="frugal_chains.accounting"):
         assert image_tokens(part(1024, 1024), model="llava-13b-unknown-test") == UNKNOWN_MODEL_IMAGE_TOKENS

@@ -44,6 +44,10 @@ from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from llama_index.core.base.llms.generic_utils import (
+    achat_to_completion_decorator,
+    chat_to_completion_decorator,
+)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -67,7 +71,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.llms.structured_llm import StructuredLLM
 from llama_index.core.output_parsers.base import OutputParserException
-from llama_index.core.prompts import PromptTemplate
+from llama_index.core.prompts import ChatPromptTemplate, PromptTemplate
 from llama_index.core.types import Model
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny
 
@@ -851,7 +855,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
 
     def as_structured_llm(self, output_cls: type[BaseModel], **kwargs: Any) -> StructuredLLM:
         """LlamaIndex's ``StructuredLLM`` over the cascade (its calls go to :meth:`structured_predict`), marked as a
-        wrapper so budget handlers count only the tiers' calls (``"cascade(...)"`` has no price of its own)."""
+        wrapper so budget handlers count only the tiers' calls (``"cascade(...)"`` has no price of its own). It
+        shares the cascade's callback manager unless given one: its calls are traced with the tiers' own."""
+        kwargs.setdefault("callback_manager", self.callback_manager)
         return _CascadeStructuredLLM(llm=self, output_cls=output_cls, **kwargs)
 
     async def astream_structured_predict(
@@ -870,10 +876,67 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
 
 
 class _CascadeStructuredLLM(StructuredLLM):
-    """``StructuredLLM`` over a :class:`CascadeLLM`: its LLM events are a wrapper's (not counted by budgets)."""
+    """``StructuredLLM`` over a :class:`CascadeLLM`: its LLM events are a wrapper's, ending without a response
+    (budget handlers and ``TokenCountingHandler`` count only the tiers' calls), as the cascade's own are.
+    LlamaIndex's ``StructuredLLM`` sends an LLM event with the parsed answer as its response, which
+    ``TokenCountingHandler`` would count on top of the tier calls that made it."""
 
     def to_payload(self) -> dict[str, Any]:
         return {**super().to_payload(), WRAPPER_KEY: True}
+
+    def _answer(self, output: Any) -> ChatResponse:
+        if not isinstance(output, BaseModel):  # LlamaIndex's own check and error
+            raise TypeError(
+                f"StructuredLLM expected a {self.output_cls.__name__} instance from structured_predict, but got "
+                f"{type(output).__name__}: {output!r}."
+            )
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=output.model_dump_json()), raw=output
+        )
+
+    @wrapper_event("chat")
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        prompt = ChatPromptTemplate(message_templates=messages)
+        return self._answer(
+            self.llm.structured_predict(output_cls=self.output_cls, prompt=prompt, llm_kwargs=kwargs)
+        )
+
+    @wrapper_event("chat")
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        prompt = ChatPromptTemplate(message_templates=messages)
+        output = await self.llm.astructured_predict(
+            output_cls=self.output_cls, prompt=prompt, llm_kwargs=kwargs
+        )
+        return self._answer(output)
+
+    @wrapper_event("chat")
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        prompt = ChatPromptTemplate(message_templates=messages)
+        outputs = self.llm.stream_structured_predict(
+            output_cls=self.output_cls, prompt=prompt, llm_kwargs=kwargs
+        )
+        return (self._answer(output) for output in outputs)
+
+    @wrapper_event("chat")
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        prompt = ChatPromptTemplate(message_templates=messages)
+        outputs = await self.llm.astream_structured_predict(
+            output_cls=self.output_cls, prompt=prompt, llm_kwargs=kwargs
+        )
+
+        async def answers() -> ChatResponseAsyncGen:
+            async for output in outputs:
+                yield self._answer(output)
+
+        return answers()
+
+    @wrapper_event("complete")
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return chat_to_completion_decorator(self.chat)(prompt, **kwargs)
+
+    @wrapper_event("complete")
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await achat_to_completion_decorator(self.achat)(prompt, **kwargs)
 
 
 def _shared_manager(tiers: Sequence[LLM]) -> CallbackManager:

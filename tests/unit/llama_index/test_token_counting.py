@@ -99,3 +99,34 @@ def test_a_cache_miss_is_counted_once_and_a_hit_not_at_all(how: str) -> None:
     hit = call(llm, how)
     assert hit.additional_kwargs["frugal"]["cache"]["status"] == "hit"
     assert counted(tc) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["its-manager", "default"])
+@pytest.mark.parametrize("how", ["chat", "achat", "stream_chat", "astream_chat", "complete", "acomplete"])
+def test_a_structured_cascade_is_counted_once_per_tier_call(how: str, shared: bool) -> None:
+    """``CascadeLLM.as_structured_llm`` (given the callback manager, or sharing the cascade's by default):
+    LlamaIndex's ``StructuredLLM`` would add an LLM event with the parsed answer on top of the tier call that made
+    it."""
+    from llama_index.core.prompts import ChatPromptTemplate
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        answer: int
+
+    script = cheap('{"answer": 42}')
+    tc = counter()
+    manager = CallbackManager([tc])
+    cascade = CascadeLLM(tiers=[fake(script, manager), fake(strong(), manager)], callback_manager=manager)
+    structured = cascade.as_structured_llm(Answer, **({"callback_manager": manager} if shared else {}))
+    assert structured.callback_manager is manager
+    response = call(structured, how)
+    assert (
+        Answer.model_validate_json(response.text if "complete" in how else response.message.content).answer
+        == 42
+    )
+
+    alone = counter()
+    prompt = ChatPromptTemplate(message_templates=[ChatMessage(role="user", content=QUESTION)])
+    fake(script, CallbackManager([alone])).structured_predict(Answer, prompt)
+    assert counted(tc) == counted(alone)
+    assert counted(tc)[2] == 1

@@ -1,0 +1,61 @@
+"""Where a budget handler must be attached in LlamaIndex (docs/llama_index.md, "Attach the handler where the host
+will keep it"): a query engine replaces the LLM's own callback manager with its own, so a handler put only on the
+LLM is not called inside the engine, while one on ``Settings.callback_manager`` (or the engine's) is. Pins the host
+behaviour the docs describe."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+
+from frugal_chains import Budget, BudgetExceededError
+from frugal_chains.llama_index import TokenBudgetHandler
+
+
+@pytest.fixture(autouse=True)
+def settings() -> Iterator[Any]:
+    saved = {f.name: getattr(Settings, f.name) for f in dataclasses.fields(Settings)}
+    Settings.embed_model = MockEmbedding(embed_dim=8)
+    yield Settings
+    for name, value in saved.items():
+        setattr(Settings, name, value)
+
+
+def refusing() -> TokenBudgetHandler:
+    return TokenBudgetHandler([Budget(max_tokens=10, scope="global")])  # refuses any call
+
+
+def index() -> VectorStoreIndex:
+    return VectorStoreIndex.from_documents([Document(text="The answer is 42.")])
+
+
+def test_a_handler_on_the_llm_only_is_replaced_by_the_query_engine() -> None:
+    handler = refusing()
+    llm = MockLLM(max_tokens=32, callback_manager=CallbackManager([handler]))
+    with pytest.raises(BudgetExceededError):
+        llm.complete("hi")  # called directly, the LLM's own manager is used
+    index().as_query_engine(llm=llm).query("What is the answer?")  # inside an engine it is not
+    assert handler not in llm.callback_manager.handlers
+
+
+@pytest.mark.parametrize("where", ["settings", "engine"])
+def test_a_handler_on_settings_or_on_the_engine_applies_inside_it(where: str) -> None:
+    manager = CallbackManager([refusing()])
+    if where == "settings":
+        Settings.callback_manager = manager
+        engine = index().as_query_engine(llm=MockLLM(max_tokens=32))
+    else:
+        from llama_index.core.query_engine import RetrieverQueryEngine
+
+        engine = RetrieverQueryEngine.from_args(
+            index().as_retriever(), llm=MockLLM(max_tokens=32), callback_manager=manager
+        )
+    with pytest.raises(BudgetExceededError):
+        engine.query("What is the answer?")

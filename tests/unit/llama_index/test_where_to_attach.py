@@ -45,17 +45,30 @@ def test_a_handler_on_the_llm_only_is_replaced_by_the_query_engine() -> None:
     assert handler not in llm.callback_manager.handlers
 
 
-@pytest.mark.parametrize("where", ["settings", "engine"])
-def test_a_handler_on_settings_or_on_the_engine_applies_inside_it(where: str) -> None:
+@pytest.mark.parametrize("where", ["settings", "synthesizer"])
+def test_a_handler_on_settings_or_on_the_synthesizer_applies_inside_the_engine(where: str) -> None:
     manager = CallbackManager([refusing()])
     if where == "settings":
         Settings.callback_manager = manager
         engine = index().as_query_engine(llm=MockLLM(max_tokens=32))
     else:
+        from llama_index.core import get_response_synthesizer
         from llama_index.core.query_engine import RetrieverQueryEngine
 
-        engine = RetrieverQueryEngine.from_args(
-            index().as_retriever(), llm=MockLLM(max_tokens=32), callback_manager=manager
-        )
+        synthesizer = get_response_synthesizer(llm=MockLLM(max_tokens=32), callback_manager=manager)
+        engine = RetrieverQueryEngine(index().as_retriever(), response_synthesizer=synthesizer)
     with pytest.raises(BudgetExceededError):
         engine.query("What is the answer?")
+
+
+def test_from_args_callback_manager_does_not_reach_the_synthesizer() -> None:
+    """What the docs warn about: ``RetrieverQueryEngine.from_args(..., callback_manager=...)`` leaves the
+    synthesizer (and so the LLM) on ``Settings.callback_manager``."""
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    handler = refusing()
+    engine = RetrieverQueryEngine.from_args(
+        index().as_retriever(), llm=MockLLM(max_tokens=32), callback_manager=CallbackManager([handler])
+    )
+    engine.query("What is the answer?")  # not refused: the handler never saw the call
+    assert handler.ledger.records() == []

@@ -892,6 +892,28 @@ class AnswerCache(SharedService):
     def _with_vector(self, entry: CacheEntry, vector: Any) -> CacheEntry:
         return replace(entry, vector=vector, meta={**entry.meta, "embedder": self.embedder.name})
 
+    def _planned_update(
+        self,
+        request: CacheRequest,
+        answer: str,
+        model: str | None,
+        usage: Usage | None,
+        cost_usd: float | None,
+        tags: Sequence[str],
+        ttl: float | timedelta | None,
+    ) -> tuple[CacheRequest, CacheEntry, bool] | None:
+        """The partitioned request, its entry and whether to embed it; None when nothing is to be stored (not
+        cacheable, or the index backs off). While the semantic path backs off the entry is stored for the exact
+        tier only (lookups probe that path, updates do not)."""
+        prepared = self._prepare_update(request)
+        if prepared is None:
+            return None
+        request, semantic = prepared
+        entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
+        if self._backing_off(self._index_outage):
+            return None
+        return request, entry, semantic and not self._semantic_down()
+
     def update(
         self,
         request: CacheRequest,
@@ -914,15 +936,10 @@ class AnswerCache(SharedService):
             tags: extra tags for :meth:`invalidate`.
             ttl: this entry's lifetime, overriding the cache's ``ttl``.
         """
-        prepared = self._prepare_update(request)
-        if prepared is None:
+        planned = self._planned_update(request, answer, model, usage, cost_usd, tags, ttl)
+        if planned is None:
             return
-        request, semantic = prepared
-        entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
-        if self._backing_off(self._index_outage):
-            return
-        if semantic and self._semantic_down():
-            semantic = False  # stored for the exact tier only (lookups probe the semantic path, not updates)
+        request, entry, semantic = planned
         if semantic:
             try:
                 entry = self._with_vector(entry, self.embedder.embed([request.normalized])[0])
@@ -952,15 +969,10 @@ class AnswerCache(SharedService):
         ttl: float | timedelta | None = None,
     ) -> None:
         """Async :meth:`update`."""
-        prepared = self._prepare_update(request)
-        if prepared is None:
+        planned = self._planned_update(request, answer, model, usage, cost_usd, tags, ttl)
+        if planned is None:
             return
-        request, semantic = prepared
-        entry = self._entry(request, answer, model=model, usage=usage, cost_usd=cost_usd, tags=tags, ttl=ttl)
-        if self._backing_off(self._index_outage):
-            return
-        if semantic and self._semantic_down():
-            semantic = False  # stored for the exact tier only (lookups probe the semantic path, not updates)
+        request, entry, semantic = planned
         if semantic:
             try:
                 entry = self._with_vector(entry, (await self.embedder.aembed([request.normalized]))[0])

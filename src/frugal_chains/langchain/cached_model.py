@@ -342,19 +342,12 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = open_chunks(
             self.model, messages, {"callbacks": child_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        reason = self.core.skip_reason(request)
-        first = True
-        usage: UsageMetadata | None = None
+        out = _MissChunks(self.core.skip_reason(request))
         with closing(relay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             for message in relayed:
-                usage = _added(usage, message)
-                if first and reason is not None:
-                    meta = mark_cache_bypass(message.response_metadata, reason)
-                    message = message.model_copy(update={"response_metadata": meta})
-                first = False
-                yield ChatGenerationChunk(message=untraced(message))
-        if usage:
-            yield _usage_chunk(usage)
+                yield out.chunk(message)
+        if out.usage:
+            yield _usage_chunk(out.usage)
 
     async def _astream(
         self,
@@ -373,19 +366,12 @@ class CachedChatModel(ChildRunStreamingModel):
         inner = aopen_chunks(
             self.model, messages, {"callbacks": achild_callbacks(run_manager)}, stop=stop, **kwargs
         )
-        reason = self.core.skip_reason(request)
-        first = True
-        usage: UsageMetadata | None = None
+        out = _MissChunks(self.core.skip_reason(request))
         async with aclosing(arelay(self.core, request, inner, self._stored(messages, llm_string))) as relayed:
             async for message in relayed:
-                usage = _added(usage, message)
-                if first and reason is not None:
-                    meta = mark_cache_bypass(message.response_metadata, reason)
-                    message = message.model_copy(update={"response_metadata": meta})
-                first = False
-                yield ChatGenerationChunk(message=untraced(message))
-        if usage:
-            yield _usage_chunk(usage)
+                yield out.chunk(message)
+        if out.usage:
+            yield _usage_chunk(out.usage)
 
 
 def _carried(generations: Sequence[Generation]) -> list[Generation]:
@@ -399,6 +385,24 @@ def _carried(generations: Sequence[Generation]) -> list[Generation]:
         usage = g.message.usage_metadata if isinstance(g.message, AIMessage) else None
         out.append(ChatGeneration(message=carry_usage(g.message, usage), generation_info=g.generation_info))
     return out
+
+
+class _MissChunks:
+    """The chunks of a streamed miss as the wrapper yields them: without usage (the wrapped model's run reported
+    it; the total is summed here for the closing chunk), the first marked with why the cache refused the request
+    when it did (``tenant_required`` and no tenant)."""
+
+    def __init__(self, reason: str | None) -> None:
+        self.reason = reason
+        self.usage: UsageMetadata | None = None
+
+    def chunk(self, message: AIMessageChunk) -> ChatGenerationChunk:
+        self.usage = _added(self.usage, message)
+        if self.reason is not None:
+            meta = mark_cache_bypass(message.response_metadata, self.reason)
+            message = message.model_copy(update={"response_metadata": meta})
+            self.reason = None  # the first chunk only
+        return ChatGenerationChunk(message=untraced(message))
 
 
 def _added(total: UsageMetadata | None, message: AIMessageChunk) -> UsageMetadata | None:

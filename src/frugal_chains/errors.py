@@ -107,6 +107,8 @@ class BudgetExceededError(FrugalChainsError):
         requested: the worst-case cost of the refused call, in ``unit``.
         limit: the budget's limit, in ``unit``.
         unit: ``"usd"`` or ``"tokens"``.
+        advice: what to do, when the refusal has a more specific fix than raising the limit (a call that
+            reserved its model's whole output limit because it sets no ``max_tokens``).
 
     Example:
         >>> from frugal_chains import Budget, BudgetExceededError
@@ -126,6 +128,7 @@ class BudgetExceededError(FrugalChainsError):
         limit: float,
         unit: str,
         model: str | None = None,
+        advice: str | None = None,
     ) -> None:
         self.budget = budget
         self.scope_key = scope_key
@@ -134,6 +137,7 @@ class BudgetExceededError(FrugalChainsError):
         self.limit = limit
         self.unit = unit
         self.model = model
+        self.advice = advice
         if unit == "usd":
             amounts = f"spent ${spent:.6f} + this call up to ${requested:.6f} > limit ${limit:.6f}"
         else:
@@ -143,13 +147,22 @@ class BudgetExceededError(FrugalChainsError):
         on = f" on {model!r}" if model else ""
         super().__init__(
             f"{budget.describe()} for {budget.scope} {scope_key!r} refused a call{on}: {amounts}. "
-            "Nothing was spent on it. " + _advice(budget)
+            "Nothing was spent on it. " + (advice or _advice(budget))
         )
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the error picklable across processes
         return (
             _rebuild_budget_error,
-            (self.budget, self.scope_key, self.spent, self.requested, self.limit, self.unit, self.model),
+            (
+                self.budget,
+                self.scope_key,
+                self.spent,
+                self.requested,
+                self.limit,
+                self.unit,
+                self.model,
+                self.advice,
+            ),
         )
 
 
@@ -161,10 +174,24 @@ def _advice(budget: Budget) -> str:
 
 
 def _rebuild_budget_error(
-    budget: Budget, scope_key: str, spent: float, requested: float, limit: float, unit: str, model: str | None
+    budget: Budget,
+    scope_key: str,
+    spent: float,
+    requested: float,
+    limit: float,
+    unit: str,
+    model: str | None,
+    advice: str | None = None,
 ) -> BudgetExceededError:
     return BudgetExceededError(
-        budget, scope_key=scope_key, spent=spent, requested=requested, limit=limit, unit=unit, model=model
+        budget,
+        scope_key=scope_key,
+        spent=spent,
+        requested=requested,
+        limit=limit,
+        unit=unit,
+        model=model,
+        advice=advice,
     )
 
 

@@ -58,6 +58,7 @@ EXPECTED_BUDGET = [
     "CallPlan",
     "FALLBACK_KEY",
     "GuardOptions",
+    "ObservedOutput",
     "Reservation",
     "log_alert",
 ]

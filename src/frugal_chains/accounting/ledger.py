@@ -168,6 +168,12 @@ class SpendRow:
     unpriced: int = 0
     """Records whose USD is unknown (a model with no price: ``cost_usd`` or ``saved_usd`` is ``None``), left out
     of ``cost_usd`` and ``saved_usd``. ``0``: the USD sums are complete."""
+    overshoots: int = 0
+    """Calls that used more than they reserved (``CallRecord.overshoot_tokens`` or ``overshoot_usd`` above 0)."""
+    overshoot_tokens: int = 0
+    """Tokens past the reservations, summed over those calls."""
+    overshoot_usd: float = 0.0
+    """USD past the reservations, summed over those calls (where known)."""
 
 
 @runtime_checkable
@@ -298,7 +304,7 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     for r in records:
         if r.outcome == "routed":
             continue
-        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0, 0])
+        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0, 0, 0, 0, 0.0])
         row[0] += 1
         row[2] += r.usage.input_tokens
         row[3] += r.usage.output_tokens
@@ -309,6 +315,10 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
             row[1] += r.cost_usd
         if r.saved_usd is not None:
             row[5] += r.saved_usd
+        if r.overshoot_tokens or r.overshoot_usd:
+            row[7] += 1
+            row[8] += r.overshoot_tokens
+            row[9] += r.overshoot_usd or 0.0
     rows = [
         SpendRow(
             key=k,
@@ -319,6 +329,9 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
             cache_hits=int(v[4]),
             saved_usd=v[5],
             unpriced=int(v[6]),
+            overshoots=int(v[7]),
+            overshoot_tokens=int(v[8]),
+            overshoot_usd=v[9],
         )
         for k, v in acc.items()
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from frugal_chains.budget.alerts import Alert, AlertHook, AnomalyDetector, log_alert
 from frugal_chains.budget.budget import FALLBACK_KEY, Budget
 from frugal_chains.budget.guard import BudgetGuard, CallPlan, GuardOptions, Reservation
+from frugal_chains.budget.output_caps import ObservedOutput
 
 __all__ = [
     "FALLBACK_KEY",
@@ -21,6 +22,7 @@ __all__ = [
     "BudgetGuard",
     "CallPlan",
     "GuardOptions",
+    "ObservedOutput",
     "Reservation",
     "log_alert",
 ]

@@ -1,4 +1,5 @@
-"""Alerts: thresholds of a budget crossed, a warn-only budget exceeded, a day of unusual spend.
+"""Alerts: thresholds of a budget crossed, a warn-only budget exceeded, a day of unusual spend, a call that used
+more than it reserved.
 
 Alerts call a user hook (``on_alert=``); they never replace the hard stop, and an exception raised by the
 hook is logged, never propagated into the LLM call.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from frugal_chains.accounting.ledger import SpendLedger
-from frugal_chains.accounting.usage import nano_to_usd
+from frugal_chains.accounting.usage import CallRecord, nano_to_usd
 from frugal_chains.budget.budget import Budget
 from frugal_chains.errors import ConfigurationError, FrugalChainsError
 
@@ -43,8 +44,12 @@ class Alert:
     threshold: float | None = None
     """The fraction of the limit crossed (``kind="threshold"``)."""
     spent: float | None = None
+    """What was spent (``kind="overshoot"``: what the call used, in ``unit``)."""
     limit: float | None = None
+    """The limit (``kind="overshoot"``: what the call reserved, in ``unit``)."""
     unit: Literal["usd", "tokens"] | None = None
+    record: CallRecord | None = None
+    """The call's record (``kind="overshoot"``: a call that used more than it reserved)."""
 
 
 AlertHook = Callable[[Alert], None]

@@ -50,6 +50,7 @@ from frugal_chains.accounting.usage import (
 )
 from frugal_chains.budget.alerts import DAILY_COUNTER, Alert, AlertHook, AnomalyDetector, call_hook
 from frugal_chains.budget.budget import Budget
+from frugal_chains.budget.output_caps import SOFT_SOURCES, CapSource, ObservedOutput, OutputCaps
 from frugal_chains.errors import BudgetExceededError, ConfigurationError, LedgerUnavailableError
 from frugal_chains.shared.sharing import SharedService
 
@@ -83,6 +84,11 @@ class CallPlan:
     """The worst case in USD (``None`` without a price: unknown)."""
     prompt_caching: bool
     attribution: Attribution
+    cap_source: CapSource = "max_tokens"
+    """Where ``max_output_tokens`` came from: the call's own cap, the observed percentile or the assumed cap
+    (``observed_output`` / ``assume_max_output``), the model's whole output limit, or none."""
+    choices: int = 1
+    """Answers the call asks for (``max_output_tokens`` covers all of them)."""
 
     @property
     def worst_tokens(self) -> int:
@@ -147,6 +153,8 @@ class GuardOptions(TypedDict, total=False):
     reservation_ttl: timedelta
     on_alert: AlertHook | None
     anomaly: AnomalyDetector | Literal[False] | None
+    assume_max_output: Mapping[str, int] | None
+    observed_output: ObservedOutput | bool | None
 
 
 class BudgetGuard(SharedService):
@@ -175,6 +183,13 @@ class BudgetGuard(SharedService):
         outage_backoff: after the ledger fails, calls in the next ``outage_backoff`` do not wait for it again:
             reservations fail (closed) or pass (open) at once and commits are queued, so an outage costs one
             timeout per period, not one per call. :meth:`flush` called by you always tries.
+        assume_max_output: for calls that set no output cap (no ``max_tokens``), the output to reserve instead
+            of the model's whole output limit: ``{"gpt-4o": 1024, "feature:summarize": 400, "*": 2048}`` (a
+            feature's cap wins over a model's, which wins over ``"*"``). See
+            :mod:`frugal_chains.budget.output_caps`.
+        observed_output: for the same calls, reserve a high percentile of recent calls' output (per model and
+            feature) once enough were seen: an :class:`~frugal_chains.budget.ObservedOutput`, or ``True`` for
+            its defaults (p99 after 50 calls). It wins over ``assume_max_output`` once it applies.
 
     Example:
         >>> from frugal_chains import Budget, Price, Usage
@@ -202,6 +217,8 @@ class BudgetGuard(SharedService):
         anomaly: AnomalyDetector | Literal[False] | None = None,
         clock: Callable[[], float] = time.time,
         outage_backoff: timedelta = timedelta(seconds=1),
+        assume_max_output: Mapping[str, int] | None = None,
+        observed_output: ObservedOutput | bool | None = None,
     ) -> None:
         budgets = tuple(budgets)
         for i, b in enumerate(budgets):
@@ -247,6 +264,8 @@ class BudgetGuard(SharedService):
                 "outage_backoff must be a non-negative timedelta.", field="outage_backoff"
             )
         self.outage_backoff = outage_backoff
+        self.output_caps = OutputCaps(assume_max_output, observed_output)
+        """What calls with no output cap of their own reserve for their output."""
         self._down_until = 0.0  # time.monotonic() before which the ledger is taken as down
 
     @classmethod
@@ -296,8 +315,9 @@ class BudgetGuard(SharedService):
         choices: int = 1,
     ) -> CallPlan:
         """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
-        (the call's ``max_output_tokens``, else the model's maximum output; times ``choices`` when the call asks
-        for several answers), at the highest rates that apply. ``prompt_caching`` (default: found from
+        (the call's ``max_output_tokens``, else the guard's ``observed_output`` estimate or ``assume_max_output``
+        cap when one applies, else the model's maximum output; times ``choices`` when the call asks for several
+        answers), at the highest rates that apply. ``prompt_caching`` (default: found from
         ``cache_control`` markers in ``messages``) prices the prompt at the cache-write rate when higher.
 
         A model with no price is refused (``UnknownModelPriceError``, or priced as ``unknown_model="warn"``
@@ -305,13 +325,17 @@ class BudgetGuard(SharedService):
         unknown (``price=None``)."""
         price, known = self.prices.lookup(model, provider, required=self._needs_price)
         cap = max_output_tokens
-        if cap is None and price is not None:
-            cap = price.max_output_tokens
+        source: CapSource = "max_tokens"
+        if cap is None:
+            feature = attribution.feature if attribution is not None else None
+            limit = price.max_output_tokens if price is not None else None
+            cap, source = self.output_caps.cap_for(model, feature, limit)
         if cap is None:
             if self.budgets:
                 raise ConfigurationError(
-                    f"No output cap is known for model {model!r}: set max_tokens on the model, or pass "
-                    f"prices={{{model!r}: Price(..., max_output_tokens=...)}}.",
+                    f"No output cap is known for model {model!r}: set max_tokens on the model, pass "
+                    f"prices={{{model!r}: Price(..., max_output_tokens=...)}}, or give the budget handler "
+                    f"assume_max_output={{{model!r}: ...}}.",
                     field="max_tokens",
                 )
             cap = 0
@@ -333,6 +357,8 @@ class BudgetGuard(SharedService):
             ),
             prompt_caching=caching,
             attribution=attribution or Attribution(),
+            cap_source=source,
+            choices=max(1, choices),
         )
 
     def _claims(self, plan: CallPlan, t: float) -> tuple[tuple[Claim, ...], tuple[Budget | None, ...]]:
@@ -402,7 +428,15 @@ class BudgetGuard(SharedService):
             limit=limit,
             unit=unit,
             model=res.plan.model,
+            advice=self._cap_advice(res.plan),
         )
+
+    def _cap_advice(self, plan: CallPlan) -> str | None:
+        """A refusal's advice when the call reserved the model's whole output limit for want of a cap."""
+        if plan.cap_source != "model_limit":
+            return None
+        per_answer = plan.max_output_tokens // plan.choices
+        return self.output_caps.advice(plan.model, plan.attribution.feature, per_answer)
 
     # -- outage state ---------------------------------------------------------------------------------------
     def _is_down(self) -> bool:
@@ -541,20 +575,42 @@ class BudgetGuard(SharedService):
             tier=tier,
             reserved_usd=reserved,
             overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
-            overshoot_tokens=max(0, usage.total_tokens - res.tokens),
+            # past the whole reservation, or past the output reserved (what an assumed or observed cap guessed)
+            overshoot_tokens=max(
+                0, usage.total_tokens - res.tokens, usage.output_tokens - plan.max_output_tokens
+            ),
             usage_estimated=usage_estimated,
             price_known=known,
             extra=dict(extra or {}),
         )
+        if outcome == "ok":
+            self.output_caps.observe(
+                model=plan.model,
+                feature=plan.attribution.feature,
+                source=plan.cap_source,
+                output_tokens=usage.output_tokens,
+                choices=plan.choices,
+                usage_estimated=usage_estimated,
+                extra=record.extra,
+            )
         if record.overshoot_tokens or record.overshoot_usd:
             self._overshot(record, res)
         return record
 
-    @staticmethod
-    def _overshot(record: CallRecord, res: Reservation) -> None:
-        """Warn that the call used more than its reservation (in tokens, in USD, or both)."""
+    def _overshot(self, record: CallRecord, res: Reservation) -> None:
+        """Alert (``kind="overshoot"``; the default hook logs a warning) that the call used more than its
+        reservation (in tokens, in USD, or both)."""
+        plan = res.plan
         parts = []
-        if record.overshoot_tokens:
+        past_output = record.usage.output_tokens - plan.max_output_tokens
+        if record.overshoot_tokens and past_output == record.overshoot_tokens and past_output > (
+            record.usage.total_tokens - res.tokens
+        ):
+            parts.append(
+                f"{record.usage.output_tokens} output tokens, {record.overshoot_tokens} more than the "
+                f"{plan.max_output_tokens} reserved for its output"
+            )
+        elif record.overshoot_tokens:
             parts.append(
                 f"{record.usage.total_tokens} tokens, {record.overshoot_tokens} more than the {res.tokens} reserved"
             )
@@ -565,11 +621,32 @@ class BudgetGuard(SharedService):
             )
         elif record.cost_usd is None:
             parts.append("USD unknown (the model has no price)")
-        log.warning(
-            "frugal-chains: %r used %s (the provider reported more than the worst case, or one usage covers a "
-            "whole batch); committed in full, later calls are refused sooner.",
-            record.model,
-            "; ".join(parts),
+        if plan.cap_source in SOFT_SOURCES:
+            why = (
+                f"its output cap was {plan.cap_source} ({'observed_output' if plan.cap_source == 'observed' else 'assume_max_output'}), "
+                "not enforced by the provider: raise it or set max_tokens"
+            )
+        else:
+            why = "the provider reported more than the worst case, or one usage covers a whole batch"
+        if record.overshoot_usd:
+            spent, limit, unit = record.cost_usd, record.reserved_usd, "usd"
+        elif past_output == record.overshoot_tokens:
+            spent, limit, unit = float(record.usage.output_tokens), float(plan.max_output_tokens), "tokens"
+        else:
+            spent, limit, unit = float(record.usage.total_tokens), float(res.tokens), "tokens"
+        call_hook(
+            self.on_alert,
+            Alert(
+                kind="overshoot",
+                message=(
+                    f"{record.model!r} used {'; '.join(parts)} ({why}); committed in full, later calls are "
+                    "refused sooner."
+                ),
+                spent=spent,
+                limit=limit,
+                unit=unit,
+                record=record,
+            ),
         )
 
     def commit(

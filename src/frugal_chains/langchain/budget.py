@@ -167,6 +167,13 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         on_alert: hook for threshold, warn-only and anomaly alerts (default: logged warnings).
         anomaly: an ``AnomalyDetector``; ``None`` (default) for one with its defaults (2x the trailing 7-day
             average); ``False`` to turn the check off.
+        assume_max_output: what a call that sets no ``max_tokens`` reserves for its output instead of the model's
+            whole output limit: ``{"gpt-4o": 1024, "feature:summarize": 400, "*": 2048}`` (feature, then model,
+            then ``"*"``).
+        observed_output: for the same calls, a high percentile of recent calls' output per model and feature
+            once enough were seen: an :class:`~frugal_chains.budget.ObservedOutput` or ``True`` (p99 after 50).
+            A call's own ``max_tokens`` always wins; a call that uses more than it reserved is recorded and
+            alerted (``Alert(kind="overshoot")``).
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
 
     Attribution comes from run metadata ``feature``, ``user_id``, ``tenant_id``, ``task_id`` (else from an
@@ -563,6 +570,8 @@ def budget_scope(
                     anomaly=guard.anomaly or False,
                     margins=handler_kwargs.pop("margins", dict(guard.estimator.margins)),
                     unknown_model_image_tokens=guard.estimator.unknown_model_image_tokens,
+                    assume_max_output=guard.output_caps.assumed,
+                    observed_output=guard.output_caps.observed,
                 )
             )
             if handler_kwargs:

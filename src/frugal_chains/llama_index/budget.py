@@ -256,7 +256,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         prices: overrides ``{"model": Price(...)}`` over LiteLLM's price map, or a ``PriceBook``. The model name
             is the LLM's ``metadata.model_name``, or its ``class_name()`` when that is LlamaIndex's placeholder
             ``"unknown"`` (``"MockLLM"`` for ``MockLLM``).
-        unknown_model, margins, unknown_model_image_tokens, on_ledger_error, reservation_ttl, on_alert, anomaly:
+        unknown_model, margins, unknown_model_image_tokens, on_ledger_error, reservation_ttl, on_alert, anomaly,
+        assume_max_output, observed_output:
             the guard's options
             (:class:`~frugal_chains.budget.GuardOptions`, each documented on
             :class:`~frugal_chains.budget.BudgetGuard`).
@@ -265,7 +266,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
     The worst case of a call is its estimated prompt plus its output cap, the one the provider enforces: the
     largest of the call's ``max_tokens``-like kwargs and the LLM instance's ``max_tokens``, ``max_new_tokens``,
     ``max_completion_tokens``, ``max_output_tokens``, ``num_predict`` fields and ``additional_kwargs``; else the
-    price's ``max_output_tokens`` (a model with neither is refused with a ``ConfigurationError`` while budgets are
+    price's ``max_output_tokens``, lowered by ``assume_max_output`` or ``observed_output`` when given (a model with
+    none of them is refused with a ``ConfigurationError`` while budgets are
     set). ``LLMMetadata.num_output`` is not a cap (256 for any ``CustomLLM`` by default): it is used only when the
     LLM instance cannot be found on the call stack, and only for classes whose ``num_output`` is their
     ``max_tokens`` (``MockLLM``, OpenAI, Azure OpenAI, Anthropic). The cap is multiplied by the number of choices

@@ -108,7 +108,9 @@ def test_threshold_alerts_fire_once_each() -> None:
         res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=10))
         g.commit(res, Usage(input_tokens=50, output_tokens=50))
     assert [a.threshold for a in alerts if a.kind == "threshold"] == [0.5, 0.8]
-    assert all(a.unit == "tokens" and a.limit == 1000 for a in alerts)
+    # each commit also passes its 20-token reservation: an overshoot alert apiece
+    assert [a.kind for a in alerts].count("overshoot") == 10
+    assert all(a.unit == "tokens" and a.limit == 1000 for a in alerts if a.kind == "threshold")
 
 
 def test_warn_budget_lets_call_through_and_alerts() -> None:
@@ -153,8 +155,8 @@ def test_anomaly_alert_when_day_doubles_trailing_average() -> None:
     g.commit(res, Usage(input_tokens=2, output_tokens=0))  # 3,000 nano > 2 x 1,000
     assert [a.kind for a in alerts] == ["anomaly"]
     res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=1, input_tokens=1))
-    g.commit(res, Usage(input_tokens=5, output_tokens=0))
-    assert len(alerts) == 1  # once per day
+    g.commit(res, Usage(input_tokens=5, output_tokens=0))  # past its reservation: an overshoot alert
+    assert [a.kind for a in alerts] == ["anomaly", "overshoot"]  # the anomaly once per day
 
 
 class FlakyLedger:
@@ -329,10 +331,10 @@ def test_queued_commits_raise_their_alerts_when_flushed() -> None:
     res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=10))
     ledger.down = True
     g.commit(res, Usage(input_tokens=850, output_tokens=50))
-    assert alerts == []
+    assert [a.kind for a in alerts] == ["overshoot"]  # raised at once (no ledger needed); thresholds: not yet
     ledger.down = False
     g.flush()
-    assert [a.threshold for a in alerts] == [0.5, 0.8]
+    assert [a.threshold for a in alerts if a.kind == "threshold"] == [0.5, 0.8]
 
 
 class LostReplyLedger(FlakyLedger):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from frugal_chains import Budget, Price, SQLiteLedger
@@ -271,7 +274,7 @@ class LangChainWing(Wing):
     def _handler(self, budgets: Sequence[Budget], ledger: SQLiteLedger) -> Any:
         from frugal_chains.langchain import TokenBudgetHandler
 
-        return TokenBudgetHandler(list(budgets), ledger=ledger, prices=PRICES)
+        return TokenBudgetHandler(list(budgets), ledger=ledger, **{"prices": PRICES, **HANDLER_OPTIONS.get()})
 
     def cascade(self, tiers, *, gates=(), budgets=(), judge=None):  # type: ignore[no-untyped-def]
         from frugal_chains.langchain import CascadeChatModel
@@ -404,7 +407,9 @@ class LlamaIndexWing(Wing):
 
         from frugal_chains.llama_index import TokenBudgetHandler
 
-        handler = TokenBudgetHandler(list(budgets), ledger=ledger, prices=PRICES)
+        handler = TokenBudgetHandler(
+            list(budgets), ledger=ledger, **{"prices": PRICES, **HANDLER_OPTIONS.get()}
+        )
         return handler, CallbackManager([handler])
 
     def _fake(self, script: Script, tally: collections.Counter[str], manager: Any) -> Any:
@@ -732,3 +737,21 @@ def _li_no_streaming_class() -> Any:
             return gen()
 
     return NoStreamingLLM
+
+
+# -- budget handler options -----------------------------------------------------------------------------------------
+HANDLER_OPTIONS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "wings_handler_options", default=MappingProxyType({})
+)
+"""More ``TokenBudgetHandler`` options (``prices`` replaces the wings' own) for targets built inside
+:func:`handler_options`."""
+
+
+@contextlib.contextmanager
+def handler_options(**options: Any) -> Iterator[None]:
+    """Build the targets made inside the block with these budget handler options (both wings)."""
+    token = HANDLER_OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        HANDLER_OPTIONS.reset(token)

@@ -603,8 +603,10 @@ class BudgetGuard(SharedService):
         plan = res.plan
         parts = []
         past_output = record.usage.output_tokens - plan.max_output_tokens
-        if record.overshoot_tokens and past_output == record.overshoot_tokens and past_output > (
-            record.usage.total_tokens - res.tokens
+        if (
+            record.overshoot_tokens
+            and past_output == record.overshoot_tokens
+            and past_output > (record.usage.total_tokens - res.tokens)
         ):
             parts.append(
                 f"{record.usage.output_tokens} output tokens, {record.overshoot_tokens} more than the "
@@ -622,18 +624,20 @@ class BudgetGuard(SharedService):
         elif record.cost_usd is None:
             parts.append("USD unknown (the model has no price)")
         if plan.cap_source in SOFT_SOURCES:
+            option = "observed_output" if plan.cap_source == "observed" else "assume_max_output"
             why = (
-                f"its output cap was {plan.cap_source} ({'observed_output' if plan.cap_source == 'observed' else 'assume_max_output'}), "
-                "not enforced by the provider: raise it or set max_tokens"
+                f"its output cap was {plan.cap_source} ({option}), not enforced by the provider: raise it or set "
+                "max_tokens"
             )
         else:
             why = "the provider reported more than the worst case, or one usage covers a whole batch"
+        unit: Literal["usd", "tokens"] = "tokens"
         if record.overshoot_usd:
             spent, limit, unit = record.cost_usd, record.reserved_usd, "usd"
         elif past_output == record.overshoot_tokens:
-            spent, limit, unit = float(record.usage.output_tokens), float(plan.max_output_tokens), "tokens"
+            spent, limit = float(record.usage.output_tokens), float(plan.max_output_tokens)
         else:
-            spent, limit, unit = float(record.usage.total_tokens), float(res.tokens), "tokens"
+            spent, limit = float(record.usage.total_tokens), float(res.tokens)
         call_hook(
             self.on_alert,
             Alert(

@@ -86,7 +86,11 @@ class ObservedOutput:
         window: int = 500,
         max_series: int = 1000,
     ) -> None:
-        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        if (
+            isinstance(percentile, bool)
+            or not isinstance(percentile, (int, float))
+            or not 0 < percentile <= 100
+        ):
             raise ConfigurationError(
                 f"ObservedOutput.percentile must be a number in (0, 100], e.g. 99; got {percentile!r}.",
                 field="percentile",

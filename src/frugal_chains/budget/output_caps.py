@@ -264,7 +264,7 @@ class OutputCaps:
                 f"{model!r}{f' feature {feature!r}' if feature else ''} seen so far)"
             )
         return (
-            f"The call sets no output cap, so it reserved {model!r}'s whole output limit ({limit:,} tokens). "
+            f"The call sets no output cap, so it reserved the whole output limit of {model!r} ({limit:,} tokens). "
             f"Set max_tokens on the model, or give the budget handler assume_max_output={{{model!r}: 1024}} "
             "(an assumed cap per model or 'feature:NAME') or observed_output=ObservedOutput() (a high "
             f"percentile of recent calls' output){waiting}; or raise the limit. See 'When the model sets no "

@@ -100,6 +100,7 @@ class FrugalSettings:
         cascade: CascadeLLM | None,
         attribution: Attribution,
         saved: _Saved,
+        base: LLM | None = None,
     ) -> None:
         self.llm = llm
         self.handler = handler
@@ -108,6 +109,8 @@ class FrugalSettings:
         self.cascade = cascade
         self.attribution = attribution
         self._saved = saved
+        self._base = base
+        """The LLM given (or the cascade built), under the cache."""
         self._active = True
 
     @property
@@ -257,7 +260,7 @@ def _bare_settings_llm() -> LLM | None:
     from llama_index.core import Settings
 
     if _active is not None and _active.llm is not None and Settings._llm is _active.llm:
-        return _active._saved.llm
+        return _active._base
     return Settings._llm
 
 
@@ -394,7 +397,9 @@ def configure(
         if top is not None:
             top.callback_manager = manager  # shared with the LLMs it wraps
             Settings.llm = top
-            if top is not base or cascade is not None:  # a wrapper: a direct call to what it wraps bypasses it
+            if (
+                top is not base or cascade is not None
+            ):  # a wrapper: a direct call to what it wraps bypasses it
                 handler._wrapped = tuple(_calls_made_by(top))
                 handler._wrapper = type(top).__name__
         _active = FrugalSettings(
@@ -405,5 +410,6 @@ def configure(
             cascade=cascade,
             attribution=defaults,
             saved=saved,
+            base=base,
         )
         return _active

@@ -268,6 +268,7 @@ def configure(
     llm: LLM | None = None,
     *,
     tiers: Sequence[LLM] | None = None,
+    tier_names: Sequence[str] | None = None,
     scorer: Any = None,
     gates: Any = None,
     policy: RoutingPolicy | None = None,
@@ -284,7 +285,8 @@ def configure(
         llm: the LlamaIndex LLM to use (``Settings.llm``). Default: the current ``Settings.llm`` when ``cache`` is
             given, else ``Settings.llm`` is left alone.
         tiers: two or more LLMs, cheapest first, for a :class:`~frugal_chains.llama_index.CascadeLLM` (instead of
-            ``llm``); ``scorer``, ``gates`` and ``policy`` are its options (see ``CascadeLLM``). To set any other
+            ``llm``); ``tier_names``, ``scorer``, ``gates`` and ``policy`` are its options (see ``CascadeLLM``). To
+            set any other
             cascade option, build the ``CascadeLLM`` yourself and pass it as ``llm``.
         cache: an :class:`~frugal_chains.cache.AnswerCache` (or a LangChain ``SemanticCache``, whose core is
             used): the LLM is wrapped in a :class:`~frugal_chains.llama_index.CachedLLM`. A cache built without
@@ -339,7 +341,13 @@ def configure(
         if tiers is not None and llm is not None:
             raise ConfigurationError("pass llm= or tiers= (a cascade), not both", field="tiers")
         if tiers is None:
-            for name, value in (("scorer", scorer), ("gates", gates), ("policy", policy)):
+            cascade_options = (
+                ("tier_names", tier_names),
+                ("scorer", scorer),
+                ("gates", gates),
+                ("policy", policy),
+            )
+            for name, value in cascade_options:
                 if value is not None:
                     raise ConfigurationError(
                         f"{name} is a cascade option: pass tiers=[cheap, strong] with it", field=name
@@ -355,6 +363,7 @@ def configure(
         if tiers is not None:
             cascade = CascadeLLM(
                 tiers,
+                tier_names=tier_names,
                 scorer=scorer,
                 gates=gates,
                 policy=policy,

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from llama_index.core import Settings
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent, LLMCompletionStartEvent
 
@@ -100,8 +101,6 @@ def _first_time(handler: Any, kind: str) -> bool:
 
 def settings_handlers() -> list[Any]:
     """The budget handlers on ``Settings.callback_manager`` (read without creating one)."""
-    from llama_index.core import Settings
-
     from frugal_chains.llama_index.budget import TokenBudgetHandler
 
     manager = Settings._callback_manager

@@ -64,7 +64,7 @@ class _Saved:
 
 class FrugalSettings:
     """What :func:`configure` put on LlamaIndex's ``Settings``, sharing one ledger and one price book, and the way
-    back (:meth:`reset`, or use it as a context manager).
+    back (:meth:`reset`, or use it as a context manager). Returned by :func:`configure`; not built directly.
 
     Attributes:
         llm: the LLM set as ``Settings.llm`` (``CachedLLM``, ``CascadeLLM`` or the ``llm`` given), or ``None`` when
@@ -406,9 +406,8 @@ def configure(
         if top is not None:
             top.callback_manager = manager  # shared with the LLMs it wraps
             Settings.llm = top
-            if (
-                top is not base or cascade is not None
-            ):  # a wrapper: a direct call to what it wraps bypasses it
+            if top is not base or cascade is not None:
+                # a wrapper: a direct call to an LLM it wraps bypasses it (LLMNotAttachedWarning)
                 handler._wrapped = tuple(_calls_made_by(top))
                 handler._wrapper = type(top).__name__
         _active = FrugalSettings(

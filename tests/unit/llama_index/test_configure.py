@@ -98,19 +98,26 @@ def outcomes(frugal: FrugalSettings) -> list[str]:
 
 
 # -- one ledger, one record per call ------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["sync", "async", "stream"])
+async def astreamed(qe: Any) -> str:
+    response = await qe.aquery(QUESTION)
+    return "".join([token async for token in response.async_response_gen()])
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "stream", "astream"])
 def test_budget_records_reach_the_ledger_once_per_call(mode: str) -> None:
     provider = Provider()
     frugal = configure(provider, budgets=[ROOMY], prices=PRICES, feature="docs-qa")
     assert Settings.llm is provider and frugal.llm is provider
-    qe = engine(streaming=mode == "stream")
+    qe = engine(streaming=mode in ("stream", "astream"))
     for _ in range(2):
         if mode == "sync":
             assert str(qe.query(QUESTION)) == "Paris."
         elif mode == "async":
             assert str(asyncio.run(qe.aquery(QUESTION))) == "Paris."
-        else:
+        elif mode == "stream":
             assert "".join(qe.query(QUESTION).response_gen) == "Paris."
+        else:
+            assert asyncio.run(astreamed(qe)) == "Paris."
     records = frugal.ledger.records()
     assert provider.calls == 2
     assert [(r.model, r.outcome, r.attribution.feature) for r in records] == [("acme-1", "ok", "docs-qa")] * 2

@@ -210,10 +210,17 @@ def test_adapter_exports_pinned() -> None:
     import frugal_chains.llama_index
 
     assert sorted(frugal_chains.llama_index.__all__) == [
+        "BudgetNotAttachedWarning",
         "CachedLLM",
         "CascadeLLM",
+        "FrugalSettings",
+        "LLMNotAttachedWarning",
         "TokenBudgetHandler",
+        "configure",
     ]
+    assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
+    assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)
+    assert callable(frugal_chains.llama_index.configure)
     assert sorted(frugal_chains.langchain.__all__) == sorted(EXPECTED_LANGCHAIN)
     assert sorted(frugal_chains.budget.__all__) == sorted(EXPECTED_BUDGET)
     for name in frugal_chains.accounting.__all__:

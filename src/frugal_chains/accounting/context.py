@@ -17,21 +17,46 @@ from contextlib import contextmanager
 from frugal_chains import scopes
 from frugal_chains.accounting.usage import Attribution
 
-__all__ = ["attribute", "cascade_tier", "current_attribution", "current_tier"]
+__all__ = ["attribute", "cascade_tier", "current_attribution", "current_tier", "set_default_attribution"]
 
 _current: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
     "frugal_chains_attribution", default=None
 )
 _tier: contextvars.ContextVar[str | None] = contextvars.ContextVar("frugal_chains_tier", default=None)
+_default: Attribution | None = None
+"""The process-wide defaults under every :func:`attribute` block (set by ``frugal_chains.llama_index.configure``:
+LlamaIndex's ``Settings`` are process-wide too)."""
 
 
 def current_attribution() -> Attribution:
-    """The attribution set by the innermost :func:`attribute` block (empty outside any)."""
+    """The attribution set by the innermost :func:`attribute` block (empty outside any), over the process-wide
+    defaults, if any were set (``frugal_chains.llama_index.configure(feature=...)``)."""
     found = _current.get()
+    default = _default
     if found is None:
         scopes.unscoped("attribute")
-        return Attribution()
-    return found
+        return default if default is not None else Attribution()
+    return found if default is None else found.merged(default)
+
+
+def set_default_attribution(default: Attribution | None) -> Attribution | None:
+    """Set the process-wide defaults under every :func:`attribute` block (``None``: none); returns the previous
+    ones. Fields an ``attribute(...)`` block sets win.
+
+    Example:
+        >>> from frugal_chains import Attribution, attribute
+        >>> from frugal_chains.accounting.context import current_attribution, set_default_attribution
+        >>> previous = set_default_attribution(Attribution(feature="docs-qa", tenant_id="acme"))
+        >>> with attribute(feature="search"):
+        ...     a = current_attribution()
+        >>> a.feature, a.tenant_id
+        ('search', 'acme')
+        >>> set_default_attribution(previous).feature
+        'docs-qa'
+    """
+    global _default
+    previous, _default = _default, default
+    return previous
 
 
 @contextmanager

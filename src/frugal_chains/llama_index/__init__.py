@@ -1,4 +1,5 @@
-"""LlamaIndex adapters: budgets, the semantic cache and the cascading router.
+"""LlamaIndex adapters: budgets, the semantic cache and the cascading router, and :func:`configure` to put them
+all on ``Settings`` in one call.
 
 Needs ``llama-index-core``: ``pip install "frugal-chains[llama-index]"``.
 
@@ -18,11 +19,21 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
     ) from e
 
 from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
+from frugal_chains.llama_index.attachment import BudgetNotAttachedWarning, LLMNotAttachedWarning
 from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cascade import CascadeLLM
+from frugal_chains.llama_index.settings import FrugalSettings, configure
 
-__all__ = ["CachedLLM", "CascadeLLM", "TokenBudgetHandler"]
+__all__ = [
+    "BudgetNotAttachedWarning",
+    "CachedLLM",
+    "CascadeLLM",
+    "FrugalSettings",
+    "LLMNotAttachedWarning",
+    "TokenBudgetHandler",
+    "configure",
+]
 
 
 # Old names: one release with a DeprecationWarning naming the new one.

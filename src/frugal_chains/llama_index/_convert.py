@@ -32,6 +32,7 @@ from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayloa
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.accounting.usage import Usage
+from frugal_chains.llama_index.attachment import check_attached
 from frugal_chains.shared.sharing import NotPicklable
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
@@ -401,7 +402,9 @@ def wrapper_event(kind: str) -> Callable[[_F], _F]:
     event **ends without a response**. The LLMs it calls send their own events with their responses, so a handler
     that adds up LLM events (LlamaIndex's ``TokenCountingHandler``, which estimates any response without usage)
     counts each provider call once, and a cache hit (no call) not at all. No instrumentation LLM events are sent
-    for the wrapper either (its span still encloses the calls' events)."""
+    for the wrapper either (its span still encloses the calls' events). A budget handler on
+    ``Settings.callback_manager`` that the wrapper's manager lacks is warned about
+    (:class:`~frugal_chains.llama_index.BudgetNotAttachedWarning`)."""
 
     def wrap(f: _F) -> _F:
         if inspect.iscoroutinefunction(f):
@@ -409,6 +412,7 @@ def wrapper_event(kind: str) -> Callable[[_F], _F]:
             @functools.wraps(f)
             async def arun(self: Any, *args: Any, **kwargs: Any) -> Any:
                 manager = _manager_of(self)
+                check_attached(manager, self.class_name())
                 with manager.as_trace(kind):
                     event_id = manager.on_event_start(
                         CBEventType.LLM, payload=_start_payload(self, kind, args, kwargs)
@@ -432,6 +436,7 @@ def wrapper_event(kind: str) -> Callable[[_F], _F]:
         @functools.wraps(f)
         def run(self: Any, *args: Any, **kwargs: Any) -> Any:
             manager = _manager_of(self)
+            check_attached(manager, self.class_name())
             with manager.as_trace(kind):
                 event_id = manager.on_event_start(
                     CBEventType.LLM, payload=_start_payload(self, kind, args, kwargs)

@@ -68,6 +68,7 @@ from frugal_chains.accounting.usage import Attribution
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.budget.handler import GuardDriven
+from frugal_chains.llama_index import attachment
 from frugal_chains.llama_index._convert import openai_message, response_text, usage_of
 from frugal_chains.metadata import WRAPPER_KEY
 
@@ -309,6 +310,10 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         self.core = BudgetGuard.for_handler(guard, budgets, **options)
         self._calls: dict[str, _Call] = {}
         self._lock = threading.Lock()
+        self._wrapped: tuple[Any, ...] = ()
+        """LLMs ``configure()`` wrapped in ``_wrapper`` (a call made to one directly bypassed the wrapper)."""
+        self._wrapper = ""
+        attachment.install()  # warns when a handler on Settings.callback_manager misses a call
 
     # -- traces = tasks -----------------------------------------------------------------------------------------
     def start_trace(self, trace_id: str | None = None) -> None:
@@ -420,7 +425,10 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 prompt = payload.get(EventPayload.PROMPT)
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
             model, provider = _model_and_provider(serialized)
-            cap, choices = _output_cap(call_kwargs, serialized, _llm_instance(serialized))
+            instance = _llm_instance(serialized)
+            if outer is None and instance is not None and any(instance is w for w in self._wrapped):
+                attachment.warn_bypassed(self, model, self._wrapper)
+            cap, choices = _output_cap(call_kwargs, serialized, instance)
             plan = self.core.plan(
                 openai_messages,
                 model=model,

@@ -1,7 +1,8 @@
 """Where a budget handler must be attached in LlamaIndex (docs/llama_index.md, "Attach the handler where the host
 will keep it"): a query engine replaces the LLM's own callback manager with its own, so a handler put only on the
-LLM is not called inside the engine, while one on ``Settings.callback_manager`` (or the engine's) is. Pins the host
-behaviour the docs describe."""
+LLM is not called inside the engine, while one on ``Settings.callback_manager`` (or the engine's) is; one set on
+``Settings`` after the engine was built is not called either (and a warning says so), unless ``configure()`` added
+it to the manager the engine holds. Pins the host behaviour the docs describe."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 
 from frugal_chains import Budget, BudgetExceededError
-from frugal_chains.llama_index import TokenBudgetHandler
+from frugal_chains.llama_index import BudgetNotAttachedWarning, TokenBudgetHandler, configure
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +73,22 @@ def test_from_args_callback_manager_does_not_reach_the_synthesizer() -> None:
     )
     engine.query("What is the answer?")  # not refused: the handler never saw the call
     assert handler.ledger.records() == []
+
+
+def test_a_handler_set_on_settings_after_the_engine_was_built_is_not_called_and_warns() -> None:
+    """The engine keeps the manager it was built with: replacing ``Settings.callback_manager`` afterwards does
+    not reach it. The call is not refused, and a ``BudgetNotAttachedWarning`` says so."""
+    engine = index().as_query_engine(llm=MockLLM(max_tokens=32))
+    handler = refusing()
+    Settings.callback_manager = CallbackManager([handler])
+    with pytest.warns(BudgetNotAttachedWarning):
+        engine.query("What is the answer?")  # not refused
+    assert handler.ledger.records() == []
+
+
+def test_configure_after_the_engine_was_built_reaches_it() -> None:
+    """``configure()`` adds its handler to the manager the engine already holds."""
+    engine = index().as_query_engine(llm=MockLLM(max_tokens=32))
+    with configure(budgets=[Budget(max_tokens=10, scope="global")]), pytest.raises(BudgetExceededError):
+        engine.query("What is the answer?")
+    engine.query("What is the answer?")  # reset: the handler is gone again

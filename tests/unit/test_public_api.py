@@ -67,6 +67,7 @@ EXPECTED_CACHE = [
     "AnswerCache",
     "CacheEntry",
     "CacheRequest",
+    "CachePin",
     "CacheResult",
     "CacheScope",
     "CacheStats",

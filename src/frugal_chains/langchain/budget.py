@@ -5,7 +5,9 @@ How it works (see ``docs/budgets.md``):
 * ``on_chat_model_start`` / ``on_llm_start`` fire before LangChain's cache lookup and before the provider is
   called, outside LangChain's try block. The handler **reserves** the call's worst case there (estimated
   prompt tokens with a safety margin, plus the output cap) and raises ``BudgetExceededError`` if any budget
-  could be exceeded: the run aborts with nothing spent.
+  could be exceeded: the run aborts with nothing spent. Unless the call's answer is in the
+  :class:`~frugal_chains.langchain.SemanticCache` LangChain will look it up in: asked only for a refused call, that
+  cache then serves the answer at $0 with nothing reserved, or raises the refusal (``_cache_first``).
 * ``on_llm_end`` commits the actual usage (``usage_metadata``; else the provider's ``llm_output``; else an
   estimate, flagged on the record). A hit of LangChain's own LLM cache costs nothing: its reservation is
   released and a ``cache_hit`` record notes what it saved.

@@ -14,6 +14,10 @@ look its answers up by meaning, not by the exact bytes of the prompt:
   The cache writes its own ``cache_hit`` record with the USD saved (give it the ledger of your budgets), and
   :class:`~frugal_chains.langchain.TokenBudgetHandler` only releases that call's reservation.
 
+* A call its budget refused still gets the answer this cache holds, at $0 and with nothing reserved: the budget
+  handler asks the cache for it (only then), and the lookup serves exactly the entry found or raises the refusal
+  (see ``frugal_chains.langchain._cache_first``).
+
 LangChain does not cache ``stream()``/``astream()``; :class:`~frugal_chains.langchain.CachedChatModel` does.
 """
 

@@ -909,7 +909,8 @@ class AnswerCache(SharedService):
             if drop:
                 self._drop(hit.entry.id)
             return None
-        return CachePin(request=request, result=done[0], value=done[1])
+        result = replace(done[0], entry=replace(done[0].entry, vector=None))  # a held pin needs no vector
+        return CachePin(request=request, result=result, value=done[1])
 
     def _pinned_for(self, pin: CachePin[T], request: CacheRequest) -> bool:
         """True if ``request`` is the very request ``pin`` was probed for (partition with scope and version,

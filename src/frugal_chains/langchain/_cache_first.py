@@ -64,6 +64,8 @@ class Held:
     prompt: str
     llm_string: str
     refusal: BudgetExceededError
+    call: Any
+    """The ``invocation_params`` of the ``generate`` call (one object for all its runs)."""
 
 
 log = logging.getLogger("frugal_chains.budget")
@@ -165,17 +167,28 @@ def hold_cached_answer(
         found = _probe(messages, invocation_params)
     except Exception as e:  # the refusal stands: a probe that fails never lets a call through
         log.warning("frugal-chains: could not look for a cached answer to a refused call: %r", e)
-        return False
+        found = None
     if found is None:
+        _forget(invocation_params)
         return False
     cache, pin, prompt, llm_string = found
     # raised again by the lookup if it cannot serve the answer; its traceback would keep this call's frames alive
     refusal = refusal.with_traceback(None)
     with _lock:
-        _held[run_id] = Held(cache, pin, prompt, llm_string, refusal)
+        _held[run_id] = Held(cache, pin, prompt, llm_string, refusal, invocation_params)
         while len(_held) > _MAX_HELD:
             _held.popitem(last=False)
     return True
+
+
+def _forget(invocation_params: Any) -> None:
+    """This run is refused, which aborts its whole ``generate`` call: no lookup will take the answers held for the
+    call's other runs (a batch of conversations)."""
+    if not _held:
+        return
+    with _lock:
+        for run_id in [k for k, held in _held.items() if held.call is invocation_params]:
+            del _held[run_id]
 
 
 def held_for_caller() -> Held | None:

@@ -223,6 +223,15 @@ def test_a_batch_of_conversations_serves_each_cached_answer_under_one_generate()
     assert setup.records() == [("cache_hit", 0.0, "u1"), ("cache_hit", 0.0, "u1")]
 
 
+def test_a_batch_with_one_miss_is_refused_whole_and_holds_nothing() -> None:
+    setup = Setup("global")
+    with attribute(user_id="u1", tenant_id="acme"), pytest.raises(BudgetExceededError):
+        setup.model.generate([[HumanMessage(QUESTION)], [HumanMessage(OTHER)]], callbacks=[setup.handler])
+    assert setup.model.calls == []
+    assert setup.records() == []
+    assert not cache_first._held  # the first conversation's answer is not left held: no lookup will take it
+
+
 def test_an_entry_evicted_between_the_probe_and_the_lookup_is_still_served_as_pinned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Held", "held_for_caller", "hold_cached_answer"]
 
-_GENERATE: tuple[CodeType, ...] = (BaseChatModel.generate.__code__, BaseChatModel.agenerate.__code__)
-"""The frames that send ``on_chat_model_start`` and then look the call up (``stream`` never looks up)."""
 _WITH_CACHE: dict[CodeType, str] = {
+    # the frames that send on_chat_model_start and then look the call up (stream() never looks up), with the method
+    # they look it up in
     BaseChatModel.generate.__code__: "_generate_with_cache",
     BaseChatModel.agenerate.__code__: "_agenerate_with_cache",
 }
@@ -86,11 +86,11 @@ def _frame_of(
 
 
 def _normalize_messages() -> Any | None:
+    """LangChain's own message normaliser (what ``generate`` applies before the lookup); None if it moved: then no
+    answer is held and refused calls stay refused."""
     try:
         from langchain_core.language_models._utils import _normalize_messages as normalize
-    except (
-        ImportError
-    ):  # pragma: no cover - another langchain-core layout: no answer is held, the call is refused
+    except ImportError:  # pragma: no cover - another langchain-core layout
         return None
     return normalize
 

@@ -68,6 +68,7 @@ EXPECTED_CACHE = [
     "AnswerCache",
     "CacheEntry",
     "CacheRequest",
+    "CachePin",
     "CacheResult",
     "CacheScope",
     "CacheStats",

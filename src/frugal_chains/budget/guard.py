@@ -503,6 +503,29 @@ class BudgetGuard(SharedService):
             return self._ledger_down(res, e, maybe_landed=True)
         return self._after_reserve(res, result)
 
+    def reserve_unless_cached(
+        self, plan: CallPlan, cached: Callable[[BudgetExceededError], bool]
+    ) -> Reservation | None:
+        """:meth:`reserve`, except that a call a budget refuses goes ahead unreserved when its answer is already
+        held by a cache (a served answer costs nothing): ``cached(refusal)`` is asked only then, and must return
+        True only if the call's lookup will serve that answer or raise ``refusal``. Returns None for such a call.
+        The common path (a reservation that fits) costs exactly :meth:`reserve`.
+
+        Example:
+            >>> from frugal_chains import Budget, Price
+            >>> from frugal_chains.budget import BudgetGuard
+            >>> guard = BudgetGuard([Budget(max_usd=1e-9, scope="global")], prices={"m": Price(input=1, output=1)})
+            >>> plan = guard.plan([], model="m", max_output_tokens=100, input_tokens=10)
+            >>> guard.reserve_unless_cached(plan, lambda refusal: True) is None  # served from a cache
+            True
+        """
+        try:
+            return self.reserve(plan)
+        except BudgetExceededError as refusal:
+            if not cached(refusal):
+                raise
+            return None
+
     def _ttl(self) -> float:
         return self.reservation_ttl.total_seconds()
 

@@ -25,6 +25,7 @@ from frugal_chains._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from frugal_chains.cache.core import AnswerCache as AnswerCache
+    from frugal_chains.cache.core import CachePin as CachePin
     from frugal_chains.cache.core import CacheResult as CacheResult
     from frugal_chains.cache.core import CacheStats as CacheStats
     from frugal_chains.cache.embedded import EmbeddedIndex as EmbeddedIndex
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AnswerCache": ".core",
     "CacheEntry": ".index",
+    "CachePin": ".core",
     "CacheRequest": ".keys",
     "CacheResult": ".core",
     "CacheScope": ".scope",

@@ -32,11 +32,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
 from frugal_chains.cache.keys import CacheRequest
@@ -51,11 +51,12 @@ if TYPE_CHECKING:
     from frugal_chains.cache.guard import HitGuard, Verifier
     from frugal_chains.embeddings import Embedder
 
-__all__ = ["AnswerCache", "CacheResult", "CacheStats"]
+__all__ = ["AnswerCache", "CachePin", "CacheResult", "CacheStats"]
 
 log = logging.getLogger("frugal_chains.cache")
 
 T = TypeVar("T")
+R = TypeVar("R")
 Tier = Literal["exact", "semantic"]
 
 _IDS = re.compile(
@@ -98,6 +99,29 @@ class CacheResult:
     similarity: float
     saved_usd: float | None
     """What the original call cost; ``None`` when its model has no price (unknown, not $0)."""
+
+
+@dataclass(frozen=True)
+class CachePin(Generic[T]):
+    """An answer :meth:`AnswerCache.probe` found, held for the one lookup that serves it
+    (:meth:`AnswerCache.serve_pin`): a budget lets a call it refused go ahead only on such a pin.
+
+    Example:
+        >>> from frugal_chains.cache import AnswerCache, CacheRequest
+        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> cache = AnswerCache(embedder=FakeEmbeddings())
+        >>> cache.update(CacheRequest.from_prompt("Do you ship to Canada?"), "Yes.")
+        >>> pin = cache.probe(CacheRequest.from_prompt("do you ship to canada"))
+        >>> pin.result.answer, pin.result.tier
+        ('Yes.', 'exact')
+    """
+
+    request: CacheRequest
+    """The request probed, as the cache partitioned it."""
+    result: CacheResult
+    """The entry found (what serving it returns)."""
+    value: T | None
+    """What ``decode`` made of the answer (None without ``decode``)."""
 
 
 @dataclass(frozen=True)
@@ -663,6 +687,13 @@ class AnswerCache(SharedService):
         self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
     ) -> tuple[CacheResult, T | None] | None:
         """:meth:`lookup` that also returns what ``decode`` made of the answer (parsed once)."""
+        return self._find(request, lambda _request, hit, tier, now: self._serve(hit, tier, decode, now))
+
+    def _find(
+        self, request: CacheRequest, accept: Callable[[CacheRequest, Hit, Tier, float], R | None]
+    ) -> R | None:
+        """The first candidate ``accept`` takes (exact tier, then the semantic tier best first), counting a miss
+        when none is taken. What a lookup serves and a probe pins is found by this one search."""
         prepared = self._prepare(request)
         if prepared is None:
             return None
@@ -680,9 +711,9 @@ class AnswerCache(SharedService):
             return None
         self._ok(self._index_outage)
         if entry is not None and self._exact_ok(request, entry):
-            served = self._serve(Hit(entry, 1.0), "exact", decode, now)
-            if served is not None:
-                return served
+            taken = accept(request, Hit(entry, 1.0), "exact", now)
+            if taken is not None:
+                return taken
         if not self._semantic_wanted(request, reason) or self._backing_off(self._semantic_outage):
             self._miss()
             return None
@@ -699,9 +730,9 @@ class AnswerCache(SharedService):
             if self.verifier is not None and not self._verified(request, hit):
                 self._counters.add("guard_rejections")
                 continue
-            served = self._serve(hit, "semantic", decode, now)
-            if served is not None:
-                return served
+            taken = accept(request, hit, "semantic", now)
+            if taken is not None:
+                return taken
         self._counters.add("misses")
         return None
 
@@ -712,15 +743,22 @@ class AnswerCache(SharedService):
         if done is None:
             self._drop(hit.entry.id)
             return None
-        self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
-        if hit.entry.cost_usd is not None:
-            self._counters.add("saved_usd", hit.entry.cost_usd)
+        self._served(done[0], now)
+        return done
+
+    def _served(self, result: CacheResult, now: float) -> None:
+        """Count a served hit, mark its entry recently used and record it."""
+        self._count_hit(result)
         try:
-            self.index.touch(hit.entry.id, now)
+            self.index.touch(result.entry.id, now)
         except Exception as e:
             self._failed(self._index_outage, e)
-        self._record(done[0])
-        return done
+        self._record(result)
+
+    def _count_hit(self, result: CacheResult) -> None:
+        self._counters.add("hits_exact" if result.tier == "exact" else "hits_semantic")
+        if result.entry.cost_usd is not None:
+            self._counters.add("saved_usd", result.entry.cost_usd)
 
     def _drop(self, entry_id: str) -> None:
         try:
@@ -739,6 +777,18 @@ class AnswerCache(SharedService):
         self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
     ) -> tuple[CacheResult, T | None] | None:
         """Async :meth:`lookup_decoded`."""
+
+        async def serve(
+            _request: CacheRequest, hit: Hit, tier: Tier, now: float
+        ) -> tuple[CacheResult, T | None] | None:
+            return await self._aserve(hit, tier, decode, now)
+
+        return await self._afind(request, serve)
+
+    async def _afind(
+        self, request: CacheRequest, accept: Callable[[CacheRequest, Hit, Tier, float], Awaitable[R | None]]
+    ) -> R | None:
+        """Async :meth:`_find`."""
         prepared = self._prepare(request)
         if prepared is None:
             return None
@@ -756,9 +806,9 @@ class AnswerCache(SharedService):
             return None
         self._ok(self._index_outage)
         if entry is not None and self._exact_ok(request, entry):
-            served = await self._aserve(Hit(entry, 1.0), "exact", decode, now)
-            if served is not None:
-                return served
+            taken = await accept(request, Hit(entry, 1.0), "exact", now)
+            if taken is not None:
+                return taken
         if not self._semantic_wanted(request, reason) or self._backing_off(self._semantic_outage):
             self._miss()
             return None
@@ -775,9 +825,9 @@ class AnswerCache(SharedService):
             if self.verifier is not None and not await self._averified(request, hit):
                 self._counters.add("guard_rejections")
                 continue
-            served = await self._aserve(hit, "semantic", decode, now)
-            if served is not None:
-                return served
+            taken = await accept(request, hit, "semantic", now)
+            if taken is not None:
+                return taken
         self._counters.add("misses")
         return None
 
@@ -791,15 +841,110 @@ class AnswerCache(SharedService):
             except Exception as e:
                 self._failed(self._index_outage, e)
             return None
-        self._counters.add("hits_exact" if tier == "exact" else "hits_semantic")
-        if hit.entry.cost_usd is not None:
-            self._counters.add("saved_usd", hit.entry.cost_usd)
+        await self._aserved(done[0], now)
+        return done
+
+    async def _aserved(self, result: CacheResult, now: float) -> None:
+        """Async :meth:`_served`."""
+        self._count_hit(result)
         try:
-            await self.index.atouch(hit.entry.id, now)
+            await self.index.atouch(result.entry.id, now)
         except Exception as e:
             self._failed(self._index_outage, e)
-        await self._arecord(done[0])
-        return done
+        await self._arecord(result)
+
+    # -- probe and pin (answers for calls that cannot be paid for) --------------------------------------------
+    def probe(self, request: CacheRequest, *, decode: Callable[[str], T] | None = None) -> CachePin[T] | None:
+        """The answer a lookup of ``request`` would serve now, pinned for :meth:`serve_pin`, or None.
+
+        A probe runs every check of :meth:`lookup` (scope and tenant, partition, exact and semantic tiers, hit
+        guard, verifier, ``decode``) but serves nothing: no hit is counted or recorded until the pin is served.
+        A probe that finds nothing counts a miss, as a lookup would. Budget handlers probe only for a call its
+        budget refused: if the cache holds its answer, the call goes ahead with no reservation and its lookup
+        serves exactly the pinned entry (even if it was evicted or expired in between).
+
+        Example:
+            >>> from frugal_chains.cache import AnswerCache, CacheRequest
+            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> cache = AnswerCache(embedder=FakeEmbeddings())
+            >>> request = CacheRequest.from_prompt("What is the capital of France?")
+            >>> cache.probe(request) is None
+            True
+            >>> cache.update(request, "Paris")
+            >>> pin = cache.probe(request)
+            >>> cache.stats.hits, cache.serve_pin(pin, request)[0].answer, cache.stats.hits
+            (0, 'Paris', 1)
+        """
+        return self._find(
+            request, lambda partitioned, hit, tier, _now: self._pin(partitioned, hit, tier, decode)
+        )
+
+    async def aprobe(
+        self, request: CacheRequest, *, decode: Callable[[str], T] | None = None
+    ) -> CachePin[T] | None:
+        """Async :meth:`probe`."""
+
+        async def pin(partitioned: CacheRequest, hit: Hit, tier: Tier, _now: float) -> CachePin[T] | None:
+            found = self._pin(partitioned, hit, tier, decode, drop=False)
+            if found is None and decode is not None:
+                try:
+                    await self.index.adelete([hit.entry.id])
+                except Exception as e:
+                    self._failed(self._index_outage, e)
+            return found
+
+        return await self._afind(request, pin)
+
+    def _pin(
+        self,
+        request: CacheRequest,
+        hit: Hit,
+        tier: Tier,
+        decode: Callable[[str], T] | None,
+        *,
+        drop: bool = True,
+    ) -> CachePin[T] | None:
+        done = self._decode(hit, tier, decode)
+        if done is None:
+            if drop:
+                self._drop(hit.entry.id)
+            return None
+        result = replace(done[0], entry=replace(done[0].entry, vector=None))  # a held pin needs no vector
+        return CachePin(request=request, result=result, value=done[1])
+
+    def _pinned_for(self, pin: CachePin[T], request: CacheRequest) -> bool:
+        """True if ``request`` is the very request ``pin`` was probed for (partition with scope and version,
+        question); anything else is not served from it."""
+        if not isinstance(pin, CachePin):
+            raise ConfigurationError(
+                f"pin must be a CachePin from probe(), got {type(pin).__name__}", field="pin"
+            )
+        mine = self._partition(request)
+        return (mine.partition, mine.question, mine.semantic) == (
+            pin.request.partition,
+            pin.request.question,
+            pin.request.semantic,
+        )
+
+    def serve_pin(self, pin: CachePin[T], request: CacheRequest) -> tuple[CacheResult, T | None] | None:
+        """Serve the entry :meth:`probe` pinned, counted and recorded as a hit; None when ``request`` is not the
+        request it was probed for (the caller must then treat the call as not served).
+
+        The pinned entry is served as probed, even if the index evicted or expired it in between: the caller
+        let a call through on the strength of that answer."""
+        if not self._pinned_for(pin, request):
+            return None
+        self._served(pin.result, time.time())
+        return pin.result, pin.value
+
+    async def aserve_pin(
+        self, pin: CachePin[T], request: CacheRequest
+    ) -> tuple[CacheResult, T | None] | None:
+        """Async :meth:`serve_pin`."""
+        if not self._pinned_for(pin, request):
+            return None
+        await self._aserved(pin.result, time.time())
+        return pin.result, pin.value
 
     # -- accounting ------------------------------------------------------------------------------------------
     def _hit_record(self, result: CacheResult) -> CallRecord:

@@ -5,7 +5,9 @@ How it works (see ``docs/budgets.md``):
 * ``on_chat_model_start`` / ``on_llm_start`` fire before LangChain's cache lookup and before the provider is
   called, outside LangChain's try block. The handler **reserves** the call's worst case there (estimated
   prompt tokens with a safety margin, plus the output cap) and raises ``BudgetExceededError`` if any budget
-  could be exceeded: the run aborts with nothing spent.
+  could be exceeded: the run aborts with nothing spent. Unless the call's answer is in the
+  :class:`~frugal_chains.langchain.SemanticCache` LangChain will look it up in: asked only for a refused call, that
+  cache then serves the answer at $0 with nothing reserved, or raises the refusal (``_cache_first``).
 * ``on_llm_end`` commits the actual usage (``usage_metadata``; else the provider's ``llm_output``; else an
   estimate, flagged on the record). A hit of LangChain's own LLM cache costs nothing: its reservation is
   released and a ``cache_hit`` record notes what it saved.
@@ -26,7 +28,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -49,7 +51,8 @@ from frugal_chains.accounting.usage import Attribution, Price, Usage
 from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.budget.handler import GuardDriven
-from frugal_chains.errors import ConfigurationError
+from frugal_chains.errors import BudgetExceededError, ConfigurationError
+from frugal_chains.langchain._cache_first import hold_cached_answer
 from frugal_chains.metadata import TIER_KEY, WRAPPER_KEY, cache_status
 
 __all__ = ["TokenBudgetHandler", "budget_scope", "is_wrapper_run", "usage_from_message"]
@@ -291,6 +294,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         kwargs: Mapping[str, Any],
         prompt_caching: bool = False,
         chat: bool = True,
+        cached: Callable[[BudgetExceededError], bool] | None = None,
     ) -> None:
         root = self._enter(run_id, parent_run_id)
         metadata = metadata or {}
@@ -310,10 +314,12 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 attribution=self._attribution(root, metadata, tags),
                 prompt_caching=prompt_caching or None,
             )
-            res = self.core.reserve(plan)
+            res = self.core.reserve(plan) if cached is None else self.core.reserve_unless_cached(plan, cached)
         except BaseException:
             self._exit(run_id)  # LangChain sends no end event for a run refused at its start
             raise
+        if res is None:
+            return  # refused, but its cache holds the answer and serves it at $0: nothing reserved, nothing to settle
         batch_size = kwargs.get("batch_size")
         tier = metadata.get(TIER_KEY)
         with self._lock:
@@ -341,7 +347,11 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             openai_messages.extend(convert_to_openai_messages(batch))
         # convert_to_openai_messages drops cache_control markers: look for them on the original messages
         caching = _asks_prompt_caching(messages, kwargs.get("invocation_params") or {})
-        self._start(serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs, caching)
+        # a refused call goes ahead if LangChain's cache (a SemanticCache) holds its answer: see _cache_first
+        cached = functools.partial(hold_cached_answer, run_id, messages, kwargs.get("invocation_params"))
+        self._start(
+            serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs, caching, cached=cached
+        )
 
     def on_llm_start(
         self,

@@ -14,6 +14,10 @@ look its answers up by meaning, not by the exact bytes of the prompt:
   The cache writes its own ``cache_hit`` record with the USD saved (give it the ledger of your budgets), and
   :class:`~frugal_chains.langchain.TokenBudgetHandler` only releases that call's reservation.
 
+* A call its budget refused still gets the answer this cache holds, at $0 and with nothing reserved: the budget
+  handler asks the cache for it (only then), and the lookup serves exactly the entry found or raises the refusal
+  (see ``frugal_chains.langchain._cache_first``).
+
 LangChain does not cache ``stream()``/``astream()``; :class:`~frugal_chains.langchain.CachedChatModel` does.
 """
 
@@ -44,9 +48,10 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
 from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
-from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
+from frugal_chains.cache.core import AnswerCache, CachePin, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.langchain._cache_first import Held, held_for_caller
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import cache_status, mark_cache_hit
 from frugal_chains.shared.sharing import SharedService
@@ -333,8 +338,17 @@ class SemanticCache(SharedService, BaseCache):
 
     # -- BaseCache -----------------------------------------------------------------------------------------
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """The cached generations for ``prompt`` under ``llm_string``, or None."""
+        """The cached generations for ``prompt`` under ``llm_string``, or None.
+
+        Raises:
+            BudgetExceededError: the budget refused this call and let it through only for the answer
+                held for it, which this lookup cannot serve (it is not the request that was probed).
+        """
+        held = held_for_caller()
         request, chat, _messages = _parse_prompt(prompt, llm_string)
+        if held is not None:
+            served = self._served_pin(held, request, prompt, llm_string)
+            return _mark_hit(served[1], served[0], chat=chat)
         found = self._core.lookup_decoded(request, decode=_decode_generations)
         if found is None or found[1] is None:
             return None
@@ -342,11 +356,45 @@ class SemanticCache(SharedService, BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async :meth:`lookup`."""
+        held = held_for_caller()
         request, chat, _messages = _parse_prompt(prompt, llm_string)
+        if held is not None:
+            served = await self._aserved_pin(held, request, prompt, llm_string)
+            return _mark_hit(served[1], served[0], chat=chat)
         found = await self._core.alookup_decoded(request, decode=_decode_generations)
         if found is None or found[1] is None:
             return None
         return _mark_hit(found[1], found[0], chat=chat)
+
+    # -- answers held for calls a budget refused (see frugal_chains.langchain._cache_first) -----------------------
+    def _pin(self, prompt: str, llm_string: str) -> CachePin[list[Generation]] | None:
+        """The answer a lookup of ``prompt`` would serve now, pinned (nothing served or counted as a hit yet)."""
+        request, _chat, _messages = _parse_prompt(prompt, llm_string)
+        pin = self._core.probe(request, decode=_decode_generations)
+        return pin if pin is not None and pin.value else None
+
+    def _held_pin(self, held: Held, prompt: str, llm_string: str) -> CachePin[list[Generation]]:
+        if held.cache is not self or prompt != held.prompt or llm_string != held.llm_string:
+            raise held.refusal  # not the lookup the answer was held for: the call must not reach the model
+        return held.pin
+
+    def _served_pin(
+        self, held: Held, request: CacheRequest, prompt: str, llm_string: str
+    ) -> tuple[CacheResult, list[Generation]]:
+        """The held answer, served; else the refusal, raised."""
+        found = self._core.serve_pin(self._held_pin(held, prompt, llm_string), request)
+        if found is None or not found[1]:
+            raise held.refusal
+        return found[0], found[1]
+
+    async def _aserved_pin(
+        self, held: Held, request: CacheRequest, prompt: str, llm_string: str
+    ) -> tuple[CacheResult, list[Generation]]:
+        """Async :meth:`_served_pin`."""
+        found = await self._core.aserve_pin(self._held_pin(held, prompt, llm_string), request)
+        if found is None or not found[1]:
+            raise held.refusal
+        return found[0], found[1]
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations LangChain got for ``prompt``. Empty answers and answers this cache served are

@@ -31,12 +31,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_prices(args: argparse.Namespace) -> int:
     from frugal_chains.accounting import litellm_price
+    from frugal_chains.accounting.pricing import similar_models
 
     status = 0
     for model in args.models:
         p = litellm_price(model)
         if p is None:
-            print(f"{model}: no price in LiteLLM's map (pass prices={{...}} to price it)", file=sys.stderr)
+            close = similar_models(model)
+            hint = f" did you mean {' or '.join(close)}?" if close else ""
+            print(
+                f"{model}: no price in LiteLLM's map;{hint} (pass prices={{...}} to price it)",
+                file=sys.stderr,
+            )
             status = 1
             continue
         print(

@@ -26,12 +26,12 @@ arithmetic, not by its topic. The cascade built on it is measured by ``benchmark
 
 Example:
     >>> from frugal_chains.routing import TrainedVerifier
-    >>> from frugal_chains.testing import FakeEmbeddings
+    >>> from frugal_chains.testing import HashEmbeddings
     >>> questions = [f"What is {i} + {i}?" for i in range(1, 21)]
     >>> answers = [f"{i} + {i} = {2 * i}. The answer is {2 * i}." if i % 2 else f"I think it is {i}.{i}"
     ...            for i in range(1, 21)]
     >>> labels = [i % 2 for i in range(1, 21)]
-    >>> verifier = TrainedVerifier.fit(questions, answers, labels, embedder=FakeEmbeddings())
+    >>> verifier = TrainedVerifier.fit(questions, answers, labels, embedder=HashEmbeddings())
     >>> verifier.score("What is 30 + 30?", "30 + 30 = 60. The answer is 60.") > 0.5
     True
     >>> verifier.score("What is 30 + 30?", "I think it is 30.5") < 0.5
@@ -334,11 +334,11 @@ class TrainedVerifier:
 
     Example:
         >>> from frugal_chains.routing import GateContext, TierAnswer, TrainedVerifier
-        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> from frugal_chains.testing import HashEmbeddings
         >>> qs = [f"How many legs do {n} cats have?" for n in range(2, 22)]
         >>> good = [f"{n} x 4 = {4 * n}. The answer is {4 * n}." for n in range(2, 22)]
         >>> bad = ["I'm not sure, maybe a lot." for n in range(2, 22)]
-        >>> v = TrainedVerifier.fit(qs + qs, good + bad, [1] * 20 + [0] * 20, embedder=FakeEmbeddings())
+        >>> v = TrainedVerifier.fit(qs + qs, good + bad, [1] * 20 + [0] * 20, embedder=HashEmbeddings())
         >>> ctx = GateContext(messages=[{"role": "user", "content": "How many legs do 30 cats have?"}],
         ...                   answer=TierAnswer(text="30 x 4 = 120. The answer is 120."), tier="cheap",
         ...                   tier_index=0, n_tiers=2)
@@ -461,8 +461,8 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> TrainedVerifier.fit(["q1", "q2"], ["a", "b"], [1, 1], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> TrainedVerifier.fit(["q1", "q2"], ["a", "b"], [1, 1], embedder=HashEmbeddings())
             Traceback (most recent call last):
                 ...
             frugal_chains.errors.ConfigurationError: labels must contain both classes (1 = good, 0 = not), got only 1
@@ -593,9 +593,9 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["2+2?", "3+3?", "4+4?", "5+5?"], ["4", "I don't know", "8", "not sure"],
-            ...                         [1, 0, 1, 0], embedder=FakeEmbeddings())
+            ...                         [1, 0, 1, 0], embedder=HashEmbeddings())
             >>> 0.0 <= v.score([{"role": "user", "content": "6+6?"}], "12") <= 1.0
             True
         """
@@ -616,9 +616,9 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["a?", "b?", "c?", "d?"], ["yes. #### 1", "unsure", "no. #### 0", "hmm"],
-            ...                         [1, 0, 1, 0], embedder=FakeEmbeddings())
+            ...                         [1, 0, 1, 0], embedder=HashEmbeddings())
             >>> len(v.score_many(["e?", "f?"], ["#### 2", "hmm"], batch_size=1))
             2
         """
@@ -634,8 +634,8 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=HashEmbeddings())
             >>> v.with_threshold(0.8).threshold, v.threshold
             (0.8, 0.5)
         """
@@ -687,14 +687,14 @@ class TrainedVerifier:
         Example:
             >>> from frugal_chains import ConfigurationError
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["a", "b", "c", "d"], ["x", "y", "z", "w"], [1, 0, 1, 0],
-            ...                         embedder=FakeEmbeddings())
-            >>> w = TrainedVerifier.from_json(v.to_json(), embedder=FakeEmbeddings())
+            ...                         embedder=HashEmbeddings())
+            >>> w = TrainedVerifier.from_json(v.to_json(), embedder=HashEmbeddings())
             >>> abs(w.score("a", "x") - v.score("a", "x")) < 1e-6
             True
             >>> try:
-            ...     TrainedVerifier.from_json(v.to_json(), embedder=FakeEmbeddings(dim=32))
+            ...     TrainedVerifier.from_json(v.to_json(), embedder=HashEmbeddings(dim=32))
             ... except ConfigurationError as e:
             ...     print(e.field)
             embedder
@@ -759,11 +759,11 @@ class TrainedVerifier:
         Example:
             >>> import tempfile, os
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=FakeEmbeddings(), threshold=0.6)
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=HashEmbeddings(), threshold=0.6)
             >>> path = os.path.join(tempfile.mkdtemp(), "verifier.json")
             >>> v.save(path)
-            >>> TrainedVerifier.load(path, embedder=FakeEmbeddings()).threshold
+            >>> TrainedVerifier.load(path, embedder=HashEmbeddings()).threshold
             0.6
         """
         Path(path).write_text(self.to_json(), encoding="utf-8")

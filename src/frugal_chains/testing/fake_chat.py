@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -48,6 +47,7 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from frugal_chains.accounting.tokens import count_message_tokens
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.testing._schema import fill_schema as _fill
 
 __all__ = ["AnsweringChatModel", "FakeToolCallingChatModel", "FakeUsageChatModel"]
 
@@ -366,10 +366,6 @@ def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, 
     return {}
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
-
-
 class FakeToolCallingChatModel(FakeUsageChatModel):
     """A :class:`FakeUsageChatModel` that calls tools the way a provider does, for tests of wrappers and agents.
 
@@ -539,35 +535,3 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
             return None
         named = [t for name, t in by_name.items() if name in prompt]
         return named[0] if named else tools[0]
-
-
-def _fill(schema: dict[str, Any], prompt: str) -> Any:
-    """A value for a JSON schema taken from ``prompt``: numbers, then quoted strings, then the prompt itself."""
-    numbers = iter(_NUMBER.findall(prompt))
-    quoted = iter(a or b for a, b in _QUOTED.findall(prompt))
-    defs = schema.get("$defs") or schema.get("definitions") or {}
-
-    def value(spec: dict[str, Any]) -> Any:
-        ref = spec.get("$ref")
-        if isinstance(ref, str):
-            spec = defs.get(ref.rsplit("/", 1)[-1], {})
-        options = spec.get("anyOf") or spec.get("oneOf")
-        if options:
-            spec = next((o for o in options if o.get("type") != "null"), options[0])
-        if "enum" in spec:
-            return spec["enum"][0]
-        kind = spec.get("type")
-        if kind == "object" or "properties" in spec:
-            return {key: value(sub) for key, sub in (spec.get("properties") or {}).items()}
-        if kind == "array":
-            return [value(spec.get("items") or {})]
-        if kind in ("integer", "number"):
-            found = next(numbers, "0")
-            return int(float(found)) if kind == "integer" else float(found)
-        if kind == "boolean":
-            return True
-        if kind == "null":
-            return None
-        return next(quoted, None) or prompt or "fake"
-
-    return value(schema)

@@ -66,13 +66,13 @@ class TrainedScorer:
 
     Example:
         >>> from frugal_chains.routing import TrainedScorer
-        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> from frugal_chains.testing import HashEmbeddings
         >>> easy = [f"what is the capital of country {i}" for i in range(20)]
         >>> hard = [f"prove the theorem about prime gaps number {i} rigorously" for i in range(20)]
-        >>> scorer = TrainedScorer.fit(easy + hard, [0] * 20 + [1] * 20, embedder=FakeEmbeddings(dim=64))
+        >>> scorer = TrainedScorer.fit(easy + hard, [0] * 20 + [1] * 20, embedder=HashEmbeddings(dim=64))
         >>> scorer.score("what is the capital of country 99") < 0.5 < scorer.score("prove the theorem on prime gaps")
         True
-        >>> again = TrainedScorer.from_json(scorer.to_json(), embedder=FakeEmbeddings(dim=64))
+        >>> again = TrainedScorer.from_json(scorer.to_json(), embedder=HashEmbeddings(dim=64))
         >>> again.score("hello") == scorer.score("hello")
         True
     """
@@ -212,9 +212,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> s = TrainedScorer.fit(["hi", "hello", "prove it", "derive it", "a proof"], [0, 0, 2, 1, 2],
-            ...                       embedder=FakeEmbeddings())
+            ...                       embedder=HashEmbeddings())
             >>> len(s.boundary_scores("prove this"))
             2
         """
@@ -238,9 +238,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> s = TrainedScorer.fit(["hi", "hello", "prove it", "derive it"], [0, 0, 1, 1],
-            ...                       embedder=FakeEmbeddings())
+            ...                       embedder=HashEmbeddings())
             >>> many = s.score_many(["hi", "prove it"])
             >>> [round(v, 9) for v in many] == [round(s.score("hi"), 9), round(s.score("prove it"), 9)]
             True
@@ -296,9 +296,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> convs = [[{"role": "user", "content": "hi"}], "thanks!", "prove Fermat's last theorem", "derive E=mc^2"]
-            >>> TrainedScorer.fit(convs, [0, 0, 1, 1], embedder=FakeEmbeddings()).n_tiers
+            >>> TrainedScorer.fit(convs, [0, 0, 1, 1], embedder=HashEmbeddings()).n_tiers
             2
         """
         import numpy as np
@@ -481,11 +481,11 @@ class TrainedScorer:
         Example:
             >>> import os, tempfile
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> s = TrainedScorer.fit(["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> s = TrainedScorer.fit(["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=HashEmbeddings())
             >>> path = os.path.join(tempfile.mkdtemp(), "scorer.json")
             >>> s.save(path)
-            >>> TrainedScorer.load(path, embedder=FakeEmbeddings()).score("hey") == s.score("hey")
+            >>> TrainedScorer.load(path, embedder=HashEmbeddings()).score("hey") == s.score("hey")
             True
         """
         try:

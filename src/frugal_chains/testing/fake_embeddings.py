@@ -18,7 +18,10 @@ from frugal_chains.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
+    from langchain_core.embeddings import Embeddings as _LangChainEmbeddings
     from numpy.typing import NDArray
+else:  # at run time a virtual subclass (registered below when langchain-core is installed)
+    _LangChainEmbeddings = object
 
 __all__ = ["HashEmbeddings"]
 
@@ -47,7 +50,7 @@ def _features(text: str) -> list[tuple[str, float]]:
     return feats
 
 
-class HashEmbeddings:
+class HashEmbeddings(_LangChainEmbeddings):
     """A deterministic embedding model for tests: no model, no download, microseconds.
 
     One object for every side of your app: our :class:`~frugal_chains.embeddings.Embedder` (``embed``/``aembed``,

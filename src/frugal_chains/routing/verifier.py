@@ -46,10 +46,11 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from frugal_chains._progress import progress_bar, wants_progress
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.gates.common import tool_calls_key
 from frugal_chains.routing.gates.extract import FINAL_MARKER, find_numbers
@@ -440,6 +441,7 @@ class TrainedVerifier:
         l2: float = 1.0,
         embedding_l2: float = 100.0,
         batch_size: int = 64,
+        progress: bool | None = None,
     ) -> TrainedVerifier:
         """Fit on labelled outcomes: ``labels[i]`` is 1 when ``answers[i]`` was a good enough answer to
         ``questions[i]``, else 0.
@@ -454,6 +456,8 @@ class TrainedVerifier:
             l2: L2 penalty of the final model (on standardised features), >= 0.
             embedding_l2: L2 penalty of the stacked embedding model, >= 0 (it has ``3 * dim + 1`` features).
             batch_size: texts per embedding call, >= 1.
+            progress: a progress bar on stderr (embedding, then the fits): ``None`` (default) when stderr is a
+                terminal, ``True`` always, ``False`` never.
 
         Raises:
             ConfigurationError: lengths differ, labels are not 0/1 or only one class, a value out of range (names
@@ -501,25 +505,30 @@ class TrainedVerifier:
 
         from frugal_chains.embeddings import as_embedder, default_embedder
 
+        wants_progress(progress)  # a bad value fails before the work
         emb = as_embedder(embedder) if embedder is not None else default_embedder()
         q_texts = [_question_text(q) for q in q_list]
         a_texts = [_answer_text(a) for a in a_list]
-        block = _embedding_block(*cls._embed(emb, q_texts, a_texts, batch_size))
-        cheap = np.asarray(
-            [answer_features(q, a) for q, a in zip(q_texts, a_texts, strict=True)], dtype=np.float64
-        )
-
         k = min(_INNER_FOLDS, n_pos, len(y) - n_pos)
-        embedding_model: Logistic | None = None
-        stacked = np.zeros(len(y))
-        if k >= 2:
-            folds = _stratified_folds(y, k)
-            for f in range(k):
-                train = folds != f
-                inner = fit_logistic(block[train], y[train], l2=float(embedding_l2))
-                stacked[~train] = _logit(inner.predict(block[~train]))
-            embedding_model = fit_logistic(block, y, l2=float(embedding_l2))
-        final = fit_logistic(np.hstack([cheap, block[:, -1:], stacked[:, None]]), y, l2=float(l2))
+        total = 2 * math.ceil(len(q_texts) / batch_size) + (k + 2 if k >= 2 else 1)
+        with progress_bar("training the answer verifier", total, progress=progress) as advance:
+            block = _embedding_block(*cls._embed(emb, q_texts, a_texts, batch_size, advance))
+            cheap = np.asarray(
+                [answer_features(q, a) for q, a in zip(q_texts, a_texts, strict=True)], dtype=np.float64
+            )
+            embedding_model: Logistic | None = None
+            stacked = np.zeros(len(y))
+            if k >= 2:
+                folds = _stratified_folds(y, k)
+                for f in range(k):
+                    train = folds != f
+                    inner = fit_logistic(block[train], y[train], l2=float(embedding_l2))
+                    stacked[~train] = _logit(inner.predict(block[~train]))
+                    advance(1)
+                embedding_model = fit_logistic(block, y, l2=float(embedding_l2))
+                advance(1)
+            final = fit_logistic(np.hstack([cheap, block[:, -1:], stacked[:, None]]), y, l2=float(l2))
+            advance(1)
         verifier = cls(
             model=final,
             embedding_model=embedding_model,
@@ -553,14 +562,20 @@ class TrainedVerifier:
 
     @staticmethod
     def _embed(
-        emb: Embedder, q_texts: list[str], a_texts: list[str], batch_size: int
+        emb: Embedder,
+        q_texts: list[str],
+        a_texts: list[str],
+        batch_size: int,
+        advance: Callable[[int], None] | None = None,
     ) -> tuple[NDArray[Any], NDArray[Any]]:
         import numpy as np
 
         def run(texts: list[str]) -> NDArray[Any]:
-            parts = [
-                np.asarray(emb.embed(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)
-            ]
+            parts = []
+            for i in range(0, len(texts), batch_size):
+                parts.append(np.asarray(emb.embed(texts[i : i + batch_size])))
+                if advance is not None:
+                    advance(1)
             return np.vstack(parts).astype(np.float64)
 
         return run(q_texts), run(a_texts)

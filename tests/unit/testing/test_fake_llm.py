@@ -157,3 +157,16 @@ def test_testing_imports_without_llama_index() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "frugal-chains[llama-index]" in out.stdout
+
+
+def test_works_without_langchain() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('langchain_core', 'langchain', 'langgraph', 'langchain_tests'):\n"
+        "    sys.modules[name] = None\n"
+        "from frugal_chains.testing import FakeUsageLLM, HashEmbeddings\n"
+        "print(FakeUsageLLM(responses='ok').complete('hi').text, len(HashEmbeddings().for_llama_index()"
+        ".get_text_embedding('hi')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ok", "64"]

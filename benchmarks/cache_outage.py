@@ -3,7 +3,7 @@
 The cache is built the way docs/cache.md shows for Redis, ``AnswerCache(index=RedisIndex(url))``, with the
 index's default 1 s socket timeout, and driven by a simple app loop: for each request, ``lookup``; on a miss the
 app "calls the model" (``--gap-ms``, a sleep that is not counted) and ``update`` stores the answer. The
-embedder is ``FakeEmbeddings`` (microseconds), so the figures are the backend's cost alone. Backends:
+embedder is ``HashEmbeddings`` (microseconds), so the figures are the backend's cost alone. Backends:
 
 * **hung**: a loopback TCP listener that accepts connections and never replies (a Redis that is stuck, a
   half-open connection, a firewall that drops packets after the handshake): each call that reaches it waits
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal_chains.cache import AnswerCache, CacheRequest, CacheScope, RedisIndex
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = 20  # distinct questions, asked in turn: once each is stored, a healthy cache serves it
@@ -194,7 +194,7 @@ class Driver:
     def __init__(self, url: str, backoff: float | None, name: str) -> None:
         self.index = RedisIndex(url, name=name)
         kwargs: dict[str, Any] = {} if backoff is None else {"outage_backoff": backoff}
-        self.cache = AnswerCache(index=self.index, embedder=FakeEmbeddings(dim=64), **kwargs)
+        self.cache = AnswerCache(index=self.index, embedder=HashEmbeddings(dim=64), **kwargs)
         self.scope = CacheScope()
         self._reached = False
         for method in ("get_exact", "search", "add"):

@@ -2,7 +2,8 @@
 
 Subcommands: ``demo`` (budgets and the cache with fake models; no keys, no servers),
 ``prices MODEL...`` (what a model costs per million tokens, from LiteLLM's map offline),
-``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs).
+``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs;
+a progress bar on stderr when it is a terminal, ``--progress``/``--no-progress`` to choose).
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_prices(args: argparse.Namespace) -> int:
     from frugal_chains.accounting import litellm_price
+    from frugal_chains.accounting.pricing import similar_models
 
     status = 0
     for model in args.models:
         p = litellm_price(model)
         if p is None:
-            print(f"{model}: no price in LiteLLM's map (pass prices={{...}} to price it)", file=sys.stderr)
+            close = similar_models(model)
+            hint = f" did you mean {' or '.join(close)}?" if close else ""
+            print(
+                f"{model}: no price in LiteLLM's map;{hint} (pass prices={{...}} to price it)",
+                file=sys.stderr,
+            )
             status = 1
             continue
         print(
@@ -58,6 +65,7 @@ def _cmd_cache_tune(args: argparse.Namespace) -> int:
             pairs,
             guard=None if args.no_guard else HitGuard(),
             target_precision=args.target_precision,
+            progress=args.progress,
         )
     except (ConfigurationError, OSError) as e:
         print(f"frugal-chains cache tune: {e}", file=sys.stderr)
@@ -112,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--step", type=int, default=5, help="print every STEP-th point of the curve (default 5)"
     )
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
+    tune.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: when stderr is a terminal)",
+    )
     tune.set_defaults(func=_cmd_cache_tune)
 
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ Response"), and an error we raise while a call runs must reach the caller. Catch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -85,16 +86,31 @@ class UnknownModelPriceError(ConfigurationError):
         ... except UnknownModelPriceError as e:
         ...     print(e.model)
         my-llama
+        >>> try:
+        ...     PriceBook().price_for("gpt4o")
+        ... except UnknownModelPriceError as e:
+        ...     print(e.did_you_mean[0])
+        gpt-4o
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, did_you_mean: Sequence[str] = ()) -> None:
+        hint = f" Did you mean {' or '.join(repr(m) for m in did_you_mean)}?" if did_you_mean else ""
         super().__init__(
-            f"No price is known for model {model!r}. Pass prices={{{model!r}: Price(input=..., output=...)}} "
+            f"No price is known for model {model!r}.{hint} Pass prices={{{model!r}: Price(input=..., output=...)}} "
             "(USD per million tokens), or unknown_model='warn' to price unknown models at fallback_price "
             "with a warning.",
             field="prices",
         )
         self.model = model
+        self.did_you_mean = list(did_you_mean)
+        """Priced model names close to ``model`` (a likely typo), closest first; empty when none is close."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing, task queues)
+        return (_rebuild_unknown_model_price_error, (self.model, tuple(self.did_you_mean)))
+
+
+def _rebuild_unknown_model_price_error(model: str, did_you_mean: Sequence[str]) -> UnknownModelPriceError:
+    return UnknownModelPriceError(model, did_you_mean=did_you_mean)
 
 
 class BudgetExceededError(FrugalChainsError):

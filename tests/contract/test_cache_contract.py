@@ -10,7 +10,7 @@ from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache, cache_scope
 from frugal_chains.cache.replay import replay_pieces
 from frugal_chains.metadata import cache_status
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.test_cascade_contract import ok
 from tests.contract.wings import MODES, PRICES, Observation, Target, Wing, cheap, cost, pieces
 
@@ -20,7 +20,7 @@ STREAMS = ("stream", "astream")
 
 
 def new_cache() -> AnswerCache:
-    return AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    return AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
 
 
 def served(wing: Wing, obs: Observation) -> None:

@@ -12,7 +12,7 @@ import pytest
 from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.metadata import cache_status
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import MODES, PRICES, Wing, cheap
 
 ANSWER = "Paris is the capital of France ."
@@ -25,7 +25,7 @@ class Utf8Embeddings:
     model = "utf8-fake"
 
     def __init__(self) -> None:
-        self._fake = FakeEmbeddings()
+        self._fake = HashEmbeddings()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         return [

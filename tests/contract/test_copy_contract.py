@@ -13,7 +13,7 @@ from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.metadata import cache_status
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.test_budget_contract import ROOMY, TINY, spent
 from tests.contract.wings import PRICES, Target, Wing, cheap, strong
 
@@ -28,7 +28,7 @@ def twin_of(target: Target) -> Target:
 
 
 def test_a_deep_copied_cache_wrapper_reads_and_writes_the_same_cache(wing: Wing, mode: str) -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
     target = wing.cached(cheap(ANSWER, "Madrid is the capital of Spain ."), cache)
     target.ask("invoke", QUESTION)
     twin = twin_of(target)

@@ -24,7 +24,7 @@ from frugal_chains import (
 )
 from frugal_chains.cache import AnswerCache
 from frugal_chains.routing import LLMJudgeGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import Observation, Script, Target, Wing, cheap, strong
 
 ROOMY = Budget(max_usd=1.0, scope="global")
@@ -42,9 +42,9 @@ class NoVectors:
 
 # (the failing call's first provider, budget, cache embedder) -> (error, field)
 CASES: dict[str, tuple[Script, Budget, Callable[[], Any], type[FrugalChainsError], str | None]] = {
-    "unpriced": (Script("unpriced-1"), ROOMY, FakeEmbeddings, UnknownModelPriceError, "prices"),
-    "refused": (cheap(), TINY, FakeEmbeddings, BudgetExceededError, None),
-    "uncapped": (cheap(max_tokens=None), ROOMY, FakeEmbeddings, ConfigurationError, "max_tokens"),
+    "unpriced": (Script("unpriced-1"), ROOMY, HashEmbeddings, UnknownModelPriceError, "prices"),
+    "refused": (cheap(), TINY, HashEmbeddings, BudgetExceededError, None),
+    "uncapped": (cheap(max_tokens=None), ROOMY, HashEmbeddings, ConfigurationError, "max_tokens"),
     "embedder": (cheap(), ROOMY, NoVectors, ConfigurationError, "embedder"),
 }
 BUILDS = ("plain", "cascade", "cached")

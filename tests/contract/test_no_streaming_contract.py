@@ -14,7 +14,7 @@ from frugal_chains.cache import AnswerCache
 from frugal_chains.cache.replay import replay_pieces
 from frugal_chains.metadata import cache_status
 from frugal_chains.routing import GateContext, GateResult, RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.test_cascade_contract import ok, routed
 from tests.contract.wings import MODES, PRICES, Observation, Wing, cheap, cost, strong, without_streaming
 
@@ -81,7 +81,7 @@ def test_a_live_tier_without_streaming_is_shown_whole(wing: Wing, mode: str) -> 
 
 
 def new_cache() -> AnswerCache:
-    return AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    return AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
 
 
 @pytest.mark.parametrize("then", MODES)

@@ -31,7 +31,7 @@ from frugal_chains.cache import AnswerCache, cache_scope
 from frugal_chains.errors import BudgetExceededError
 from frugal_chains.metadata import cache_status
 from frugal_chains.scopes import _reset_warnings
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import PRICES, Observation, Target, Wing, cheap
 
 ANSWER = "Paris is the capital of France ."
@@ -128,7 +128,7 @@ def test_the_helpers_carry_the_tenant_and_its_budget_holds(
 
 # -- tenant cache partitions ----------------------------------------------------------------------------------
 def tenant_cache() -> AnswerCache:
-    return AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES, tenant_required=True)
+    return AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES, tenant_required=True)
 
 
 def test_a_tenant_required_cache_refuses_a_call_whose_tenant_stayed_behind(wing: Wing, mode: str) -> None:

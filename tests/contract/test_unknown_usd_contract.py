@@ -10,7 +10,7 @@ import pytest
 from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import PRICES, Script, Wing, routed_extra
 
 SMALL, LARGE = "house-small-1", "house-large-1"
@@ -42,7 +42,7 @@ def test_a_cascade_of_unpriced_tiers_reports_its_usd_as_unknown(wing: Wing, mode
 
 def test_a_cache_over_an_unpriced_model_saves_an_unknown_amount(wing: Wing, mode: str) -> None:
     question, answer = "What is the capital of France?", "Paris is the capital of France ."
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
     target = wing.cached(Script(SMALL, (answer,)), cache)
     miss = target.ask(mode, question)
     assert miss.error is None, repr(miss.error)

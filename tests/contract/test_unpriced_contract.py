@@ -14,7 +14,7 @@ from frugal_chains import Budget, SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.errors import BudgetExceededError
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.test_cascade_contract import routed
 from tests.contract.wings import PRICES, Script, Target, Wing
 
@@ -95,7 +95,7 @@ def test_a_cascade_of_unpriced_tiers_commits_each_call_in_tokens(wing: Wing, mod
 
 def test_a_cache_wrapper_over_an_unpriced_model(wing: Wing, mode: str) -> None:
     s = small("Paris is the capital of France .")
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
     target = wing.cached(s, cache, budgets=[TOKENS])
     miss = target.ask(mode, "What is the capital of France?")
     assert miss.error is None, repr(miss.error)

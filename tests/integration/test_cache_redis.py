@@ -16,7 +16,7 @@ import redis
 from frugal_chains.cache import AnswerCache, CacheEntry, CacheRequest, cache_scope
 from frugal_chains.cache.redis_index import RedisIndex
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -33,7 +33,7 @@ def make_cache(index: RedisIndex, **kw: Any) -> AnswerCache:
     # the fake embedder shares words, not meaning: a low threshold lets a paraphrase with shared words through
     kw.setdefault("threshold", 0.5)
     kw.setdefault("outage_backoff", 0)  # these tests restart the server and expect the next call to try it
-    return AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)
+    return AnswerCache(index=index, embedder=HashEmbeddings(), **kw)
 
 
 def vec(seed: int, dim: int = 8) -> np.ndarray:
@@ -395,7 +395,7 @@ def test_existing_index_sets_the_dimension(redis_url: str, index: RedisIndex) ->
     third = RedisIndex(redis_url)
     try:
         with pytest.raises(ConfigurationError):  # AnswerCache lets a configuration error through
-            make_cache(third).update(q(QUESTION), "x")  # FakeEmbeddings() gives 64 dimensions
+            make_cache(third).update(q(QUESTION), "x")  # HashEmbeddings() gives 64 dimensions
     finally:
         third.close()
 

@@ -15,7 +15,7 @@ import pytest
 
 from frugal_chains.cache import AnswerCache, CacheRequest
 from frugal_chains.cache.redis_index import RedisIndex
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -121,7 +121,7 @@ class _Clock:
 
 def hung_cache(proxy: HangingProxy) -> tuple[AnswerCache, RedisIndex, _Clock]:
     index = RedisIndex(proxy.url, socket_timeout=0.3)
-    cache = AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5)
+    cache = AnswerCache(index=index, embedder=HashEmbeddings(), threshold=0.5)
     clock = _Clock()
     # the back-offs' time source (index, semantic path): no test waits for a window to pass
     cache._index_outage.backoff.clock = cache._semantic_outage.backoff.clock = clock
@@ -178,7 +178,7 @@ class _Utf8Embeddings:
     model = "utf8-fake"
 
     def __init__(self) -> None:
-        self._fake = FakeEmbeddings()
+        self._fake = HashEmbeddings()
 
     def embed_documents(self, texts: Any) -> list[list[float]]:
         return [

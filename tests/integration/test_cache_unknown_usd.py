@@ -13,7 +13,7 @@ import redis
 from frugal_chains.accounting import SQLiteLedger, Usage
 from frugal_chains.cache import AnswerCache, CacheRequest
 from frugal_chains.cache.redis_index import RedisIndex
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.integration.test_cache_index_contract import Backend, backend  # noqa: F401 (the fixture)
 
 UNPRICED = "house-small-1"  # in no price map
@@ -27,11 +27,11 @@ def q(text: str) -> CacheRequest:
 
 def test_an_unpriced_answer_is_stored_and_served_with_an_unknown_saving(backend: Backend) -> None:  # noqa: F811
     ledger = SQLiteLedger()
-    writer = AnswerCache(index=backend.index, embedder=FakeEmbeddings(), ledger=ledger)
+    writer = AnswerCache(index=backend.index, embedder=HashEmbeddings(), ledger=ledger)
     writer.update(q("What is your return policy?"), "30 days", model=UNPRICED, usage=USAGE)
     writer.update(q("Do you ship to Canada?"), "Yes", model="gpt-4o", usage=USAGE)
     reader_index = backend.index if backend.kind == "memory" else backend.make()  # another process
-    reader = AnswerCache(index=reader_index, embedder=FakeEmbeddings(), ledger=ledger)
+    reader = AnswerCache(index=reader_index, embedder=HashEmbeddings(), ledger=ledger)
     hit = reader.lookup(q("What is your return policy?"))
     assert (
         hit is not None and hit.answer == "30 days" and hit.entry.cost_usd is None and hit.saved_usd is None
@@ -54,7 +54,7 @@ def test_redis_rows_written_by_earlier_versions_still_read(redis_url: str) -> No
     index = RedisIndex(redis_url, name="unknown_usd")
     raw = redis.Redis.from_url(redis_url)
     try:
-        cache = AnswerCache(index=index, embedder=FakeEmbeddings())
+        cache = AnswerCache(index=index, embedder=HashEmbeddings())
         questions = ("old zero?", "old missing?", "new unknown?")
         for question in questions:
             cache.update(q(question), question.upper(), model=UNPRICED, usage=USAGE)

@@ -18,14 +18,14 @@ from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel
 from frugal_chains.metadata import cache_status
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "How long is the refund window for shoes?"
 PARAPHRASE = "how long is the refund window for shoes please"
 
 
 def redis_cache(url: str, name: str | None = None, **kwargs: Any) -> SemanticCache:
-    kwargs.setdefault("embedder", FakeEmbeddings())
+    kwargs.setdefault("embedder", HashEmbeddings())
     return SemanticCache.from_redis(url, name=name or f"t{uuid.uuid4().hex[:12]}", **kwargs)
 
 

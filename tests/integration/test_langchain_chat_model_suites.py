@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from frugal_chains.cache import AnswerCache
 from frugal_chains.langchain import CascadeChatModel
 from frugal_chains.langchain.cached_model import CachedChatModel
-from frugal_chains.testing import FakeEmbeddings, FakeToolCallingChatModel
+from frugal_chains.testing import FakeToolCallingChatModel, HashEmbeddings
 
 ONE_RUN_PER_CALL = (
     "a wrapper's inner model call is its own chat-model child run (so callbacks and budgets see the provider "
@@ -43,7 +43,7 @@ def cascade_params() -> dict[str, Any]:
 def cached_params() -> dict[str, Any]:
     return {
         "model": FakeToolCallingChatModel(model="gpt-4o-mini", output_tokens=12, cache_read_tokens=3),
-        "cache": AnswerCache(embedder=FakeEmbeddings()),
+        "cache": AnswerCache(embedder=HashEmbeddings()),
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 from frugal_chains import ConfigurationError
 from frugal_chains.embeddings import default_embedder
 from frugal_chains.routing import LabelledOutcome, TrainedScorer, calibrate
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 EASY_TEMPLATES = [
     "What is the capital of {}?",
@@ -99,7 +99,7 @@ def test_round_trip_and_embedder_check(tmp_path: Path, scorer: TrainedScorer) ->
     texts = prompts(EASY_TEMPLATES[:1], TEST_SUBJECTS_EASY) + prompts(HARD_TEMPLATES[:1], TEST_SUBJECTS_HARD)
     assert loaded.score_many(texts) == scorer.score_many(texts)
     with pytest.raises(ConfigurationError) as e:
-        TrainedScorer.load(path, embedder=FakeEmbeddings(dim=384))
+        TrainedScorer.load(path, embedder=HashEmbeddings(dim=384))
     assert e.value.field == "embedder"
 
 

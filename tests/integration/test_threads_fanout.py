@@ -32,7 +32,7 @@ from frugal_chains.cache.redis_index import RedisIndex
 from frugal_chains.langchain import CachedChatModel, budget_scope
 from frugal_chains.metadata import entry
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 TENANTS = ("acme", "globex")
 QUESTIONS = [f"What is the shipping time to zone {n}?" for n in ("north", "south", "east", "west")]
@@ -71,7 +71,7 @@ def make(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[...,
 
     def build(**kw: Any) -> AnswerCache:
         index = RedisIndex(url, name=f"fanout{len(made)}") if url is not None else None
-        cache = AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)
+        cache = AnswerCache(index=index, embedder=HashEmbeddings(), **kw)
         made.append(cache)
         return cache
 

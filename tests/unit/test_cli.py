@@ -51,6 +51,15 @@ def test_prices(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prices", "no-such-model"]) == 1
 
 
+def test_prices_suggests_close_model_names(capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["prices", "gpt4o"]) == 1
+    err = capsys.readouterr().err
+    assert "gpt4o: no price" in err and "did you mean gpt-4o" in err
+    assert main(["prices", "zzqx-nothing-like-it"]) == 1
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_cache_tune(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
     rows = [
         ("How do I reset a password?", "How can I reset a password?", 1),

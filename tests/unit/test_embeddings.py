@@ -1,4 +1,4 @@
-"""The Embedder protocol, FakeEmbeddings, as_embedder adapters and MiniLMEmbedder's input checks (no model run)."""
+"""The Embedder protocol, HashEmbeddings, as_embedder adapters and MiniLMEmbedder's input checks (no model run)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from frugal_chains.embeddings import (
     default_embedder,
 )
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 
 def _norms(v: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -35,11 +35,11 @@ def _norms(v: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# FakeEmbeddings
+# HashEmbeddings
 
 
 def test_fake_shape_dtype_unit_rows() -> None:
-    emb = FakeEmbeddings(dim=64)
+    emb = HashEmbeddings(dim=64)
     v = emb.embed(["How do I reset my password?", "", "!!!", "a"])
     assert v.shape == (4, 64)
     assert v.dtype == np.float32
@@ -50,13 +50,13 @@ def test_fake_shape_dtype_unit_rows() -> None:
 
 
 def test_fake_is_deterministic_across_instances_and_normalises_case_and_spaces() -> None:
-    a = FakeEmbeddings(dim=32).embed(["Where is my order #123?"])
-    b = FakeEmbeddings(dim=32).embed(["  where IS my   order #123 ?"])
+    a = HashEmbeddings(dim=32).embed(["Where is my order #123?"])
+    b = HashEmbeddings(dim=32).embed(["  where IS my   order #123 ?"])
     np.testing.assert_array_equal(a, b)
 
 
 def test_fake_paraphrase_closer_than_unrelated() -> None:
-    v = FakeEmbeddings().embed(
+    v = HashEmbeddings().embed(
         ["How do I reset my password?", "How can I reset my password", "Best pizza restaurants in Rome"]
     )
     assert v[0] @ v[1] > 0.7
@@ -64,15 +64,15 @@ def test_fake_paraphrase_closer_than_unrelated() -> None:
 
 
 def test_fake_dims_differ_in_name() -> None:
-    assert FakeEmbeddings(dim=16).name != FakeEmbeddings(dim=32).name
+    assert HashEmbeddings(dim=16).name != HashEmbeddings(dim=32).name
 
 
 def test_fake_empty_list() -> None:
-    assert FakeEmbeddings(dim=16).embed([]).shape == (0, 16)
+    assert HashEmbeddings(dim=16).embed([]).shape == (0, 16)
 
 
 async def test_fake_aembed_equals_embed() -> None:
-    emb = FakeEmbeddings()
+    emb = HashEmbeddings()
     texts = ["one", "two words", "three little words"]
     np.testing.assert_array_equal(await emb.aembed(texts), emb.embed(texts))
     assert emb.calls == 2
@@ -81,14 +81,14 @@ async def test_fake_aembed_equals_embed() -> None:
 @pytest.mark.parametrize("dim", [0, 7, -1, 8.5, True, "64"])
 def test_fake_bad_dim(dim: Any) -> None:
     with pytest.raises(ConfigurationError) as e:
-        FakeEmbeddings(dim=dim)
+        HashEmbeddings(dim=dim)
     assert e.value.field == "dim"
 
 
 @pytest.mark.parametrize("texts", ["a single string", ["ok", 3]])
 def test_fake_bad_texts(texts: Any) -> None:
     with pytest.raises(ConfigurationError) as e:
-        FakeEmbeddings().embed(texts)
+        HashEmbeddings().embed(texts)
     assert e.value.field == "texts"
 
 
@@ -142,7 +142,7 @@ class LIEmbedding:
 
 
 def test_as_embedder_passes_embedders_through() -> None:
-    fake = FakeEmbeddings()
+    fake = HashEmbeddings()
     assert as_embedder(fake) is fake
     assert as_embedder(fake, name="fake-hash-64") is fake
     adapted = as_embedder(LCEmbeddings())
@@ -151,7 +151,7 @@ def test_as_embedder_passes_embedders_through() -> None:
 
 def test_as_embedder_refuses_to_rename_an_embedder() -> None:
     with pytest.raises(ConfigurationError) as e:
-        as_embedder(FakeEmbeddings(), name="other")
+        as_embedder(HashEmbeddings(), name="other")
     assert e.value.field == "name"
 
 
@@ -227,7 +227,7 @@ def test_zero_vector_stays_finite() -> None:
     assert np.isfinite(v).all()
 
 
-@pytest.mark.parametrize("obj", [object(), "text-embedding-3-small", None, 42, FakeEmbeddings.embed])
+@pytest.mark.parametrize("obj", [object(), "text-embedding-3-small", None, 42, HashEmbeddings.embed])
 def test_unusable_objects_raise_configuration_error(obj: object) -> None:
     with pytest.raises(ConfigurationError) as e:
         as_embedder(obj)

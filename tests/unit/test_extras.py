@@ -69,8 +69,8 @@ def test_core_imports_without_langchain_core() -> None:
 
 def test_testing_fakes_without_langchain_core() -> None:
     out = _run(
-        "from frugal_chains.testing import FakeEmbeddings\n"
-        "print(FakeEmbeddings(dim=16).embed(['hello']).shape[1])\n"
+        "from frugal_chains.testing import HashEmbeddings\n"
+        "print(HashEmbeddings(dim=16).embed(['hello']).shape[1])\n"
         "for name in ('FakeUsageChatModel', 'ReplayChatModel', 'ReplayEntry'):\n"
         "    try:\n"
         "        exec(f'from frugal_chains.testing import {name}')\n"

@@ -142,9 +142,10 @@ def test_cache_exports_pinned() -> None:
     for name in EXPECTED_CACHE:
         assert getattr(frugal_chains.cache, name) is not None
     assert sorted(frugal_chains.testing.__all__) == [
-        "FakeEmbeddings",
         "FakeToolCallingChatModel",
         "FakeUsageChatModel",
+        "FakeUsageLLM",
+        "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
     ]

@@ -25,7 +25,7 @@ from frugal_chains import (
 )
 from frugal_chains.accounting import current_attribution
 from frugal_chains.cache import AnswerCache, CacheRequest, CacheScope, current_cache_scope
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 T = TypeVar("T")
 
@@ -134,7 +134,7 @@ def test_a_call_in_a_plain_thread_warns_once_naming_the_fix(
 
 
 def test_a_tenantless_cache_lookup_in_a_plain_thread_warns() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     with cache_scope(tenant_id="acme"):
         cache.update(CacheRequest.from_prompt("What are your opening hours?"), "9 to 5.")
         found, caught = recorded(
@@ -230,7 +230,7 @@ def test_a_forked_child_forgets_the_scopes_of_threads_that_did_not_follow() -> N
 def test_a_tenant_required_cache_neither_serves_nor_stores_without_a_tenant(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), tenant_required=True)
+    cache = AnswerCache(embedder=HashEmbeddings(), tenant_required=True)
     question = "What is your refund window?"
     with cache_scope(tenant_id="acme"):
         cache.update(CacheRequest.from_prompt(question), "30 days.")
@@ -254,7 +254,7 @@ def test_a_tenant_required_cache_neither_serves_nor_stores_without_a_tenant(
 
 
 def test_the_default_cache_still_serves_the_unscoped_partition() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     cache.update(CacheRequest.from_prompt("Hours?"), "9 to 5.")
     assert cache.skip_reason(CacheRequest.from_prompt("Hours?")) is None
     assert cache.lookup(CacheRequest.from_prompt("Hours?")) is not None
@@ -262,14 +262,14 @@ def test_the_default_cache_still_serves_the_unscoped_partition() -> None:
 
 def test_tenant_required_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(embedder=FakeEmbeddings(), tenant_required="yes")  # type: ignore[arg-type]
+        AnswerCache(embedder=HashEmbeddings(), tenant_required="yes")  # type: ignore[arg-type]
     assert e.value.field == "tenant_required"
 
 
 def test_langchain_semantic_cache_passes_tenant_required_to_the_core() -> None:
     from frugal_chains.langchain import SemanticCache
 
-    cache = SemanticCache(embedder=FakeEmbeddings(), tenant_required=True)
+    cache = SemanticCache(embedder=HashEmbeddings(), tenant_required=True)
     with cache_scope(tenant_id="acme"):
         cache.update("What are your hours?", "llm-a", [_generation("9 to 5.")])
         assert cache.lookup("What are your hours?", "llm-a") is not None

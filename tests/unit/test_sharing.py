@@ -13,7 +13,7 @@ import pytest
 from frugal_chains import Budget, SQLiteLedger
 from frugal_chains.cache import AnswerCache, EmbeddedIndex
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 
 def _lc_handler() -> Any:
@@ -29,7 +29,7 @@ def _li_handler() -> Any:
 
 
 def _answer_cache() -> Any:
-    return AnswerCache(embedder=FakeEmbeddings())
+    return AnswerCache(embedder=HashEmbeddings())
 
 
 def _semantic_cache() -> Any:

@@ -15,6 +15,7 @@ default) or, with ``unknown_model="warn"``, logs one warning per model and is ch
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.util
 import json
@@ -23,7 +24,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from frugal_chains.accounting.usage import Price, Usage
@@ -157,6 +158,33 @@ def _candidates(model: str, provider: str | None) -> list[str]:
     return names
 
 
+def similar_models(
+    model: str, known: Sequence[str] = (), *, n: int = 3, use_litellm: bool = True
+) -> list[str]:
+    """Priced model names that look like ``model`` (a typo, a missing dash): ``known`` (your own prices) and
+    LiteLLM's map, closest first. Only computed when a name is not found, so it costs nothing on the happy path.
+
+    Example:
+        >>> from frugal_chains.accounting.pricing import similar_models
+        >>> similar_models("gpt4o")[0]
+        'gpt-4o'
+    """
+    names = set(known)
+    try:
+        if not use_litellm:
+            raise ImportError
+        names.update(
+            k for k, v in _cost_map().items() if isinstance(v, Mapping) and "input_cost_per_token" in v
+        )
+    except ImportError:  # no LiteLLM: only the caller's names
+        pass
+    by_lower: dict[str, str] = {}
+    for name in sorted(names):
+        by_lower.setdefault(name.lower(), name)
+    found = difflib.get_close_matches(model.lower(), list(by_lower), n=n, cutoff=0.75)
+    return [by_lower[f] for f in found]
+
+
 def litellm_price(model: str, provider: str | None = None) -> Price | None:
     """The price LiteLLM's map gives a model, or ``None``.
 
@@ -272,7 +300,8 @@ class PriceBook:
         if price is not None:
             return price, True
         if self.unknown_model == "raise":
-            raise UnknownModelPriceError(model)
+            hints = similar_models(model, list(self._prices), use_litellm=self.use_litellm)
+            raise UnknownModelPriceError(model, did_you_mean=hints)
         with self._lock:
             first = model not in self._warned
             self._warned.add(model)

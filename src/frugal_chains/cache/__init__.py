@@ -6,8 +6,8 @@ Adapters: :class:`frugal_chains.langchain.SemanticCache` (a LangChain ``BaseCach
 
 Example:
     >>> from frugal_chains.cache import AnswerCache, CacheRequest, cache_scope
-    >>> from frugal_chains.testing import FakeEmbeddings
-    >>> cache = AnswerCache(embedder=FakeEmbeddings())
+    >>> from frugal_chains.testing import HashEmbeddings
+    >>> cache = AnswerCache(embedder=HashEmbeddings())
     >>> with cache_scope(tenant_id="acme"):
     ...     cache.update(CacheRequest.from_prompt("What is your return policy?"), "30 days.")
     ...     print(cache.lookup(CacheRequest.from_prompt("What is your return policy?")).answer)

@@ -85,8 +85,8 @@ class CacheResult:
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
-        >>> from frugal_chains.testing import FakeEmbeddings
-        >>> cache = AnswerCache(embedder=FakeEmbeddings())
+        >>> from frugal_chains.testing import HashEmbeddings
+        >>> cache = AnswerCache(embedder=HashEmbeddings())
         >>> cache.update(CacheRequest.from_prompt("What is the capital of France?"), "Paris")
         >>> hit = cache.lookup(CacheRequest.from_prompt("what is the capital of france"))
         >>> hit.answer, hit.tier
@@ -304,8 +304,8 @@ class AnswerCache(SharedService):
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
-        >>> from frugal_chains.testing import FakeEmbeddings
-        >>> cache = AnswerCache(embedder=FakeEmbeddings(), guard=False, threshold=0.5)
+        >>> from frugal_chains.testing import HashEmbeddings
+        >>> cache = AnswerCache(embedder=HashEmbeddings(), guard=False, threshold=0.5)
         >>> cache.update(CacheRequest.from_prompt("How do I reset the password?"), "Settings > Security.")
         >>> cache.lookup(CacheRequest.from_prompt("How can I reset the password?")).tier
         'semantic'

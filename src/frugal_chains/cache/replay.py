@@ -54,8 +54,8 @@ def relay(
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> cache = AnswerCache(embedder=FakeEmbeddings())
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+        >>> cache = AnswerCache(embedder=HashEmbeddings())
         >>> request = CacheRequest.from_prompt("Capital of France?", llm_string="m")
         >>> "".join(relay(cache, request, iter(["Par", "is"]), lambda seen: ("".join(seen), "m", None)))
         'Paris'

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from frugal_chains._progress import progress_bar, wants_progress
 from frugal_chains.cache.guard import FEATURE_NAMES, HitGuard, PairModel, pair_features
 from frugal_chains.cache.normalize import normalize
 from frugal_chains.errors import ConfigurationError
@@ -241,9 +242,15 @@ def _coerce(pairs: Iterable[LabelledPair | Sequence[Any]]) -> list[LabelledPair]
 
 
 def pair_similarities(
-    pairs: Sequence[LabelledPair], embedder: Embedder, *, batch_size: int = 64
+    pairs: Sequence[LabelledPair],
+    embedder: Embedder,
+    *,
+    batch_size: int = 64,
+    progress: bool | None = False,
 ) -> np.ndarray:
     """Cosine similarity of each pair's normalised texts (embedded in batches, each distinct text once).
+
+    ``progress``: a bar on stderr over the batches (``None``: when stderr is a terminal).
 
     Example:
         >>> import numpy as np
@@ -258,10 +265,13 @@ def pair_similarities(
 
     texts = sorted({normalize(t) for p in pairs for t in (p.text_a, p.text_b)}, key=len)
     index = {t: i for i, t in enumerate(texts)}
-    chunks = [
-        np.asarray(embedder.embed(texts[i : i + batch_size]), dtype=np.float32)
-        for i in range(0, len(texts), batch_size)
-    ]
+    chunks = []
+    with progress_bar(
+        "embedding the pairs", math.ceil(len(texts) / batch_size), progress=progress
+    ) as advance:
+        for i in range(0, len(texts), batch_size):
+            chunks.append(np.asarray(embedder.embed(texts[i : i + batch_size]), dtype=np.float32))
+            advance(1)
     vecs = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
     ia = np.array([index[normalize(p.text_a)] for p in pairs])
     ib = np.array([index[normalize(p.text_b)] for p in pairs])
@@ -277,6 +287,7 @@ def tune_threshold(
     target_precision: float = 0.9,
     thresholds: Sequence[float] | None = None,
     similarities: Sequence[float] | None = None,
+    progress: bool | None = None,
 ) -> TuningResult:
     """Precision / hit-rate curve over thresholds, and the threshold reaching ``target_precision``.
 
@@ -287,6 +298,8 @@ def tune_threshold(
         target_precision: the wanted precision, in (0, 1].
         thresholds: the thresholds to evaluate (default 0.50, 0.51, ... 0.99).
         similarities: precomputed cosine similarities, one per pair (skips embedding).
+        progress: a progress bar on stderr while the pairs are embedded and the guard checks them: ``None``
+            (default) when stderr is a terminal, ``True`` always, ``False`` never.
 
     Returns:
         A :class:`TuningResult`: the threshold with the highest hit rate among those reaching the target
@@ -298,6 +311,7 @@ def tune_threshold(
     import numpy as np
 
     rows = _coerce(pairs)
+    wants_progress(progress)  # a bad value fails before the work
     if not 0.0 < target_precision <= 1.0:
         raise ConfigurationError(
             f"target_precision must be in (0, 1], got {target_precision!r}.", field="target_precision"
@@ -319,12 +333,14 @@ def tune_threshold(
             from frugal_chains.embeddings import default_embedder
 
             embedder = default_embedder()
-        sims = pair_similarities(rows, embedder).astype(np.float64)
+        sims = pair_similarities(rows, embedder, progress=progress).astype(np.float64)
     if guard is not None:
-        ok = np.array(
-            [guard.check(p.text_a, p.text_b, float(s)).ok for p, s in zip(rows, sims, strict=True)],
-            dtype=bool,
-        )
+        checked = []
+        with progress_bar("checking the pairs with the hit guard", len(rows), progress=progress) as advance:
+            for p, s in zip(rows, sims, strict=True):
+                checked.append(guard.check(p.text_a, p.text_b, float(s)).ok)
+                advance(1)
+        ok = np.array(checked, dtype=bool)
     else:
         ok = np.ones(len(rows), dtype=bool)
     grid = list(thresholds) if thresholds is not None else [round(0.5 + 0.01 * i, 2) for i in range(50)]

@@ -41,8 +41,8 @@ a similarity threshold alone is never enough, which is why the cache also runs a
 
 Example:
     >>> from frugal_chains.embeddings import Embedder, as_embedder
-    >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-    >>> emb = as_embedder(FakeEmbeddings(dim=32))
+    >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+    >>> emb = as_embedder(HashEmbeddings(dim=32))
     >>> isinstance(emb, Embedder), emb.name, emb.embed(["hello world"]).shape
     (True, 'fake-hash-32', (1, 32))
 """

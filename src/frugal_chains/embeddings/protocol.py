@@ -28,8 +28,8 @@ class Embedder(Protocol):
 
     Example:
         >>> from frugal_chains.embeddings import Embedder
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> isinstance(FakeEmbeddings(), Embedder)
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+        >>> isinstance(HashEmbeddings(), Embedder)
         True
     """
 

@@ -278,8 +278,8 @@ class SemanticCache(SharedService, BaseCache):
         >>> from langchain_core.globals import set_llm_cache
         >>> from frugal_chains.langchain.cache import SemanticCache
         >>> from frugal_chains.testing import FakeUsageChatModel
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> cache = SemanticCache(embedder=FakeEmbeddings(), threshold=0.6)
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+        >>> cache = SemanticCache(embedder=HashEmbeddings(), threshold=0.6)
         >>> model = FakeUsageChatModel(responses=["30 days.", "(a second, paid call)"], cache=cache)
         >>> model.invoke("How long is the refund window for shoes?").content
         '30 days.'

@@ -132,9 +132,9 @@ class CachedChatModel(ChildRunStreamingModel):
         >>> from frugal_chains.langchain.cached_model import CachedChatModel
         >>> from frugal_chains.cache import AnswerCache
         >>> from frugal_chains.testing import FakeUsageChatModel
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
         >>> inner = FakeUsageChatModel(responses=["Paris is the capital of France.", "(paid again)"])
-        >>> model = CachedChatModel(model=inner, cache=AnswerCache(embedder=FakeEmbeddings()))
+        >>> model = CachedChatModel(model=inner, cache=AnswerCache(embedder=HashEmbeddings()))
         >>> model.invoke("What is the capital of France?").content
         'Paris is the capital of France.'
         >>> chunks = list(model.stream("what is the capital of france"))
@@ -424,8 +424,8 @@ def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None =
         >>> from frugal_chains.langchain.cache import SemanticCache
         >>> from frugal_chains.langchain.cached_model import with_cache
         >>> from frugal_chains.testing import FakeUsageChatModel
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> model = with_cache(FakeUsageChatModel(responses=["Yes."]), SemanticCache(embedder=FakeEmbeddings()))
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+        >>> model = with_cache(FakeUsageChatModel(responses=["Yes."]), SemanticCache(embedder=HashEmbeddings()))
         >>> _ = model.invoke("Do you ship to Canada?")
         >>> model.invoke("Do you ship to Canada?").response_metadata["frugal"]["cache"]["status"]
         'hit'

@@ -245,8 +245,8 @@ class CachedLLM(SharesCallbacks, LLM):
         >>> from llama_index.core.llms.mock import MockLLM
         >>> from frugal_chains.cache import AnswerCache
         >>> from frugal_chains.llama_index.cached_llm import CachedLLM
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> llm = CachedLLM(llm=MockLLM(), cache=AnswerCache(embedder=FakeEmbeddings()))
+        >>> from frugal_chains.testing.fake_embeddings import HashEmbeddings
+        >>> llm = CachedLLM(llm=MockLLM(), cache=AnswerCache(embedder=HashEmbeddings()))
         >>> llm.complete("Which plans include SSO?").text  # MockLLM echoes the prompt
         'Which plans include SSO?'
         >>> hit = llm.complete("which plans include SSO")

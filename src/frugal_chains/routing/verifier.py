@@ -26,12 +26,12 @@ arithmetic, not by its topic. The cascade built on it is measured by ``benchmark
 
 Example:
     >>> from frugal_chains.routing import TrainedVerifier
-    >>> from frugal_chains.testing import FakeEmbeddings
+    >>> from frugal_chains.testing import HashEmbeddings
     >>> questions = [f"What is {i} + {i}?" for i in range(1, 21)]
     >>> answers = [f"{i} + {i} = {2 * i}. The answer is {2 * i}." if i % 2 else f"I think it is {i}.{i}"
     ...            for i in range(1, 21)]
     >>> labels = [i % 2 for i in range(1, 21)]
-    >>> verifier = TrainedVerifier.fit(questions, answers, labels, embedder=FakeEmbeddings())
+    >>> verifier = TrainedVerifier.fit(questions, answers, labels, embedder=HashEmbeddings())
     >>> verifier.score("What is 30 + 30?", "30 + 30 = 60. The answer is 60.") > 0.5
     True
     >>> verifier.score("What is 30 + 30?", "I think it is 30.5") < 0.5
@@ -46,10 +46,11 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from frugal_chains._progress import progress_bar, wants_progress
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.gates.common import tool_calls_key
 from frugal_chains.routing.gates.extract import FINAL_MARKER, find_numbers
@@ -334,11 +335,11 @@ class TrainedVerifier:
 
     Example:
         >>> from frugal_chains.routing import GateContext, TierAnswer, TrainedVerifier
-        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> from frugal_chains.testing import HashEmbeddings
         >>> qs = [f"How many legs do {n} cats have?" for n in range(2, 22)]
         >>> good = [f"{n} x 4 = {4 * n}. The answer is {4 * n}." for n in range(2, 22)]
         >>> bad = ["I'm not sure, maybe a lot." for n in range(2, 22)]
-        >>> v = TrainedVerifier.fit(qs + qs, good + bad, [1] * 20 + [0] * 20, embedder=FakeEmbeddings())
+        >>> v = TrainedVerifier.fit(qs + qs, good + bad, [1] * 20 + [0] * 20, embedder=HashEmbeddings())
         >>> ctx = GateContext(messages=[{"role": "user", "content": "How many legs do 30 cats have?"}],
         ...                   answer=TierAnswer(text="30 x 4 = 120. The answer is 120."), tier="cheap",
         ...                   tier_index=0, n_tiers=2)
@@ -440,6 +441,7 @@ class TrainedVerifier:
         l2: float = 1.0,
         embedding_l2: float = 100.0,
         batch_size: int = 64,
+        progress: bool | None = None,
     ) -> TrainedVerifier:
         """Fit on labelled outcomes: ``labels[i]`` is 1 when ``answers[i]`` was a good enough answer to
         ``questions[i]``, else 0.
@@ -454,6 +456,8 @@ class TrainedVerifier:
             l2: L2 penalty of the final model (on standardised features), >= 0.
             embedding_l2: L2 penalty of the stacked embedding model, >= 0 (it has ``3 * dim + 1`` features).
             batch_size: texts per embedding call, >= 1.
+            progress: a progress bar on stderr (embedding, then the fits): ``None`` (default) when stderr is a
+                terminal, ``True`` always, ``False`` never.
 
         Raises:
             ConfigurationError: lengths differ, labels are not 0/1 or only one class, a value out of range (names
@@ -461,8 +465,8 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> TrainedVerifier.fit(["q1", "q2"], ["a", "b"], [1, 1], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> TrainedVerifier.fit(["q1", "q2"], ["a", "b"], [1, 1], embedder=HashEmbeddings())
             Traceback (most recent call last):
                 ...
             frugal_chains.errors.ConfigurationError: labels must contain both classes (1 = good, 0 = not), got only 1
@@ -501,25 +505,30 @@ class TrainedVerifier:
 
         from frugal_chains.embeddings import as_embedder, default_embedder
 
+        wants_progress(progress)  # a bad value fails before the work
         emb = as_embedder(embedder) if embedder is not None else default_embedder()
         q_texts = [_question_text(q) for q in q_list]
         a_texts = [_answer_text(a) for a in a_list]
-        block = _embedding_block(*cls._embed(emb, q_texts, a_texts, batch_size))
-        cheap = np.asarray(
-            [answer_features(q, a) for q, a in zip(q_texts, a_texts, strict=True)], dtype=np.float64
-        )
-
         k = min(_INNER_FOLDS, n_pos, len(y) - n_pos)
-        embedding_model: Logistic | None = None
-        stacked = np.zeros(len(y))
-        if k >= 2:
-            folds = _stratified_folds(y, k)
-            for f in range(k):
-                train = folds != f
-                inner = fit_logistic(block[train], y[train], l2=float(embedding_l2))
-                stacked[~train] = _logit(inner.predict(block[~train]))
-            embedding_model = fit_logistic(block, y, l2=float(embedding_l2))
-        final = fit_logistic(np.hstack([cheap, block[:, -1:], stacked[:, None]]), y, l2=float(l2))
+        total = 2 * math.ceil(len(q_texts) / batch_size) + (k + 2 if k >= 2 else 1)
+        with progress_bar("training the answer verifier", total, progress=progress) as advance:
+            block = _embedding_block(*cls._embed(emb, q_texts, a_texts, batch_size, advance))
+            cheap = np.asarray(
+                [answer_features(q, a) for q, a in zip(q_texts, a_texts, strict=True)], dtype=np.float64
+            )
+            embedding_model: Logistic | None = None
+            stacked = np.zeros(len(y))
+            if k >= 2:
+                folds = _stratified_folds(y, k)
+                for f in range(k):
+                    train = folds != f
+                    inner = fit_logistic(block[train], y[train], l2=float(embedding_l2))
+                    stacked[~train] = _logit(inner.predict(block[~train]))
+                    advance(1)
+                embedding_model = fit_logistic(block, y, l2=float(embedding_l2))
+                advance(1)
+            final = fit_logistic(np.hstack([cheap, block[:, -1:], stacked[:, None]]), y, l2=float(l2))
+            advance(1)
         verifier = cls(
             model=final,
             embedding_model=embedding_model,
@@ -553,14 +562,20 @@ class TrainedVerifier:
 
     @staticmethod
     def _embed(
-        emb: Embedder, q_texts: list[str], a_texts: list[str], batch_size: int
+        emb: Embedder,
+        q_texts: list[str],
+        a_texts: list[str],
+        batch_size: int,
+        advance: Callable[[int], None] | None = None,
     ) -> tuple[NDArray[Any], NDArray[Any]]:
         import numpy as np
 
         def run(texts: list[str]) -> NDArray[Any]:
-            parts = [
-                np.asarray(emb.embed(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)
-            ]
+            parts = []
+            for i in range(0, len(texts), batch_size):
+                parts.append(np.asarray(emb.embed(texts[i : i + batch_size])))
+                if advance is not None:
+                    advance(1)
             return np.vstack(parts).astype(np.float64)
 
         return run(q_texts), run(a_texts)
@@ -593,9 +608,9 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["2+2?", "3+3?", "4+4?", "5+5?"], ["4", "I don't know", "8", "not sure"],
-            ...                         [1, 0, 1, 0], embedder=FakeEmbeddings())
+            ...                         [1, 0, 1, 0], embedder=HashEmbeddings())
             >>> 0.0 <= v.score([{"role": "user", "content": "6+6?"}], "12") <= 1.0
             True
         """
@@ -616,9 +631,9 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["a?", "b?", "c?", "d?"], ["yes. #### 1", "unsure", "no. #### 0", "hmm"],
-            ...                         [1, 0, 1, 0], embedder=FakeEmbeddings())
+            ...                         [1, 0, 1, 0], embedder=HashEmbeddings())
             >>> len(v.score_many(["e?", "f?"], ["#### 2", "hmm"], batch_size=1))
             2
         """
@@ -634,8 +649,8 @@ class TrainedVerifier:
 
         Example:
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=HashEmbeddings())
             >>> v.with_threshold(0.8).threshold, v.threshold
             (0.8, 0.5)
         """
@@ -687,14 +702,14 @@ class TrainedVerifier:
         Example:
             >>> from frugal_chains import ConfigurationError
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> v = TrainedVerifier.fit(["a", "b", "c", "d"], ["x", "y", "z", "w"], [1, 0, 1, 0],
-            ...                         embedder=FakeEmbeddings())
-            >>> w = TrainedVerifier.from_json(v.to_json(), embedder=FakeEmbeddings())
+            ...                         embedder=HashEmbeddings())
+            >>> w = TrainedVerifier.from_json(v.to_json(), embedder=HashEmbeddings())
             >>> abs(w.score("a", "x") - v.score("a", "x")) < 1e-6
             True
             >>> try:
-            ...     TrainedVerifier.from_json(v.to_json(), embedder=FakeEmbeddings(dim=32))
+            ...     TrainedVerifier.from_json(v.to_json(), embedder=HashEmbeddings(dim=32))
             ... except ConfigurationError as e:
             ...     print(e.field)
             embedder
@@ -759,11 +774,11 @@ class TrainedVerifier:
         Example:
             >>> import tempfile, os
             >>> from frugal_chains.routing import TrainedVerifier
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=FakeEmbeddings(), threshold=0.6)
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> v = TrainedVerifier.fit(["a", "b"], ["x", "y"], [1, 0], embedder=HashEmbeddings(), threshold=0.6)
             >>> path = os.path.join(tempfile.mkdtemp(), "verifier.json")
             >>> v.save(path)
-            >>> TrainedVerifier.load(path, embedder=FakeEmbeddings()).threshold
+            >>> TrainedVerifier.load(path, embedder=HashEmbeddings()).threshold
             0.6
         """
         Path(path).write_text(self.to_json(), encoding="utf-8")

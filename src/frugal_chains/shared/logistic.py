@@ -4,7 +4,7 @@ verifier and the cache guard's pair-model fit; a model is serialised as a plain 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +167,7 @@ def choose_l2(
     folds: int = AUTO_FOLDS,
     max_rows: int = AUTO_ROWS,
     seed: int = 0,
+    on_fit: Callable[[], None] | None = None,
 ) -> float:
     """The L2 penalty with the lowest cross-validated log-loss, on the training data only (``l2="auto"``).
 
@@ -176,7 +177,8 @@ def choose_l2(
     refits with the ``C`` it chose: the strength of a prior does not grow with the data), multiplied by the mean
     ``sample_weight`` of the sample so that the units of the weights do not change the model. The rarer class
     keeps at least ``2 * folds`` rows in the sample; with fewer examples than that in either class the middle
-    value of ``grid`` is returned (too little data to tell).
+    value of ``grid`` is returned (too little data to tell). ``on_fit`` is called after each of the (at most
+    ``folds * len(grid)``) cross-validation fits (a progress bar).
 
     Example:
         >>> import numpy as np
@@ -230,6 +232,8 @@ def choose_l2(
         beta = np.zeros(z_tr.shape[1])
         for l2 in reversed(values):  # largest first, each fit warm-started from the previous one
             beta = _newton(z_tr, ys[tr], w_all[tr], l2, beta)
+            if on_fit is not None:
+                on_fit()
             p = np.clip(_sigmoid(z_te @ beta), 1e-6, 1 - 1e-6)
             losses[l2] += float(-(w_all[te] * (ys[te] * np.log(p) + (1 - ys[te]) * np.log(1 - p))).sum())
     best = values[-1]

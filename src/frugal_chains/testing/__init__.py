@@ -1,9 +1,11 @@
-"""Test seams you can use too: fake chat models that report real-looking usage, a model that replays recorded
-answers, and a fake embedder; no API keys.
+"""Test seams you can use too: fake chat models and a fake LlamaIndex LLM that report real-looking usage, a
+model that replays recorded answers, and a fake embedder; no API keys.
 
-:class:`FakeEmbeddings` needs no framework. The chat models are LangChain models: they need langchain-core
-(``pip install "frugal-chains[langchain]"``) and are imported on first use, so this package also imports in an
-app that only has LlamaIndex.
+:class:`HashEmbeddings` needs no framework (it is also a LangChain ``Embeddings``, and gives a LlamaIndex
+embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :class:`ReplayChatModel` are
+LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
+(``pip install "frugal-chains[llama-index]"``). They are imported on first use, so this package imports with
+either framework alone. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -17,16 +19,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains._deprecation import warn_renamed
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 if TYPE_CHECKING:
     from frugal_chains.testing.fake_chat import FakeToolCallingChatModel, FakeUsageChatModel
+    from frugal_chains.testing.fake_llm import FakeUsageLLM
     from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
 
 __all__ = [
-    "FakeEmbeddings",
     "FakeToolCallingChatModel",
     "FakeUsageChatModel",
+    "FakeUsageLLM",
+    "HashEmbeddings",
     "ReplayChatModel",
     "ReplayEntry",
 ]
@@ -35,12 +40,16 @@ __all__ = [
 _LAZY = {
     "FakeToolCallingChatModel": "frugal_chains.testing.fake_chat",
     "FakeUsageChatModel": "frugal_chains.testing.fake_chat",
+    "FakeUsageLLM": "frugal_chains.testing.fake_llm",
     "ReplayChatModel": "frugal_chains.testing.replay",
     "ReplayEntry": "frugal_chains.testing.replay",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "FakeEmbeddings":  # the old name (it clashed with langchain_core's FakeEmbeddings)
+        warn_renamed(f"{__name__}.FakeEmbeddings", f"{__name__}.HashEmbeddings")
+        return HashEmbeddings
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

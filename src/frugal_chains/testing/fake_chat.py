@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -44,9 +43,11 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from frugal_chains.accounting.tokens import count_message_tokens
+from frugal_chains.errors import ConfigurationError
+from frugal_chains.testing._schema import fill_schema as _fill
 
 __all__ = ["AnsweringChatModel", "FakeToolCallingChatModel", "FakeUsageChatModel"]
 
@@ -188,10 +189,14 @@ class FakeUsageChatModel(AnsweringChatModel):
     """Answer texts, used in turn."""
     tool_to_call: str | None = None
     """With tools bound: call this tool in every answer."""
+    structured_responses: Sequence[dict[str, Any] | BaseModel] = ()
+    """The answers to structured-output calls (``with_structured_output``), used in turn: dicts or pydantic
+    instances. Empty: the schema is filled from the prompt (numbers, then quoted strings, then the prompt)."""
     fail_with: Callable[[], BaseException] | None = Field(default=None, exclude=True)
     """Raise this error instead of answering (a provider outage)."""
 
     _calls: Any = PrivateAttr(default_factory=itertools.count)
+    _structured_calls: Any = PrivateAttr(default_factory=itertools.count)
 
     @property
     def _llm_type(self) -> str:
@@ -219,131 +224,6 @@ class FakeUsageChatModel(AnsweringChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
-    # -- the answer ---------------------------------------------------------------------------------------
-    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
-        if self.fail_with is not None:
-            raise self.fail_with()
-        tools = kwargs.get("tools") or None
-        model = kwargs.get("model") or self.model
-        cap = kwargs.get("max_tokens", self.max_tokens)
-        prompt = count_message_tokens(convert_to_openai_messages(messages), model=model, tools=tools)
-        input_tokens = math.ceil(prompt * self.input_token_factor)
-        output = self.output_tokens if cap is None else min(self.output_tokens, int(cap))
-        n = next(self._calls)
-        text = self.responses[n % len(self.responses)] if self.responses else ""
-        cache_read = min(self.cache_read_tokens, input_tokens)
-        usage = UsageMetadata(
-            input_tokens=input_tokens,
-            output_tokens=output,
-            total_tokens=input_tokens + output,
-            input_token_details={"cache_read": cache_read},
-        )
-        text, tool_calls = self._reply(messages, text, n, **kwargs)
-        return AIMessage(
-            content=text,
-            tool_calls=tool_calls,
-            usage_metadata=usage,
-            response_metadata={"model_name": model, "model_provider": self.provider, "finish_reason": "stop"},
-        )
-
-    def _reply(
-        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
-    ) -> tuple[str, list[ToolCall]]:
-        """The answer's text and tool calls (``text`` is the next of :attr:`responses`, ``n`` counts the calls)."""
-        tools = kwargs.get("tools") or None
-        if not (tools and self.tool_to_call):
-            return text, []
-        return "", [_tool_call(self.tool_to_call, _fake_args(tools, self.tool_to_call, n))]
-
-
-def _tool_call(name: str, args: dict[str, Any]) -> ToolCall:
-    return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:12]}", type="tool_call")
-
-
-def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, Any]:
-    for tool in tools:
-        fn = tool.get("function", tool)
-        if fn.get("name") == name:
-            props = (fn.get("parameters") or {}).get("properties") or {}
-            return {
-                key: (n if spec.get("type") in ("integer", "number") else f"query {n}")
-                for key, spec in props.items()
-            }
-    return {}
-
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
-
-
-class FakeToolCallingChatModel(FakeUsageChatModel):
-    """A :class:`FakeUsageChatModel` that calls tools the way a provider does, for tests of wrappers and agents.
-
-    * ``bind_tools(tools, tool_choice=...)``: ``"any"``/``"required"``/``True`` force a tool call, a tool's name
-      (or ``{"type": "function", "function": {"name": ...}}``) forces that tool, ``"none"`` forbids tools. With
-      ``"auto"`` (or no choice) it calls a tool when the conversation ends with the user's turn and answers in text
-      once a tool result came back, so an agent loop ends. ``tool_to_call`` picks the tool (and, as in
-      :class:`FakeUsageChatModel`, calls it in every answer); otherwise the first tool named in the prompt, else
-      the first one bound.
-    * Tool arguments come from the last user message: numbers fill number fields in order, quoted strings fill
-      text fields in order (the message's text when there are none); optional fields are filled too.
-    * ``with_structured_output(schema, method=...)``: ``"function_calling"`` (default, a forced tool call),
-      ``"json_schema"`` and ``"json_mode"`` (a JSON answer that fills the schema: a fake cannot follow the
-      prompt's instructions, so in JSON mode it is handed the schema); ``include_raw`` and ``strict`` as in
-      LangChain.
-    * ``stop`` cuts a text answer before the first stop sequence; a per-call ``model=`` is reported in
-      ``response_metadata["model_name"]``; usage and streaming as in :class:`FakeUsageChatModel`.
-
-    Example:
-        >>> from pydantic import BaseModel
-        >>> from langchain_core.tools import tool
-        >>> from frugal_chains.testing import FakeToolCallingChatModel
-        >>> @tool
-        ... def add(a: int, b: int) -> int:
-        ...     '''Add two integers.'''
-        ...     return a + b
-        >>> model = FakeToolCallingChatModel()
-        >>> model.bind_tools([add], tool_choice="any").invoke("What is 3 + 4?").tool_calls[0]["args"]
-        {'a': 3, 'b': 4}
-        >>> class City(BaseModel):
-        ...     name: str
-        >>> model.with_structured_output(City, method="json_schema").invoke("Name the city 'Paris'.")
-        City(name='Paris')
-        >>> model.invoke("hi", stop=[" fake"]).content
-        'This is a'
-    """
-
-    @property
-    def _llm_type(self) -> str:
-        return "frugal-fake-tool-calling"
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | bool | dict[str, Any] | None = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
-        names = [t["function"]["name"] for t in formatted]
-        choice: str | dict[str, Any] | None
-        if tool_choice is True or tool_choice == "any":
-            choice = "required"
-        elif tool_choice is False or tool_choice is None:
-            choice = None
-        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
-            choice = {"type": "function", "function": {"name": tool_choice}}
-        else:
-            choice = tool_choice
-        if isinstance(choice, dict):
-            chosen = (choice.get("function") or {}).get("name")
-            if chosen not in names:
-                raise ValueError(f"tool_choice names {chosen!r}, which is not among the bound tools {names}")
-        if choice is not None:
-            kwargs["tool_choice"] = choice
-        return self.bind(tools=formatted, **kwargs)
-
     def with_structured_output(
         self,
         schema: dict[str, Any] | type,
@@ -360,8 +240,13 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
         llm: Runnable[LanguageModelInput, Any]
         parser: Runnable[Any, Any]
         if method == "function_calling":
-            name = convert_to_openai_tool(schema)["function"]["name"]
-            llm = self.bind_tools([schema], tool_choice=name, strict=strict, ls_structured_output_format=fmt)
+            tool = convert_to_openai_tool(schema, strict=strict)
+            name = tool["function"]["name"]
+            llm = self.bind(
+                tools=[tool],
+                tool_choice={"type": "function", "function": {"name": name}},
+                ls_structured_output_format=fmt,
+            )
             parser = (
                 PydanticToolsParser(tools=[cast("type[BaseModel]", schema)], first_tool_only=True)
                 if is_pydantic
@@ -394,15 +279,206 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
         fallback = RunnablePassthrough.assign(parsed=lambda _: None)
         return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
 
+    # -- the answer ---------------------------------------------------------------------------------------
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+        if self.fail_with is not None:
+            raise self.fail_with()
+        tools = kwargs.get("tools") or None
+        model = kwargs.get("model") or self.model
+        cap = kwargs.get("max_tokens", self.max_tokens)
+        prompt = count_message_tokens(convert_to_openai_messages(messages), model=model, tools=tools)
+        input_tokens = math.ceil(prompt * self.input_token_factor)
+        output = self.output_tokens if cap is None else min(self.output_tokens, int(cap))
+        n = next(self._calls)
+        text = self.responses[n % len(self.responses)] if self.responses else ""
+        cache_read = min(self.cache_read_tokens, input_tokens)
+        usage = UsageMetadata(
+            input_tokens=input_tokens,
+            output_tokens=output,
+            total_tokens=input_tokens + output,
+            input_token_details={"cache_read": cache_read},
+        )
+        text, tool_calls = self._reply(messages, text, n, **kwargs)
+        return AIMessage(
+            content=text,
+            tool_calls=tool_calls,
+            usage_metadata=usage,
+            response_metadata={"model_name": model, "model_provider": self.provider, "finish_reason": "stop"},
+        )
+
+    def _structured_reply(
+        self, messages: list[BaseMessage], /, **kwargs: Any
+    ) -> tuple[str, list[ToolCall]] | None:
+        """The answer to a structured-output request (a JSON ``response_format``, or ``tool_choice`` naming one
+        bound tool), else ``None``."""
+        prompt = _last_user_text(messages)
+        response_format = kwargs.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            return json.dumps(self._structured_value(response_format["json_schema"]["schema"], prompt)), []
+        if response_format.get("type") == "json_object":
+            return json.dumps(self._structured_value(kwargs.get("fake_json_schema") or {}, prompt)), []
+        choice = kwargs.get("tool_choice")
+        if isinstance(choice, dict):
+            name = (choice.get("function") or {}).get("name")
+            for tool in kwargs.get("tools") or ():
+                fn = tool.get("function", tool)
+                if fn.get("name") == name:
+                    return "", [_tool_call(name, self._structured_value(fn.get("parameters") or {}, prompt))]
+        return None
+
+    def _structured_value(self, schema: dict[str, Any], prompt: str) -> Any:
+        """The next of :attr:`structured_responses`, else ``schema`` filled from ``prompt``."""
+        if not self.structured_responses:
+            return _fill(schema, prompt)
+        value = self.structured_responses[next(self._structured_calls) % len(self.structured_responses)]
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
+
     def _reply(
         self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
     ) -> tuple[str, list[ToolCall]]:
-        prompt = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
-        response_format = kwargs.get("response_format") or {}
-        if response_format.get("type") == "json_schema":
-            return json.dumps(_fill(response_format["json_schema"]["schema"], prompt)), []
-        if response_format.get("type") == "json_object":
-            return json.dumps(_fill(kwargs.get("fake_json_schema") or {}, prompt)), []
+        """The answer's text and tool calls (``text`` is the next of :attr:`responses`, ``n`` counts the calls)."""
+        structured = self._structured_reply(messages, **kwargs)
+        if structured is not None:
+            return structured
+        tools = kwargs.get("tools") or None
+        if not (tools and self.tool_to_call):
+            return text, []
+        return "", [_tool_call(self.tool_to_call, _fake_args(tools, self.tool_to_call, n))]
+
+
+def _last_user_text(messages: Sequence[BaseMessage]) -> str:
+    return next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+
+
+def _tool_call(name: str, args: dict[str, Any]) -> ToolCall:
+    return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:12]}", type="tool_call")
+
+
+def _fake_args(tools: Sequence[dict[str, Any]], name: str, n: int) -> dict[str, Any]:
+    for tool in tools:
+        fn = tool.get("function", tool)
+        if fn.get("name") == name:
+            props = (fn.get("parameters") or {}).get("properties") or {}
+            return {
+                key: (n if spec.get("type") in ("integer", "number") else f"query {n}")
+                for key, spec in props.items()
+            }
+    return {}
+
+
+class FakeToolCallingChatModel(FakeUsageChatModel):
+    """A :class:`FakeUsageChatModel` that calls tools the way a provider does, for tests of wrappers and agents.
+
+    * ``bind_tools(tools, tool_choice=...)``: ``"any"``/``"required"``/``True`` force a tool call, a tool's name
+      (or ``{"type": "function", "function": {"name": ...}}``) forces that tool, ``"none"`` forbids tools. With
+      ``"auto"`` (or no choice) it calls a tool when the conversation ends with the user's turn and answers in text
+      once a tool result came back, so an agent loop ends. ``tool_to_call`` picks the tool (and, as in
+      :class:`FakeUsageChatModel`, calls it in every answer); otherwise the first tool named in the prompt, else
+      the first one bound.
+    * Tool arguments come from the last user message: numbers fill number fields in order, quoted strings fill
+      text fields in order (the message's text when there are none); optional fields are filled too.
+    * ``with_structured_output(schema, method=...)``: ``"function_calling"`` (default, a forced tool call),
+      ``"json_schema"`` and ``"json_mode"`` (a JSON answer that fills the schema: a fake cannot follow the
+      prompt's instructions, so in JSON mode it is handed the schema); ``include_raw`` and ``strict`` as in
+      LangChain.
+    * ``turns``: a scripted agent turn instead of the above, one entry a model call: tool calls, then the answer.
+      See :attr:`turns`.
+    * ``stop`` cuts a text answer before the first stop sequence; a per-call ``model=`` is reported in
+      ``response_metadata["model_name"]``; usage and streaming as in :class:`FakeUsageChatModel`.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> from langchain_core.tools import tool
+        >>> from frugal_chains.testing import FakeToolCallingChatModel
+        >>> @tool
+        ... def add(a: int, b: int) -> int:
+        ...     '''Add two integers.'''
+        ...     return a + b
+        >>> model = FakeToolCallingChatModel()
+        >>> model.bind_tools([add], tool_choice="any").invoke("What is 3 + 4?").tool_calls[0]["args"]
+        {'a': 3, 'b': 4}
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> model.with_structured_output(City, method="json_schema").invoke("Name the city 'Paris'.")
+        City(name='Paris')
+        >>> model.invoke("hi", stop=[" fake"]).content
+        'This is a'
+
+        A scripted turn: a tool call, then the answer.
+
+        >>> scripted = FakeToolCallingChatModel(turns=[{"name": "add", "args": {"a": 2, "b": 2}}, "It is 4."])
+        >>> bound = scripted.bind_tools([add])
+        >>> bound.invoke("2 + 2?").tool_calls[0]["args"], bound.invoke("2 + 2?").content
+        ({'a': 2, 'b': 2}, 'It is 4.')
+    """
+
+    turns: Sequence[str | dict[str, Any] | list[dict[str, Any]]] = ()
+    """A scripted conversation, one entry a model call, used in order (then again from the first): a string is a
+    text answer; ``{"name": tool, "args": {...}}`` a tool call (``"args"`` left out: filled from the prompt and the
+    bound tool's schema; an ``"id"`` is made up unless given); a list of such dicts, parallel tool calls. When set,
+    it replaces choosing tools and :attr:`responses`. A text turn of a call that asks for structured output (a
+    JSON ``response_format``, a forced tool) answers that instead, from :attr:`structured_responses` or filled
+    from the prompt. A tool call naming a tool that is not bound raises ``ConfigurationError``."""
+
+    @field_validator("turns")
+    @classmethod
+    def _check_turns(
+        cls, turns: Sequence[str | dict[str, Any] | list[dict[str, Any]]]
+    ) -> Sequence[str | dict[str, Any] | list[dict[str, Any]]]:
+        for i, turn in enumerate(turns):
+            calls = [turn] if isinstance(turn, dict) else [] if isinstance(turn, str) else turn
+            for call in calls:
+                if not isinstance(call.get("name"), str) or not isinstance(call.get("args", {}), dict):
+                    raise ConfigurationError(
+                        f"turns[{i}] must be a text answer, a tool call {{'name': str, 'args': dict}} or a list "
+                        f"of tool calls, got {turn!r}.",
+                        field="turns",
+                    )
+        return turns
+
+    @property
+    def _llm_type(self) -> str:
+        return "frugal-fake-tool-calling"
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice: str | dict[str, Any] | None
+        if tool_choice is True or tool_choice == "any":
+            choice = "required"
+        elif tool_choice is False or tool_choice is None:
+            choice = None
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            choice = {"type": "function", "function": {"name": tool_choice}}
+        else:
+            choice = tool_choice
+        if isinstance(choice, dict):
+            chosen = (choice.get("function") or {}).get("name")
+            if chosen not in names:
+                raise ValueError(f"tool_choice names {chosen!r}, which is not among the bound tools {names}")
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def _reply(
+        self, messages: list[BaseMessage], text: str, n: int, /, **kwargs: Any
+    ) -> tuple[str, list[ToolCall]]:
+        prompt = _last_user_text(messages)
+        turn = self.turns[n % len(self.turns)] if self.turns else None
+        if turn is not None and not isinstance(turn, str):
+            return self._scripted(turn, n, prompt, kwargs.get("tools") or [])
+        structured = self._structured_reply(messages, **kwargs)
+        if structured is not None:
+            return structured
+        if isinstance(turn, str):
+            return turn, []
         tool = self._tool_to_use(messages, prompt, kwargs.get("tools") or [], kwargs.get("tool_choice"))
         if tool is not None:
             fn = tool["function"]
@@ -411,6 +487,38 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
             if stop and stop in text:
                 text = text[: text.index(stop)]
         return text, []
+
+    def _scripted(
+        self,
+        turn: str | dict[str, Any] | list[dict[str, Any]],
+        n: int,
+        prompt: str,
+        tools: Sequence[dict[str, Any]],
+    ) -> tuple[str, list[ToolCall]]:
+        if isinstance(turn, str):
+            return turn, []
+        by_name = {t["function"]["name"]: t for t in tools}
+        calls: list[ToolCall] = []
+        for call in [turn] if isinstance(turn, dict) else turn:
+            name = call["name"]
+            if tools and name not in by_name:
+                raise ConfigurationError(
+                    f"turn {n % len(self.turns)} of the script calls {name!r}, which is not among the bound tools "
+                    f"{sorted(by_name)}: bind it or fix the script.",
+                    field="turns",
+                )
+            args = call.get("args")
+            if args is None:
+                args = (
+                    _fill(by_name[name]["function"].get("parameters") or {}, prompt)
+                    if name in by_name
+                    else {}
+                )
+            made = _tool_call(name, dict(args))
+            if call.get("id"):
+                made["id"] = str(call["id"])
+            calls.append(made)
+        return "", calls
 
     def _tool_to_use(
         self, messages: list[BaseMessage], prompt: str, tools: Sequence[dict[str, Any]], choice: Any
@@ -427,35 +535,3 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
             return None
         named = [t for name, t in by_name.items() if name in prompt]
         return named[0] if named else tools[0]
-
-
-def _fill(schema: dict[str, Any], prompt: str) -> Any:
-    """A value for a JSON schema taken from ``prompt``: numbers, then quoted strings, then the prompt itself."""
-    numbers = iter(_NUMBER.findall(prompt))
-    quoted = iter(a or b for a, b in _QUOTED.findall(prompt))
-    defs = schema.get("$defs") or schema.get("definitions") or {}
-
-    def value(spec: dict[str, Any]) -> Any:
-        ref = spec.get("$ref")
-        if isinstance(ref, str):
-            spec = defs.get(ref.rsplit("/", 1)[-1], {})
-        options = spec.get("anyOf") or spec.get("oneOf")
-        if options:
-            spec = next((o for o in options if o.get("type") != "null"), options[0])
-        if "enum" in spec:
-            return spec["enum"][0]
-        kind = spec.get("type")
-        if kind == "object" or "properties" in spec:
-            return {key: value(sub) for key, sub in (spec.get("properties") or {}).items()}
-        if kind == "array":
-            return [value(spec.get("items") or {})]
-        if kind in ("integer", "number"):
-            found = next(numbers, "0")
-            return int(float(found)) if kind == "integer" else float(found)
-        if kind == "boolean":
-            return True
-        if kind == "null":
-            return None
-        return next(quoted, None) or prompt or "fake"
-
-    return value(schema)

@@ -1,22 +1,29 @@
-"""A fast, deterministic fake embedder for tests: hashed words and character trigrams, no model."""
+"""A fast, deterministic fake embedder for tests: hashed words and character trigrams, no model. It is our
+:class:`~frugal_chains.embeddings.Embedder`, a LangChain ``Embeddings`` and, through
+:meth:`HashEmbeddings.for_llama_index`, a LlamaIndex embedding model."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from frugal_chains._deprecation import deprecated_attributes
 from frugal_chains.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
+    from langchain_core.embeddings import Embeddings as _LangChainEmbeddings
     from numpy.typing import NDArray
+else:  # at run time a virtual subclass (registered below when langchain-core is installed)
+    _LangChainEmbeddings = object
 
-__all__ = ["FakeEmbeddings"]
+__all__ = ["HashEmbeddings"]
 
 _WORD = re.compile(r"\w+")
 _WORD_WEIGHT = 1.0
@@ -43,8 +50,13 @@ def _features(text: str) -> list[tuple[str, float]]:
     return feats
 
 
-class FakeEmbeddings:
-    """A deterministic :class:`~frugal_chains.embeddings.Embedder` for tests: no model, no download, microseconds.
+class HashEmbeddings(_LangChainEmbeddings):
+    """A deterministic embedding model for tests: no model, no download, microseconds.
+
+    One object for every side of your app: our :class:`~frugal_chains.embeddings.Embedder` (``embed``/``aembed``,
+    for ``AnswerCache``, ``SemanticCache`` and the trained router), a LangChain ``Embeddings`` (``embed_documents``,
+    ``embed_query`` and their async forms; registered as a virtual subclass when langchain-core is installed) and,
+    with :meth:`for_llama_index`, a LlamaIndex ``BaseEmbedding`` (for ``VectorStoreIndex``).
 
     Each text becomes a hashed bag of its normalised words (NFKC, casefolded) and character trigrams: every
     feature adds +-weight at an index chosen by its blake2b hash, and the row is L2-normalised. Identical texts
@@ -55,13 +67,15 @@ class FakeEmbeddings:
         dim: vector size (>= 8). The name is ``"fake-hash-<dim>"``.
 
     Example:
-        >>> from frugal_chains.testing.fake_embeddings import FakeEmbeddings
-        >>> emb = FakeEmbeddings(dim=64)
+        >>> from frugal_chains.testing import HashEmbeddings
+        >>> emb = HashEmbeddings(dim=64)
         >>> v = emb.embed(["How do I reset my password?", "how do i reset my  PASSWORD", "Best pizza in Rome"])
         >>> v.shape, emb.name
         ((3, 64), 'fake-hash-64')
         >>> bool(v[0] @ v[1] > 0.8), bool(abs(v[0] @ v[2]) < 0.5)
         (True, True)
+        >>> len(emb.embed_query("hello")), len(emb.embed_documents(["a", "b"]))
+        (64, 2)
     """
 
     def __init__(self, dim: int = 64) -> None:
@@ -70,7 +84,7 @@ class FakeEmbeddings:
         try:
             import numpy  # noqa: F401
         except ImportError as exc:  # pragma: no cover - numpy comes with the test tools
-            raise ImportError('FakeEmbeddings needs numpy: pip install "frugal-chains[embeddings]"') from exc
+            raise ImportError('HashEmbeddings needs numpy: pip install "frugal-chains[embeddings]"') from exc
         self._dim = dim
         self.calls = 0
         """How many ``embed``/``aembed`` calls were made (handy to assert that a cache hit embedded nothing)."""
@@ -84,7 +98,7 @@ class FakeEmbeddings:
         return self._dim
 
     def __repr__(self) -> str:
-        return f"FakeEmbeddings(dim={self._dim})"
+        return f"HashEmbeddings(dim={self._dim})"
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed ``texts``: float32 array of shape ``(len(texts), dim)`` with unit rows."""
@@ -116,3 +130,51 @@ class FakeEmbeddings:
         """Like :meth:`embed` (it is fast enough to run on the event loop); yields to the loop once."""
         await asyncio.sleep(0)
         return self.embed(texts)
+
+    # -- LangChain's Embeddings interface ------------------------------------------------------------------------
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """LangChain: one vector (a list of floats) a text."""
+        rows: list[list[float]] = self.embed(texts).tolist()
+        return rows
+
+    def embed_query(self, text: str) -> list[float]:
+        """LangChain: the vector of one text (the same as a document's: the fake has no query prefix)."""
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        rows: list[list[float]] = (await self.aembed(texts)).tolist()
+        return rows
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_documents([text]))[0]
+
+    # -- LlamaIndex ----------------------------------------------------------------------------------------------
+    def for_llama_index(self) -> Any:
+        """A LlamaIndex ``BaseEmbedding`` giving these vectors (``model_name`` is :attr:`name`), for
+        ``VectorStoreIndex(..., embed_model=...)`` or ``Settings.embed_model``. Needs llama-index-core.
+
+        Example:
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> li = HashEmbeddings(dim=32).for_llama_index()
+            >>> li.model_name, len(li.get_text_embedding("hello"))
+            ('fake-hash-32', 32)
+        """
+        from frugal_chains.testing._llama_index_embedding import llama_index_embedding
+
+        return llama_index_embedding(self)
+
+
+def _register_with_langchain() -> None:
+    """Make ``isinstance(HashEmbeddings(), langchain_core.embeddings.Embeddings)`` true when LangChain is here."""
+    if importlib.util.find_spec("langchain_core") is None:
+        return
+    from langchain_core.embeddings import Embeddings
+
+    Embeddings.register(HashEmbeddings)
+
+
+_register_with_langchain()
+
+__getattr__ = deprecated_attributes(
+    __name__, {"FakeEmbeddings": ("frugal_chains.testing.HashEmbeddings", lambda: HashEmbeddings)}
+)

@@ -72,6 +72,25 @@ def test_unknown_model_raises_by_default() -> None:
     assert "no-such-model-xyz" in str(e.value)
 
 
+def test_unknown_model_error_suggests_close_names() -> None:
+    import pickle
+
+    with pytest.raises(UnknownModelPriceError) as e:
+        PriceBook().price_for("gpt4o")
+    assert e.value.did_you_mean[0] == "gpt-4o"
+    assert "Did you mean 'gpt-4o'" in str(e.value)
+    # your own prices are candidates too, also without LiteLLM
+    with pytest.raises(UnknownModelPriceError) as own:
+        PriceBook({"acme-large-2": Price(input=1, output=1)}, use_litellm=False).price_for("acme-larg-2")
+    assert own.value.did_you_mean == ["acme-large-2"]
+    # nothing close: no hint
+    with pytest.raises(UnknownModelPriceError) as far:
+        PriceBook().price_for("zzqx-nothing-like-it")
+    assert far.value.did_you_mean == [] and "Did you mean" not in str(far.value)
+    again = pickle.loads(pickle.dumps(e.value))
+    assert (again.model, again.did_you_mean, str(again)) == ("gpt4o", e.value.did_you_mean, str(e.value))
+
+
 def test_unknown_model_warns_once_and_uses_fallback(caplog: pytest.LogCaptureFixture) -> None:
     book = PriceBook(unknown_model="warn", fallback_price=Price(input=2, output=2))
     with caplog.at_level(logging.WARNING, logger="frugal_chains.pricing"):

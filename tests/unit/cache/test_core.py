@@ -20,7 +20,7 @@ from frugal_chains.cache import (
     GuardVerdict,
     cache_scope,
 )
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 
 def q(text: str, **kw: Any) -> CacheRequest:
@@ -35,7 +35,7 @@ def chat(*turns: tuple[str, str], llm_string: str = "m") -> CacheRequest:
 def cache() -> AnswerCache:
     # The fake embedder shares words, not meaning: a low threshold lets paraphrases with shared words through,
     # so the guard's decisions are what these tests see.
-    return AnswerCache(embedder=FakeEmbeddings(), threshold=0.5)
+    return AnswerCache(embedder=HashEmbeddings(), threshold=0.5)
 
 
 def test_exact_hit_ignores_case_whitespace_and_punctuation(cache: AnswerCache) -> None:
@@ -124,7 +124,7 @@ def test_time_sensitive_questions_skip_the_semantic_tier(cache: AnswerCache) -> 
 
 
 def test_ttl_expiry() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), ttl=60)
+    cache = AnswerCache(embedder=HashEmbeddings(), ttl=60)
     cache.update(q("What is the boiling point of water?"), "100 C")
     entry = cache.lookup(q("What is the boiling point of water?"))
     assert entry is not None and entry.entry.expires_at is not None
@@ -140,21 +140,21 @@ def test_ttl_expiry() -> None:
 
 
 def test_invalidate_by_tag_and_version() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), version="kb-v3", tags=["faq"])
+    cache = AnswerCache(embedder=HashEmbeddings(), version="kb-v3", tags=["faq"])
     with cache_scope(tags=["kb-v3"]):
         cache.update(q("How do I open an account?"), "Online, in 5 minutes.")
     cache.update(q("Where are you based?"), "Berlin")
     assert cache.invalidate(tag="kb-v3") == 1
     assert cache.lookup(q("How do I open an account?")) is None
     assert cache.lookup(q("Where are you based?")) is not None
-    newer = AnswerCache(index=cache.index, embedder=FakeEmbeddings(), version="kb-v4")
+    newer = AnswerCache(index=cache.index, embedder=HashEmbeddings(), version="kb-v4")
     assert newer.lookup(q("Where are you based?")) is None  # another version: another partition
     assert cache.invalidate(tag="faq") == 1
     assert len(cache) == 0
 
 
 def test_size_bound_evicts_least_recently_used() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), max_entries=3, semantic=False)
+    cache = AnswerCache(embedder=HashEmbeddings(), max_entries=3, semantic=False)
     for i in range(3):
         cache.update(q(f"question number {i}"), str(i))
     assert cache.lookup(q("question number 0")) is not None  # touch 0: now 1 is the oldest
@@ -192,7 +192,7 @@ class _Broken:
 
 
 def test_backend_outage_fails_open_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    cache = AnswerCache(index=_Broken(), embedder=FakeEmbeddings())  # type: ignore[arg-type]
+    cache = AnswerCache(index=_Broken(), embedder=HashEmbeddings())  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="frugal_chains.cache"):
         for _ in range(3):
             assert cache.lookup(q("What is your return policy?")) is None
@@ -203,7 +203,7 @@ def test_backend_outage_fails_open_with_one_warning(caplog: pytest.LogCaptureFix
 
 
 async def test_async_outage_fails_open() -> None:
-    cache = AnswerCache(index=_Broken(), embedder=FakeEmbeddings())  # type: ignore[arg-type]
+    cache = AnswerCache(index=_Broken(), embedder=HashEmbeddings())  # type: ignore[arg-type]
     assert await cache.alookup(q("What is your return policy?")) is None
     await cache.aupdate(q("What is your return policy?"), "30 days")
     assert cache.stats.errors == 2
@@ -240,7 +240,7 @@ async def test_async_paths_agree_with_sync(cache: AnswerCache) -> None:
 
 def test_hit_records_saving_in_the_ledger() -> None:
     ledger = SQLiteLedger(":memory:")
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=ledger)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=ledger)
     cache.update(
         q("What is your return policy?"),
         "30 days",
@@ -270,7 +270,7 @@ def test_verifier_hook_can_veto() -> None:
         async def averify(self, query: str, cached: str, similarity: float) -> bool:
             return self.verify(query, cached, similarity)
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, verifier=No())
+    cache = AnswerCache(embedder=HashEmbeddings(), threshold=0.5, verifier=No())
     cache.update(q("How do I reset the password?"), "Settings")
     assert cache.lookup(q("How can I reset the password?")) is None
     assert calls == [("How can I reset the password?", "How do I reset the password?")]
@@ -282,14 +282,14 @@ def test_custom_guard_and_no_bypass() -> None:
         def check(self, query: str, cached: str) -> GuardVerdict:
             return GuardVerdict(ok=False, reason="never")
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, guard=Strict(), bypass=False)
+    cache = AnswerCache(embedder=HashEmbeddings(), threshold=0.5, guard=Strict(), bypass=False)
     cache.update(q("How do I reset the password?"), "Settings")
     assert cache.lookup(q("How can I reset the password?")) is None
     assert cache.stats.guard_rejections == 1
 
 
 def test_concurrent_writers_threads() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -311,7 +311,7 @@ def test_concurrent_writers_threads() -> None:
 
 
 async def test_concurrent_writers_tasks() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), path=":memory:")
+    cache = AnswerCache(embedder=HashEmbeddings(), path=":memory:")
     await asyncio.gather(*(cache.aupdate(q(f"task question {i}"), str(i)) for i in range(50)))
     assert len(cache) == 50
     found = await asyncio.gather(*(cache.alookup(q(f"task question {i}")) for i in range(50)))
@@ -320,10 +320,10 @@ async def test_concurrent_writers_tasks() -> None:
 
 def test_persisted_file_survives_restart(tmp_path: Any) -> None:
     path = tmp_path / "cache.sqlite"
-    first = AnswerCache(embedder=FakeEmbeddings(), path=path)
+    first = AnswerCache(embedder=HashEmbeddings(), path=path)
     first.update(q("How do I reset the password?"), "Settings")
     first.close()
-    second = AnswerCache(embedder=FakeEmbeddings(), path=path, threshold=0.5)
+    second = AnswerCache(embedder=HashEmbeddings(), path=path, threshold=0.5)
     hit = second.lookup(q("How can I reset the password?"))
     assert hit is not None and hit.answer == "Settings"
 
@@ -363,7 +363,7 @@ def test_non_user_last_message_is_exact_only(cache: AnswerCache) -> None:
 )
 def test_bad_configuration_names_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(embedder=FakeEmbeddings(), **kwargs)
+        AnswerCache(embedder=HashEmbeddings(), **kwargs)
     assert e.value.field == field
 
 
@@ -375,15 +375,15 @@ def test_bad_requests_name_the_field() -> None:
         CacheRequest.from_messages([{"content": "no role"}])
     assert e.value.field == "messages"
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(embedder=FakeEmbeddings()).update(q("x"), b"bytes")  # type: ignore[arg-type]
+        AnswerCache(embedder=HashEmbeddings()).update(q("x"), b"bytes")  # type: ignore[arg-type]
     assert e.value.field == "answer"
 
 
 def test_changing_the_embedder_dimension_is_a_configuration_error() -> None:
     index = EmbeddedIndex()
-    AnswerCache(index=index, embedder=FakeEmbeddings(dim=64)).update(q("What is 2+2?"), "4")
+    AnswerCache(index=index, embedder=HashEmbeddings(dim=64)).update(q("What is 2+2?"), "4")
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(index=index, embedder=FakeEmbeddings(dim=32)).update(q("What is 3+3?"), "6")
+        AnswerCache(index=index, embedder=HashEmbeddings(dim=32)).update(q("What is 3+3?"), "6")
     assert e.value.field == "embedder"
 
 
@@ -398,7 +398,7 @@ def test_vectors_are_stored_normalised_float32(cache: AnswerCache) -> None:
 def test_prices_mapping_prices_a_self_hosted_model() -> None:
     from frugal_chains import Price
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), prices={"my-llama": Price(input=1.0, output=2.0)})
+    cache = AnswerCache(embedder=HashEmbeddings(), prices={"my-llama": Price(input=1.0, output=2.0)})
     cache.update(q("What is 2+2?"), "4", model="my-llama", usage=Usage(input_tokens=1000, output_tokens=1000))
     hit = cache.lookup(q("What is 2+2?"))
     assert hit is not None and hit.saved_usd == pytest.approx(0.003)
@@ -424,7 +424,7 @@ def test_failing_verifier_or_bypass_is_a_miss_not_a_crash(caplog: pytest.LogCapt
     def judge(query: str, cached: str, similarity: float) -> bool:
         raise TimeoutError("LLM judge timed out")
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, verifier=CallableVerifier(judge))
+    cache = AnswerCache(embedder=HashEmbeddings(), threshold=0.5, verifier=CallableVerifier(judge))
     cache.update(q("How do I reset the password?"), "Settings")
     with caplog.at_level(logging.WARNING, logger="frugal_chains.cache"):
         assert cache.lookup(q("How can I reset the password?")) is None
@@ -433,7 +433,7 @@ def test_failing_verifier_or_bypass_is_a_miss_not_a_crash(caplog: pytest.LogCapt
     def broken(text: str) -> str | None:
         raise RuntimeError("bad regex")
 
-    other = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, bypass=broken)
+    other = AnswerCache(embedder=HashEmbeddings(), threshold=0.5, bypass=broken)
     with cache_scope(user_id="u1"):  # a failing policy counts as user-specific: only a user's own cache works
         other.update(q("How do I reset the password?"), "Settings")
         assert other.lookup(q("How do I reset the password?")) is not None  # exact tier still works
@@ -460,20 +460,20 @@ async def test_failing_async_verifier_is_a_miss() -> None:
         async def averify(self, query: str, cached: str, similarity: float) -> bool:
             raise TimeoutError
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), threshold=0.5, verifier=Slow())
+    cache = AnswerCache(embedder=HashEmbeddings(), threshold=0.5, verifier=Slow())
     await cache.aupdate(q("How do I reset the password?"), "Settings")
     assert await cache.alookup(q("How can I reset the password?")) is None
     assert cache.stats.errors == 1
 
 
 def test_vectors_of_another_embedder_are_never_compared() -> None:
-    class Renamed(FakeEmbeddings):
+    class Renamed(HashEmbeddings):
         @property
         def name(self) -> str:
             return "another-model"
 
     index = EmbeddedIndex()
-    AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5).update(
+    AnswerCache(index=index, embedder=HashEmbeddings(), threshold=0.5).update(
         q("How do I reset the password?"), "Settings"
     )
     other = AnswerCache(index=index, embedder=Renamed(), threshold=0.5)
@@ -500,7 +500,7 @@ def test_failing_bypass_policy_never_shares_across_users() -> None:
     def broken(text: str) -> str | None:
         raise RuntimeError("bad regex")
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), bypass=broken)
+    cache = AnswerCache(embedder=HashEmbeddings(), bypass=broken)
     cache.update(q("Why was my card declined?"), "Alice's card: fraud hold")
     assert cache.lookup(q("Why was my card declined?")) is None
     with cache_scope(user_id="alice"):
@@ -511,7 +511,7 @@ def test_failing_bypass_policy_never_shares_across_users() -> None:
 def test_faq_mode_caches_my_questions_for_everybody() -> None:
     from frugal_chains.cache.guard import BypassPolicy
 
-    cache = AnswerCache(embedder=FakeEmbeddings(), bypass=BypassPolicy(user_specific=False).reason)
+    cache = AnswerCache(embedder=HashEmbeddings(), bypass=BypassPolicy(user_specific=False).reason)
     cache.update(q("My card has not arrived yet"), "Cards arrive within 7 days.")
     assert cache.lookup(q("My card has not arrived yet")) is not None
 

@@ -20,7 +20,7 @@ from frugal_chains.cache import AnswerCache, CacheEntry, CacheRequest, EmbeddedI
 from frugal_chains.cache import embedded as embedded_mod
 from frugal_chains.cache.guard import BypassPolicy
 from frugal_chains.cache.normalize import normalize
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 
@@ -43,7 +43,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 def real_cache_file(path: Path) -> bytearray:
     """A cache file with 50 entries (about 37 pages), checkpointed: its bytes."""
-    cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
+    cache = AnswerCache(embedder=HashEmbeddings(), path=path)
     for i in range(50):
         cache.update(q(f"question number {i} about things"), "x" * 500)
     cache.close()
@@ -95,7 +95,7 @@ def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     bad = damage(path)
     with caplog.at_level(logging.WARNING, logger="frugal_chains"):
         cache = SemanticCache(
-            embedder=FakeEmbeddings(), path=str(path)
+            embedder=HashEmbeddings(), path=str(path)
         )  # raised sqlite3.DatabaseError before
         core = cache.core
         assert core.lookup(q(QUESTION)) is None
@@ -109,7 +109,7 @@ def test_a_corrupted_file_is_moved_aside_and_the_cache_starts_empty(
     assert Path(moved).read_bytes() == bad  # kept for inspection, untouched
     assert core.stats.errors == 0
     cache.close()
-    reopened = AnswerCache(embedder=FakeEmbeddings(), path=path)  # the fresh file persists as usual
+    reopened = AnswerCache(embedder=HashEmbeddings(), path=path)  # the fresh file persists as usual
     assert reopened.lookup(q(QUESTION)) is not None
     assert reopened.index.moved_aside is None  # type: ignore[attr-defined]
 
@@ -133,7 +133,7 @@ def test_a_file_that_is_not_sqlite_is_a_configuration_error_and_left_untouched(
     path.write_bytes(content)
     with caplog.at_level(logging.WARNING, logger="frugal_chains"), pytest.raises(ConfigurationError) as e:
         if through == "AnswerCache":
-            AnswerCache(embedder=FakeEmbeddings(), path=path)
+            AnswerCache(embedder=HashEmbeddings(), path=path)
         else:
             EmbeddedIndex(path)
     message = str(e.value)
@@ -146,7 +146,7 @@ def test_a_file_that_is_not_sqlite_is_a_configuration_error_and_left_untouched(
 def test_an_empty_file_becomes_a_cache(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     path.touch()
-    cache = AnswerCache(embedder=FakeEmbeddings(), path=path)
+    cache = AnswerCache(embedder=HashEmbeddings(), path=path)
     cache.update(q(QUESTION), "Paris")
     assert cache.index.moved_aside is None  # type: ignore[attr-defined]
     cache.close()
@@ -196,7 +196,7 @@ def test_a_folder_is_a_configuration_error_and_is_left_alone(tmp_path: Path) -> 
 def test_a_path_under_a_file_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(embedder=FakeEmbeddings(), path=tmp_path / "file" / "cache.sqlite")
+        AnswerCache(embedder=HashEmbeddings(), path=tmp_path / "file" / "cache.sqlite")
     assert e.value.field == "path"
 
 
@@ -240,7 +240,7 @@ def test_corruption_while_running_fails_open_once_and_is_not_retried_at_every_ca
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "cache.sqlite"
-    cache = AnswerCache(embedder=FakeEmbeddings(), path=path, outage_backoff=timedelta(minutes=5))
+    cache = AnswerCache(embedder=HashEmbeddings(), path=path, outage_backoff=timedelta(minutes=5))
     cache.update(q(QUESTION), "Paris")
     damaged = _DamagedDb()
     cache.index._db = damaged  # type: ignore[attr-defined]
@@ -304,7 +304,7 @@ def set_clock(cache: AnswerCache, clock: _Clock) -> None:
 
 def hung_cache(**kw: Any) -> tuple[AnswerCache, _HungIndex, _Clock]:
     index = _HungIndex()
-    cache = AnswerCache(index=index, embedder=FakeEmbeddings(), **kw)  # type: ignore[arg-type]
+    cache = AnswerCache(index=index, embedder=HashEmbeddings(), **kw)  # type: ignore[arg-type]
     clock = _Clock()
     set_clock(cache, clock)
     return cache, index, clock
@@ -376,7 +376,7 @@ def test_zero_backoff_tries_the_backend_at_every_call() -> None:
 @pytest.mark.parametrize("bad", [-1, timedelta(seconds=-1), "1s", True, float("inf")])
 def test_bad_outage_backoff_names_the_field(bad: Any) -> None:
     with pytest.raises(ConfigurationError) as e:
-        AnswerCache(embedder=FakeEmbeddings(), outage_backoff=bad)
+        AnswerCache(embedder=HashEmbeddings(), outage_backoff=bad)
     assert e.value.field == "outage_backoff"
 
 
@@ -388,7 +388,7 @@ class _FlakyEmbedder:
     dim = 64
 
     def __init__(self) -> None:
-        self._fake = FakeEmbeddings()
+        self._fake = HashEmbeddings()
         self.down = False
         self.calls = 0
 
@@ -482,7 +482,7 @@ def test_a_hung_vector_search_leaves_the_exact_tier_and_updates_do_not_end_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     index = _HungSearch()
-    cache = AnswerCache(index=index, embedder=FakeEmbeddings(), threshold=0.5, guard=False)  # type: ignore[arg-type]
+    cache = AnswerCache(index=index, embedder=HashEmbeddings(), threshold=0.5, guard=False)  # type: ignore[arg-type]
     clock = _Clock()
     set_clock(cache, clock)
     cache.update(q(QUESTION), "Paris")
@@ -547,7 +547,7 @@ class _Utf8Embedder:
     dim = 64
 
     def __init__(self) -> None:
-        self._fake = FakeEmbeddings()
+        self._fake = HashEmbeddings()
 
     def embed(self, texts: Sequence[str]) -> Any:
         return self._fake.embed([t.encode("utf-8").decode() for t in texts])
@@ -601,7 +601,7 @@ def test_surrogates_become_replacement_characters_only_where_text_must_encode() 
     "bypass", [None, False, BypassPolicy(time_sensitive=False, user_specific=False).reason]
 )
 def test_empty_and_punctuation_only_questions_are_neither_served_nor_stored(bypass: Any) -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings(), bypass=bypass)
+    cache = AnswerCache(embedder=HashEmbeddings(), bypass=bypass)
     for text in ("", "?", "...", " ?! ", "\u3002", "\u00bf?"):
         cache.update(q(text), "an answer to nothing")
         assert cache.lookup(q(text)) is None
@@ -617,7 +617,7 @@ def test_empty_is_a_bypass_reason_and_other_scripts_have_content() -> None:
 
 
 def test_a_chat_turn_with_only_an_image_is_still_matched_exactly() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     request = CacheRequest.from_messages([{"role": "user", "content": [image]}], llm_string="m")
     assert not request.blank

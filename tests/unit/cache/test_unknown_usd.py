@@ -13,7 +13,7 @@ import pytest
 from frugal_chains import Price
 from frugal_chains.accounting import PriceBook, SQLiteLedger, Usage
 from frugal_chains.cache import AnswerCache, CacheEntry, CacheRequest, EmbeddedIndex
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 UNPRICED = "house-small-1"  # in no price map
 USAGE = Usage(input_tokens=1000, output_tokens=500)
@@ -26,7 +26,7 @@ def q(text: str) -> CacheRequest:
 
 def test_a_hit_on_an_unpriced_answer_saves_an_unknown_amount() -> None:
     ledger = SQLiteLedger()
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=ledger)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=ledger)
     cache.update(q("What is your return policy?"), "30 days", model=UNPRICED, usage=USAGE)
     cache.update(q("Do you ship to Canada?"), "Yes", model="gpt-4o", usage=USAGE)
     hit = cache.lookup(q("what is your return policy"))
@@ -47,7 +47,7 @@ def test_a_hit_on_an_unpriced_answer_saves_an_unknown_amount() -> None:
 
 def test_async_hits_on_an_unpriced_answer_add_nothing_to_the_savings() -> None:
     ledger = SQLiteLedger()
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=ledger)
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=ledger)
 
     async def run() -> None:
         await cache.aupdate(q("What is your return policy?"), "30 days", model=UNPRICED, usage=USAGE)
@@ -61,13 +61,13 @@ def test_async_hits_on_an_unpriced_answer_add_nothing_to_the_savings() -> None:
 
 
 def test_a_given_cost_or_a_fallback_price_prices_the_unknown_model() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     cache.update(q("a?"), "A", model=UNPRICED, usage=USAGE)
     cache.update(q("b?"), "B", model=UNPRICED, usage=USAGE, cost_usd=0.25)
     a, b = cache.lookup(q("a?")), cache.lookup(q("b?"))
     assert a is not None and b is not None and (a.saved_usd, b.saved_usd) == (None, 0.25)
     fallback = AnswerCache(
-        embedder=FakeEmbeddings(),
+        embedder=HashEmbeddings(),
         prices=PriceBook(unknown_model="warn", fallback_price=Price(input=1, output=1)),
     )
     fallback.update(q("c?"), "C", model=UNPRICED, usage=USAGE)
@@ -88,7 +88,7 @@ def test_entry_json_keeps_unknown_apart_from_zero_and_reads_old_entries() -> Non
 
 def test_an_embedded_file_with_old_and_new_entries_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
-    cache = AnswerCache(embedder=FakeEmbeddings(), index=EmbeddedIndex(path))
+    cache = AnswerCache(embedder=HashEmbeddings(), index=EmbeddedIndex(path))
     for question in ("old zero?", "old missing?", "new unknown?"):
         cache.update(q(question), question.upper(), model=UNPRICED, usage=USAGE)
     cache.index.close()
@@ -102,7 +102,7 @@ def test_an_embedded_file_with_old_and_new_entries_reads_back(tmp_path: Path) ->
         db.execute("UPDATE cache_entries SET data = ? WHERE id = ?", (json.dumps(d), entry_id))
     db.commit()
     db.close()
-    again = AnswerCache(embedder=FakeEmbeddings(), index=EmbeddedIndex(path))
+    again = AnswerCache(embedder=HashEmbeddings(), index=EmbeddedIndex(path))
     saved = {}
     for question in ("old zero?", "old missing?", "new unknown?"):
         hit = again.lookup(q(question))

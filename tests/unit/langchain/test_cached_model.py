@@ -24,7 +24,7 @@ from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.metadata import WRAPPER_KEY, cache_status
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 ANSWERS = [f"Answer number {i} is a long enough sentence to stream." for i in range(20)]
@@ -38,7 +38,7 @@ def inner(**kwargs: Any) -> FakeUsageChatModel:
 def cached(model: Any = None, **cache_kwargs: Any) -> CachedChatModel:
     return CachedChatModel(
         model=model if model is not None else inner(),
-        cache=AnswerCache(embedder=FakeEmbeddings(), **cache_kwargs),
+        cache=AnswerCache(embedder=HashEmbeddings(), **cache_kwargs),
     )
 
 
@@ -135,7 +135,7 @@ def test_bad_arguments_name_the_field(kwargs: dict[str, Any], field: str) -> Non
 
 
 def test_the_same_cache_twice_is_refused() -> None:
-    sc = SemanticCache(embedder=FakeEmbeddings())
+    sc = SemanticCache(embedder=HashEmbeddings())
     with pytest.raises(ConfigurationError) as e:
         CachedChatModel(model=inner(cache=sc), cache=sc)
     assert e.value.field == "cache"
@@ -144,7 +144,7 @@ def test_the_same_cache_twice_is_refused() -> None:
 
 
 def test_with_cache() -> None:
-    sc = SemanticCache(embedder=FakeEmbeddings())
+    sc = SemanticCache(embedder=HashEmbeddings())
     m = with_cache(inner(), sc)
     assert m.answer_cache is sc and m.core is sc.core
     assert isinstance(with_cache(inner()).answer_cache, AnswerCache)
@@ -199,7 +199,7 @@ def test_cache_scope_bypass_neither_reads_nor_writes() -> None:
 
 
 def test_shares_entries_with_a_semantic_cache_on_the_model() -> None:
-    sc = SemanticCache(embedder=FakeEmbeddings())
+    sc = SemanticCache(embedder=HashEmbeddings())
     inner(cache=sc).invoke(QUESTION)
     hit = CachedChatModel(model=inner(responses=["not this"]), cache=sc).invoke(QUESTION)
     assert hit.content == ANSWERS[0] and is_hit(hit)
@@ -291,7 +291,7 @@ async def test_an_async_stream_that_fails_is_not_stored() -> None:
 
 
 def test_streaming_disabled_falls_back_to_invoke() -> None:
-    m = CachedChatModel(model=inner(), cache=AnswerCache(embedder=FakeEmbeddings()), disable_streaming=True)
+    m = CachedChatModel(model=inner(), cache=AnswerCache(embedder=HashEmbeddings()), disable_streaming=True)
     chunks = list(m.stream(QUESTION))
     assert len(chunks) == 1 and chunks[0].content == ANSWERS[0]
 

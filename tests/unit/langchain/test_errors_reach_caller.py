@@ -31,7 +31,7 @@ from frugal_chains import (
 )
 from frugal_chains.cache import AnswerCache
 from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler, with_cache
-from frugal_chains.testing import FakeEmbeddings, FakeToolCallingChatModel
+from frugal_chains.testing import FakeToolCallingChatModel, HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 PRICES = {"acme-1": Price(input=1.0, output=2.0), "acme-strong": Price(input=10.0, output=30.0)}
@@ -65,7 +65,7 @@ class Case:
     model: str = "acme-1"
     max_tokens: int | None = 256
     budget: Budget = ROOMY
-    embedder: Callable[[], Any] = FakeEmbeddings
+    embedder: Callable[[], Any] = HashEmbeddings
 
 
 CASES = {

@@ -24,14 +24,14 @@ from frugal_chains.langchain.budget import TokenBudgetHandler
 from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.metadata import cache_status, mark_cache_hit
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "How long is the refund window for shoes?"
 PARAPHRASE = "how long is the refund window for shoes please"
 
 
 def semantic_cache(**kwargs: Any) -> SemanticCache:
-    return SemanticCache(embedder=FakeEmbeddings(), **kwargs)
+    return SemanticCache(embedder=HashEmbeddings(), **kwargs)
 
 
 def model(cache: BaseCache | None = None, **kwargs: Any) -> FakeUsageChatModel:
@@ -75,14 +75,14 @@ def test_no_arguments_uses_the_core_defaults() -> None:
 
 
 def test_a_given_core_is_used_as_is() -> None:
-    core = AnswerCache(embedder=FakeEmbeddings(), threshold=0.9)
+    core = AnswerCache(embedder=HashEmbeddings(), threshold=0.9)
     assert SemanticCache(core).core is core
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs", "field"),
     [
-        ((AnswerCache(embedder=FakeEmbeddings()),), {"threshold": 0.5}, "cache"),
+        ((AnswerCache(embedder=HashEmbeddings()),), {"threshold": 0.5}, "cache"),
         (("not a cache",), {}, "cache"),
         ((), {"threshold": 1.5}, "threshold"),
     ],

@@ -15,7 +15,7 @@ from pydantic import Field
 from frugal_chains import Budget, Price, SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler, with_cache
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 PIECES = ["one ", "two ", "three"]
 
@@ -59,7 +59,7 @@ def wrappers() -> list[tuple[str, Any, Tracking]]:
     cheap, strong, alone = Tracking(), Tracking(), Tracking()
     return [
         ("cascade", CascadeChatModel(tiers=[cheap, strong], tier_names=["cheap", "strong"]), cheap),
-        ("cache", with_cache(alone, AnswerCache(embedder=FakeEmbeddings())), alone),
+        ("cache", with_cache(alone, AnswerCache(embedder=HashEmbeddings())), alone),
     ]
 
 

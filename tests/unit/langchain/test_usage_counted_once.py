@@ -21,7 +21,7 @@ from frugal_chains.cache import AnswerCache
 from frugal_chains.langchain import CachedChatModel, CascadeChatModel, TokenBudgetHandler
 from frugal_chains.routing import RegexGate
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 PROMPT = "What is 6 x 7?"
 MODES = ("invoke", "ainvoke", "stream", "astream", "batch", "abatch", "generate", "agenerate")
@@ -150,7 +150,7 @@ def cached(cache: AnswerCache) -> CachedChatModel:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_cache_miss_is_counted_once_and_a_hit_not_at_all(mode: str) -> None:
     expected = billed(cheap())
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     tracer = CollectingTracer()
     with get_usage_metadata_callback() as cb:
         miss = answer(cached(cache), mode, [tracer])
@@ -175,11 +175,11 @@ def nested_cascade() -> CascadeChatModel:
 
 
 def cached_cascade() -> CachedChatModel:
-    return CachedChatModel(model=cascade(), cache=AnswerCache(embedder=FakeEmbeddings()))
+    return CachedChatModel(model=cascade(), cache=AnswerCache(embedder=HashEmbeddings()))
 
 
 def cascade_of_cached() -> CascadeChatModel:
-    cached_cheap = CachedChatModel(model=cheap(), cache=AnswerCache(embedder=FakeEmbeddings()))
+    cached_cheap = CachedChatModel(model=cheap(), cache=AnswerCache(embedder=HashEmbeddings()))
     return CascadeChatModel(
         tiers=[cached_cheap, strong()], tier_names=["cheap", "strong"], gates=[RegexGate(r"\d")]
     )

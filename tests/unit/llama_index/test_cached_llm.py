@@ -29,7 +29,7 @@ from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.llama_index import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.metadata import WRAPPER_KEY, cache_status
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 MOCK_PRICE = Price(input=1.0, output=2.0)
@@ -72,7 +72,7 @@ class ToolLLM(CountingLLM):
 
 
 def cached(inner: Any = None, **cache_kwargs: Any) -> CachedLLM:
-    cache_kwargs.setdefault("embedder", FakeEmbeddings())
+    cache_kwargs.setdefault("embedder", HashEmbeddings())
     return CachedLLM(llm=inner if inner is not None else CountingLLM(), cache=AnswerCache(**cache_kwargs))
 
 
@@ -107,7 +107,7 @@ def test_metadata_payload_and_prompt_settings_come_from_the_wrapped_llm() -> Non
 
 
 def test_a_semantic_cache_is_accepted() -> None:
-    sc = SemanticCache(embedder=FakeEmbeddings())
+    sc = SemanticCache(embedder=HashEmbeddings())
     assert CachedLLM(llm=MockLLM(), cache=sc).cache is sc.core
 
 
@@ -191,7 +191,7 @@ def test_call_kwargs_are_part_of_the_partition_and_unstable_ones_bypass() -> Non
 
 
 def test_secrets_are_not_part_of_the_partition() -> None:
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     old, new = KeyedLLM(), KeyedLLM()
     old.api_key, new.api_key = "sk-old", "sk-new"
     CachedLLM(llm=old, cache=cache).complete(QUESTION)
@@ -299,7 +299,7 @@ def test_budget_counts_a_miss_once_and_a_hit_as_a_saving() -> None:
     llm = CachedLLM(
         llm=inner,
         cache=AnswerCache(
-            embedder=FakeEmbeddings(), ledger=ledger, prices=PriceBook({"MockLLM": MOCK_PRICE})
+            embedder=HashEmbeddings(), ledger=ledger, prices=PriceBook({"MockLLM": MOCK_PRICE})
         ),
     )
     llm.chat(user(QUESTION))
@@ -318,7 +318,7 @@ def test_settings_llm_and_a_query_engine(settings: Any) -> None:
     ledger = SQLiteLedger(":memory:")
     handler = TokenBudgetHandler(ledger=ledger, prices={"MockLLM": MOCK_PRICE})
     inner = CountingLLM()
-    Settings.llm = CachedLLM(llm=inner, cache=AnswerCache(embedder=FakeEmbeddings()))
+    Settings.llm = CachedLLM(llm=inner, cache=AnswerCache(embedder=HashEmbeddings()))
     Settings.embed_model = MockEmbedding(embed_dim=8)
     Settings.callback_manager = CallbackManager([handler])
     assert Settings.llm.complete("hello").text == "Answer 1 to your question."
@@ -341,10 +341,10 @@ def test_a_new_image_under_the_same_path_is_a_new_question(tmp_path: Any) -> Non
 
     from frugal_chains.cache import AnswerCache
     from frugal_chains.llama_index import CachedLLM
-    from frugal_chains.testing import FakeEmbeddings
+    from frugal_chains.testing import HashEmbeddings
 
     picture = tmp_path / "upload.png"
-    llm = CachedLLM(llm=MockLLM(), cache=AnswerCache(embedder=FakeEmbeddings()))
+    llm = CachedLLM(llm=MockLLM(), cache=AnswerCache(embedder=HashEmbeddings()))
 
     def ask() -> Any:
         return llm.chat(

@@ -15,7 +15,7 @@ from llama_index.core.llms.custom import CustomLLM
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import CachedLLM, CascadeLLM
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 STREAMS = ("stream_chat", "astream_chat", "stream_complete", "astream_complete")
 
@@ -64,7 +64,7 @@ def test_a_cascade_streams_its_whole_answer_after_escalating(how: str) -> None:
 def test_the_cache_wrapper_streams_stores_and_replays_it(how: str) -> None:
     with pytest.raises(NotImplementedError):  # the model itself cannot stream
         chunks(InHouseLLM(), how)
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     llm = CachedLLM(llm=InHouseLLM(), cache=cache)
     assert chunks(llm, how) == ["It is 42 ."]
     assert cache.stats.updates == 1

@@ -44,7 +44,7 @@ from frugal_chains import (
 )
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import CachedLLM, CascadeLLM, TokenBudgetHandler
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 DOCS = [
@@ -99,7 +99,7 @@ class Case:
     model: str = "acme-1"
     max_tokens: int | None = 64
     budget: Budget = ROOMY
-    embedder: Callable[[], Any] = FakeEmbeddings
+    embedder: Callable[[], Any] = HashEmbeddings
 
 
 CASES = {

@@ -16,7 +16,7 @@ from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import CachedLLM, CascadeLLM, TokenBudgetHandler
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import PRICES, Script, _li_fake_class, cheap, strong
 
 CALLS = (
@@ -92,7 +92,7 @@ def test_a_cache_miss_is_counted_once_and_a_hit_not_at_all(how: str) -> None:
     script = cheap("Paris is the capital of France .")
     tc = counter()
     manager = CallbackManager([tc])
-    llm = CachedLLM(llm=fake(script, manager), cache=AnswerCache(embedder=FakeEmbeddings()))
+    llm = CachedLLM(llm=fake(script, manager), cache=AnswerCache(embedder=HashEmbeddings()))
     call(llm, how)
     assert counted(tc) == direct(script, how=how) == (10, 5, 1)
     tc.reset_counts()

@@ -25,7 +25,7 @@ from frugal_chains.routing import (
     calibrate,
 )
 from frugal_chains.routing.calibration import SimResult, knob_thresholds, operating_curve, simulate
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 
 def dataset(
@@ -335,7 +335,7 @@ def test_calibrate_computes_scores_with_a_scorer() -> None:
 
 
 def test_calibrate_uses_score_many_of_a_trained_scorer() -> None:
-    emb = FakeEmbeddings(dim=32)
+    emb = HashEmbeddings(dim=32)
     scorer = TrainedScorer.fit(["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=emb)
     outcomes = [
         LabelledOutcome(messages=t, quality=(float(t.startswith("h")), 1.0))

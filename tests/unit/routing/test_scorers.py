@@ -26,7 +26,7 @@ from frugal_chains.routing import (
     TierSpec,
     TrainedScorer,
 )
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 TIERS = [
     TierSpec(name="cheap", model="cheap-model", price=Price(input=0.1, output=0.4)),
@@ -213,7 +213,7 @@ def synthetic(words: list[str], n: int, rng: random.Random) -> list[str]:
 def two_class() -> tuple[TrainedScorer, list[str], list[str]]:
     rng = random.Random(7)
     easy, hard = synthetic(EASY_WORDS, 40, rng), synthetic(HARD_WORDS, 40, rng)
-    scorer = TrainedScorer.fit(easy + hard, [0] * 40 + [1] * 40, embedder=FakeEmbeddings(dim=64))
+    scorer = TrainedScorer.fit(easy + hard, [0] * 40 + [1] * 40, embedder=HashEmbeddings(dim=64))
     return scorer, synthetic(EASY_WORDS, 30, rng), synthetic(HARD_WORDS, 30, rng)
 
 
@@ -244,7 +244,7 @@ def test_trained_scorer_score_score_many_and_ascore_agree(
 
 
 def test_score_many_embeds_in_batches_of_distinct_texts() -> None:
-    emb = FakeEmbeddings(dim=32)
+    emb = HashEmbeddings(dim=32)
     scorer = TrainedScorer.fit(["hi", "hello", "prove it", "derive it"], [0, 0, 1, 1], embedder=emb)
     emb.calls = 0
     scores = scorer.score_many(["a", "b", "c", "a", "d", "e"], batch_size=2)  # 5 distinct texts
@@ -253,7 +253,7 @@ def test_score_many_embeds_in_batches_of_distinct_texts() -> None:
 
 
 def test_ascore_uses_the_async_embedding_path() -> None:
-    class AsyncOnly(FakeEmbeddings):
+    class AsyncOnly(HashEmbeddings):
         def __init__(self) -> None:
             super().__init__(dim=32)
             self.async_calls = 0
@@ -275,7 +275,7 @@ def test_three_tiers_ordinal_model() -> None:
     groups = [synthetic(EASY_WORDS, 30, rng), synthetic(MID_WORDS, 30, rng), synthetic(HARD_WORDS, 30, rng)]
     convs = [c for g in groups for c in g]
     labels = [k for k in range(3) for _ in range(30)]
-    scorer = TrainedScorer.fit(convs, labels, embedder=FakeEmbeddings(dim=64))
+    scorer = TrainedScorer.fit(convs, labels, embedder=HashEmbeddings(dim=64))
     assert scorer.n_tiers == 3 and len(scorer.boundaries) == 2
     held = [synthetic(w, 15, rng) for w in (EASY_WORDS, MID_WORDS, HARD_WORDS)]
     means = [statistics.mean(scorer.score_many(g)) for g in held]
@@ -295,7 +295,7 @@ def test_three_tiers_ordinal_model() -> None:
 
 def test_unused_top_tier_gets_a_constant_boundary() -> None:
     scorer = TrainedScorer.fit(
-        ["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], n_tiers=3, embedder=FakeEmbeddings()
+        ["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], n_tiers=3, embedder=HashEmbeddings()
     )
     top = scorer.boundaries[1]
     assert all(w == 0.0 for w in top.weights)
@@ -316,7 +316,7 @@ def test_trained_scorer_uses_earlier_turns() -> None:
 
     easy = [convo(EASY_WORDS) for _ in range(30)]
     hard = [convo(HARD_WORDS) for _ in range(30)]
-    scorer = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=FakeEmbeddings(dim=64))
+    scorer = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=HashEmbeddings(dim=64))
     e = scorer.score_many([convo(EASY_WORDS) for _ in range(10)])
     h = scorer.score_many([convo(HARD_WORDS) for _ in range(10)])
     assert max(e) < 0.5 < min(h)
@@ -329,7 +329,7 @@ def test_sample_weight_can_silence_mislabelled_examples() -> None:
     convs = easy + hard + noise_easy + noise_hard
     labels = [0] * 30 + [1] * 30 + [1] * 30 + [0] * 30  # the second half is labelled backwards
     test_easy, test_hard = synthetic(EASY_WORDS, 20, rng), synthetic(HARD_WORDS, 20, rng)
-    emb = FakeEmbeddings(dim=64)
+    emb = HashEmbeddings(dim=64)
 
     def gap(s: TrainedScorer) -> float:
         return statistics.mean(s.score_many(test_hard)) - statistics.mean(s.score_many(test_easy))
@@ -348,10 +348,10 @@ def test_save_load_round_trip_gives_identical_scores(
     doc = json.loads(path.read_text())
     assert doc["embedder"] == {"name": "fake-hash-64", "dim": 64} and doc["n_tiers"] == 2
     assert len(doc["boundaries"]) == 1 and len(doc["boundaries"][0]["weights"]) == 2 * 64 + 2
-    loaded = TrainedScorer.load(path, embedder=FakeEmbeddings(dim=64))
+    loaded = TrainedScorer.load(path, embedder=HashEmbeddings(dim=64))
     texts = easy + hard + ["", "hi"]
     assert loaded.score_many(texts) == scorer.score_many(texts)
-    assert TrainedScorer.from_json(scorer.to_json(), embedder=FakeEmbeddings(dim=64)).score(
+    assert TrainedScorer.from_json(scorer.to_json(), embedder=HashEmbeddings(dim=64)).score(
         easy[0]
     ) == scorer.score(easy[0])
     assert loaded.meta == scorer.meta
@@ -363,17 +363,17 @@ def test_loading_with_another_embedder_is_refused(
     scorer, _, _ = two_class
     text = scorer.to_json()
 
-    class Renamed(FakeEmbeddings):
+    class Renamed(HashEmbeddings):
         @property
         def name(self) -> str:
             return "other-model"
 
-    class WrongDim(FakeEmbeddings):
+    class WrongDim(HashEmbeddings):
         @property
         def name(self) -> str:
             return "fake-hash-64"
 
-    for emb in (FakeEmbeddings(dim=32), Renamed(dim=64), WrongDim(dim=32)):
+    for emb in (HashEmbeddings(dim=32), Renamed(dim=64), WrongDim(dim=32)):
         with pytest.raises(ConfigurationError) as e:
             TrainedScorer.from_json(text, embedder=emb)
         assert e.value.field == "embedder"
@@ -382,7 +382,7 @@ def test_loading_with_another_embedder_is_refused(
 
 def test_bad_saved_files(tmp_path: Path, two_class: tuple[TrainedScorer, list[str], list[str]]) -> None:
     scorer, _, _ = two_class
-    emb = FakeEmbeddings(dim=64)
+    emb = HashEmbeddings(dim=64)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     cases: list[tuple[Any, str]] = [
@@ -423,7 +423,7 @@ def test_bad_saved_files(tmp_path: Path, two_class: tuple[TrainedScorer, list[st
 )
 def test_fit_rejects_bad_input(conversations: Any, labels: Any, kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as e:
-        TrainedScorer.fit(conversations, labels, embedder=FakeEmbeddings(), **kwargs)
+        TrainedScorer.fit(conversations, labels, embedder=HashEmbeddings(), **kwargs)
     assert e.value.field == field
 
 
@@ -454,18 +454,18 @@ def test_trained_scorer_routes_in_the_engine(two_class: tuple[TrainedScorer, lis
 
 def test_constructor_checks_the_models() -> None:
     scorer = TrainedScorer.fit(
-        ["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=FakeEmbeddings(dim=16)
+        ["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=HashEmbeddings(dim=16)
     )
     with pytest.raises(ConfigurationError) as e:
         TrainedScorer(
-            scorer.boundaries, embedder=FakeEmbeddings(dim=32), embedder_name="fake-hash-32", embedder_dim=32
+            scorer.boundaries, embedder=HashEmbeddings(dim=32), embedder_name="fake-hash-32", embedder_dim=32
         )
     assert e.value.field == "boundaries"
     with pytest.raises(ConfigurationError) as e:
-        TrainedScorer([], embedder=FakeEmbeddings(dim=16), embedder_name="fake-hash-16", embedder_dim=16)
+        TrainedScorer([], embedder=HashEmbeddings(dim=16), embedder_name="fake-hash-16", embedder_dim=16)
     assert e.value.field == "boundaries"
     same = TrainedScorer(
-        scorer.boundaries, embedder=FakeEmbeddings(dim=16), embedder_name="fake-hash-16", embedder_dim=16
+        scorer.boundaries, embedder=HashEmbeddings(dim=16), embedder_name="fake-hash-16", embedder_dim=16
     )
     assert same.score("hey") == scorer.score("hey")
     assert np.isfinite(same.score(""))
@@ -604,7 +604,7 @@ def test_choose_l2_with_too_few_examples_of_a_class_returns_the_middle_of_the_gr
 
 
 def test_trained_scorer_defaults_to_auto_l2_and_records_it() -> None:
-    emb = FakeEmbeddings(dim=32)
+    emb = HashEmbeddings(dim=32)
     easy = [f"what is the capital of country {i}" for i in range(30)]
     hard = [f"prove the theorem about prime gaps number {i} rigorously" for i in range(30)]
     auto = TrainedScorer.fit(easy + hard, [0] * 30 + [1] * 30, embedder=emb)
@@ -624,7 +624,7 @@ def test_trained_scorer_defaults_to_auto_l2_and_records_it() -> None:
 
 
 def test_auto_l2_of_an_ordinal_scorer_has_one_entry_per_boundary() -> None:
-    emb = FakeEmbeddings(dim=16)
+    emb = HashEmbeddings(dim=16)
     texts = [f"question number {i} about topic {i % 5}" for i in range(30)]
     three = TrainedScorer.fit(
         texts, [1] * 15 + [2] * 15, embedder=emb, n_tiers=3

@@ -1,4 +1,4 @@
-"""The trained answer verifier (FakeEmbeddings: no model)."""
+"""The trained answer verifier (HashEmbeddings: no model)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from frugal_chains import ConfigurationError
 from frugal_chains.routing import GateContext, QualityGate, TierAnswer, TrainedVerifier
 from frugal_chains.routing.verifier import ANSWER_FEATURES, answer_features
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 ITEMS = ["apples", "pens", "books", "coins", "cards", "eggs"]
 
@@ -71,7 +71,7 @@ def auc(scores: list[float], labels: list[int]) -> float:
 @pytest.fixture(scope="module")
 def fitted() -> TrainedVerifier:
     qs, ans, ys = dataset(120, seed=1)
-    return TrainedVerifier.fit(qs, ans, ys, embedder=FakeEmbeddings(dim=32))
+    return TrainedVerifier.fit(qs, ans, ys, embedder=HashEmbeddings(dim=32))
 
 
 def gate_ctx(question: Any, text: str, **kw: Any) -> GateContext:
@@ -98,7 +98,7 @@ def test_separates_good_from_bad_answers_on_held_out_data(fitted: TrainedVerifie
 def test_labels_matter(fitted: TrainedVerifier) -> None:
     """Swapping the labels must flip the ranking (the model learns from the labels, not from the text alone)."""
     qs, ans, ys = dataset(120, seed=1)
-    flipped = TrainedVerifier.fit(qs, ans, [1 - y for y in ys], embedder=FakeEmbeddings(dim=32))
+    flipped = TrainedVerifier.fit(qs, ans, [1 - y for y in ys], embedder=HashEmbeddings(dim=32))
     tq, ta, ty = dataset(60, seed=3)
     assert auc(flipped.score_many(tq, ta), ty) < 0.1
 
@@ -195,17 +195,17 @@ def test_save_load_round_trip(fitted: TrainedVerifier, tmp_path: Path) -> None:
     assert data["threshold"] == 0.42 and data["n_train"] == 120
     assert data["feature_names"][: len(ANSWER_FEATURES)] == list(ANSWER_FEATURES)
     assert path.stat().st_size < 50_000
-    loaded = TrainedVerifier.load(path, embedder=FakeEmbeddings(dim=32))
+    loaded = TrainedVerifier.load(path, embedder=HashEmbeddings(dim=32))
     assert loaded.threshold == 0.42
     qs, ans, _ = dataset(10, seed=7)
     assert loaded.score_many(qs, ans) == pytest.approx(fitted.score_many(qs, ans), abs=1e-5)
-    again = TrainedVerifier.from_json(loaded.to_json(), embedder=FakeEmbeddings(dim=32))
+    again = TrainedVerifier.from_json(loaded.to_json(), embedder=HashEmbeddings(dim=32))
     assert again.to_dict() == loaded.to_dict()
 
 
 def test_load_with_another_embedder_fails(fitted: TrainedVerifier) -> None:
     text = fitted.to_json()
-    for other in [FakeEmbeddings(dim=64), None]:  # None: the default embedder, another vector space
+    for other in [HashEmbeddings(dim=64), None]:  # None: the default embedder, another vector space
         with pytest.raises(ConfigurationError) as e:
             TrainedVerifier.from_json(text, embedder=other)
         assert e.value.field == "embedder"
@@ -217,7 +217,7 @@ def test_a_langchain_embeddings_object_is_accepted() -> None:
         model = "lc-fake"
 
         def __init__(self) -> None:
-            self.fake = FakeEmbeddings(dim=16)
+            self.fake = HashEmbeddings(dim=16)
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
             return self.fake.embed(texts).tolist()
@@ -238,7 +238,7 @@ def test_a_langchain_embeddings_object_is_accepted() -> None:
 )  # fmt: skip
 def test_from_json_rejects_other_documents(text: str) -> None:
     with pytest.raises(ConfigurationError) as e:
-        TrainedVerifier.from_json(text, embedder=FakeEmbeddings(dim=32))
+        TrainedVerifier.from_json(text, embedder=HashEmbeddings(dim=32))
     assert e.value.field == "model"
 
 
@@ -267,7 +267,7 @@ def test_from_json_rejects_other_documents(text: str) -> None:
     ],
 )
 def test_fit_validation(args: tuple[Any, ...], kwargs: dict[str, Any], field: str) -> None:
-    kwargs.setdefault("embedder", FakeEmbeddings(dim=16))
+    kwargs.setdefault("embedder", HashEmbeddings(dim=16))
     with pytest.raises(ConfigurationError) as e:
         TrainedVerifier.fit(*args, **kwargs)
     assert e.value.field == field
@@ -284,11 +284,11 @@ def test_score_many_validation(fitted: TrainedVerifier) -> None:
 
 def test_tiny_training_sets_work_without_stacking() -> None:
     v = TrainedVerifier.fit(
-        ["2+2?", "3+3?", "4+4?"], ["4", "I'm not sure", "8"], [1, 0, 1], embedder=FakeEmbeddings()
+        ["2+2?", "3+3?", "4+4?"], ["4", "I'm not sure", "8"], [1, 0, 1], embedder=HashEmbeddings()
     )
     assert v.embedding_model is None  # one negative: no out-of-fold embedding score possible
     assert 0.0 <= v.score("5+5?", "10") <= 1.0
-    assert TrainedVerifier.from_json(v.to_json(), embedder=FakeEmbeddings()).embedding_model is None
+    assert TrainedVerifier.from_json(v.to_json(), embedder=HashEmbeddings()).embedding_model is None
 
 
 # ---------------------------------------------------------------------------------------------------- features

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from frugal_chains._progress import progress_bar, wants_progress
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.scorers.inputs import Conversation, as_messages, finite
 from frugal_chains.routing.types import Message, user_turns
-from frugal_chains.shared.logistic import Logistic, choose_l2, fit_logistic
+from frugal_chains.shared.logistic import AUTO_FOLDS, L2_GRID, Logistic, choose_l2, fit_logistic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,13 +67,13 @@ class TrainedScorer:
 
     Example:
         >>> from frugal_chains.routing import TrainedScorer
-        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> from frugal_chains.testing import HashEmbeddings
         >>> easy = [f"what is the capital of country {i}" for i in range(20)]
         >>> hard = [f"prove the theorem about prime gaps number {i} rigorously" for i in range(20)]
-        >>> scorer = TrainedScorer.fit(easy + hard, [0] * 20 + [1] * 20, embedder=FakeEmbeddings(dim=64))
+        >>> scorer = TrainedScorer.fit(easy + hard, [0] * 20 + [1] * 20, embedder=HashEmbeddings(dim=64))
         >>> scorer.score("what is the capital of country 99") < 0.5 < scorer.score("prove the theorem on prime gaps")
         True
-        >>> again = TrainedScorer.from_json(scorer.to_json(), embedder=FakeEmbeddings(dim=64))
+        >>> again = TrainedScorer.from_json(scorer.to_json(), embedder=HashEmbeddings(dim=64))
         >>> again.score("hello") == scorer.score("hello")
         True
     """
@@ -212,9 +213,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> s = TrainedScorer.fit(["hi", "hello", "prove it", "derive it", "a proof"], [0, 0, 2, 1, 2],
-            ...                       embedder=FakeEmbeddings())
+            ...                       embedder=HashEmbeddings())
             >>> len(s.boundary_scores("prove this"))
             2
         """
@@ -238,9 +239,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> s = TrainedScorer.fit(["hi", "hello", "prove it", "derive it"], [0, 0, 1, 1],
-            ...                       embedder=FakeEmbeddings())
+            ...                       embedder=HashEmbeddings())
             >>> many = s.score_many(["hi", "prove it"])
             >>> [round(v, 9) for v in many] == [round(s.score("hi"), 9), round(s.score("prove it"), 9)]
             True
@@ -269,6 +270,7 @@ class TrainedScorer:
         l2: float | Literal["auto"] = "auto",
         sample_weight: Sequence[float] | None = None,
         batch_size: int = 64,
+        progress: bool | None = None,
     ) -> TrainedScorer:
         """Fit on labelled outcomes.
 
@@ -289,6 +291,8 @@ class TrainedScorer:
                 tiers, a list with one value per tier boundary, ``None`` for a boundary with one class only).
             sample_weight: optional non-negative weight per example (e.g. the request's cost).
             batch_size: texts per embedding call.
+            progress: a progress bar on stderr (embedding, then the fits): ``None`` (default) when stderr is a
+                terminal, ``True`` always, ``False`` never.
 
         Raises:
             ConfigurationError: lengths differ (``labels``), a label is out of range or only one class occurs
@@ -296,9 +300,9 @@ class TrainedScorer:
 
         Example:
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
+            >>> from frugal_chains.testing import HashEmbeddings
             >>> convs = [[{"role": "user", "content": "hi"}], "thanks!", "prove Fermat's last theorem", "derive E=mc^2"]
-            >>> TrainedScorer.fit(convs, [0, 0, 1, 1], embedder=FakeEmbeddings()).n_tiers
+            >>> TrainedScorer.fit(convs, [0, 0, 1, 1], embedder=HashEmbeddings()).n_tiers
             2
         """
         import numpy as np
@@ -361,41 +365,54 @@ class TrainedScorer:
                     field="sample_weight",
                 )
 
+        wants_progress(progress)  # a bad value fails before the work
         emb = default_embedder() if embedder is None else as_embedder(embedder)
         parts, texts = cls._texts(convs)
-        raw = [
-            np.asarray(emb.embed(texts[i : i + batch_size]), np.float64)
-            for i in range(0, len(texts), batch_size)
-        ]
-        vecs = np.vstack(raw)
-        dim = int(vecs.shape[1])
-        if vecs.shape[0] != len(texts):
-            raise ConfigurationError(
-                f"the embedder returned {vecs.shape[0]} vectors for {len(texts)} texts", field="embedder"
-            )
-        x = _feature_matrix(parts, {t: i for i, t in enumerate(texts)}, vecs, dim)
-        y = np.asarray(ints)
-        models: list[Logistic] = []
-        used_l2: list[float | None] = []  # per boundary; None for a constant one
-        for b in range(n_tiers - 1):
-            yb = (y > b).astype(np.float64)
-            positives = float(yb.sum()) if weights is None else float((weights * yb).sum())
-            total = float(len(yb)) if weights is None else float(weights.sum())
-            if 0 < yb.sum() < len(yb):
-                l2_b = _auto_l2(x, yb, weights) if auto else float(l2)
-                used_l2.append(l2_b)
-                fitted = _fit_varying(x, yb, l2=l2_b, sample_weight=weights)
-            else:  # no example on one side of this boundary: a constant at the smoothed base rate
-                used_l2.append(None)
-                p = (positives + 0.5) / (total + 1.0)
-                fitted = Logistic(
-                    weights=(0.0,) * x.shape[1],
-                    bias=math.log(p / (1 - p)),
-                    mean=(0.0,) * x.shape[1],
-                    scale=(1.0,) * x.shape[1],
+        per_boundary = AUTO_FOLDS * len(L2_GRID) + 1 if auto else 1  # the CV fits, then the fit itself
+        total = math.ceil(len(texts) / batch_size) + (n_tiers - 1) * per_boundary
+        with progress_bar("training the router's scorer", total, progress=progress) as advance:
+            raw = []
+            for i in range(0, len(texts), batch_size):
+                raw.append(np.asarray(emb.embed(texts[i : i + batch_size]), np.float64))
+                advance(1)
+            vecs = np.vstack(raw)
+            dim = int(vecs.shape[1])
+            if vecs.shape[0] != len(texts):
+                raise ConfigurationError(
+                    f"the embedder returned {vecs.shape[0]} vectors for {len(texts)} texts", field="embedder"
                 )
-            # What is saved is what is used: scores after save/load are identical.
-            models.append(Logistic.from_dict(fitted.to_dict()))
+            x = _feature_matrix(parts, {t: i for i, t in enumerate(texts)}, vecs, dim)
+            y = np.asarray(ints)
+            models: list[Logistic] = []
+            used_l2: list[float | None] = []  # per boundary; None for a constant one
+            cv_fits = [0]
+
+            def step() -> None:
+                cv_fits[0] += 1
+                advance(1)
+
+            for b in range(n_tiers - 1):
+                yb = (y > b).astype(np.float64)
+                positives = float(yb.sum()) if weights is None else float((weights * yb).sum())
+                total_w = float(len(yb)) if weights is None else float(weights.sum())
+                before = cv_fits[0]
+                if 0 < yb.sum() < len(yb):
+                    l2_b = _auto_l2(x, yb, weights, on_fit=step) if auto else float(l2)
+                    used_l2.append(l2_b)
+                    fitted = _fit_varying(x, yb, l2=l2_b, sample_weight=weights)
+                else:  # no example on one side of this boundary: a constant at the smoothed base rate
+                    used_l2.append(None)
+                    p = (positives + 0.5) / (total_w + 1.0)
+                    fitted = Logistic(
+                        weights=(0.0,) * x.shape[1],
+                        bias=math.log(p / (1 - p)),
+                        mean=(0.0,) * x.shape[1],
+                        scale=(1.0,) * x.shape[1],
+                    )
+                # the CV fits skipped (too little data to cross-validate), and the fit itself
+                advance(per_boundary - (cv_fits[0] - before))
+                # What is saved is what is used: scores after save/load are identical.
+                models.append(Logistic.from_dict(fitted.to_dict()))
         counts = [int((y == k).sum()) for k in range(n_tiers)]
         return cls(
             models,
@@ -481,11 +498,11 @@ class TrainedScorer:
         Example:
             >>> import os, tempfile
             >>> from frugal_chains.routing import TrainedScorer
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> s = TrainedScorer.fit(["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> s = TrainedScorer.fit(["hi", "hey", "prove it", "derive it"], [0, 0, 1, 1], embedder=HashEmbeddings())
             >>> path = os.path.join(tempfile.mkdtemp(), "scorer.json")
             >>> s.save(path)
-            >>> TrainedScorer.load(path, embedder=FakeEmbeddings()).score("hey") == s.score("hey")
+            >>> TrainedScorer.load(path, embedder=HashEmbeddings()).score("hey") == s.score("hey")
             True
         """
         try:
@@ -495,9 +512,14 @@ class TrainedScorer:
         return cls._parse(text, embedder, "path")
 
 
-def _auto_l2(x: NDArray[np.float64], y: NDArray[np.float64], weights: NDArray[np.float64] | None) -> float:
+def _auto_l2(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    weights: NDArray[np.float64] | None,
+    on_fit: Callable[[], None] | None = None,
+) -> float:
     """``l2="auto"``: :func:`choose_l2` on the columns that vary (as :func:`_fit_varying` fits them)."""
-    return choose_l2(x[:, _varying(x)], y, sample_weight=weights)
+    return choose_l2(x[:, _varying(x)], y, sample_weight=weights, on_fit=on_fit)
 
 
 def _varying(x: NDArray[np.float64]) -> NDArray[np.bool_]:

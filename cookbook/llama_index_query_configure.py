@@ -1,7 +1,7 @@
 """A LlamaIndex query engine with budgets, the semantic cache and a cascade, wired by one `configure()` call.
 
 Runs offline: two MockLLM tiers stand in for a cheap and a strong model (in your app: `OpenAI(model="gpt-4o-mini")`
-and `OpenAI(model="gpt-4o")`), MockEmbedding for retrieval and FakeEmbeddings for the cache (in your app: the
+and `OpenAI(model="gpt-4o")`), MockEmbedding for retrieval and HashEmbeddings for the cache (in your app: the
 default embedder, `pip install "frugal-chains[embeddings]"`). Budget records, the cascade's routes and the cache's
 hits go to one ledger, printed at the end.
 
@@ -18,7 +18,7 @@ from frugal_chains import Budget, BudgetExceededError, Price, attribute
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import configure
 from frugal_chains.routing import LengthGate
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         tiers=[MockLLM(max_tokens=4), MockLLM(max_tokens=40)],
         tier_names=["cheap", "strong"],
         gates=[LengthGate(min_chars=40)],
-        cache=AnswerCache(embedder=FakeEmbeddings()),
+        cache=AnswerCache(embedder=HashEmbeddings()),
         budgets=[Budget(max_usd=0.002, scope="user", window="day")],
         # MockLLM has no public price: say what a call costs (USD per million tokens)
         prices={"MockLLM": Price(input=1.0, output=4.0)},

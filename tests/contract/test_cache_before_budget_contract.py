@@ -16,7 +16,7 @@ from frugal_chains import Budget, SQLiteLedger, attribute
 from frugal_chains.cache import AnswerCache
 from frugal_chains.errors import BudgetExceededError
 from frugal_chains.metadata import cache_status
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 from tests.contract.wings import PRICES, Observation, Target, Wing, cheap, cost
 
 ANSWER = "Paris is the capital of France ."
@@ -33,7 +33,7 @@ def paid_or_served(obs: Observation) -> list[tuple[Any, ...]]:
 
 
 def new_cache() -> AnswerCache:
-    return AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
+    return AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES)
 
 
 def as_user(user: str, tenant: str = "acme") -> contextlib.AbstractContextManager[object]:

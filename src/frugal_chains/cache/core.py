@@ -108,8 +108,8 @@ class CachePin(Generic[T]):
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
-        >>> from frugal_chains.testing import FakeEmbeddings
-        >>> cache = AnswerCache(embedder=FakeEmbeddings())
+        >>> from frugal_chains.testing import HashEmbeddings
+        >>> cache = AnswerCache(embedder=HashEmbeddings())
         >>> cache.update(CacheRequest.from_prompt("Do you ship to Canada?"), "Yes.")
         >>> pin = cache.probe(CacheRequest.from_prompt("do you ship to canada"))
         >>> pin.result.answer, pin.result.tier
@@ -865,8 +865,8 @@ class AnswerCache(SharedService):
 
         Example:
             >>> from frugal_chains.cache import AnswerCache, CacheRequest
-            >>> from frugal_chains.testing import FakeEmbeddings
-            >>> cache = AnswerCache(embedder=FakeEmbeddings())
+            >>> from frugal_chains.testing import HashEmbeddings
+            >>> cache = AnswerCache(embedder=HashEmbeddings())
             >>> request = CacheRequest.from_prompt("What is the capital of France?")
             >>> cache.probe(request) is None
             True

@@ -76,9 +76,9 @@ class LLMNotAttachedWarning(UserWarning):
         >>> from llama_index.core.llms import MockLLM
         >>> from frugal_chains.cache import AnswerCache
         >>> from frugal_chains.llama_index import LLMNotAttachedWarning, configure
-        >>> from frugal_chains.testing import FakeEmbeddings
+        >>> from frugal_chains.testing import HashEmbeddings
         >>> llm = MockLLM(max_tokens=8)
-        >>> with configure(llm, cache=AnswerCache(embedder=FakeEmbeddings())) as frugal:
+        >>> with configure(llm, cache=AnswerCache(embedder=HashEmbeddings())) as frugal:
         ...     with warnings.catch_warnings(record=True) as caught:
         ...         warnings.simplefilter("always")
         ...         _ = llm.complete("hi")  # not frugal.llm.complete: the cache never sees it

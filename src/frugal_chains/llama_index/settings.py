@@ -318,8 +318,8 @@ def configure(
         >>> from frugal_chains import Price
         >>> from frugal_chains.cache import AnswerCache
         >>> from frugal_chains.llama_index import configure
-        >>> from frugal_chains.testing import FakeEmbeddings
-        >>> frugal = configure(MockLLM(max_tokens=16), cache=AnswerCache(embedder=FakeEmbeddings()),
+        >>> from frugal_chains.testing import HashEmbeddings
+        >>> frugal = configure(MockLLM(max_tokens=16), cache=AnswerCache(embedder=HashEmbeddings()),
         ...                    prices={"MockLLM": Price(input=1.0, output=2.0)})
         >>> type(Settings.llm).__name__
         'CachedLLM'

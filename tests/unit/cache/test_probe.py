@@ -11,7 +11,7 @@ import pytest
 from frugal_chains import Budget, BudgetExceededError, ConfigurationError, Price, SQLiteLedger, attribute
 from frugal_chains.budget import BudgetGuard
 from frugal_chains.cache import AnswerCache, CachePin, CacheRequest, cache_scope
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "How long is the refund window for shoes?"
 PARAPHRASE = "how long is the refund window for shoes please"
@@ -23,7 +23,7 @@ def q(text: str) -> CacheRequest:
 
 @pytest.fixture
 def cache() -> AnswerCache:
-    c = AnswerCache(embedder=FakeEmbeddings(), threshold=0.6, ledger=SQLiteLedger())
+    c = AnswerCache(embedder=HashEmbeddings(), threshold=0.6, ledger=SQLiteLedger())
     c.update(q(QUESTION), json.dumps("30 days."), cost_usd=0.01)
     return c
 

@@ -29,7 +29,7 @@ from frugal_chains.errors import BudgetExceededError
 from frugal_chains.langchain import SemanticCache, TokenBudgetHandler
 from frugal_chains.metadata import cache_status
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 QUESTION = "How long is the refund window for shoes?"
 PARAPHRASE = "how long is the refund window for shoes please"
@@ -106,7 +106,7 @@ class Setup:
     def __init__(self, how: str, budget: Budget = OVER, tenant: str = "acme", **cache_kwargs: Any) -> None:
         self.ledger = SQLiteLedger()
         cache_kwargs.setdefault("threshold", 0.6)
-        self.cache = SemanticCache(embedder=FakeEmbeddings(), ledger=self.ledger, **cache_kwargs)
+        self.cache = SemanticCache(embedder=HashEmbeddings(), ledger=self.ledger, **cache_kwargs)
         self.how = how
         self.model = self.new_model()
         self.handler = TokenBudgetHandler([budget], ledger=self.ledger)

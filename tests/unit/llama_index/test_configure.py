@@ -39,7 +39,7 @@ from frugal_chains.llama_index import (
     configure,
 )
 from frugal_chains.routing import RegexGate
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 QUESTION = "What is the capital of France?"
 PRICES = {"acme-1": Price(input=1.0, output=2.0), "acme-strong": Price(input=10.0, output=30.0)}
@@ -128,7 +128,7 @@ def test_budget_records_reach_the_ledger_once_per_call(mode: str) -> None:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_cache_hits_are_recorded_in_the_same_ledger(mode: str) -> None:
     provider = Provider()
-    cache = AnswerCache(embedder=FakeEmbeddings())
+    cache = AnswerCache(embedder=HashEmbeddings())
     frugal = configure(provider, cache=cache, budgets=[ROOMY], prices=PRICES)
     assert isinstance(Settings.llm, CachedLLM) and frugal.cache is cache
     assert cache.ledger is frugal.ledger
@@ -166,7 +166,7 @@ def test_cascade_records_each_tier_call_and_the_route(mode: str) -> None:
 
 def test_a_cache_over_a_cascade_shares_the_ledger_too() -> None:
     cheap, strong = Provider(), Provider(model="acme-strong")
-    frugal = configure(tiers=[cheap, strong], cache=AnswerCache(embedder=FakeEmbeddings()), prices=PRICES)
+    frugal = configure(tiers=[cheap, strong], cache=AnswerCache(embedder=HashEmbeddings()), prices=PRICES)
     assert isinstance(Settings.llm, CachedLLM) and Settings.llm.llm is frugal.cascade
     qe = engine()
     qe.query(QUESTION)
@@ -182,7 +182,7 @@ def test_a_refused_call_reaches_the_caller(wrapper: str, mode: str) -> None:
     if wrapper == "plain":
         configure(providers[0], budgets=[TINY], prices=PRICES)
     elif wrapper == "cached":
-        configure(providers[0], cache=AnswerCache(embedder=FakeEmbeddings()), budgets=[TINY], prices=PRICES)
+        configure(providers[0], cache=AnswerCache(embedder=HashEmbeddings()), budgets=[TINY], prices=PRICES)
     else:
         configure(tiers=providers, budgets=[TINY], prices=PRICES)
     qe = engine()
@@ -203,7 +203,7 @@ def test_existing_handlers_are_kept_and_reset_restores_settings() -> None:
     before = Provider(model="before")
     Settings.llm = before
     Settings.callback_manager = manager
-    frugal = configure(Provider(), cache=AnswerCache(embedder=FakeEmbeddings()), feature="docs-qa")
+    frugal = configure(Provider(), cache=AnswerCache(embedder=HashEmbeddings()), feature="docs-qa")
     assert Settings.callback_manager is manager  # the same manager, one more handler
     assert manager.handlers == [counter, frugal.handler]
     engine().query(QUESTION)
@@ -229,8 +229,8 @@ def test_a_with_block_resets_and_unset_settings_stay_unset() -> None:
 
 
 def test_a_second_configure_replaces_the_first() -> None:
-    first = configure(Provider(), cache=AnswerCache(embedder=FakeEmbeddings()))
-    second = configure(cache=AnswerCache(embedder=FakeEmbeddings()))  # wraps the LLM the first one was given
+    first = configure(Provider(), cache=AnswerCache(embedder=HashEmbeddings()))
+    second = configure(cache=AnswerCache(embedder=HashEmbeddings()))  # wraps the LLM the first one was given
     assert not first.active and second.active
     assert Settings.callback_manager.handlers == [second.handler]
     assert isinstance(Settings.llm, CachedLLM) and not isinstance(Settings.llm.llm, CachedLLM)
@@ -242,7 +242,7 @@ def test_attribution_defaults_apply_to_every_record_and_attribute_blocks_win() -
     frugal = configure(
         Provider(),
         tiers=None,
-        cache=AnswerCache(embedder=FakeEmbeddings()),
+        cache=AnswerCache(embedder=HashEmbeddings()),
         prices=PRICES,
         feature="docs-qa",
         attribution=Attribution(tenant_id="acme", tags=("beta",)),
@@ -261,7 +261,7 @@ def test_attribution_defaults_apply_to_every_record_and_attribute_blocks_win() -
 
 def test_one_ledger_given_is_the_one_everything_writes_to() -> None:
     ledger = SQLiteLedger(":memory:")
-    cache = AnswerCache(embedder=FakeEmbeddings(), ledger=ledger)  # the same ledger is fine
+    cache = AnswerCache(embedder=HashEmbeddings(), ledger=ledger)  # the same ledger is fine
     frugal = configure(tiers=[Provider(), Provider(model="acme-strong")], cache=cache, ledger=ledger)
     assert frugal.ledger is ledger and frugal.cascade is not None and frugal.cascade.core.ledger is ledger
     engine().query(QUESTION)
@@ -280,10 +280,10 @@ def test_one_ledger_given_is_the_one_everything_writes_to() -> None:
         ({"llm": Provider(), "scorer": "heuristic"}, "scorer"),
         ({"llm": Provider(), "cache": "cache.sqlite"}, "cache"),
         (
-            {"llm": Provider(), "cache": AnswerCache(embedder=FakeEmbeddings(), ledger=SQLiteLedger())},
+            {"llm": Provider(), "cache": AnswerCache(embedder=HashEmbeddings(), ledger=SQLiteLedger())},
             "cache",
         ),
-        ({"cache": AnswerCache(embedder=FakeEmbeddings())}, "llm"),  # nothing to wrap
+        ({"cache": AnswerCache(embedder=HashEmbeddings())}, "llm"),  # nothing to wrap
         ({"llm": Provider(), "budgets": ["1 USD"]}, "budgets"),
         ({"llm": Provider(), "budgets": {"max_usd": 1}}, "budgets"),
         ({"llm": Provider(), "feature": ""}, "feature"),
@@ -324,7 +324,7 @@ def test_a_handler_set_on_settings_after_the_engine_was_built_warns(llm: str, mo
     its calls are not recorded, and a BudgetNotAttachedWarning says so (once)."""
     provider = Provider()
     Settings.llm = (
-        provider if llm == "plain" else CachedLLM(llm=provider, cache=AnswerCache(embedder=FakeEmbeddings()))
+        provider if llm == "plain" else CachedLLM(llm=provider, cache=AnswerCache(embedder=HashEmbeddings()))
     )
     qe = engine()
     handler = TokenBudgetHandler([ROOMY], prices=PRICES)
@@ -339,7 +339,7 @@ def test_a_handler_set_on_settings_after_the_engine_was_built_warns(llm: str, mo
 
 def test_a_cache_hit_under_a_late_handler_warns_too() -> None:
     """A hit calls no LLM: the wrapper itself checks."""
-    cached = CachedLLM(llm=Provider(), cache=AnswerCache(embedder=FakeEmbeddings()))
+    cached = CachedLLM(llm=Provider(), cache=AnswerCache(embedder=HashEmbeddings()))
     Settings.llm = cached
     qe = engine()
     qe.query(QUESTION)  # stored
@@ -352,7 +352,7 @@ def test_no_warning_when_the_handler_is_attached() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetNotAttachedWarning)
         warnings.simplefilter("error", LLMNotAttachedWarning)
-        frugal = configure(Provider(), cache=AnswerCache(embedder=FakeEmbeddings()), prices=PRICES)
+        frugal = configure(Provider(), cache=AnswerCache(embedder=HashEmbeddings()), prices=PRICES)
         qe = engine()
         qe.query(QUESTION)
         asyncio.run(qe.aquery(QUESTION))
@@ -366,7 +366,7 @@ def test_an_engine_built_before_configure_keeps_its_llm_and_that_warns(wrapper: 
     Settings.llm = provider
     qe = engine()  # holds `provider`
     if wrapper == "cache":
-        frugal = configure(provider, cache=AnswerCache(embedder=FakeEmbeddings()), prices=PRICES)
+        frugal = configure(provider, cache=AnswerCache(embedder=HashEmbeddings()), prices=PRICES)
     else:
         frugal = configure(tiers=[provider, Provider(model="acme-strong")], prices=PRICES)
     with pytest.warns(LLMNotAttachedWarning, match="configure"):

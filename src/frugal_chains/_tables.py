@@ -38,7 +38,9 @@ def _columns(report: SpendReport) -> list[tuple[str, str, Callable[[ReportRow], 
     return [c for c in _COLUMNS if c[0] != "unpriced" or report.total.unpriced]
 
 
-def plain_table(title: str | None, header: Sequence[str], rows: Sequence[Sequence[str]], *, keys: int = 1) -> str:
+def plain_table(
+    title: str | None, header: Sequence[str], rows: Sequence[Sequence[str]], *, keys: int = 1
+) -> str:
     """A fixed-width text table: the first ``keys`` columns left-aligned, the others right-aligned; a row whose
     first cell is ``"total"`` is set apart by a rule."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

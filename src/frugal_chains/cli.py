@@ -103,7 +103,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 2
     finally:
         ledger.close()
-    print(render_report(report, args.format, title=f"Spend by {', '.join(by)}" if args.format == "table" else None))
+    print(
+        render_report(
+            report, args.format, title=f"Spend by {', '.join(by)}" if args.format == "table" else None
+        )
+    )
     return 0
 
 

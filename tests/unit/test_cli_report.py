@@ -26,11 +26,15 @@ NOW = time.time()
 DAY = 86400.0
 
 
-def rec(outcome: str = "ok", *, cost: float | None = 0.01, saved: float | None = 0.0, **kw: Any) -> CallRecord:
+def rec(
+    outcome: str = "ok", *, cost: float | None = 0.01, saved: float | None = 0.0, **kw: Any
+) -> CallRecord:
     a = Attribution(
         feature=kw.pop("feature", "faq"), user_id=kw.pop("user", "u1"), tenant_id=kw.pop("tenant", None)
     )
-    kw.setdefault("usage", Usage(input_tokens=10, output_tokens=5) if outcome in ("ok", "cache_hit") else Usage())
+    kw.setdefault(
+        "usage", Usage(input_tokens=10, output_tokens=5) if outcome in ("ok", "cache_hit") else Usage()
+    )
     return CallRecord(
         model=kw.pop("model", "gpt-4o-mini"),
         cost_usd=cost,
@@ -65,7 +69,8 @@ def ledger_file(tmp_path: Path) -> str:
             rec(cost=0.01, user="u2", ts=NOW - 60),
             rec("cache_hit", cost=0.0, saved=0.02, ts=NOW - 50),
             rec("refused", cost=0.0, ts=NOW - 40),
-            rec(cost=None, saved=0.0, price_known=False, model="my-llama", ts=NOW - 30),  # no price: USD unknown
+            # a model with no price: its USD is unknown
+            rec(cost=None, saved=0.0, price_known=False, model="my-llama", ts=NOW - 30),
             rec(cost=0.5, feature="research", ts=NOW - 10 * DAY),  # ten days ago
             rec(cost=0.001, feature="helpdesk", model="cheap-model", tier="cheap", ts=NOW - 20),
             rec(cost=0.003, feature="helpdesk", model="strong-model", tier="strong", ts=NOW - 20),
@@ -96,7 +101,9 @@ def test_each_outcome_adds_what_it_is(ledger_file: str, capsys: pytest.CaptureFi
     assert total["cost_usd"] == pytest.approx(0.534)
 
 
-def test_group_by_several_fields_comma_or_repeated(ledger_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_group_by_several_fields_comma_or_repeated(
+    ledger_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     comma = report_json(capsys, "--ledger", ledger_file, "--by", "feature,user")
     repeated = report_json(capsys, "--ledger", ledger_file, "--by", "feature", "--by", "user")
     assert comma == repeated and comma["by"] == ["feature", "user"]
@@ -197,7 +204,9 @@ def test_spend_report_rejects_bad_arguments() -> None:
     assert e.value.field == "until"
 
 
-def test_the_demo_and_a_report_on_its_ledger_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_and_a_report_on_its_ledger_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = str(tmp_path / "demo.sqlite")
     assert main(["demo", "--ledger", path]) == 0
     demo = capsys.readouterr().out

@@ -196,9 +196,7 @@ def _key(record: CallRecord, fields: tuple[str, ...]) -> tuple[str, ...]:
     attempts = record.extra.get("attempts")
     if isinstance(attempts, list) and attempts and isinstance(attempts[0], dict):
         start["model"] = attempts[0].get("model")
-    return tuple(
-        str(start[f]) if isinstance(start.get(f), str) else group_key(record, f) for f in fields
-    )
+    return tuple(str(start[f]) if isinstance(start.get(f), str) else group_key(record, f) for f in fields)
 
 
 def summarize_report(

@@ -18,7 +18,11 @@ PRICES = {"m": Price(input=1.0, output=2.0)}
 
 def plan(guard: BudgetGuard) -> Any:
     return guard.plan(
-        [], model="m", max_output_tokens=100, input_tokens=50, attribution=Attribution(user_id="u1", feature="f")
+        [],
+        model="m",
+        max_output_tokens=100,
+        input_tokens=50,
+        attribution=Attribution(user_id="u1", feature="f"),
     )
 
 

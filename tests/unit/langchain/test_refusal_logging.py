@@ -12,12 +12,15 @@ from frugal_chains import Budget, BudgetExceededError, UnknownModelPriceError
 from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
 
-MANAGER_LOGGER = "langchain_core.callbacks.manager"  # where langchain_core's handle_event logs callback errors
+# where langchain_core's handle_event logs a callback's error (then re-raises it for a raise_error handler)
+MANAGER_LOGGER = "langchain_core.callbacks.manager"
 TINY = Budget(max_tokens=10, scope="global")
 
 
 def callback_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == MANAGER_LOGGER and "callback" in r.getMessage()]
+    return [
+        r.getMessage() for r in caplog.records if r.name == MANAGER_LOGGER and "callback" in r.getMessage()
+    ]
 
 
 def refuse(handler: TokenBudgetHandler, *, run_async: bool) -> None:

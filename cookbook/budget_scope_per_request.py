@@ -30,7 +30,7 @@ def handle_request(user_id: str, question: str) -> str:
                 answers.append(
                     f"[stopped: {e.unit} budget, {e.spent:.0f} + {e.requested:.0f} > {e.limit:.0f}]"
                 )
-        calls = len(scope.ledger.records())
+        calls = sum(r.outcome == "ok" for r in scope.ledger.records())  # refused calls are recorded too
     return f"{calls} calls; last: {answers[-1]}"
 
 

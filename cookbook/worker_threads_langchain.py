@@ -49,7 +49,7 @@ def run(pool_class: type[ThreadPoolExecutor], tenant: str) -> tuple[list[str], i
         with budget_scope([Budget(max_tokens=1_000, scope="global")]) as scope, cache_scope(tenant_id=tenant):
             with pool_class(max_workers=4) as pool:
                 results = list(pool.map(answer, QUESTIONS))
-            recorded = len(scope.ledger.records())
+            recorded = sum(r.outcome != "refused" for r in scope.ledger.records())
     names = sorted(
         {type(w.message).__name__ for w in seen if issubclass(w.category, ScopeNotPropagatedWarning)}
     )

@@ -4,26 +4,11 @@ servers)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["run_demo"]
-
-
-def _table(title: str, rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
-    for r in rows:
-        out.append(
-            "  ".join(
-                str(c).rjust(w) if i else str(c).ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-    return "\n".join(out)
 
 
 def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -38,6 +23,8 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         ) from e
 
     from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
+    from frugal_chains._tables import render_report
+    from frugal_chains.accounting.report import spend_report
     from frugal_chains.budget import Alert
     from frugal_chains.langchain import TokenBudgetHandler
     from frugal_chains.testing import FakeUsageChatModel
@@ -63,9 +50,6 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     # Two handlers, one ledger: the shared feature budget counts both.
     faq_handler = TokenBudgetHandler(faq_budgets, ledger=ledger, on_alert=on_alert)
     agent_handler = TokenBudgetHandler(agent_budgets, ledger=ledger, on_alert=on_alert)
-    # LangChain logs a warning for every exception a callback raises, refusals included; the demo
-    # prints its own lines instead.
-    logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
 
     echo(
         "frugal-chains demo: fake models priced with LiteLLM's price map, budgets enforced before each call."
@@ -140,43 +124,27 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     # 4. A help-desk assistant behind the cascading router: easy questions stay on gpt-4o-mini.
     routing_figures = _routing_section(ledger, daily_feature, echo)
 
-    by_feature = ledger.summary("feature")
-    by_model = ledger.summary("model")
-    header = ["", "calls", "input tok", "output tok", "cost USD", "cache hits", "saved USD"]
-
-    def rows(summary: list[Any]) -> list[list[str]]:
-        return [
-            [
-                r.key,
-                str(r.calls),
-                f"{r.input_tokens:,}",
-                f"{r.output_tokens:,}",
-                f"{r.cost_usd:.6f}",
-                str(r.cache_hits),
-                f"{r.saved_usd:.6f}",
-            ]
-            for r in summary
-        ]
-
-    echo(_table("Cost by feature", rows(by_feature), ["feature", *header[1:]]))
+    # The same report and tables as `frugal-chains report --ledger FILE` (see docs/accounting.md).
+    by_feature = spend_report(ledger, by="feature")
+    echo(render_report(by_feature, title="Cost by feature"))
     echo("")
-    echo(_table("Cost by model", rows(by_model), ["model", *header[1:]]))
+    echo(render_report(spend_report(ledger, by="model"), title="Cost by model"))
     echo("")
-    by_tier = [r for r in ledger.summary("tier") if r.key != "(none)"]
-    echo(_table("Cost by cascade tier (feature helpdesk)", rows(by_tier), ["tier", *header[1:]]))
-    total = sum(r.cost_usd for r in by_model)
-    research = next((r.cost_usd for r in by_feature if r.key == "research"), 0.0)
+    by_tier = spend_report(ledger, by="tier", feature="helpdesk")
+    echo(render_report(by_tier, title="Cost by cascade tier (feature helpdesk)"))
+    total = by_feature.total.cost_usd
+    research = next((r.cost_usd for r in by_feature.rows if r.key == ("research",)), 0.0)
     echo("")
     echo(
-        f"Total spent: ${total:.6f}. The research run spent ${research:.6f} of its $0.05 task budget; "
-        "no call was made that could have crossed a limit."
+        f"Total spent: ${total:.6f}; {by_feature.total.refused} calls refused before any spend. The research run "
+        f"spent ${research:.6f} of its $0.05 task budget; no call was made that could have crossed a limit."
     )
-    support = next((r for r in by_feature if r.key == "support"), None)
+    support = next((r for r in by_feature.rows if r.key == ("support",)), None)
     if support is not None and support.cost_usd + support.saved_usd > 0:
         share = support.saved_usd / (support.cost_usd + support.saved_usd)
         echo(
             f"The semantic cache saved ${support.saved_usd:.6f} on support: {share:.0%} of what those "
-            f"{support.calls} questions would have cost without it."
+            f"{support.requests} questions would have cost without it."
         )
     if ledger_path:
         echo(f"Ledger written to {os.path.abspath(ledger_path)}")
@@ -188,6 +156,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         "stopped_by": stop.budget.name if stop else None,
         "research_usd": research,
         "total_usd": total,
+        "refused_calls": by_feature.total.refused,
         "alerts": alerts,
         "cache": cache_figures,
         "routing": routing_figures,

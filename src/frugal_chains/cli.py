@@ -1,6 +1,7 @@
 """The ``frugal-chains`` command.
 
-Subcommands: ``demo`` (budgets and the cache with fake models; no keys, no servers),
+Subcommands: ``demo`` (budgets, the semantic cache and the cascading router with fake models; no keys, no servers),
+``report --ledger PATH|redis://...`` (spend, calls, cache hits, refusals and escalations from a ledger),
 ``prices MODEL...`` (what a model costs per million tokens, from LiteLLM's map offline),
 ``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs;
 a progress bar on stderr when it is a terminal, ``--progress``/``--no-progress`` to choose).
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from frugal_chains import __version__
 
@@ -27,6 +31,84 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(ledger_path=args.ledger, echo=(lambda s: None) if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _open_ledger(where: str, prefix: str) -> Any:
+    """The ledger ``--ledger`` names: a Redis URL, else an existing SQLite ledger file (opened only if it holds a
+    ledger, so a wrong path never gets tables added to it)."""
+    from frugal_chains.errors import ConfigurationError
+
+    if where.startswith(_REDIS_SCHEMES):
+        from frugal_chains.accounting.redis import RedisLedger
+
+        return RedisLedger(where, prefix=prefix)
+    if not os.path.isfile(where):
+        raise ConfigurationError(f"no ledger file at {where!r}.", field="--ledger")
+    try:
+        with sqlite3.connect(f"file:{os.path.abspath(where)}?mode=ro", uri=True) as conn:
+            found = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fc_records'"
+            ).fetchone()
+    except sqlite3.Error as e:
+        raise ConfigurationError(f"{where!r} is not a SQLite ledger: {e}.", field="--ledger") from e
+    if found is None:
+        raise ConfigurationError(
+            f"{where!r} is not a frugal-chains ledger (it has no fc_records table).", field="--ledger"
+        )
+    from frugal_chains.accounting.sqlite import SQLiteLedger
+
+    return SQLiteLedger(where)
+
+
+def _group_list(text: str) -> list[str]:
+    """``--by feature,user`` (the flag may also repeat)."""
+    from frugal_chains.accounting.report import REPORT_GROUPS
+
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    for f in fields:
+        if f not in REPORT_GROUPS:
+            raise argparse.ArgumentTypeError(f"{f!r} is not one of {', '.join(REPORT_GROUPS)}")
+    if not fields:
+        raise argparse.ArgumentTypeError(f"name one or more of {', '.join(REPORT_GROUPS)}")
+    return fields
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from frugal_chains._tables import render_report
+    from frugal_chains.accounting.report import parse_since, spend_report
+    from frugal_chains.errors import ConfigurationError, LedgerUnavailableError
+
+    by = [f for group in (args.by or [["feature"]]) for f in group]
+    try:
+        since = None if args.since is None else parse_since(args.since)
+    except ConfigurationError as e:
+        print(f"frugal-chains report: --since: {e}", file=sys.stderr)
+        return 2
+    try:
+        ledger = _open_ledger(args.ledger, args.prefix)
+    except (ConfigurationError, LedgerUnavailableError, ImportError) as e:
+        print(f"frugal-chains report: --ledger: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = spend_report(ledger, by=by, since=since)
+    except ConfigurationError as e:
+        flag = "--by" if e.field == "by" else "--since" if e.field == "since" else "--ledger"
+        print(f"frugal-chains report: {flag}: {e}", file=sys.stderr)
+        return 2
+    except LedgerUnavailableError as e:
+        print(f"frugal-chains report: --ledger: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+    print(
+        render_report(
+            report, args.format, title=f"Spend by {', '.join(by)}" if args.format == "table" else None
+        )
+    )
     return 0
 
 
@@ -94,10 +176,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"frugal-chains {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="budgets stopping a runaway agent (fake models, no keys, no servers)")
+    demo = sub.add_parser(
+        "demo",
+        help="budgets, the semantic cache and the cascading router at work (fake models, no keys, no servers)",
+        description=(
+            "Runs four scenes with fake models priced from LiteLLM's price map (offline; no API keys, no servers): "
+            "1) per-user and per-feature USD budgets refuse a chatty user's FAQ questions before any money is "
+            "spent; 2) a per-run budget stops a research agent whose tool loop never ends; 3) SemanticCache "
+            "(offline MiniLM embedder, hit guard on) answers repeated and paraphrased support questions and sends "
+            "look-alikes to the model; 4) CascadeChatModel keeps easy help-desk questions on gpt-4o-mini and "
+            "escalates the rest to gpt-4o. Then it prints spend tables (by feature, model and cascade tier: calls, "
+            "tokens, cost, cache hits, saved USD, refusals, escalations). With --ledger FILE the ledger is kept: "
+            "`frugal-chains report --ledger FILE` prints the same figures."
+        ),
+    )
     demo.add_argument("--ledger", metavar="PATH", help="write the spend ledger to this SQLite file")
     demo.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
     demo.set_defaults(func=_cmd_demo)
+
+    from frugal_chains.accounting.report import REPORT_GROUPS
+
+    report = sub.add_parser(
+        "report",
+        help="spend, calls, cache hits, refusals and escalations from a ledger",
+        description=(
+            "Reads the call records of a SQLite or Redis ledger and prints, per group: provider calls, tokens, "
+            "USD spent, cache hits and the USD they saved, calls refused by a budget, and cascade escalations, "
+            "with a total. USD sums hold the records whose price is known; an 'unpriced' column counts the others."
+        ),
+    )
+    report.add_argument(
+        "--ledger",
+        required=True,
+        metavar="PATH|URL",
+        help="a SQLite ledger file, or a Redis URL (redis://host:6379/0, rediss://..., unix:///path.sock)",
+    )
+    report.add_argument(
+        "--by",
+        action="append",
+        type=_group_list,
+        metavar="FIELD[,FIELD]",
+        help=f"group by one or more of {', '.join(REPORT_GROUPS)} (comma-separated or repeated; default feature)",
+    )
+    report.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only records from then on: an ISO date or date-time in UTC (2026-12-01, 2026-12-01T09:30) or a span "
+        "back from now (30m, 24h, 7d, 2w)",
+    )
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table", help="default table")
+    report.add_argument("--prefix", default="frugal:", help="the RedisLedger key prefix (default frugal:)")
+    report.set_defaults(func=_cmd_report)
 
     prices = sub.add_parser("prices", help="per-million-token prices of models (LiteLLM's map, offline)")
     prices.add_argument("models", nargs="+", metavar="MODEL")

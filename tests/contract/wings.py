@@ -93,9 +93,12 @@ class Observation:
     calls: dict[str, int] = field(default_factory=dict)
     """Provider calls per model (counted when the fake is reached, failing calls included)."""
     records: list[tuple[Any, ...]] = field(default_factory=list)
-    """The ledger's records: (outcome, model, tier, input tokens, output tokens, cost USD, saved USD)."""
+    """The ledger's records: (outcome, model, tier, input tokens, output tokens, cost USD, saved USD); refused
+    calls are apart, in ``refusals``."""
     probe: Any = None
     """What ``probe()`` returned after the first streamed chunk."""
+    refusals: list[CallRecord] = field(default_factory=list)
+    """The ``refused`` records the call wrote (a budget refused it)."""
 
     @property
     def outcomes(self) -> list[str]:
@@ -161,7 +164,9 @@ class Target:
         except Exception as e:
             obs.error = e
         obs.calls = dict(self.tally)
-        obs.records = [record_row(r) for r in self.ledger.records()[before:]]
+        new = self.ledger.records()[before:]
+        obs.records = [record_row(r) for r in new if r.outcome != "refused"]
+        obs.refusals = [r for r in new if r.outcome == "refused"]
         return obs
 
     def tier_stats(self) -> dict[str, tuple[int, int, int, int]]:

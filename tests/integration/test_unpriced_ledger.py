@@ -53,7 +53,12 @@ def test_unpriced_calls_are_counted_in_tokens_and_recorded_with_unknown_usd(ledg
             await guard.areserve(plan)  # 1,160 spent + 120 worst case > 1,250
 
     asyncio.run(again())
-    records = sorted(ledger.records(), key=lambda r: r.usage.output_tokens)
+    (refusal,) = [r for r in ledger.records() if r.outcome == "refused"]  # nothing spent: $0, known
+    assert (refusal.cost_usd, refusal.extra["refused"]["requested_usd"]) == (0.0, None)
+    assert refusal.extra["refused"]["requested_tokens"] == 120
+    records = sorted(
+        (r for r in ledger.records() if r.outcome != "refused"), key=lambda r: r.usage.output_tokens
+    )
     assert [(r.model, r.cost_usd, r.reserved_usd, r.overshoot_usd, r.price_known) for r in records] == [
         ("m", pytest.approx(0.001), pytest.approx(20e-6), pytest.approx(0.001 - 20e-6), True),
         (UNPRICED, None, None, None, False),
@@ -62,6 +67,7 @@ def test_unpriced_calls_are_counted_in_tokens_and_recorded_with_unknown_usd(ledg
     assert [r.overshoot_tokens for r in records] == [980, 0, 0]
     rows = {row.key: row for row in ledger.summary("model")}
     assert (rows[UNPRICED].calls, rows[UNPRICED].cost_usd, rows[UNPRICED].unpriced) == (2, 0.0, 2)
+    assert rows[UNPRICED].refused == 1  # a refusal is no unpriced call
     assert (rows["m"].cost_usd, rows["m"].unpriced) == (pytest.approx(0.001), 0)
     spent = guard.spent(budget)
     assert (spent.committed_tokens, spent.reserved_tokens, spent.committed_nano) == (1_160, 0, 1_000_000)

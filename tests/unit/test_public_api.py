@@ -229,6 +229,12 @@ def test_adapter_exports_pinned() -> None:
         assert getattr(frugal_chains.accounting, name) is not None
 
 
+def test_spend_report_names_are_exported() -> None:
+    for name in ("ReportRow", "SpendReport", "spend_report"):
+        assert name in frugal_chains.accounting.__all__
+        assert getattr(frugal_chains.accounting, name) is not None
+
+
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
         frugal_chains.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018

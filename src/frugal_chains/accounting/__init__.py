@@ -22,9 +22,11 @@ _EXPORTS = {
     "Price": ".usage",
     "PriceBook": ".pricing",
     "RedisLedger": ".redis",
+    "ReportRow": ".report",
     "ReserveResult": ".ledger",
     "SQLiteLedger": ".sqlite",
     "SpendLedger": ".ledger",
+    "SpendReport": ".report",
     "SpendRow": ".ledger",
     "TokenEstimator": ".tokens",
     "Usage": ".usage",
@@ -36,6 +38,7 @@ _EXPORTS = {
     "image_tokens": ".tokens",
     "usage_from_provider": ".provider_usage",
     "litellm_price": ".pricing",
+    "spend_report": ".report",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -76,6 +79,15 @@ if TYPE_CHECKING:
     )
     from frugal_chains.accounting.redis import (
         RedisLedger as RedisLedger,
+    )
+    from frugal_chains.accounting.report import (
+        ReportRow as ReportRow,
+    )
+    from frugal_chains.accounting.report import (
+        SpendReport as SpendReport,
+    )
+    from frugal_chains.accounting.report import (
+        spend_report as spend_report,
     )
     from frugal_chains.accounting.sqlite import (
         SQLiteLedger as SQLiteLedger,

@@ -158,6 +158,7 @@ class SpendRow:
 
     key: str
     calls: int
+    """Provider calls and cache hits (refused calls are counted in ``refused``)."""
     cost_usd: float
     """USD of the calls whose cost is known (see ``unpriced``)."""
     input_tokens: int
@@ -174,6 +175,9 @@ class SpendRow:
     """Tokens past the reservations, summed over those calls."""
     overshoot_usd: float = 0.0
     """USD past the reservations, summed over those calls (where known)."""
+    refused: int = 0
+    """Calls a budget refused before they were made (``outcome="refused"`` records): not in ``calls``, and
+    never spend."""
 
 
 @runtime_checkable
@@ -276,7 +280,60 @@ def distinct_writes(claims: Sequence[Claim]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((c.counter, c.bucket) for c in claims))
 
 
-def _group_key(record: CallRecord, by: GroupBy) -> str:
+@dataclass
+class Totals:
+    """Running sums over call records, the one place that says what each record adds (shared by
+    :func:`summarize` and :func:`frugal_chains.accounting.report.spend_report`).
+
+    A provider call adds its USD (where known) and tokens; a cache hit adds what it saved; a refusal adds only to
+    ``refused`` (nothing was spent); a cascade's ``routed`` decision adds only its escalations.
+    """
+
+    calls: int = 0
+    """Provider calls (outcome ``ok`` or ``error``)."""
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0
+    saved_usd: float = 0.0
+    refused: int = 0
+    escalations: int = 0
+    unpriced: int = 0
+    overshoots: int = 0
+    overshoot_tokens: int = 0
+    overshoot_usd: float = 0.0
+
+    def add(self, r: CallRecord) -> None:
+        if r.outcome == "routed":
+            esc = r.extra.get("escalations", 0)
+            self.escalations += esc if isinstance(esc, int) and not isinstance(esc, bool) else 0
+            return
+        if r.outcome == "refused":
+            self.refused += 1  # nothing spent: never counted as spend, tokens or a call
+            return
+        if r.outcome == "cache_hit":
+            self.cache_hits += 1
+        else:
+            self.calls += 1
+        self.input_tokens += r.usage.input_tokens
+        self.output_tokens += r.usage.output_tokens
+        if r.cost_usd is None or r.saved_usd is None:
+            self.unpriced += 1  # unknown USD: counted apart, never summed as $0
+        if r.cost_usd is not None:
+            self.cost_usd += r.cost_usd
+        if r.saved_usd is not None:
+            self.saved_usd += r.saved_usd
+        if r.overshoot_tokens or r.overshoot_usd:
+            self.overshoots += 1
+            self.overshoot_tokens += r.overshoot_tokens
+            self.overshoot_usd += r.overshoot_usd or 0.0
+
+
+GROUP_KEYS: tuple[str, ...] = ("feature", "user", "tenant", "model", "day", "task", "outcome", "tier")
+
+
+def group_key(record: CallRecord, by: str) -> str:
+    """The value of ``record`` for a grouping (``"(none)"`` when it has none)."""
     a = record.attribution
     value = {
         "feature": a.feature,
@@ -294,46 +351,34 @@ def _group_key(record: CallRecord, by: GroupBy) -> str:
 def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     """Group call records, most expensive first. A cascade's ``routed`` decision records are not calls: they are
     skipped (read them with :func:`frugal_chains.routing.escalation_rates`). Records whose USD is unknown are
-    counted in :attr:`SpendRow.unpriced` and left out of the USD sums."""
-    if by not in ("feature", "user", "tenant", "model", "day", "task", "outcome", "tier"):
+    counted in :attr:`SpendRow.unpriced` and left out of the USD sums. Refused calls are counted in
+    :attr:`SpendRow.refused` only."""
+    if by not in GROUP_KEYS:
         raise ConfigurationError(
-            f"summary(by=...) must be one of feature, user, tenant, model, day, task, outcome, tier; got {by!r}.",
+            f"summary(by=...) must be one of {', '.join(GROUP_KEYS)}; got {by!r}.",
             field="by",
         )
-    acc: dict[str, list[float]] = {}
+    acc: dict[str, Totals] = {}
     for r in records:
         if r.outcome == "routed":
             continue
-        row = acc.setdefault(_group_key(r, by), [0, 0.0, 0, 0, 0, 0.0, 0, 0, 0, 0.0])
-        row[0] += 1
-        row[2] += r.usage.input_tokens
-        row[3] += r.usage.output_tokens
-        row[4] += 1 if r.outcome == "cache_hit" else 0
-        if r.cost_usd is None or r.saved_usd is None:
-            row[6] += 1  # unknown USD: counted apart, never summed as $0
-        if r.cost_usd is not None:
-            row[1] += r.cost_usd
-        if r.saved_usd is not None:
-            row[5] += r.saved_usd
-        if r.overshoot_tokens or r.overshoot_usd:
-            row[7] += 1
-            row[8] += r.overshoot_tokens
-            row[9] += r.overshoot_usd or 0.0
+        acc.setdefault(group_key(r, by), Totals()).add(r)
     rows = [
         SpendRow(
             key=k,
-            calls=int(v[0]),
-            cost_usd=v[1],
-            input_tokens=int(v[2]),
-            output_tokens=int(v[3]),
-            cache_hits=int(v[4]),
-            saved_usd=v[5],
-            unpriced=int(v[6]),
-            overshoots=int(v[7]),
-            overshoot_tokens=int(v[8]),
-            overshoot_usd=v[9],
+            calls=t.calls + t.cache_hits,
+            cost_usd=t.cost_usd,
+            input_tokens=t.input_tokens,
+            output_tokens=t.output_tokens,
+            cache_hits=t.cache_hits,
+            saved_usd=t.saved_usd,
+            unpriced=t.unpriced,
+            refused=t.refused,
+            overshoots=t.overshoots,
+            overshoot_tokens=t.overshoot_tokens,
+            overshoot_usd=t.overshoot_usd,
         )
-        for k, v in acc.items()
+        for k, t in acc.items()
     ]
     rows.sort(key=lambda r: (-r.cost_usd, r.key))
     return rows

@@ -474,7 +474,13 @@ class BudgetGuard(SharedService):
         return res
 
     def reserve(self, plan: CallPlan) -> Reservation:
-        """Reserve the plan's worst case in every budget, atomically; raise before any money is spent."""
+        """Reserve the plan's worst case in every budget, atomically; raise before any money is spent (and write
+        the refusal's ``refused`` record)."""
+        return self._reserve(plan, self._record_refusal)
+
+    def _reserve(
+        self, plan: CallPlan, refused: Callable[[Reservation, BudgetExceededError], None]
+    ) -> Reservation:
         self._flush_if_up()
         res = self._new_reservation(plan)
         if self._is_down():
@@ -486,7 +492,11 @@ class BudgetGuard(SharedService):
         except LedgerUnavailableError as e:
             self._mark_down()
             return self._ledger_down(res, e, maybe_landed=True)
-        return self._after_reserve(res, result)
+        try:
+            return self._after_reserve(res, result)
+        except BudgetExceededError as refusal:
+            refused(res, refusal)
+            raise
 
     async def areserve(self, plan: CallPlan) -> Reservation:
         """Async :meth:`reserve`."""
@@ -501,7 +511,60 @@ class BudgetGuard(SharedService):
         except LedgerUnavailableError as e:
             self._mark_down()
             return self._ledger_down(res, e, maybe_landed=True)
-        return self._after_reserve(res, result)
+        try:
+            return self._after_reserve(res, result)
+        except BudgetExceededError as refusal:
+            await self._arecord_refusal(res, refusal)
+            raise
+
+    # -- refusals: a record with outcome "refused", never spend --------------------------------------------
+    @staticmethod
+    def _refusal_record(res: Reservation, err: BudgetExceededError) -> CallRecord:
+        """The ledger record of a refused call: cost $0 and no tokens (a refusal is never spend); what it asked
+        for and which budget refused it are in ``extra["refused"]``."""
+        plan, budget = res.plan, err.budget
+        return CallRecord(
+            id=res.id,
+            ts=res.ts,
+            model=plan.model,
+            provider=plan.provider,
+            usage=Usage(),
+            cost_usd=0.0,
+            attribution=plan.attribution,
+            outcome="refused",
+            reserved_usd=0.0,
+            overshoot_usd=0.0,
+            price_known=plan.price_known,
+            saved_usd=0.0,
+            extra={
+                "refused": {
+                    "budget": budget.describe(),
+                    "name": budget.name,
+                    "scope": budget.scope,
+                    "window": budget.window_id,
+                    "scope_key": err.scope_key,
+                    "unit": err.unit,
+                    "requested_tokens": res.tokens,
+                    "requested_usd": plan.worst_usd,
+                    "spent": err.spent,
+                    "limit": err.limit,
+                }
+            },
+        )
+
+    def _record_refusal(self, res: Reservation, err: BudgetExceededError) -> None:
+        """Write the refusal's record; a ledger failure only logs (the refusal is raised all the same)."""
+        try:
+            self.ledger.add_record(self._refusal_record(res, err))
+        except Exception as e:
+            log.warning("frugal-chains: could not record a refused call in the ledger: %s", e)
+
+    async def _arecord_refusal(self, res: Reservation, err: BudgetExceededError) -> None:
+        """Async :meth:`_record_refusal`."""
+        try:
+            await self.ledger.aadd_record(self._refusal_record(res, err))
+        except Exception as e:
+            log.warning("frugal-chains: could not record a refused call in the ledger: %s", e)
 
     def reserve_unless_cached(
         self, plan: CallPlan, cached: Callable[[BudgetExceededError], bool]
@@ -519,12 +582,15 @@ class BudgetGuard(SharedService):
             >>> guard.reserve_unless_cached(plan, lambda refusal: True) is None  # served from a cache
             True
         """
+        held: list[Reservation] = []  # recorded as a refusal only if it stands
         try:
-            return self.reserve(plan)
+            return self._reserve(plan, lambda res, _: held.append(res))
         except BudgetExceededError as refusal:
-            if not cached(refusal):
-                raise
-            return None
+            if cached(refusal):
+                return None  # served from the cache at $0: no refusal to record
+            if held:
+                self._record_refusal(held[0], refusal)
+            raise
 
     def _ttl(self) -> float:
         return self.reservation_ttl.total_seconds()

@@ -140,6 +140,43 @@ def _asks_prompt_caching(messages: Sequence[Sequence[BaseMessage]], params: Mapp
     return False
 
 
+_CALLBACK_LOGGER = "langchain_core.callbacks.manager"
+_CALLBACK_ERROR_MSG = "Error in %s.%s callback: %s"
+
+
+class _QuietRefusals(logging.Filter):
+    """On LangChain's callback-manager logger: drops the ``Error in <handler>.<event> callback: <error>`` warning
+    that ``langchain_core`` logs before re-raising an error of a ``raise_error`` handler, for exactly the
+    refusal a budget handler (``log_refusals=False``) has just raised in this thread. Every other line passes.
+    The caller gets the ``BudgetExceededError`` itself, and the ledger has its ``refused`` record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def expect(self, handler_name: str, error: BaseException) -> None:
+        """The next such warning in this thread, about ``handler_name`` raising ``error``, is dropped."""
+        self._local.expected = (handler_name, repr(error))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        expected = getattr(self._local, "expected", None)
+        if expected is None or record.msg != _CALLBACK_ERROR_MSG:
+            return True
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 3 or (args[0], args[2]) != expected:
+            return True
+        self._local.expected = None
+        return False
+
+
+_QUIET_REFUSALS = _QuietRefusals()
+
+
+def _install_quiet_refusals() -> None:
+    """Idempotent: ``Logger.addFilter`` adds a filter object once."""
+    logging.getLogger(_CALLBACK_LOGGER).addFilter(_QUIET_REFUSALS)
+
+
 @dataclass
 class _Run:
     res: Reservation
@@ -178,6 +215,10 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             A call's own ``max_tokens`` always wins; a call that uses more than it reserved is recorded and
             alerted (``Alert(kind="overshoot")``).
         guard: an existing :class:`~frugal_chains.budget.BudgetGuard` to drive instead of the above.
+        log_refusals: LangChain logs a warning (``Error in TokenBudgetHandler.on_chat_model_start callback``) for
+            every exception a callback raises. By default (``False``) that line is dropped for this handler's
+            refusals: the caller gets the ``BudgetExceededError`` and the ledger a ``refused`` record. ``True``
+            keeps LangChain's line.
 
     Attribution comes from run metadata ``feature``, ``user_id``, ``tenant_id``, ``task_id`` (else from an
     enclosing :func:`frugal_chains.attribute` block) and the run's tags. A task is one root run: attach the
@@ -207,10 +248,14 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         budgets: Sequence[Budget] | Budget = (),
         *,
         guard: BudgetGuard | None = None,
+        log_refusals: bool = False,
         **options: Unpack[GuardOptions],
     ) -> None:
         super().__init__()
         self.core = BudgetGuard.for_handler(guard, budgets, **options)
+        self.log_refusals = bool(log_refusals)
+        if not self.log_refusals:
+            _install_quiet_refusals()
         self._roots: dict[UUID, UUID] = {}
         self._reservations: dict[UUID, _Run] = {}
         self._batch_credit: dict[tuple[int, UUID | None, int], int] = {}
@@ -315,8 +360,10 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 prompt_caching=prompt_caching or None,
             )
             res = self.core.reserve(plan) if cached is None else self.core.reserve_unless_cached(plan, cached)
-        except BaseException:
+        except BaseException as e:
             self._exit(run_id)  # LangChain sends no end event for a run refused at its start
+            if isinstance(e, BudgetExceededError) and not self.log_refusals:
+                _QUIET_REFUSALS.expect(type(self).__name__, e)
             raise
         if res is None:
             return  # refused, but its cache holds the answer and serves it at $0: nothing reserved, nothing to settle

@@ -9,18 +9,12 @@ provider stands in for the real one. Swap in `ChatOpenAI(model="gpt-4o", max_tok
 
 from __future__ import annotations
 
-import logging
-
 from langchain.agents import create_agent
 from langchain_core.tools import tool
 
 from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
 from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
-
-# LangChain logs every exception a callback raises; we handle refusals ourselves below.
-logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
-
 
 @tool
 def search_orders(customer: str) -> str:

@@ -18,6 +18,7 @@ from langchain.agents import create_agent
 from langchain_core.tools import tool
 
 from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
+from frugal_chains.accounting import spend_report
 from frugal_chains.langchain import CascadeChatModel, TokenBudgetHandler
 from frugal_chains.routing import HeuristicScorer, RefusalGate
 from frugal_chains.testing import FakeToolCallingChatModel
@@ -41,6 +42,7 @@ def main() -> None:
     # The cheap model calls the tool, then is unsure: the refusal gate escalates that step to the strong model.
     cheap = FakeToolCallingChatModel(
         model="gpt-4o-mini",
+        max_tokens=None,  # like ChatOpenAI's default: no output cap
         output_tokens=150,
         turns=[
             {"name": "order_status", "args": {"order_id": "A-1001"}},
@@ -49,6 +51,7 @@ def main() -> None:
     )
     strong = FakeToolCallingChatModel(
         model="gpt-4o",
+        max_tokens=None,
         output_tokens=300,
         turns=["Your order A-1001 shipped on Monday; DHL reports a delay, tracking number DH-A-1001."],
     )
@@ -60,17 +63,29 @@ def main() -> None:
         ledger=ledger,
     )
     agent = create_agent(router, tools=[order_status])
+    question = {"messages": [("user", "Where is my order A-1001?")]}
+
+    # Without a cap, the first call would reserve gpt-4o-mini's whole output limit: the error says what to do.
+    uncapped = TokenBudgetHandler([Budget(max_usd=0.001, scope="task")], ledger=SQLiteLedger(":memory:"))
+    try:
+        agent.invoke(question, config={"callbacks": [uncapped]})
+    except BudgetExceededError as e:
+        print("without an output cap:", str(e).split(". ", 1)[1])
+
     for run in range(1, 3):
         try:
             out = agent.invoke(
-                {"messages": [("user", "Where is my order A-1001?")]},
+                question,
                 config={"callbacks": [budget], "metadata": {"feature": "support-agent", "user_id": "u17"}},
             )
             print(f"run {run}: {out['messages'][-1].content}")
         except BudgetExceededError as e:
             print(f"run {run}: stopped by its budget before spending more (${e.spent:.4f} of ${e.limit:.2f})")
 
-    print(ledger.summary("tier"))
+    print()
+    print(spend_report(ledger, by="tier").render(title="Spend by cascade tier"))  # as `frugal-chains report` does
+    records = ledger.records()
+    assert sum(r.cost_usd or 0.0 for r in records) <= 2 * 0.05  # two runs, each within its task budget
 
 
 if __name__ == "__main__":

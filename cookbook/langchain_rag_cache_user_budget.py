@@ -23,6 +23,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from frugal_chains import Budget, BudgetExceededError, SQLiteLedger, attribute, cache_scope
+from frugal_chains.accounting import spend_report
 from frugal_chains.langchain import SemanticCache, TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel, HashEmbeddings
 
@@ -83,10 +84,8 @@ def main() -> None:
     ask("ana", "Do you ship to Canada?")  # still over budget, but the answer is cached: served at $0
     ask("ben", "how long do i have to return an item")  # another user, a paraphrase: a cache hit, $0
 
-    from frugal_chains.accounting import format_report, spend_report
-
     print()
-    print(format_report(spend_report(ledger, by=["user"]), title="Spend by user"))
+    print(spend_report(ledger, by="user").render(title="Spend by user"))  # as `frugal-chains report` prints it
     outcomes = [r.outcome for r in ledger.records()]
     assert outcomes.count("refused") == 1 and outcomes.count("cache_hit") == 2, outcomes
 

@@ -15,6 +15,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.mock import MockLLM
 
 from frugal_chains import Budget, BudgetExceededError, Price, attribute
+from frugal_chains.accounting import spend_report
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import configure
 from frugal_chains.routing import LengthGate
@@ -54,14 +55,10 @@ def main() -> None:
                 continue
         print(f"{user}: {answered} answers")
 
-    print("\nby user:")
-    for row in frugal.summary("user"):
-        print(f"  {row.key}: {row.calls} records ({row.cache_hits} cache hits), ${row.cost_usd:.6f} spent")
-    print("by cascade tier:")
-    for row in frugal.summary("tier"):
-        if row.cache_hits == row.calls:  # cache hits: no tier
-            continue
-        print(f"  {row.key}: {row.calls} LLM calls, ${row.cost_usd:.6f}")
+    # The same tables as `frugal-chains report --ledger FILE --by user` (here the ledger is in memory).
+    print()
+    print(spend_report(frugal.ledger, by="user").render(title="Spend by user"))
+    print(spend_report(frugal.ledger, by="tier").render(title="Spend by cascade tier"))
     stats = frugal.cache_stats
     assert stats is not None and stats.hits == 2
     assert all(row.cost_usd <= 0.002 for row in frugal.summary("user"))

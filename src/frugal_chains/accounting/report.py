@@ -115,6 +115,22 @@ class SpendReport:
     rows: tuple[ReportRow, ...]
     total: ReportRow
 
+    def render(self, format: str = "table", *, title: str | None = None, rich: bool | None = None) -> str:
+        """The report as text, as ``frugal-chains report`` prints it. ``table``: one row per group and a total
+        row, drawn with ``rich`` when ``rich`` is True or (``None``) standard output is a terminal, else plain
+        text; ``csv``: the groups only (no total row), machine column names; ``json``: :meth:`to_dict`.
+
+        Example:
+            >>> from frugal_chains.accounting import CallRecord, SQLiteLedger, Usage, spend_report
+            >>> ledger = SQLiteLedger()
+            >>> ledger.add_record(CallRecord(model="m", usage=Usage(input_tokens=5), cost_usd=0.25))
+            >>> print(spend_report(ledger, by="model").render("csv").splitlines()[0].split(",")[:3])
+            ['model', 'calls', 'input_tokens']
+        """
+        from frugal_chains._tables import render_report
+
+        return render_report(self, format, title=title, rich=rich)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``by``, ``since``/``until`` (ISO 8601 UTC or ``None``), ``rows`` and ``total`` (USD rounded
         to the nano-dollar)."""

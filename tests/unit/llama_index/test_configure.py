@@ -193,7 +193,9 @@ def test_a_refused_call_reaches_the_caller(wrapper: str, mode: str) -> None:
             asyncio.run(qe.aquery(QUESTION))
     assert [p.calls for p in providers] == [0, 0]
     assert configure_module._active is not None
-    assert configure_module._active.ledger.records() == []
+    records = configure_module._active.ledger.records()
+    assert [r.outcome for r in records] == ["refused"]  # the refusal is recorded; nothing was spent
+    assert records[0].cost_usd == 0.0
 
 
 # -- Settings before and after ------------------------------------------------------------------------------------

@@ -5,13 +5,9 @@ python cookbook/budget_scope_per_request.py
 
 from __future__ import annotations
 
-import logging
-
 from frugal_chains import Budget, BudgetExceededError, Price, attribute
 from frugal_chains.langchain import budget_scope
 from frugal_chains.testing import FakeUsageChatModel
-
-logging.getLogger("langchain_core.callbacks.manager").setLevel(logging.ERROR)
 
 # A self-hosted model has no public price: say what it costs you (USD per million tokens).
 PRICES = {"my-llama-70b": Price(input=0.6, output=0.6, max_output_tokens=4096)}

@@ -30,12 +30,17 @@ _COLUMNS: tuple[tuple[str, str, Callable[[ReportRow], str]], ...] = (
     ("refused", "refused", lambda r: f"{r.refused:,}"),
     ("escalations", "escalations", lambda r: f"{r.escalations:,}"),
     ("unpriced", "unpriced", lambda r: f"{r.unpriced:,}"),
+    ("overshoots", "overshoots", lambda r: f"{r.overshoots:,}"),
+    ("overshoot_tokens", "overshoot tok", lambda r: f"{r.overshoot_tokens:,}"),
 )
+_WHEN_ANY = frozenset({"unpriced", "overshoots", "overshoot_tokens"})
+"""Columns shown in a table only when some record has them (CSV and JSON always have every column)."""
 
 
 def _columns(report: SpendReport) -> list[tuple[str, str, Callable[[ReportRow], str]]]:
-    """The table's metric columns: ``unpriced`` only when some record's USD is unknown."""
-    return [c for c in _COLUMNS if c[0] != "unpriced" or report.total.unpriced]
+    """The table's metric columns: ``unpriced`` only when some record's USD is unknown, the overshoot columns only
+    when some call used more than it reserved."""
+    return [c for c in _COLUMNS if c[0] not in _WHEN_ANY or getattr(report.total, c[0])]
 
 
 def plain_table(

@@ -244,3 +244,20 @@ def test_demo_help_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None
     text = " ".join(capsys.readouterr().out.split())
     for words in ("budget", "SemanticCache", "CascadeChatModel", "frugal-chains report --ledger FILE"):
         assert words in text
+
+
+def test_overshoots_are_reported_and_shown_only_when_present() -> None:
+    ledger = SQLiteLedger()
+    ledger.add_record(rec(model="gpt-4o"))
+    quiet = spend_report(ledger, by="model")
+    assert quiet.total.overshoots == 0 and "overshoots" not in quiet.render(rich=False)
+    ledger.add_record(rec(model="gpt-4o", overshoot_tokens=700, overshoot_usd=0.007))
+    ledger.add_record(rec("refused", cost=0.0, model="gpt-4o"))
+    report = spend_report(ledger, by="model")
+    row = report.rows[0]
+    assert (row.calls, row.refused, row.overshoots, row.overshoot_tokens) == (2, 1, 1, 700)
+    assert row.overshoot_usd == pytest.approx(0.007)
+    table = report.render(rich=False)
+    assert "overshoots" in table and "700" in table
+    assert report.to_dict()["total"]["overshoot_tokens"] == 700
+    assert ledger.summary("model")[0].overshoot_tokens == 700  # the same figure as summary()

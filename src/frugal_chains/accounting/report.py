@@ -60,6 +60,11 @@ class ReportRow:
     under the tier and model the request started on)."""
     unpriced: int = 0
     """Records whose USD is unknown, left out of the USD sums."""
+    overshoots: int = 0
+    """Calls that used more than they reserved (a model with no output cap, an assumed or observed cap that was
+    too low): see ``overshoot_tokens`` / ``overshoot_usd``."""
+    overshoot_tokens: int = 0
+    overshoot_usd: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -75,7 +80,7 @@ class ReportRow:
         """The row's numbers by field name (USD rounded to the nano-dollar), without its key."""
         d = asdict(self)
         del d["key"]
-        for k in ("cost_usd", "saved_usd"):
+        for k in ("cost_usd", "saved_usd", "overshoot_usd"):
             d[k] = round(d[k], 9)
         return d
 
@@ -92,6 +97,9 @@ class ReportRow:
             refused=t.refused,
             escalations=t.escalations,
             unpriced=t.unpriced,
+            overshoots=t.overshoots,
+            overshoot_tokens=t.overshoot_tokens,
+            overshoot_usd=t.overshoot_usd,
         )
 
 

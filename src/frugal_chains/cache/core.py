@@ -28,6 +28,7 @@ An entry that does not decode is deleted and skipped, never served.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import threading
@@ -65,6 +66,15 @@ _IDS = re.compile(
     r"|(?<![\d.,])\d{10,}(?![\d.,]\d)",
     re.IGNORECASE,
 )
+
+
+class _Unknown(enum.Enum):
+    USD = "unknown"
+
+
+UNKNOWN_USD: Literal[_Unknown.USD] = _Unknown.USD
+"""``cost_usd=UNKNOWN_USD`` in :meth:`AnswerCache.update`: the answer's cost is known to be unknown (a cascade
+with an unpriced tier): a hit saves an unknown amount (``saved_usd=None``) and no price is looked up."""
 
 
 def _ids(text: str) -> list[str]:
@@ -991,7 +1001,7 @@ class AnswerCache(SharedService):
         *,
         model: str | None,
         usage: Usage | None,
-        cost_usd: float | None,
+        cost_usd: float | Literal[_Unknown.USD] | None,
         tags: Sequence[str],
         ttl: float | timedelta | None,
     ) -> CacheEntry:
@@ -1002,7 +1012,9 @@ class AnswerCache(SharedService):
         if isinstance(tags, str):
             raise ConfigurationError("tags takes a list of tags, not a string", field="tags")
         life = _seconds(ttl, "ttl") if ttl is not None else self.ttl
-        if cost_usd is None:
+        if cost_usd is UNKNOWN_USD:
+            cost_usd = None
+        elif cost_usd is None:
             cost_usd = 0.0
             if model and usage is not None:  # an unpriced model's answer saves an unknown amount: None
                 price, _known = self.prices.lookup(model, required=False)
@@ -1043,7 +1055,7 @@ class AnswerCache(SharedService):
         answer: str,
         model: str | None,
         usage: Usage | None,
-        cost_usd: float | None,
+        cost_usd: float | Literal[_Unknown.USD] | None,
         tags: Sequence[str],
         ttl: float | timedelta | None,
     ) -> tuple[CacheRequest, CacheEntry, bool] | None:
@@ -1066,7 +1078,7 @@ class AnswerCache(SharedService):
         *,
         model: str | None = None,
         usage: Usage | None = None,
-        cost_usd: float | None = None,
+        cost_usd: float | Literal[_Unknown.USD] | None = None,
         tags: Sequence[str] = (),
         ttl: float | timedelta | None = None,
     ) -> None:
@@ -1077,7 +1089,8 @@ class AnswerCache(SharedService):
             answer: the answer, as a string (adapters store serialised generations).
             model: the model that produced it; with ``usage`` it prices what each hit saves.
             usage: the tokens the original call used.
-            cost_usd: what it cost, when you know it (overrides the price lookup).
+            cost_usd: what it cost, when you know it (overrides the price lookup); ``UNKNOWN_USD`` when it is
+                known to be unknown (each hit then saves an unknown amount).
             tags: extra tags for :meth:`invalidate`.
             ttl: this entry's lifetime, overriding the cache's ``ttl``.
         """
@@ -1109,7 +1122,7 @@ class AnswerCache(SharedService):
         *,
         model: str | None = None,
         usage: Usage | None = None,
-        cost_usd: float | None = None,
+        cost_usd: float | Literal[_Unknown.USD] | None = None,
         tags: Sequence[str] = (),
         ttl: float | timedelta | None = None,
     ) -> None:

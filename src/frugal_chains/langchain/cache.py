@@ -48,10 +48,13 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
 from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
+from frugal_chains.accounting.provider_usage import usage_from_provider
 from frugal_chains.cache.core import AnswerCache, CachePin, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
+from frugal_chains.cache.replay import StoredAnswer
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._cache_first import Held, held_for_caller
+from frugal_chains.langchain._streaming import carried_usage
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import cache_status, mark_cache_hit
 from frugal_chains.shared.sharing import SharedService
@@ -210,24 +213,29 @@ def _model_and_usage(generations: Sequence[Generation], llm_string: str) -> tupl
             message = generation.message
             meta = message.response_metadata or {}
             model = meta.get("model_name") or meta.get("model")
-            return (model if isinstance(model, str) and model else None), usage_from_message(message)
+            usage = usage_from_message(message)
+            carried = carried_usage(message) if usage is None else None
+            if carried:  # a wrapper's run output (a cascade's): the usage of the calls behind it
+                usage = usage_from_provider({"input_token_details": {}, **carried})
+            return (model if isinstance(model, str) and model else None), usage
     found = _MODEL_IN_LLM_STRING.search(llm_string)
     return (found.group(1) if found else None), None
 
 
 def _encode_generations(
     generations: Sequence[Generation], llm_string: str, prompt: str | Sequence[BaseMessage]
-) -> tuple[str, str | None, Usage | None] | None:
-    """``(stored answer, model, usage)``, or None when the generations must not be stored (empty, or served by
-    this cache already). Usage the provider did not report is estimated from ``prompt`` and the answers, so a
-    hit can still tell what it saved."""
+) -> StoredAnswer | None:
+    """The stored answer with what prices its hits, or None when the generations must not be stored (empty, or
+    served by this cache already). Usage the provider did not report is estimated from ``prompt`` and the answers,
+    so a hit can still tell what it saved; an answer a cascade gave is priced at what the cascade paid."""
     gens = list(generations)
     if not gens or any(_is_hit(g) for g in gens) or not any(_has_content(g) for g in gens):
         return None
     model, usage = _model_and_usage(gens, llm_string)
     if usage is None and model is not None:
         usage = _estimated_usage(model, prompt, gens)
-    return dumps([_clean(g) for g in gens]), model, usage
+    metadata = next((g.message.response_metadata for g in gens if isinstance(g, ChatGeneration)), None)
+    return StoredAnswer.of(dumps([_clean(g) for g in gens]), model=model, usage=usage, metadata=metadata)
 
 
 def _mark_hit(generations: Sequence[Generation], result: CacheResult, *, chat: bool) -> list[Generation]:
@@ -403,8 +411,7 @@ class SemanticCache(SharedService, BaseCache):
         encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
         if encoded is None:
             return
-        answer, model, usage = encoded
-        self._core.update(request, answer, model=model, usage=usage)
+        encoded.store(self._core, request)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async :meth:`update`."""
@@ -412,8 +419,7 @@ class SemanticCache(SharedService, BaseCache):
         encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
         if encoded is None:
             return
-        answer, model, usage = encoded
-        await self._core.aupdate(request, answer, model=model, usage=usage)
+        await encoded.astore(self._core, request)
 
     def clear(self, **kwargs: Any) -> None:
         """Remove every entry (``clear(tag="kb-v3")`` removes only the entries tagged ``kb-v3``)."""

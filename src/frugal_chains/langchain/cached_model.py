@@ -269,7 +269,7 @@ class CachedChatModel(ChildRunStreamingModel):
     ) -> None:
         encoded = _encode_generations(generations, llm_string, messages)
         if encoded is not None:
-            self.core.update(request, encoded[0], model=encoded[1], usage=encoded[2])
+            encoded.store(self.core, request)
 
     async def _astore(
         self,
@@ -280,7 +280,7 @@ class CachedChatModel(ChildRunStreamingModel):
     ) -> None:
         encoded = _encode_generations(generations, llm_string, messages)
         if encoded is not None:
-            await self.core.aupdate(request, encoded[0], model=encoded[1], usage=encoded[2])
+            await encoded.astore(self.core, request)
 
     # -- invoke ----------------------------------------------------------------------------------------------
     def _generate(

@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -55,7 +55,7 @@ from frugal_chains.accounting.provider_usage import get_field
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.cache.core import AnswerCache, CacheResult, CacheStats
 from frugal_chains.cache.keys import CacheRequest
-from frugal_chains.cache.replay import arelay, relay, replay_pieces
+from frugal_chains.cache.replay import StoredAnswer, arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
@@ -73,8 +73,6 @@ from frugal_chains.shared.streams import aclose_stream, close_stream
 __all__ = ["CachedLLM"]
 
 _R = TypeVar("_R")
-_Entry: TypeAlias = "tuple[str, str | None, Usage | None] | None"
-"""A stored answer with the model and usage that priced it (None: nothing to store)."""
 
 
 _SECRET = re.compile(
@@ -445,37 +443,39 @@ class CachedLLM(SharesCallbacks, LLM):
         return out
 
     # -- stores ----------------------------------------------------------------------------------------------
-    def _chat_entry(self, response: ChatResponse, messages: Sequence[ChatMessage]) -> _Entry:
+    def _chat_entry(self, response: ChatResponse, messages: Sequence[ChatMessage]) -> StoredAnswer | None:
         if not _has_answer(response.message):
             return None
         answer = _encode_chat(response.message)
         if answer is None:
             return None
         model, usage = self._model_and_usage(response, [openai_message(m) for m in messages])
-        return answer, model, usage
+        return StoredAnswer.of(answer, model=model, usage=usage, metadata=response.additional_kwargs)
 
-    def _completion_entry(self, response: CompletionResponse, prompt: str) -> _Entry:
+    def _completion_entry(self, response: CompletionResponse, prompt: str) -> StoredAnswer | None:
         if not response.text.strip():
             return None
         answer = _encode_completion(response.text, response.additional_kwargs)
         if answer is None:
             return None
         model, usage = self._model_and_usage(response, prompt)
-        return answer, model, usage
+        return StoredAnswer.of(answer, model=model, usage=usage, metadata=response.additional_kwargs)
 
-    def _chat_entry_of(self, seen: list[ChatResponse], messages: Sequence[ChatMessage]) -> _Entry:
+    def _chat_entry_of(
+        self, seen: list[ChatResponse], messages: Sequence[ChatMessage]
+    ) -> StoredAnswer | None:
         return self._chat_entry(whole_chat(seen), messages) if seen else None
 
-    def _completion_entry_of(self, seen: list[CompletionResponse], prompt: str) -> _Entry:
+    def _completion_entry_of(self, seen: list[CompletionResponse], prompt: str) -> StoredAnswer | None:
         return self._completion_entry(whole_completion(seen), prompt) if seen else None
 
-    def _store(self, request: CacheRequest, entry: _Entry) -> None:
+    def _store(self, request: CacheRequest, entry: StoredAnswer | None) -> None:
         if entry is not None:
-            self.cache.update(request, entry[0], model=entry[1], usage=entry[2])
+            entry.store(self.cache, request)
 
-    async def _astore(self, request: CacheRequest, entry: _Entry) -> None:
+    async def _astore(self, request: CacheRequest, entry: StoredAnswer | None) -> None:
         if entry is not None:
-            await self.cache.aupdate(request, entry[0], model=entry[1], usage=entry[2])
+            await entry.astore(self.cache, request)
 
     # -- refused requests ------------------------------------------------------------------------------------
     def _reason(self, request: CacheRequest | None) -> str | None:

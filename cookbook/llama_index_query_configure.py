@@ -1,8 +1,9 @@
 """A LlamaIndex query engine with budgets, the semantic cache and a cascade, wired by one `configure()` call.
 
-Runs offline: two MockLLM tiers stand in for a cheap and a strong model (in your app: `OpenAI(model="gpt-4o-mini")`
-and `OpenAI(model="gpt-4o")`), MockEmbedding for retrieval and HashEmbeddings for the cache (in your app: the
-default embedder, `pip install "frugal-chains[embeddings]"`). Budget records, the cascade's routes and the cache's
+Runs offline: two `FakeUsageLLM` tiers report usage the way LlamaIndex's OpenAI integration does and stand in for
+a cheap and a strong model (in your app: `OpenAI(model="gpt-4o-mini")` and `OpenAI(model="gpt-4o")`), MockEmbedding
+for retrieval and HashEmbeddings for the cache (in your app: the default embedder,
+`pip install "frugal-chains[embeddings]"`). Budget records, the cascade's routes and the cache's
 hits go to one ledger, printed at the end.
 
     python cookbook/llama_index_query_configure.py
@@ -12,27 +13,29 @@ from __future__ import annotations
 
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.llms.mock import MockLLM
 
-from frugal_chains import Budget, BudgetExceededError, Price, attribute
+from frugal_chains import Budget, BudgetExceededError, attribute
 from frugal_chains.accounting import spend_report
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import configure
 from frugal_chains.routing import LengthGate
-from frugal_chains.testing import HashEmbeddings
+from frugal_chains.testing import FakeUsageLLM, HashEmbeddings
 
 
 def main() -> None:
     Settings.embed_model = MockEmbedding(embed_dim=8)
     frugal = configure(
-        # MockLLM(max_tokens=n) answers "text" n times: the cheap tier's short answers escalate
-        tiers=[MockLLM(max_tokens=4), MockLLM(max_tokens=40)],
+        # The cheap tier answers in a few words: the length gate sends those answers up to the strong tier.
+        tiers=[
+            FakeUsageLLM(model="gpt-4o-mini", responses="30 days.", output_tokens=4),
+            FakeUsageLLM(
+                model="gpt-4o", responses="Refunds are issued within 30 days of delivery.", output_tokens=12
+            ),
+        ],
         tier_names=["cheap", "strong"],
         gates=[LengthGate(min_chars=40)],
         cache=AnswerCache(embedder=HashEmbeddings()),
-        budgets=[Budget(max_usd=0.002, scope="user", window="day")],
-        # MockLLM has no public price: say what a call costs (USD per million tokens)
-        prices={"MockLLM": Price(input=1.0, output=4.0)},
+        budgets=[Budget(max_usd=0.01, scope="user", window="day")],  # priced from LiteLLM's map
         feature="docs-qa",
     )
     # Build indexes and query engines after configure(): they take Settings.llm when they are built.
@@ -61,7 +64,7 @@ def main() -> None:
     print(spend_report(frugal.ledger, by="tier").render(title="Spend by cascade tier"))
     stats = frugal.cache_stats
     assert stats is not None and stats.hits == 2
-    assert all(row.cost_usd <= 0.002 for row in frugal.summary("user"))
+    assert all(row.cost_usd <= 0.01 for row in frugal.summary("user"))  # nobody went past their budget
     frugal.reset()  # Settings as they were
 
 

@@ -428,13 +428,24 @@ class BudgetGuard(SharedService):
             limit=limit,
             unit=unit,
             model=res.plan.model,
-            advice=self._cap_advice(res.plan),
+            advice=self._cap_advice(res.plan, spent, limit, unit),
         )
 
-    def _cap_advice(self, plan: CallPlan) -> str | None:
-        """A refusal's advice when the call reserved the model's whole output limit for want of a cap."""
+    def _cap_advice(self, plan: CallPlan, spent: float, limit: float, unit: str) -> str | None:
+        """A refusal's advice when the call reserved the model's whole output limit for want of a cap, and a
+        smaller output cap could let it fit (its prompt alone fits what the budget has left)."""
         if plan.cap_source != "model_limit":
             return None
+        prompt = float(plan.input_tokens)
+        if unit == "usd":
+            price = plan.price
+            prompt = (
+                price.worst_case_cost(plan.input_tokens, 0, prompt_caching=plan.prompt_caching)
+                if price
+                else 0.0
+            )
+        if spent + prompt >= limit:
+            return None  # no cap would help: the budget is spent (or the prompt alone is over it)
         per_answer = plan.max_output_tokens // plan.choices
         return self.output_caps.advice(plan.model, plan.attribution.feature, per_answer)
 

@@ -611,7 +611,7 @@ class BudgetGuard(SharedService):
             overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
             # past the whole reservation, or past the output reserved (what an assumed or observed cap guessed)
             overshoot_tokens=max(
-                0, usage.total_tokens - res.tokens, usage.output_tokens - plan.max_output_tokens
+                0, usage.total_tokens - res.tokens, self._past_output(plan, usage, usage_estimated)
             ),
             usage_estimated=usage_estimated,
             price_known=known,
@@ -631,12 +631,20 @@ class BudgetGuard(SharedService):
             self._overshot(record, res)
         return record
 
+    @staticmethod
+    def _past_output(plan: CallPlan, usage: Usage, usage_estimated: bool) -> int:
+        """Output tokens past the output reserved. An estimate (no usage reported) past a cap the provider
+        enforces (the call's ``max_tokens``, the model's limit) is the estimate's error, not more output."""
+        if usage_estimated and plan.cap_source not in SOFT_SOURCES:
+            return 0
+        return usage.output_tokens - plan.max_output_tokens
+
     def _overshot(self, record: CallRecord, res: Reservation) -> None:
         """Alert (``kind="overshoot"``; the default hook logs a warning) that the call used more than its
         reservation (in tokens, in USD, or both)."""
         plan = res.plan
         parts = []
-        past_output = record.usage.output_tokens - plan.max_output_tokens
+        past_output = self._past_output(plan, record.usage, record.usage_estimated)
         if (
             record.overshoot_tokens
             and past_output == record.overshoot_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,32 @@ def test_an_observed_output_is_shared_by_copies_and_refuses_pickling_by_name() -
     assert copy.deepcopy(observed) is observed and copy.copy(observed) is observed
     with pytest.raises(TypeError, match="ObservedOutput cannot be pickled"):
         pickle.dumps(observed)
+
+
+def test_an_estimated_output_past_an_enforced_cap_is_no_overshoot() -> None:
+    # the provider reported no usage: the output is counted with our tokenizer, which may count more tokens than
+    # the provider's, whose max_tokens cut the answer; the prompt's margin absorbs that, as before
+    alerts: list[Any] = []
+    g = BudgetGuard([Budget(max_usd=1.0, scope="global")], prices=PRICES, on_alert=alerts.append)
+    res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=1_000))
+    record = g.commit(res, Usage(input_tokens=900, output_tokens=14), usage_estimated=True)
+    assert record.overshoot_tokens == 0 and not alerts
+
+
+def test_an_estimated_output_past_an_assumed_cap_is_an_overshoot() -> None:
+    alerts: list[Any] = []
+    g = BudgetGuard(
+        [Budget(max_usd=1.0, scope="global")],
+        prices=PRICES,
+        assume_max_output={"m": 10},
+        on_alert=alerts.append,
+    )
+    res = g.reserve(g.plan(MSGS, model="m", input_tokens=1_000))
+    record = g.commit(res, Usage(input_tokens=900, output_tokens=14), usage_estimated=True)
+    assert record.overshoot_tokens == 4 and [a.kind for a in alerts] == ["overshoot"]
+
+
+def test_a_reported_output_past_an_enforced_cap_is_an_overshoot() -> None:
+    g = BudgetGuard([Budget(max_usd=1.0, scope="global")], prices=PRICES, on_alert=lambda alert: None)
+    res = g.reserve(g.plan(MSGS, model="m", max_output_tokens=10, input_tokens=1_000))
+    assert g.commit(res, Usage(input_tokens=900, output_tokens=14)).overshoot_tokens == 4

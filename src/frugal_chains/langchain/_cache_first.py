@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from frugal_chains.errors import BudgetExceededError
     from frugal_chains.langchain.cache import SemanticCache
 
-__all__ = ["Held", "held_for_caller", "hold_cached_answer"]
+__all__ = ["Held", "forget_aborted", "held_for_caller", "hold_cached_answer"]
 
 _WITH_CACHE: dict[CodeType, str] = {
     # the frames that send on_chat_model_start and then look the call up (stream() never looks up), with the method
@@ -189,6 +189,22 @@ def _forget(invocation_params: Any) -> None:
     with _lock:
         for run_id in [k for k, held in _held.items() if held.call is invocation_params]:
             del _held[run_id]
+
+
+def forget_aborted(run_id: UUID) -> None:
+    """Run ``run_id`` failed, which aborts its whole ``generate`` call: the answers held for the call's later runs
+    (a batch of conversations) will never be looked up. One dictionary check while nothing is held."""
+    if not _held:
+        return
+    frame = _frame_of(_WITH_CACHE, sys._getframe(1))
+    while frame is not None:
+        managers = frame.f_locals.get("run_managers")
+        if isinstance(managers, list) and any(getattr(m, "run_id", None) == run_id for m in managers):
+            params = frame.f_locals.get("params")
+            if params is not None:
+                _forget(params)
+            return
+        frame = _frame_of(_WITH_CACHE, frame.f_back)
 
 
 def held_for_caller() -> Held | None:

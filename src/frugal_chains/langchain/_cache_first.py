@@ -2,7 +2,8 @@
 
 LangChain fires ``on_chat_model_start`` (where the budget handler reserves) **before** it looks the call up in its
 cache. When the reservation is refused, :func:`hold_cached_answer` asks the cache that will serve this very call
-(the model's ``cache=`` or the global one, when it is a :class:`~frugal_chains.langchain.SemanticCache`) for the
+(the model's ``cache=`` or the global one, when it is a :class:`~frugal_chains.langchain.SemanticCache` whose
+lookup is not overridden) for the
 answer, with the exact ``prompt`` and ``llm_string`` LangChain is about to look up (read from the frame of
 ``BaseChatModel.generate``/``agenerate`` that sent the event). A found answer is pinned to the run; the call goes
 ahead with no reservation, and the cache's lookup for that run (found by the ``run_manager`` of LangChain's
@@ -43,6 +44,8 @@ _WITH_CACHE: dict[CodeType, str] = {
     BaseChatModel.generate.__code__: "_generate_with_cache",
     BaseChatModel.agenerate.__code__: "_agenerate_with_cache",
 }
+_CACHE_LOOKUP = {"_generate_with_cache": "lookup", "_agenerate_with_cache": "alookup"}
+"""The cache method each of LangChain's lookups calls: only SemanticCache's own serves a held answer."""
 _LOOKUP_CALLERS: tuple[CodeType, ...] = (
     BaseChatModel._generate_with_cache.__code__,
     BaseChatModel._agenerate_with_cache.__code__,
@@ -129,7 +132,12 @@ def _cache_of(model: BaseChatModel, lookup: str) -> SemanticCache | None:
     if model.cache is False:
         return None
     cache = model.cache if isinstance(model.cache, BaseCache) else get_llm_cache()
-    return cache if isinstance(cache, SemanticCache) else None
+    if not isinstance(cache, SemanticCache):
+        return None
+    method = _CACHE_LOOKUP[lookup]
+    if getattr(type(cache), method, None) is not getattr(SemanticCache, method):
+        return None  # a subclass with a lookup of its own: it may never serve the held answer
+    return cache
 
 
 def _probe(

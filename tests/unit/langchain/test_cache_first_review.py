@@ -81,3 +81,38 @@ def test_a_failed_call_leaves_the_answers_held_for_other_calls() -> None:
     with attribute(user_id="u1"), pytest.raises(RuntimeError):
         model.invoke("A question nobody asked before?", config={"callbacks": [handler]})
     assert list(cache_first._held.values()) == [held]
+
+
+class LoggingCache(SemanticCache):
+    """A subclass with a lookup of its own that never serves (a user's override that does not call ``super()``)."""
+
+    def lookup(self, prompt: str, llm_string: str) -> Any:
+        return None
+
+    async def alookup(self, prompt: str, llm_string: str) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_a_cache_whose_lookup_is_overridden_is_not_trusted_to_serve_a_refused_call(mode: str) -> None:
+    ledger = SQLiteLedger()
+    cache = LoggingCache(embedder=FakeEmbeddings(), ledger=ledger)
+    model = Flaky(responses=["30 days."], max_tokens=100, cache=cache)
+    cache.update(*_entry(model))  # the answer is in the cache, but its own lookup never serves it
+    handler = TokenBudgetHandler([Budget(max_usd=1e-9, scope="user")], ledger=ledger)
+    with attribute(user_id="u1"), pytest.raises(Exception, match="refused"):
+        if mode == "invoke":
+            model.invoke(CACHED, config={"callbacks": [handler]})
+        else:
+            asyncio.run(model.ainvoke(CACHED, config={"callbacks": [handler]}))
+    assert model.paid == 0  # never called without a reservation
+    assert not cache_first._held
+
+
+def _entry(model: Flaky) -> tuple[str, str, Any]:
+    """``(prompt, llm_string, generations)`` as LangChain stores an answer to CACHED from ``model``."""
+    from langchain_core.load import dumps
+    from langchain_core.outputs import ChatGeneration
+
+    prompt = dumps([HumanMessage(CACHED)])
+    return prompt, model._get_llm_string(), [ChatGeneration(message=AIMessage("30 days."))]

@@ -4,10 +4,10 @@ LangChain fires ``on_chat_model_start`` (where the budget handler reserves) **be
 cache. When the reservation is refused, :func:`hold_cached_answer` asks the cache that will serve this very call
 (the model's ``cache=`` or the global one, when it is a :class:`~frugal_chains.langchain.SemanticCache` whose
 lookup is not overridden) for the answer, with the exact ``prompt`` and ``llm_string`` LangChain is about to look
-up (read from the frame of ``BaseChatModel.generate``/``agenerate`` that sent the event). A found answer is pinned to the run; the call goes
-ahead with no reservation, and the cache's lookup for that run (found by the ``run_manager`` of LangChain's
-``_generate_with_cache``) serves exactly the pinned entry, or raises the refusal: the provider is never called
-without a reservation.
+up (read from the frame of ``BaseChatModel.generate``/``agenerate`` that sent the event). A found answer is pinned
+to the run; the call goes ahead with no reservation, and the cache's lookup for that run (found by the
+``run_manager`` of LangChain's ``_generate_with_cache``) serves exactly the pinned entry, or raises the refusal: the
+provider is never called without a reservation.
 
 Nothing here runs while reservations succeed, and a lookup costs one dictionary check while no answer is held.
 """

@@ -159,6 +159,15 @@ class FrugalSettings:
         ``Settings.callback_manager``, the attribution defaults and the cache's ledger and prices are what they
         were before. A ``Settings`` value you replaced since is left as you set it. Calling it again does nothing.
         """
+        with _lock:
+            self._entered = (
+                False  # undone by you: not put back when a configuration made in its block is reset
+            )
+            self._undo()
+
+    def _undo(self) -> None:
+        """:meth:`reset`, also when a new ``configure()`` replaces this one (which leaves its ``with`` block
+        waiting to have it back)."""
         global _active
         with _lock:
             if not self._active:
@@ -431,7 +440,7 @@ def configure(
         # -- apply ---------------------------------------------------------------------------------------------
         outer = _active if _active is not None and _active._entered else None
         if _active is not None:
-            _active.reset()
+            _active._undo()
         done = FrugalSettings(
             llm=top,
             handler=handler,

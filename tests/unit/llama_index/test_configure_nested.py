@@ -68,3 +68,11 @@ def test_a_second_configure_outside_any_with_block_still_replaces_the_first() ->
     second = configure(MockLLM(max_tokens=8), prices=PRICES)
     second.reset()
     assert not first.active and Settings._llm is None and Settings._callback_manager is None
+
+
+def test_a_block_configuration_reset_by_you_is_not_put_back() -> None:
+    with configure(MockLLM(max_tokens=8), budgets=ROOMY, prices=PRICES) as outer:
+        inner = configure(MockLLM(max_tokens=8), prices=PRICES)
+        outer.reset()  # already replaced: nothing to undo now, and it must not come back
+        inner.reset()
+        assert not outer.active and Settings._callback_manager is None

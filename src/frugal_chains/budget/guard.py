@@ -428,13 +428,24 @@ class BudgetGuard(SharedService):
             limit=limit,
             unit=unit,
             model=res.plan.model,
-            advice=self._cap_advice(res.plan),
+            advice=self._cap_advice(res.plan, spent, limit, unit),
         )
 
-    def _cap_advice(self, plan: CallPlan) -> str | None:
-        """A refusal's advice when the call reserved the model's whole output limit for want of a cap."""
+    def _cap_advice(self, plan: CallPlan, spent: float, limit: float, unit: str) -> str | None:
+        """A refusal's advice when the call reserved the model's whole output limit for want of a cap, and a
+        smaller output cap could let it fit (its prompt alone fits what the budget has left)."""
         if plan.cap_source != "model_limit":
             return None
+        prompt = float(plan.input_tokens)
+        if unit == "usd":
+            price = plan.price
+            prompt = (
+                price.worst_case_cost(plan.input_tokens, 0, prompt_caching=plan.prompt_caching)
+                if price
+                else 0.0
+            )
+        if spent + prompt >= limit:
+            return None  # no cap would help: the budget is spent (or the prompt alone is over it)
         per_answer = plan.max_output_tokens // plan.choices
         return self.output_caps.advice(plan.model, plan.attribution.feature, per_answer)
 
@@ -666,7 +677,7 @@ class BudgetGuard(SharedService):
             overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
             # past the whole reservation, or past the output reserved (what an assumed or observed cap guessed)
             overshoot_tokens=max(
-                0, usage.total_tokens - res.tokens, usage.output_tokens - plan.max_output_tokens
+                0, usage.total_tokens - res.tokens, self._past_output(plan, usage, usage_estimated)
             ),
             usage_estimated=usage_estimated,
             price_known=known,
@@ -686,12 +697,20 @@ class BudgetGuard(SharedService):
             self._overshot(record, res)
         return record
 
+    @staticmethod
+    def _past_output(plan: CallPlan, usage: Usage, usage_estimated: bool) -> int:
+        """Output tokens past the output reserved. An estimate (no usage reported) past a cap the provider
+        enforces (the call's ``max_tokens``, the model's limit) is the estimate's error, not more output."""
+        if usage_estimated and plan.cap_source not in SOFT_SOURCES:
+            return 0
+        return usage.output_tokens - plan.max_output_tokens
+
     def _overshot(self, record: CallRecord, res: Reservation) -> None:
         """Alert (``kind="overshoot"``; the default hook logs a warning) that the call used more than its
         reservation (in tokens, in USD, or both)."""
         plan = res.plan
         parts = []
-        past_output = record.usage.output_tokens - plan.max_output_tokens
+        past_output = self._past_output(plan, record.usage, record.usage_estimated)
         if (
             record.overshoot_tokens
             and past_output == record.overshoot_tokens

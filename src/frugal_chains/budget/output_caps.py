@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.sharing import SharedService
 
 __all__ = ["CapSource", "ObservedOutput", "OutputCaps"]
 
@@ -47,7 +48,7 @@ class _Series:
     stale: bool = True
 
 
-class ObservedOutput:
+class ObservedOutput(SharedService):
     """Reserve a call's output at a high percentile of what recent calls of the same model and feature used.
 
     Each answered call with no output cap of its own (and usage reported by the provider) adds its output tokens
@@ -58,7 +59,7 @@ class ObservedOutput:
 
     Memory is bounded: the last ``window`` calls per series, the ``max_series`` series used most recently. The
     estimate lives in this object, per process (share one object between handlers to share it); it is not
-    written to the ledger. Thread-safe.
+    written to the ledger. Thread-safe. Copies are the object itself; it cannot be pickled.
 
     Args:
         percentile: the percentile reserved, in (0, 100] (default 99).

@@ -2,12 +2,12 @@
 
 LangChain fires ``on_chat_model_start`` (where the budget handler reserves) **before** it looks the call up in its
 cache. When the reservation is refused, :func:`hold_cached_answer` asks the cache that will serve this very call
-(the model's ``cache=`` or the global one, when it is a :class:`~frugal_chains.langchain.SemanticCache`) for the
-answer, with the exact ``prompt`` and ``llm_string`` LangChain is about to look up (read from the frame of
-``BaseChatModel.generate``/``agenerate`` that sent the event). A found answer is pinned to the run; the call goes
-ahead with no reservation, and the cache's lookup for that run (found by the ``run_manager`` of LangChain's
-``_generate_with_cache``) serves exactly the pinned entry, or raises the refusal: the provider is never called
-without a reservation.
+(the model's ``cache=`` or the global one, when it is a :class:`~frugal_chains.langchain.SemanticCache` whose
+lookup is not overridden) for the answer, with the exact ``prompt`` and ``llm_string`` LangChain is about to look
+up (read from the frame of ``BaseChatModel.generate``/``agenerate`` that sent the event). A found answer is pinned
+to the run; the call goes ahead with no reservation, and the cache's lookup for that run (found by the
+``run_manager`` of LangChain's ``_generate_with_cache``) serves exactly the pinned entry, or raises the refusal: the
+provider is never called without a reservation.
 
 Nothing here runs while reservations succeed, and a lookup costs one dictionary check while no answer is held.
 """
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from frugal_chains.errors import BudgetExceededError
     from frugal_chains.langchain.cache import SemanticCache
 
-__all__ = ["Held", "held_for_caller", "hold_cached_answer"]
+__all__ = ["Held", "forget_aborted", "held_for_caller", "hold_cached_answer"]
 
 _WITH_CACHE: dict[CodeType, str] = {
     # the frames that send on_chat_model_start and then look the call up (stream() never looks up), with the method
@@ -43,6 +43,8 @@ _WITH_CACHE: dict[CodeType, str] = {
     BaseChatModel.generate.__code__: "_generate_with_cache",
     BaseChatModel.agenerate.__code__: "_agenerate_with_cache",
 }
+_CACHE_LOOKUP = {"_generate_with_cache": "lookup", "_agenerate_with_cache": "alookup"}
+"""The cache method each of LangChain's lookups calls: only SemanticCache's own serves a held answer."""
 _LOOKUP_CALLERS: tuple[CodeType, ...] = (
     BaseChatModel._generate_with_cache.__code__,
     BaseChatModel._agenerate_with_cache.__code__,
@@ -129,7 +131,12 @@ def _cache_of(model: BaseChatModel, lookup: str) -> SemanticCache | None:
     if model.cache is False:
         return None
     cache = model.cache if isinstance(model.cache, BaseCache) else get_llm_cache()
-    return cache if isinstance(cache, SemanticCache) else None
+    if not isinstance(cache, SemanticCache):
+        return None
+    method = _CACHE_LOOKUP[lookup]
+    if getattr(type(cache), method, None) is not getattr(SemanticCache, method):
+        return None  # a subclass with a lookup of its own: it may never serve the held answer
+    return cache
 
 
 def _probe(
@@ -189,6 +196,22 @@ def _forget(invocation_params: Any) -> None:
     with _lock:
         for run_id in [k for k, held in _held.items() if held.call is invocation_params]:
             del _held[run_id]
+
+
+def forget_aborted(run_id: UUID) -> None:
+    """Run ``run_id`` failed, which aborts its whole ``generate`` call: the answers held for the call's later runs
+    (a batch of conversations) will never be looked up. One dictionary check while nothing is held."""
+    if not _held:
+        return
+    frame = _frame_of(_WITH_CACHE, sys._getframe(1))
+    while frame is not None:
+        managers = frame.f_locals.get("run_managers")
+        if isinstance(managers, list) and any(getattr(m, "run_id", None) == run_id for m in managers):
+            params = frame.f_locals.get("params")
+            if params is not None:
+                _forget(params)
+            return
+        frame = _frame_of(_WITH_CACHE, frame.f_back)
 
 
 def held_for_caller() -> Held | None:

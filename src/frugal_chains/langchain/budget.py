@@ -52,7 +52,7 @@ from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.budget.handler import GuardDriven
 from frugal_chains.errors import BudgetExceededError, ConfigurationError
-from frugal_chains.langchain._cache_first import hold_cached_answer
+from frugal_chains.langchain._cache_first import forget_aborted, hold_cached_answer
 from frugal_chains.metadata import TIER_KEY, WRAPPER_KEY, cache_status
 
 __all__ = ["TokenBudgetHandler", "budget_scope", "is_wrapper_run", "usage_from_message"]
@@ -525,6 +525,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         return None
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        forget_aborted(run_id)  # answers a cache held for the later runs of this aborted call
         run = self._pop(run_id)
         if run is None:
             return

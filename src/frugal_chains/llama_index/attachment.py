@@ -21,6 +21,7 @@ detected (each warned about once per handler, with the fix):
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -35,6 +36,8 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent, LLMCompletionStartEvent
 
 __all__ = ["BudgetNotAttachedWarning", "LLMNotAttachedWarning"]
+
+log = logging.getLogger("frugal_chains.budget")
 
 _CALLBACKS_FILE = os.path.join("llama_index", "core", "llms", "callbacks.py")
 _MAX_STACK = 60
@@ -178,7 +181,12 @@ class _AttachmentCheck(BaseEventHandler):
         manager = _calling_manager()
         if manager is not None:
             model = event.model_dict.get("model_name") or event.model_dict.get("class_name")
-            check_attached(manager, str(model) if model else None)
+            try:
+                check_attached(manager, str(model) if model else None)
+            except BudgetNotAttachedWarning as e:
+                # a warnings filter made it an error (filterwarnings=error), which LlamaIndex's dispatcher would
+                # swallow: the once-only warning would be lost, so it is logged instead
+                log.error("frugal-chains: %s", e)
 
 
 _install_lock = threading.Lock()

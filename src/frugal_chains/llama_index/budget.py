@@ -36,8 +36,9 @@ How it works (read from ``llama_index/core/llms/callbacks.py`` and ``callbacks/b
   ``complete``; ``acomplete`` calls ``complete``; ``astream_chat`` iterates ``stream_chat``), and wrapper LLMs
   (``StructuredLLM``) call another LLM. Each level sends its own LLM event. Only the innermost call is counted:
   when an LLM event starts inside another one (found on the call stack), the outer one's reservation is given
-  back and the inner one reserves for itself. LLMs whose ``to_payload()`` sets
-  :data:`frugal_chains.metadata.WRAPPER_KEY` are never counted themselves.
+  back and the inner one reserves for itself. A ``StructuredLLM``'s event is planned as the LLM it wraps (its
+  model, its output cap), so the outer reservation is never larger than the call it stands for. LLMs whose
+  ``to_payload()`` sets :data:`frugal_chains.metadata.WRAPPER_KEY` are never counted themselves.
 
 Only **legacy** callback handlers can enforce a budget: instrumentation event handlers
 (``llama_index.core.instrumentation``) swallow their exceptions, so they cannot abort a run.
@@ -181,6 +182,23 @@ def _llm_instance(serialized: Mapping[str, Any]) -> Any | None:
         frame = frame.f_back
         depth += 1
     return None
+
+
+def _structured_inner(
+    serialized: Mapping[str, Any], instance: Any | None
+) -> tuple[Mapping[str, Any], Any | None]:
+    """The payload and instance to plan a call with: a ``StructuredLLM`` (``llm.as_structured_llm(...)``, which
+    agents with an ``output_cls`` use) sends its own LLM event, but calls the LLM it wraps, whose model, output cap
+    and wrapper mark are the ones that apply (its inner call then takes over the reservation)."""
+    from llama_index.core.llms.structured_llm import StructuredLLM
+
+    while isinstance(instance, StructuredLLM):
+        instance = instance.llm
+        try:
+            serialized = instance.to_payload()
+        except Exception:  # an LLM whose payload fails: plan with what the event sent
+            return serialized, instance
+    return serialized, instance
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -417,6 +435,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             )
 
         res: Reservation | None = None
+        instance = _llm_instance(serialized)
+        serialized, instance = _structured_inner(serialized, instance)
         if not serialized.get(WRAPPER_KEY):
             messages = payload.get(EventPayload.MESSAGES)
             if messages is not None:
@@ -425,7 +445,6 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 prompt = payload.get(EventPayload.PROMPT)
                 openai_messages = [{"role": "user", "content": "" if prompt is None else str(prompt)}]
             model, provider = _model_and_provider(serialized)
-            instance = _llm_instance(serialized)
             if outer is None and instance is not None and any(instance is w for w in self._wrapped):
                 attachment.warn_bypassed(self, model, self._wrapper)
             cap, choices = _output_cap(call_kwargs, serialized, instance)

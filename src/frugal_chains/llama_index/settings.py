@@ -112,6 +112,10 @@ class FrugalSettings:
         self._base = base
         """The LLM given (or the cascade built), under the cache."""
         self._active = True
+        self._entered = False
+        """Inside this configuration's ``with`` block."""
+        self._outer: FrugalSettings | None = None
+        """The configuration whose ``with`` block this one was made in: back in effect when this one is reset."""
 
     @property
     def ledger(self) -> SpendLedger:
@@ -155,6 +159,15 @@ class FrugalSettings:
         ``Settings.callback_manager``, the attribution defaults and the cache's ledger and prices are what they
         were before. A ``Settings`` value you replaced since is left as you set it. Calling it again does nothing.
         """
+        with _lock:
+            self._entered = (
+                False  # undone by you: not put back when a configuration made in its block is reset
+            )
+            self._undo()
+
+    def _undo(self) -> None:
+        """:meth:`reset`, also when a new ``configure()`` replaces this one (which leaves its ``with`` block
+        waiting to have it back)."""
         global _active
         with _lock:
             if not self._active:
@@ -163,8 +176,13 @@ class FrugalSettings:
             if _active is self:
                 _active = None
             _restore(self)
+            outer, self._outer = self._outer, None
+            if outer is not None and outer._entered and _active is None:
+                _apply(outer)  # a configure() inside a with block: the block's configuration is back
+                _active = outer
 
     def __enter__(self) -> Self:
+        self._entered = True
         return self
 
     def __exit__(
@@ -173,6 +191,7 @@ class FrugalSettings:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._entered = False
         self.reset()
 
     def __repr__(self) -> str:
@@ -201,6 +220,39 @@ def _restore(done: FrugalSettings) -> None:
         if saved.cache_prices and done.cache._prices is done.prices:
             done.cache._prices = None
     done.handler._wrapped, done.handler._wrapper = (), ""
+
+
+def _apply(done: FrugalSettings) -> None:
+    """Put ``done`` on ``Settings``, saving what it changes (in ``done._saved``), and mark it active."""
+    from llama_index.core import Settings
+
+    handler, cache, top = done.handler, done.cache, done.llm
+    saved = _Saved(
+        llm=Settings._llm,
+        manager=Settings._callback_manager,
+        attribution=set_default_attribution(done.attribution if done.attribution != Attribution() else None),
+    )
+    manager = saved.manager
+    if manager is None:
+        manager = done.callback_manager
+        Settings.callback_manager = manager
+    if not any(h is handler for h in manager.handlers):
+        manager.add_handler(handler)
+    done.callback_manager = manager
+    if cache is not None:
+        if cache.ledger is None:
+            cache.ledger, saved.cache_ledger = handler.ledger, True
+        if cache._prices is None:
+            cache._prices, saved.cache_prices = done.prices, True
+    if top is not None:
+        top.callback_manager = manager  # shared with the LLMs it wraps
+        Settings.llm = top
+        if top is not done._base or done.cascade is not None:
+            # a wrapper: a direct call to an LLM it wraps bypasses it (LLMNotAttachedWarning)
+            handler._wrapped = tuple(_calls_made_by(top))
+            handler._wrapper = type(top).__name__
+    done._saved = saved
+    done._active = True
 
 
 def _as_llm(value: Any, field: str) -> LLM:
@@ -301,7 +353,8 @@ def configure(
 
     Returns:
         A :class:`FrugalSettings` holding the objects; ``reset()`` (or leaving its ``with`` block) undoes it all.
-        A new ``configure()`` resets the one in effect first.
+        A new ``configure()`` resets the one in effect first; made inside a configuration's ``with`` block, its
+        reset puts the block's configuration back in effect.
 
     Raises:
         ConfigurationError: bad input, naming the field (``llm``, ``tiers``, ``cache``, ``budgets``, ...).
@@ -385,39 +438,20 @@ def configure(
             top = CachedLLM(llm=base, cache=answer_cache)
 
         # -- apply ---------------------------------------------------------------------------------------------
+        outer = _active if _active is not None and _active._entered else None
         if _active is not None:
-            _active.reset()
-        saved = _Saved(
-            llm=Settings._llm,
-            manager=Settings._callback_manager,
-            attribution=set_default_attribution(defaults if defaults != Attribution() else None),
-        )
-        manager = saved.manager
-        if manager is None:
-            manager = CallbackManager([handler])
-            Settings.callback_manager = manager
-        elif not any(h is handler for h in manager.handlers):
-            manager.add_handler(handler)
-        if answer_cache is not None:
-            if answer_cache.ledger is None:
-                answer_cache.ledger, saved.cache_ledger = handler.ledger, True
-            if answer_cache._prices is None:
-                answer_cache._prices, saved.cache_prices = shared_prices, True
-        if top is not None:
-            top.callback_manager = manager  # shared with the LLMs it wraps
-            Settings.llm = top
-            if top is not base or cascade is not None:
-                # a wrapper: a direct call to an LLM it wraps bypasses it (LLMNotAttachedWarning)
-                handler._wrapped = tuple(_calls_made_by(top))
-                handler._wrapper = type(top).__name__
-        _active = FrugalSettings(
+            _active._undo()
+        done = FrugalSettings(
             llm=top,
             handler=handler,
-            callback_manager=manager,
+            callback_manager=Settings._callback_manager or CallbackManager([]),
             cache=answer_cache,
             cascade=cascade,
             attribution=defaults,
-            saved=saved,
+            saved=_Saved(llm=None, manager=None, attribution=None),  # filled by _apply
             base=base,
         )
-        return _active
+        done._outer = outer
+        _apply(done)
+        _active = done
+        return done

@@ -17,7 +17,7 @@ import frugal_chains.langchain._cache_first as cache_first
 from frugal_chains import Budget, SQLiteLedger, attribute
 from frugal_chains.langchain import SemanticCache, TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
-from frugal_chains.testing.fake_embeddings import FakeEmbeddings
+from frugal_chains.testing.fake_embeddings import HashEmbeddings
 
 CACHED = "How long is the refund window for shoes?"
 
@@ -51,7 +51,7 @@ def global_cache() -> Iterator[None]:
 
 def setup() -> tuple[Flaky, TokenBudgetHandler]:
     ledger = SQLiteLedger()
-    set_llm_cache(SemanticCache(embedder=FakeEmbeddings(), ledger=ledger))
+    set_llm_cache(SemanticCache(embedder=HashEmbeddings(), ledger=ledger))
     model = Flaky(responses=["30 days."], max_tokens=100)
     with attribute(user_id="u0"):
         model.invoke(CACHED)
@@ -96,7 +96,7 @@ class LoggingCache(SemanticCache):
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
 def test_a_cache_whose_lookup_is_overridden_is_not_trusted_to_serve_a_refused_call(mode: str) -> None:
     ledger = SQLiteLedger()
-    cache = LoggingCache(embedder=FakeEmbeddings(), ledger=ledger)
+    cache = LoggingCache(embedder=HashEmbeddings(), ledger=ledger)
     model = Flaky(responses=["30 days."], max_tokens=100, cache=cache)
     cache.update(*_entry(model))  # the answer is in the cache, but its own lookup never serves it
     handler = TokenBudgetHandler([Budget(max_usd=1e-9, scope="user")], ledger=ledger)

@@ -16,7 +16,7 @@ from frugal_chains import Budget, Price
 from frugal_chains.accounting.context import current_attribution
 from frugal_chains.cache import AnswerCache
 from frugal_chains.llama_index import CachedLLM, configure
-from frugal_chains.testing import FakeEmbeddings
+from frugal_chains.testing import HashEmbeddings
 
 PRICES = {"MockLLM": Price(input=1.0, output=2.0)}
 ROOMY = Budget(max_usd=1.0, scope="global")
@@ -36,7 +36,7 @@ def settings() -> Iterator[Any]:
 def test_a_nested_with_block_gives_the_outer_configuration_back() -> None:
     outer_llm = MockLLM(max_tokens=8)
     with configure(
-        outer_llm, cache=AnswerCache(embedder=FakeEmbeddings()), budgets=ROOMY, prices=PRICES, feature="outer"
+        outer_llm, cache=AnswerCache(embedder=HashEmbeddings()), budgets=ROOMY, prices=PRICES, feature="outer"
     ) as outer:
         with configure(MockLLM(max_tokens=8), budgets=ROOMY, prices=PRICES, feature="inner") as inner:
             assert not outer.active and Settings.callback_manager.handlers == [inner.handler]

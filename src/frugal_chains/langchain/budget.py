@@ -185,6 +185,8 @@ class _Run:
     """A chat-model run (each run of a chat batch gets its own usage) or a plain LLM run."""
     tier: str | None = None
     """The cascade tier this call belongs to (``TIER_KEY`` in its metadata)."""
+    streaming: bool = False
+    """A token was streamed: LangChain's ``stream``/``astream`` send an end or error event however the stream ends."""
 
 
 class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
@@ -426,9 +428,20 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             task.add_done_callback(functools.partial(self._task_done, run_id))
 
     def _task_done(self, run_id: UUID, task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            run = self._reservations.get(run_id)
+            if run is None or (run.streaming and not task.cancelled()):
+                # a stream outlives the task that started it (a chain's ``astream`` pulls each chunk in a task of
+                # its own); LangChain's stream sends the end event, or an error event if it is cut off
+                return
         run = self._pop(run_id)
         if run is not None:
             self._interrupted(run, "CancelledError" if task.cancelled() else "TaskEnded", None)
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._reservations.get(run_id)
+        if run is not None and not run.streaming:
+            run.streaming = True
 
     def _interrupted(self, run: _Run, why: str, response: LLMResult | None) -> None:
         """The call was cut off (a stream closed early, a cancelled task): the provider may have billed an unknown

@@ -1,0 +1,70 @@
+"""What a new user builds in the first hour, end to end on the fakes: a streamed LCEL chain, a report after cache
+hits, the demo's ledger file. Each test is a user's path that once gave a wrong figure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.output_parsers import StrOutputParser
+
+from frugal_chains import Budget
+from frugal_chains.budget import Alert
+from frugal_chains.langchain import TokenBudgetHandler
+from frugal_chains.testing import FakeUsageChatModel
+
+
+def _chain_handler() -> tuple[Any, TokenBudgetHandler, list[Alert]]:
+    alerts: list[Alert] = []
+    handler = TokenBudgetHandler([Budget(max_usd=1.0, scope="global")], on_alert=alerts.append)
+    model = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=300, output_tokens=40)
+    return model | StrOutputParser(), handler, alerts
+
+
+@pytest.mark.parametrize("how", ["astream", "astream_events"])
+def test_a_chain_streamed_async_commits_the_reported_usage(how: str) -> None:
+    """LangChain's ``astream`` of a chain pulls each chunk in its own asyncio task: the task that started the model's
+    run ends after the first chunk while the stream goes on. That is not an interrupted call: the run ends with
+    its usage, not with its worst case."""
+    chain, handler, alerts = _chain_handler()
+
+    async def main() -> str:
+        config: Any = {"callbacks": [handler]}
+        if how == "astream":
+            return "".join([c async for c in chain.astream("Where is my order?", config=config)])
+        return "".join(
+                [
+                    e["data"]["chunk"]
+                    async for e in chain.astream_events("Where is my order?", config=config, version="v2")
+                    if e["event"] == "on_parser_stream"
+                ]
+            )
+
+    assert asyncio.run(main())
+    (record,) = handler.ledger.records()
+    assert (record.outcome, record.usage.output_tokens, record.usage_estimated) == ("ok", 40, False)
+    assert "interrupted" not in record.extra
+    assert record.overshoot_tokens == 0 and not record.overshoot_usd
+    assert [a.kind for a in alerts if a.kind == "overshoot"] == []
+
+
+def test_a_chain_stream_cancelled_mid_way_is_still_settled_as_interrupted() -> None:
+    """The other side: a consumer that cancels the chain's stream after its first chunk still gets the call settled
+    (the provider may have billed its answer), once."""
+    chain, handler, _ = _chain_handler()
+
+    async def main() -> None:
+        async def consume() -> None:
+            async for _ in chain.astream("Where is my order?", config={"callbacks": [handler]}):
+                await asyncio.sleep(10)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    (record,) = handler.ledger.records()
+    assert record.outcome == "ok" and "interrupted" in record.extra

@@ -34,12 +34,12 @@ def test_a_chain_streamed_async_commits_the_reported_usage(how: str) -> None:
         if how == "astream":
             return "".join([c async for c in chain.astream("Where is my order?", config=config)])
         return "".join(
-                [
-                    e["data"]["chunk"]
-                    async for e in chain.astream_events("Where is my order?", config=config, version="v2")
-                    if e["event"] == "on_parser_stream"
-                ]
-            )
+            [
+                e["data"]["chunk"]
+                async for e in chain.astream_events("Where is my order?", config=config, version="v2")
+                if e["event"] == "on_parser_stream"
+            ]
+        )
 
     assert asyncio.run(main())
     (record,) = handler.ledger.records()
@@ -51,8 +51,8 @@ def test_a_chain_streamed_async_commits_the_reported_usage(how: str) -> None:
 
 def test_a_chain_stream_cancelled_mid_way_is_still_settled_as_interrupted() -> None:
     """The other side: a consumer that cancels the chain's stream after its first chunk still gets the call settled
-    (the provider may have billed its answer), once."""
-    chain, handler, _ = _chain_handler()
+    (the provider may have billed its answer), once, at exactly its worst case: that is no overshoot."""
+    chain, handler, alerts = _chain_handler()
 
     async def main() -> None:
         async def consume() -> None:
@@ -68,3 +68,6 @@ def test_a_chain_stream_cancelled_mid_way_is_still_settled_as_interrupted() -> N
     asyncio.run(main())
     (record,) = handler.ledger.records()
     assert record.outcome == "ok" and "interrupted" in record.extra
+    assert record.usage_estimated and record.cost_usd == pytest.approx(record.reserved_usd)
+    assert record.overshoot_usd == 0 and record.overshoot_tokens == 0
+    assert [a for a in alerts if a.kind == "overshoot"] == []

@@ -663,7 +663,10 @@ class BudgetGuard(SharedService):
             outcome=outcome,
             tier=tier,
             reserved_usd=reserved,
-            overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
+            # in nano-dollars, as the ledger counts: a commit at exactly the reservation is no overshoot
+            overshoot_usd=nano_to_usd(max(0, usd_to_nano(cost) - res.nano))
+            if cost is not None and reserved is not None
+            else None,
             # past the whole reservation, or past the output reserved (what an assumed or observed cap guessed)
             overshoot_tokens=max(
                 0, usage.total_tokens - res.tokens, usage.output_tokens - plan.max_output_tokens

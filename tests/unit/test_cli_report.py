@@ -93,7 +93,7 @@ def test_each_outcome_adds_what_it_is(ledger_file: str, capsys: pytest.CaptureFi
     # 3 provider calls (one unpriced); the cache hit is no call; the refusal is neither a call nor spend
     assert (faq["calls"], faq["cache_hits"], faq["refused"], faq["unpriced"]) == (3, 1, 1, 1)
     assert faq["cost_usd"] == pytest.approx(0.03) and faq["saved_usd"] == pytest.approx(0.02)
-    assert faq["input_tokens"] == 40  # 3 calls + 1 hit, 10 each; the refusal adds none
+    assert faq["input_tokens"] == 30  # 3 calls, 10 each; a cache hit sent no tokens, a refusal neither
     helpdesk = rows["helpdesk"]
     assert (helpdesk["calls"], helpdesk["escalations"]) == (2, 1)
     total = out["total"]

@@ -16,6 +16,7 @@ from frugal_chains import Budget, BudgetExceededError, SQLiteLedger
 from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
 
+
 @tool
 def search_orders(customer: str) -> str:
     """Look up a customer's orders."""

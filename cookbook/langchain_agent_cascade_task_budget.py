@@ -83,7 +83,9 @@ def main() -> None:
             print(f"run {run}: stopped by its budget before spending more (${e.spent:.4f} of ${e.limit:.2f})")
 
     print()
-    print(spend_report(ledger, by="tier").render(title="Spend by cascade tier"))  # as `frugal-chains report` does
+    print(
+        spend_report(ledger, by="tier").render(title="Spend by cascade tier")
+    )  # as `frugal-chains report` does
     records = ledger.records()
     assert sum(r.cost_usd or 0.0 for r in records) <= 2 * 0.05  # two runs, each within its task budget
 

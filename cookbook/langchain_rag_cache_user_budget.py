@@ -85,7 +85,9 @@ def main() -> None:
     ask("ben", "how long do i have to return an item")  # another user, a paraphrase: a cache hit, $0
 
     print()
-    print(spend_report(ledger, by="user").render(title="Spend by user"))  # as `frugal-chains report` prints it
+    print(
+        spend_report(ledger, by="user").render(title="Spend by user")
+    )  # as `frugal-chains report` prints it
     outcomes = [r.outcome for r in ledger.records()]
     assert outcomes.count("refused") == 1 and outcomes.count("cache_hit") == 2, outcomes
 

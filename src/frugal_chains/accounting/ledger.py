@@ -158,7 +158,8 @@ class SpendRow:
 
     key: str
     calls: int
-    """Provider calls and cache hits (refused calls are counted in ``refused``)."""
+    """Provider calls, as in :func:`~frugal_chains.accounting.spend_report` (cache hits are counted in
+    ``cache_hits``, refused calls in ``refused``)."""
     cost_usd: float
     """USD of the calls whose cost is known (see ``unpriced``)."""
     input_tokens: int
@@ -368,7 +369,7 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     rows = [
         SpendRow(
             key=k,
-            calls=t.calls + t.cache_hits,
+            calls=t.calls,
             cost_usd=t.cost_usd,
             input_tokens=t.input_tokens,
             output_tokens=t.output_tokens,

@@ -28,9 +28,10 @@ def _ledger() -> SQLiteLedger:
     return ledger
 
 
-def test_summary_tokens_are_those_of_provider_calls() -> None:
+def test_summary_calls_and_tokens_are_those_of_provider_calls() -> None:
+    """``summary()`` and ``spend_report`` say the same: ``calls`` are provider calls, hits are apart."""
     (row,) = _ledger().summary("feature")
-    assert (row.cache_hits, row.input_tokens, row.output_tokens) == (3, 10, 5)
+    assert (row.calls, row.cache_hits, row.input_tokens, row.output_tokens) == (1, 3, 10, 5)
 
 
 def test_spend_report_tokens_are_those_of_provider_calls() -> None:

@@ -48,7 +48,8 @@ def main() -> None:
     print(f"{s.lookups} lookups: {s.hits} hits, {s.misses} misses")
     for row in ledger.summary("outcome"):
         print(
-            f"{row.key:>9}: {row.calls} calls, {row.cache_hits} hits, cost ${row.cost_usd:.6f}, saved ${row.saved_usd:.6f}"
+            f"{row.key:>9}: {row.calls} calls, {row.cache_hits} hits, "
+            f"cost ${row.cost_usd:.6f}, saved ${row.saved_usd:.6f}"
         )
     print("invalidated", cache.invalidate(tag="kb-v1"), "entries after the knowledge base changed")
 

@@ -289,7 +289,8 @@ class Totals:
     :func:`summarize` and :func:`frugal_chains.accounting.report.spend_report`).
 
     A provider call adds its USD (where known) and tokens; a cache hit adds what it saved (no tokens: none were
-    sent); a refusal adds only to ``refused`` (nothing was spent); a cascade's ``routed`` decision adds only its escalations.
+    sent); a refusal adds only to ``refused`` (nothing was spent); a cascade's ``routed`` decision adds only its
+    escalations.
     """
 
     calls: int = 0

@@ -2,8 +2,8 @@
 or more fields (framework-free; the ``frugal-chains report`` command and the demo print these).
 
 What each record adds is decided once, in :class:`frugal_chains.accounting.ledger.Totals` (the same sums as
-``ledger.summary()``): a provider call adds its USD and tokens, a cache hit what it saved (no tokens), a refused call only
-to ``refused``, a cascade's ``routed`` record only its escalations.
+``ledger.summary()``): a provider call adds its USD and tokens, a cache hit what it saved (no tokens), a refused
+call only to ``refused``, a cascade's ``routed`` record only its escalations.
 """
 
 from __future__ import annotations

@@ -438,7 +438,9 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         if run is not None:
             self._interrupted(run, "CancelledError" if task.cancelled() else "TaskEnded", None)
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
         run = self._reservations.get(run_id)
         if run is not None and not run.streaming:
             run.streaming = True

@@ -430,7 +430,8 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
     bound tool's schema; an ``"id"`` is made up unless given); a list of such dicts, parallel tool calls. When set,
     it replaces choosing tools and :attr:`responses`. A text turn of a call that asks for structured output (a
     JSON ``response_format``, a forced tool) answers that instead: the turn itself when it is a JSON object, else
-    from :attr:`structured_responses` or filled from the prompt. A tool call naming a tool that is not bound raises ``ConfigurationError``."""
+    from :attr:`structured_responses` or filled from the prompt. A tool call naming a tool that is not bound raises
+    ``ConfigurationError``."""
 
     @field_validator("turns")
     @classmethod

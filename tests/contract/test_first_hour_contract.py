@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.output_parsers import StrOutputParser
 
-from frugal_chains import Budget
+from frugal_chains import Budget, BudgetExceededError
 from frugal_chains.budget import Alert
 from frugal_chains.langchain import TokenBudgetHandler
 from frugal_chains.testing import FakeUsageChatModel
@@ -71,3 +71,47 @@ def test_a_chain_stream_cancelled_mid_way_is_still_settled_as_interrupted() -> N
     assert record.usage_estimated and record.cost_usd == pytest.approx(record.reserved_usd)
     assert record.overshoot_usd == 0 and record.overshoot_tokens == 0
     assert [a for a in alerts if a.kind == "overshoot"] == []
+
+
+def test_a_cascade_tier_refused_by_a_budget_is_recorded_under_that_tier_langchain() -> None:
+    """``report --by tier`` puts a refused escalation under the tier that was refused, not under ``(none)``."""
+    from frugal_chains.langchain import CascadeChatModel
+    from frugal_chains.routing import RefusalGate
+
+    # the cheap tier is unsure, so the cascade escalates; gpt-4o sets no max_tokens: its worst case is $0.16
+    cheap = FakeUsageChatModel(model="gpt-4o-mini", max_tokens=100, responses=["I'm not sure."])
+    strong = FakeUsageChatModel(model="gpt-4o", max_tokens=None)
+    handler = TokenBudgetHandler([Budget(max_usd=0.02, scope="task")])
+    model = CascadeChatModel(tiers=[cheap, strong], gates=[RefusalGate()])
+    with pytest.raises(BudgetExceededError):
+        model.invoke("What is the capital of France?", config={"callbacks": [handler]})
+    assert [(r.outcome, r.tier) for r in handler.ledger.records()] == [
+        ("ok", "gpt-4o-mini"),
+        ("refused", "gpt-4o"),
+    ]
+    assert {r.key: r.refused for r in handler.ledger.summary("tier")} == {"gpt-4o-mini": 0, "gpt-4o": 1}
+
+
+def test_a_cascade_tier_refused_by_a_budget_is_recorded_under_that_tier_llama_index() -> None:
+    from llama_index.core.callbacks import CallbackManager
+
+    from frugal_chains.llama_index import CascadeLLM
+    from frugal_chains.llama_index import TokenBudgetHandler as LlamaBudgetHandler
+    from frugal_chains.routing import RefusalGate
+    from frugal_chains.testing import FakeUsageLLM
+
+    cheap = FakeUsageLLM(model="gpt-4o-mini", max_tokens=100, responses="I'm not sure.")
+    strong = FakeUsageLLM(model="gpt-4o", max_tokens=None)
+    handler = LlamaBudgetHandler([Budget(max_usd=0.02, scope="task")])
+    cascade = CascadeLLM(
+        tiers=[cheap, strong],
+        tier_names=["gpt-4o-mini", "gpt-4o"],
+        gates=[RefusalGate()],
+        callback_manager=CallbackManager([handler]),
+    )
+    with pytest.raises(BudgetExceededError):
+        cascade.complete("What is the capital of France?")
+    assert [(r.outcome, r.tier) for r in handler.ledger.records()] == [
+        ("ok", "gpt-4o-mini"),
+        ("refused", "gpt-4o"),
+    ]

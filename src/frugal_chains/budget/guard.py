@@ -89,6 +89,8 @@ class CallPlan:
     (``observed_output`` / ``assume_max_output``), the model's whole output limit, or none."""
     choices: int = 1
     """Answers the call asks for (``max_output_tokens`` covers all of them)."""
+    tier: str | None = None
+    """The cascade tier the call belongs to, written to the record of a refusal."""
 
     @property
     def worst_tokens(self) -> int:
@@ -313,6 +315,7 @@ class BudgetGuard(SharedService):
         input_tokens: int | None = None,
         prompt_caching: bool | None = None,
         choices: int = 1,
+        tier: str | None = None,
     ) -> CallPlan:
         """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
         (the call's ``max_output_tokens``, else the guard's ``observed_output`` estimate or ``assume_max_output``
@@ -359,6 +362,7 @@ class BudgetGuard(SharedService):
             attribution=attribution or Attribution(),
             cap_source=source,
             choices=max(1, choices),
+            tier=tier,
         )
 
     def _claims(self, plan: CallPlan, t: float) -> tuple[tuple[Claim, ...], tuple[Budget | None, ...]]:
@@ -531,6 +535,7 @@ class BudgetGuard(SharedService):
             usage=Usage(),
             cost_usd=0.0,
             attribution=plan.attribution,
+            tier=plan.tier,
             outcome="refused",
             reserved_usd=0.0,
             overshoot_usd=0.0,

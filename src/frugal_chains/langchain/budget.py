@@ -350,6 +350,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         model, provider = _model_and_provider(serialized, metadata, params)
         tools = params.get("tools") or None
+        tier = metadata.get(TIER_KEY)
+        tier = tier if isinstance(tier, str) else None
         try:
             plan = self.core.plan(
                 messages,
@@ -360,6 +362,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 tools=tools if isinstance(tools, list) else None,
                 attribution=self._attribution(root, metadata, tags),
                 prompt_caching=prompt_caching or None,
+                tier=tier,
             )
             res = self.core.reserve(plan) if cached is None else self.core.reserve_unless_cached(plan, cached)
         except BaseException as e:
@@ -370,13 +373,9 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         if res is None:
             return  # refused, but its cache holds the answer and serves it at $0: nothing reserved, nothing to settle
         batch_size = kwargs.get("batch_size")
-        tier = metadata.get(TIER_KEY)
         with self._lock:
             self._reservations[run_id] = _Run(
-                res,
-                batch_size if isinstance(batch_size, int) else 1,
-                chat,
-                tier if isinstance(tier, str) else None,
+                res, batch_size if isinstance(batch_size, int) else 1, chat, tier
             )
         self._watch_task(run_id)
 

@@ -243,7 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = sub.add_parser("cache", help="semantic cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     tune = cache_sub.add_parser(
-        "tune", help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision"
+        "tune",
+        help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision",
+        description=(
+            "Embeds each labelled pair of questions from your logs (label 1: one answer serves both, 0: it does "
+            "not) with the cache's default embedder and hit guard, prints precision, hit rate and false-hit rate "
+            "per similarity threshold, and the threshold with the most hits that reaches --target-precision. Use "
+            "it as SemanticCache(threshold=...). Guide: 'Tuning guide' in docs/cache.md."
+        ),
     )
     tune.add_argument(
         "--pairs",

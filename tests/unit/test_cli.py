@@ -103,3 +103,11 @@ def test_demo_refuses_a_ledger_file_that_exists(capsys: pytest.CaptureFixture[st
     assert "--ledger" in err and "already exists" in err and "another path" in err
     with open(path, "rb") as f:
         assert f.read() == before
+
+
+def test_cache_tune_help_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cache", "tune", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "labelled pair" in out and "SemanticCache(threshold=...)" in out and "docs/cache.md" in out

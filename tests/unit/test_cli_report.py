@@ -244,3 +244,20 @@ def test_demo_help_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None
     text = " ".join(capsys.readouterr().out.split())
     for words in ("budget", "SemanticCache", "CascadeChatModel", "frugal-chains report --ledger FILE"):
         assert words in text
+
+
+def test_a_group_with_no_known_usd_prints_unknown_not_zero(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model with no price: its row's USD is unknown, and the table says so instead of ``0.000000``."""
+    from frugal_chains import SQLiteLedger
+
+    path = str(tmp_path / "ledger.sqlite")
+    with SQLiteLedger(path) as ledger:
+        ledger.add_record(rec(model="my-llama", cost=None, price_known=False))
+        ledger.add_record(rec("cache_hit", model="my-llama", cost=0.0, saved=None, price_known=False))
+        ledger.add_record(rec(model="gpt-4o-mini", cost=0.01))
+    assert main(["report", "--ledger", path, "--by", "model"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["my-llama"][4] == "unknown" and lines["my-llama"][6] == "unknown"
+    assert lines["gpt-4o-mini"][4] == "0.010000"

@@ -47,7 +47,10 @@ def main() -> None:
     s = cache.stats
     print(f"{s.lookups} lookups: {s.hits} hits, {s.misses} misses")
     for row in ledger.summary("outcome"):
-        print(f"{row.key:>9}: {row.calls} records, cost ${row.cost_usd:.6f}, saved ${row.saved_usd:.6f}")
+        print(
+            f"{row.key:>9}: {row.calls} calls, {row.cache_hits} hits, "
+            f"cost ${row.cost_usd:.6f}, saved ${row.saved_usd:.6f}"
+        )
     print("invalidated", cache.invalidate(tag="kb-v1"), "entries after the knowledge base changed")
 
 

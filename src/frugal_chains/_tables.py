@@ -19,14 +19,20 @@ __all__ = ["FORMATS", "plain_table", "render_report"]
 Format = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
 
+
+def _usd(value: float, r: ReportRow) -> str:
+    """USD as text; ``unknown`` when no record of the row has a known USD (never shown as ``0.000000``)."""
+    return "unknown" if r.unpriced and r.unpriced >= r.requests else f"{value:.6f}"
+
+
 # (machine name for CSV/JSON, table header, value as text)
 _COLUMNS: tuple[tuple[str, str, Callable[[ReportRow], str]], ...] = (
     ("calls", "calls", lambda r: f"{r.calls:,}"),
     ("input_tokens", "input tok", lambda r: f"{r.input_tokens:,}"),
     ("output_tokens", "output tok", lambda r: f"{r.output_tokens:,}"),
-    ("cost_usd", "cost USD", lambda r: f"{r.cost_usd:.6f}"),
+    ("cost_usd", "cost USD", lambda r: _usd(r.cost_usd, r)),
     ("cache_hits", "cache hits", lambda r: f"{r.cache_hits:,}"),
-    ("saved_usd", "saved USD", lambda r: f"{r.saved_usd:.6f}"),
+    ("saved_usd", "saved USD", lambda r: _usd(r.saved_usd, r)),
     ("refused", "refused", lambda r: f"{r.refused:,}"),
     ("escalations", "escalations", lambda r: f"{r.escalations:,}"),
     ("unpriced", "unpriced", lambda r: f"{r.unpriced:,}"),

@@ -28,6 +28,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as e:  # a missing extra: say which, without a traceback
         print(f"frugal-chains demo: {e}", file=sys.stderr)
         return 2
+    if args.ledger and os.path.exists(args.ledger):
+        # the demo's budgets would count the spend already in that ledger, and its totals would mix the runs
+        print(
+            f"frugal-chains demo: --ledger: {args.ledger!r} already exists; the demo writes a new ledger. "
+            "Remove the file or pass another path.",
+            file=sys.stderr,
+        )
+        return 2
     result = run_demo(ledger_path=args.ledger, echo=(lambda s: None) if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -190,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "`frugal-chains report --ledger FILE` prints the same figures."
         ),
     )
-    demo.add_argument("--ledger", metavar="PATH", help="write the spend ledger to this SQLite file")
+    demo.add_argument("--ledger", metavar="PATH", help="write the spend ledger to this new SQLite file")
     demo.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
     demo.set_defaults(func=_cmd_demo)
 
@@ -235,7 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = sub.add_parser("cache", help="semantic cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     tune = cache_sub.add_parser(
-        "tune", help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision"
+        "tune",
+        help="precision / hit-rate curve on labelled pairs, and the threshold for a target precision",
+        description=(
+            "Embeds each labelled pair of questions from your logs (label 1: one answer serves both, 0: it does "
+            "not) with the cache's default embedder and hit guard, prints precision, hit rate and false-hit rate "
+            "per similarity threshold, and the threshold with the most hits that reaches --target-precision. Use "
+            "it as SemanticCache(threshold=...). Guide: 'Tuning guide' in docs/cache.md."
+        ),
     )
     tune.add_argument(
         "--pairs",

@@ -379,7 +379,7 @@ def test_add_record_is_idempotent(ledger: SpendLedger) -> None:
     assert [r.id for r in ledger.records()] == ["hit-1"]
     assert ledger.records()[0].saved_usd == 0.5
     rows = ledger.summary(by="feature")
-    assert (rows[0].calls, rows[0].cache_hits, rows[0].saved_usd) == (1, 1, 0.5)
+    assert (rows[0].calls, rows[0].cache_hits, rows[0].saved_usd) == (0, 1, 0.5)  # a hit is no provider call
     # a commit carrying a record that is already stored does not store it twice
     assert ledger.commit("hit-1", [claim()], nano=0, tokens=0, record=rec).applied
     assert len(ledger.records()) == 1

@@ -88,3 +88,26 @@ def test_cache_tune_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: objec
     err = capsys.readouterr().err
     assert "line 1" in err and "text_b" in err
     assert main(["cache", "tune", "--pairs", f"{tmp_path}/missing.jsonl"]) == 2
+
+
+def test_demo_refuses_a_ledger_file_that_exists(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    """A second ``demo --ledger FILE`` would run its budgets on the first run's spend (more refusals, other totals)
+    and mix both runs in the file: it is refused, naming the fix, and the file is left as it was."""
+    path = f"{tmp_path}/ledger.sqlite"
+    assert main(["demo", "--ledger", path, "--json"]) == 0
+    capsys.readouterr()
+    with open(path, "rb") as f:
+        before = f.read()
+    assert main(["demo", "--ledger", path]) == 2
+    err = capsys.readouterr().err
+    assert "--ledger" in err and "already exists" in err and "another path" in err
+    with open(path, "rb") as f:
+        assert f.read() == before
+
+
+def test_cache_tune_help_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cache", "tune", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "labelled pair" in out and "SemanticCache(threshold=...)" in out and "docs/cache.md" in out

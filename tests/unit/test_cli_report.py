@@ -93,7 +93,7 @@ def test_each_outcome_adds_what_it_is(ledger_file: str, capsys: pytest.CaptureFi
     # 3 provider calls (one unpriced); the cache hit is no call; the refusal is neither a call nor spend
     assert (faq["calls"], faq["cache_hits"], faq["refused"], faq["unpriced"]) == (3, 1, 1, 1)
     assert faq["cost_usd"] == pytest.approx(0.03) and faq["saved_usd"] == pytest.approx(0.02)
-    assert faq["input_tokens"] == 40  # 3 calls + 1 hit, 10 each; the refusal adds none
+    assert faq["input_tokens"] == 30  # 3 calls, 10 each; a cache hit sent no tokens, a refusal neither
     helpdesk = rows["helpdesk"]
     assert (helpdesk["calls"], helpdesk["escalations"]) == (2, 1)
     total = out["total"]
@@ -261,3 +261,20 @@ def test_overshoots_are_reported_and_shown_only_when_present() -> None:
     assert "overshoots" in table and "700" in table
     assert report.to_dict()["total"]["overshoot_tokens"] == 700
     assert ledger.summary("model")[0].overshoot_tokens == 700  # the same figure as summary()
+
+
+def test_a_group_with_no_known_usd_prints_unknown_not_zero(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model with no price: its row's USD is unknown, and the table says so instead of ``0.000000``."""
+    from frugal_chains import SQLiteLedger
+
+    path = str(tmp_path / "ledger.sqlite")
+    with SQLiteLedger(path) as ledger:
+        ledger.add_record(rec(model="my-llama", cost=None, price_known=False))
+        ledger.add_record(rec("cache_hit", model="my-llama", cost=0.0, saved=None, price_known=False))
+        ledger.add_record(rec(model="gpt-4o-mini", cost=0.01))
+    assert main(["report", "--ledger", path, "--by", "model"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["my-llama"][4] == "unknown" and lines["my-llama"][6] == "unknown"
+    assert lines["gpt-4o-mini"][4] == "0.010000"

@@ -68,3 +68,34 @@ def test_structured_output_methods(method: str) -> None:
 def test_stop_cuts_the_text_when_streaming_too() -> None:
     model = FakeToolCallingChatModel(responses=["one two three"])
     assert "".join(str(c.content) for c in model.stream("go", stop=[" three"])) == "one two"
+
+
+def test_a_json_text_turn_is_the_agents_structured_response() -> None:
+    """docs/testing.md: in ``create_agent(..., response_format=Schema)`` a text turn of the script is the structured
+    answer; a turn that is a JSON object is that answer as written (not filled from the prompt)."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from pydantic import BaseModel
+
+    from frugal_chains.testing import FakeToolCallingChatModel
+
+    class Weather(BaseModel):
+        city: str
+        sky: str
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"Sunny in {city}"
+
+    model = FakeToolCallingChatModel(
+        turns=[{"name": "get_weather", "args": {"city": "Paris"}}, '{"city": "Paris", "sky": "sunny"}']
+    )
+    agent = create_agent(model, tools=[get_weather], response_format=Weather)
+    out = agent.invoke({"messages": [("user", "Weather in Paris?")]})
+    assert out["structured_response"] == Weather(city="Paris", sky="sunny")
+    # a text turn that is not JSON still answers with the schema filled from the prompt
+    filled = FakeToolCallingChatModel(turns=["It is sunny."]).with_structured_output(
+        Weather, method="json_schema"
+    )
+    assert filled.invoke("Weather in 'Rome': 'rainy'") == Weather(city="Rome", sky="rainy")

@@ -158,11 +158,14 @@ class SpendRow:
 
     key: str
     calls: int
-    """Provider calls and cache hits (refused calls are counted in ``refused``)."""
+    """Provider calls, as in :func:`~frugal_chains.accounting.spend_report` (cache hits are counted in
+    ``cache_hits``, refused calls in ``refused``)."""
     cost_usd: float
     """USD of the calls whose cost is known (see ``unpriced``)."""
     input_tokens: int
+    """Tokens the provider calls sent (a cache hit sends none)."""
     output_tokens: int
+    """Tokens the provider calls received."""
     cache_hits: int
     saved_usd: float
     """USD the cache hits saved, where known."""
@@ -285,8 +288,9 @@ class Totals:
     """Running sums over call records, the one place that says what each record adds (shared by
     :func:`summarize` and :func:`frugal_chains.accounting.report.spend_report`).
 
-    A provider call adds its USD (where known) and tokens; a cache hit adds what it saved; a refusal adds only to
-    ``refused`` (nothing was spent); a cascade's ``routed`` decision adds only its escalations.
+    A provider call adds its USD (where known) and tokens; a cache hit adds what it saved (no tokens: none were
+    sent); a refusal adds only to ``refused`` (nothing was spent); a cascade's ``routed`` decision adds only its
+    escalations.
     """
 
     calls: int = 0
@@ -312,11 +316,11 @@ class Totals:
             self.refused += 1  # nothing spent: never counted as spend, tokens or a call
             return
         if r.outcome == "cache_hit":
-            self.cache_hits += 1
+            self.cache_hits += 1  # the tokens it saved were never sent: not in the token sums
         else:
             self.calls += 1
-        self.input_tokens += r.usage.input_tokens
-        self.output_tokens += r.usage.output_tokens
+            self.input_tokens += r.usage.input_tokens
+            self.output_tokens += r.usage.output_tokens
         if r.cost_usd is None or r.saved_usd is None:
             self.unpriced += 1  # unknown USD: counted apart, never summed as $0
         if r.cost_usd is not None:
@@ -366,7 +370,7 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
     rows = [
         SpendRow(
             key=k,
-            calls=t.calls + t.cache_hits,
+            calls=t.calls,
             cost_usd=t.cost_usd,
             input_tokens=t.input_tokens,
             output_tokens=t.output_tokens,

@@ -2,8 +2,8 @@
 or more fields (framework-free; the ``frugal-chains report`` command and the demo print these).
 
 What each record adds is decided once, in :class:`frugal_chains.accounting.ledger.Totals` (the same sums as
-``ledger.summary()``): a provider call adds its USD and tokens, a cache hit what it saved, a refused call only
-to ``refused``, a cascade's ``routed`` record only its escalations.
+``ledger.summary()``): a provider call adds its USD and tokens, a cache hit what it saved (no tokens), a refused
+call only to ``refused``, a cascade's ``routed`` record only its escalations.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class ReportRow:
     cost_usd: float = 0.0
     """USD of the calls whose cost is known."""
     input_tokens: int = 0
+    """Tokens the provider calls sent (a cache hit sends none)."""
     output_tokens: int = 0
+    """Tokens the provider calls received."""
     cache_hits: int = 0
     saved_usd: float = 0.0
     """USD the cache hits saved, where known."""

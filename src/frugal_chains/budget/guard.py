@@ -89,6 +89,8 @@ class CallPlan:
     (``observed_output`` / ``assume_max_output``), the model's whole output limit, or none."""
     choices: int = 1
     """Answers the call asks for (``max_output_tokens`` covers all of them)."""
+    tier: str | None = None
+    """The cascade tier the call belongs to, written to the record of a refusal."""
 
     @property
     def worst_tokens(self) -> int:
@@ -313,6 +315,7 @@ class BudgetGuard(SharedService):
         input_tokens: int | None = None,
         prompt_caching: bool | None = None,
         choices: int = 1,
+        tier: str | None = None,
     ) -> CallPlan:
         """The worst case of a call: estimated prompt tokens (with the provider's margin) and the output cap
         (the call's ``max_output_tokens``, else the guard's ``observed_output`` estimate or ``assume_max_output``
@@ -359,6 +362,7 @@ class BudgetGuard(SharedService):
             attribution=attribution or Attribution(),
             cap_source=source,
             choices=max(1, choices),
+            tier=tier,
         )
 
     def _claims(self, plan: CallPlan, t: float) -> tuple[tuple[Claim, ...], tuple[Budget | None, ...]]:
@@ -542,6 +546,7 @@ class BudgetGuard(SharedService):
             usage=Usage(),
             cost_usd=0.0,
             attribution=plan.attribution,
+            tier=plan.tier,
             outcome="refused",
             reserved_usd=0.0,
             overshoot_usd=0.0,
@@ -674,7 +679,10 @@ class BudgetGuard(SharedService):
             outcome=outcome,
             tier=tier,
             reserved_usd=reserved,
-            overshoot_usd=max(0.0, cost - reserved) if cost is not None and reserved is not None else None,
+            # in nano-dollars, as the ledger counts: a commit at exactly the reservation is no overshoot
+            overshoot_usd=nano_to_usd(max(0, usd_to_nano(cost) - res.nano))
+            if cost is not None and reserved is not None
+            else None,
             # past the whole reservation, or past the output reserved (what an assumed or observed cap guessed)
             overshoot_tokens=max(
                 0, usage.total_tokens - res.tokens, self._past_output(plan, usage, usage_estimated)

@@ -185,6 +185,8 @@ class _Run:
     """A chat-model run (each run of a chat batch gets its own usage) or a plain LLM run."""
     tier: str | None = None
     """The cascade tier this call belongs to (``TIER_KEY`` in its metadata)."""
+    streaming: bool = False
+    """A token was streamed: LangChain's ``stream``/``astream`` send an end or error event however the stream ends."""
 
 
 class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
@@ -348,6 +350,8 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         model, provider = _model_and_provider(serialized, metadata, params)
         tools = params.get("tools") or None
+        tier = metadata.get(TIER_KEY)
+        tier = tier if isinstance(tier, str) else None
         try:
             plan = self.core.plan(
                 messages,
@@ -358,6 +362,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 tools=tools if isinstance(tools, list) else None,
                 attribution=self._attribution(root, metadata, tags),
                 prompt_caching=prompt_caching or None,
+                tier=tier,
             )
             res = self.core.reserve(plan) if cached is None else self.core.reserve_unless_cached(plan, cached)
         except BaseException as e:
@@ -368,13 +373,9 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         if res is None:
             return  # refused, but its cache holds the answer and serves it at $0: nothing reserved, nothing to settle
         batch_size = kwargs.get("batch_size")
-        tier = metadata.get(TIER_KEY)
         with self._lock:
             self._reservations[run_id] = _Run(
-                res,
-                batch_size if isinstance(batch_size, int) else 1,
-                chat,
-                tier if isinstance(tier, str) else None,
+                res, batch_size if isinstance(batch_size, int) else 1, chat, tier
             )
         self._watch_task(run_id)
 
@@ -426,9 +427,22 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
             task.add_done_callback(functools.partial(self._task_done, run_id))
 
     def _task_done(self, run_id: UUID, task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            run = self._reservations.get(run_id)
+            if run is None or (run.streaming and not task.cancelled()):
+                # a stream outlives the task that started it (a chain's ``astream`` pulls each chunk in a task of
+                # its own); LangChain's stream sends the end event, or an error event if it is cut off
+                return
         run = self._pop(run_id)
         if run is not None:
             self._interrupted(run, "CancelledError" if task.cancelled() else "TaskEnded", None)
+
+    def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        run = self._reservations.get(run_id)
+        if run is not None and not run.streaming:
+            run.streaming = True
 
     def _interrupted(self, run: _Run, why: str, response: LLMResult | None) -> None:
         """The call was cut off (a stream closed early, a cancelled task): the provider may have billed an unknown

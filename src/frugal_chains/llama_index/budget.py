@@ -456,6 +456,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
                 choices=choices,
                 tools=_tools(call_kwargs),
                 attribution=attribution,
+                tier=current_tier(),
             )
             res = self.core.reserve(plan)
         with self._lock:

@@ -183,6 +183,10 @@ class RouterStats(SharedService):
             names = list(self._totals)
         return {n: self.tier(n) for n in names}
 
+    def __repr__(self) -> str:
+        """Each tier's counts, so ``print(stats)`` shows them."""
+        return f"RouterStats({list(self.snapshot().values())!r})"
+
     def reset(self) -> None:
         """Forget every count."""
         with self._lock:

@@ -307,27 +307,39 @@ class FakeUsageChatModel(AnsweringChatModel):
         )
 
     def _structured_reply(
-        self, messages: list[BaseMessage], /, **kwargs: Any
+        self, messages: list[BaseMessage], /, scripted: str | None = None, **kwargs: Any
     ) -> tuple[str, list[ToolCall]] | None:
         """The answer to a structured-output request (a JSON ``response_format``, or ``tool_choice`` naming one
-        bound tool), else ``None``."""
+        bound tool), else ``None``. ``scripted``: the script's text turn for this call, if any."""
         prompt = _last_user_text(messages)
         response_format = kwargs.get("response_format") or {}
         if response_format.get("type") == "json_schema":
-            return json.dumps(self._structured_value(response_format["json_schema"]["schema"], prompt)), []
+            schema = response_format["json_schema"]["schema"]
+            return json.dumps(self._structured_value(schema, prompt, scripted)), []
         if response_format.get("type") == "json_object":
-            return json.dumps(self._structured_value(kwargs.get("fake_json_schema") or {}, prompt)), []
+            return json.dumps(
+                self._structured_value(kwargs.get("fake_json_schema") or {}, prompt, scripted)
+            ), []
         choice = kwargs.get("tool_choice")
         if isinstance(choice, dict):
             name = (choice.get("function") or {}).get("name")
             for tool in kwargs.get("tools") or ():
                 fn = tool.get("function", tool)
                 if fn.get("name") == name:
-                    return "", [_tool_call(name, self._structured_value(fn.get("parameters") or {}, prompt))]
+                    value = self._structured_value(fn.get("parameters") or {}, prompt, scripted)
+                    return "", [_tool_call(name, value)]
         return None
 
-    def _structured_value(self, schema: dict[str, Any], prompt: str) -> Any:
-        """The next of :attr:`structured_responses`, else ``schema`` filled from ``prompt``."""
+    def _structured_value(self, schema: dict[str, Any], prompt: str, scripted: str | None = None) -> Any:
+        """``scripted`` (a script's text turn) when it is a JSON object, else the next of
+        :attr:`structured_responses`, else ``schema`` filled from ``prompt``."""
+        if scripted is not None:
+            try:
+                value = json.loads(scripted)
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                return value
         if not self.structured_responses:
             return _fill(schema, prompt)
         value = self.structured_responses[next(self._structured_calls) % len(self.structured_responses)]
@@ -417,8 +429,9 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
     text answer; ``{"name": tool, "args": {...}}`` a tool call (``"args"`` left out: filled from the prompt and the
     bound tool's schema; an ``"id"`` is made up unless given); a list of such dicts, parallel tool calls. When set,
     it replaces choosing tools and :attr:`responses`. A text turn of a call that asks for structured output (a
-    JSON ``response_format``, a forced tool) answers that instead, from :attr:`structured_responses` or filled
-    from the prompt. A tool call naming a tool that is not bound raises ``ConfigurationError``."""
+    JSON ``response_format``, a forced tool) answers that instead: the turn itself when it is a JSON object, else
+    from :attr:`structured_responses` or filled from the prompt. A tool call naming a tool that is not bound raises
+    ``ConfigurationError``."""
 
     @field_validator("turns")
     @classmethod
@@ -474,7 +487,7 @@ class FakeToolCallingChatModel(FakeUsageChatModel):
         turn = self.turns[n % len(self.turns)] if self.turns else None
         if turn is not None and not isinstance(turn, str):
             return self._scripted(turn, n, prompt, kwargs.get("tools") or [])
-        structured = self._structured_reply(messages, **kwargs)
+        structured = self._structured_reply(messages, scripted=turn, **kwargs)
         if structured is not None:
             return structured
         if isinstance(turn, str):

@@ -59,7 +59,7 @@ def test_summary_leaves_unknown_usd_out_of_sums_and_counts_it() -> None:
         price_known=False,
     )
     (row,) = summarize([priced, unpriced("u"), hit], "model")
-    assert (row.calls, row.cost_usd, row.saved_usd, row.unpriced, row.cache_hits) == (3, 0.25, 0.0, 2, 1)
+    assert (row.calls, row.cost_usd, row.saved_usd, row.unpriced, row.cache_hits) == (2, 0.25, 0.0, 2, 1)
     assert (row.input_tokens, row.output_tokens) == (11, 6)
     (complete,) = summarize([priced], "model")
     assert complete.unpriced == 0

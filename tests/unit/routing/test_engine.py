@@ -374,3 +374,14 @@ def test_a_budget_refusal_inside_a_gate_propagates() -> None:
     assert call.calls == [0]
     with pytest.raises(BudgetExceededError):
         asyncio.run(engine.arun(MSGS, _async(answers("a", "b"))))
+
+
+def test_router_stats_print_their_counts() -> None:
+    """``print(frugal.router_stats)`` (docs/llama_index.md lists it) shows each tier's counts, not an address."""
+    stats = RouterStats(min_samples=100)
+    stats.record_start("cheap")
+    stats.record_attempt("cheap", "escalated")
+    stats.record_attempt("strong", "accepted")
+    text = repr(stats)
+    assert "object at" not in text
+    assert "tier='cheap'" in text and "escalations=1" in text and "tier='strong'" in text

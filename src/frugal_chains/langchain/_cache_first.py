@@ -15,6 +15,7 @@ Nothing here runs while reservations succeed, and a lookup costs one dictionary 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import sys
 import threading
@@ -30,12 +31,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.load import dumps
 from langchain_core.messages import BaseMessage
 
+from frugal_chains.langchain._attribution import manager_attribution, run_attribution
+
 if TYPE_CHECKING:
     from frugal_chains.cache.core import CachePin
     from frugal_chains.errors import BudgetExceededError
     from frugal_chains.langchain.cache import SemanticCache
 
-__all__ = ["Held", "forget_aborted", "held_for_caller", "hold_cached_answer"]
+__all__ = ["Held", "caller_attribution", "forget_aborted", "held_for_caller", "hold_cached_answer"]
 
 _WITH_CACHE: dict[CodeType, str] = {
     # the frames that send on_chat_model_start and then look the call up (stream() never looks up), with the method
@@ -167,11 +170,16 @@ def hold_cached_answer(
     messages: Sequence[Sequence[BaseMessage]],
     invocation_params: Any,
     refusal: BudgetExceededError,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
 ) -> bool:
     """True if the cache this chat-model run will look up holds its answer: the answer is then held for the run
-    (its lookup serves it or raises ``refusal``). Called by the budget handler only for a refused reservation."""
+    (its lookup serves it or raises ``refusal``). Called by the budget handler only for a refused reservation,
+    with the run's ``metadata`` and ``tags``: probed under the attribution (and tenant) its lookup will have."""
     try:
-        found = _probe(messages, invocation_params)
+        with run_attribution(metadata, tags):
+            found = _probe(messages, invocation_params)
     except Exception as e:  # the refusal stands: a probe that fails never lets a call through
         log.warning("frugal-chains: could not look for a cached answer to a refused call: %r", e)
         found = None
@@ -214,15 +222,25 @@ def forget_aborted(run_id: UUID) -> None:
         frame = _frame_of(_WITH_CACHE, frame.f_back)
 
 
+def _caller_run_manager(start: FrameType | None) -> Any | None:
+    """The ``run_manager`` of the ``_generate_with_cache``/``_agenerate_with_cache`` frame at or above ``start``."""
+    frame = _frame_of(_LOOKUP_CALLERS, start)
+    return None if frame is None else frame.f_locals.get("run_manager")
+
+
+def caller_attribution() -> contextlib.AbstractContextManager[None]:
+    """For a cache's lookup or store: an :func:`~frugal_chains.attribute` block with the metadata and tags of the
+    chat-model run whose ``_generate_with_cache`` called it (LangChain passes the cache no run manager); no block
+    when there is none."""
+    return manager_attribution(_caller_run_manager(sys._getframe(1)))
+
+
 def held_for_caller() -> Held | None:
     """The answer held for the chat-model run whose ``_generate_with_cache`` called this lookup (taken: served
     once), or None. One dictionary check while nothing is held."""
     if not _held:
         return None
-    frame = _frame_of(_LOOKUP_CALLERS, sys._getframe(2))
-    if frame is None:
-        return None
-    run_id = getattr(frame.f_locals.get("run_manager"), "run_id", None)
+    run_id = getattr(_caller_run_manager(sys._getframe(2)), "run_id", None)
     if run_id is None:
         return None
     with _lock:

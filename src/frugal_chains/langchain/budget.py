@@ -52,6 +52,7 @@ from frugal_chains.budget.budget import Budget
 from frugal_chains.budget.guard import BudgetGuard, GuardOptions, Reservation
 from frugal_chains.budget.handler import GuardDriven
 from frugal_chains.errors import BudgetExceededError, ConfigurationError
+from frugal_chains.langchain._attribution import attribution_from_run
 from frugal_chains.langchain._cache_first import forget_aborted, hold_cached_answer
 from frugal_chains.metadata import TIER_KEY, WRAPPER_KEY, cache_status
 
@@ -317,17 +318,7 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
     def _attribution(
         self, root: UUID, metadata: Mapping[str, Any], tags: Sequence[str] | None
     ) -> Attribution:
-        def text(key: str) -> str | None:
-            v = metadata.get(key)
-            return str(v) if v is not None and v != "" else None
-
-        own = Attribution(
-            task_id=text("task_id"),
-            feature=text("feature"),
-            user_id=text("user_id"),
-            tenant_id=text("tenant_id"),
-            tags=tuple(tags or ()),
-        )
+        own = attribution_from_run(metadata, tags)
         return own.merged(current_attribution()).merged(Attribution(task_id=str(root)))
 
     def _start(
@@ -396,7 +387,14 @@ class TokenBudgetHandler(GuardDriven, BaseCallbackHandler):
         # convert_to_openai_messages drops cache_control markers: look for them on the original messages
         caching = _asks_prompt_caching(messages, kwargs.get("invocation_params") or {})
         # a refused call goes ahead if LangChain's cache (a SemanticCache) holds its answer: see _cache_first
-        cached = functools.partial(hold_cached_answer, run_id, messages, kwargs.get("invocation_params"))
+        cached = functools.partial(
+            hold_cached_answer,
+            run_id,
+            messages,
+            kwargs.get("invocation_params"),
+            metadata=metadata,
+            tags=tags,
+        )
         self._start(
             serialized, openai_messages, run_id, parent_run_id, tags, metadata, kwargs, caching, cached=cached
         )

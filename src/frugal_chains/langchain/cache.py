@@ -53,7 +53,7 @@ from frugal_chains.cache.core import AnswerCache, CachePin, CacheResult, CacheSt
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import StoredAnswer
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.langchain._cache_first import Held, held_for_caller
+from frugal_chains.langchain._cache_first import Held, caller_attribution, held_for_caller
 from frugal_chains.langchain._streaming import carried_usage
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import cache_status, mark_cache_hit
@@ -353,11 +353,12 @@ class SemanticCache(SharedService, BaseCache):
                 held for it, which this lookup cannot serve (it is not the request that was probed).
         """
         held = held_for_caller()
-        request, chat, _messages = _parse_prompt(prompt, llm_string)
-        if held is not None:
-            served = self._served_pin(held, request, prompt, llm_string)
-            return _mark_hit(served[1], served[0], chat=chat)
-        found = self._core.lookup_decoded(request, decode=_decode_generations)
+        with caller_attribution():  # the run's metadata: the hit's record and the tenant partition
+            request, chat, _messages = _parse_prompt(prompt, llm_string)
+            if held is not None:
+                served = self._served_pin(held, request, prompt, llm_string)
+                return _mark_hit(served[1], served[0], chat=chat)
+            found = self._core.lookup_decoded(request, decode=_decode_generations)
         if found is None or found[1] is None:
             return None
         return _mark_hit(found[1], found[0], chat=chat)
@@ -365,11 +366,12 @@ class SemanticCache(SharedService, BaseCache):
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async :meth:`lookup`."""
         held = held_for_caller()
-        request, chat, _messages = _parse_prompt(prompt, llm_string)
-        if held is not None:
-            served = await self._aserved_pin(held, request, prompt, llm_string)
-            return _mark_hit(served[1], served[0], chat=chat)
-        found = await self._core.alookup_decoded(request, decode=_decode_generations)
+        with caller_attribution():
+            request, chat, _messages = _parse_prompt(prompt, llm_string)
+            if held is not None:
+                served = await self._aserved_pin(held, request, prompt, llm_string)
+                return _mark_hit(served[1], served[0], chat=chat)
+            found = await self._core.alookup_decoded(request, decode=_decode_generations)
         if found is None or found[1] is None:
             return None
         return _mark_hit(found[1], found[0], chat=chat)
@@ -407,19 +409,21 @@ class SemanticCache(SharedService, BaseCache):
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations LangChain got for ``prompt``. Empty answers and answers this cache served are
         not stored."""
-        request, _chat, messages = _parse_prompt(prompt, llm_string)
-        encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
-        if encoded is None:
-            return
-        encoded.store(self._core, request)
+        with caller_attribution():  # stored in the partition the run's lookups use
+            request, _chat, messages = _parse_prompt(prompt, llm_string)
+            encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
+            if encoded is None:
+                return
+            encoded.store(self._core, request)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async :meth:`update`."""
-        request, _chat, messages = _parse_prompt(prompt, llm_string)
-        encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
-        if encoded is None:
-            return
-        await encoded.astore(self._core, request)
+        with caller_attribution():
+            request, _chat, messages = _parse_prompt(prompt, llm_string)
+            encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
+            if encoded is None:
+                return
+            await encoded.astore(self._core, request)
 
     def clear(self, **kwargs: Any) -> None:
         """Remove every entry (``clear(tag="kb-v3")`` removes only the entries tagged ``kb-v3``)."""

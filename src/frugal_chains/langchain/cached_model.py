@@ -47,6 +47,7 @@ from frugal_chains.cache.core import AnswerCache, CacheResult
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.cache.replay import StoredAnswer, arelay, relay, replay_pieces
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.langchain._attribution import manager_attribution
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import (
     ChildRunStreamingModel,
@@ -291,13 +292,17 @@ class CachedChatModel(ChildRunStreamingModel):
         **kwargs: Any,
     ) -> ChatResult:
         llm_string = self._llm_string(stop, kwargs)
-        request = _request_from_messages(messages, llm_string)
-        served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
+        with manager_attribution(
+            run_manager
+        ):  # the run's metadata: the hit's record and the tenant partition
+            request = _request_from_messages(messages, llm_string)
+            served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
         if served is not None:
             return ChatResult(generations=cast("list[ChatGeneration]", served))
         result = self.model.generate([messages], stop=stop, callbacks=child_callbacks(run_manager), **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
-        self._store(request, messages, generations, llm_string)
+        with manager_attribution(run_manager):
+            self._store(request, messages, generations, llm_string)
         generations = self._refused(generations, self.core.skip_reason(request))
         return ChatResult(
             generations=cast("list[ChatGeneration]", _carried(generations)), llm_output=result.llm_output
@@ -311,15 +316,19 @@ class CachedChatModel(ChildRunStreamingModel):
         **kwargs: Any,
     ) -> ChatResult:
         llm_string = self._llm_string(stop, kwargs)
-        request = _request_from_messages(messages, llm_string)
-        served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
+        with manager_attribution(
+            run_manager
+        ):  # the run's metadata: the hit's record and the tenant partition
+            request = _request_from_messages(messages, llm_string)
+            served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
         if served is not None:
             return ChatResult(generations=cast("list[ChatGeneration]", served))
         result = await self.model.agenerate(
             [messages], stop=stop, callbacks=achild_callbacks(run_manager), **kwargs
         )
         generations = cast("list[ChatGeneration]", result.generations[0])
-        await self._astore(request, messages, generations, llm_string)
+        with manager_attribution(run_manager):
+            await self._astore(request, messages, generations, llm_string)
         generations = self._refused(generations, self.core.skip_reason(request))
         return ChatResult(
             generations=cast("list[ChatGeneration]", _carried(generations)), llm_output=result.llm_output
@@ -334,8 +343,11 @@ class CachedChatModel(ChildRunStreamingModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         llm_string = self._llm_string(stop, kwargs)
-        request = _request_from_messages(messages, llm_string)
-        served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
+        with manager_attribution(
+            run_manager
+        ):  # the run's metadata: the hit's record and the tenant partition
+            request = _request_from_messages(messages, llm_string)
+            served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
         if served is not None:
             yield from _replay(served[0])
             return
@@ -357,8 +369,11 @@ class CachedChatModel(ChildRunStreamingModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         llm_string = self._llm_string(stop, kwargs)
-        request = _request_from_messages(messages, llm_string)
-        served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
+        with manager_attribution(
+            run_manager
+        ):  # the run's metadata: the hit's record and the tenant partition
+            request = _request_from_messages(messages, llm_string)
+            served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
         if served is not None:
             for chunk in _replay(served[0]):
                 yield chunk

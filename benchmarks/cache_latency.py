@@ -4,7 +4,9 @@ For each size, one partition is filled with that many entries, then ``--queries`
 
 * **index**: ``get_exact`` (a miss) + ``search(k=5, min_similarity=threshold)``: the work of the index alone;
 * **lookup**: the whole ``AnswerCache.lookup`` (normalisation, exact key, bypass policy, vector search, hit guard)
-  with an embedder that returns precomputed vectors, so the model's time is excluded.
+  with an embedder that returns precomputed vectors, so the model's time is excluded; also reported apart for the
+  lookups that returned an answer (hits), that searched and found none (misses) and that the bypass policy skipped
+  (user-specific questions; in ``--json`` only).
 
 Backends: the embedded index with brute-force search (``--engine brute``) or with the inverted file of
 ``frugal_chains.cache._ann.IvfPartition`` (``--engine ivf``, the default; until the embedded index uses it by
@@ -286,16 +288,24 @@ def measure(
     embedder = Precomputed({r.normalized: table[r.question] for r in reqs})
     cache = AnswerCache(index=index, embedder=embedder, threshold=threshold, max_entries=None)
     lookup_ms: list[float] = []
+    split: dict[str, list[float]] = {"hit": [], "miss": [], "bypassed": []}
+    bypassed = cache.stats.bypassed
     for i in range(-warmup, len(reqs)):
         t0 = time.perf_counter()
-        cache.lookup(reqs[i % len(reqs)])
+        found_answer = cache.lookup(reqs[i % len(reqs)])
         dt = (time.perf_counter() - t0) * 1000
+        now_bypassed = cache.stats.bypassed  # read outside the timer
         if i >= 0:
             lookup_ms.append(dt)
+            kind = "hit" if found_answer is not None else "bypassed" if now_bypassed > bypassed else "miss"
+            split[kind].append(dt)
+        bypassed = now_bypassed
     stats = cache.stats
     return {
         "index": summary(index_ms),
         "lookup": summary(lookup_ms),
+        # the lookups that returned an answer, that searched and found none, that the bypass policy skipped
+        **{f"lookup_{k}": summary(v) | {"n": len(v)} if v else None for k, v in split.items()},
         "recall_at_1": found / relevant if relevant else None,
         "queries_with_a_neighbour_above_threshold": relevant,
         "semantic_hits": stats.hits_semantic,
@@ -530,15 +540,22 @@ def main(argv: list[str] | None = None) -> int:
     name_w = max([len(r["backend"]) for r in rows] + [7])
     print(
         f"{'backend':<{name_w}}  {'entries':>7}  {'index p50':>9}  {'index p99':>9}  {'lookup p50':>10}  "
-        f"{'lookup p99':>10}  {'recall@1':>8}"
+        f"{'lookup p99':>10}  {'hit p50':>8}  {'miss p50':>8}  {'recall@1':>8}"
     )
     for r in rows:
         rec = "-" if r["recall_at_1"] is None else f"{r['recall_at_1']:.3f}"
+        hit, miss = (
+            f"{r[k]['p50_ms']:8.3f}" if r.get(k) else f"{'-':>8}" for k in ("lookup_hit", "lookup_miss")
+        )
         print(
             f"{r['backend']:<{name_w}}  {r['entries']:>7}  {r['index']['p50_ms']:9.3f}  {r['index']['p99_ms']:9.3f}"
-            f"  {r['lookup']['p50_ms']:10.3f}  {r['lookup']['p99_ms']:10.3f}  {rec:>8}"
+            f"  {r['lookup']['p50_ms']:10.3f}  {r['lookup']['p99_ms']:10.3f}  {hit}  {miss}  {rec:>8}"
         )
-    print("(ms; index = get_exact + search; lookup = AnswerCache.lookup with precomputed vectors)")
+    print(
+        "(ms; index = get_exact + search; lookup = AnswerCache.lookup with precomputed vectors, also split into "
+        "the lookups that returned an answer (hit) and those that searched and found none (miss); the lookups the "
+        "bypass policy skipped are in --json)"
+    )
     print("Fill: " + ", ".join(f"{k} {v:.1f} s" for k, v in fills.items()))
     if emb is not None:
         print(

@@ -23,8 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# Imported here, not lazily inside LlamaIndex during a test: a lazy import can race with the stream-writer thread an
+# earlier streaming test leaves behind (a KeyError from importlib was seen once in as_chat_engine).
+import llama_index.core.chat_engine  # noqa: F401
 import pytest
 from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.agent.workflow import ReActAgent
 from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.callbacks import CallbackManager
@@ -32,6 +36,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.prompts import PromptTemplate
+from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
 from frugal_chains import (
@@ -286,9 +291,6 @@ def test_the_error_reaches_a_chat_engine(settings: Any, case: str, wrapper: str,
 def test_the_error_reaches_an_agent_run(settings: Any, case: str) -> None:
     """A ``ReActAgent`` workflow: its own LLM call raises out of ``agent.run()`` (LlamaIndex agents catch the
     exceptions of tools, not of their LLM)."""
-    from llama_index.core.agent.workflow import ReActAgent
-    from llama_index.core.tools import FunctionTool
-
     spec = CASES[case]
     handler = TokenBudgetHandler([spec.budget], prices=PRICES)
     llm = Provider(model=spec.model, max_tokens=spec.max_tokens, callback_manager=CallbackManager([handler]))

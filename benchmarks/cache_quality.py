@@ -62,8 +62,8 @@ SWEEP_NOTE = (
     "CURVE ON THE EVALUATION DATA (QQP eval_4k, BANKING77 test): for comparison at equal error rate only; "
     "NOT used to pick any default"
 )
-QQP_MIN_HIT, QQP_PRECISION = 0.50, 0.90  # issue 3 goal: precision >= 0.90 with hit rate >= 0.50
-BANK_MAX_WRONG, BANK_MIN_HIT = 0.03, 0.35  # issue 3 goal: >= 0.35 hits with <= 0.03 of hits wrong
+QQP_MIN_HIT, QQP_PRECISION = 0.50, 0.90  # goal: precision >= 0.90 with hit rate >= 0.50
+BANK_MAX_WRONG, BANK_MIN_HIT = 0.03, 0.35  # goal: >= 0.35 hits with <= 0.03 of hits wrong
 
 
 def _data_dir(arg: str | None) -> Path:

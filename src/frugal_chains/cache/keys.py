@@ -8,13 +8,16 @@ shares an answer.
 
 A conversation whose last message is not a user turn (a tool result waiting for the model, say) has no question
 to compare: it gets the exact tier only.
+
+A whole chain or query engine is looked up with :meth:`CacheRequest.from_inputs`: the question is one input (or
+what a function makes of the inputs), the other inputs and a knowledge-base version tag are the exact partition.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +192,92 @@ class CacheRequest:
             scope=scope or current_cache_scope(),
             semantic=semantic,
         )
+
+    @classmethod
+    def from_inputs(
+        cls,
+        inputs: str | Mapping[str, Any],
+        *,
+        question: str | Callable[[Mapping[str, Any]], str] = "question",
+        exact: Sequence[str] | None = None,
+        version: str = "",
+        name: str = "",
+        scope: CacheScope | None = None,
+    ) -> CacheRequest:
+        """The inputs of a whole chain or query engine, looked up **before** it runs (before retrieval).
+
+        The question is compared by meaning; the other inputs (canonical JSON), ``version`` (the knowledge base
+        the answers came from) and ``name`` (which chain) are exact. Retrieved context is never part of the key:
+        it does not exist yet, so a paraphrase whose retrieval would differ still hits.
+
+        Args:
+            inputs: the chain's input: a mapping, or a plain string (then the string is the question).
+            question: the input key holding the question, or a function ``inputs -> str``.
+            exact: the input keys that must match exactly; ``None``: every input but the question. Keys left out
+                do not affect the answer (a request id, a trace flag).
+            version: a tag of the knowledge base (``"kb-2026-05-01"``): change it when the index is rebuilt and
+                no answer from the old one is served again.
+            name: which chain or engine, when several share one cache.
+            scope: defaults to :func:`~frugal_chains.cache.current_cache_scope`.
+
+        Example:
+            >>> from frugal_chains.cache import CacheRequest
+            >>> a = CacheRequest.from_inputs({"question": "Do you ship to Canada?", "lang": "en"}, version="kb-1")
+            >>> b = CacheRequest.from_inputs({"question": "Do you ship to Canada?", "lang": "fr"}, version="kb-1")
+            >>> c = CacheRequest.from_inputs({"question": "Do you ship to Canada?", "lang": "en"}, version="kb-2")
+            >>> a.question, a.partition == b.partition, a.partition == c.partition
+            ('Do you ship to Canada?', False, False)
+            >>> CacheRequest.from_inputs("Do you ship to Canada?").question
+            'Do you ship to Canada?'
+        """
+        if not isinstance(version, str):
+            raise ConfigurationError(
+                f"version must be a str (a tag of the knowledge base), got {type(version).__name__}",
+                field="version",
+            )
+        if not isinstance(name, str):
+            raise ConfigurationError(f"name must be a str, got {type(name).__name__}", field="name")
+        if exact is not None and (
+            isinstance(exact, (str, bytes))
+            or not isinstance(exact, Sequence)
+            or not all(isinstance(k, str) for k in exact)
+        ):
+            raise ConfigurationError(
+                f"exact must be a list of input keys or None (every input but the question), got {exact!r}",
+                field="exact",
+            )
+        if not (isinstance(question, str) or callable(question)):
+            raise ConfigurationError(
+                "question must be the input key holding the question, or a function inputs -> str",
+                field="question",
+            )
+        if isinstance(inputs, str):
+            text, rest = inputs, {}
+        elif isinstance(inputs, Mapping):
+            if isinstance(question, str):
+                if question not in inputs:
+                    raise ConfigurationError(
+                        f"the chain's input has no {question!r} key (it has {sorted(map(str, inputs))}): pass "
+                        "question= the key that holds the question, or a function inputs -> str",
+                        field="question",
+                    )
+                text = inputs[question]
+                rest = {k: v for k, v in inputs.items() if k != question}
+            else:
+                text = question(inputs)
+                rest = dict(inputs)
+            if exact is not None:
+                rest = {k: inputs.get(k) for k in exact}
+        else:
+            raise ConfigurationError(
+                f"the chain's input must be a dict or a str to be cached, got {type(inputs).__name__}",
+                field="inputs",
+            )
+        if not isinstance(text, str):
+            raise ConfigurationError(
+                f"the question must be a str, got {type(text).__name__}: pass question= the key that holds it, "
+                "or a function inputs -> str",
+                field="question",
+            )
+        context = _canonical({"chain": name, "inputs": {str(k): v for k, v in rest.items()}, "version": version})
+        return cls(question=text, context=context, scope=scope or current_cache_scope())

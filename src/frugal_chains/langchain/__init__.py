@@ -24,16 +24,19 @@ from frugal_chains.langchain.budget import (
     usage_from_message,
 )
 from frugal_chains.langchain.cache import SemanticCache
+from frugal_chains.langchain.cached_chain import CachedChain, cache_chain
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
 
 __all__ = [
+    "CachedChain",
     "CachedChatModel",
     "CascadeChatModel",
     "SemanticCache",
     "TokenBudgetHandler",
     "achild_callbacks",
     "budget_scope",
+    "cache_chain",
     "child_callbacks",
     "is_wrapper_run",
     "usage_from_message",

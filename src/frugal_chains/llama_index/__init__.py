@@ -22,12 +22,14 @@ from frugal_chains._deprecation import deprecated_attributes, old_metadata_keys
 from frugal_chains.llama_index.attachment import BudgetNotAttachedWarning, LLMNotAttachedWarning
 from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
+from frugal_chains.llama_index.cached_query_engine import CachedQueryEngine
 from frugal_chains.llama_index.cascade import CascadeLLM
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
 __all__ = [
     "BudgetNotAttachedWarning",
     "CachedLLM",
+    "CachedQueryEngine",
     "CascadeLLM",
     "FrugalSettings",
     "LLMNotAttachedWarning",

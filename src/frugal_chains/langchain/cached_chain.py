@@ -28,7 +28,13 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks.manager import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.load import dumpd, load
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    message_chunk_to_message,
+)
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
@@ -59,8 +65,13 @@ def _unserialisable(value: Any) -> bool:
     return False
 
 
+_NOTHING = object()
+
+
 def _encode(output: Any) -> str | None:
     """The output as stored text; None when it does not serialise (it is then not cached)."""
+    if output is _NOTHING:
+        return None
     if isinstance(output, str):
         return json.dumps({"text": output}, ensure_ascii=False)
     try:
@@ -83,10 +94,15 @@ def _decode(text: str) -> Any:
 
 
 def _whole(chunks: Sequence[Any]) -> Any:
-    """What a finished stream adds up to (str chunks joined, other chunks added as LangChain does)."""
+    """What a finished stream adds up to (str chunks joined, other chunks added as LangChain does); ``_NOTHING``
+    when the chunks do not add up (then nothing is stored)."""
     if all(isinstance(c, str) for c in chunks):
         return "".join(chunks)
-    return functools.reduce(operator.add, chunks)
+    try:
+        whole = functools.reduce(operator.add, chunks)
+    except TypeError:
+        return _NOTHING
+    return message_chunk_to_message(whole) if isinstance(whole, BaseMessageChunk) else whole
 
 
 def _replay(output: Any) -> list[Any]:

@@ -60,7 +60,9 @@ class CountingEmbeddings(HashEmbeddings):
 
 def new_cache() -> AnswerCache:
     # guard off and a low threshold: the hash embedder sees "How do I" and "How can I" as near, not the same
-    return AnswerCache(embedder=HashEmbeddings(), guard=False, threshold=0.5, ledger=SQLiteLedger(), prices=PRICES)
+    return AnswerCache(
+        embedder=HashEmbeddings(), guard=False, threshold=0.5, ledger=SQLiteLedger(), prices=PRICES
+    )
 
 
 def hits(cache: AnswerCache) -> list[Any]:
@@ -79,7 +81,9 @@ class ModelCalls(BaseCallbackHandler):
 
     def on_llm_end(self, response: Any, **kwargs: Any) -> None:
         meta = response.generations[0][0].message.usage_metadata
-        self.usage = self.usage + Usage(input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
+        self.usage = self.usage + Usage(
+            input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"]
+        )
 
 
 class Rag:
@@ -97,7 +101,9 @@ class Rag:
         model = FakeUsageChatModel(model="gpt-4o-mini", responses=list(answers or (ANSWER, "(paid again)")))
         self.chain = (
             {
-                "context": itemgetter("question") | retriever | (lambda docs: "\n".join(d.page_content for d in docs)),
+                "context": itemgetter("question")
+                | retriever
+                | (lambda docs: "\n".join(d.page_content for d in docs)),
                 "question": itemgetter("question"),
                 "lang": itemgetter("lang"),
             }
@@ -167,7 +173,10 @@ def test_langchain_another_kb_version_or_exact_input_misses() -> None:
     rag, cache = Rag(ANSWER, "new kb", "in French", "(again)"), new_cache()
     ask(cache_chain(rag.chain, cache, version="kb-1"), "invoke", QUESTION, rag)
     assert ask(cache_chain(rag.chain, cache, version="kb-2"), "invoke", QUESTION, rag)[0] == "new kb"
-    assert ask(cache_chain(rag.chain, cache, version="kb-1"), "invoke", QUESTION, rag, lang="fr")[0] == "in French"
+    assert (
+        ask(cache_chain(rag.chain, cache, version="kb-1"), "invoke", QUESTION, rag, lang="fr")[0]
+        == "in French"
+    )
     assert (rag.embeddings.queries, rag.counter.calls) == (3, 3)
     assert hits(cache) == []
 
@@ -218,7 +227,9 @@ def test_langchain_a_string_input_is_the_question_and_errors_reach_the_caller() 
 class Engine:
     """A real ``VectorStoreIndex`` query engine with a counting retrieval embedder and a counting fake LLM."""
 
-    def __init__(self, *, streaming: bool = False, answers: tuple[str, ...] = (ANSWER, "(paid again)")) -> None:
+    def __init__(
+        self, *, streaming: bool = False, answers: tuple[str, ...] = (ANSWER, "(paid again)")
+    ) -> None:
         self.embeddings = CountingEmbeddings()
         docs = [LIDocument(text=d, metadata={"n": i}) for i, d in enumerate(DOCS)]
         index = VectorStoreIndex.from_documents(docs, embed_model=self.embeddings.for_llama_index())
@@ -323,7 +334,9 @@ def test_llama_index_errors_reach_the_caller_not_empty_response() -> None:
     def broken(prompt: str) -> str:
         raise RuntimeError("provider down")
 
-    index = VectorStoreIndex.from_documents([LIDocument(text=DOCS[0])], embed_model=HashEmbeddings().for_llama_index())
+    index = VectorStoreIndex.from_documents(
+        [LIDocument(text=DOCS[0])], embed_model=HashEmbeddings().for_llama_index()
+    )
     engine = index.as_query_engine(llm=FakeUsageLLM(responses=broken))
     cache = new_cache()
     with pytest.raises(RuntimeError, match="provider down"):

@@ -27,8 +27,14 @@ def test_the_question_is_semantic_and_the_rest_exact() -> None:
     assert a.question == "Hours?" and a.semantic
     assert a.partition == CacheRequest.from_inputs({"k": 3, "lang": "en", "question": "Days?"}).partition
     assert a.partition != CacheRequest.from_inputs({"question": "Hours?", "lang": "en", "k": 4}).partition
-    assert a.partition != CacheRequest.from_inputs({"question": "Hours?", "lang": "en", "k": 3}, version="v2").partition
-    assert a.partition != CacheRequest.from_inputs({"question": "Hours?", "lang": "en", "k": 3}, name="b").partition
+    assert (
+        a.partition
+        != CacheRequest.from_inputs({"question": "Hours?", "lang": "en", "k": 3}, version="v2").partition
+    )
+    assert (
+        a.partition
+        != CacheRequest.from_inputs({"question": "Hours?", "lang": "en", "k": 3}, name="b").partition
+    )
 
 
 def test_exact_names_the_keys_that_matter_and_a_callable_picks_the_question() -> None:
@@ -81,7 +87,10 @@ def counting(output: Any) -> tuple[RunnableLambda[Any, Any], list[Any]]:
 
 
 def test_langchain_objects_in_the_output_round_trip() -> None:
-    output = {"answer": AIMessage("Yes.", response_metadata={"model_name": "m"}), "docs": [Document("d", metadata={"s": 1})]}
+    output = {
+        "answer": AIMessage("Yes.", response_metadata={"model_name": "m"}),
+        "docs": [Document("d", metadata={"s": 1})],
+    }
     chain, calls = counting(output)
     cached = cache_chain(chain, AnswerCache(semantic=False))
     cached.invoke({"question": "Q?"})
@@ -98,7 +107,9 @@ def test_an_output_that_does_not_serialise_is_not_stored() -> None:
 
 
 def test_a_message_output_streams_as_chunks_on_a_hit() -> None:
-    chain = RunnableLambda(lambda x: x["q"]) | FakeUsageChatModel(responses=["Paris is the capital of France."])
+    chain = RunnableLambda(lambda x: x["q"]) | FakeUsageChatModel(
+        responses=["Paris is the capital of France."]
+    )
     cached = cache_chain(chain, AnswerCache(semantic=False), question=lambda x: x["q"])
     first = "".join(str(c.content) for c in cached.stream({"q": "Capital?"}))
     chunks = list(cached.stream({"q": "Capital?"}))

@@ -16,7 +16,8 @@ from frugal_chains.testing import FakeUsageLLM, HashEmbeddings
 
 def engine(**kwargs: Any) -> Any:
     index = VectorStoreIndex.from_documents(
-        [Document(text="We ship to Canada.", metadata={"page": 3})], embed_model=HashEmbeddings().for_llama_index()
+        [Document(text="We ship to Canada.", metadata={"page": 3})],
+        embed_model=HashEmbeddings().for_llama_index(),
     )
     return index.as_query_engine(llm=FakeUsageLLM(responses=["Yes.", "(again)"]), **kwargs)
 

@@ -40,6 +40,7 @@ EXPECTED_ROOT = [
 EXPECTED_LANGCHAIN = [
     "achild_callbacks",
     "child_callbacks",
+    "CachedChain",
     "CachedChatModel",
     "CascadeChatModel",
     "SemanticCache",
@@ -47,6 +48,7 @@ EXPECTED_LANGCHAIN = [
     "budget_scope",
     "is_wrapper_run",
     "usage_from_message",
+    "cache_chain",
     "with_cache",
 ]
 EXPECTED_BUDGET = [
@@ -214,6 +216,7 @@ def test_adapter_exports_pinned() -> None:
     assert sorted(frugal_chains.llama_index.__all__) == [
         "BudgetNotAttachedWarning",
         "CachedLLM",
+        "CachedQueryEngine",
         "CascadeLLM",
         "FrugalSettings",
         "LLMNotAttachedWarning",

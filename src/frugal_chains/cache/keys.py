@@ -279,5 +279,7 @@ class CacheRequest:
                 "or a function inputs -> str",
                 field="question",
             )
-        context = _canonical({"chain": name, "inputs": {str(k): v for k, v in rest.items()}, "version": version})
+        context = _canonical(
+            {"chain": name, "inputs": {str(k): v for k, v in rest.items()}, "version": version}
+        )
         return cls(question=text, context=context, scope=scope or current_cache_scope())

@@ -22,7 +22,7 @@ import functools
 import json
 import operator
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -158,7 +158,9 @@ class _Tally(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, serialized, messages[0] if messages else [], metadata, kwargs.get("invocation_params"))
+        self._start(
+            run_id, serialized, messages[0] if messages else [], metadata, kwargs.get("invocation_params")
+        )
 
     def on_llm_start(
         self,
@@ -169,7 +171,9 @@ class _Tally(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, serialized, prompts[0] if prompts else "", metadata, kwargs.get("invocation_params"))
+        self._start(
+            run_id, serialized, prompts[0] if prompts else "", metadata, kwargs.get("invocation_params")
+        )
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         start = self._starts.pop(run_id, None)
@@ -182,7 +186,9 @@ class _Tally(BaseCallbackHandler):
             model, usage = _model_and_usage(generations, "")
             model = model or planned
             if usage is None:
-                usage = _usage_from_llm_output(response.llm_output) or _estimated_usage(model, prompt, generations)
+                usage = _usage_from_llm_output(response.llm_output) or _estimated_usage(
+                    model, prompt, generations
+                )
             self.tally.add(model, usage)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -268,11 +274,11 @@ class CachedChain(RunnableSerializable[Any, Any]):
 
     # -- types: the wrapped chain's --------------------------------------------------------------------------
     @property
-    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+    def InputType(self) -> Any:
         return self.chain.InputType
 
     @property
-    def OutputType(self) -> Any:  # noqa: N802 - LangChain's name
+    def OutputType(self) -> Any:
         return self.chain.OutputType
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> Any:
@@ -458,7 +464,7 @@ def cache_chain(
         chain=chain,
         cache=cache,
         question=question,
-        exact=None if exact is None else tuple(cast("Sequence[str]", exact)),
+        exact=None if exact is None else tuple(exact),
         version=version,
         name=name,
     )

@@ -30,7 +30,7 @@ from llama_index.core.base.response.schema import (
     Response,
     StreamingResponse,
 )
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import (
@@ -85,7 +85,9 @@ class _TallyEvents(BaseEventHandler):
                     prompt = count_message_tokens([openai_message(m) for m in event.messages], model=model)
                 else:
                     prompt = count_text_tokens(event.prompt, model)
-                usage = Usage(input_tokens=prompt, output_tokens=count_text_tokens(response_text(response), model))
+                usage = Usage(
+                    input_tokens=prompt, output_tokens=count_text_tokens(response_text(response), model)
+                )
             tally.add(model, usage)
         return None
 
@@ -238,7 +240,11 @@ class CachedQueryEngine(BaseQueryEngine):
                     yield piece
 
             return AsyncStreamingResponse(response_gen=agen(), source_nodes=nodes, metadata=metadata)
-        return StreamingResponse(response_gen=iter(pieces), source_nodes=nodes, metadata=metadata)
+
+        def gen() -> Generator[str, None, None]:
+            yield from pieces
+
+        return StreamingResponse(response_gen=gen(), source_nodes=nodes, metadata=metadata)
 
     # -- misses ----------------------------------------------------------------------------------------------
     def _store(self, request: CacheRequest, encoded: str | None, tally: SpendTally) -> None:
@@ -253,7 +259,9 @@ class CachedQueryEngine(BaseQueryEngine):
         """The engine's response as returned; a plain one stored now, a stream once it was consumed."""
         if isinstance(response, Response):
             if response.response is not None:
-                self._store(request, _encode(response.response, response.source_nodes, response.metadata), tally)
+                self._store(
+                    request, _encode(response.response, response.source_nodes, response.metadata), tally
+                )
             return response
         if isinstance(response, StreamingResponse):
             nodes, metadata = response.source_nodes, response.metadata
@@ -340,7 +348,8 @@ class CachedQueryEngine(BaseQueryEngine):
         with tallying(tally):
             response = await self.query_engine.aquery(query_bundle)
         if isinstance(response, Response) and response.response is not None:
-            await self._astore(request, _encode(response.response, response.source_nodes, response.metadata), tally)
+            await self._astore(
+                request, _encode(response.response, response.source_nodes, response.metadata), tally
+            )
             return response
         return self._kept(request, response, tally)
-

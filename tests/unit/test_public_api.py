@@ -46,6 +46,7 @@ EXPECTED_LANGCHAIN = [
     "TokenBudgetHandler",
     "budget_scope",
     "is_wrapper_run",
+    "judge_verifier",
     "usage_from_message",
     "with_cache",
 ]
@@ -72,11 +73,13 @@ EXPECTED_CACHE = [
     "CacheResult",
     "CacheScope",
     "CacheStats",
+    "CallableVerifier",
     "DEFAULT_THRESHOLD",
     "EmbeddedIndex",
     "GuardVerdict",
     "Hit",
     "HitGuard",
+    "LLMJudgeVerifier",
     "RedisIndex",
     "VectorIndex",
     "Verifier",
@@ -219,6 +222,7 @@ def test_adapter_exports_pinned() -> None:
         "LLMNotAttachedWarning",
         "TokenBudgetHandler",
         "configure",
+        "judge_verifier",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)

@@ -23,6 +23,7 @@ from frugal_chains.llama_index.attachment import BudgetNotAttachedWarning, LLMNo
 from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cascade import CascadeLLM
+from frugal_chains.llama_index.judge import judge_verifier
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LLMNotAttachedWarning",
     "TokenBudgetHandler",
     "configure",
+    "judge_verifier",
 ]
 
 

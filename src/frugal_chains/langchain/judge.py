@@ -40,8 +40,9 @@ def judge_verifier(
 
     The judge's reply is read for its ``usage_metadata`` and ``response_metadata["model_name"]`` (else the model's
     ``model_name`` / ``model``), and each call is recorded in the ledger (the cache's, unless ``ledger`` is given)
-    with ``extra["purpose"] == "cache_verifier"``. A judge call is a LangChain run of its own: a budget handler
-    active around it (``budget_scope``) sees it too.
+    with ``extra["purpose"] == "cache_verifier"``. A judge call is a LangChain run of its own: when a budget handler
+    sees it (inside a ``budget_scope``, or one in the judge model's ``callbacks``), that handler reserves, enforces
+    and records it (with no ``purpose``), and the verifier writes no second record.
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
@@ -69,6 +70,23 @@ def judge_verifier(
     async def ajudge(text: str) -> Any:
         return await ainvoke(text)
 
+    def unrecorded() -> bool:
+        """True unless a budget handler sees the judge's run (a ``budget_scope``, or one on the model itself):
+        that handler records the call, the verifier then does not."""
+        from frugal_chains.langchain.budget import TokenBudgetHandler, _scope
+
+        if _scope.get() is not None:
+            return False
+        own = getattr(chat_model, "callbacks", None)
+        handlers = getattr(own, "handlers", own)
+        return not any(isinstance(h, TokenBudgetHandler) for h in handlers or ())
+
     return LLMJudgeVerifier(
-        judge, ajudge, prompt=prompt, model=_model_name(chat_model), ledger=ledger, prices=prices
+        judge,
+        ajudge,
+        prompt=prompt,
+        model=_model_name(chat_model),
+        ledger=ledger,
+        prices=prices,
+        record=unrecorded,
     )

@@ -37,7 +37,8 @@ def judge_verifier(
 
     The completion is read for ``raw["usage"]`` and ``raw["model"]`` (else ``llm.metadata.model_name``), and each
     call is recorded in the ledger (the cache's, unless ``ledger`` is given) with
-    ``extra["purpose"] == "cache_verifier"``.
+    ``extra["purpose"] == "cache_verifier"``, unless the LLM's ``callback_manager`` has a ``TokenBudgetHandler``:
+    that handler then reserves, enforces and records the call (with no ``purpose``), once.
 
     Example:
         >>> from frugal_chains.cache import AnswerCache, CacheRequest
@@ -64,4 +65,13 @@ def judge_verifier(
     async def ajudge(text: str) -> Any:
         return await acomplete(text)
 
-    return LLMJudgeVerifier(judge, ajudge, prompt=prompt, model=_model_name(llm), ledger=ledger, prices=prices)
+    def unrecorded() -> bool:
+        """True unless the LLM's callback manager has a budget handler: that handler records the call."""
+        from frugal_chains.llama_index.budget import TokenBudgetHandler
+
+        manager = getattr(llm, "callback_manager", None)
+        return not any(isinstance(h, TokenBudgetHandler) for h in getattr(manager, "handlers", None) or ())
+
+    return LLMJudgeVerifier(
+        judge, ajudge, prompt=prompt, model=_model_name(llm), ledger=ledger, prices=prices, record=unrecorded
+    )

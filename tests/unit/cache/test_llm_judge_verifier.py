@@ -218,3 +218,35 @@ def test_judge_verifier_refuses_what_is_not_a_model(wing: str) -> None:
     judge_verifier = importlib.import_module(f"frugal_chains.{wing}").judge_verifier
     with pytest.raises(ConfigurationError):
         judge_verifier("gpt-4o-mini")
+
+
+def test_langchain_a_judge_call_a_budget_scope_sees_is_recorded_once() -> None:
+    from frugal_chains.langchain import budget_scope, judge_verifier
+    from frugal_chains.testing import FakeUsageChatModel
+
+    ledger = SQLiteLedger()
+    judge = FakeUsageChatModel(model="judge-mini", responses=["yes"], output_tokens=1)
+    cache = strict_cache(judge_verifier(judge), ledger)
+    with budget_scope(ledger=ledger, prices=PRICES):
+        assert cache.lookup(q(ASKED)) is not None
+        assert asyncio.run(cache.alookup(q(ASKED))) is not None
+    judged = [r for r in ledger.records() if r.model == "judge-mini"]
+    assert len(judged) == 2  # one per call, written by the budget handler that reserved it
+    assert judge_records(ledger) == []
+    assert cache.lookup(q(ASKED)) is not None  # outside the scope the verifier records it itself
+    assert len(judge_records(ledger)) == 1
+
+
+def test_llama_index_a_judge_with_a_budget_handler_is_recorded_once() -> None:
+    from llama_index.core.callbacks import CallbackManager
+
+    from frugal_chains.llama_index import TokenBudgetHandler, judge_verifier
+    from frugal_chains.testing import FakeUsageLLM
+
+    ledger = SQLiteLedger()
+    handler = TokenBudgetHandler([], ledger=ledger, prices=PRICES)
+    judge = FakeUsageLLM(model="judge-mini", responses="yes", output_tokens=1, callback_manager=CallbackManager([handler]))
+    cache = strict_cache(judge_verifier(judge), ledger)
+    assert cache.lookup(q(ASKED)) is not None
+    assert [r.model for r in ledger.records() if r.outcome == "ok"] == ["judge-mini"]
+    assert judge_records(ledger) == []

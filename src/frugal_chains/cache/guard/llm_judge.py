@@ -97,6 +97,8 @@ class LLMJudgeVerifier:
         ledger: where the records go (default: the cache's ledger).
         prices: a ``PriceBook`` or ``{model: Price}`` (default: the cache's, else LiteLLM's map). A model with no
             price is recorded with ``cost_usd=None`` (unknown, not $0).
+        record: whether to write the record (a function is asked at each call): the wings' ``judge_verifier`` say
+            no while a budget handler sees the judge's call, since that handler records it already.
 
     Example:
         >>> from frugal_chains.accounting import Price, SQLiteLedger
@@ -124,6 +126,7 @@ class LLMJudgeVerifier:
         model: str | None = None,
         ledger: SpendLedger | None = None,
         prices: PriceBook | Mapping[str, Price] | None = None,
+        record: bool | Callable[[], bool] = True,
     ) -> None:
         if not callable(judge):
             raise ConfigurationError(
@@ -151,8 +154,11 @@ class LLMJudgeVerifier:
             from frugal_chains.accounting.pricing import PriceBook
 
             prices = PriceBook(prices, unknown_model="warn")
+        if not isinstance(record, bool) and not callable(record):
+            raise ConfigurationError("record must be True, False or a function () -> bool", field="record")
         self.judge = judge
         self.ajudge = ajudge
+        self.record = record
         self.prompt = prompt
         self.model = model
         self.ledger = ledger
@@ -166,7 +172,7 @@ class LLMJudgeVerifier:
         changed). :class:`~frugal_chains.cache.AnswerCache` calls it."""
         if (self.ledger is not None or ledger is None) and (self.prices is not None or prices is None):
             return self
-        twin = LLMJudgeVerifier(self.judge, self.ajudge, prompt=self.prompt, model=self.model)
+        twin = LLMJudgeVerifier(self.judge, self.ajudge, prompt=self.prompt, model=self.model, record=self.record)
         twin.ledger = self.ledger if self.ledger is not None else ledger
         twin.prices = self.prices if self.prices is not None else prices
         return twin
@@ -237,7 +243,7 @@ class LLMJudgeVerifier:
     ) -> CallRecord | None:
         """The ledger record of one judge call: its tokens (estimated when the reply reports none), their USD
         (``None`` for an unpriced model) and ``extra["purpose"] == "cache_verifier"``."""
-        if self.ledger is None:
+        if self.ledger is None or not (self.record if isinstance(self.record, bool) else self.record()):
             return None
         from frugal_chains.accounting.context import current_attribution
         from frugal_chains.accounting.tokens import count_text_tokens

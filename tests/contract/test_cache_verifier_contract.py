@@ -39,7 +39,12 @@ class Recorder:
 
 def strict(verifier: Any, **kw: Any) -> AnswerCache:
     return AnswerCache(
-        embedder=HashEmbeddings(), ledger=SQLiteLedger(), prices=PRICES, preset="strict", verifier=verifier, **kw
+        embedder=HashEmbeddings(),
+        ledger=SQLiteLedger(),
+        prices=PRICES,
+        preset="strict",
+        verifier=verifier,
+        **kw,
     )
 
 
@@ -49,7 +54,11 @@ def path(mode: str) -> str:
 
 def hit(obs: Observation, tier: str) -> bool:
     assert obs.error is None and obs.text == ANSWER
-    return cache_status({"frugal": obs.frugal}) == "hit" and obs.frugal is not None and obs.frugal["cache"]["tier"] == tier
+    return (
+        cache_status({"frugal": obs.frugal}) == "hit"
+        and obs.frugal is not None
+        and obs.frugal["cache"]["tier"] == tier
+    )
 
 
 @pytest.mark.parametrize("says", [True, False], ids=["yes", "no"])
@@ -74,7 +83,10 @@ def test_strict_serves_an_exact_repeat_without_asking_the_verifier(wing: Wing, m
 
 def test_a_verifier_adds_a_hit_below_the_threshold(wing: Wing, mode: str) -> None:
     cache = AnswerCache(
-        embedder=HashEmbeddings(), prices=PRICES, threshold=0.95, verifier=CallableVerifier(lambda q, c, s: True)
+        embedder=HashEmbeddings(),
+        prices=PRICES,
+        threshold=0.95,
+        verifier=CallableVerifier(lambda q, c, s: True),
     )
     target = wing.cached(cheap(ANSWER), cache)
     target.ask("invoke", STORED)
@@ -96,7 +108,9 @@ def wing_judge(wing: Wing, answer: str, *, fail: bool = False) -> Any:
     from frugal_chains.llama_index import judge_verifier as li_judge_verifier
     from frugal_chains.testing import FakeUsageLLM
 
-    return li_judge_verifier(FakeUsageLLM(model="judge-1", responses=answer, output_tokens=1, fail_with=error))
+    return li_judge_verifier(
+        FakeUsageLLM(model="judge-1", responses=answer, output_tokens=1, fail_with=error)
+    )
 
 
 def test_the_llm_judges_call_is_recorded_in_the_ledger(wing: Wing, mode: str) -> None:
@@ -112,7 +126,10 @@ def test_the_llm_judges_call_is_recorded_in_the_ledger(wing: Wing, mode: str) ->
     assert (r.outcome, r.model, r.usage.output_tokens, r.usage_estimated) == ("ok", "judge-1", 1, False)
     assert r.usage.input_tokens > 0
     assert r.cost_usd == pytest.approx(cost("judge-1", r.usage.input_tokens, 1))
-    assert [x[0] for x in obs.records] == ["ok", "cache_hit"]  # the judge's call and the hit: nothing else paid
+    assert [x[0] for x in obs.records] == [
+        "ok",
+        "cache_hit",
+    ]  # the judge's call and the hit: nothing else paid
 
 
 def test_a_failing_llm_judge_is_a_miss_the_model_answers(wing: Wing, mode: str) -> None:

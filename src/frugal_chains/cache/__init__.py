@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from frugal_chains.cache.core import CacheStats as CacheStats
     from frugal_chains.cache.embedded import EmbeddedIndex as EmbeddedIndex
     from frugal_chains.cache.guard import DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
-    from frugal_chains.cache.guard import GuardVerdict as GuardVerdict
     from frugal_chains.cache.guard import CallableVerifier as CallableVerifier
+    from frugal_chains.cache.guard import GuardVerdict as GuardVerdict
     from frugal_chains.cache.guard import HitGuard as HitGuard
     from frugal_chains.cache.guard import LLMJudgeVerifier as LLMJudgeVerifier
     from frugal_chains.cache.guard import Verifier as Verifier

@@ -307,7 +307,9 @@ def _strict_default_verifier() -> Verifier:
     )
 
 
-def _verify_band(band: Any, threshold: float, verifier: Verifier | None, preset: Preset) -> tuple[float, float]:
+def _verify_band(
+    band: Any, threshold: float, verifier: Verifier | None, preset: Preset
+) -> tuple[float, float]:
     """``(low, high)``: candidates with similarity >= ``low`` are fetched; those below ``high`` need the verifier.
     Without a verifier the band is ``(threshold, threshold)``: the guard alone, above the threshold."""
     if band is None:
@@ -347,8 +349,8 @@ def _bound_verifier(verifier: Verifier | None, ledger: Any, prices: Any) -> Veri
     bind = getattr(verifier, "for_cache", None)
     if verifier is None or not callable(bind):
         return verifier
-    bound = bind(ledger=ledger, prices=prices)
-    return verifier if bound is None else bound  # type: ignore[no-any-return]
+    bound: Verifier | None = bind(ledger=ledger, prices=prices)
+    return verifier if bound is None else bound
 
 
 def _resolve_embedder(arg: Embedder | Any | None) -> Embedder:
@@ -465,9 +467,7 @@ class AnswerCache(SharedService):
             )
 
         if preset not in ("default", "strict"):
-            raise ConfigurationError(
-                f'preset must be "default" or "strict", got {preset!r}', field="preset"
-            )
+            raise ConfigurationError(f'preset must be "default" or "strict", got {preset!r}', field="preset")
         if preset == "strict":
             if guard is False:
                 raise ConfigurationError(

@@ -56,7 +56,8 @@ def judge_verifier(
     acomplete = getattr(llm, "acomplete", None)
     if not callable(complete) or not callable(acomplete):
         raise ConfigurationError(
-            f"judge_verifier takes a LlamaIndex LLM (complete/acomplete), got {type(llm).__name__}", field="llm"
+            f"judge_verifier takes a LlamaIndex LLM (complete/acomplete), got {type(llm).__name__}",
+            field="llm",
         )
 
     def judge(text: str) -> Any:

@@ -37,7 +37,9 @@ def reply(text: str, input_tokens: int = 50, output_tokens: int = 1) -> Any:
 
 
 def strict_cache(verifier: LLMJudgeVerifier, ledger: SQLiteLedger | None = None) -> AnswerCache:
-    cache = AnswerCache(embedder=HashEmbeddings(), preset="strict", verifier=verifier, ledger=ledger, prices=PRICES)
+    cache = AnswerCache(
+        embedder=HashEmbeddings(), preset="strict", verifier=verifier, ledger=ledger, prices=PRICES
+    )
     cache.update(q(STORED), "30 days.")
     return cache
 
@@ -151,7 +153,13 @@ def test_an_unpriced_judge_is_recorded_with_unknown_usd() -> None:
 
 @pytest.mark.parametrize(
     ("text", "duplicate"),
-    [("yes", True), ("Yes.", True), ("No, different audience.", False), ("I am not sure.", False), ("", False)],
+    [
+        ("yes", True),
+        ("Yes.", True),
+        ("No, different audience.", False),
+        ("I am not sure.", False),
+        ("", False),
+    ],
 )
 def test_only_a_clear_yes_is_a_duplicate(text: str, duplicate: bool) -> None:
     assert LLMJudgeVerifier(lambda prompt: text).verify("a?", "b?", 0.9) is duplicate
@@ -194,7 +202,9 @@ def test_langchain_judge_verifier_reads_the_chat_models_usage() -> None:
     assert cache.lookup(q(ASKED)) is not None
     assert asyncio.run(cache.alookup(q(ASKED))) is not None
     records = judge_records(ledger)
-    assert [(r.model, r.usage.output_tokens, r.usage_estimated) for r in records] == [("judge-mini", 1, False)] * 2
+    assert [(r.model, r.usage.output_tokens, r.usage_estimated) for r in records] == [
+        ("judge-mini", 1, False)
+    ] * 2
     assert all(r.cost_usd == pytest.approx((r.usage.input_tokens + 2) / 1_000_000) for r in records)
 
 
@@ -208,7 +218,9 @@ def test_llama_index_judge_verifier_reads_the_completions_usage() -> None:
     assert cache.lookup(q(ASKED)) is not None
     assert asyncio.run(cache.alookup(q(ASKED))) is not None
     records = judge_records(ledger)
-    assert [(r.model, r.usage.output_tokens, r.usage_estimated) for r in records] == [("judge-mini", 1, False)] * 2
+    assert [(r.model, r.usage.output_tokens, r.usage_estimated) for r in records] == [
+        ("judge-mini", 1, False)
+    ] * 2
 
 
 @pytest.mark.parametrize("wing", ["langchain", "llama_index"])
@@ -245,7 +257,9 @@ def test_llama_index_a_judge_with_a_budget_handler_is_recorded_once() -> None:
 
     ledger = SQLiteLedger()
     handler = TokenBudgetHandler([], ledger=ledger, prices=PRICES)
-    judge = FakeUsageLLM(model="judge-mini", responses="yes", output_tokens=1, callback_manager=CallbackManager([handler]))
+    judge = FakeUsageLLM(
+        model="judge-mini", responses="yes", output_tokens=1, callback_manager=CallbackManager([handler])
+    )
     cache = strict_cache(judge_verifier(judge), ledger)
     assert cache.lookup(q(ASKED)) is not None
     assert [r.model for r in ledger.records() if r.outcome == "ok"] == ["judge-mini"]

@@ -69,7 +69,9 @@ def test_default_band_with_a_verifier_reaches_below_the_threshold_and_verifies_e
 
 @ASYNC
 @pytest.mark.parametrize("says", [True, False])
-def test_a_candidate_below_the_threshold_is_served_only_on_the_verifiers_yes(is_async: bool, says: bool) -> None:
+def test_a_candidate_below_the_threshold_is_served_only_on_the_verifiers_yes(
+    is_async: bool, says: bool
+) -> None:
     s = similarity()
     verifier = Recorder(says)
     cache = AnswerCache(embedder=HashEmbeddings(), guard=False, threshold=s + 0.05, verifier=verifier)
@@ -111,7 +113,11 @@ def test_a_candidate_at_or_above_the_bands_top_skips_the_verifier(is_async: bool
     s = similarity()
     verifier = Recorder(False)  # it would say no: it is never asked
     cache = AnswerCache(
-        embedder=HashEmbeddings(), guard=False, threshold=s - 0.05, verifier=verifier, verify_band=(s - 0.1, s)
+        embedder=HashEmbeddings(),
+        guard=False,
+        threshold=s - 0.05,
+        verifier=verifier,
+        verify_band=(s - 0.1, s),
     )
     cache.update(q(STORED), "Settings > Security")
     hit = lookup(cache, ASKED, is_async)
@@ -124,7 +130,11 @@ def test_a_candidate_below_the_bands_bottom_is_never_served() -> None:
     s = similarity()
     verifier = Recorder(True)
     cache = AnswerCache(
-        embedder=HashEmbeddings(), guard=False, threshold=s - 0.05, verifier=verifier, verify_band=(s + 0.01, 1.01)
+        embedder=HashEmbeddings(),
+        guard=False,
+        threshold=s - 0.05,
+        verifier=verifier,
+        verify_band=(s + 0.01, 1.01),
     )
     cache.update(q(STORED), "Settings > Security")
     assert cache.lookup(q(ASKED)) is None
@@ -158,7 +168,17 @@ def test_a_failing_verifier_is_a_miss_and_an_error(is_async: bool) -> None:
 
 @pytest.mark.parametrize(
     "band",
-    [(0.5,), (0.9, 0.8), (-0.1, 0.5), (0.5, 1.2), ("a", 1.0), (True, 1.0), "0.5,0.9", 0.5, (0.5, float("nan"))],
+    [
+        (0.5,),
+        (0.9, 0.8),
+        (-0.1, 0.5),
+        (0.5, 1.2),
+        ("a", 1.0),
+        (True, 1.0),
+        "0.5,0.9",
+        0.5,
+        (0.5, float("nan")),
+    ],
 )
 def test_a_bad_verify_band_names_the_field(band: Any) -> None:
     with pytest.raises(ConfigurationError) as e:

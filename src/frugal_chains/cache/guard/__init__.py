@@ -45,14 +45,14 @@ from __future__ import annotations
 
 from frugal_chains.cache.guard.bypass import BypassPolicy, bypass_reason
 from frugal_chains.cache.guard.hit_guard import DEFAULT_THRESHOLD, GuardVerdict, HitGuard
-from frugal_chains.cache.guard.pair_model import FEATURE_NAMES as FEATURE_NAMES
-from frugal_chains.cache.guard.pair_model import PairModel, pair_features
 from frugal_chains.cache.guard.llm_judge import (
     DEFAULT_DUPLICATE_PROMPT,
     VERIFIER_PURPOSE,
     JudgeVerdict,
     LLMJudgeVerifier,
 )
+from frugal_chains.cache.guard.pair_model import FEATURE_NAMES as FEATURE_NAMES
+from frugal_chains.cache.guard.pair_model import PairModel, pair_features
 from frugal_chains.cache.guard.verifiers import CallableVerifier, Verifier
 
 __all__ = [

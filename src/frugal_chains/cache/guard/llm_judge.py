@@ -135,11 +135,15 @@ class LLMJudgeVerifier:
                 field="judge",
             )
         if ajudge is not None and not callable(ajudge):
-            raise ConfigurationError("ajudge must be an async function prompt -> reply, or None", field="ajudge")
+            raise ConfigurationError(
+                "ajudge must be an async function prompt -> reply, or None", field="ajudge"
+            )
         if prompt is None:
             prompt = DEFAULT_DUPLICATE_PROMPT
         if not isinstance(prompt, str) or "{query}" not in prompt or "{cached}" not in prompt:
-            raise ConfigurationError("prompt must be a string with {query} and {cached} placeholders", field="prompt")
+            raise ConfigurationError(
+                "prompt must be a string with {query} and {cached} placeholders", field="prompt"
+            )
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigurationError(f"model must be a model name or None, got {model!r}", field="model")
         if ledger is not None and not (hasattr(ledger, "add_record") and hasattr(ledger, "aadd_record")):
@@ -172,7 +176,9 @@ class LLMJudgeVerifier:
         changed). :class:`~frugal_chains.cache.AnswerCache` calls it."""
         if (self.ledger is not None or ledger is None) and (self.prices is not None or prices is None):
             return self
-        twin = LLMJudgeVerifier(self.judge, self.ajudge, prompt=self.prompt, model=self.model, record=self.record)
+        twin = LLMJudgeVerifier(
+            self.judge, self.ajudge, prompt=self.prompt, model=self.model, record=self.record
+        )
         twin.ledger = self.ledger if self.ledger is not None else ledger
         twin.prices = self.prices if self.prices is not None else prices
         return twin
@@ -239,7 +245,13 @@ class LLMJudgeVerifier:
 
     # -- accounting --------------------------------------------------------------------------------------------
     def _record(
-        self, query: str, cached: str, verdict: JudgeVerdict, similarity: float, started: float, latency: float
+        self,
+        query: str,
+        cached: str,
+        verdict: JudgeVerdict,
+        similarity: float,
+        started: float,
+        latency: float,
     ) -> CallRecord | None:
         """The ledger record of one judge call: its tokens (estimated when the reply reports none), their USD
         (``None`` for an unpriced model) and ``extra["purpose"] == "cache_verifier"``."""
@@ -277,5 +289,9 @@ class LLMJudgeVerifier:
             usage_estimated=estimated,
             reserved_usd=None if cost is None else 0.0,
             overshoot_usd=None if cost is None else 0.0,
-            extra={"purpose": VERIFIER_PURPOSE, "duplicate": verdict.duplicate, "similarity": round(similarity, 4)},
+            extra={
+                "purpose": VERIFIER_PURPOSE,
+                "duplicate": verdict.duplicate,
+                "similarity": round(similarity, 4),
+            },
         )

@@ -47,6 +47,7 @@ EXPECTED_LANGCHAIN = [
     "TokenBudgetHandler",
     "budget_scope",
     "is_wrapper_run",
+    "judge_verifier",
     "usage_from_message",
     "cache_chain",
     "with_cache",
@@ -74,11 +75,13 @@ EXPECTED_CACHE = [
     "CacheResult",
     "CacheScope",
     "CacheStats",
+    "CallableVerifier",
     "DEFAULT_THRESHOLD",
     "EmbeddedIndex",
     "GuardVerdict",
     "Hit",
     "HitGuard",
+    "LLMJudgeVerifier",
     "RedisIndex",
     "VectorIndex",
     "Verifier",
@@ -222,6 +225,7 @@ def test_adapter_exports_pinned() -> None:
         "LLMNotAttachedWarning",
         "TokenBudgetHandler",
         "configure",
+        "judge_verifier",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from frugal_chains.cache.core import CacheStats as CacheStats
     from frugal_chains.cache.embedded import EmbeddedIndex as EmbeddedIndex
     from frugal_chains.cache.guard import DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
+    from frugal_chains.cache.guard import CallableVerifier as CallableVerifier
     from frugal_chains.cache.guard import GuardVerdict as GuardVerdict
     from frugal_chains.cache.guard import HitGuard as HitGuard
+    from frugal_chains.cache.guard import LLMJudgeVerifier as LLMJudgeVerifier
     from frugal_chains.cache.guard import Verifier as Verifier
     from frugal_chains.cache.guard import bypass_reason as bypass_reason
     from frugal_chains.cache.index import CacheEntry as CacheEntry
@@ -52,11 +54,13 @@ _EXPORTS = {
     "CacheResult": ".core",
     "CacheScope": ".scope",
     "CacheStats": ".core",
+    "CallableVerifier": ".guard",
     "DEFAULT_THRESHOLD": ".guard",
     "EmbeddedIndex": ".embedded",
     "GuardVerdict": ".guard",
     "Hit": ".index",
     "HitGuard": ".guard",
+    "LLMJudgeVerifier": ".guard",
     "RedisIndex": ".redis_index",
     "VectorIndex": ".index",
     "Verifier": ".guard",

@@ -12,8 +12,10 @@ A lookup goes:
    ("this video") questions skip the semantic tier (:func:`~frugal_chains.cache.guard.bypass_reason`).
 4. **Semantic tier.** The normalised question is embedded; the ``k`` nearest entries of the partition with cosine
    similarity >= ``threshold`` are checked best first by the hit guard (entities, numbers, dates, negation,
-   units, opposites), then by the optional verifier (a cross-encoder, an LLM judge); the first that passes is
-   served.
+   units, opposites); the first that passes is served. With a verifier (a cross-encoder, an LLM judge) the
+   candidates inside its ``verify_band`` (by default from ``threshold - 0.10`` up) are served only if it agrees
+   too, so it can add hits below the threshold and remove wrong ones above it; ``preset="strict"`` verifies
+   every semantic hit.
 
 Failures fail **open**, the caller's chain still answers, with one warning per outage and one when it is over.
 Two dependencies back off on their own (``outage_backoff``, a window growing while it keeps failing), so a hung
@@ -149,6 +151,12 @@ class CacheStats:
     misses: int = 0
     guard_rejections: int = 0
     """Semantic candidates above the threshold that the hit guard or the verifier rejected."""
+    verifier_calls: int = 0
+    """Candidates the verifier was asked about (those inside ``verify_band`` the guard let through)."""
+    verifier_rejections: int = 0
+    """Candidates the verifier said no to (above or below the threshold; a failing verifier is an error)."""
+    verifier_added: int = 0
+    """Semantic hits served below the threshold on the verifier's yes (hits it added to the guard's)."""
     bypassed: int = 0
     """Lookups that skipped the semantic tier (time-sensitive, user-specific, context-dependent, no tenant)."""
     no_tenant: int = 0
@@ -184,6 +192,9 @@ class CacheStats:
             "misses": self.misses,
             "hit_rate": round(self.hit_rate, 4),
             "guard_rejections": self.guard_rejections,
+            "verifier_calls": self.verifier_calls,
+            "verifier_rejections": self.verifier_rejections,
+            "verifier_added": self.verifier_added,
             "bypassed": self.bypassed,
             "no_tenant": self.no_tenant,
             "errors": self.errors,
@@ -191,6 +202,25 @@ class CacheStats:
             "updates": self.updates,
             "saved_usd": round(self.saved_usd, 9),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CacheStats:
+        """The stats :meth:`to_dict` wrote. Derived keys (``hits``, ``hit_rate``) and unknown keys are ignored; a
+        counter missing from an older dict is 0.
+
+        Example:
+            >>> from frugal_chains.cache import CacheStats
+            >>> CacheStats.from_dict({"hits_exact": 2, "misses": 2, "hit_rate": 0.5}).verifier_calls
+            0
+            >>> s = CacheStats(hits_semantic=1, verifier_calls=3, verifier_added=1, saved_usd=0.25)
+            >>> CacheStats.from_dict(s.to_dict()) == s
+            True
+        """
+        values: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            if name in data:
+                values[name] = float(data[name]) if f.type in ("float", float) else int(data[name])
+        return cls(**values)
 
 
 @dataclass
@@ -210,6 +240,9 @@ class _Counters:
             hits_semantic=int(v.get("hits_semantic", 0)),
             misses=int(v.get("misses", 0)),
             guard_rejections=int(v.get("guard_rejections", 0)),
+            verifier_calls=int(v.get("verifier_calls", 0)),
+            verifier_rejections=int(v.get("verifier_rejections", 0)),
+            verifier_added=int(v.get("verifier_added", 0)),
             bypassed=int(v.get("bypassed", 0)),
             no_tenant=int(v.get("no_tenant", 0)),
             errors=int(v.get("errors", 0)),
@@ -255,6 +288,71 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     return float(value)
 
 
+Preset = Literal["default", "strict"]
+
+VERIFY_BAND_BELOW: float = 0.10
+"""How far below ``threshold`` the default verify band reaches: with a verifier and no ``verify_band``, candidates
+from ``threshold - 0.10`` up are fetched and every one of them is verified (``high`` = 1.01)."""
+
+VERIFY_ALL: float = 1.01
+"""A ``verify_band`` top above any similarity: every semantic candidate is verified."""
+
+
+def _strict_default_verifier() -> Verifier:
+    """The verifier ``preset="strict"`` uses when none is given. None ships yet: the preset asks for one."""
+    raise ConfigurationError(
+        'preset="strict" serves a semantic hit only when a verifier agrees: pass verifier= (a cross-encoder, '
+        "LLMJudgeVerifier(judge), or CallableVerifier(fn)), or semantic=False to serve exact repeats only",
+        field="verifier",
+    )
+
+
+def _verify_band(
+    band: Any, threshold: float, verifier: Verifier | None, preset: Preset
+) -> tuple[float, float]:
+    """``(low, high)``: candidates with similarity >= ``low`` are fetched; those below ``high`` need the verifier.
+    Without a verifier the band is ``(threshold, threshold)``: the guard alone, above the threshold."""
+    if band is None:
+        if verifier is None:
+            return threshold, threshold
+        if preset == "strict":
+            return threshold, VERIFY_ALL
+        return max(0.0, round(threshold - VERIFY_BAND_BELOW, 6)), VERIFY_ALL
+    if verifier is None:
+        raise ConfigurationError(
+            "verify_band needs a verifier: pass verifier= too, or drop verify_band", field="verify_band"
+        )
+    if (
+        isinstance(band, (str, bytes))
+        or not isinstance(band, Sequence)
+        or len(band) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in band)
+        or not 0.0 <= band[0] <= band[1] <= VERIFY_ALL
+    ):
+        raise ConfigurationError(
+            f"verify_band must be (low, high) with 0 <= low <= high <= {VERIFY_ALL} (similarities; high "
+            f"{VERIFY_ALL} verifies every semantic hit), got {band!r}",
+            field="verify_band",
+        )
+    low, high = float(band[0]), float(band[1])
+    if preset == "strict" and high < VERIFY_ALL:
+        raise ConfigurationError(
+            f'preset="strict" verifies every semantic hit: verify_band\'s high must be {VERIFY_ALL}, got {high!r}',
+            field="verify_band",
+        )
+    return low, high
+
+
+def _bound_verifier(verifier: Verifier | None, ledger: Any, prices: Any) -> Verifier | None:
+    """A verifier with ``for_cache(ledger=, prices=)`` (:class:`~frugal_chains.cache.guard.LLMJudgeVerifier`)
+    gets the cache's ledger and prices for what it did not set itself: its own calls are recorded there."""
+    bind = getattr(verifier, "for_cache", None)
+    if verifier is None or not callable(bind):
+        return verifier
+    bound: Verifier | None = bind(ledger=ledger, prices=prices)
+    return verifier if bound is None else bound
+
+
 def _resolve_embedder(arg: Embedder | Any | None) -> Embedder:
     """The embedder ``arg`` names (default: the built-in model), resolved when the cache is built: a model that
     cannot load (an unknown name, an object that is no embedder, a missing package) is a ConfigurationError
@@ -288,7 +386,22 @@ class AnswerCache(SharedService):
             stricter); default :data:`~frugal_chains.cache.guard.DEFAULT_THRESHOLD`, tuned for the default
             embedder. Re-tune it for another embedder (``frugal-chains cache tune``).
         guard: the hit guard; default :class:`~frugal_chains.cache.HitGuard` (). ``False`` turns it off.
-        verifier: an optional stronger check run after the guard (a cross-encoder, an LLM judge).
+        verifier: an optional stronger check run after the guard (a cross-encoder,
+            :class:`~frugal_chains.cache.guard.LLMJudgeVerifier`, :class:`~frugal_chains.cache.guard.CallableVerifier`).
+            It is asked about the semantic candidates inside ``verify_band``, never about exact hits. A verifier
+            that raises is a miss (an error in :attr:`stats`, warned once). An ``LLMJudgeVerifier`` without a
+            ledger of its own records its judge's calls in this cache's ``ledger``.
+        verify_band: ``(low, high)`` similarities, only with a verifier. Candidates with similarity >= ``low`` are
+            fetched; those in ``[low, high)`` are served only if the guard **and** the verifier agree (so a verifier
+            can add hits below ``threshold`` and remove wrong ones above it); those >= ``high`` on the guard alone
+            (the verifier is skipped, saving its latency); below ``low`` never. ``0 <= low <= high <= 1.01``;
+            ``high=1.01`` verifies every semantic hit. Default with a verifier: ``(threshold - 0.10, 1.01)``;
+            under ``preset="strict"``: ``(threshold, 1.01)``.
+        preset: ``"default"``, or ``"strict"`` for medical, legal, financial and code answers: a semantic hit is
+            served only when the verifier agrees (every semantic candidate is verified, none is added below
+            ``threshold``); exact repeats are served as usual. It needs ``verifier=``, or ``semantic=False`` for
+            exact hits only (a ``ConfigurationError`` names ``verifier`` otherwise), and it keeps the hit guard and
+            the bypass policy (``guard=False`` / ``bypass=False`` are refused).
         bypass: decides which questions skip the semantic tier; default
             :func:`~frugal_chains.cache.guard.bypass_reason`; ``False`` never bypasses.
         k: semantic candidates checked per lookup.
@@ -333,6 +446,8 @@ class AnswerCache(SharedService):
         threshold: float | None = None,
         guard: HitGuard | Literal[False] | None = None,
         verifier: Verifier | None = None,
+        verify_band: tuple[float, float] | None = None,
+        preset: Preset = "default",
         bypass: Callable[[str], str | None] | Literal[False] | None = None,
         k: int = 5,
         ttl: float | timedelta | None = None,
@@ -351,6 +466,21 @@ class AnswerCache(SharedService):
                 f"tenant_required must be True or False, got {tenant_required!r}", field="tenant_required"
             )
 
+        if preset not in ("default", "strict"):
+            raise ConfigurationError(f'preset must be "default" or "strict", got {preset!r}', field="preset")
+        if preset == "strict":
+            if guard is False:
+                raise ConfigurationError(
+                    'preset="strict" keeps the hit guard: drop guard=False (or pass a HitGuard of your own)',
+                    field="guard",
+                )
+            if bypass is False:
+                raise ConfigurationError(
+                    'preset="strict" keeps the bypass policy: drop bypass=False (or pass a policy of your own)',
+                    field="bypass",
+                )
+            if semantic and verifier is None:
+                verifier = _strict_default_verifier()
         if index is not None and path is not None:
             raise ConfigurationError("pass index= or path=, not both", field="path")
         if index is None:
@@ -402,7 +532,12 @@ class AnswerCache(SharedService):
             raise ConfigurationError(
                 "guard must have check(query, cached) -> GuardVerdict, or be False", field="guard"
             )
-        self.verifier = verifier
+        self.preset: Preset = preset
+        self.verify_band: tuple[float, float] | None = (
+            None if verifier is None else _verify_band(verify_band, self.threshold, verifier, preset)
+        )
+        if verifier is None and verify_band is not None:
+            _verify_band(verify_band, self.threshold, verifier, preset)  # raises: a band needs a verifier
         self.bypass: Callable[[str], str | None] | None = (
             None if bypass is False else (bypass if bypass is not None else guard_mod.bypass_reason)
         )
@@ -418,6 +553,7 @@ class AnswerCache(SharedService):
 
             prices = PriceBook(prices, unknown_model="warn")  # a {model: Price} mapping
         self._prices: PriceBook | None = prices  # type: ignore[assignment]
+        self.verifier: Verifier | None = _bound_verifier(verifier, ledger, self._prices)
         self._embedder_arg = embedder
         self._embedder: Embedder | None = (
             _resolve_embedder(embedder) if embedder is not None or semantic else None
@@ -561,35 +697,61 @@ class AnswerCache(SharedService):
             return False
         return True
 
+    @property
+    def _floor(self) -> float:
+        """The lowest similarity a semantic candidate may have: the verify band's low end (with a verifier), else
+        the threshold."""
+        return self.threshold if self.verify_band is None else self.verify_band[0]
+
+    def _needs_verifier(self, hit: Hit) -> bool:
+        """Inside the verify band: served only if the verifier agrees too (at or above its top: the guard alone)."""
+        return self.verify_band is not None and hit.similarity < self.verify_band[1]
+
+    def _verdict(self, hit: Hit, said: bool) -> bool:
+        if not said:
+            self._counters.add("verifier_rejections")
+            if hit.similarity >= self.threshold:
+                self._counters.add("guard_rejections")
+        return said
+
     def _verified(self, request: CacheRequest, hit: Hit) -> bool:
+        """The verifier's yes or no; a failing verifier is an error and a no (the lookup fails open: a miss)."""
         assert self.verifier is not None
+        self._counters.add("verifier_calls")
         try:
-            return bool(self.verifier.verify(request.question, hit.entry.question, hit.similarity))
-        except Exception as e:
+            said = bool(self.verifier.verify(request.question, hit.entry.question, hit.similarity))
+        except Exception as e:  # a misconfigured one too: the lookup fails open, warned once
             self._policy_failed("the verifier", e)
             return False
+        return self._verdict(hit, said)
 
     async def _averified(self, request: CacheRequest, hit: Hit) -> bool:
+        """Async :meth:`_verified`."""
         assert self.verifier is not None
+        self._counters.add("verifier_calls")
         try:
-            return bool(await self.verifier.averify(request.question, hit.entry.question, hit.similarity))
-        except Exception as e:
+            said = bool(await self.verifier.averify(request.question, hit.entry.question, hit.similarity))
+        except Exception as e:  # a misconfigured one too: the lookup fails open, warned once
             self._policy_failed("the verifier", e)
             return False
+        return self._verdict(hit, said)
 
     def _candidates(self, request: CacheRequest, hits: list[Hit]) -> list[Hit]:
         """Guard-approved candidates, best first (the verifier runs after, sync or async)."""
         approved: list[Hit] = []
         name = self.embedder.name
+        floor = self._floor
         for hit in hits:
-            if hit.entry.partition != request.partition:
+            if hit.entry.partition != request.partition or hit.similarity < floor:
                 continue
             if hit.entry.meta.get("embedder", name) != name:
                 continue  # another model's vector space: its similarities mean nothing here
+            counted = hit.similarity >= self.threshold  # below it, only verify-band candidates: not counted
             if _ids(hit.entry.question) != _ids(request.question) or _code_tokens(
                 hit.entry.question
             ) != _code_tokens(request.question):
-                self._counters.add("guard_rejections")
+                if counted:
+                    self._counters.add("guard_rejections")
                 continue
             try:
                 ok = self.guard is None or self._guard_ok(request.question, hit)
@@ -597,7 +759,8 @@ class AnswerCache(SharedService):
                 self._policy_failed("the hit guard", e)
                 ok = False
             if not ok:
-                self._counters.add("guard_rejections")
+                if counted:
+                    self._counters.add("guard_rejections")
                 continue
             approved.append(hit)
         return approved
@@ -729,7 +892,7 @@ class AnswerCache(SharedService):
             return None
         try:
             vector = self.embedder.embed([request.normalized])[0]
-            hits = self.index.search(request.partition, vector, self.k, self.threshold, now)
+            hits = self.index.search(request.partition, vector, self.k, self._floor, now)
         except ConfigurationError:
             raise
         except Exception as e:
@@ -737,8 +900,7 @@ class AnswerCache(SharedService):
             return None
         self._ok(self._semantic_outage)
         for hit in self._candidates(request, hits):
-            if self.verifier is not None and not self._verified(request, hit):
-                self._counters.add("guard_rejections")
+            if self._needs_verifier(hit) and not self._verified(request, hit):
                 continue
             taken = accept(request, hit, "semantic", now)
             if taken is not None:
@@ -767,6 +929,8 @@ class AnswerCache(SharedService):
 
     def _count_hit(self, result: CacheResult) -> None:
         self._counters.add("hits_exact" if result.tier == "exact" else "hits_semantic")
+        if result.tier == "semantic" and result.similarity < self.threshold:
+            self._counters.add("verifier_added")  # only a verifier's yes serves a hit below the threshold
         if result.entry.cost_usd is not None:
             self._counters.add("saved_usd", result.entry.cost_usd)
 
@@ -824,7 +988,7 @@ class AnswerCache(SharedService):
             return None
         try:
             vector = (await self.embedder.aembed([request.normalized]))[0]
-            hits = await self.index.asearch(request.partition, vector, self.k, self.threshold, now)
+            hits = await self.index.asearch(request.partition, vector, self.k, self._floor, now)
         except ConfigurationError:
             raise
         except Exception as e:
@@ -832,8 +996,7 @@ class AnswerCache(SharedService):
             return None
         self._ok(self._semantic_outage)
         for hit in self._candidates(request, hits):
-            if self.verifier is not None and not await self._averified(request, hit):
-                self._counters.add("guard_rejections")
+            if self._needs_verifier(hit) and not await self._averified(request, hit):
                 continue
             taken = await accept(request, hit, "semantic", now)
             if taken is not None:

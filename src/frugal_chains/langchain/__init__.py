@@ -27,6 +27,7 @@ from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_chain import CachedChain, cache_chain
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
+from frugal_chains.langchain.judge import judge_verifier
 
 __all__ = [
     "CachedChain",
@@ -39,6 +40,7 @@ __all__ = [
     "cache_chain",
     "child_callbacks",
     "is_wrapper_run",
+    "judge_verifier",
     "usage_from_message",
     "with_cache",
 ]

@@ -279,7 +279,8 @@ class SemanticCache(SharedService, BaseCache):
     Args:
         cache: an :class:`~frugal_chains.cache.AnswerCache` to use; default: a new one built from ``**kwargs``.
         **kwargs: :class:`~frugal_chains.cache.AnswerCache` options when no ``cache`` is given: ``embedder``
-            (default: the offline MiniLM model), ``threshold``, ``guard``, ``ttl``, ``path`` (a SQLite file),
+            (default: the offline MiniLM model), ``threshold``, ``guard``, ``verifier``, ``verify_band``,
+            ``preset`` (``"strict"``: semantic hits only on the verifier's yes), ``ttl``, ``path`` (a SQLite file),
             ``index``, ``ledger`` (where ``cache_hit`` records with the USD saved go), ``version``, ...
 
     Example:

@@ -24,6 +24,7 @@ from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cached_query_engine import CachedQueryEngine
 from frugal_chains.llama_index.cascade import CascadeLLM
+from frugal_chains.llama_index.judge import judge_verifier
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LLMNotAttachedWarning",
     "TokenBudgetHandler",
     "configure",
+    "judge_verifier",
 ]
 
 

@@ -232,7 +232,8 @@ class CachedLLM(SharesCallbacks, LLM):
     Args:
         llm: the LLM to call on a miss (its ``metadata`` and prompt settings are the wrapper's).
         cache: the :class:`~frugal_chains.cache.AnswerCache` (default: a new in-memory one with the offline
-            MiniLM embedder).
+            MiniLM embedder). Its options (a ``verifier``, ``preset="strict"``) are set on it:
+            ``CachedLLM(llm=llm, cache=AnswerCache(preset="strict", verifier=judge_verifier(judge_llm)))``.
 
     Everything LlamaIndex builds on ``chat``/``complete`` (``predict``, query and chat engines, streaming
     responses) goes through the cache. The wrapper does not implement LlamaIndex's function-calling API

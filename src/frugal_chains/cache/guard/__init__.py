@@ -23,7 +23,8 @@ meant for :data:`DEFAULT_THRESHOLD` (0.86). A check takes a few tens of microsec
 context-dependent ("this video", "translate this", "the above").
 
 A stronger verifier (a cross-encoder, or a cheap LLM judge) plugs in through the :class:`Verifier`
-protocol; :class:`CallableVerifier` wraps plain functions.
+protocol; :class:`CallableVerifier` wraps plain functions and :class:`LLMJudgeVerifier` asks an LLM whether the two
+questions are duplicates, recording what each of its calls cost in the ledger.
 
 The modules: :mod:`~frugal_chains.cache.guard.lexical` (what is read in a question),
 :mod:`~frugal_chains.cache.guard.pair_model` (the pair features and model), :mod:`~frugal_chains.cache.guard.hit_guard`,
@@ -44,17 +45,27 @@ from __future__ import annotations
 
 from frugal_chains.cache.guard.bypass import BypassPolicy, bypass_reason
 from frugal_chains.cache.guard.hit_guard import DEFAULT_THRESHOLD, GuardVerdict, HitGuard
+from frugal_chains.cache.guard.llm_judge import (
+    DEFAULT_DUPLICATE_PROMPT,
+    VERIFIER_PURPOSE,
+    JudgeVerdict,
+    LLMJudgeVerifier,
+)
 from frugal_chains.cache.guard.pair_model import FEATURE_NAMES as FEATURE_NAMES
 from frugal_chains.cache.guard.pair_model import PairModel, pair_features
 from frugal_chains.cache.guard.verifiers import CallableVerifier, Verifier
 
 __all__ = [
+    "DEFAULT_DUPLICATE_PROMPT",
     "DEFAULT_THRESHOLD",
     "BypassPolicy",
     "CallableVerifier",
     "GuardVerdict",
     "HitGuard",
+    "JudgeVerdict",
+    "LLMJudgeVerifier",
     "PairModel",
+    "VERIFIER_PURPOSE",
     "Verifier",
     "bypass_reason",
     "pair_features",

@@ -16,7 +16,7 @@ from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction
 from frugal_chains.routing.types import GateContext, GateResult, TierAnswer, content_text, user_turns
 from frugal_chains.shared.bridge import is_async_callable, loop_running, resolve_sync
 
-__all__ = ["DEFAULT_JUDGE_PROMPT", "LLMJudgeGate"]
+__all__ = ["DEFAULT_JUDGE_PROMPT", "LLMJudgeGate", "read_judge_reply"]
 
 DEFAULT_JUDGE_PROMPT = (
     "[Instruction]\n"
@@ -55,6 +55,46 @@ def _answer_text(answer: TierAnswer) -> str:
     return "(tool calls) " + json.dumps(
         [{"name": c.get("name"), "args": c.get("args")} for c in answer.tool_calls], default=str
     )
+
+
+def read_judge_reply(
+    reply: Any, *, completion: bool = False, model: str | None = None
+) -> tuple[str, Usage | None, str | None]:
+    """A judge's reply as ``(text, usage, model)``, duck-typed (no framework is imported): a string; a LangChain
+    message (``.content``, ``usage_metadata``, ``response_metadata["model_name"]``); a LlamaIndex completion
+    (``.text``, ``raw["usage"]``, ``raw["model"]``; ``completion=True`` when the judge is a LlamaIndex LLM).
+    Usage that does not parse is ``None``; ``model`` is the fallback model name. Shared by :class:`LLMJudgeGate`
+    and the cache's :class:`~frugal_chains.cache.guard.LLMJudgeVerifier`.
+
+    Example:
+        >>> from frugal_chains.routing.gates.judge import read_judge_reply
+        >>> read_judge_reply("Rating: [[7]]", model="gpt-4o-mini")
+        ('Rating: [[7]]', None, 'gpt-4o-mini')
+    """
+    if isinstance(reply, str):
+        return reply, None, model
+    usage: Usage | None = None
+    found: str | None = None
+    if completion or (not hasattr(reply, "content") and hasattr(reply, "text")):
+        text = str(getattr(reply, "text", "") or "")
+        raw = getattr(reply, "raw", None)
+        try:
+            usage = usage_from_provider(get_field(raw, "usage"))
+        except Exception:
+            usage = None
+        m = get_field(raw, "model")
+        found = m if isinstance(m, str) and m else None
+    else:
+        text = content_text(getattr(reply, "content", reply))
+        try:
+            usage = usage_from_provider(getattr(reply, "usage_metadata", None))
+        except Exception:
+            usage = None
+        meta = getattr(reply, "response_metadata", None)
+        if isinstance(meta, Mapping):
+            m = meta.get("model_name") or meta.get("model")
+            found = m if isinstance(m, str) and m else None
+    return text, usage, found or model
 
 
 def _judge_kind(judge: object) -> str:
@@ -196,30 +236,7 @@ class LLMJudgeGate(FullAnswerGate):
         )
 
     def _read_reply(self, reply: Any) -> tuple[str, Usage | None, str | None]:
-        if isinstance(reply, str):
-            return reply, None, self._judge_model()
-        usage: Usage | None = None
-        model: str | None = None
-        if self._kind == "llama_index" or (not hasattr(reply, "content") and hasattr(reply, "text")):
-            text = str(getattr(reply, "text", "") or "")
-            raw = getattr(reply, "raw", None)
-            try:
-                usage = usage_from_provider(get_field(raw, "usage"))
-            except Exception:
-                usage = None
-            m = get_field(raw, "model")
-            model = m if isinstance(m, str) and m else None
-        else:
-            text = content_text(getattr(reply, "content", reply))
-            try:
-                usage = usage_from_provider(getattr(reply, "usage_metadata", None))
-            except Exception:
-                usage = None
-            meta = getattr(reply, "response_metadata", None)
-            if isinstance(meta, Mapping):
-                m = meta.get("model_name") or meta.get("model")
-                model = m if isinstance(m, str) and m else None
-        return text, usage, model or self._judge_model()
+        return read_judge_reply(reply, completion=self._kind == "llama_index", model=self._judge_model())
 
     def _judge_model(self) -> str | None:
         for attr in ("model_name", "model"):

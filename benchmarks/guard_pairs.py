@@ -117,7 +117,9 @@ def main() -> None:
         return
 
     print(f"{result['guard']}  threshold {DEFAULT_THRESHOLD}")
-    print(f"\nHELD-OUT support pairs (goal: >= {GOAL_HIT} of 20 paraphrases hit, <= {GOAL_SERVED} of 39 served)")
+    print(
+        f"\nHELD-OUT support pairs (goal: >= {GOAL_HIT} of 20 paraphrases hit, <= {GOAL_SERVED} of 39 served)"
+    )
     print(f"  {'mode':<10} {'paraphrases hit':>16} {'look-alikes served':>19}  goal")
     for mode in ("default", "faq"):
         s = result["heldout"][mode]
@@ -138,7 +140,8 @@ def main() -> None:
             print(f"\n{name} (faq mode): served, similarity, guard verdict")
             for o in result["details"][name]:
                 mark = "HIT " if o["served"] else "miss"
-                print(f"  {mark} {'same' if o['same'] else 'diff'} {o['similarity']:.3f} {o['guard']}  {o['a']} | {o['b']}")
+                kind = "same" if o["same"] else "diff"
+                print(f"  {mark} {kind} {o['similarity']:.3f} {o['guard']}  {o['a']} | {o['b']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The hit guard: rule checks (numbers, dates, units, negation, opposites, audience, order, comparatives, scope,
-entities, direction) plus the pair model on the raw texts of a candidate semantic hit, and the similarity threshold it is tuned for."""
+entities, direction) plus the pair model on the raw texts of a candidate semantic hit, and the similarity threshold
+it is tuned for."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ class HitGuard:
     """Rule checks plus a learned pair model on the raw texts of a candidate semantic hit.
 
     The checks run in this order and the first failing one rejects the hit: numbers, dates, units,
-    negation, opposites, audience, order, comparatives, scope, entity swap, direction, then the pair model (``P(same answer) >=
-    model_cutoff``). Each can be switched off. The default (all rules, the shipped model, cutoff 0.60
-    from the model file) is what the benchmark ``benchmarks/cache_quality.py`` measures, with
+    negation, opposites, audience, order, comparatives, scope, entity swap, direction, then the pair model
+    (``P(same answer) >= model_cutoff``). Each can be switched off. The default (all rules, the shipped model,
+    cutoff 0.60 from the model file) is what the benchmark ``benchmarks/cache_quality.py`` measures, with
     :data:`DEFAULT_THRESHOLD` (0.86).
 
     Args:
@@ -145,11 +146,7 @@ class HitGuard:
         self.model_cutoff = model_cutoff
 
     def __repr__(self) -> str:
-        flags = [
-            n
-            for n in _RULES
-            if getattr(self, n)
-        ]
+        flags = [n for n in _RULES if getattr(self, n)]
         cut = (
             self.model_cutoff
             if self.model_cutoff is not None

@@ -340,7 +340,11 @@ def _parse_word_classes(text: str) -> _WordClassTable:
             continue
         if line.startswith("["):
             parts = line.strip("[]").split()
-            if len(parts) not in (2, 3) or parts[0] not in WORD_CLASSES or parts[2:] not in ([], ["one-sided"]):
+            if (
+                len(parts) not in (2, 3)
+                or parts[0] not in WORD_CLASSES
+                or parts[2:] not in ([], ["one-sided"])
+            ):
                 raise ValueError(f"word_classes.txt line {lineno}: bad group header {raw!r}")
             groups.append(_Group(parts[0], parts[1], len(parts) == 3))
             continue

@@ -8,6 +8,11 @@ question and the cached one and rejects the hit when they differ in
 * units and currencies (``km`` vs ``miles``, ``$`` vs ``€``),
 * negation (one side says ``not``/``never``/``can't``/``without``, the other does not),
 * opposites (``enable``/``disable``, ``buy``/``sell``, ``legal``/``illegal`` ...),
+* audience and roles (``children``/``adults``, ``buyer``/``seller``, ``landlord``/``tenant`` ...), order and
+  direction (``ascending``/``descending``, ``before``/``after``, ``upload``/``download`` ...), comparatives and
+  superlatives (``largest``/``smallest``, ``cheaper``/``more expensive`` ...) and scope (``free``/``paid``
+  tier, ``online``/``in store``, ``domestic``/``international`` ...): word classes shipped as
+  ``_guard_data/word_classes.txt``,
 * named entities (capitalised words not at sentence start, acronyms, words with digits) swapped
   between the two sides,
 * direction (``from A to B`` vs ``from B to A``),

@@ -1,11 +1,17 @@
-"""The hit guard: rule checks (numbers, dates, units, negation, opposites, entities, direction) plus the pair
-model on the raw texts of a candidate semantic hit, and the similarity threshold it is tuned for."""
+"""The hit guard: rule checks (numbers, dates, units, negation, opposites, audience, order, comparatives, scope,
+entities, direction) plus the pair model on the raw texts of a candidate semantic hit, and the similarity threshold
+it is tuned for."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frugal_chains.cache.guard.lexical import direction_swapped, opposite_words, parse_question
+from frugal_chains.cache.guard.lexical import (
+    class_difference,
+    direction_swapped,
+    opposite_words,
+    parse_question,
+)
 from frugal_chains.cache.guard.pair_model import PairModel
 from frugal_chains.errors import ConfigurationError
 
@@ -38,15 +44,19 @@ class GuardVerdict:
 
 
 _OK = GuardVerdict(ok=True)
+_RULES = (
+    "numbers", "dates", "units", "negation", "opposites", "audience", "order", "comparatives", "scope", "entities",
+    "direction",
+)  # fmt: skip
 
 
 class HitGuard:
     """Rule checks plus a learned pair model on the raw texts of a candidate semantic hit.
 
     The checks run in this order and the first failing one rejects the hit: numbers, dates, units,
-    negation, opposites, entity swap, direction, then the pair model (``P(same answer) >=
-    model_cutoff``). Each can be switched off. The default (all rules, the shipped model, cutoff 0.60
-    from the model file) is what the benchmark ``benchmarks/cache_quality.py`` measures, with
+    negation, opposites, audience, order, comparatives, scope, entity swap, direction, then the pair model
+    (``P(same answer) >= model_cutoff``). Each can be switched off. The default (all rules, the shipped model,
+    cutoff 0.60 from the model file) is what the benchmark ``benchmarks/cache_quality.py`` measures, with
     :data:`DEFAULT_THRESHOLD` (0.86).
 
     Args:
@@ -56,6 +66,19 @@ class HitGuard:
         negation: reject when only one side is negated.
         opposites: reject when one side has a word and the other its opposite (``enable``/``disable``,
             ``legal``/``illegal``).
+        audience: reject an audience or role swap (``children``/``adults``, ``buyer``/``seller``,
+            ``landlord``/``tenant``, ``employer``/``employee``, ``patient``/``doctor`` ...), and an age or
+            pregnancy audience on one side only (``dose for children`` vs ``dose``).
+        order: reject different order or direction words (``ascending``/``descending``, ``before``/``after``,
+            ``first``/``last``, ``oldest``/``newest``, ``top``/``bottom``, ``import``/``export``,
+            ``upload``/``download``, ``inbound``/``outbound`` ...).
+        comparatives: reject comparatives and superlatives of opposite sense (``largest``/``smallest``,
+            ``more``/``fewer``, ``cheaper``/``more expensive``, ``fastest``/``slowest``, ``best``/``worst``,
+            ``higher``/``lower``, ``maximum``/``minimum`` ...).
+        scope: reject a different scope (``free``/``paid`` tier, ``online``/``in store``, ``domestic``/
+            ``international`` -- also on one side only --, ``personal``/``business`` account,
+            ``monthly``/``annual``, ``mobile``/``desktop``, ``standard``/``express`` shipping ...).
+            The words of these four classes are data: ``_guard_data/word_classes.txt``.
         entities: reject when *both* sides have an entity-like word (capitalised mid-sentence, acronym,
             letters+digits) the other side lacks.
         direction: reject ``from A to B`` vs ``from B to A``.
@@ -70,6 +93,10 @@ class HitGuard:
         GuardVerdict(ok=False, reason='number: 5/10')
         >>> g.check("Is coffee bad for you?", "Is coffee not bad for you?").reason
         'negation'
+        >>> g.check("Max daily dose of paracetamol for children?", "Max daily dose of paracetamol for adults?").reason
+        'audience: child/adult'
+        >>> g.check("How do I sort ascending?", "How do I sort descending?").reason
+        'order: ascending/descending'
         >>> HitGuard(model=False).check("What is your return policy?", "How do I return an item?").ok
         True
     """
@@ -82,6 +109,10 @@ class HitGuard:
         units: bool = True,
         negation: bool = True,
         opposites: bool = True,
+        audience: bool = True,
+        order: bool = True,
+        comparatives: bool = True,
+        scope: bool = True,
         entities: bool = True,
         direction: bool = True,
         model: PairModel | bool | None = True,
@@ -92,6 +123,10 @@ class HitGuard:
         self.units = units
         self.negation = negation
         self.opposites = opposites
+        self.audience = audience
+        self.order = order
+        self.comparatives = comparatives
+        self.scope = scope
         self.entities = entities
         self.direction = direction
         if model is True:
@@ -111,11 +146,7 @@ class HitGuard:
         self.model_cutoff = model_cutoff
 
     def __repr__(self) -> str:
-        flags = [
-            n
-            for n in ("numbers", "dates", "units", "negation", "opposites", "entities", "direction")
-            if getattr(self, n)
-        ]
+        flags = [n for n in _RULES if getattr(self, n)]
         cut = (
             self.model_cutoff
             if self.model_cutoff is not None
@@ -147,6 +178,19 @@ class HitGuard:
             reason = opposite_words(only_a, only_b, a, b)
             if reason:
                 return GuardVerdict(False, reason)
+        classes = {
+            c
+            for c, on in (
+                ("audience", self.audience),
+                ("order", self.order),
+                ("comparative", self.comparatives),
+                ("scope", self.scope),
+            )
+            if on
+        }
+        reason = class_difference(a, b, classes)
+        if reason:
+            return GuardVerdict(False, reason)
         if self.entities:
             ea = a.entities - b.all_stems
             eb = b.entities - a.all_stems

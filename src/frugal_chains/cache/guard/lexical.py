@@ -1,6 +1,9 @@
 """What the hit guard reads in a question: tokens, stemmed content words, numbers (``two`` = ``2``), dates, units
 and currencies, negation, entity-like words and question words (:func:`parse_question`); word rarity; opposites
-(``enable``/``disable``, ``legal``/``illegal``) and swapped directions (``from A to B`` vs ``from B to A``)."""
+(``enable``/``disable``, ``legal``/``illegal``); swapped directions (``from A to B`` vs ``from B to A``); and the word
+classes of ``_guard_data/word_classes.txt`` -- audience and roles (children / adults, buyer / seller), order and
+direction (ascending / descending, before / after), comparatives and superlatives (largest / smallest, cheaper /
+more expensive) and scope (free / paid tier, online / in store) -- compared by :func:`class_difference`."""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from importlib import resources
 
 __all__ = [
     "DATA_PACKAGE",
+    "WORD_CLASSES",
     "ParsedQuestion",
+    "class_difference",
+    "class_values",
     "direction_swapped",
     "fold",
     "opposite_words",
@@ -301,3 +307,141 @@ def direction_swapped(a: str, b: str) -> bool:
     a1, a2 = _stem(ma.group(1).split()[-1]), _stem(ma.group(2))
     b1, b2 = _stem(mb.group(1).split()[-1]), _stem(mb.group(2))
     return a1 == b2 and a2 == b1 and a1 != a2
+
+
+# --------------------------------------------------------------------------------------------------
+# word classes: audience, order, comparative, scope (data: _guard_data/word_classes.txt)
+# --------------------------------------------------------------------------------------------------
+
+#: The word classes :func:`class_difference` compares, in the order they are checked.
+WORD_CLASSES: tuple[str, ...] = ("audience", "order", "comparative", "scope")
+
+
+@dataclass(frozen=True)
+class _Group:
+    cls: str
+    name: str
+    one_sided: bool
+
+
+@dataclass(frozen=True)
+class _WordClassTable:
+    groups: tuple[_Group, ...]
+    phrases: dict[tuple[str, ...], tuple[int, str] | None]  # phrase -> (group index, value); None = shadow
+    longest: int
+
+
+def _parse_word_classes(text: str) -> _WordClassTable:
+    groups: list[_Group] = []
+    phrases: dict[tuple[str, ...], tuple[int, str] | None] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            parts = line.strip("[]").split()
+            if (
+                len(parts) not in (2, 3)
+                or parts[0] not in WORD_CLASSES
+                or parts[2:] not in ([], ["one-sided"])
+            ):
+                raise ValueError(f"word_classes.txt line {lineno}: bad group header {raw!r}")
+            groups.append(_Group(parts[0], parts[1], len(parts) == 3))
+            continue
+        value, sep, words = line.partition(":")
+        if not sep or not groups:
+            raise ValueError(f"word_classes.txt line {lineno}: expected 'value: word, word' under a [group]")
+        target = None if value.strip() == "-" else (len(groups) - 1, value.strip())
+        for entry in words.split(","):
+            phrase = tuple(_WORD.findall(fold(entry)))
+            if not phrase:
+                continue
+            if phrase in phrases and phrases[phrase] != target:
+                raise ValueError(f"word_classes.txt line {lineno}: {' '.join(phrase)!r} is listed twice")
+            phrases[phrase] = target
+    return _WordClassTable(tuple(groups), phrases, max((len(p) for p in phrases), default=1))
+
+
+@lru_cache(maxsize=1)
+def _word_classes() -> _WordClassTable:
+    return _parse_word_classes(resources.files(DATA_PACKAGE).joinpath("word_classes.txt").read_text("utf-8"))
+
+
+@lru_cache(maxsize=4096)
+def _class_values(tokens: tuple[str, ...]) -> dict[int, tuple[str, ...]]:
+    """Group index -> the values named, in order of first appearance."""
+    table = _word_classes()
+    found: dict[int, list[str]] = {}
+    i = 0
+    while i < len(tokens):
+        for n in range(min(table.longest, len(tokens) - i), 0, -1):
+            phrase = tokens[i : i + n]
+            if phrase in table.phrases:
+                hit = table.phrases[phrase]
+                if hit is not None and hit[1] not in found.setdefault(hit[0], []):
+                    found[hit[0]].append(hit[1])
+                i += n
+                break
+        else:
+            i += 1
+    return {g: tuple(v) for g, v in found.items()}
+
+
+def class_values(text: str) -> dict[str, frozenset[str]]:
+    """The word-class values a question names, by ``"class group"`` (longest phrase first, whole tokens).
+
+    Example:
+        >>> class_values("What is the maximum daily dose of paracetamol for children?")
+        {'audience age': frozenset({'child'}), 'comparative magnitude': frozenset({'large'})}
+        >>> class_values("Which shipping option is more expensive?")
+        {'comparative price': frozenset({'expensive'})}
+    """
+    groups = _word_classes().groups
+    found = _class_values(parse_question(text).tokens)
+    return {f"{groups[g].cls} {groups[g].name}": frozenset(v) for g, v in sorted(found.items())}
+
+
+def class_difference(a: ParsedQuestion, b: ParsedQuestion, classes: frozenset[str] | set[str]) -> str | None:
+    """``"<class>: <values>/<values>"`` when the two questions name different values of a word-class group
+    (``"audience: child/adult"``, ``"order: ascending/descending"``), else ``None``.
+
+    A group fires when each side names a value the other does not; a *one-sided* group (age, pregnancy,
+    domestic / international) also fires when only one side names one (``-`` stands for none); an audience
+    group also fires when both sides name the same roles in another order (``guest ... host`` vs ``host ...
+    guest``).
+
+    Args:
+        a: the parsed incoming question.
+        b: the parsed cached question.
+        classes: which classes to compare, from :data:`WORD_CLASSES`.
+
+    Example:
+        >>> q = parse_question
+        >>> class_difference(q("sort ascending"), q("sort descending"), {"order"})
+        'order: ascending/descending'
+        >>> class_difference(q("Dose of ibuprofen for kids?"), q("Dose of ibuprofen?"), {"audience"})
+        'audience: child/-'
+        >>> class_difference(q("Ibuprofen dose for kids?"), q("Ibuprofen dose for children?"), {"audience"}) is None
+        True
+    """
+    if not classes:
+        return None
+    groups = _word_classes().groups
+    va, vb = _class_values(a.tokens), _class_values(b.tokens)
+    for cls in WORD_CLASSES:
+        if cls not in classes:
+            continue
+        for g, group in enumerate(groups):
+            if group.cls != cls:
+                continue
+            xa, xb = va.get(g, ()), vb.get(g, ())
+            if set(xa) == set(xb):
+                if cls == "audience" and len(xa) > 1 and xa != xb:
+                    return f"{cls}: {','.join(xa)}/{','.join(xb)}"
+                continue
+            if xa and xb and (set(xa) <= set(xb) or set(xb) <= set(xa)):
+                continue  # "best and worst" vs "worst": one side adds a value, none is swapped
+            if not group.one_sided and not (xa and xb):
+                continue
+            return f"{cls}: {','.join(sorted(xa)) or '-'}/{','.join(sorted(xb)) or '-'}"
+    return None

@@ -13,6 +13,8 @@ import frugal_chains.budget
 import frugal_chains.langchain
 
 EXPECTED_ROOT = [
+    "QuestionKey",
+    "SelectedQuestion",
     "AnswerCache",
     "Cascade",
     "Attribution",
@@ -46,6 +48,7 @@ EXPECTED_LANGCHAIN = [
     "TokenBudgetHandler",
     "budget_scope",
     "is_wrapper_run",
+    "question_key_from",
     "usage_from_message",
     "with_cache",
 ]
@@ -65,6 +68,8 @@ EXPECTED_BUDGET = [
 
 
 EXPECTED_CACHE = [
+    "QuestionKey",
+    "SelectedQuestion",
     "AnswerCache",
     "CacheEntry",
     "CacheRequest",
@@ -86,6 +91,8 @@ EXPECTED_CACHE = [
     "normalize",
 ]
 EXPECTED_ROUTING = [
+    "QuestionKey",
+    "SelectedQuestion",
     "ASampler",
     "Attempt",
     "CallableGate",
@@ -219,6 +226,7 @@ def test_adapter_exports_pinned() -> None:
         "LLMNotAttachedWarning",
         "TokenBudgetHandler",
         "configure",
+        "question_key_from",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)

@@ -26,6 +26,7 @@ from frugal_chains.langchain.budget import (
 from frugal_chains.langchain.cache import SemanticCache
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
+from frugal_chains.langchain.question import question_key_from
 
 __all__ = [
     "CachedChatModel",
@@ -36,6 +37,7 @@ __all__ = [
     "budget_scope",
     "child_callbacks",
     "is_wrapper_run",
+    "question_key_from",
     "usage_from_message",
     "with_cache",
 ]

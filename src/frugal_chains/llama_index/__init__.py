@@ -23,6 +23,7 @@ from frugal_chains.llama_index.attachment import BudgetNotAttachedWarning, LLMNo
 from frugal_chains.llama_index.budget import TokenBudgetHandler
 from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cascade import CascadeLLM
+from frugal_chains.llama_index.question import question_key_from
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LLMNotAttachedWarning",
     "TokenBudgetHandler",
     "configure",
+    "question_key_from",
 ]
 
 

@@ -179,9 +179,9 @@ class CacheRequest:
             >>> from frugal_chains.cache import CacheRequest
             >>> def rag(q, passages):
             ...     return [{"role": "system", "content": "Use the following pieces of retrieved context to answer."
-            ...              "\n\n" + passages}, {"role": "user", "content": q}]
+            ...              "\\n\\n" + passages}, {"role": "user", "content": q}]
             >>> a = CacheRequest.from_messages(rag("Do you ship to Canada?", "We ship worldwide."))
-            >>> b = CacheRequest.from_messages(rag("Do you ship to Canada?", "We ship  worldwide.\n"))
+            >>> b = CacheRequest.from_messages(rag("Do you ship to Canada?", "We ship  worldwide.\\n"))
             >>> c = CacheRequest.from_messages(rag("Do you ship to Canada?", "EU only."))
             >>> a.partition == b.partition, a.partition == c.partition
             (True, False)

@@ -286,7 +286,15 @@ class QuestionKeyStats:
 
 @dataclass(frozen=True)
 class Selection:
-    """A :class:`SelectedQuestion` with where it sits in the conversation (for the cache and the router)."""
+    """A :class:`SelectedQuestion` with where it sits in the conversation (for the cache and the router).
+
+    Example:
+        >>> from frugal_chains.shared.question import QuestionKey
+        >>> sel = QuestionKey().selection([{"role": "system", "content": "Be brief."},
+        ...                                {"role": "user", "content": "Hi?"}])
+        >>> sel.question_index, dict(sel.consumed), sel.selected.question
+        (1, {}, 'Hi?')
+    """
 
     selected: SelectedQuestion
     question_index: int | None

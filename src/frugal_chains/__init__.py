@@ -18,6 +18,8 @@ from frugal_chains._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "SelectedQuestion": ".shared.question",
+    "QuestionKey": ".shared.question",
     "AnswerCache": ".cache.core",
     "Attribution": ".accounting.usage",
     "Budget": ".budget.budget",
@@ -104,3 +106,5 @@ if TYPE_CHECKING:
     from frugal_chains.scopes import ScopedThreadPoolExecutor as ScopedThreadPoolExecutor
     from frugal_chains.scopes import ScopeNotPropagatedWarning as ScopeNotPropagatedWarning
     from frugal_chains.scopes import carry_scopes as carry_scopes
+    from frugal_chains.shared.question import QuestionKey as QuestionKey
+    from frugal_chains.shared.question import SelectedQuestion as SelectedQuestion

@@ -13,6 +13,8 @@ import frugal_chains.budget
 import frugal_chains.langchain
 
 EXPECTED_ROOT = [
+    "QuestionKey",
+    "SelectedQuestion",
     "AnswerCache",
     "Cascade",
     "Attribution",
@@ -48,6 +50,7 @@ EXPECTED_LANGCHAIN = [
     "budget_scope",
     "is_wrapper_run",
     "judge_verifier",
+    "question_key_from",
     "usage_from_message",
     "cache_chain",
     "with_cache",
@@ -68,6 +71,8 @@ EXPECTED_BUDGET = [
 
 
 EXPECTED_CACHE = [
+    "QuestionKey",
+    "SelectedQuestion",
     "AnswerCache",
     "CacheEntry",
     "CacheRequest",
@@ -91,6 +96,8 @@ EXPECTED_CACHE = [
     "normalize",
 ]
 EXPECTED_ROUTING = [
+    "QuestionKey",
+    "SelectedQuestion",
     "ASampler",
     "Attempt",
     "CallableGate",
@@ -226,6 +233,7 @@ def test_adapter_exports_pinned() -> None:
         "TokenBudgetHandler",
         "configure",
         "judge_verifier",
+        "question_key_from",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)

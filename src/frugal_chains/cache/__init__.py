@@ -45,8 +45,12 @@ if TYPE_CHECKING:
     from frugal_chains.cache.scope import CacheScope as CacheScope
     from frugal_chains.cache.scope import cache_scope as cache_scope
     from frugal_chains.cache.scope import current_cache_scope as current_cache_scope
+    from frugal_chains.shared.question import QuestionKey as QuestionKey
+    from frugal_chains.shared.question import SelectedQuestion as SelectedQuestion
 
 _EXPORTS = {
+    "SelectedQuestion": "..shared.question",
+    "QuestionKey": "..shared.question",
     "AnswerCache": ".core",
     "CacheEntry": ".index",
     "CachePin": ".core",

@@ -45,6 +45,7 @@ from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.shared.backoff import Backoff
+from frugal_chains.shared.question import QuestionKey, as_question_key
 from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
@@ -407,6 +408,9 @@ class AnswerCache(SharedService):
         k: semantic candidates checked per lookup.
         ttl: seconds (or a timedelta) an entry lives; None: until evicted or invalidated.
         max_entries: size bound; the least recently used entries are evicted beyond it.
+        question_key: selects what the semantic tier compares in the requests the LangChain and LlamaIndex
+            adapters build: a :class:`~frugal_chains.QuestionKey` (default ``QuestionKey()``: the last user turn,
+            with the question of a known RAG template taken from it and its passages hashed into the partition).
         version: part of every partition: bump it (``"kb-v4"``) and no older entry is served again.
         tags: tags written on every entry (for :meth:`invalidate`); ``cache_scope(tags=...)`` adds more.
         ledger: where a ``cache_hit`` :class:`~frugal_chains.accounting.CallRecord` with the USD saved is written.
@@ -458,6 +462,7 @@ class AnswerCache(SharedService):
         prices: PriceBook | Mapping[str, Price] | None = None,
         outage_backoff: float | timedelta = timedelta(seconds=1),
         tenant_required: bool = False,
+        question_key: QuestionKey | None = None,
     ) -> None:
         from frugal_chains.cache import guard as guard_mod
 
@@ -522,6 +527,8 @@ class AnswerCache(SharedService):
             raise ConfigurationError(
                 "bypass must be a function text -> reason | None, or False", field="bypass"
             )
+        self.question_key: QuestionKey = as_question_key(question_key)
+        """How the adapters select the question of a request (see :class:`~frugal_chains.QuestionKey`)."""
         self.index: VectorIndex = index
         self.semantic = semantic
         self.threshold = float(threshold)

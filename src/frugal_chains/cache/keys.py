@@ -1,6 +1,8 @@
 """What a cache lookup is made of: the question, and the exact partition everything else goes into.
 
-The semantic tier compares only the **last user turn** (the question). Everything else that shapes the answer is
+The semantic tier compares only the **question**: the last user turn, or, when the request is a known RAG
+template (or one of yours, see :class:`~frugal_chains.QuestionKey`), the template's question variable; the
+template itself and a hash of the retrieved passages are exact partition keys. Everything else that shapes the answer is
 an exact partition key: the model and its parameters (LangChain's ``llm_string``), the system prompt, every
 earlier turn, tools, non-text parts of the question (images), and the caller's :class:`CacheScope`. So "What is
 the refund window?" asked in two different conversations, under two system prompts or for two tenants never
@@ -24,6 +26,7 @@ from typing import Any
 from frugal_chains.cache.normalize import has_content, normalize
 from frugal_chains.cache.scope import CacheScope, current_cache_scope
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.question import QuestionKey, Selection, as_question_key
 
 __all__ = ["CacheRequest"]
 
@@ -79,7 +82,8 @@ class CacheRequest:
     """
 
     question: str
-    """The raw text compared by the semantic tier (the last user turn, or the whole plain prompt)."""
+    """The raw text compared by the semantic tier: the question the :class:`~frugal_chains.QuestionKey` selected
+    (the last user turn or the whole plain prompt, unless it is a filled template)."""
     context: str = ""
     """Canonical JSON of everything else that shapes the answer (hashed into the partition)."""
     llm_string: str = ""
@@ -126,9 +130,16 @@ class CacheRequest:
 
     @classmethod
     def from_prompt(
-        cls, prompt: str, *, llm_string: str = "", scope: CacheScope | None = None
+        cls,
+        prompt: str,
+        *,
+        llm_string: str = "",
+        scope: CacheScope | None = None,
+        question_key: QuestionKey | None = None,
     ) -> CacheRequest:
-        """A plain-text prompt (LLMs, not chat models): the whole prompt is the question.
+        """A plain-text prompt (LLMs, not chat models): the whole prompt is the question, unless it is a filled
+        RAG template (``question_key``, default :class:`~frugal_chains.QuestionKey` ()): then the template's
+        question is, and the template and its passages are exact keys.
 
         Example:
             >>> from frugal_chains.cache import CacheRequest
@@ -137,7 +148,15 @@ class CacheRequest:
         """
         if not isinstance(prompt, str):
             raise ConfigurationError(f"the prompt must be a str, got {type(prompt).__name__}", field="prompt")
-        return cls(question=prompt, llm_string=llm_string, scope=scope or current_cache_scope())
+        key = as_question_key(question_key)
+        sel = key.selection([{"role": "user", "content": prompt}])
+        rag = _rag_part(sel)
+        return cls(
+            question=prompt if rag is None else sel.selected.question,
+            context="" if rag is None else _canonical({"rag": rag}),
+            llm_string=llm_string,
+            scope=scope or current_cache_scope(),
+        )
 
     @classmethod
     def from_messages(
@@ -147,10 +166,28 @@ class CacheRequest:
         llm_string: str = "",
         tools: Sequence[Any] | None = None,
         scope: CacheScope | None = None,
+        question_key: QuestionKey | None = None,
     ) -> CacheRequest:
-        """A chat conversation in OpenAI format. The last message, if it is a user turn, is the question;
+        """A chat conversation in OpenAI format. The last message, if it is a user turn, holds the question;
         every other message (system prompt and earlier turns, exactly), the tools and any non-text part of the
         question go into the partition.
+
+        ``question_key`` (default :class:`~frugal_chains.QuestionKey` ()) selects the question: in a filled RAG
+        template it is the template's question variable, and the template and a hash of the passages go into the
+        partition instead (a system prompt holding passages: its instructions and the passages' hash). So the same
+        question over the same passages hits, a paraphrase over the same passages is compared by its question
+        alone, and other passages are another partition.
+
+        Example:
+            >>> from frugal_chains.cache import CacheRequest
+            >>> def rag(q, passages):
+            ...     return [{"role": "system", "content": "Use the following pieces of retrieved context to answer."
+            ...              "\\n\\n" + passages}, {"role": "user", "content": q}]
+            >>> a = CacheRequest.from_messages(rag("Do you ship to Canada?", "We ship worldwide."))
+            >>> b = CacheRequest.from_messages(rag("Do you ship to Canada?", "We ship  worldwide.\\n"))
+            >>> c = CacheRequest.from_messages(rag("Do you ship to Canada?", "EU only."))
+            >>> a.partition == b.partition, a.partition == c.partition
+            (True, False)
 
         Args:
             messages: ``[{"role": ..., "content": ...}, ...]`` (``langchain_core.messages.convert_to_openai_messages``
@@ -158,7 +195,9 @@ class CacheRequest:
             llm_string: the model and its parameters.
             tools: tool schemas offered to the model, when they are not already in ``llm_string``.
             scope: defaults to :func:`~frugal_chains.cache.current_cache_scope`.
+            question_key: selects the question (default: the last user turn, known RAG templates recognised).
         """
+        key = as_question_key(question_key)
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ConfigurationError(
                 "messages must be a list of OpenAI-format message dicts; use CacheRequest.from_prompt for text",
@@ -176,15 +215,25 @@ class CacheRequest:
             msgs.append(m)
         last = msgs[-1]
         earlier = [dict(m) for m in msgs[:-1]]
+        rag: dict[str, str] | None = None
         if last.get("role") == "user" and set(last) <= {"role", "content", "name"}:
             text, others = _split_content(last.get("content"))
             last_rest: dict[str, Any] = {"name": last.get("name"), "parts": others}
+            sel = key.selection(msgs)
+            rag = _rag_part(sel)
+            if rag is not None:
+                text = sel.selected.question
+                for i, skeleton in sel.consumed.items():  # passages in a system prompt: hashed in rag
+                    earlier[i] = {**earlier[i], "content": skeleton}
             # a text question is compared by meaning; an empty text with an image (say) is matched exactly
             question, semantic = text, bool(text.strip()) or not others
         else:
             question, semantic = _canonical(dict(last)), False
             last_rest = {}
-        context = _canonical({"earlier": earlier, "last": last_rest, "tools": list(tools or [])})
+        parts: dict[str, Any] = {"earlier": earlier, "last": last_rest, "tools": list(tools or [])}
+        if rag is not None:
+            parts["rag"] = rag  # only then: the partitions of bare questions are as they always were
+        context = _canonical(parts)
         return cls(
             question=question,
             context=context,
@@ -283,3 +332,12 @@ class CacheRequest:
             {"chain": name, "inputs": {str(k): v for k, v in rest.items()}, "version": version}
         )
         return cls(question=text, context=context, scope=scope or current_cache_scope())
+
+
+def _rag_part(sel: Selection) -> dict[str, str] | None:
+    """The template and passages' hash a selection adds to the partition; None for a bare question (its request
+    is the one it always was)."""
+    s = sel.selected
+    if s.source == "last_user_turn" and not s.template and not s.context_key:
+        return None
+    return {"source": s.source, "template": s.template, "context_key": s.context_key}

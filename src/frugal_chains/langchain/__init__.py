@@ -28,6 +28,7 @@ from frugal_chains.langchain.cached_chain import CachedChain, cache_chain
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
 from frugal_chains.langchain.judge import judge_verifier
+from frugal_chains.langchain.question import question_key_from
 
 __all__ = [
     "CachedChain",
@@ -41,6 +42,7 @@ __all__ = [
     "child_callbacks",
     "is_wrapper_run",
     "judge_verifier",
+    "question_key_from",
     "usage_from_message",
     "with_cache",
 ]

@@ -57,6 +57,7 @@ from frugal_chains.langchain._cache_first import Held, caller_attribution, held_
 from frugal_chains.langchain._streaming import carried_usage
 from frugal_chains.langchain.budget import usage_from_message
 from frugal_chains.metadata import cache_status, mark_cache_hit
+from frugal_chains.shared.question import QuestionKey
 from frugal_chains.shared.sharing import SharedService
 
 if TYPE_CHECKING:
@@ -129,24 +130,28 @@ def _openai_of(messages: Sequence[BaseMessage]) -> list[dict[str, Any]] | None:
     return [openai] if isinstance(openai, dict) else list(openai)
 
 
-def _request_from_messages(messages: Sequence[BaseMessage], llm_string: str) -> CacheRequest:
+def _request_from_messages(
+    messages: Sequence[BaseMessage], llm_string: str, question_key: QuestionKey | None = None
+) -> CacheRequest:
     """The cache request of a chat call (shared by :class:`SemanticCache` and ``CachedChatModel``, so both
     read and write the same entries)."""
     openai = _openai_of(messages)
     if openai is None:
         # a message LangChain cannot express in OpenAI format: exact tier on the serialised conversation
         return CacheRequest(question=dumps(list(messages)), llm_string=llm_string, semantic=False)
-    return CacheRequest.from_messages(openai, llm_string=llm_string)
+    return CacheRequest.from_messages(openai, llm_string=llm_string, question_key=question_key)
 
 
-def _parse_prompt(prompt: str, llm_string: str) -> tuple[CacheRequest, bool, list[BaseMessage] | None]:
+def _parse_prompt(
+    prompt: str, llm_string: str, question_key: QuestionKey | None = None
+) -> tuple[CacheRequest, bool, list[BaseMessage] | None]:
     """``(request, is_chat, messages)`` for a ``BaseCache`` call."""
     messages = _messages_of(prompt)
     if messages is not None:
-        return _request_from_messages(messages, llm_string), True, messages
+        return _request_from_messages(messages, llm_string, question_key), True, messages
     if _looks_serialised(prompt):
         return CacheRequest(question=prompt, llm_string=llm_string, semantic=False), True, None
-    return CacheRequest.from_prompt(prompt, llm_string=llm_string), False, None
+    return CacheRequest.from_prompt(prompt, llm_string=llm_string, question_key=question_key), False, None
 
 
 def _estimated_usage(
@@ -281,7 +286,8 @@ class SemanticCache(SharedService, BaseCache):
         **kwargs: :class:`~frugal_chains.cache.AnswerCache` options when no ``cache`` is given: ``embedder``
             (default: the offline MiniLM model), ``threshold``, ``guard``, ``verifier``, ``verify_band``,
             ``preset`` (``"strict"``: semantic hits only on the verifier's yes), ``ttl``, ``path`` (a SQLite file),
-            ``index``, ``ledger`` (where ``cache_hit`` records with the USD saved go), ``version``, ...
+            ``index``, ``ledger`` (where ``cache_hit`` records with the USD saved go), ``version``,
+            ``question_key`` (a :class:`~frugal_chains.QuestionKey`: what is compared in a RAG prompt), ...
 
     Example:
         >>> from langchain_core.globals import set_llm_cache
@@ -355,7 +361,7 @@ class SemanticCache(SharedService, BaseCache):
         """
         held = held_for_caller()
         with caller_attribution():  # the run's metadata: the hit's record and the tenant partition
-            request, chat, _messages = _parse_prompt(prompt, llm_string)
+            request, chat, _messages = _parse_prompt(prompt, llm_string, self._core.question_key)
             if held is not None:
                 served = self._served_pin(held, request, prompt, llm_string)
                 return _mark_hit(served[1], served[0], chat=chat)
@@ -368,7 +374,7 @@ class SemanticCache(SharedService, BaseCache):
         """Async :meth:`lookup`."""
         held = held_for_caller()
         with caller_attribution():
-            request, chat, _messages = _parse_prompt(prompt, llm_string)
+            request, chat, _messages = _parse_prompt(prompt, llm_string, self._core.question_key)
             if held is not None:
                 served = await self._aserved_pin(held, request, prompt, llm_string)
                 return _mark_hit(served[1], served[0], chat=chat)
@@ -380,7 +386,7 @@ class SemanticCache(SharedService, BaseCache):
     # -- answers held for calls a budget refused (see frugal_chains.langchain._cache_first) -----------------------
     def _pin(self, prompt: str, llm_string: str) -> CachePin[list[Generation]] | None:
         """The answer a lookup of ``prompt`` would serve now, pinned (nothing served or counted as a hit yet)."""
-        request, _chat, _messages = _parse_prompt(prompt, llm_string)
+        request, _chat, _messages = _parse_prompt(prompt, llm_string, self._core.question_key)
         pin = self._core.probe(request, decode=_decode_generations)
         return pin if pin is not None and pin.value else None
 
@@ -411,7 +417,7 @@ class SemanticCache(SharedService, BaseCache):
         """Store the generations LangChain got for ``prompt``. Empty answers and answers this cache served are
         not stored."""
         with caller_attribution():  # stored in the partition the run's lookups use
-            request, _chat, messages = _parse_prompt(prompt, llm_string)
+            request, _chat, messages = _parse_prompt(prompt, llm_string, self._core.question_key)
             encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
             if encoded is None:
                 return
@@ -420,7 +426,7 @@ class SemanticCache(SharedService, BaseCache):
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async :meth:`update`."""
         with caller_attribution():
-            request, _chat, messages = _parse_prompt(prompt, llm_string)
+            request, _chat, messages = _parse_prompt(prompt, llm_string, self._core.question_key)
             encoded = _encode_generations(return_val, llm_string, prompt if messages is None else messages)
             if encoded is None:
                 return

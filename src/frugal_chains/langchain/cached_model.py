@@ -65,6 +65,7 @@ from frugal_chains.langchain.cache import (
     _request_from_messages,
 )
 from frugal_chains.metadata import WRAPPER_KEY, mark_cache_bypass
+from frugal_chains.shared.question import QuestionKey, as_question_key
 
 __all__ = ["CachedChatModel", "with_cache"]
 
@@ -124,6 +125,9 @@ class CachedChatModel(ChildRunStreamingModel):
             ``AnswerCache()`` with the offline MiniLM embedder). The wrapper's own LangChain ``cache`` field
             stays ``False``: the wrapper does its own lookups. Do not give the wrapped model the same cache
             (its ``cache=`` field, or ``set_llm_cache``): every call would be looked up and stored twice.
+        question_key: a :class:`~frugal_chains.QuestionKey` selecting what is compared in a templated (RAG)
+            prompt (:func:`~frugal_chains.langchain.question_key_from` builds one from your prompt template);
+            default: the cache's.
 
     ``bind_tools`` and ``with_structured_output`` go through the wrapped model's ``bind_tools``; tool calls in
     cached answers round-trip. A hit costs nothing and is never refused by a budget; a miss is counted once, as
@@ -149,6 +153,8 @@ class CachedChatModel(ChildRunStreamingModel):
     """Where answers are looked up and stored (``cache=`` in the constructor)."""
     cache: BaseCache | bool | None = Field(default=False, exclude=True)
     """LangChain's own cache for this model: always ``False`` (the wrapper caches by itself)."""
+    question_key: QuestionKey | None = Field(default=None, exclude=True)
+    """What is compared in a templated (RAG) prompt; ``None``: the cache's own ``question_key``."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -169,6 +175,8 @@ class CachedChatModel(ChildRunStreamingModel):
             del data["answer_cache"]
         elif "answer_cache" in data:
             _core_of(data["answer_cache"])  # a wrong type raises ConfigurationError(field="cache")
+        if data.get("question_key") is not None:
+            data["question_key"] = as_question_key(data["question_key"])
         inner = data.get("model")
         if not isinstance(inner, BaseChatModel):
             raise ConfigurationError(
@@ -190,6 +198,11 @@ class CachedChatModel(ChildRunStreamingModel):
     def core(self) -> AnswerCache:
         """The framework-free cache underneath."""
         return _core_of(self.answer_cache)
+
+    @property
+    def selector(self) -> QuestionKey:
+        """The :class:`~frugal_chains.QuestionKey` in use: ``question_key``, else the cache's."""
+        return self.question_key if self.question_key is not None else self.core.question_key
 
     # -- identity: the wrapped model's -------------------------------------------------------------------------
     @property
@@ -295,7 +308,7 @@ class CachedChatModel(ChildRunStreamingModel):
         with manager_attribution(
             run_manager
         ):  # the run's metadata: the hit's record and the tenant partition
-            request = _request_from_messages(messages, llm_string)
+            request = _request_from_messages(messages, llm_string, self.selector)
             served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
         if served is not None:
             return ChatResult(generations=cast("list[ChatGeneration]", served))
@@ -319,7 +332,7 @@ class CachedChatModel(ChildRunStreamingModel):
         with manager_attribution(
             run_manager
         ):  # the run's metadata: the hit's record and the tenant partition
-            request = _request_from_messages(messages, llm_string)
+            request = _request_from_messages(messages, llm_string, self.selector)
             served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
         if served is not None:
             return ChatResult(generations=cast("list[ChatGeneration]", served))
@@ -346,7 +359,7 @@ class CachedChatModel(ChildRunStreamingModel):
         with manager_attribution(
             run_manager
         ):  # the run's metadata: the hit's record and the tenant partition
-            request = _request_from_messages(messages, llm_string)
+            request = _request_from_messages(messages, llm_string, self.selector)
             served = self._served(self.core.lookup_decoded(request, decode=_decode_generations))
         if served is not None:
             yield from _replay(served[0])
@@ -372,7 +385,7 @@ class CachedChatModel(ChildRunStreamingModel):
         with manager_attribution(
             run_manager
         ):  # the run's metadata: the hit's record and the tenant partition
-            request = _request_from_messages(messages, llm_string)
+            request = _request_from_messages(messages, llm_string, self.selector)
             served = self._served(await self.core.alookup_decoded(request, decode=_decode_generations))
         if served is not None:
             for chunk in _replay(served[0]):
@@ -432,8 +445,14 @@ def _usage_chunk(usage: UsageMetadata) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=carry_usage(AIMessageChunk(content="", chunk_position="last"), usage))
 
 
-def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None = None) -> CachedChatModel:
-    """``model`` behind a semantic answer cache (see :class:`CachedChatModel`).
+def with_cache(
+    model: BaseChatModel,
+    cache: SemanticCache | AnswerCache | None = None,
+    *,
+    question_key: QuestionKey | None = None,
+) -> CachedChatModel:
+    """``model`` behind a semantic answer cache (see :class:`CachedChatModel`); ``question_key`` selects what is
+    compared in a templated (RAG) prompt (default: the cache's).
 
     Example:
         >>> from frugal_chains.langchain.cache import SemanticCache
@@ -451,8 +470,8 @@ def with_cache(model: BaseChatModel, cache: SemanticCache | AnswerCache | None =
             field="model",
         )
     if cache is None:
-        return CachedChatModel(model=model)
-    return CachedChatModel(model=model, answer_cache=cache)
+        return CachedChatModel(model=model, question_key=question_key)
+    return CachedChatModel(model=model, answer_cache=cache, question_key=question_key)
 
 
 __getattr__ = deprecated_attributes(__name__, old_metadata_keys("WRAPPER_METADATA_KEY"))

@@ -235,6 +235,9 @@ class CascadeChatModel(ChildRunStreamingModel):
         name: the cascade's name: in ledger records (``extra["cascade"]``) and, as LangChain's run name, in
             traces (default ``"cascade"`` in records). ``cascade_name=`` is its deprecated predecessor: it names
             the ledger records only, and wins over ``name`` there.
+        question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer: what it scores in a templated
+            (RAG) prompt (:func:`~frugal_chains.langchain.question_key_from` builds one from your prompt
+            template). Default: the scorer's own, which recognises the common RAG templates.
 
     Example:
         >>> from frugal_chains.langchain import CascadeChatModel
@@ -269,6 +272,8 @@ class CascadeChatModel(ChildRunStreamingModel):
     """Prices for the cost in the metadata."""
     escalate_on: Callable[[BaseException], bool] | None = Field(default=None, exclude=True)
     """Which provider errors escalate."""
+    question_key: Any = Field(default=None, exclude=True)
+    """What the scorer scores in a templated prompt (``None``: the scorer's own selection)."""
     cascade_name: str | None = None
     """Deprecated: use ``name`` (which also names LangChain's run). When set, it names the ledger records only."""
     cache: BaseCache | bool | None = Field(default=False, exclude=True)
@@ -340,7 +345,9 @@ class CascadeChatModel(ChildRunStreamingModel):
             prices=data.get("prices"),
             escalate_on=data.get("escalate_on"),
             name=data.get("cascade_name") or data.get("name") or "cascade",
+            question_key=data.get("question_key"),
         )
+        data["scorer"] = engine.scorer
         data["stats"] = engine.stats
         data["policy"] = engine.policy
         super().__init__(**data)

@@ -25,6 +25,7 @@ from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cached_query_engine import CachedQueryEngine
 from frugal_chains.llama_index.cascade import CascadeLLM
 from frugal_chains.llama_index.judge import judge_verifier
+from frugal_chains.llama_index.question import question_key_from
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "TokenBudgetHandler",
     "configure",
     "judge_verifier",
+    "question_key_from",
 ]
 
 

@@ -68,6 +68,7 @@ from frugal_chains.llama_index._convert import (
     wrapper_event,
 )
 from frugal_chains.metadata import WRAPPER_KEY, mark_cache_bypass, mark_cache_hit
+from frugal_chains.shared.question import QuestionKey, as_question_key
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
 __all__ = ["CachedLLM"]
@@ -234,6 +235,10 @@ class CachedLLM(SharesCallbacks, LLM):
         cache: the :class:`~frugal_chains.cache.AnswerCache` (default: a new in-memory one with the offline
             MiniLM embedder). Its options (a ``verifier``, ``preset="strict"``) are set on it:
             ``CachedLLM(llm=llm, cache=AnswerCache(preset="strict", verifier=judge_verifier(judge_llm)))``.
+        question_key: a :class:`~frugal_chains.QuestionKey` selecting what is compared in a templated prompt
+            (:func:`~frugal_chains.llama_index.question_key_from` builds one from your prompt template); default:
+            the cache's, which recognises LlamaIndex's text-QA and refine prompts: the query is compared, the
+            retrieved context is an exact key.
 
     Everything LlamaIndex builds on ``chat``/``complete`` (``predict``, query and chat engines, streaming
     responses) goes through the cache. The wrapper does not implement LlamaIndex's function-calling API
@@ -259,6 +264,9 @@ class CachedLLM(SharesCallbacks, LLM):
 
     llm: LLM = Field(description="The LLM called on a miss.")
     cache: AnswerCache = Field(default_factory=AnswerCache, exclude=True, description="The answer cache.")
+    question_key: QuestionKey | None = Field(
+        default=None, exclude=True, description="What is compared in a templated prompt (None: the cache's)."
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -280,6 +288,8 @@ class CachedLLM(SharesCallbacks, LLM):
             cache = core
         if cache is not None:
             kwargs["cache"] = cache
+        if kwargs.get("question_key") is not None:
+            kwargs["question_key"] = as_question_key(kwargs["question_key"])
         # The wrapper formats prompts as the wrapped LLM would (predict() formats before calling complete()).
         for name in (
             "system_prompt",
@@ -308,6 +318,11 @@ class CachedLLM(SharesCallbacks, LLM):
     def core(self) -> AnswerCache:
         """The framework-free cache underneath (the ``cache=`` given)."""
         return self.cache
+
+    @property
+    def selector(self) -> QuestionKey:
+        """The :class:`~frugal_chains.QuestionKey` in use: ``question_key``, else the cache's."""
+        return self.question_key if self.question_key is not None else self.cache.question_key
 
     @classmethod
     def class_name(cls) -> str:
@@ -353,7 +368,7 @@ class CachedLLM(SharesCallbacks, LLM):
             openai = [_key_message(m) for m in messages]
         except _Unstable:
             return None
-        return CacheRequest.from_messages(openai, llm_string=llm_string)
+        return CacheRequest.from_messages(openai, llm_string=llm_string, question_key=self.selector)
 
     def _completion_request(
         self, prompt: str, formatted: bool, kwargs: Mapping[str, Any]
@@ -361,7 +376,7 @@ class CachedLLM(SharesCallbacks, LLM):
         llm_string = self._llm_string("complete" if not formatted else "complete-formatted", kwargs)
         if llm_string is None or not isinstance(prompt, str):
             return None
-        return CacheRequest.from_prompt(prompt, llm_string=llm_string)
+        return CacheRequest.from_prompt(prompt, llm_string=llm_string, question_key=self.selector)
 
     def _model_and_usage(
         self, response: Any, prompt: str | list[dict[str, Any]]

@@ -337,6 +337,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         escalate_on: which provider errors escalate (default: rate limits, timeouts, connection and server
             errors, context overflow); any other error propagates at once.
         name: the cascade's name in ledger records.
+        question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer: what it scores in a templated
+            prompt (:func:`~frugal_chains.llama_index.question_key_from` builds one from your prompt template).
+            Default: the scorer's own, which recognises LlamaIndex's text-QA and refine prompts.
 
     ``metadata``: the smallest tier's ``context_window`` and the largest ``num_output`` (a prompt sized for the
     cascade fits every tier), ``is_chat_model`` / ``is_function_calling_model`` when every tier is one, and
@@ -373,6 +376,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
     prices: Any = Field(default=None, exclude=True, description="Prices for the cost in the metadata.")
     escalate_on: Any = Field(default=None, exclude=True, description="Which provider errors escalate.")
     name: str = Field(default="cascade", description="The cascade's name in ledger records.")
+    question_key: Any = Field(
+        default=None, exclude=True, description="What the scorer scores in a templated prompt."
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -393,6 +399,7 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         prices: Any = None,
         escalate_on: Callable[[BaseException], bool] | None = None,
         name: str = "cascade",
+        question_key: Any = None,
         **kwargs: Any,
     ) -> None:
         from frugal_chains.routing.gates import resolve_gates
@@ -441,7 +448,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
             prices=prices,
             escalate_on=escalate_on,
             name=name,
+            question_key=question_key,
         )
+        scorer = engine.scorer
         explicit_manager = kwargs.get("callback_manager") is not None
         if not explicit_manager:
             kwargs["callback_manager"] = _shared_manager(tier_list)
@@ -457,6 +466,7 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
             prices=prices,
             escalate_on=escalate_on,
             name=name,
+            question_key=question_key,
             **kwargs,
         )
         self._engine = engine

@@ -40,6 +40,7 @@ from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cascade import CascadeLLM
 from frugal_chains.routing.policy import RoutingPolicy
 from frugal_chains.routing.stats import RouterStats
+from frugal_chains.shared.question import QuestionKey, as_question_key
 
 __all__ = ["FrugalSettings", "configure"]
 
@@ -325,6 +326,7 @@ def configure(
     gates: Any = None,
     policy: RoutingPolicy | None = None,
     cache: AnswerCache | Any | None = None,
+    question_key: QuestionKey | None = None,
     budgets: Sequence[Budget] | Budget = (),
     feature: str | None = None,
     attribution: Attribution | None = None,
@@ -343,6 +345,9 @@ def configure(
         cache: an :class:`~frugal_chains.cache.AnswerCache` (or a LangChain ``SemanticCache``, whose core is
             used): the LLM is wrapped in a :class:`~frugal_chains.llama_index.CachedLLM`. A cache built without
             ``ledger=``/``prices=`` gets the handler's (hits and the USD they saved go to the same ledger).
+        question_key: a :class:`~frugal_chains.QuestionKey` for the cache and the cascade's scorer: what the
+            user asked in a templated prompt (default: the cache's, and the scorer's own; both recognise
+            LlamaIndex's text-QA and refine prompts).
         budgets: the :class:`~frugal_chains.Budget` limits (none: every call is only priced and recorded).
         feature: the feature every call is attributed to unless an ``attribute(...)`` block says otherwise.
         attribution: more defaults (``frugal_chains.Attribution``: feature, user, tenant, tags; not a task).
@@ -405,6 +410,13 @@ def configure(
                     raise ConfigurationError(
                         f"{name} is a cascade option: pass tiers=[cheap, strong] with it", field=name
                     )
+        if question_key is not None:
+            question_key = as_question_key(question_key)
+            if cache is None and tiers is None:
+                raise ConfigurationError(
+                    "question_key selects the question for a cache or a cascade: pass cache= or tiers= with it",
+                    field="question_key",
+                )
         defaults = _defaults(feature, attribution)
         if isinstance(budgets, (str, bytes, Mapping)):
             raise ConfigurationError(
@@ -422,6 +434,7 @@ def configure(
                 policy=policy,
                 ledger=handler.ledger,
                 prices=shared_prices,
+                question_key=question_key,
             )
         base: LLM | None = cascade if cascade is not None else llm
         answer_cache: AnswerCache | None = None
@@ -435,7 +448,7 @@ def configure(
                 )
         top: LLM | None = base
         if answer_cache is not None and base is not None:
-            top = CachedLLM(llm=base, cache=answer_cache)
+            top = CachedLLM(llm=base, cache=answer_cache, question_key=question_key)
 
         # -- apply ---------------------------------------------------------------------------------------------
         outer = _active if _active is not None and _active._entered else None

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from frugal_chains._lazy import lazy_exports
 
 _EXPORTS = {
+    "SelectedQuestion": "..shared.question",
+    "QuestionKey": "..shared.question",
     "ASampler": ".types",
     "Attempt": ".types",
     "CallableGate": ".gates",
@@ -96,3 +98,5 @@ if TYPE_CHECKING:
     from frugal_chains.routing.types import Scorer as Scorer
     from frugal_chains.routing.types import TierAnswer as TierAnswer
     from frugal_chains.routing.verifier import TrainedVerifier as TrainedVerifier
+    from frugal_chains.shared.question import QuestionKey as QuestionKey
+    from frugal_chains.shared.question import SelectedQuestion as SelectedQuestion

@@ -71,6 +71,7 @@ from frugal_chains.routing.types import (
     Scorer,
     TierAnswer,
 )
+from frugal_chains.shared.question import QuestionKey, as_question_key
 from frugal_chains.shared.sharing import SharedService
 from frugal_chains.shared.streams import aclose_stream, close_stream
 
@@ -107,6 +108,26 @@ _STOPS = (BudgetExceededError, ConfigurationError, LedgerUnavailableError)
 (a judge, a sample), its ledger is unreachable, or the gate or its judge is misconfigured (an unpriced judge
 model under a USD budget, an async gate on a sync path). Counted as a failed gate, each would escalate every
 request silently."""
+
+
+def _scorer_with_question_key(scorer: Scorer | None, question_key: Any) -> Scorer | None:
+    key = as_question_key(question_key)
+    if scorer is None:
+        return None
+    rebind = getattr(scorer, "with_question_key", None)
+    if not callable(rebind):
+        raise ConfigurationError(
+            f"question_key is handed to the scorer, but {type(scorer).__name__} has no with_question_key(key): "
+            "select the question in your scorer, or drop question_key=",
+            field="question_key",
+        )
+    out = rebind(key)
+    if not isinstance(out, Scorer):
+        raise ConfigurationError(
+            f"{type(scorer).__name__}.with_question_key returned {type(out).__name__}, not a scorer",
+            field="question_key",
+        )
+    return out
 
 
 def default_escalates(error: BaseException) -> bool:
@@ -245,6 +266,10 @@ class Cascade(SharedService):
             (unknown, not $0), and so every sum it is part of.
         escalate_on: which provider errors move to the next tier (default :func:`default_escalates`).
         name: recorded in the ledger record (``extra["cascade"]``).
+        question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer (its ``with_question_key``):
+            what it scores in a templated (RAG) prompt. ``None``: the scorer's own (the built-in scorers
+            recognise the known RAG templates by default). A scorer without ``with_question_key`` raises
+            :class:`~frugal_chains.errors.ConfigurationError` (``field="question_key"``).
 
     Example:
         >>> from frugal_chains.routing import Cascade, RegexGate, TierSpec, TierAnswer
@@ -268,6 +293,7 @@ class Cascade(SharedService):
         prices: PriceBook | Mapping[str, Price] | None = None,
         escalate_on: Callable[[BaseException], bool] | None = None,
         name: str = "cascade",
+        question_key: QuestionKey | None = None,
     ) -> None:
         tiers = list(tiers)
         if len(tiers) < 2:
@@ -287,6 +313,8 @@ class Cascade(SharedService):
                 f"scorer must implement the Scorer protocol (name, score, ascore), got {type(scorer).__name__}",
                 field="scorer",
             )
+        if question_key is not None:
+            scorer = _scorer_with_question_key(scorer, question_key)
         for g in gates:
             if not isinstance(g, QualityGate):
                 raise ConfigurationError(

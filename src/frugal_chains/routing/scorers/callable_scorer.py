@@ -11,6 +11,7 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.scorers.inputs import Conversation, as_messages
 from frugal_chains.routing.types import Message
 from frugal_chains.shared.bridge import callable_name, is_async_callable, loop_running
+from frugal_chains.shared.question import QuestionKey, as_question_key
 
 __all__ = ["CallableScorer"]
 
@@ -27,6 +28,8 @@ class CallableScorer:
     Args:
         fn: the function; it receives the OpenAI-format message list.
         name: shown in metadata and errors (default: the function's name).
+        question_key: when given, ``fn`` receives :meth:`QuestionKey.view <frugal_chains.QuestionKey.view>` of the
+            conversation (the question in place of a filled RAG template); default: the conversation as it is.
 
     Example:
         >>> from frugal_chains.routing import CallableScorer
@@ -41,7 +44,11 @@ class CallableScorer:
     """
 
     def __init__(
-        self, fn: Callable[[Sequence[Message]], float | Awaitable[float]], name: str | None = None
+        self,
+        fn: Callable[[Sequence[Message]], float | Awaitable[float]],
+        name: str | None = None,
+        *,
+        question_key: QuestionKey | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(
@@ -55,6 +62,21 @@ class CallableScorer:
         self._fn = fn
         self._name = name
         self._async = is_async_callable(fn)
+        self._question_key = None if question_key is None else as_question_key(question_key)
+
+    @property
+    def question_key(self) -> QuestionKey | None:
+        """The key whose view of the conversation ``fn`` receives (None: the conversation as it is)."""
+        return self._question_key
+
+    def with_question_key(self, question_key: QuestionKey | None) -> CallableScorer:
+        """The same function, receiving ``question_key``'s view of the conversation (the question in place of the
+        filled template)."""
+        return type(self)(self._fn, self._name, question_key=question_key)
+
+    def _messages(self, messages: Conversation) -> Sequence[Message]:
+        msgs = as_messages(messages, "messages")
+        return msgs if self._question_key is None else self._question_key.view(msgs)
 
     @property
     def name(self) -> str:
@@ -82,7 +104,7 @@ class CallableScorer:
 
     def score(self, messages: Conversation) -> float:
         """Call the function (see the class docstring for async functions)."""
-        msgs = as_messages(messages, "messages")
+        msgs = self._messages(messages)
         if self._async and loop_running():
             raise ConfigurationError(
                 f"scorer {self._name!r} is async and an event loop is running: use ascore() (ainvoke/astream) "
@@ -107,7 +129,7 @@ class CallableScorer:
 
     async def ascore(self, messages: Conversation) -> float:
         """Await (or call) the function."""
-        msgs = as_messages(messages, "messages")
+        msgs = self._messages(messages)
         result: Any = self._fn(msgs)
         if inspect.isawaitable(result):
             result = await result

@@ -32,6 +32,7 @@ from frugal_chains.routing.scorers.lexicon import (
     word_counts,
 )
 from frugal_chains.routing.types import content_text
+from frugal_chains.shared.question import QuestionKey, as_question_key
 
 __all__ = ["HeuristicScorer"]
 
@@ -95,6 +96,10 @@ class HeuristicScorer:
         weights: overrides for some of the weights above (the others keep their defaults); an unknown name
             raises :class:`~frugal_chains.errors.ConfigurationError` (``field="weights"``).
         bias: the intercept (default -2.2: a short question without any hard signal scores below 0.2).
+        question_key: selects what "the last user turn" is (default :class:`~frugal_chains.QuestionKey` ()): in a
+            known RAG template (LlamaIndex's text-QA and refine prompts, LangChain's RAG prompts) the features are
+            those of the question, not of the template and its passages, so a templated question scores as the
+            bare one.
 
     :meth:`features` returns the feature values, to explain a score or to fit your own weights.
 
@@ -116,7 +121,13 @@ class HeuristicScorer:
     """The default weight of each feature (read-only)."""
     DEFAULT_BIAS: float = _DEFAULT_BIAS
 
-    def __init__(self, *, weights: Mapping[str, float] | None = None, bias: float = _DEFAULT_BIAS) -> None:
+    def __init__(
+        self,
+        *,
+        weights: Mapping[str, float] | None = None,
+        bias: float = _DEFAULT_BIAS,
+        question_key: QuestionKey | None = None,
+    ) -> None:
         merged = dict(_DEFAULT_WEIGHTS)
         if weights is not None:
             if not isinstance(weights, Mapping):
@@ -135,6 +146,16 @@ class HeuristicScorer:
         self._weights = merged
         self._bias = finite(bias, "bias")
         self._items = tuple(merged.items())
+        self._question_key = as_question_key(question_key)
+
+    @property
+    def question_key(self) -> QuestionKey:
+        """What is scored: the question the :class:`~frugal_chains.QuestionKey` selects from the last user turn."""
+        return self._question_key
+
+    def with_question_key(self, question_key: QuestionKey | None) -> HeuristicScorer:
+        """The same weights, selecting the question with ``question_key`` (the cascade's ``question_key=``)."""
+        return type(self)(weights=self._weights, bias=self._bias, question_key=question_key)
 
     @property
     def name(self) -> str:
@@ -162,7 +183,7 @@ class HeuristicScorer:
             >>> f["reasoning"], f["multi_part"], f["code"]
             (1.0, 0.0, 0.0)
         """
-        msgs = as_messages(messages, "messages")
+        msgs = self._question_key.view(as_messages(messages, "messages"))
         users: list[str] = []
         earlier_chars = 0
         tool_events = 0

@@ -13,6 +13,7 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.routing.scorers.inputs import Conversation, as_messages, finite
 from frugal_chains.routing.types import Message, user_turns
 from frugal_chains.shared.logistic import AUTO_FOLDS, L2_GRID, Logistic, choose_l2, fit_logistic
+from frugal_chains.shared.question import QuestionKey, as_question_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,9 +28,9 @@ _FEATURES = "last_turn+mean_earlier_user_turns+log1p_chars+log1p_user_turns"
 _KIND_SCORER = "frugal_chains.routing.TrainedScorer"
 
 
-def _turn_texts(messages: Sequence[Message]) -> tuple[str, list[str], int]:
-    """(last user turn, up to 8 earlier user turns, number of user turns)."""
-    turns = user_turns(messages)
+def _turn_texts(messages: Sequence[Message], key: QuestionKey) -> tuple[str, list[str], int]:
+    """(the question of the last user turn, up to 8 earlier user turns, number of user turns)."""
+    turns = user_turns(key.view(messages))
     if not turns:
         return "", [], 0
     return turns[-1], turns[:-1][-_MAX_EARLIER_TURNS:], len(turns)
@@ -44,7 +45,8 @@ def _check_int(value: Any, field: str, minimum: int) -> int:
 class TrainedScorer:
     """An embedding classifier fit on **your own** outcomes: which tier was good enough for each request.
 
-    Features of a conversation: the embedding of the last user turn, the mean embedding of up to 8 earlier user
+    Features of a conversation: the embedding of the question (the last user turn, or the question of a RAG
+    template in it: see ``question_key``), the mean embedding of up to 8 earlier user
     turns (zeros for a single turn), ``log(1 + characters of the last turn)`` and ``log(1 + number of user turns)``.
     It sees only the conversation. An ordinal model: one L2 logistic regression per tier boundary ``b`` estimates
     ``P(label > b)`` (the cheapest good-enough tier is above ``b``); :meth:`score` is their mean, i.e. the
@@ -64,6 +66,9 @@ class TrainedScorer:
         embedder_name: the name of the embedder the models were fit with (checked against ``embedder``).
         embedder_dim: its vector size (checked too).
         meta: provenance (number of examples, label counts, ``l2``), saved with the model.
+        question_key: selects the question from the last user turn, for fitting and scoring (default
+            :class:`~frugal_chains.QuestionKey` (): a known RAG template is scored by its question, not its
+            boilerplate and passages). Not saved with the model: pass it again to :meth:`load`.
 
     Example:
         >>> from frugal_chains.routing import TrainedScorer
@@ -86,6 +91,7 @@ class TrainedScorer:
         embedder_name: str,
         embedder_dim: int,
         meta: Mapping[str, Any] | None = None,
+        question_key: QuestionKey | None = None,
     ) -> None:
         models = tuple(boundaries)
         if not models or not all(isinstance(m, Logistic) for m in models):
@@ -107,7 +113,24 @@ class TrainedScorer:
         self._embedder_name = embedder_name
         self._embedder_dim = embedder_dim
         self.meta: dict[str, Any] = dict(meta or {})
+        self._question_key = as_question_key(question_key)
         self._embedder: Embedder = self._resolve(embedder)
+
+    @property
+    def question_key(self) -> QuestionKey:
+        """What is scored: the question the :class:`~frugal_chains.QuestionKey` selects from the last user turn."""
+        return self._question_key
+
+    def with_question_key(self, question_key: QuestionKey | None) -> TrainedScorer:
+        """The same models, selecting the question with ``question_key`` (the cascade's ``question_key=``)."""
+        return type(self)(
+            self._boundaries,
+            embedder=self._embedder,
+            embedder_name=self._embedder_name,
+            embedder_dim=self._embedder_dim,
+            meta=self.meta,
+            question_key=question_key,
+        )
 
     # -- facts ---------------------------------------------------------------------------------------------------
     @property
@@ -162,8 +185,10 @@ class TrainedScorer:
 
     # -- features ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _texts(convs: Sequence[Sequence[Message]]) -> tuple[list[tuple[str, list[str], int]], list[str]]:
-        parts = [_turn_texts(c) for c in convs]
+    def _texts(
+        convs: Sequence[Sequence[Message]], key: QuestionKey
+    ) -> tuple[list[tuple[str, list[str], int]], list[str]]:
+        parts = [_turn_texts(c, key) for c in convs]
         seen: dict[str, None] = {}
         for last, earlier, _ in parts:
             seen[last] = None
@@ -219,7 +244,7 @@ class TrainedScorer:
             >>> len(s.boundary_scores("prove this"))
             2
         """
-        parts, texts = self._texts([as_messages(messages, "messages")])
+        parts, texts = self._texts([as_messages(messages, "messages")], self._question_key)
         x = self._matrix(parts, texts, self._embed(texts, len(texts) or 1))
         return tuple(float(m.predict(x)[0]) for m in self._boundaries)
 
@@ -229,7 +254,7 @@ class TrainedScorer:
 
     async def ascore(self, messages: Conversation) -> float:
         """Async :meth:`score` (embeds with ``embedder.aembed``)."""
-        parts, texts = self._texts([as_messages(messages, "messages")])
+        parts, texts = self._texts([as_messages(messages, "messages")], self._question_key)
         vecs = self._check_vectors(await self._embedder.aembed(texts), len(texts))
         return float(self._predict(self._matrix(parts, texts, vecs))[0])
 
@@ -254,7 +279,7 @@ class TrainedScorer:
         convs = [as_messages(c, "conversations") for c in conversations]
         if not convs:
             return []
-        parts, texts = self._texts(convs)
+        parts, texts = self._texts(convs, self._question_key)
         x = self._matrix(parts, texts, self._embed(texts, batch_size))
         return [float(v) for v in self._predict(x)]
 
@@ -271,6 +296,7 @@ class TrainedScorer:
         sample_weight: Sequence[float] | None = None,
         batch_size: int = 64,
         progress: bool | None = None,
+        question_key: QuestionKey | None = None,
     ) -> TrainedScorer:
         """Fit on labelled outcomes.
 
@@ -293,6 +319,8 @@ class TrainedScorer:
             batch_size: texts per embedding call.
             progress: a progress bar on stderr (embedding, then the fits): ``None`` (default) when stderr is a
                 terminal, ``True`` always, ``False`` never.
+            question_key: selects the question of each conversation (as when scoring; default
+                :class:`~frugal_chains.QuestionKey` ()).
 
         Raises:
             ConfigurationError: lengths differ (``labels``), a label is out of range or only one class occurs
@@ -367,7 +395,8 @@ class TrainedScorer:
 
         wants_progress(progress)  # a bad value fails before the work
         emb = default_embedder() if embedder is None else as_embedder(embedder)
-        parts, texts = cls._texts(convs)
+        key = as_question_key(question_key)
+        parts, texts = cls._texts(convs, key)
         per_boundary = AUTO_FOLDS * len(L2_GRID) + 1 if auto else 1  # the CV fits, then the fit itself
         total = math.ceil(len(texts) / batch_size) + (n_tiers - 1) * per_boundary
         with progress_bar("training the router's scorer", total, progress=progress) as advance:
@@ -427,6 +456,7 @@ class TrainedScorer:
                 "l2_auto": auto,
                 "weighted": weights is not None,
             },
+            question_key=key,
         )
 
     # -- persistence ---------------------------------------------------------------------------------------------
@@ -446,15 +476,19 @@ class TrainedScorer:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, embedder: Any = None) -> TrainedScorer:
+    def from_json(
+        cls, text: str | bytes, *, embedder: Any = None, question_key: QuestionKey | None = None
+    ) -> TrainedScorer:
         """Load a model written by :meth:`to_json`; ``embedder`` must be the one it was fit with (default: the
         default embedder). Bad JSON raises ConfigurationError(``field="json"``); another embedder,
         ConfigurationError(``field="embedder"``).
         """
-        return cls._parse(text, embedder, "json")
+        return cls._parse(text, embedder, "json", question_key)
 
     @classmethod
-    def _parse(cls, text: str | bytes, embedder: Any, field: str) -> TrainedScorer:
+    def _parse(
+        cls, text: str | bytes, embedder: Any, field: str, question_key: QuestionKey | None = None
+    ) -> TrainedScorer:
         try:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
@@ -484,6 +518,7 @@ class TrainedScorer:
             embedder_name=name,
             embedder_dim=dim,
             meta=meta if isinstance(meta, dict) else {},
+            question_key=question_key,
         )
 
     def save(self, path: str | Path) -> None:
@@ -491,7 +526,9 @@ class TrainedScorer:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path, *, embedder: Any = None) -> TrainedScorer:
+    def load(
+        cls, path: str | Path, *, embedder: Any = None, question_key: QuestionKey | None = None
+    ) -> TrainedScorer:
         """Read a model written by :meth:`save` (errors as in :meth:`from_json`, with ``field="path"`` for an
         unreadable file or bad JSON).
 
@@ -509,7 +546,7 @@ class TrainedScorer:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigurationError(f"cannot read the scorer file {str(path)!r}: {e}", field="path") from e
-        return cls._parse(text, embedder, "path")
+        return cls._parse(text, embedder, "path", question_key)
 
 
 def _auto_l2(

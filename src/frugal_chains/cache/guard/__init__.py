@@ -22,12 +22,14 @@ meant for :data:`DEFAULT_THRESHOLD` (0.86). A check takes a few tens of microsec
 ("today", "latest", "current price"), user-specific ("my order", "my account") and
 context-dependent ("this video", "translate this", "the above").
 
-A stronger verifier (a cross-encoder, or a cheap LLM judge) plugs in through the :class:`Verifier`
-protocol; :class:`CallableVerifier` wraps plain functions.
+A stronger verifier plugs in through the :class:`Verifier` protocol: :class:`CrossEncoderVerifier` is the shipped
+one (a duplicate-question cross-encoder, int8 ONNX, offline; :func:`default_verifier` is a shared instance), or a
+cheap LLM judge of your choice; :class:`CallableVerifier` wraps plain functions.
 
 The modules: :mod:`~frugal_chains.cache.guard.lexical` (what is read in a question),
 :mod:`~frugal_chains.cache.guard.pair_model` (the pair features and model), :mod:`~frugal_chains.cache.guard.hit_guard`,
-:mod:`~frugal_chains.cache.guard.bypass` and :mod:`~frugal_chains.cache.guard.verifiers`; every name is importable
+:mod:`~frugal_chains.cache.guard.bypass`, :mod:`~frugal_chains.cache.guard.verifiers` and
+:mod:`~frugal_chains.cache.guard.cross_encoder`; every name is importable
 from ``frugal_chains.cache.guard``.
 
 Example:
@@ -43,6 +45,7 @@ Example:
 from __future__ import annotations
 
 from frugal_chains.cache.guard.bypass import BypassPolicy, bypass_reason
+from frugal_chains.cache.guard.cross_encoder import CrossEncoderVerifier, default_verifier
 from frugal_chains.cache.guard.hit_guard import DEFAULT_THRESHOLD, GuardVerdict, HitGuard
 from frugal_chains.cache.guard.pair_model import FEATURE_NAMES as FEATURE_NAMES
 from frugal_chains.cache.guard.pair_model import PairModel, pair_features
@@ -52,10 +55,12 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "BypassPolicy",
     "CallableVerifier",
+    "CrossEncoderVerifier",
     "GuardVerdict",
     "HitGuard",
     "PairModel",
     "Verifier",
     "bypass_reason",
+    "default_verifier",
     "pair_features",
 ]

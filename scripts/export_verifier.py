@@ -11,7 +11,8 @@ Steps, all recorded in ``<run>/export.json``:
    ``(batch, 1)``.
 2. The fp32 ONNX model against torch on ``--check`` real validation pairs (``val_qqp.jsonl``), one at a time and
    in padded batches of 16: the largest absolute logit difference must stay under ``--tolerance``.
-3. Dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, int8 weights), then int8 against
+3. Dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``, int8 weights with per-channel
+   scales), then int8 against
    fp32 on the validation fold, one pair per call as the runtime does: AUC, precision at a 50% hit rate, hit rate
    at 90% precision. (The int8 model quantises activations per call, so a pair scored inside a padded batch
    gets a slightly different logit: recorded as ``max_abs_logit_diff_int8_single_vs_batch16``.)
@@ -196,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     if max(diff_single, diff_batch) > args.tolerance:
         raise SystemExit(f"the fp32 export is off by more than {args.tolerance}: not quantising")
 
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    # per-channel weight scales: on the validation fold, per-tensor scales lost 0.005 AUC and 0.03 precision at a
+    # 50% hit rate against fp32; per-channel lost 0.001 AUC (quantising only MatMul kept more, at 59 MB)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
     s8 = ort.InferenceSession(str(int8), sess_options=opts, providers=["CPUExecutionProvider"])
 
     i8_1 = ort_logits(s8, tok, check, 1)

@@ -81,6 +81,7 @@ EXPECTED_CACHE = [
     "CacheScope",
     "CacheStats",
     "CallableVerifier",
+    "CrossEncoderVerifier",
     "DEFAULT_THRESHOLD",
     "EmbeddedIndex",
     "GuardVerdict",
@@ -176,6 +177,31 @@ def test_cache_exports_pinned() -> None:
     )
     for name in frugal_chains.embeddings.__all__:
         assert getattr(frugal_chains.embeddings, name) is not None
+
+
+EXPECTED_GUARD = [
+    "BypassPolicy",
+    "CallableVerifier",
+    "CrossEncoderVerifier",
+    "DEFAULT_THRESHOLD",
+    "GuardVerdict",
+    "HitGuard",
+    "PairModel",
+    "Verifier",
+    "bypass_reason",
+    "default_verifier",
+    "pair_features",
+]
+
+
+def test_guard_exports_pinned() -> None:
+    import frugal_chains.cache
+    import frugal_chains.cache.guard
+
+    assert sorted(frugal_chains.cache.guard.__all__) == sorted(EXPECTED_GUARD)
+    for name in EXPECTED_GUARD:
+        assert getattr(frugal_chains.cache.guard, name) is not None
+    assert frugal_chains.cache.CrossEncoderVerifier is frugal_chains.cache.guard.CrossEncoderVerifier
 
 
 def test_root_exports_pinned() -> None:

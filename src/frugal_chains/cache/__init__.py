@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from frugal_chains.cache.embedded import EmbeddedIndex as EmbeddedIndex
     from frugal_chains.cache.guard import DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
     from frugal_chains.cache.guard import CallableVerifier as CallableVerifier
+    from frugal_chains.cache.guard import CrossEncoderVerifier as CrossEncoderVerifier
     from frugal_chains.cache.guard import GuardVerdict as GuardVerdict
     from frugal_chains.cache.guard import HitGuard as HitGuard
     from frugal_chains.cache.guard import LLMJudgeVerifier as LLMJudgeVerifier
@@ -59,6 +60,7 @@ _EXPORTS = {
     "CacheScope": ".scope",
     "CacheStats": ".core",
     "CallableVerifier": ".guard",
+    "CrossEncoderVerifier": ".guard",
     "DEFAULT_THRESHOLD": ".guard",
     "EmbeddedIndex": ".embedded",
     "GuardVerdict": ".guard",

@@ -27,13 +27,15 @@ meant for :data:`DEFAULT_THRESHOLD` (0.86). A check takes a few tens of microsec
 ("today", "latest", "current price"), user-specific ("my order", "my account") and
 context-dependent ("this video", "translate this", "the above").
 
-A stronger verifier (a cross-encoder, or a cheap LLM judge) plugs in through the :class:`Verifier`
-protocol; :class:`CallableVerifier` wraps plain functions and :class:`LLMJudgeVerifier` asks an LLM whether the two
-questions are duplicates, recording what each of its calls cost in the ledger.
+A stronger verifier plugs in through the :class:`Verifier` protocol: :class:`CrossEncoderVerifier` is the shipped
+one (a duplicate-question cross-encoder, int8 ONNX, offline; :func:`default_verifier` is a shared instance);
+:class:`LLMJudgeVerifier` asks an LLM whether the two questions are duplicates, recording what each of its calls
+cost in the ledger; :class:`CallableVerifier` wraps plain functions.
 
 The modules: :mod:`~frugal_chains.cache.guard.lexical` (what is read in a question),
 :mod:`~frugal_chains.cache.guard.pair_model` (the pair features and model), :mod:`~frugal_chains.cache.guard.hit_guard`,
-:mod:`~frugal_chains.cache.guard.bypass` and :mod:`~frugal_chains.cache.guard.verifiers`; every name is importable
+:mod:`~frugal_chains.cache.guard.bypass`, :mod:`~frugal_chains.cache.guard.verifiers` and
+:mod:`~frugal_chains.cache.guard.cross_encoder`; every name is importable
 from ``frugal_chains.cache.guard``.
 
 Example:
@@ -49,6 +51,7 @@ Example:
 from __future__ import annotations
 
 from frugal_chains.cache.guard.bypass import BypassPolicy, bypass_reason
+from frugal_chains.cache.guard.cross_encoder import CrossEncoderVerifier, default_verifier
 from frugal_chains.cache.guard.hit_guard import DEFAULT_THRESHOLD, GuardVerdict, HitGuard
 from frugal_chains.cache.guard.llm_judge import (
     DEFAULT_DUPLICATE_PROMPT,
@@ -65,6 +68,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "BypassPolicy",
     "CallableVerifier",
+    "CrossEncoderVerifier",
     "GuardVerdict",
     "HitGuard",
     "JudgeVerdict",
@@ -73,5 +77,6 @@ __all__ = [
     "VERIFIER_PURPOSE",
     "Verifier",
     "bypass_reason",
+    "default_verifier",
     "pair_features",
 ]

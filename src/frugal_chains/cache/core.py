@@ -300,12 +300,22 @@ VERIFY_ALL: float = 1.01
 
 
 def _strict_default_verifier() -> Verifier:
-    """The verifier ``preset="strict"`` uses when none is given. None ships yet: the preset asks for one."""
-    raise ConfigurationError(
-        'preset="strict" serves a semantic hit only when a verifier agrees: pass verifier= (a cross-encoder, '
-        "LLMJudgeVerifier(judge), or CallableVerifier(fn)), or semantic=False to serve exact repeats only",
-        field="verifier",
-    )
+    """The verifier ``preset="strict"`` uses when none is given: the shipped cross-encoder
+    (:func:`~frugal_chains.cache.guard.default_verifier`, shared by every cache of the process). It needs the
+    ``embeddings`` extra (onnxruntime, tokenizers); without it the preset asks for a verifier of your own."""
+    import importlib.util
+
+    missing = [m for m in ("onnxruntime", "tokenizers", "numpy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigurationError(
+            'preset="strict" serves a semantic hit only when a verifier agrees, and the shipped cross-encoder needs '
+            f"{', '.join(missing)}: pip install \"frugal-chains[embeddings]\", or pass verifier= "
+            "(LLMJudgeVerifier(judge), CallableVerifier(fn)), or semantic=False to serve exact repeats only",
+            field="verifier",
+        )
+    from frugal_chains.cache.guard.cross_encoder import default_verifier
+
+    return default_verifier()
 
 
 def _verify_band(

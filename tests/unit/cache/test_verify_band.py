@@ -193,8 +193,22 @@ def test_a_verify_band_needs_a_verifier() -> None:
 
 
 # -- strict -------------------------------------------------------------------------------------------------------
-def test_strict_without_a_verifier_asks_for_one() -> None:
-    with pytest.raises(ConfigurationError, match=r"verifier=.*semantic=False") as e:
+def test_strict_without_a_verifier_uses_the_shipped_cross_encoder() -> None:
+    from frugal_chains.cache.guard import CrossEncoderVerifier, default_verifier
+
+    cache = AnswerCache(embedder=HashEmbeddings(), preset="strict")
+    assert isinstance(cache.verifier, CrossEncoderVerifier)
+    assert cache.verifier is default_verifier()  # one model per process
+
+
+def test_strict_without_the_embeddings_extra_asks_for_a_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    with pytest.raises(ConfigurationError, match=r"onnxruntime.*verifier=.*semantic=False") as e:
         AnswerCache(embedder=HashEmbeddings(), preset="strict")
     assert e.value.field == "verifier"
 

@@ -22,7 +22,8 @@ the cascade in each layout. Reported per layout and scorer, pooled over folds:
 Usage::
 
     python benchmarks/routing_rag.py [--data DIR] [--dataset gsm8k|mmlu ...] [--limit N] [--folds 5] [--seed 0]
-        [--k 2] [--corpus-size 1500] [--layout NAME ...] [--train-on bare|template] [--json]
+        [--k 2] [--corpus-size 1500] [--layout NAME ...] [--train-on bare|template] [--scorer both|heuristic|trained]
+        [--json]
         [--embedding-cache FILE]
 """
 
@@ -102,8 +103,9 @@ def evaluate(
     trained = TrainedScores(memo)
     heur = HeuristicScorer()
     o = outcomes(bare, ROUTELLM_PRICES)
+    scorers = SCORERS if args.scorer == "both" else (args.scorer + " scorer",)
     recs: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (layout, s): [{}] * n for layout in views for s in SCORERS
+        (layout, s): [{}] * n for layout in views for s in scorers
     }
     thresholds: dict[tuple[str, str], list[float | None]] = {key: [] for key in recs}
     train_views = ["bare"] if args.train_on == "bare" else list(views)
@@ -122,14 +124,18 @@ def evaluate(
                 s = trained.scorer([convs[i] for i in a], [labels[i] for i in a])
                 return np.array(s.score_many([convs[i] for i in b]))
 
-            oof = inner_oof(len(tr), inner, args.seed + 101 * f, fit_score, groups)
-            scorer = trained.scorer(convs, labels)
-            th_t = calibrate_thresholds(train, o_tr, oof, None)
-            th_h = calibrate_thresholds(train, o_tr, np.array([heur.score(m) for m in convs]), None)
+            runs: list[tuple[str, Any, Any]] = []
+            if "trained scorer" in scorers:
+                oof = inner_oof(len(tr), inner, args.seed + 101 * f, fit_score, groups)
+                scorer = trained.scorer(convs, labels)
+                runs.append(("trained scorer", scorer, calibrate_thresholds(train, o_tr, oof, None)))
+            if "heuristic scorer" in scorers:
+                h_tr = np.array([heur.score(m) for m in convs])
+                runs.append(("heuristic scorer", heur, calibrate_thresholds(train, o_tr, h_tr, None)))
             test_layouts = list(views) if args.train_on == "bare" else [tv]
             for layout in test_layouts:
                 test = [views[layout][i] for i in te]
-                for name, sc, th in (("trained scorer", scorer, th_t), ("heuristic scorer", heur, th_h)):
+                for name, sc, th in runs:
                     got = run_cascade(rep, rep.cascade(scorer=sc, policy=_policy(th)), test)
                     store = recs[(layout, name)]
                     for i, r in zip(te, got, strict=True):
@@ -209,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         default="bare",
         help="fit and calibrate on the bare training questions (default) or on them in each layout",
     )
+    p.add_argument(
+        "--scorer",
+        choices=["both", "heuristic", "trained"],
+        default="both",
+        help="the scorers to run (default both; the heuristic alone embeds only the corpus and the questions)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--embedding-cache", help="keep the embeddings in this .npz file between runs")
     args = p.parse_args(argv)
@@ -241,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             ds.items = _subsample(ds.items, args.limit, args.seed)
         memo.precompute([it.prompt for it in ds.items])
         views = templated(ds, retriever, layouts)
-        memo.precompute([t for items in views.values() for t in _user_texts(items)])
+        if args.scorer != "heuristic":
+            memo.precompute([t for items in views.values() for t in _user_texts(items)])
         memo.save()
         res["datasets"][name] = evaluate(ds, views, args, memo, ll)
         print(f"[routing_rag] {name}: {res['datasets'][name]['seconds']}s", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ from frugal_chains.cache.normalize import has_content, normalize
 from frugal_chains.cache.scope import CacheScope, current_cache_scope
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.shared.question import QuestionKey, Selection, as_question_key
+from frugal_chains.shared.question import split_content as _split_content
 
 __all__ = ["CacheRequest"]
 
@@ -37,28 +38,6 @@ def _sha(text: str) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _split_content(content: Any) -> tuple[str, list[Any]]:
-    """The text of a message's content and its non-text parts (images, audio, files)."""
-    if content is None:
-        return "", []
-    if isinstance(content, str):
-        return content, []
-    if isinstance(content, Sequence):
-        texts: list[str] = []
-        others: list[Any] = []
-        for part in content:
-            if isinstance(part, str):
-                texts.append(part)
-            elif (
-                isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
-            ):
-                texts.append(part["text"])
-            else:
-                others.append(part)
-        return "\n".join(texts), others
-    return str(content), []
 
 
 @dataclass(frozen=True, kw_only=True)

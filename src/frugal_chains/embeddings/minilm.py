@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from frugal_chains.embeddings.models import (
 )
 from frugal_chains.embeddings.protocol import Embedder, check_texts, l2_normalise, require_modules
 from frugal_chains.errors import ConfigurationError, EmbedderIntegrityError
+from frugal_chains.shared.lru import LRU
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,40 +29,13 @@ if TYPE_CHECKING:
 __all__ = ["MiniLMEmbedder", "default_embedder"]
 
 
-class _VectorLRU:
+class _VectorLRU(LRU[str, "NDArray[np.float32]"]):
     """A thread-safe LRU of read-only vectors keyed by text (``maxsize=0`` disables it)."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> NDArray[np.float32] | None:
-        if self.maxsize == 0:
-            return None
-        with self._lock:
-            v = self._data.get(key)
-            if v is not None:
-                self._data.move_to_end(key)
-            return v
-
     def put(self, key: str, value: NDArray[np.float32]) -> None:
-        if self.maxsize == 0:
-            return
-        value.setflags(write=False)
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+        if self.maxsize:
+            value.setflags(write=False)
+        super().put(key, value)
 
 
 def _token_output(session: Any, path: Path) -> str:

@@ -158,22 +158,30 @@ def _context_key(values: Mapping[str, str]) -> str:
     return _sha(json.dumps(kept, ensure_ascii=False, sort_keys=True))
 
 
-def _content_text(content: Any) -> str:
+def split_content(content: Any) -> tuple[str, list[Any]]:
+    """The text of a message's content and its non-text parts (images, audio, files)."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, Sequence):
-        parts: list[str] = []
+        texts: list[str] = []
+        others: list[Any] = []
         for part in content:
             if isinstance(part, str):
-                parts.append(part)
+                texts.append(part)
             elif (
                 isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
             ):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    return str(content)
+                texts.append(part["text"])
+            else:
+                others.append(part)
+        return "\n".join(texts), others
+    return str(content), []
+
+
+def _content_text(content: Any) -> str:
+    return split_content(content)[0]
 
 
 @dataclass(frozen=True)

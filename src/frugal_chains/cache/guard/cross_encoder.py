@@ -7,7 +7,6 @@ import asyncio
 import math
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from frugal_chains.embeddings.integrity import read_verified_tokenizer, verify_f
 from frugal_chains.embeddings.models import EMBEDDINGS_EXTRA
 from frugal_chains.embeddings.protocol import require_modules
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.shared.lru import LRU
 
 __all__ = [
     "DEFAULT_VERIFIER_CUTOFF",
@@ -43,41 +43,6 @@ DEFAULT_VERIFIER_CUTOFF = 0.93
 VERIFIER_PREFILTER = 0.70
 
 _FIX = 'Reinstall frugal-chains: pip install --force-reinstall "frugal-chains[embeddings]".'
-
-
-class _ScoreLRU:
-    """A thread-safe LRU of pair scores (``maxsize=0`` disables it)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> float | None:
-        if self.maxsize == 0:
-            return None
-        with self._lock:
-            v = self._data.get(key)
-            if v is not None:
-                self._data.move_to_end(key)
-            return v
-
-    def put(self, key: tuple[str, str], value: float) -> None:
-        if self.maxsize == 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 def _packaged_model() -> Path:
@@ -162,7 +127,7 @@ class CrossEncoderVerifier:
         self.cutoff = float(cutoff)
         self.threads = threads
         self._model_path: Path | None = model_path
-        self._cache = _ScoreLRU(cache_size)
+        self._cache = LRU[tuple[str, str], float](cache_size)
         self._load_lock = threading.Lock()
         self._tok_lock = threading.Lock()
         self._session: Any = None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from frugal_chains.cache import AnswerCache, CacheRequest, cache_scope
-from frugal_chains.cache.guard import BypassPolicy, CrossEncoderVerifier, default_verifier
+from frugal_chains.cache.guard import BypassPolicy, CrossEncoderVerifier, HitGuard, default_verifier
 
 PAIRS_FILE = Path(__file__).resolve().parents[1] / "data" / "guard_pairs.jsonl"
 PAIRS: list[dict[str, Any]] = [
@@ -38,3 +38,39 @@ def test_strict_never_serves_an_adversarial_look_alike(strict: AnswerCache, pair
             assert strict.lookup(CacheRequest.from_prompt(asked)) is None
             # the same question again is an exact repeat: strict still serves those
             assert strict.lookup(CacheRequest.from_prompt(stored)) is not None
+
+
+NO_RULES = dict.fromkeys(
+    (
+        "numbers",
+        "dates",
+        "units",
+        "negation",
+        "opposites",
+        "entities",
+        "direction",
+        "audience",
+        "order",
+        "comparatives",
+        "scope",
+    ),
+    False,
+)
+
+
+@pytest.mark.parametrize("pair", ADVERSARIAL, ids=lambda p: f"{p['class']}: {p['a']} | {p['b']}")
+def test_the_shipped_verifier_alone_rejects_each_look_alike(pair: dict[str, Any]) -> None:
+    # The second layer on its own: strict with every guard rule and the pair model off still serves none of them.
+    verifier = default_verifier()
+    assert not verifier.verify(pair["b"], pair["a"], 1.0)
+    assert not verifier.verify(pair["a"], pair["b"], 1.0)
+    cache = AnswerCache(
+        preset="strict",
+        guard=HitGuard(model=False, **NO_RULES),
+        bypass=BypassPolicy(user_specific=False).reason,
+        threshold=0.5,
+    )
+    cache.update(CacheRequest.from_prompt(pair["a"]), "the stored answer")
+    assert cache.lookup(CacheRequest.from_prompt(pair["b"])) is None
+    # the candidate reached the verifier (no rule stopped it) and the verifier said no
+    assert (cache.stats.verifier_calls, cache.stats.verifier_rejections) == (1, 1)

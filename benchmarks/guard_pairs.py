@@ -15,7 +15,8 @@ Two sets, both hand-written for this project:
   audience / order / comparative / scope rules and never used to develop them. Goal: >= 10 of 20 paraphrases
   hit with <= 1 of 39 look-alikes served.
 * ``tests/data/guard_pairs.jsonl`` -- the development pairs of those rules (adversarial pairs per class and
-  support-style paraphrases); ``tests/unit/test_guard_pairs.py`` checks the guard on them.
+  support-style paraphrases); ``tests/unit/cache/test_guard_pairs.py`` checks the guard on them, and
+  ``tests/integration/test_strict_guard_pairs.py`` checks ``preset="strict"`` with the real embedder and verifier.
 
 Usage::
 

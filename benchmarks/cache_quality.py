@@ -15,6 +15,13 @@ embedder's LRU then serves the cache's own lookups.
 (c) redisvl ``SemanticCache`` at its default ``distance_threshold`` (cosine distance 0.1 = similarity 0.9)
     with the same embeddings (``CustomVectorizer``), on a real Redis from ``tests/redis_server.py``;
     and a threshold-only row of ours (no guard, no bypass).
+(e) The verifier (skip with ``--no-verifier``): the default plus the shipped cross-encoder
+    (``AnswerCache(verifier=CrossEncoderVerifier())``, default verify band ``threshold - 0.10`` up);
+    ``preset="strict"`` with the shipped verifier (every semantic hit verified); ``preset="strict"`` with a
+    SIMULATED LLM judge through the ``Verifier`` protocol (a ``CallableVerifier`` answering from the gold label,
+    wrong on a seeded ``--judge-error`` share of the pairs it is asked about: no LLM runs offline); and
+    ``preset="strict"`` with a perfect oracle (the gold label): the ceiling of strict, bounded by the
+    candidates the threshold and the guard let through.
 (d) Operating points (skip with ``--no-sweep``): the similarity threshold swept from 0.70 to 0.97 (step
     0.01) for the default guard and for a threshold alone, so the two compare at an EQUAL error rate.
     This is a curve on the evaluation data, reported for comparison only: it is NOT used to pick any
@@ -31,7 +38,7 @@ outside eval_4k and on BANKING77 *train*.
 Usage::
 
     python benchmarks/cache_quality.py [--data DIR] [--limit N] [--json] [--no-redis] [--seed 0]
-        [--candidate THRESHOLD[:CUTOFF] ...] [--no-sweep]
+        [--candidate THRESHOLD[:CUTOFF] ...] [--no-sweep] [--no-verifier] [--judge-error 0.05]
 """
 
 from __future__ import annotations
@@ -50,9 +57,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import machine_info  # noqa: E402
 
 from frugal_chains.cache import AnswerCache, CacheRequest, cache_scope  # noqa: E402
-from frugal_chains.cache.guard import DEFAULT_THRESHOLD, BypassPolicy, HitGuard  # noqa: E402
+from frugal_chains.cache.guard import (  # noqa: E402
+    DEFAULT_THRESHOLD,
+    BypassPolicy,
+    CallableVerifier,
+    HitGuard,
+    Verifier,
+)
+from frugal_chains.cache.guard.cross_encoder import DEFAULT_VERIFIER_CUTOFF, CrossEncoderVerifier  # noqa: E402
 from frugal_chains.cache.normalize import normalize  # noqa: E402
 from frugal_chains.embeddings import MiniLMEmbedder  # noqa: E402
 
@@ -89,13 +106,27 @@ def load_banking(data: Path, limit: int | None, seed: int) -> list[tuple[str, st
 
 
 def _ours_factory(
-    embedder: Any, *, guarded: bool, faq: bool, threshold: float, cutoff: float | None = None
+    embedder: Any,
+    *,
+    guarded: bool,
+    faq: bool,
+    threshold: float,
+    cutoff: float | None = None,
+    verifier: Verifier | None = None,
+    preset: str = "default",
 ) -> Callable[[], AnswerCache]:
     def make() -> AnswerCache:
         if guarded:
             bypass = BypassPolicy(user_specific=False).reason if faq else None
             guard = HitGuard(model_cutoff=cutoff)
-            return AnswerCache(embedder=embedder, threshold=threshold, guard=guard, bypass=bypass)
+            return AnswerCache(
+                embedder=embedder,
+                threshold=threshold,
+                guard=guard,
+                bypass=bypass,
+                verifier=verifier,
+                preset=preset,  # type: ignore[arg-type]
+            )
         return AnswerCache(embedder=embedder, threshold=threshold, guard=False, bypass=False)
 
     return make
@@ -138,6 +169,60 @@ def _bank_replay(requests: list[tuple[CacheRequest, str]], cache: AnswerCache) -
             hits += 1
             wrong += res.answer != intent
     return _bank_metrics(len(requests), hits, wrong, cache.stats.bypassed)
+
+
+# ---------------------------------------------------------------------------------------------- verifiers
+
+
+def gold_same(qqp: list[dict[str, Any]], bank: list[tuple[str, str]]) -> Callable[[str, str], bool]:
+    """The gold answer to "may this cached answer be served?": QQP, the two questions are a labelled duplicate
+    pair; BANKING77, the two queries have the same intent. Texts are compared in their normalised form."""
+    dups = {(normalize(r["text_b"]), normalize(r["text_a"])) for r in qqp if r["label"] == 1}
+    dups |= {(b, a) for a, b in dups}
+    intent = {normalize(t): i for t, i in bank}
+
+    def same(query: str, cached: str) -> bool:
+        q, c = normalize(query), normalize(cached)
+        if (q, c) in dups:
+            return True
+        return q in intent and c in intent and intent[q] == intent[c]
+
+    return same
+
+
+def simulated_judge(gold: Callable[[str, str], bool], error: float, seed: int) -> CallableVerifier:
+    """A SIMULATED LLM judge through the ``Verifier`` protocol: the gold label, flipped on a seeded ``error`` share
+    of the pairs (the same pair always gets the same answer, whatever the order of the calls). ``error=0`` is a
+    perfect oracle."""
+
+    def judge(query: str, cached: str, similarity: float) -> bool:
+        flip = random.Random(f"{seed}\x00{normalize(query)}\x00{normalize(cached)}").random() < error
+        return gold(query, cached) != flip
+
+    return CallableVerifier(judge)
+
+
+def verifier_configs(
+    thr: float, gold: Callable[[str, str], bool], error: float, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Section (e): the rows with a verifier. One shared cross-encoder (a large score cache) for the default row;
+    the strict row uses the verifier ``preset="strict"`` picks itself (the shipped one)."""
+    cross = CrossEncoderVerifier(cache_size=200_000)
+    band = f"{thr - 0.10:.2f}"
+    return {
+        f"default + CrossEncoderVerifier() (verify band {band} up, cutoff {DEFAULT_VERIFIER_CUTOFF})": dict(
+            guarded=True, threshold=thr, verifier=cross
+        ),
+        'preset="strict", shipped cross-encoder (default verifier)': dict(
+            guarded=True, threshold=thr, preset="strict"
+        ),
+        f'preset="strict", SIMULATED LLM judge (gold label, {error:.0%} flipped)': dict(
+            guarded=True, threshold=thr, preset="strict", verifier=simulated_judge(gold, error, seed)
+        ),
+        'preset="strict", perfect oracle (gold label; the ceiling)': dict(
+            guarded=True, threshold=thr, preset="strict", verifier=simulated_judge(gold, 0.0, seed)
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- sweep
@@ -408,8 +493,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cut = float(c_cut) if c_cut else None
         label = f"frugal-chains candidate (threshold {float(c_thr):.2f} + HitGuard cutoff {cut})"
         configs[label] = dict(guarded=True, threshold=float(c_thr), cutoff=cut)
+    if not args.no_verifier:
+        configs.update(verifier_configs(thr, gold_same(qqp, bank), args.judge_error, args.seed))
     results: dict[str, Any] = {
+        "machine": machine_info.machine(),
         "threshold": thr,
+        "judge_error": None if args.no_verifier else args.judge_error,
         "guard": repr(HitGuard()),
         "embedder": embedder.name,
         "embed_seconds": round(embed_s, 1),
@@ -440,30 +529,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any]) -> str:
+    m = results.get("machine")
     lines = [
         f"embedder {results['embedder']}; {results['texts_embedded']} texts embedded in {results['embed_seconds']}s; "
         f"guard {results['guard']}",
+    ]
+    if m:
+        lines.append(
+            f"machine: {m['system']}, {m['nproc']} usable CPUs, load {m['load_avg_1m_at_start']} at start"
+        )
+    if results.get("judge_error") is not None:
+        lines.append(
+            "SIMULATED LLM judge: no LLM runs offline; a CallableVerifier answers from the gold label, wrong on a "
+            f"seeded {results['judge_error']:.0%} of the pairs it is asked about"
+        )
+    lines += [
         "",
         "(a) QQP eval_4k -- NB: MiniLM-family models were trained on Quora duplicates (flatters the embedder)",
-        f"{'system':66s} {'mode':9s} {'precision':>9s} {'hit(dup)':>9s} {'FH hard':>8s} {'FH rand':>8s} {'bypass':>7s}",
+        f"{'system':70s} {'mode':9s} {'precision':>9s} {'hit(dup)':>9s} {'FH hard':>8s} {'FH rand':>8s} {'bypass':>7s}",
     ]
     for name, row in results["rows"].items():
         for mode in ("qqp_pairwise", "qqp_shared"):
             m = row[mode]
             lines.append(
-                f"{name:66s} {mode[4:]:9s} {m['precision']:9.3f} {m['hit_rate_dups']:9.3f} "
+                f"{name:70s} {mode[4:]:9s} {m['precision']:9.3f} {m['hit_rate_dups']:9.3f} "
                 f"{m['false_hit_hard']:8.3f} {m['false_hit_random']:8.3f} {m['bypassed']:7d}"
             )
     lines += [
         "   goal: precision >= 0.90 with hit rate >= 0.50",
         "",
         "(b) BANKING77 test replay (seeded shuffle; FAQ mode: user-specific bypass off)",
-        f"{'system':66s} {'hit rate':>9s} {'wrong/hits':>10s} {'hits':>6s} {'n':>6s}",
+        f"{'system':70s} {'hit rate':>9s} {'wrong/hits':>10s} {'hits':>6s} {'n':>6s}",
     ]
     for name, row in results["rows"].items():
         m = row["banking"]
         lines.append(
-            f"{name:66s} {m['hit_rate']:9.3f} {m['wrong_share_of_hits']:10.3f} {m['hits']:6d} {m['n']:6d}"
+            f"{name:70s} {m['hit_rate']:9.3f} {m['wrong_share_of_hits']:10.3f} {m['hits']:6d} {m['n']:6d}"
         )
     lines.append("   goal: >= 0.35 hits with <= 0.03 of hits wrong")
     if "sweep" in results:
@@ -542,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-sweep", action="store_true", help="skip the operating-points threshold sweep (section d)"
     )
+    p.add_argument("--no-verifier", action="store_true", help="skip the rows with a verifier (section e)")
+    p.add_argument(
+        "--judge-error",
+        type=float,
+        default=0.05,
+        help="share of pairs the SIMULATED LLM judge answers wrongly (seeded by --seed)",
+    )
     p.add_argument(
         "--candidate",
         action="append",
@@ -549,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure a guarded cache at this threshold (and pair-model cutoff); repeatable",
     )
     args = p.parse_args(argv)
+    if not 0.0 <= args.judge_error <= 1.0:
+        p.error(f"--judge-error is a share of pairs in [0, 1], got {args.judge_error}")
     results = run(args)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0

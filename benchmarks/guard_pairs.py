@@ -5,7 +5,8 @@ Each pair runs in its own partition of one ``AnswerCache()`` -- the default embe
 A paraphrase (``same: true``) counts when it is served; a look-alike (``same: false``) counts when it is served
 (a wrong hit). A second row runs the same cache in FAQ mode (``BypassPolicy(user_specific=False)``): the default
 sends "my order ..." questions past the semantic tier, which an FAQ bot whose answers are the same for every user
-turns off.
+turns off. Then the same with the shipped cross-encoder verifier (``AnswerCache(verifier=default_verifier())``,
+default verify band) and with ``preset="strict"`` (every semantic hit verified by the shipped cross-encoder).
 
 Two sets, both hand-written for this project:
 
@@ -14,7 +15,8 @@ Two sets, both hand-written for this project:
   audience / order / comparative / scope rules and never used to develop them. Goal: >= 10 of 20 paraphrases
   hit with <= 1 of 39 look-alikes served.
 * ``tests/data/guard_pairs.jsonl`` -- the development pairs of those rules (adversarial pairs per class and
-  support-style paraphrases); ``tests/unit/test_guard_pairs.py`` checks the guard on them.
+  support-style paraphrases); ``tests/unit/cache/test_guard_pairs.py`` checks the guard on them, and
+  ``tests/integration/test_strict_guard_pairs.py`` checks ``preset="strict"`` with the real embedder and verifier.
 
 Usage::
 
@@ -27,6 +29,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from frugal_chains.cache import AnswerCache, CacheRequest, cache_scope  # noqa: E402
 from frugal_chains.cache.guard import DEFAULT_THRESHOLD, BypassPolicy, HitGuard  # noqa: E402
+from frugal_chains.cache.guard.cross_encoder import default_verifier  # noqa: E402
 from frugal_chains.embeddings import default_embedder  # noqa: E402
 
 HELDOUT = ROOT / "benchmarks" / "data" / "support_pairs_heldout.jsonl"
@@ -88,6 +92,19 @@ def per_class(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return dict(sorted(table.items()))
 
 
+def modes() -> dict[str, Callable[[], AnswerCache]]:
+    """The caches compared: the default, with the shipped verifier, and ``preset="strict"``; each also in FAQ mode."""
+    faq = BypassPolicy(user_specific=False).reason
+    return {
+        "default": lambda: AnswerCache(),
+        "faq": lambda: AnswerCache(bypass=faq),
+        "verifier": lambda: AnswerCache(verifier=default_verifier()),
+        "verifier faq": lambda: AnswerCache(verifier=default_verifier(), bypass=faq),
+        "strict": lambda: AnswerCache(preset="strict"),
+        "strict faq": lambda: AnswerCache(preset="strict", bypass=faq),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -95,46 +112,47 @@ def main() -> None:
     args = ap.parse_args()
 
     heldout, dev = load(HELDOUT), load(DEV)
-    default = AnswerCache()
-    faq = AnswerCache(bypass=BypassPolicy(user_specific=False).reason)
-    result: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD, "guard": repr(HitGuard())}
-    ho_default = run(heldout, default, "heldout")
-    ho_faq = run(heldout, faq, "heldout-faq")
-    dev_default = run(dev, AnswerCache(), "dev")
-    dev_faq = run(dev, AnswerCache(bypass=BypassPolicy(user_specific=False).reason), "dev-faq")
-    result["heldout"] = {"default": summary(ho_default), "faq": summary(ho_faq)}
+    result: dict[str, Any] = {
+        "threshold": DEFAULT_THRESHOLD,
+        "guard": repr(HitGuard()),
+        "verifier": repr(default_verifier()),
+    }
+    ho: dict[str, list[dict[str, Any]]] = {}
+    dv: dict[str, list[dict[str, Any]]] = {}
+    for mode, make in modes().items():
+        ho[mode] = run(heldout, make(), f"heldout-{mode}")
+        dv[mode] = run(dev, make(), f"dev-{mode}")
+    result["heldout"] = {mode: summary(o) for mode, o in ho.items()}
     result["heldout"]["goal_met"] = {
         mode: s["paraphrases_hit"] >= GOAL_HIT and s["lookalikes_served"] <= GOAL_SERVED
         for mode, s in result["heldout"].items()
     }
-    result["heldout_by_class"] = {"default": per_class(ho_default), "faq": per_class(ho_faq)}
-    result["dev"] = {"default": summary(dev_default), "faq": summary(dev_faq)}
-    result["dev_by_class"] = {"default": per_class(dev_default), "faq": per_class(dev_faq)}
+    result["heldout_by_class"] = {mode: per_class(o) for mode, o in ho.items()}
+    result["dev"] = {mode: summary(o) for mode, o in dv.items()}
+    result["dev_by_class"] = {mode: per_class(o) for mode, o in dv.items()}
     if args.details:
-        result["details"] = {"heldout": ho_faq, "dev": dev_faq}
+        result["details"] = {"heldout": ho["faq"], "dev": dv["faq"]}
     if args.json:
         print(json.dumps(result, indent=1))
         return
 
-    print(f"{result['guard']}  threshold {DEFAULT_THRESHOLD}")
+    print(f"{result['guard']}  threshold {DEFAULT_THRESHOLD}\nverifier {result['verifier']}")
     print(
         f"\nHELD-OUT support pairs (goal: >= {GOAL_HIT} of 20 paraphrases hit, <= {GOAL_SERVED} of 39 served)"
     )
-    print(f"  {'mode':<10} {'paraphrases hit':>16} {'look-alikes served':>19}  goal")
-    for mode in ("default", "faq"):
+    print(f"  {'mode':<13} {'paraphrases hit':>16} {'look-alikes served':>19}  goal")
+    for mode in ho:
         s = result["heldout"][mode]
         met = "met" if result["heldout"]["goal_met"][mode] else "MISSED"
         print(
-            f"  {mode:<10} {s['paraphrases_hit']:>9} of {s['paraphrases']:<4} "
+            f"  {mode:<13} {s['paraphrases_hit']:>9} of {s['paraphrases']:<4} "
             f"{s['lookalikes_served']:>11} of {s['lookalikes']:<4}  {met}"
         )
     print("\nDEVELOPMENT pairs per class (served / pairs; look-alike classes should be 0)")
-    print(f"  {'class':<34} {'default':>9} {'faq':>9}")
-    for key, row in result["dev_by_class"]["default"].items():
-        faq_row = result["dev_by_class"]["faq"][key]
-        print(
-            f"  {key:<34} {row['served']:>4}/{row['pairs']:<4} {faq_row['served']:>4}/{faq_row['pairs']:<4}"
-        )
+    print(f"  {'class':<34} " + " ".join(f"{mode:>13}" for mode in dv))
+    for key in result["dev_by_class"]["default"]:
+        cells = [result["dev_by_class"][mode][key] for mode in dv]
+        print(f"  {key:<34} " + " ".join(f"{c['served']:>8}/{c['pairs']:<4}" for c in cells))
     if args.details:
         for name in ("heldout", "dev"):
             print(f"\n{name} (faq mode): served, similarity, guard verdict")

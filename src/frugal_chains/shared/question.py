@@ -194,17 +194,23 @@ class _Template:
             raise ConfigurationError(
                 f"{field}: {text[:60]!r} is not an f-string template ({e})", field=field
             ) from e
-        regex = [r"\s*"]
+        # Every run of whitespace around a literal or a variable is matched atomically (a lookahead captures it,
+        # a backreference consumes it: no backtracking into it) and a variable's value starts and ends on a
+        # non-space, so a text that does not match fails in linear time instead of trying every split of its
+        # whitespace runs. Values are stripped, as they were.
+        regex: list[str] = []
+
+        def space() -> None:
+            group = f"_fc_ws{len(regex)}"
+            regex.append(f"(?=(?P<{group}>\\s*))(?P={group})")
+
+        space()
         seen: list[str] = []
         for literal, name_, _spec, _conv in parsed:
-            if literal:
-                core = literal.strip()
-                if literal[:1].isspace():
-                    regex.append(r"\s*")
-                if core:
-                    regex.append(r"\s+".join(re.escape(w) for w in core.split()))
-                if literal[-1:].isspace():
-                    regex.append(r"\s*")
+            core = literal.strip() if literal else ""
+            if core:
+                regex.append(r"\s+".join(re.escape(w) for w in core.split()))
+                space()
             if name_ is None:
                 continue
             if not name_.isidentifier():
@@ -216,8 +222,8 @@ class _Template:
                 regex.append(f"(?P={name_})")
             else:
                 seen.append(name_)
-                regex.append(f"(?P<{name_}>.*?)")
-        regex.append(r"\s*")
+                regex.append(f"(?P<{name_}>(?:.*?\\S)??)")
+            space()
         if variable is not None and variable not in seen:
             raise ConfigurationError(
                 f"{field}: the template has no {{{variable}}} variable (its variables: {seen}); pass "
@@ -228,7 +234,7 @@ class _Template:
 
     def match(self, text: str) -> dict[str, str] | None:
         m = self.pattern.fullmatch(text)
-        return None if m is None else {k: v for k, v in m.groupdict().items()}
+        return None if m is None else {k: m.group(k) for k in self.variables}
 
 
 _BUILTIN: tuple[_Template, ...] = tuple(

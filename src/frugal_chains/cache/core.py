@@ -309,7 +309,7 @@ def _strict_default_verifier() -> Verifier:
     if missing:
         raise ConfigurationError(
             'preset="strict" serves a semantic hit only when a verifier agrees, and the shipped cross-encoder needs '
-            f"{', '.join(missing)}: pip install \"frugal-chains[embeddings]\", or pass verifier= "
+            f'{", ".join(missing)}: pip install "frugal-chains[embeddings]", or pass verifier= '
             "(LLMJudgeVerifier(judge), CallableVerifier(fn)), or semantic=False to serve exact repeats only",
             field="verifier",
         )

@@ -396,3 +396,36 @@ def test_whitespace_is_not_part_of_template_values() -> None:
     got = key.select("Q:   Why?  \nDocs:\n\n  a   b \n\nAgain:Why?")
     assert got.question == "Why?" and got.source == "template"
     assert got.context_key == key.select("Q: Why?\nDocs: a b\nAgain: Why?").context_key
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "Use the following context to answer." + "\n\n" * 40_000,  # the phrase, then no passage at all
+        "Use the following context to answer, and use the following context only. "
+        * 20_000,  # never a blank line
+    ],
+)
+def test_a_system_prompt_that_is_not_the_rag_layout_is_read_in_linear_time(system: str) -> None:
+    # as above: a hang guard in a child process (the old pattern took minutes to hours here)
+    code = (
+        "import json, sys\n"
+        "from frugal_chains import QuestionKey\n"
+        "system = json.load(sys.stdin)\n"
+        "got = QuestionKey().selection([{'role': 'system', 'content': system}, {'role': 'user', 'content': 'Hi?'}])\n"
+        "print(got.selected.question, got.selected.context_key == '', dict(got.consumed) == {})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(system),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("selecting the question did not finish")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["Hi?", "True", "True"]

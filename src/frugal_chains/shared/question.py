@@ -114,11 +114,22 @@ of each are its context."""
 
 # LangChain's usual RAG layout: instructions and the retrieved context in the system prompt, the question in the
 # user turn. The instructions (up to the first blank line or rule after the phrase) stay exact; the rest is context.
-_SYSTEM_CONTEXT = re.compile(
-    r"(?P<head>.*?\buse the following (?:pieces of )?(?:retrieved )?context\b.*?)"
-    r"(?:\n[ \t]*\n|\n-{3,}[ \t]*\n)(?P<context>.*\S.*)",
-    re.IGNORECASE | re.DOTALL,
-)
+# Found by two searches (the phrase, then the first blank line or rule after it), each linear in the text.
+_SYSTEM_PHRASE = re.compile(r"\buse the following (?:pieces of )?(?:retrieved )?context\b", re.IGNORECASE)
+_SYSTEM_SEPARATOR = re.compile(r"\n[ \t]*\n|\n-{3,}[ \t]*\n")
+
+
+def _system_context(text: str) -> tuple[str, str] | None:
+    """``(instructions, passages)`` of a system prompt in the RAG layout above; None when it is not one."""
+    phrase = _SYSTEM_PHRASE.search(text)
+    if phrase is None:
+        return None
+    rule = _SYSTEM_SEPARATOR.search(text, phrase.end())
+    if rule is None or not text[rule.end() :].strip():
+        return None
+    return text[: rule.start()], text[rule.end() :]
+
+
 _SYSTEM_NAME = "system_context"
 
 
@@ -485,9 +496,10 @@ class QuestionKey:
                 if found is not None:
                     return t.text, found
         if self._known:
-            m = _SYSTEM_CONTEXT.fullmatch(text)
-            if m is not None:
-                return m.group("head").strip() + "\n\n{context}", {"context": m.group("context")}
+            found = _system_context(text)
+            if found is not None:
+                head, context = found
+                return head.strip() + "\n\n{context}", {"context": context}
         return None
 
     def _by_fn(self, msgs: Sequence[Mapping[str, Any]], last_user: int | None) -> Selection:

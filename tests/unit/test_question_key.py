@@ -383,7 +383,7 @@ def test_whitespace_heavy_text_that_does_not_match_is_selected_without_backtrack
             capture_output=True,
             text=True,
             env=env,
-            timeout=180,
+            timeout=60,
         )
     except subprocess.TimeoutExpired:
         pytest.fail("selecting the question did not finish")
@@ -423,7 +423,7 @@ def test_a_system_prompt_that_is_not_the_rag_layout_is_read_in_linear_time(syste
             capture_output=True,
             text=True,
             env=env,
-            timeout=180,
+            timeout=60,
         )
     except subprocess.TimeoutExpired:
         pytest.fail("selecting the question did not finish")

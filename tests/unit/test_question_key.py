@@ -401,7 +401,7 @@ def test_whitespace_is_not_part_of_template_values() -> None:
 @pytest.mark.parametrize(
     "system",
     [
-        "Use the following context to answer." + "\n\n" * 40_000,  # the phrase, then no passage at all
+        "Use the following context to answer." + "\n\n" * 200_000,  # the phrase, then no passage at all
         "Use the following context to answer, and use the following context only. "
         * 20_000,  # never a blank line
     ],

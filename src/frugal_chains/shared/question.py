@@ -496,9 +496,9 @@ class QuestionKey:
                 if found is not None:
                     return t.text, found
         if self._known:
-            found = _system_context(text)
-            if found is not None:
-                head, context = found
+            layout = _system_context(text)
+            if layout is not None:
+                head, context = layout
                 return head.strip() + "\n\n{context}", {"context": context}
         return None
 

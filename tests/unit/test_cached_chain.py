@@ -106,6 +106,15 @@ def test_an_output_that_does_not_serialise_is_not_stored() -> None:
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("output", [("a", 1), {"pair": ("a", 1)}, [("a", 1)]])
+def test_an_output_that_would_come_back_as_another_type_is_not_stored(output: Any) -> None:
+    # JSON has no tuple: a hit would hand back a list where the chain returned a tuple
+    chain, calls = counting(output)
+    cached = cache_chain(chain, AnswerCache(semantic=False))
+    assert cached.invoke("Q?") == output
+    assert cached.invoke("Q?") == output and len(calls) == 2
+
+
 def test_a_message_output_streams_as_chunks_on_a_hit() -> None:
     chain = RunnableLambda(lambda x: x["q"]) | FakeUsageChatModel(
         responses=["Paris is the capital of France."]

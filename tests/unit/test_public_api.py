@@ -195,6 +195,10 @@ EXPECTED_GUARD = [
     "bypass_reason",
     "default_verifier",
     "pair_features",
+    "DEFAULT_DUPLICATE_PROMPT",
+    "JudgeVerdict",
+    "LLMJudgeVerifier",
+    "VERIFIER_PURPOSE",
 ]
 
 

@@ -3,6 +3,10 @@ installed LlamaIndex and LangChain packages."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -347,3 +351,81 @@ def test_thread_safe_counters() -> None:
     for t in threads:
         t.join()
     assert key.stats.selected == 800 and key.stats.templated == 400 and key.stats.fallbacks == 400
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # starts like LlamaIndex's QA template, but the end was customised: no known template matches
+        KNOWN_TEMPLATES["llama_index.text_qa"][0].split("{context_str}")[0]
+        + " \n" * 20_000
+        + "Answer in French: ",
+        # a custom template's skeleton whose passages are whitespace-heavy (PDF extraction), then no match
+        "Docs: " + "  \n " * 10_000 + "no question line",
+    ],
+)
+def test_whitespace_heavy_text_that_does_not_match_is_selected_without_backtracking(text: str) -> None:
+    # Inverting a template must be linear in the text: a request that starts like a template and does not finish
+    # like it must not hang the lookup (the old patterns took hours here). The regex engine holds the GIL, so the
+    # hang guard is a child process, not a thread; its limit is minutes, this takes milliseconds.
+    code = (
+        "import json, sys\n"
+        "from frugal_chains import QuestionKey\n"
+        "text = json.load(sys.stdin)\n"
+        "got = QuestionKey(template=['Docs: {docs}\\nQ: {question}']).select(text)\n"
+        "print(got.source, got.question == text)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(text),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("selecting the question did not finish")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["last_user_turn", "True"]
+
+
+def test_whitespace_is_not_part_of_template_values() -> None:
+    key = QuestionKey(template="Q: {question}\nDocs:{docs}\nAgain: {question}")
+    got = key.select("Q:   Why?  \nDocs:\n\n  a   b \n\nAgain:Why?")
+    assert got.question == "Why?" and got.source == "template"
+    assert got.context_key == key.select("Q: Why?\nDocs: a b\nAgain: Why?").context_key
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "Use the following context to answer." + "\n\n" * 200_000,  # the phrase, then no passage at all
+        "Use the following context to answer, and use the following context only. "
+        * 20_000,  # never a blank line
+    ],
+)
+def test_a_system_prompt_that_is_not_the_rag_layout_is_read_in_linear_time(system: str) -> None:
+    # as above: a hang guard in a child process (the old pattern took minutes to hours here)
+    code = (
+        "import json, sys\n"
+        "from frugal_chains import QuestionKey\n"
+        "system = json.load(sys.stdin)\n"
+        "got = QuestionKey().selection([{'role': 'system', 'content': system}, {'role': 'user', 'content': 'Hi?'}])\n"
+        "print(got.selected.question, got.selected.context_key == '', dict(got.consumed) == {})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(system),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("selecting the question did not finish")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["Hi?", "True", "True"]

@@ -65,12 +65,23 @@ def _unserialisable(value: Any) -> bool:
     return False
 
 
+def _has_tuple(value: Any) -> bool:
+    """A tuple inside plain containers: JSON would bring it back as a list (another type), so it is not stored."""
+    if isinstance(value, tuple):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_tuple(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_tuple(v) for v in value)
+    return False
+
+
 _NOTHING = object()
 
 
 def _encode(output: Any) -> str | None:
     """The output as stored text; None when it does not serialise (it is then not cached)."""
-    if output is _NOTHING:
+    if output is _NOTHING or _has_tuple(output):
         return None
     if isinstance(output, str):
         return json.dumps({"text": output}, ensure_ascii=False)

@@ -114,11 +114,22 @@ of each are its context."""
 
 # LangChain's usual RAG layout: instructions and the retrieved context in the system prompt, the question in the
 # user turn. The instructions (up to the first blank line or rule after the phrase) stay exact; the rest is context.
-_SYSTEM_CONTEXT = re.compile(
-    r"(?P<head>.*?\buse the following (?:pieces of )?(?:retrieved )?context\b.*?)"
-    r"(?:\n[ \t]*\n|\n-{3,}[ \t]*\n)(?P<context>.*\S.*)",
-    re.IGNORECASE | re.DOTALL,
-)
+# Found by two searches (the phrase, then the first blank line or rule after it), each linear in the text.
+_SYSTEM_PHRASE = re.compile(r"\buse the following (?:pieces of )?(?:retrieved )?context\b", re.IGNORECASE)
+_SYSTEM_SEPARATOR = re.compile(r"\n[ \t]*\n|\n-{3,}[ \t]*\n")
+
+
+def _system_context(text: str) -> tuple[str, str] | None:
+    """``(instructions, passages)`` of a system prompt in the RAG layout above; None when it is not one."""
+    phrase = _SYSTEM_PHRASE.search(text)
+    if phrase is None:
+        return None
+    rule = _SYSTEM_SEPARATOR.search(text, phrase.end())
+    if rule is None or not text[rule.end() :].strip():
+        return None
+    return text[: rule.start()], text[rule.end() :]
+
+
 _SYSTEM_NAME = "system_context"
 
 
@@ -202,17 +213,23 @@ class _Template:
             raise ConfigurationError(
                 f"{field}: {text[:60]!r} is not an f-string template ({e})", field=field
             ) from e
-        regex = [r"\s*"]
+        # Every run of whitespace around a literal or a variable is matched atomically (a lookahead captures it,
+        # a backreference consumes it: no backtracking into it) and a variable's value starts and ends on a
+        # non-space, so a text that does not match fails in linear time instead of trying every split of its
+        # whitespace runs. Values are stripped, as they were.
+        regex: list[str] = []
+
+        def space() -> None:
+            group = f"_fc_ws{len(regex)}"
+            regex.append(f"(?=(?P<{group}>\\s*))(?P={group})")
+
+        space()
         seen: list[str] = []
         for literal, name_, _spec, _conv in parsed:
-            if literal:
-                core = literal.strip()
-                if literal[:1].isspace():
-                    regex.append(r"\s*")
-                if core:
-                    regex.append(r"\s+".join(re.escape(w) for w in core.split()))
-                if literal[-1:].isspace():
-                    regex.append(r"\s*")
+            core = literal.strip() if literal else ""
+            if core:
+                regex.append(r"\s+".join(re.escape(w) for w in core.split()))
+                space()
             if name_ is None:
                 continue
             if not name_.isidentifier():
@@ -224,8 +241,8 @@ class _Template:
                 regex.append(f"(?P={name_})")
             else:
                 seen.append(name_)
-                regex.append(f"(?P<{name_}>.*?)")
-        regex.append(r"\s*")
+                regex.append(f"(?P<{name_}>(?:.*?\\S)??)")
+            space()
         if variable is not None and variable not in seen:
             raise ConfigurationError(
                 f"{field}: the template has no {{{variable}}} variable (its variables: {seen}); pass "
@@ -236,7 +253,7 @@ class _Template:
 
     def match(self, text: str) -> dict[str, str] | None:
         m = self.pattern.fullmatch(text)
-        return None if m is None else {k: v for k, v in m.groupdict().items()}
+        return None if m is None else {k: m.group(k) for k in self.variables}
 
 
 _BUILTIN: tuple[_Template, ...] = tuple(
@@ -487,9 +504,10 @@ class QuestionKey:
                 if found is not None:
                     return t.text, found
         if self._known:
-            m = _SYSTEM_CONTEXT.fullmatch(text)
-            if m is not None:
-                return m.group("head").strip() + "\n\n{context}", {"context": m.group("context")}
+            layout = _system_context(text)
+            if layout is not None:
+                head, context = layout
+                return head.strip() + "\n\n{context}", {"context": context}
         return None
 
     def _by_fn(self, msgs: Sequence[Mapping[str, Any]], last_user: int | None) -> Selection:

@@ -264,3 +264,11 @@ def test_llama_index_a_judge_with_a_budget_handler_is_recorded_once() -> None:
     assert cache.lookup(q(ASKED)) is not None
     assert [r.model for r in ledger.records() if r.outcome == "ok"] == ["judge-mini"]
     assert judge_records(ledger) == []
+
+
+def test_placeholders_inside_the_questions_are_left_as_written() -> None:
+    # The prompt is filled once: a question that contains "{cached}" or "{query}" is sent as the user wrote it.
+    verifier = LLMJudgeVerifier(lambda prompt: "no", prompt="A: {query}\nB: {cached}")
+    assert verifier.render("What does {cached} mean?", "Is {query} a placeholder?") == (
+        "A: What does {cached} mean?\nB: Is {query} a placeholder?"
+    )

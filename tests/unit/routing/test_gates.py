@@ -668,6 +668,20 @@ def test_judge_prompt_placeholders_and_multi_turn() -> None:
     )
 
 
+def test_judge_prompt_leaves_placeholders_inside_the_question_and_answer_as_written() -> None:
+    seen: list[str] = []
+
+    def judge(prompt: str) -> str:
+        seen.append(prompt)
+        return "[[9]]"
+
+    gate = LLMJudgeGate(judge, prompt="Q: {question}\nA: {answer}\nScore 1-{max_score}.")
+    gate.check(ctx("Use {answer} or {max_score} as a template slot.", question="What does {answer} mean?"))
+    assert seen[0] == (
+        "Q: What does {answer} mean?\nA: Use {answer} or {max_score} as a template slot.\nScore 1-10."
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "field"),
     [

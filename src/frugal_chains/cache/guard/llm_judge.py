@@ -38,7 +38,6 @@ DEFAULT_DUPLICATE_PROMPT = (
 """The judge prompt; placeholders ``{query}`` (the incoming question) and ``{cached}`` (the cached one), filled by
 plain replacement (other braces are left alone)."""
 
-_PLACEHOLDER = re.compile(r"\{query\}|\{cached\}")
 _WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
@@ -186,9 +185,10 @@ class LLMJudgeVerifier:
 
     def render(self, query: str, cached: str) -> str:
         """The prompt sent to the judge."""
-        values = {"{query}": query, "{cached}": cached}
-        return _PLACEHOLDER.sub(
-            lambda m: values[m.group(0)], self.prompt
+        from frugal_chains.routing.gates.judge import fill_prompt
+
+        return fill_prompt(
+            self.prompt, {"query": query, "cached": cached}
         )  # one pass: the questions stay as written
 
     def _read(self, reply: Any) -> JudgeVerdict:

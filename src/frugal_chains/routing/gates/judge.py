@@ -16,7 +16,7 @@ from frugal_chains.routing.gates.common import FullAnswerGate, check_fraction
 from frugal_chains.routing.types import GateContext, GateResult, TierAnswer, content_text, user_turns
 from frugal_chains.shared.bridge import is_async_callable, loop_running, resolve_sync
 
-__all__ = ["DEFAULT_JUDGE_PROMPT", "LLMJudgeGate", "read_judge_reply"]
+__all__ = ["DEFAULT_JUDGE_PROMPT", "LLMJudgeGate", "fill_prompt", "read_judge_reply"]
 
 DEFAULT_JUDGE_PROMPT = (
     "[Instruction]\n"
@@ -107,6 +107,18 @@ def _judge_kind(judge: object) -> str:
     return ""
 
 
+def fill_prompt(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{name}`` of ``values`` replaced, in one pass: a value that itself holds ``{name}`` (a
+    question about ``{answer}``, say) is sent as written.
+
+    Example:
+        >>> fill_prompt("Q: {question} A: {answer}", {"question": "What is {answer}?", "answer": "42"})
+        'Q: What is {answer}? A: 42'
+    """
+    pattern = re.compile("|".join(re.escape("{" + k + "}") for k in values))
+    return pattern.sub(lambda m: values[m.group(0)[1:-1]], template)
+
+
 class LLMJudgeGate(FullAnswerGate):
     """Asks a judge model to rate the answer 1..``max_score``; passes when ``rating / max_score >= threshold``.
 
@@ -190,11 +202,12 @@ class LLMJudgeGate(FullAnswerGate):
 
     def render(self, ctx: GateContext) -> str:
         """The prompt sent to the judge for ``ctx``."""
-        return (
-            self.prompt.replace("{max_score}", str(self.max_score))
-            .replace("{question}", _render_question(ctx))
-            .replace("{answer}", _answer_text(ctx.answer))
-        )
+        values = {
+            "max_score": str(self.max_score),
+            "question": _render_question(ctx),
+            "answer": _answer_text(ctx.answer),
+        }
+        return fill_prompt(self.prompt, values)  # one pass: an answer holding "{answer}" is sent as written
 
     def parse_rating(self, reply: str) -> float | None:
         """The last ``[[N]]`` in ``reply`` (else a ``Rating: N``), or None when there is none in 0..max_score.

@@ -64,7 +64,20 @@ def test_cache_rag_benchmark_tiny() -> None:
     for row in res["layouts"].values():
         assert row["qqp_pairwise"]["n"] == 24 and row["banking"]["n"] == 24
         assert 0.0 <= row["qqp_pairwise"]["precision"] <= 1.0
-    assert "chain_level" in res
+    # chain level: a real RAG chain / query engine cached before retrieval on the question alone hits what the
+    # bare question hits, and a hit runs neither the retriever nor the model
+    chain_level = res["chain_level"]
+    assert set(chain_level) == {"langchain chain", "llama_index engine"}
+    for row in chain_level.values():
+        for key in ("precision", "hit_rate_dups", "false_hit_hard", "false_hit_random", "hits"):
+            assert row["qqp_pairwise"][key] == bare["qqp_pairwise"][key], key
+        assert row["banking"]["hit_rate"] == bare["banking"]["hit_rate"]
+        assert row["banking"]["wrong_share_of_hits"] == bare["banking"]["wrong_share_of_hits"]
+        qqp_runs, bank_runs = row["runs"]["qqp"], row["runs"]["banking"]
+        assert qqp_runs["model_calls"] == 2 * 24 - row["qqp_pairwise"]["hits"]
+        assert bank_runs["model_calls"] == 24 - row["banking"]["hits"]
+        assert qqp_runs["retrievals"] == qqp_runs["model_calls"]
+        assert bank_runs["retrievals"] == bank_runs["model_calls"]
 
 
 @pytest.mark.skipif(

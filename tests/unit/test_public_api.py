@@ -195,10 +195,6 @@ EXPECTED_GUARD = [
     "bypass_reason",
     "default_verifier",
     "pair_features",
-    "DEFAULT_DUPLICATE_PROMPT",
-    "JudgeVerdict",
-    "LLMJudgeVerifier",
-    "VERIFIER_PURPOSE",
 ]
 
 

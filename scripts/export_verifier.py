@@ -2,7 +2,7 @@
 
 Run in the training environment (torch, transformers, onnx, onnxruntime)::
 
-    /tmp/train-venv/bin/python scripts/export_verifier.py --run /tmp/verifier-run [--checkpoint best]
+    .venv-train/bin/python scripts/export_verifier.py --run verifier-run [--checkpoint best]
 
 Steps, all recorded in ``<run>/export.json``:
 

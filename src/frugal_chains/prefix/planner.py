@@ -49,6 +49,7 @@ OnUnsafe = Literal["warn", "raise"]
 _SYSTEM_ROLES = ("system", "developer")
 _BASE_LABELS = {"date": "date", "time": "time", "uuid": "uuid", "request_id": "request id", "email": "email"}
 _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
+_TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
 _LITELLM_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "vllm": "hosted_vllm"}
@@ -548,7 +549,7 @@ class PrefixFormatter:
                     value = m.group(name)
                     if name in self.dynamic_variables and value:
                         vkind = classify_value(value)
-                        label = labels.add(name, value, vkind if vkind in ("date", "time") else "name")
+                        label = labels.add(name, value, vkind)
                         if not any(s.label == label and s.message_index == index for s in spans):
                             spans.append(
                                 DynamicSpan(
@@ -572,7 +573,7 @@ class PrefixFormatter:
             if pattern.search(text) is None:
                 continue
             vkind = classify_value(value)
-            label = labels.add(label_name, value, vkind if vkind != "request_id" else "request_id")
+            label = labels.add(label_name, value, vkind)
             spans.append(
                 DynamicSpan(kind=vkind, text=value, label=label, source="marked", message_index=index)
             )
@@ -855,13 +856,17 @@ class PrefixFormatter:
         if price is None:
             return default
         p = price.for_input(prefix_tokens)
-        best, best_cost = None, prefix_tokens * p.input
+        costs: dict[str | None, float] = {None: prefix_tokens * p.input}
         for ttl in ttls:
             h = self._reuse(_TTL_MINUTES[ttl])
             write = p.cache_write_1h_rate if ttl == "1h" else p.cache_write_rate
-            cost = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
-            if cost < best_cost - 1e-15:
-                best, best_cost = ttl, cost
+            costs[ttl] = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
+        best = min(costs, key=lambda k: costs[k])
+        if costs[best] >= costs[None]:
+            return None
+        # the 5-minute lifetime unless the 1-hour one saves more than 1% (its writes cost more on a miss)
+        if best == "1h" and "5m" in costs and costs["5m"] <= costs["1h"] * (1 + _TTL_TOLERANCE):
+            return "5m"
         return best
 
     def _place_breakpoints(

@@ -52,6 +52,8 @@ _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
 _TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
+_CHURN_SHARED = 0.5
+"""Share of the text two calls must have in common (around the change) to count as churn of one prompt."""
 _LITELLM_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "vllm": "hosted_vllm"}
 
 
@@ -1040,9 +1042,11 @@ class PrefixFormatter:
                 previous = self._churn.get(key)
                 changes = previous[1] if previous else 0
                 if previous is not None and previous[0] != text:
-                    changes += 1
                     before, after = _diff(previous[0], text)
-                    found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
+                    # an edit inside the same prompt, not another prompt sent through the same formatter
+                    if len(text) - len(after) >= _CHURN_SHARED * max(len(text), len(previous[0])):
+                        changes += 1
+                        found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
                 self._churn[key] = (text, changes)
                 self._churn.move_to_end(key)
                 while len(self._churn) > _CHURN_KEYS:

@@ -543,3 +543,31 @@ def test_empty_and_tools_only_requests() -> None:
     assert plan.tools is not None and plan.tools[0]["cache_control"]["type"] == "ephemeral"
     assert [b.on_tools for b in plan.report.breakpoints] == [True]
     assert tools[0].get("cache_control") is None
+
+
+def test_lifetimes_follow_anthropic_order_with_your_markers() -> None:
+    msgs = [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": system(), "cache_control": {"type": "ephemeral"}}],
+        },
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        *conversation(),
+    ]
+    # your 5-minute marker on the system prompt comes first: the planner's later marker cannot be 1h
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="1h").plan(msgs)
+    assert markers(plan) == [{"type": "ephemeral"}, {"type": "ephemeral"}]
+    assert any("cannot follow your 5-minute one" in w for w in plan.report.warnings)
+    later_1h = [
+        {"role": "system", "content": system()},
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hello", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+            ],
+        },
+        {"role": "user", "content": "Where is my parcel?"},
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="5m").plan(later_1h)
+    assert markers(plan) == [{"type": "ephemeral", "ttl": "1h"}] * 2

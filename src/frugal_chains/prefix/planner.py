@@ -987,6 +987,8 @@ class PrefixFormatter:
                     rest.sort(key=lambda pc: -seg[pc[0]])
                     chosen += rest[: max(0, budget - 1)]
                     new = [pos for pos, _ in chosen]
+        if new and existing and ttl is not None:
+            ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1031,6 +1033,43 @@ class PrefixFormatter:
         if not cacheable:
             ttl = None
         return tuple(bps), ttl, cacheable
+
+    @staticmethod
+    def _ttl_in_order(
+        ttl: str,
+        new: list[tuple[int | None, int | None]],
+        existing: list[tuple[int | None, int | None]],
+        out: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        warnings: list[str],
+    ) -> str:
+        """Anthropic wants 1-hour breakpoints before 5-minute ones: follow the lifetimes of your markers."""
+
+        def order(pos: tuple[int | None, int | None]) -> tuple[int, int]:
+            return (-1 if pos[0] is None else pos[0], -1 if pos[1] is None else pos[1])
+
+        def ttl_at(pos: tuple[int | None, int | None]) -> str:
+            mi, pi = pos
+            if mi is None:
+                cc = next((t["cache_control"] for t in reversed(tools or []) if "cache_control" in t), None)
+            elif pi is None:
+                cc = out[mi].get("cache_control")
+            else:
+                cc = _parts(out[mi].get("content"))[pi].get("cache_control")
+            return str(cc.get("ttl", "5m")) if isinstance(cc, Mapping) else "5m"
+
+        first_new, last_new = min(map(order, new)), max(map(order, new))
+        if ttl == "1h" and any(ttl_at(p) == "5m" and order(p) < last_new for p in existing):
+            warnings.append(
+                "a 1-hour breakpoint cannot follow your 5-minute one: the planner's markers use 5m"
+            )
+            return "5m"
+        if ttl == "5m" and any(ttl_at(p) == "1h" and order(p) > first_new for p in existing):
+            warnings.append(
+                "a 5-minute breakpoint cannot precede your 1-hour one: the planner's markers use 1h"
+            )
+            return "1h"
+        return ttl
 
     def _observe_churn(self, preamble: list[dict[str, Any]], scope: str | None) -> list[ChurnSpan]:
         """Compare each preamble message's stable text with the previous call's (report only)."""

@@ -16,6 +16,7 @@ Detectors (each a regular expression that runs in linear time; no guessing of na
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def _accept(kind: str, text: str) -> bool:
     # a bare token: many digits (ORD1234567890, 20240515150000) or letters and digits interleaved (a8f3e9b2c4d1);
     # not a word with a number in it (base64encoded, iso8601format)
     digits = sum(c.isdigit() for c in text)
-    switches = sum(a.isdigit() != b.isdigit() for a, b in zip(text, text[1:]))
+    switches = sum(a.isdigit() != b.isdigit() for a, b in itertools.pairwise(text))
     return digits >= 6 or switches >= 3
 
 

@@ -571,3 +571,60 @@ def test_lifetimes_follow_anthropic_order_with_your_markers() -> None:
     ]
     plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="5m").plan(later_1h)
     assert markers(plan) == [{"type": "ephemeral", "ttl": "1h"}] * 2
+
+
+def _call(call_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        **extra,
+    }
+
+
+def test_few_shot_tool_exchanges_stay_together() -> None:
+    msgs = [
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        {"role": "system", "content": system()},
+        {"role": "user", "name": "example_1", "content": "Status of order 1?"},
+        _call("ex_1", name="example_1"),
+        {"role": "tool", "tool_call_id": "ex_1", "content": "shipped", "name": "example_1"},
+        {"role": "assistant", "name": "example_1", "content": "It shipped."},
+        *conversation(),
+    ]
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert plan.changed and [m["role"] for m in plan.messages[:6]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
+    assert plan.messages[5]["name"] == "document"
+
+
+@pytest.mark.parametrize(
+    "msgs",
+    [
+        # a tool result marked as a document
+        [
+            {"role": "system", "content": "x"},
+            _call("c1", name="example_1"),
+            {"role": "tool", "tool_call_id": "c1", "content": "r", "name": "document"},
+            {"role": "user", "content": "q"},
+        ],
+        # the preamble ends on a call whose result follows it, and reordering would move the call
+        [
+            {"role": "system", "content": "x"},
+            _call("c1", name="example_1"),
+            {"role": "user", "name": "document", "content": "d"},
+            _call("c2", example=True),
+            {"role": "tool", "tool_call_id": "c2", "content": "r"},
+            {"role": "user", "content": "q"},
+        ],
+    ],
+)
+def test_preamble_tool_shapes_that_cannot_be_reordered(msgs: list[dict[str, Any]]) -> None:
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert plan.messages == msgs and not plan.changed and "unchanged" in plan.report.warnings[0]

@@ -169,9 +169,23 @@ def _has_cc(part: Any) -> bool:
     return isinstance(part, Mapping) and "cache_control" in part
 
 
+def _preamble_length(messages: Sequence[Mapping[str, Any]]) -> int:
+    n = 0
+    while n < len(messages) and _kind(messages[n]) is not None:
+        n += 1
+    return n
+
+
+def _preamble_order(messages: Sequence[Mapping[str, Any]], n_pre: int) -> list[int]:
+    """Input indices of the preamble in the order it is written: system, examples, documents."""
+    rank = {"system": 0, "example": 1, "document": 2}
+    return sorted(range(n_pre), key=lambda k: (rank[_kind(messages[k]) or "system"], k))
+
+
 def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
     """Why the planner cannot keep this conversation valid, or None."""
     called: set[str] = set()
+    n_pre = _preamble_length(messages)
     for i, message in enumerate(messages):
         role = _role(message)
         if role == "assistant":
@@ -185,10 +199,18 @@ def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
                     f"message {i} is a tool result (tool_call_id={call_id!r}) with no earlier assistant call "
                     "with that id"
                 )
-            if _kind(message) is not None:
+            kind = _kind(message)
+            if kind is not None and (kind != "example" or i == 0 or _kind(messages[i - 1]) != "example"):
                 return (
-                    f"message {i} is a tool result marked as an example or document; it must follow its call"
+                    f"message {i} is a tool result marked as an example or document that does not directly "
+                    "follow its call among the examples"
                 )
+    if 0 < n_pre < len(messages) and messages[n_pre - 1].get("tool_calls"):
+        if _preamble_order(messages, n_pre)[-1] != n_pre - 1:
+            return (
+                f"message {n_pre - 1} calls a tool whose result (message {n_pre}) must follow it, and the preamble "
+                "would be reordered between them"
+            )
     return None
 
 
@@ -616,9 +638,7 @@ class PrefixFormatter:
         source_tools: Sequence[Mapping[str, Any]] | None,
     ) -> PrefixPlan:
         anthropic_style = self.rules.max_breakpoints > 0
-        n_pre = 0
-        while n_pre < len(messages) and _kind(messages[n_pre]) is not None:
-            n_pre += 1
+        n_pre = _preamble_length(messages)
         preamble = messages[:n_pre]
         conversation = messages[n_pre:]
         first_user = next((i for i, m in enumerate(conversation) if _role(m) == "user"), None)
@@ -666,9 +686,7 @@ class PrefixFormatter:
         churn = self._observe_churn(preamble, scope)
 
         # 3. order: system, examples, documents (tools travel apart); relative order kept within each kind
-        order = {"system": 0, "example": 1, "document": 2}
-        indexed = sorted(range(len(preamble)), key=lambda k: (order[_kind(preamble[k]) or "system"], k))
-        ordered = [preamble[k] for k in indexed]
+        ordered = [preamble[k] for k in _preamble_order(preamble, n_pre)]
         values = list(labels.values.values())
         block = render_context_block(values)
         only_system = bool(ordered) and all(_kind(m) == "system" for m in ordered)

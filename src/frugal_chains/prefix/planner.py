@@ -205,12 +205,12 @@ def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
                     f"message {i} is a tool result marked as an example or document that does not directly "
                     "follow its call among the examples"
                 )
-    if 0 < n_pre < len(messages) and messages[n_pre - 1].get("tool_calls"):
-        if _preamble_order(messages, n_pre)[-1] != n_pre - 1:
-            return (
-                f"message {n_pre - 1} calls a tool whose result (message {n_pre}) must follow it, and the preamble "
-                "would be reordered between them"
-            )
+    ends_on_call = 0 < n_pre < len(messages) and bool(messages[n_pre - 1].get("tool_calls"))
+    if ends_on_call and _preamble_order(messages, n_pre)[-1] != n_pre - 1:
+        return (
+            f"message {n_pre - 1} calls a tool whose result (message {n_pre}) must follow it, and the preamble "
+            "would be reordered between them"
+        )
     return None
 
 

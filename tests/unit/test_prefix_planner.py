@@ -340,6 +340,8 @@ def test_marked_values_are_moved() -> None:
     assert "Alice" not in stable and stable.count("[see request context: customer]") == 2
     assert [(v.label, v.value) for v in values] == [("customer", "Alice")]
     assert plan.report.dynamic_spans[0].source == "marked"
+    absent = PrefixFormatter(model="gpt-4o").plan([*msgs, *conversation()], dynamic={"order": "A-77"})
+    assert any("not found in the preamble" in w and "order" in w for w in absent.report.warnings)
 
 
 def test_no_names_are_guessed_from_free_text() -> None:
@@ -628,3 +630,16 @@ def test_few_shot_tool_exchanges_stay_together() -> None:
 def test_preamble_tool_shapes_that_cannot_be_reordered(msgs: list[dict[str, Any]]) -> None:
     plan = PrefixFormatter(model="gpt-4o").plan(msgs)
     assert plan.messages == msgs and not plan.changed and "unchanged" in plan.report.warnings[0]
+
+
+def test_a_formatter_copies_and_pickles_without_its_history() -> None:
+    import pickle
+
+    fmt = PrefixFormatter(
+        model="gpt-4o", templates=["Hi {user_name}. " + POLICY], dynamic_variables=["user_name"]
+    )
+    fmt.plan([{"role": "system", "content": "Hi Alice. " + POLICY}])
+    for clone in (copy.deepcopy(fmt), pickle.loads(pickle.dumps(fmt))):
+        assert clone._churn == {} and clone.rules == fmt.rules
+        plan = clone.plan([{"role": "system", "content": "Hi Bob. " + POLICY}])
+        assert plan.context[0].value == "Bob" and plan.report.churn == ()

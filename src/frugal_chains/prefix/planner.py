@@ -738,6 +738,16 @@ class PrefixFormatter:
         )
 
         warnings: list[str] = []
+        # a marked value moved now, or by an earlier plan (its label came back from the context block)
+        missing = [
+            label
+            for label, value in marked.items()
+            if label not in labels.values and not any(s.source == "marked" and s.text == value for s in spans)
+        ]
+        if missing:
+            warnings.append(
+                f"dynamic value(s) not found in the preamble, nothing moved for: {', '.join(missing)}"
+            )
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")

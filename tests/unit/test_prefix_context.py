@@ -51,7 +51,7 @@ def test_text_without_a_block_is_unchanged() -> None:
     block = render_context_block([ContextValue("date", "2026-12-07", "date")])
     assert split_context_block(mentioned + "\n\n" + block) == (
         mentioned,
-        [ContextValue("date", "2026-12-07")],
+        [ContextValue("date", "2026-12-07", "date")],
     )
 
 

@@ -658,6 +658,10 @@ def test_with_a_template_retrieved_passages_keep_their_dates() -> None:
     assert stable.endswith(passages)  # the passages are content: left as they are
     assert [(v.label, v.value) for v in values] == [("date", "2026-12-07"), ("user_name", "Bob")]
     assert [s.source for s in plan.report.dynamic_spans] == ["detected", "variable"]
+    only_template = PrefixFormatter(model="gpt-4o", templates=[template]).plan(
+        [{"role": "system", "content": filled}, *conversation()]
+    )
+    assert [v.value for v in only_template.context] == ["2026-12-07"]
     # without the template, detectors read the whole prompt, passages included
     bare = PrefixFormatter(model="gpt-4o").plan([{"role": "system", "content": filled}, *conversation()])
     assert {v.value for v in bare.context} == {"2026-12-07", "2026-11-30", "bob@example.com"}

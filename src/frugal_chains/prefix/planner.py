@@ -575,9 +575,9 @@ class PrefixFormatter:
         # whose whole value is a date, time, id or email is moved as detected, the others (retrieved passages...)
         # stay as they are and detectors only read the template's own text
         pieces: list[tuple[str, bool]] | None = None  # (text, is the template's own text)
-        for tpl in self.templates if self.dynamic_variables else ():
+        for tpl in self.templates:
             m = tpl.pattern.fullmatch(text)
-            if m is None or not any(v in self.dynamic_variables for v in tpl.variables):
+            if m is None:
                 continue
             pieces = []
             for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):

@@ -685,3 +685,14 @@ def test_planning_twice_with_templates_and_marked_values_changes_nothing(model: 
     ]
     assert second.messages == first.messages and second.context == first.context
     assert second.report.warnings == tuple(w for w in second.report.warnings if "not found" not in w)
+
+
+def test_dynamic_content_in_tools_is_reported_not_moved() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "book", "description": "Book flights after 2026-12-07."}}
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan(
+        [{"role": "system", "content": system()}], tools=tools
+    )
+    assert plan.tools is not None and plan.tools[0]["function"] == tools[0]["function"]
+    assert any("tool 'book'" in w and "2026-12-07" in w for w in plan.report.warnings)

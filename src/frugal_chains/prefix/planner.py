@@ -759,6 +759,15 @@ class PrefixFormatter:
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")
+        for i, tool in enumerate(tools or ()):
+            found = find_dynamic_spans(json.dumps(_strip_cc(tool), ensure_ascii=False), self.detect)
+            if found:
+                fn = tool.get("function")
+                name = fn.get("name") if isinstance(fn, Mapping) else tool.get("name")
+                warnings.append(
+                    f"dynamic content found in tool {name or i!r} ({found[0].kind} {found[0].text!r}): tools come "
+                    "first in the cached prefix, so a value that changes there breaks the cache; it is left in place"
+                )
         for c in churn:
             warnings.append(
                 f"the system prompt changed between calls: {c.before[:60]!r} -> {c.after[:60]!r} (message "

@@ -54,6 +54,9 @@ EXPECTED_LANGCHAIN = [
     "usage_from_message",
     "cache_chain",
     "with_cache",
+    "PrefixCacheFormatter",
+    "PrefixCachingChatModel",
+    "with_prefix_caching",
 ]
 EXPECTED_BUDGET = [
     "Alert",
@@ -260,10 +263,13 @@ def test_adapter_exports_pinned() -> None:
         "CascadeLLM",
         "FrugalSettings",
         "LLMNotAttachedWarning",
+        "PrefixCacheFormatter",
+        "PrefixCachingLLM",
         "TokenBudgetHandler",
         "configure",
         "judge_verifier",
         "question_key_from",
+        "with_prefix_caching",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)
@@ -356,6 +362,7 @@ EXPECTED_METADATA = [
     "with_entry",
     "without_entry",
     "USAGE",
+    "PREFIX",
 ]
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from frugal_chains.prefix import PrefixFormatter
 
 from frugal_chains import Budget
-from frugal_chains.prefix import PrefixFormatter
 from tests.contract.test_cascade_contract import ok
 from tests.contract.wings import WINGS, Wing, cheap, prefixed
 
@@ -21,7 +21,11 @@ POLICY = "\n".join(
 )
 QUESTION = "What is 6 x 7?"
 ROOMY = Budget(max_usd=1.0, scope="global")
-CALLS = [("2026-12-07", "req_8f3a9b2c4d5e6f70"), ("2027-01-15", "req_0c1d2e3f4a5b6c7d"), ("2027-03-02", "req_99aa88bb77cc66dd")]
+CALLS = [
+    ("2026-12-07", "req_8f3a9b2c4d5e6f70"),
+    ("2027-01-15", "req_0c1d2e3f4a5b6c7d"),
+    ("2027-03-02", "req_99aa88bb77cc66dd"),
+]
 
 
 def system(day: str, request_id: str) -> str:

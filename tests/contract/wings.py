@@ -786,7 +786,9 @@ class SentMessage:
         return "".join(self.parts)
 
 
-def prefixed(wing: Wing, script: Script, *, system: str, budgets: Sequence[Budget] = (), **options: Any) -> Target:
+def prefixed(
+    wing: Wing, script: Script, *, system: str, budgets: Sequence[Budget] = (), **options: Any
+) -> Target:
     """The wing's prefix-caching wrapper (``with_prefix_caching(fake, **options)``) over a fake provider, called
     with ``system`` before the question. ``target.sent`` lists what the provider received, one list per call."""
     tally = collections.Counter[str]()
@@ -805,7 +807,9 @@ def prefixed(wing: Wing, script: Script, *, system: str, budgets: Sequence[Budge
         fake = wing._fake(script, tally)
         fake.callbacks = [LangChainRecorder()]
         ledger = SQLiteLedger()
-        target = Target(wing, with_prefix_caching(fake, **options), wing._handler(budgets, ledger), ledger, tally)
+        target = Target(
+            wing, with_prefix_caching(fake, **options), wing._handler(budgets, ledger), ledger, tally
+        )
     else:
         assert isinstance(wing, LlamaIndexWing)
         from llama_index.core.callbacks import CBEventType, EventPayload
@@ -819,7 +823,12 @@ def prefixed(wing: Wing, script: Script, *, system: str, budgets: Sequence[Budge
                 super().__init__([], [])
 
             def on_event_start(
-                self, event_type: Any, payload: Any = None, event_id: str = "", parent_id: str = "", **kwargs: Any
+                self,
+                event_type: Any,
+                payload: Any = None,
+                event_id: str = "",
+                parent_id: str = "",
+                **kwargs: Any,
             ) -> str:
                 serialized = (payload or {}).get(EventPayload.SERIALIZED) or {}
                 messages = (payload or {}).get(EventPayload.MESSAGES)

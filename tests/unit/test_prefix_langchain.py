@@ -64,13 +64,22 @@ def texts(message: BaseMessage) -> list[str]:
 
 def marks(message: BaseMessage) -> list[bool]:
     content = message.content
-    return [] if isinstance(content, str) else [isinstance(b, Mapping) and "cache_control" in b for b in content]
+    return (
+        [] if isinstance(content, str) else [isinstance(b, Mapping) and "cache_control" in b for b in content]
+    )
 
 
 # -- the Runnable ------------------------------------------------------------------------------------------------
 PROMPT = ChatPromptTemplate.from_messages(
-    [("system", "You are the airline's support agent.\n" + POLICY.replace("{", "{{").replace("}", "}}")
-      + "\nToday is {today}. The customer is {user_name}."), ("human", "{question}")]
+    [
+        (
+            "system",
+            "You are the airline's support agent.\n"
+            + POLICY.replace("{", "{{").replace("}", "}}")
+            + "\nToday is {today}. The customer is {user_name}.",
+        ),
+        ("human", "{question}"),
+    ]
 )
 
 
@@ -142,14 +151,16 @@ def test_formatter_pipes_into_a_model_and_reports_per_call() -> None:
                 self.reports.append(data)
 
     model = claude()
-    formatter = PrefixCacheFormatter(model="claude-sonnet-4-5", prompt=PROMPT, dynamic_variables=["user_name"])
+    formatter = PrefixCacheFormatter(
+        model="claude-sonnet-4-5", prompt=PROMPT, dynamic_variables=["user_name"]
+    )
     chain = PROMPT | formatter | model
     events = Events()
     answer = chain.invoke(
         {"today": "2026-12-07", "user_name": "Alice", "question": "Hi"}, config={"callbacks": [events]}
     )
     assert answer.content == "ok"
-    (received, _), = model.seen
+    ((received, _),) = model.seen
     assert marks(received[0])[0] is True
     assert len(events.reports) == 1 and events.reports[0]["provider"] == "anthropic"
     messages, plan = formatter.plan(filled("2026-12-07", "Alice", "Hi"))
@@ -205,7 +216,7 @@ def test_wrapper_sends_anthropic_blocks_and_reports_on_the_answer() -> None:
     assert isinstance(llm, PrefixCachingChatModel)
     with get_usage_metadata_callback() as usage:
         answer = llm.invoke(conversation())
-    (received, _), = inner.seen
+    ((received, _),) = inner.seen
     assert marks(received[0])[0] is True and "2026-12-07" not in texts(received[0])[0]
     assert "2026-12-07" in "".join(texts(received[0]))
     prefix = answer.response_metadata["frugal"]["prefix"]
@@ -302,8 +313,8 @@ def test_cascade_tiers_get_their_own_providers_formatting(how: str) -> None:
     assert cascade.names == ["claude-sonnet-4-5", "gpt-4o"]
     answer = cascade.invoke(conversation())
     assert answer.content == "42" and answer.response_metadata["frugal"]["cascade"]["escalations"] == 1
-    (to_cheap, cheap_kwargs), = cheap.seen
-    (to_strong, strong_kwargs), = strong.seen
+    ((to_cheap, cheap_kwargs),) = cheap.seen
+    ((to_strong, strong_kwargs),) = strong.seen
     assert marks(to_cheap[0])[0] is True and "prompt_cache_key" not in cheap_kwargs
     assert isinstance(to_strong[0].content, str) and strong_kwargs.get("prompt_cache_key")
     for received in (to_cheap, to_strong):
@@ -329,15 +340,14 @@ def _materialised(value: Any) -> Any:
     """A validated TypedDict value with its lazily validated iterables consumed (which validates them)."""
     if isinstance(value, Mapping):
         return {k: _materialised(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or isinstance(value, Iterator) or type(value).__name__ == "ValidatorIterator":
+    if isinstance(value, (list, tuple, Iterator)) or type(value).__name__ == "ValidatorIterator":
         return [_materialised(v) for v in value]
     return value
 
 
 def _validate_payload(payload: Mapping[str, Any]) -> None:
-    from pydantic import ConfigDict
-
     from anthropic.types import MessageParam, TextBlockParam, ToolParam
+    from pydantic import ConfigDict
 
     strict = ConfigDict(extra="forbid")
     system = payload["system"]
@@ -367,8 +377,10 @@ def test_strict_validation_rejects_a_bad_marker() -> None:
     """The check below can fail: a marker the SDK does not accept is rejected."""
     from pydantic import ValidationError
 
-    bad = {"system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "2h"}}],
-           "messages": [{"role": "user", "content": "hi"}]}
+    bad = {
+        "system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "2h"}}],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     with pytest.raises(ValidationError):
         _validate_payload(bad)
 
@@ -400,8 +412,13 @@ def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_nam
     llm = wrapper.bind_tools([big_tool])
     for day in ("2026-12-07", "2026-12-08"):
         llm.invoke(
-            [SystemMessage(system_prompt(day, "req_8f3a9b2c4d5e6f70")), example_q, example_a, document,
-             HumanMessage("Can I change my flight?")]
+            [
+                SystemMessage(system_prompt(day, "req_8f3a9b2c4d5e6f70")),
+                example_q,
+                example_a,
+                document,
+                HumanMessage("Can I change my flight?"),
+            ]
         )
     first, second = model.payloads
     for payload in (first, second):
@@ -419,7 +436,9 @@ def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_nam
 
 
 def test_anthropic_payload_from_the_formatter_output() -> None:
-    formatter = PrefixCacheFormatter(model="claude-sonnet-4-5", prompt=PROMPT, dynamic_variables=["user_name"])
+    formatter = PrefixCacheFormatter(
+        model="claude-sonnet-4-5", prompt=PROMPT, dynamic_variables=["user_name"]
+    )
     messages = formatter.invoke(filled("2026-12-07", "Alice", "Hi"))
     payload = CapturingAnthropic(model="claude-sonnet-4-5", api_key="x")._get_request_payload(messages)  # type: ignore[call-arg]
     _validate_payload(payload)
@@ -434,7 +453,9 @@ def test_too_many_caller_breakpoints_end_at_four() -> None:
         SystemMessage([{"type": "text", "text": POLICY, "cache_control": marked}]),
     ]
     for i in range(5):
-        messages.append(HumanMessage([{"type": "text", "text": f"Turn {i}: " + POLICY, "cache_control": marked}]))
+        messages.append(
+            HumanMessage([{"type": "text", "text": f"Turn {i}: " + POLICY, "cache_control": marked}])
+        )
         messages.append(AIMessage(f"Answer {i}"))
     messages.append(HumanMessage("And now?"))
     out, plan = PrefixCacheFormatter(model="claude-sonnet-4-5").plan(messages)

@@ -33,7 +33,10 @@ def system_prompt(day: str, request_id: str = "req_8f3a9b2c4d5e6f70") -> str:
 
 
 def conversation(day: str = "2026-12-07") -> list[ChatMessage]:
-    return [ChatMessage(role="system", content=system_prompt(day)), ChatMessage(role="user", content="Where is my bag?")]
+    return [
+        ChatMessage(role="system", content=system_prompt(day)),
+        ChatMessage(role="user", content="Where is my bag?"),
+    ]
 
 
 class Recording(FakeUsageLLM):

@@ -15,6 +15,7 @@ and ``last_report``; the wrapper's answers carry a summary in ``response_metadat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from typing import TYPE_CHECKING, Any, cast
@@ -136,9 +137,7 @@ def _prepended(message: BaseMessage, head: list[dict[str, Any]]) -> BaseMessage:
 def _rewritten(messages: list[BaseMessage], plan: PrefixPlan) -> list[BaseMessage]:
     if not plan.changed:
         return list(messages)
-    return restored(
-        messages, [_openai(m) for m in messages], plan.messages, build=_built, prepend=_prepended
-    )
+    return restored(messages, [_openai(m) for m in messages], plan.messages, build=_built, prepend=_prepended)
 
 
 def _plan(
@@ -246,11 +245,11 @@ class PrefixCacheFormatter(Runnable[Any, list[BaseMessage]]):
         return self._last.get()
 
     @property
-    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+    def InputType(self) -> Any:
         return Any
 
     @property
-    def OutputType(self) -> Any:  # noqa: N802 - LangChain's name
+    def OutputType(self) -> Any:
         return list[BaseMessage]
 
     def plan(
@@ -274,10 +273,8 @@ class PrefixCacheFormatter(Runnable[Any, list[BaseMessage]]):
 
     def _format(self, input: Any, run_manager: Any, config: RunnableConfig) -> list[BaseMessage]:
         messages, plan = self.plan(input)
-        try:
+        with contextlib.suppress(RuntimeError):  # no run to attach the event to
             dispatch_custom_event(REPORT_EVENT, plan.report.to_dict(), config=config)
-        except RuntimeError:  # no run to attach the event to
-            pass
         return messages
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
@@ -458,7 +455,9 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
     ) -> Iterator[ChatGenerationChunk]:
         formatted, call, plan = self._request(messages, kwargs, run_manager)
         usage: UsageMetadata | None = None
-        inner = open_chunks(self.model, formatted, {"callbacks": child_callbacks(run_manager)}, stop=stop, **call)
+        inner = open_chunks(
+            self.model, formatted, {"callbacks": child_callbacks(run_manager)}, stop=stop, **call
+        )
         with closing(inner):
             for message in inner:
                 usage = _added(usage, message)

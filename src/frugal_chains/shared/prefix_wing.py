@@ -47,7 +47,8 @@ def build_formatter(
 
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(
-            f"{owner} needs the model it formats for: pass model=, e.g. model='claude-sonnet-4-5'", field="model"
+            f"{owner} needs the model it formats for: pass model=, e.g. model='claude-sonnet-4-5'",
+            field="model",
         )
     kwargs = dict(options)
     if (
@@ -123,36 +124,23 @@ def restored(
     out: list[_T] = []
     start = 0  # originals are matched in order: search from just after the last match first
     for p in planned:
-        found = _find(original_dicts, used, start, lambda o: dict(o) == dict(p))
+        order = [*range(start, len(originals)), *range(0, min(start, len(originals)))]
+        found = next((i for i in order if not used[i] and dict(original_dicts[i]) == dict(p)), None)
         if found is not None:
             used[found] = True
             start = found + 1
             out.append(originals[found])
             continue
-        head: list[dict[str, Any]] | None = None
-
-        def is_prefixed(o: Mapping[str, Any]) -> bool:
-            nonlocal head
-            head = _prefixed_by(p, o)
-            return head is not None
-
-        found = _find(original_dicts, used, start, is_prefixed)
-        if found is not None and head is not None:
-            used[found] = True
-            start = found + 1
-            out.append(prepend(originals[found], head))
-            continue
-        out.append(build(p))
+        for i in order:
+            head = None if used[i] else _prefixed_by(p, original_dicts[i])
+            if head is not None:
+                used[i] = True
+                start = i + 1
+                out.append(prepend(originals[i], head))
+                break
+        else:
+            out.append(build(p))
     return out
-
-
-def _find(
-    items: Sequence[Mapping[str, Any]], used: list[bool], start: int, match: Callable[[Mapping[str, Any]], bool]
-) -> int | None:
-    for i in [*range(start, len(items)), *range(0, min(start, len(items)))]:
-        if not used[i] and match(items[i]):
-            return i
-    return None
 
 
 def tool_marks(plan_tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any] | None]:

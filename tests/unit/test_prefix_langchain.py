@@ -48,11 +48,11 @@ class Recording(FakeUsageChatModel):
 
 
 def claude(**kw: Any) -> Recording:
-    return Recording(model="claude-sonnet-4-5", provider="anthropic", responses=["ok"], **kw)
+    return Recording(**{"model": "claude-sonnet-4-5", "provider": "anthropic", "responses": ["ok"], **kw})
 
 
 def gpt(**kw: Any) -> Recording:
-    return Recording(model="gpt-4o", provider="openai", responses=["ok"], **kw)
+    return Recording(**{"model": "gpt-4o", "provider": "openai", "responses": ["ok"], **kw})
 
 
 def texts(message: BaseMessage) -> list[str]:
@@ -294,9 +294,13 @@ def test_wrapper_tools_and_structured_output_go_through() -> None:
         code: str
 
     structured = with_prefix_caching(
-        Recording(model="claude-sonnet-4-5", provider="anthropic", structured_responses=[{"code": "X1"}])
+        Recording(
+            model="claude-sonnet-4-5",
+            provider="anthropic",
+            tool_to_call="Booking",
+        )
     ).with_structured_output(Booking)
-    assert structured.invoke(conversation()) == Booking(code="X1")
+    assert isinstance(structured.invoke(conversation()), Booking)
 
 
 # -- inside a cascade ---------------------------------------------------------------------------------------------
@@ -346,18 +350,24 @@ def _materialised(value: Any) -> Any:
 
 
 def _validate_payload(payload: Mapping[str, Any]) -> None:
-    from anthropic.types import MessageParam, TextBlockParam, ToolParam
+    """``system``, each message's content blocks and ``tools`` against the SDK's typed params (unknown keys and
+    wrong values rejected)."""
+    from anthropic.types import ImageBlockParam, TextBlockParam, ToolParam, ToolUseBlockParam
     from pydantic import ConfigDict
 
     strict = ConfigDict(extra="forbid")
+    blocks: dict[str, Any] = {"text": TextBlockParam, "image": ImageBlockParam, "tool_use": ToolUseBlockParam}
     system = payload["system"]
     assert isinstance(system, list)
     _materialised(TypeAdapter(list[TextBlockParam], config=strict).validate_python(system))
-    _materialised(TypeAdapter(list[MessageParam], config=strict).validate_python(payload["messages"]))
     for message in payload["messages"]:
-        if isinstance(message["content"], list):
-            texts_only = [b for b in message["content"] if b.get("type") == "text"]
-            _materialised(TypeAdapter(list[TextBlockParam], config=strict).validate_python(texts_only))
+        assert set(message) == {"role", "content"} and message["role"] in ("user", "assistant")
+        content = message["content"]
+        if isinstance(content, str):
+            continue
+        for block in content:
+            kind = blocks[block["type"]]
+            _materialised(TypeAdapter(list[kind], config=strict).validate_python([block]))  # type: ignore[valid-type]
     if payload.get("tools"):
         _materialised(TypeAdapter(list[ToolParam], config=strict).validate_python(payload["tools"]))
 

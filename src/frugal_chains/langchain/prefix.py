@@ -390,7 +390,7 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         openai_tools: list[dict[str, Any]] | None = None
         if tools:
             try:
-                openai_tools = [convert_to_openai_tool(t) for t in tools]
+                openai_tools = [_with_own_mark(convert_to_openai_tool(t), t) for t in tools]
             except Exception:  # a provider's built-in tool: the prefix is planned without the tools
                 openai_tools = None
         with manager_attribution(run_manager):
@@ -481,6 +481,14 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
                 usage = _added(usage, message)
                 yield ChatGenerationChunk(message=untraced(message))
         yield self._last_chunk(usage, plan)
+
+
+def _with_own_mark(converted: dict[str, Any], tool: Any) -> dict[str, Any]:
+    """A tool in OpenAI format with the ``cache_control`` the caller put on it (the conversion drops it; the
+    planner counts it)."""
+    if isinstance(tool, Mapping) and isinstance(tool.get("cache_control"), Mapping):
+        return {**converted, "cache_control": dict(tool["cache_control"])}
+    return converted
 
 
 def _ls_provider(model: BaseChatModel) -> str | None:

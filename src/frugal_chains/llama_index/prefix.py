@@ -199,7 +199,7 @@ class PrefixCachingLLM(SharesCallbacks, LLM):
         >>> from frugal_chains.llama_index import with_prefix_caching
         >>> from frugal_chains.testing import FakeUsageLLM
         >>> # in your app: Anthropic(model="claude-sonnet-4-5")
-        >>> llm = with_prefix_caching(FakeUsageLLM(), model="claude-sonnet-4-5")
+        >>> llm = with_prefix_caching(FakeUsageLLM(model="claude-sonnet-4-5"))
         >>> response = llm.chat([
         ...     ChatMessage(role="system", content="You are Acme's support agent. " * 300 + "Today is 2026-12-07."),
         ...     ChatMessage(role="user", content="Where is my order?"),

@@ -407,8 +407,16 @@ class CapturingAnthropic(langchain_anthropic.ChatAnthropic):
         return ChatResult(generations=[ChatGeneration(message=AIMessage("ok"))])
 
 
-@pytest.mark.parametrize("model_name", ["claude-sonnet-4-5", "claude-haiku-4-5"])
-def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_name: str) -> None:
+@pytest.mark.parametrize(
+    ("model_name", "tools_cached"),
+    [
+        ("claude-sonnet-4-5", True),
+        ("claude-haiku-4-5", False),
+    ],  # the tools alone: above 1,024, below 4,096 tokens
+)
+def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(
+    model_name: str, tools_cached: bool
+) -> None:
     big_tool = {
         "name": "search_policy",
         "description": "Search the airline policy. " + "Use it for fare rules, baggage and refunds. " * 200,
@@ -436,6 +444,9 @@ def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_nam
         assert 1 <= _breakpoints(payload) <= 4
         assert isinstance(payload["system"], list) and any("cache_control" in b for b in payload["system"])
     assert first["system"] == second["system"] and first["tools"] == second["tools"]
+    assert (
+        "cache_control" in first["tools"][-1]
+    ) is tools_cached  # survives bind_tools and langchain-anthropic
     from frugal_chains.prefix import rules_for
 
     minimum = rules_for(model_name).min_cacheable_tokens

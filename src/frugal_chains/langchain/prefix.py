@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, closing
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -59,6 +58,7 @@ from frugal_chains.shared.prefix_wing import (
     tool_marks,
     with_tool_marks,
 )
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 if TYPE_CHECKING:
     from frugal_chains.prefix import PrefixFormatter, PrefixPlan, PrefixReport
@@ -93,7 +93,7 @@ def _as_messages(input: Any, owner: str) -> list[BaseMessage]:
 def _openai(message: BaseMessage) -> dict[str, Any]:
     """One message as the planner reads it: LangChain's OpenAI conversion, keeping the ``cache_control`` markers
     the caller put on content blocks (the conversion drops them, and the planner counts them)."""
-    out = cast("dict[str, Any]", convert_to_openai_messages(message))
+    out: dict[str, Any] = convert_to_openai_messages(message)
     content = message.content
     if not isinstance(content, list) or not any(
         isinstance(b, Mapping) and "cache_control" in b for b in content
@@ -398,7 +398,7 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         self._last.set(plan.report)
         call = {**plan.params, **kwargs}
         if openai_tools is not None and plan.tools:
-            call["tools"] = with_tool_marks(tools, tool_marks(plan.tools))
+            call["tools"] = with_tool_marks(list(tools or ()), tool_marks(plan.tools))
         return out, call, plan
 
     @staticmethod
@@ -458,10 +458,12 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         inner = open_chunks(
             self.model, formatted, {"callbacks": child_callbacks(run_manager)}, stop=stop, **call
         )
-        with closing(inner):
+        try:
             for message in inner:
                 usage = _added(usage, message)
                 yield ChatGenerationChunk(message=untraced(message))
+        finally:
+            close_stream(inner)
         yield self._last_chunk(usage, plan)
 
     async def _astream(
@@ -476,10 +478,12 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         inner = aopen_chunks(
             self.model, formatted, {"callbacks": achild_callbacks(run_manager)}, stop=stop, **call
         )
-        async with aclosing(inner):
+        try:
             async for message in inner:
                 usage = _added(usage, message)
                 yield ChatGenerationChunk(message=untraced(message))
+        finally:
+            await aclose_stream(inner)
         yield self._last_chunk(usage, plan)
 
 

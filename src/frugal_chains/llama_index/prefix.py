@@ -244,7 +244,9 @@ class PrefixCachingLLM(SharesCallbacks, LLM):
                 kwargs[attr] = getattr(llm, attr, None)
         if kwargs.get("callback_manager") is None:
             kwargs["callback_manager"] = llm.callback_manager
-        super().__init__(llm=llm, prefix_options=dict(prefix_options or {}), **kwargs)
+        kwargs["llm"] = llm
+        kwargs["prefix_options"] = dict(prefix_options or {})
+        super().__init__(**kwargs)
         self._core = core
 
     def model_post_init(self, context: Any, /) -> None:

@@ -134,12 +134,6 @@ def _prepended(message: BaseMessage, head: list[dict[str, Any]]) -> BaseMessage:
     return message.model_copy(update={"content": [*head, *own]})
 
 
-def _rewritten(messages: list[BaseMessage], plan: PrefixPlan) -> list[BaseMessage]:
-    if not plan.changed:
-        return list(messages)
-    return restored(messages, [_openai(m) for m in messages], plan.messages, build=_built, prepend=_prepended)
-
-
 def _plan(
     core: PrefixFormatter,
     messages: list[BaseMessage],
@@ -148,8 +142,12 @@ def _plan(
     dynamic: Mapping[str, str] | None = None,
     scope: str | None = None,
 ) -> tuple[list[BaseMessage], PrefixPlan]:
-    plan = core.plan([_openai(m) for m in messages], tools=tools, dynamic=dynamic, scope=scope)
-    return _rewritten(messages, plan), plan
+    """The planner's plan for ``messages`` and the messages it says to send (unchanged ones: the same objects)."""
+    dicts = [_openai(m) for m in messages]
+    plan = core.plan(dicts, tools=tools, dynamic=dynamic, scope=scope)
+    if not plan.changed:
+        return list(messages), plan
+    return restored(messages, dicts, plan.messages, build=_built, prepend=_prepended), plan
 
 
 def _prompt_templates(prompt: BasePromptTemplate[Any]) -> list[str]:

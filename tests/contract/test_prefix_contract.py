@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from frugal_chains.prefix import PrefixFormatter
 
 from frugal_chains import Budget
+from frugal_chains.prefix import PrefixFormatter
 from tests.contract.test_cascade_contract import ok
 from tests.contract.wings import WINGS, Wing, cheap, prefixed
 

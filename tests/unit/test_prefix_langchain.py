@@ -484,3 +484,20 @@ def test_too_many_caller_breakpoints_end_at_four() -> None:
     _validate_payload(payload)
     assert _breakpoints(payload) == 4
     assert any("breakpoint" in w for w in plan.report.warnings)
+
+
+def test_composes_with_the_semantic_cache_in_the_request_flow_order() -> None:
+    """Formatter first, then the cache (the request flow): the cache sees the formatted request, a repeat is
+    served from it, and a hit still says how its request was formatted."""
+    from frugal_chains.cache import AnswerCache
+    from frugal_chains.langchain import with_cache
+    from frugal_chains.metadata import cache_status
+    from frugal_chains.testing.fake_embeddings import HashEmbeddings
+
+    inner = claude()
+    llm = with_prefix_caching(with_cache(inner, AnswerCache(embedder=HashEmbeddings())))
+    first = llm.invoke(conversation())
+    again = llm.invoke(conversation())
+    assert len(inner.seen) == 1 and cache_status(again.response_metadata) == "hit"
+    assert marks(inner.seen[0][0][0])[0] is True  # what the provider got was formatted
+    assert again.content == first.content and again.response_metadata["frugal"]["prefix"]["breakpoints"] >= 1

@@ -48,6 +48,11 @@ def test_text_without_a_block_is_unchanged() -> None:
     assert split_context_block(text) == (text, [])
     mentioned = f"Quote: {CONTEXT_HEADER} inline"  # not at a line start: not a block
     assert split_context_block(mentioned) == (mentioned, [])
+    block = render_context_block([ContextValue("date", "2026-12-07", "date")])
+    assert split_context_block(mentioned + "\n\n" + block) == (
+        mentioned,
+        [ContextValue("date", "2026-12-07", "date")],
+    )
 
 
 def test_placeholder_is_stable() -> None:

@@ -643,3 +643,25 @@ def test_a_formatter_copies_and_pickles_without_its_history() -> None:
         assert clone._churn == {} and clone.rules == fmt.rules
         plan = clone.plan([{"role": "system", "content": "Hi Bob. " + POLICY}])
         assert plan.context[0].value == "Bob" and plan.report.churn == ()
+
+
+def test_with_a_template_retrieved_passages_keep_their_dates() -> None:
+    template = (
+        POLICY + "\nToday is {today}. You are helping {user_name}.\n"
+        "Use the following pieces of retrieved context:\n{context}"
+    )
+    passages = "Order 1 shipped on 2026-11-30 to bob@example.com."
+    filled = template.format(today="2026-12-07", user_name="Bob", context=passages)
+    fmt = PrefixFormatter(model="gpt-4o", templates=[template], dynamic_variables=["user_name"])
+    plan = fmt.plan([{"role": "system", "content": filled}, *conversation()])
+    stable, values = split_context_block(plan.messages[0]["content"])
+    assert stable.endswith(passages)  # the passages are content: left as they are
+    assert [(v.label, v.value) for v in values] == [("date", "2026-12-07"), ("user_name", "Bob")]
+    assert [s.source for s in plan.report.dynamic_spans] == ["detected", "variable"]
+    only_template = PrefixFormatter(model="gpt-4o", templates=[template]).plan(
+        [{"role": "system", "content": filled}, *conversation()]
+    )
+    assert [v.value for v in only_template.context] == ["2026-12-07"]
+    # without the template, detectors read the whole prompt, passages included
+    bare = PrefixFormatter(model="gpt-4o").plan([{"role": "system", "content": filled}, *conversation()])
+    assert {v.value for v in bare.context} == {"2026-12-07", "2026-11-30", "bob@example.com"}

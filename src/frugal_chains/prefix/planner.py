@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ from frugal_chains.prefix.rules import ProviderRules, rules_for
 from frugal_chains.prefix.spans import (
     DEFAULT_DETECTORS,
     DynamicSpan,
+    SpanSource,
     _check_detect,
     classify_value,
     find_dynamic_spans,
@@ -278,6 +279,11 @@ def _check_dynamic(dynamic: Any) -> dict[str, str]:
             )
         out[label.strip()] = value
     return out
+
+
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``text`` as it is (no backslash escapes)."""
+    return lambda _match: text
 
 
 def _sha(data: Any) -> str:
@@ -557,76 +563,74 @@ class PrefixFormatter:
         spans: list[DynamicSpan],
     ) -> str:
         """``text`` with its dynamic values replaced by placeholders (values registered in ``labels``)."""
-        # 1. template variables: the text is rebuilt from the template, so it is byte-stable
-        if self.dynamic_variables:
-            for tpl in self.templates:
-                if not any(v in self.dynamic_variables for v in tpl.variables):
+        detect = self.detect if kind == "system" else ()
+
+        def moved(value: str, base: str, vkind: str, source: SpanSource, start: int = 0, end: int = 0) -> str:
+            label = labels.add(base, value, vkind)
+            if not any(s.label == label and s.message_index == index and s.source == source for s in spans):
+                spans.append(DynamicSpan(vkind, value, label, source, index, start, end))
+            return placeholder(label)
+
+        # 1. a template: the text is rebuilt from it (byte-stable); the listed variables are moved, a variable
+        # whose whole value is a date, time, id or email is moved as detected, the others (retrieved passages...)
+        # stay as they are and detectors only read the template's own text
+        pieces: list[tuple[str, bool]] | None = None  # (text, is the template's own text)
+        for tpl in self.templates:
+            m = tpl.pattern.fullmatch(text)
+            if m is None:
+                continue
+            pieces = []
+            for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
+                pieces.append((literal, True))
+                if name is None:
                     continue
-                m = tpl.pattern.fullmatch(text)
-                if m is None:
-                    continue
-                pieces: list[str] = []
-                for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
-                    pieces.append(literal)
-                    if name is None:
-                        continue
-                    value = m.group(name)
-                    if name in self.dynamic_variables and value:
-                        vkind = classify_value(value)
-                        label = labels.add(name, value, vkind)
-                        if not any(s.label == label and s.message_index == index for s in spans):
-                            spans.append(
-                                DynamicSpan(
-                                    kind=vkind,
-                                    text=value,
-                                    label=label,
-                                    source="variable",
-                                    message_index=index,
-                                )
-                            )
-                        pieces.append(placeholder(label))
-                    else:
-                        pieces.append(value)
-                text = "".join(pieces)
-                break
+                value = m.group(name)
+                vkind = classify_value(value) if value else "name"
+                if name in self.dynamic_variables and value:
+                    pieces.append((moved(value, name, vkind, "variable"), False))
+                elif vkind in detect:
+                    pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), False))
+                else:
+                    pieces.append((value, False))
+            break
+        if pieces is None:
+            pieces = [(text, True)]
         # 2. values the caller marked for this call
         for label_name, value in marked.items():
             left = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
             right = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
             pattern = re.compile(left + re.escape(value) + right)
-            if pattern.search(text) is None:
+            if not any(pattern.search(piece) for piece, _ in pieces):
                 continue
-            vkind = classify_value(value)
-            label = labels.add(label_name, value, vkind)
-            spans.append(
-                DynamicSpan(kind=vkind, text=value, label=label, source="marked", message_index=index)
-            )
-            text = pattern.sub(lambda _m, lab=label: placeholder(lab), text)  # type: ignore[misc]
+            replacement = moved(value, label_name, classify_value(value), "marked")
+            pieces = [(pattern.sub(_constant(replacement), piece), own) for piece, own in pieces]
         # 3. detectors, on system prompts only (examples and documents are content)
-        if kind == "system" and self.detect:
-            found = find_dynamic_spans(text, self.detect)
-            if found:
-                out: list[str] = []
+        if detect:
+            out: list[tuple[str, bool]] = []
+            for piece, own in pieces:
+                if not own:
+                    out.append((piece, own))
+                    continue
                 pos = 0
-                for span in found:
-                    label = labels.add(_BASE_LABELS[span.kind], span.text, span.kind)
-                    spans.append(
-                        DynamicSpan(
-                            kind=span.kind,
-                            text=span.text,
-                            label=label,
-                            source="detected",
-                            message_index=index,
-                            start=span.start,
-                            end=span.end,
+                for span in find_dynamic_spans(piece, detect):
+                    out.append((piece[pos : span.start], own))
+                    out.append(
+                        (
+                            moved(
+                                span.text,
+                                _BASE_LABELS[span.kind],
+                                span.kind,
+                                "detected",
+                                span.start,
+                                span.end,
+                            ),
+                            False,
                         )
                     )
-                    out.append(text[pos : span.start])
-                    out.append(placeholder(label))
                     pos = span.end
-                out.append(text[pos:])
-                text = "".join(out)
-        return text
+                out.append((piece[pos:], own))
+            pieces = out
+        return "".join(piece for piece, _ in pieces)
 
     def _plan(
         self,

@@ -104,6 +104,19 @@ def _model_name(model: BaseChatModel) -> str:
     return str(name or type(model).__name__)
 
 
+def _prefix_cached(tiers: list[BaseChatModel], option: Any) -> list[BaseChatModel]:
+    """``prefix_caching=``: each tier behind :func:`~frugal_chains.langchain.with_prefix_caching` (with the given
+    options), so each gets its own provider's formatting; a tier already wrapped is kept as it is."""
+    from frugal_chains.shared.prefix_wing import cascade_prefix_options
+
+    options = cascade_prefix_options(option)
+    if options is None:
+        return tiers
+    from frugal_chains.langchain.prefix import PrefixCachingChatModel, with_prefix_caching
+
+    return [t if isinstance(t, PrefixCachingChatModel) else with_prefix_caching(t, **options) for t in tiers]
+
+
 def _usage_metadata(usage: Usage) -> UsageMetadata:
     um = UsageMetadata(
         input_tokens=usage.input_tokens,
@@ -238,6 +251,10 @@ class CascadeChatModel(ChildRunStreamingModel):
         question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer: what it scores in a templated
             (RAG) prompt (:func:`~frugal_chains.langchain.question_key_from` builds one from your prompt
             template). Default: the scorer's own, which recognises the common RAG templates.
+        prefix_caching: ``True`` (or a dict of :func:`~frugal_chains.langchain.with_prefix_caching` options):
+            each tier formats its requests for its own provider's prompt cache (an Anthropic tier gets
+            ``cache_control`` breakpoints, an OpenAI tier a ``prompt_cache_key``). Tiers you wrapped yourself are
+            kept as they are.
 
     Example:
         >>> from frugal_chains.langchain import CascadeChatModel
@@ -304,7 +321,7 @@ class CascadeChatModel(ChildRunStreamingModel):
                     "bind parameters on the model itself (e.g. ChatOpenAI(temperature=0)), not with .bind()",
                     field="tiers",
                 )
-        data["tiers"] = list(tiers)
+        tiers = data["tiers"] = _prefix_cached(list(tiers), data.pop("prefix_caching", None))
         data["tier_names"] = tier_names(data.get("tier_names"), [_model_name(t) for t in tiers])
         scorer = data.get("scorer")
         if scorer == "heuristic":

@@ -1,0 +1,197 @@
+"""The prefix formatter in front of the semantic cache, through both wings, in the order of the request flow: the
+formatter rewrites the request (the date, the request id, the email and the user's name move into one context
+block), then the cached model looks it up.
+
+* A generic question, asked again or in other words by another user on another day with another request id, hits.
+* A time-specific question is never served across dates; a user-specific one never across users.
+* An answer that quotes the user's name is never served to another user.
+
+The formatter writes chat messages, so the scenarios run on the chat wings (LangChain, LlamaIndex ``chat``), in
+every call mode, for an Anthropic-shaped request (the block is a content part of its own) and an OpenAI-shaped
+one (the block ends the system string)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from frugal_chains.cache import AnswerCache
+from frugal_chains.metadata import cache_status
+from frugal_chains.prefix import CONTEXT_HEADER, PrefixFormatter
+from frugal_chains.testing import HashEmbeddings
+from tests.contract.wings import (
+    WINGS,
+    LangChainWing,
+    LlamaIndexWing,
+    Observation,
+    Target,
+    Wing,
+    _astream_into,
+    _li_delta,
+    _stream_into,
+    cheap,
+)
+
+SYSTEM = (
+    "You are the support agent of Skyway Airlines. Follow the policy below.\n\n"
+    + "\n".join(
+        f"Policy {i}: checked bags are limited to 23 kg each in economy class and 32 kg in business class; a change "
+        f"fee applies to basic economy fares; pets travel in the cabin only in an approved carrier."
+        for i in range(1, 80)
+    )
+    + "\n\nToday's date is {date}. The customer is {user_name} ({email}); request {request_id}."
+)
+ALICE = {
+    "date": "2026-12-07",
+    "user_name": "Alice Moreau",
+    "email": "alice@example.com",
+    "request_id": "req_8f3a9b2c4d5e",
+}
+BOB = {
+    "date": "2026-12-07",
+    "user_name": "Bob Tanaka",
+    "email": "bob@example.org",
+    "request_id": "req_1c2d3e4f5a6b",
+}
+ALICE_LATER = {**ALICE, "date": "2026-12-09"}
+BOB_LATER = {
+    "date": "2026-12-09",
+    "user_name": "Bob Tanaka",
+    "email": "bob@example.org",
+    "request_id": "req_77aa88bb99cc",
+}
+
+GENERIC = "What is the checked baggage allowance in economy class?"
+PARAPHRASE = "What is the checked baggage allowance in economy class, please?"
+
+CHAT_WINGS = [w for w in WINGS if w.api == "chat"]
+
+
+@pytest.fixture(params=CHAT_WINGS, ids=[w.name for w in CHAT_WINGS])
+def chat_wing(request: pytest.FixtureRequest) -> Wing:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["claude-sonnet-4-5", "gpt-4o-mini"])
+def provider_model(request: pytest.FixtureRequest) -> str:
+    """The model the formatter formats for (its provider's message shape)."""
+    return request.param  # type: ignore[no-any-return]
+
+
+def formatted(question: str, values: dict[str, str], model: str) -> list[dict[str, Any]]:
+    """Step one of the flow: the formatter's request (OpenAI-format dicts)."""
+    formatter = PrefixFormatter(model=model, templates=[SYSTEM], dynamic_variables=["user_name"])
+    messages = [{"role": "system", "content": SYSTEM.format(**values)}, {"role": "user", "content": question}]
+    planned = formatter.plan(messages).messages
+    assert values["user_name"] not in str(planned[0]["content"]).split(CONTEXT_HEADER)[0]  # moved out
+    return planned
+
+
+def _langchain(messages: list[dict[str, Any]]) -> list[Any]:
+    from langchain_core.messages import convert_to_messages
+
+    return list(convert_to_messages(messages))
+
+
+def _llama_index(messages: list[dict[str, Any]]) -> list[Any]:
+    from llama_index.core.base.llms.types import ChatMessage, TextBlock
+
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            out.append(ChatMessage(role=m["role"], content=content))
+        else:
+            out.append(ChatMessage(role=m["role"], blocks=[TextBlock(text=p["text"]) for p in content]))
+    return out
+
+
+def ask(target: Target, mode: str, messages: list[dict[str, Any]]) -> Observation:
+    """Step two: the formatter's request through the wing's cached model, in ``mode``."""
+    obs = Observation()
+    if isinstance(target.wing, LangChainWing):
+        target.wing.call(target, mode, _langchain(messages), obs, None, None)  # type: ignore[arg-type]
+    else:
+        assert isinstance(target.wing, LlamaIndexWing)
+        llm, chat = target.model, _llama_index(messages)
+        if mode == "invoke":
+            target.wing._whole(obs, llm.chat(chat))
+        elif mode == "ainvoke":
+            target.wing._whole(obs, asyncio.run(llm.achat(chat)))
+        elif mode == "stream":
+            target.wing._streamed(obs, _stream_into(obs, llm.stream_chat(chat), _li_delta, None, None))
+        else:
+
+            async def run() -> list[Any]:
+                return await _astream_into(obs, await llm.astream_chat(chat), _li_delta, None, None)
+
+            target.wing._streamed(obs, asyncio.run(run()))
+    obs.calls = dict(target.tally)
+    return obs
+
+
+def _hit(obs: Observation) -> bool:
+    return cache_status({"frugal": obs.frugal}) == "hit"
+
+
+def test_a_generic_question_hits_across_users_dates_and_request_ids(
+    chat_wing: Wing, mode: str, provider_model: str
+) -> None:
+    cache = AnswerCache(embedder=HashEmbeddings())
+    target = chat_wing.cached(cheap("Checked bags are 23 kg each in economy.", "(paid again)"), cache)
+    first = ask(target, mode, formatted(GENERIC, ALICE, provider_model))
+    assert first.text == "Checked bags are 23 kg each in economy." and not _hit(first)
+    repeat = ask(target, mode, formatted(GENERIC, BOB_LATER, provider_model))
+    paraphrase = ask(target, mode, formatted(PARAPHRASE, BOB, provider_model))
+    for obs in (repeat, paraphrase):
+        assert obs.text == "Checked bags are 23 kg each in economy." and _hit(obs)
+    assert paraphrase.calls == {"cheap-1": 1}
+    assert (cache.stats.hits_exact, cache.stats.hits_semantic) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "question", ["Is the airport lounge open today?", "How many days are left to cancel a booking for free?"]
+)
+def test_a_time_specific_question_is_never_served_across_dates(
+    chat_wing: Wing, mode: str, provider_model: str, question: str
+) -> None:
+    cache = AnswerCache(embedder=HashEmbeddings())
+    target = chat_wing.cached(cheap("(answer of December 7)", "(answer of December 9)"), cache)
+    assert ask(target, mode, formatted(question, ALICE, provider_model)).text == "(answer of December 7)"
+    later = ask(target, mode, formatted(question, ALICE_LATER, provider_model))
+    assert later.text == "(answer of December 9)" and not _hit(later)
+    same_day = ask(target, mode, formatted(question, BOB, provider_model))  # another user, the same day
+    assert same_day.text == "(answer of December 7)" and _hit(same_day)
+    assert same_day.calls == {"cheap-1": 2}
+
+
+@pytest.mark.parametrize("question", ["What is my baggage allowance?", "Can I bring a cat in the cabin?"])
+def test_a_user_specific_question_is_never_served_across_users(
+    chat_wing: Wing, mode: str, provider_model: str, question: str
+) -> None:
+    cache = AnswerCache(embedder=HashEmbeddings())
+    target = chat_wing.cached(cheap("(Alice's answer)", "(Bob's answer)"), cache)
+    assert ask(target, mode, formatted(question, ALICE, provider_model)).text == "(Alice's answer)"
+    bob = ask(target, mode, formatted(question, BOB, provider_model))
+    assert bob.text == "(Bob's answer)" and not _hit(bob)
+    alice = ask(target, mode, formatted(question, ALICE_LATER, provider_model))  # Alice again, another day
+    assert alice.text == "(Alice's answer)" and _hit(alice)
+    assert alice.calls == {"cheap-1": 2}
+
+
+def test_an_answer_quoting_the_user_name_is_never_served_to_another_user(
+    chat_wing: Wing, mode: str, provider_model: str
+) -> None:
+    cache = AnswerCache(embedder=HashEmbeddings())
+    target = chat_wing.cached(
+        cheap("Hi Alice, checked bags are 23 kg each.", "Checked bags are 23 kg each."), cache
+    )
+    assert ask(target, mode, formatted(GENERIC, ALICE, provider_model)).text.startswith("Hi Alice")  # type: ignore[union-attr]
+    alice = ask(target, mode, formatted(PARAPHRASE, ALICE_LATER, provider_model))
+    assert alice.text == "Hi Alice, checked bags are 23 kg each." and _hit(alice)
+    for question in (PARAPHRASE, GENERIC):
+        bob = ask(target, mode, formatted(question, BOB, provider_model))
+        assert "Alice" not in (bob.text or "")
+    assert bob.calls == {"cheap-1": 2}  # Bob paid once; his generic answer then served his repeat

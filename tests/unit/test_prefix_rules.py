@@ -47,6 +47,10 @@ def test_provider_aliases() -> None:
     assert rules_for("my-deployment", provider="azure_openai").provider == "openai"
     assert rules_for("claude-sonnet-4-5", provider="anthropic-chat").provider == "anthropic"
     assert rules_for("gemini-2.5-flash", provider="google_genai").provider == "gemini"
+    # Claude served by Vertex AI follows Anthropic's rules
+    assert rules_for("vertex_ai/claude-sonnet-4-5").provider == "anthropic"
+    assert rules_for("claude-sonnet-4-5", provider="google_vertexai").provider == "anthropic"
+    assert rules_for("vertex_ai/gemini-2.5-pro").provider == "gemini"
 
 
 def test_unknown_model_names_the_fix() -> None:

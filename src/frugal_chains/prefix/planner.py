@@ -52,6 +52,8 @@ _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
 _TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
+_CHURN_SHARED = 0.5
+"""Share of the text two calls must have in common (around the change) to count as churn of one prompt."""
 _LITELLM_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "vllm": "hosted_vllm"}
 
 
@@ -167,9 +169,23 @@ def _has_cc(part: Any) -> bool:
     return isinstance(part, Mapping) and "cache_control" in part
 
 
+def _preamble_length(messages: Sequence[Mapping[str, Any]]) -> int:
+    n = 0
+    while n < len(messages) and _kind(messages[n]) is not None:
+        n += 1
+    return n
+
+
+def _preamble_order(messages: Sequence[Mapping[str, Any]], n_pre: int) -> list[int]:
+    """Input indices of the preamble in the order it is written: system, examples, documents."""
+    rank = {"system": 0, "example": 1, "document": 2}
+    return sorted(range(n_pre), key=lambda k: (rank[_kind(messages[k]) or "system"], k))
+
+
 def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
     """Why the planner cannot keep this conversation valid, or None."""
     called: set[str] = set()
+    n_pre = _preamble_length(messages)
     for i, message in enumerate(messages):
         role = _role(message)
         if role == "assistant":
@@ -183,10 +199,18 @@ def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
                     f"message {i} is a tool result (tool_call_id={call_id!r}) with no earlier assistant call "
                     "with that id"
                 )
-            if _kind(message) is not None:
+            kind = _kind(message)
+            if kind is not None and (kind != "example" or i == 0 or _kind(messages[i - 1]) != "example"):
                 return (
-                    f"message {i} is a tool result marked as an example or document; it must follow its call"
+                    f"message {i} is a tool result marked as an example or document that does not directly "
+                    "follow its call among the examples"
                 )
+    ends_on_call = 0 < n_pre < len(messages) and bool(messages[n_pre - 1].get("tool_calls"))
+    if ends_on_call and _preamble_order(messages, n_pre)[-1] != n_pre - 1:
+        return (
+            f"message {n_pre - 1} calls a tool whose result (message {n_pre}) must follow it, and the preamble "
+            "would be reordered between them"
+        )
     return None
 
 
@@ -614,9 +638,7 @@ class PrefixFormatter:
         source_tools: Sequence[Mapping[str, Any]] | None,
     ) -> PrefixPlan:
         anthropic_style = self.rules.max_breakpoints > 0
-        n_pre = 0
-        while n_pre < len(messages) and _kind(messages[n_pre]) is not None:
-            n_pre += 1
+        n_pre = _preamble_length(messages)
         preamble = messages[:n_pre]
         conversation = messages[n_pre:]
         first_user = next((i for i, m in enumerate(conversation) if _role(m) == "user"), None)
@@ -664,9 +686,7 @@ class PrefixFormatter:
         churn = self._observe_churn(preamble, scope)
 
         # 3. order: system, examples, documents (tools travel apart); relative order kept within each kind
-        order = {"system": 0, "example": 1, "document": 2}
-        indexed = sorted(range(len(preamble)), key=lambda k: (order[_kind(preamble[k]) or "system"], k))
-        ordered = [preamble[k] for k in indexed]
+        ordered = [preamble[k] for k in _preamble_order(preamble, n_pre)]
         values = list(labels.values.values())
         block = render_context_block(values)
         only_system = bool(ordered) and all(_kind(m) == "system" for m in ordered)
@@ -985,6 +1005,8 @@ class PrefixFormatter:
                     rest.sort(key=lambda pc: -seg[pc[0]])
                     chosen += rest[: max(0, budget - 1)]
                     new = [pos for pos, _ in chosen]
+        if new and existing and ttl is not None:
+            ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1021,7 +1043,7 @@ class PrefixFormatter:
                     on_tools=mi is None,
                     prefix_tokens=c,
                     ttl=str(bp_ttl),
-                    caller=(mi, pi) not in new and (mi, pi) not in candidates,
+                    caller=(mi, pi) not in new,
                 )
             )
         if ttl is None and bps:
@@ -1029,6 +1051,43 @@ class PrefixFormatter:
         if not cacheable:
             ttl = None
         return tuple(bps), ttl, cacheable
+
+    @staticmethod
+    def _ttl_in_order(
+        ttl: str,
+        new: list[tuple[int | None, int | None]],
+        existing: list[tuple[int | None, int | None]],
+        out: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        warnings: list[str],
+    ) -> str:
+        """Anthropic wants 1-hour breakpoints before 5-minute ones: follow the lifetimes of your markers."""
+
+        def order(pos: tuple[int | None, int | None]) -> tuple[int, int]:
+            return (-1 if pos[0] is None else pos[0], -1 if pos[1] is None else pos[1])
+
+        def ttl_at(pos: tuple[int | None, int | None]) -> str:
+            mi, pi = pos
+            if mi is None:
+                cc = next((t["cache_control"] for t in reversed(tools or []) if "cache_control" in t), None)
+            elif pi is None:
+                cc = out[mi].get("cache_control")
+            else:
+                cc = _parts(out[mi].get("content"))[pi].get("cache_control")
+            return str(cc.get("ttl", "5m")) if isinstance(cc, Mapping) else "5m"
+
+        first_new, last_new = min(map(order, new)), max(map(order, new))
+        if ttl == "1h" and any(ttl_at(p) == "5m" and order(p) < last_new for p in existing):
+            warnings.append(
+                "a 1-hour breakpoint cannot follow your 5-minute one: the planner's markers use 5m"
+            )
+            return "5m"
+        if ttl == "5m" and any(ttl_at(p) == "1h" and order(p) > first_new for p in existing):
+            warnings.append(
+                "a 5-minute breakpoint cannot precede your 1-hour one: the planner's markers use 1h"
+            )
+            return "1h"
+        return ttl
 
     def _observe_churn(self, preamble: list[dict[str, Any]], scope: str | None) -> list[ChurnSpan]:
         """Compare each preamble message's stable text with the previous call's (report only)."""
@@ -1040,9 +1099,11 @@ class PrefixFormatter:
                 previous = self._churn.get(key)
                 changes = previous[1] if previous else 0
                 if previous is not None and previous[0] != text:
-                    changes += 1
                     before, after = _diff(previous[0], text)
-                    found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
+                    # an edit inside the same prompt, not another prompt sent through the same formatter
+                    if len(text) - len(after) >= _CHURN_SHARED * max(len(text), len(previous[0])):
+                        changes += 1
+                        found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
                 self._churn[key] = (text, changes)
                 self._churn.move_to_end(key)
                 while len(self._churn) > _CHURN_KEYS:

@@ -13,6 +13,7 @@ one (the block ends the system string)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -195,3 +196,48 @@ def test_an_answer_quoting_the_user_name_is_never_served_to_another_user(
         bob = ask(target, mode, formatted(question, BOB, provider_model))
         assert "Alice" not in (bob.text or "")
     assert bob.calls == {"cheap-1": 2}  # Bob paid once; his generic answer then served his repeat
+
+
+# -- the wrapped order: with_prefix_caching(cached model) -----------------------------------------------------
+def _wrapped(target: Target, model: str) -> Target:
+    """The wing's cached model inside the wing's ``with_prefix_caching``: the formatter formats every call, then
+    the cache looks the formatted request up."""
+    options: dict[str, Any] = {"model": model, "templates": [SYSTEM], "dynamic_variables": ["user_name"]}
+    if isinstance(target.wing, LangChainWing):
+        from frugal_chains.langchain import with_prefix_caching as lc_wrap
+
+        return dataclasses.replace(target, model=lc_wrap(target.model, **options))
+    from frugal_chains.llama_index import with_prefix_caching as li_wrap
+
+    return dataclasses.replace(target, model=li_wrap(target.model, **options))
+
+
+def raw(question: str, values: dict[str, str]) -> list[dict[str, Any]]:
+    """The request as the app writes it: the values inside the system prompt."""
+    return [{"role": "system", "content": SYSTEM.format(**values)}, {"role": "user", "content": question}]
+
+
+def test_wrapped_generic_questions_hit_and_specific_ones_stay_with_their_values(
+    chat_wing: Wing, mode: str, provider_model: str
+) -> None:
+    cache = AnswerCache(embedder=HashEmbeddings())
+    script = cheap(
+        "Hi Alice, checked bags are 23 kg each.",  # quotes the name
+        "Checked bags are 23 kg each.",  # Bob's own answer
+        "(lounge: December 7)",
+        "(lounge: December 9)",
+    )
+    target = _wrapped(chat_wing.cached(script, cache), provider_model)
+    assert ask(target, mode, raw(GENERIC, ALICE)).text == "Hi Alice, checked bags are 23 kg each."
+    alice = ask(target, mode, raw(PARAPHRASE, ALICE_LATER))  # Alice, another day and request id: a hit
+    assert alice.text == "Hi Alice, checked bags are 23 kg each." and alice.calls == {"cheap-1": 1}
+    bob = ask(target, mode, raw(GENERIC, BOB))  # never Alice's greeting: Bob pays once
+    assert bob.text == "Checked bags are 23 kg each." and bob.calls == {"cheap-1": 2}
+    bob_later = ask(target, mode, raw(PARAPHRASE, BOB_LATER))  # the generic answer: served across values
+    assert bob_later.text == "Checked bags are 23 kg each." and bob_later.calls == {"cheap-1": 2}
+    lounge = "Is the airport lounge open today?"
+    assert ask(target, mode, raw(lounge, ALICE)).text == "(lounge: December 7)"
+    assert ask(target, mode, raw(lounge, BOB)).text == "(lounge: December 7)"  # same day, another user: a hit
+    later = ask(target, mode, raw(lounge, ALICE_LATER))  # another day: the model answers
+    assert later.text == "(lounge: December 9)" and later.calls == {"cheap-1": 4}
+    assert (cache.stats.hits, cache.stats.misses) == (3, 4)

@@ -13,26 +13,31 @@ one (the block ends the system string)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from typing import Any
 
 import pytest
 
+from frugal_chains import SQLiteLedger
 from frugal_chains.cache import AnswerCache
 from frugal_chains.metadata import cache_status
 from frugal_chains.prefix import CONTEXT_HEADER, PrefixFormatter
 from frugal_chains.testing import HashEmbeddings
 from tests.contract.wings import (
+    PRICES,
     WINGS,
     LangChainWing,
     LlamaIndexWing,
     Observation,
+    Script,
     Target,
     Wing,
     _astream_into,
     _li_delta,
     _stream_into,
     cheap,
+    strong,
 )
 
 SYSTEM = (
@@ -241,3 +246,54 @@ def test_wrapped_generic_questions_hit_and_specific_ones_stay_with_their_values(
     later = ask(target, mode, raw(lounge, ALICE_LATER))  # another day: the model answers
     assert later.text == "(lounge: December 9)" and later.calls == {"cheap-1": 4}
     assert (cache.stats.hits, cache.stats.misses) == (3, 4)
+
+
+# -- in a cascade: each tier formatted for its provider, then cached -------------------------------------------
+def _cascade_of_cached_tiers(wing: Wing, cache: AnswerCache, tiers: list[tuple[Script, str]]) -> Target:
+    """A cascade whose tiers are ``with_prefix_caching(cached fake, model=...)``: each tier formats the request for
+    its own provider, then looks it up in the shared cache."""
+    ledger, tally = SQLiteLedger(), collections.Counter[str]()
+
+    def options(model: str) -> dict[str, Any]:
+        return {"model": model, "templates": [SYSTEM], "dynamic_variables": ["user_name"]}
+
+    if isinstance(wing, LangChainWing):
+        from frugal_chains.langchain import CachedChatModel, CascadeChatModel
+        from frugal_chains.langchain import with_prefix_caching as lc_wrap
+
+        built = [
+            lc_wrap(CachedChatModel(model=wing._fake(s, tally), cache=cache), **options(m)) for s, m in tiers
+        ]
+        model = CascadeChatModel(tiers=built, ledger=ledger, prices=PRICES)
+        return Target(wing, model, wing._handler((), ledger), ledger, tally)
+    assert isinstance(wing, LlamaIndexWing)
+    from frugal_chains.llama_index import CachedLLM, CascadeLLM
+    from frugal_chains.llama_index import with_prefix_caching as li_wrap
+
+    handler, manager = wing._manager((), ledger)
+    built_li = [
+        li_wrap(
+            CachedLLM(llm=wing._fake(s, tally, manager), cache=cache, callback_manager=manager), **options(m)
+        )
+        for s, m in tiers
+    ]
+    model = CascadeLLM(tiers=built_li, ledger=ledger, prices=PRICES, callback_manager=manager)
+    return Target(wing, model, handler, ledger, tally)
+
+
+def test_in_a_cascade_each_tier_formats_then_caches(chat_wing: Wing, mode: str) -> None:
+    """The first tier (OpenAI-formatted) is down, so the second (Anthropic-formatted) answers: its cache entry is
+    served to another user on another day, and its answer quoting Alice is never served to Bob."""
+    cache = AnswerCache(embedder=HashEmbeddings())
+    down = cheap(error=lambda: ConnectionError("provider down"))
+    up = strong(
+        "Checked bags are 23 kg each.", "Hi Alice, the lounge opens at 6:00.", "The lounge opens at 6:00."
+    )
+    target = _cascade_of_cached_tiers(chat_wing, cache, [(down, "gpt-4o-mini"), (up, "claude-sonnet-4-5")])
+    assert ask(target, mode, raw(GENERIC, ALICE)).text == "Checked bags are 23 kg each."
+    bob = ask(target, mode, raw(PARAPHRASE, BOB_LATER))
+    assert bob.text == "Checked bags are 23 kg each." and bob.calls == {"cheap-1": 2, "strong-1": 1}
+    hours = "When does the airport lounge open in the morning?"
+    assert ask(target, mode, raw(hours, ALICE)).text == "Hi Alice, the lounge opens at 6:00."
+    other = ask(target, mode, raw(hours, BOB))
+    assert other.text == "The lounge opens at 6:00." and other.calls == {"cheap-1": 4, "strong-1": 3}

@@ -340,6 +340,8 @@ def test_marked_values_are_moved() -> None:
     assert "Alice" not in stable and stable.count("[see request context: customer]") == 2
     assert [(v.label, v.value) for v in values] == [("customer", "Alice")]
     assert plan.report.dynamic_spans[0].source == "marked"
+    absent = PrefixFormatter(model="gpt-4o").plan([*msgs, *conversation()], dynamic={"order": "A-77"})
+    assert any("not found in the preamble" in w and "order" in w for w in absent.report.warnings)
 
 
 def test_no_names_are_guessed_from_free_text() -> None:
@@ -628,3 +630,58 @@ def test_few_shot_tool_exchanges_stay_together() -> None:
 def test_preamble_tool_shapes_that_cannot_be_reordered(msgs: list[dict[str, Any]]) -> None:
     plan = PrefixFormatter(model="gpt-4o").plan(msgs)
     assert plan.messages == msgs and not plan.changed and "unchanged" in plan.report.warnings[0]
+
+
+def test_a_formatter_copies_and_pickles_without_its_history() -> None:
+    import pickle
+
+    fmt = PrefixFormatter(
+        model="gpt-4o", templates=["Hi {user_name}. " + POLICY], dynamic_variables=["user_name"]
+    )
+    fmt.plan([{"role": "system", "content": "Hi Alice. " + POLICY}])
+    for clone in (copy.deepcopy(fmt), pickle.loads(pickle.dumps(fmt))):
+        assert clone._churn == {} and clone.rules == fmt.rules
+        plan = clone.plan([{"role": "system", "content": "Hi Bob. " + POLICY}])
+        assert plan.context[0].value == "Bob" and plan.report.churn == ()
+
+
+def test_with_a_template_retrieved_passages_keep_their_dates() -> None:
+    template = (
+        POLICY + "\nToday is {today}. You are helping {user_name}.\n"
+        "Use the following pieces of retrieved context:\n{context}"
+    )
+    passages = "Order 1 shipped on 2026-11-30 to bob@example.com."
+    filled = template.format(today="2026-12-07", user_name="Bob", context=passages)
+    fmt = PrefixFormatter(model="gpt-4o", templates=[template], dynamic_variables=["user_name"])
+    plan = fmt.plan([{"role": "system", "content": filled}, *conversation()])
+    stable, values = split_context_block(plan.messages[0]["content"])
+    assert stable.endswith(passages)  # the passages are content: left as they are
+    assert [(v.label, v.value) for v in values] == [("date", "2026-12-07"), ("user_name", "Bob")]
+    assert [s.source for s in plan.report.dynamic_spans] == ["detected", "variable"]
+    only_template = PrefixFormatter(model="gpt-4o", templates=[template]).plan(
+        [{"role": "system", "content": filled}, *conversation()]
+    )
+    assert [v.value for v in only_template.context] == ["2026-12-07"]
+    # without the template, detectors read the whole prompt, passages included
+    bare = PrefixFormatter(model="gpt-4o").plan([{"role": "system", "content": filled}, *conversation()])
+    assert {v.value for v in bare.context} == {"2026-12-07", "2026-11-30", "bob@example.com"}
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-4o"])
+def test_planning_twice_with_templates_and_marked_values_changes_nothing(model: str) -> None:
+    template = POLICY + "\nToday is {today}. You are helping {user_name} ({email})."
+    filled = template.format(today="2026-12-07", user_name="Bob", email="bob@example.com")
+    msgs = [{"role": "system", "content": filled + " Account tier: gold."}, *conversation()]
+    fmt = PrefixFormatter(
+        model=model, templates=[template + " Account tier: {tier}."], dynamic_variables=["user_name"]
+    )
+    first = fmt.plan(msgs, dynamic={"tier": "gold"})
+    second = fmt.plan(first.messages, tools=first.tools, dynamic={"tier": "gold"})
+    assert [(v.label, v.value) for v in first.context] == [
+        ("date", "2026-12-07"),
+        ("user_name", "Bob"),
+        ("email", "bob@example.com"),
+        ("tier", "gold"),
+    ]
+    assert second.messages == first.messages and second.context == first.context
+    assert second.report.warnings == tuple(w for w in second.report.warnings if "not found" not in w)

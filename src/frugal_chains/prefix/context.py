@@ -122,9 +122,13 @@ def split_context_block(text: str) -> tuple[str, list[ContextValue]]:
         >>> [(v.label, v.value, v.kind) for v in values]
         [('date', '2026-12-07', 'date'), ('user_name', 'Alice', 'name')]
     """
-    start = text.find(CONTEXT_HEADER)
-    if start < 0 or (start > 0 and text[start - 1] != "\n"):
-        return text, []
+    if text.startswith(CONTEXT_HEADER):
+        start = 0
+    else:
+        start = text.find("\n" + CONTEXT_HEADER)
+        if start < 0:
+            return text, []
+        start += 1
     pos = start + len(CONTEXT_HEADER)
     values: list[ContextValue] = []
     while pos < len(text) and text[pos] == "\n":

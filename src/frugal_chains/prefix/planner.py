@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ from frugal_chains.prefix.rules import ProviderRules, rules_for
 from frugal_chains.prefix.spans import (
     DEFAULT_DETECTORS,
     DynamicSpan,
+    SpanSource,
     _check_detect,
     classify_value,
     find_dynamic_spans,
@@ -49,6 +50,7 @@ OnUnsafe = Literal["warn", "raise"]
 _SYSTEM_ROLES = ("system", "developer")
 _BASE_LABELS = {"date": "date", "time": "time", "uuid": "uuid", "request_id": "request id", "email": "email"}
 _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
+_PLACEHOLDER = re.compile(re.escape(placeholder("@")).replace("@", r"[^\]\n]+"))
 _TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
@@ -280,6 +282,11 @@ def _check_dynamic(dynamic: Any) -> dict[str, str]:
     return out
 
 
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``text`` as it is (no backslash escapes)."""
+    return lambda _match: text
+
+
 def _sha(data: Any) -> str:
     raw = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
@@ -340,7 +347,8 @@ class PrefixFormatter:
         model: the model the request goes to; the provider is inferred from it.
         provider: "anthropic", "openai", "gemini" or "vllm" when the name does not tell.
         rules: your own :class:`~frugal_chains.prefix.ProviderRules` (any other provider, or overrides).
-        templates: f-string templates your system prompts are filled from (``{user_name}`` style).
+        templates: f-string templates your system prompts are filled from (``{user_name}`` style); with one, the
+            detectors read the template's own text and whole-value variables, not retrieved passages.
         dynamic_variables: the template variables whose values vary per call: they are moved.
         detect: detectors to run on system prompts (default: all, see :mod:`frugal_chains.prefix.spans`).
         ttl: Anthropic cache lifetime, "5m", "1h", or "auto" (cheapest at ``calls_per_hour``).
@@ -557,76 +565,76 @@ class PrefixFormatter:
         spans: list[DynamicSpan],
     ) -> str:
         """``text`` with its dynamic values replaced by placeholders (values registered in ``labels``)."""
-        # 1. template variables: the text is rebuilt from the template, so it is byte-stable
-        if self.dynamic_variables:
-            for tpl in self.templates:
-                if not any(v in self.dynamic_variables for v in tpl.variables):
+        detect = self.detect if kind == "system" else ()
+
+        def moved(value: str, base: str, vkind: str, source: SpanSource, start: int = 0, end: int = 0) -> str:
+            label = labels.add(base, value, vkind)
+            if not any(s.label == label and s.message_index == index and s.source == source for s in spans):
+                spans.append(DynamicSpan(vkind, value, label, source, index, start, end))
+            return placeholder(label)
+
+        # 1. a template: the text is rebuilt from it (byte-stable); the listed variables are moved, a variable
+        # whose whole value is a date, time, id or email is moved as detected, the others (retrieved passages...)
+        # stay as they are and detectors only read the template's own text
+        pieces: list[tuple[str, bool]] | None = None  # (text, is the template's own text)
+        for tpl in self.templates:
+            m = tpl.pattern.fullmatch(text)
+            if m is None:
+                continue
+            pieces = []
+            for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
+                pieces.append((literal, True))
+                if name is None:
                     continue
-                m = tpl.pattern.fullmatch(text)
-                if m is None:
-                    continue
-                pieces: list[str] = []
-                for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
-                    pieces.append(literal)
-                    if name is None:
-                        continue
-                    value = m.group(name)
-                    if name in self.dynamic_variables and value:
-                        vkind = classify_value(value)
-                        label = labels.add(name, value, vkind)
-                        if not any(s.label == label and s.message_index == index for s in spans):
-                            spans.append(
-                                DynamicSpan(
-                                    kind=vkind,
-                                    text=value,
-                                    label=label,
-                                    source="variable",
-                                    message_index=index,
-                                )
-                            )
-                        pieces.append(placeholder(label))
-                    else:
-                        pieces.append(value)
-                text = "".join(pieces)
-                break
+                value = m.group(name)
+                vkind = classify_value(value) if value else "name"
+                if _PLACEHOLDER.fullmatch(value):  # moved by an earlier plan
+                    pieces.append((value, False))
+                elif name in self.dynamic_variables and value:
+                    pieces.append((moved(value, name, vkind, "variable"), False))
+                elif vkind in detect:
+                    pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), False))
+                else:
+                    pieces.append((value, False))
+            break
+        if pieces is None:
+            pieces = [(text, True)]
         # 2. values the caller marked for this call
         for label_name, value in marked.items():
             left = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
             right = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
             pattern = re.compile(left + re.escape(value) + right)
-            if pattern.search(text) is None:
+            if not any(pattern.search(piece) for piece, _ in pieces):
                 continue
-            vkind = classify_value(value)
-            label = labels.add(label_name, value, vkind)
-            spans.append(
-                DynamicSpan(kind=vkind, text=value, label=label, source="marked", message_index=index)
-            )
-            text = pattern.sub(lambda _m, lab=label: placeholder(lab), text)  # type: ignore[misc]
+            replacement = moved(value, label_name, classify_value(value), "marked")
+            pieces = [(pattern.sub(_constant(replacement), piece), own) for piece, own in pieces]
         # 3. detectors, on system prompts only (examples and documents are content)
-        if kind == "system" and self.detect:
-            found = find_dynamic_spans(text, self.detect)
-            if found:
-                out: list[str] = []
+        if detect:
+            out: list[tuple[str, bool]] = []
+            for piece, own in pieces:
+                if not own:
+                    out.append((piece, own))
+                    continue
                 pos = 0
-                for span in found:
-                    label = labels.add(_BASE_LABELS[span.kind], span.text, span.kind)
-                    spans.append(
-                        DynamicSpan(
-                            kind=span.kind,
-                            text=span.text,
-                            label=label,
-                            source="detected",
-                            message_index=index,
-                            start=span.start,
-                            end=span.end,
+                for span in find_dynamic_spans(piece, detect):
+                    out.append((piece[pos : span.start], own))
+                    out.append(
+                        (
+                            moved(
+                                span.text,
+                                _BASE_LABELS[span.kind],
+                                span.kind,
+                                "detected",
+                                span.start,
+                                span.end,
+                            ),
+                            False,
                         )
                     )
-                    out.append(text[pos : span.start])
-                    out.append(placeholder(label))
                     pos = span.end
-                out.append(text[pos:])
-                text = "".join(out)
-        return text
+                out.append((piece[pos:], own))
+            pieces = out
+        return "".join(piece for piece, _ in pieces)
 
     def _plan(
         self,
@@ -738,6 +746,16 @@ class PrefixFormatter:
         )
 
         warnings: list[str] = []
+        # a marked value moved now, or by an earlier plan (its label came back from the context block)
+        missing = [
+            label
+            for label, value in marked.items()
+            if label not in labels.values and not any(s.source == "marked" and s.text == value for s in spans)
+        ]
+        if missing:
+            warnings.append(
+                f"dynamic value(s) not found in the preamble, nothing moved for: {', '.join(missing)}"
+            )
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")

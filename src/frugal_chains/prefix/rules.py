@@ -162,7 +162,7 @@ def infer_provider(model: str, provider: str | None = None) -> str | None:
         known = _canonical(str(entry.get("litellm_provider", "")))
         if known is not None:
             return known
-    low = name.lower()
+    low = name.lower().removeprefix("ft:")  # fine-tuned OpenAI models: ft:gpt-4o-mini:org::id
     if low.startswith("claude"):
         return "anthropic"
     if low.startswith(("gpt-", "gpt4", "chatgpt", "o1", "o3", "o4", "text-davinci")):

@@ -41,7 +41,7 @@ DEFAULT_DETECTORS: tuple[str, ...] = DETECTORS
 """The detectors :class:`~frugal_chains.prefix.PrefixFormatter` runs by default (all of them)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class DynamicSpan:
     """One value that varies between calls, found in stable content.
 

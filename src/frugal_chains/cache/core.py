@@ -41,6 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+import frugal_chains.cache.request_context as request_context
 from frugal_chains.cache.index import CacheEntry, Hit, VectorIndex
 from frugal_chains.cache.keys import CacheRequest
 from frugal_chains.errors import ConfigurationError
@@ -82,6 +83,13 @@ with an unpriced tier): a hit saves an unknown amount (``saved_usd=None``) and n
 
 def _ids(text: str) -> list[str]:
     return [m.group(0).lower() for m in _IDS.finditer(text)]
+
+
+def _quotes_agree(request: CacheRequest, entry: CacheEntry) -> bool:
+    """False when ``entry``'s answer quotes a value of the prefix formatter's context block (a name, an email, a
+    date) that ``request`` holds with another value (see :mod:`frugal_chains.cache.request_context`)."""
+    quotes = entry.meta.get(request_context.QUOTES_META_KEY)
+    return not quotes or request_context.quotes_agree(quotes, request.context_values)
 
 
 # Case matters in code: `ls -l` is not `ls -L`, grep -i is not grep -I.
@@ -645,6 +653,8 @@ class AnswerCache(SharedService):
     def _exact_ok(self, request: CacheRequest, entry: CacheEntry) -> bool:
         """Same normalised key. When the raw questions differ (case, spacing, masked timestamps and ids), the ids,
         case-sensitive code tokens and the guard's rules must agree too: normalisation never decides alone."""
+        if not _quotes_agree(request, entry):
+            return False
         if entry.question == request.question:
             return True
         if _ids(entry.question) != _ids(request.question):
@@ -764,9 +774,12 @@ class AnswerCache(SharedService):
             if hit.entry.meta.get("embedder", name) != name:
                 continue  # another model's vector space: its similarities mean nothing here
             counted = hit.similarity >= self.threshold  # below it, only verify-band candidates: not counted
-            if _ids(hit.entry.question) != _ids(request.question) or _code_tokens(
-                hit.entry.question
-            ) != _code_tokens(request.question):
+            others = not _quotes_agree(request, hit.entry)  # it quotes another user's name, another date
+            if (
+                others
+                or _ids(hit.entry.question) != _ids(request.question)
+                or _code_tokens(hit.entry.question) != _code_tokens(request.question)
+            ):
                 if counted:
                     self._counters.add("guard_rejections")
                 continue
@@ -1203,6 +1216,10 @@ class AnswerCache(SharedService):
         meta: dict[str, Any] = {}
         if usage is not None:
             meta["usage"] = usage.to_dict()
+        if request.context_values:  # an answer quoting the user's name or the date stays with those values
+            quotes = request_context.answer_quotes(answer, request.context_values)
+            if quotes:
+                meta[request_context.QUOTES_META_KEY] = quotes
         return CacheEntry(
             partition=request.partition,
             exact_key=request.exact_key,

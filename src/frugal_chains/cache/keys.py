@@ -11,6 +11,10 @@ shares an answer.
 A conversation whose last message is not a user turn (a tool result waiting for the model, say) has no question
 to compare: it gets the exact tier only.
 
+A request rewritten by the prefix formatter carries a context block (dates, request ids, the user's name moved out
+of the system prompt): it is taken out of the partition, and its values come back in only for a question that
+depends on them (see :mod:`frugal_chains.cache.request_context`).
+
 A whole chain or query engine is looked up with :meth:`CacheRequest.from_inputs`: the question is one input (or
 what a function makes of the inputs), the other inputs and a knowledge-base version tag are the exact partition.
 """
@@ -21,13 +25,17 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import frugal_chains.cache.request_context as request_context
 from frugal_chains.cache.normalize import has_content, normalize
 from frugal_chains.cache.scope import CacheScope, current_cache_scope
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.shared.question import QuestionKey, Selection, as_question_key
 from frugal_chains.shared.question import split_content as _split_content
+
+if TYPE_CHECKING:
+    from frugal_chains.prefix import ContextValue
 
 __all__ = ["CacheRequest"]
 
@@ -70,6 +78,9 @@ class CacheRequest:
     scope: CacheScope = field(default_factory=CacheScope)
     semantic: bool = True
     """False when there is no user question to compare (exact tier only)."""
+    context_values: tuple[ContextValue, ...] = ()
+    """The values of the prefix formatter's context block (date, request id, the user's name ...), taken out of
+    the messages; an answer quoting one is served only to requests with the same value (not a partition key)."""
     partition: str = field(init=False)
     """SHA-256 of context, llm_string and scope."""
     normalized: str = field(init=False)
@@ -128,13 +139,21 @@ class CacheRequest:
         if not isinstance(prompt, str):
             raise ConfigurationError(f"the prompt must be a str, got {type(prompt).__name__}", field="prompt")
         key = as_question_key(question_key)
-        sel = key.selection([{"role": "user", "content": prompt}])
+        cleaned, values = request_context.split_messages([{"role": "user", "content": prompt}])
+        prompt = cleaned[0]["content"]
+        sel = key.selection(cleaned)
         rag = _rag_part(sel)
+        question = prompt if rag is None else sel.selected.question
+        parts: dict[str, Any] = {} if rag is None else {"rag": rag}
+        if values:  # only then: prompts without a context block are keyed as they always were
+            needs = request_context.depends_on([question])
+            parts["request_context"] = request_context.context_partition(values, needs)
         return cls(
-            question=prompt if rag is None else sel.selected.question,
-            context="" if rag is None else _canonical({"rag": rag}),
+            question=question,
+            context=_canonical(parts) if parts else "",
             llm_string=llm_string,
             scope=scope or current_cache_scope(),
+            context_values=values,
         )
 
     @classmethod
@@ -150,6 +169,10 @@ class CacheRequest:
         """A chat conversation in OpenAI format. The last message, if it is a user turn, holds the question;
         every other message (system prompt and earlier turns, exactly), the tools and any non-text part of the
         question go into the partition.
+
+        A context block written by the prefix formatter (:mod:`frugal_chains.cache.request_context`) is taken out
+        first: its labels are part of the partition, its values only when the question (or an earlier user turn)
+        is time- or user-specific.
 
         ``question_key`` (default :class:`~frugal_chains.QuestionKey` ()) selects the question: in a filled RAG
         template it is the template's question variable, and the template and a hash of the passages go into the
@@ -192,6 +215,8 @@ class CacheRequest:
                     field="messages",
                 )
             msgs.append(m)
+        cleaned, values = request_context.split_messages(msgs)
+        msgs = list(cleaned)
         last = msgs[-1]
         earlier = [dict(m) for m in msgs[:-1]]
         rag: dict[str, str] | None = None
@@ -212,6 +237,11 @@ class CacheRequest:
         parts: dict[str, Any] = {"earlier": earlier, "last": last_rest, "tools": list(tools or [])}
         if rag is not None:
             parts["rag"] = rag  # only then: the partitions of bare questions are as they always were
+        if values:  # likewise: requests without a context block are keyed as they always were
+            asked = [question] + [_split_content(m.get("content"))[0] for m in earlier if _is_user(m)]
+            # a request with no question to compare (a tool result) keeps every value in its partition
+            needs = request_context.depends_on(asked) if semantic else None
+            parts["request_context"] = request_context.context_partition(values, needs)
         context = _canonical(parts)
         return cls(
             question=question,
@@ -219,6 +249,7 @@ class CacheRequest:
             llm_string=llm_string,
             scope=scope or current_cache_scope(),
             semantic=semantic,
+            context_values=values,
         )
 
     @classmethod
@@ -311,6 +342,10 @@ class CacheRequest:
             {"chain": name, "inputs": {str(k): v for k, v in rest.items()}, "version": version}
         )
         return cls(question=text, context=context, scope=scope or current_cache_scope())
+
+
+def _is_user(message: Mapping[str, Any]) -> bool:
+    return message.get("role") in ("user", "human")
 
 
 def _rag_part(sel: Selection) -> dict[str, str] | None:

@@ -164,6 +164,7 @@ def test_planning_twice_changes_nothing(model: str) -> None:
         assert second.messages == first.messages
         assert second.tools == first.tools
         assert second.prefix_hash == first.prefix_hash
+        assert second.context == first.context
         assert not second.changed
         assert request_text(second).count(CONTEXT_HEADER) == 1
         assert len(markers(second)) == len(markers(first)) <= 4
@@ -384,6 +385,9 @@ def test_churn_detector_reports_changing_text() -> None:
     assert any("changed between calls" in w and "mark it dynamic" in w for w in plan.report.warnings)
     # report only: the text stays where it was
     assert "You help Bob today." in plan.messages[0]["content"]
+    # another prompt entirely through the same formatter is not churn
+    plan = fmt.plan([{"role": "system", "content": "A different, short prompt."}, *conversation()])
+    assert plan.report.churn == ()
     # values moved by the planner are not churn
     fmt2 = PrefixFormatter(model="gpt-4o")
     for d, r, e, q in CALLS:
@@ -475,3 +479,95 @@ def test_bad_requests_name_the_field(call: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as err:
         PrefixFormatter(model="gpt-4o").plan(call.pop("messages"), **call)
     assert err.value.field == field
+
+
+def test_several_system_messages_are_merged_when_the_block_goes_there() -> None:
+    msgs = [
+        {"role": "system", "content": POLICY},
+        {"role": "developer", "content": "Today is 2026-12-07."},
+        *conversation(),
+    ]
+    openai = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert len(openai.messages) == 1 + len(conversation())
+    stable, values = split_context_block(openai.messages[0]["content"])
+    assert stable == POLICY + "\n\nToday is [see request context: date]." and values[0].value == "2026-12-07"
+    anthropic = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    parts = anthropic.messages[0]["content"]
+    assert [p["text"][:10] for p in parts] == [POLICY[:10], "Today is [", CONTEXT_HEADER[:10]]
+    assert "cache_control" in parts[1] and "cache_control" not in parts[0]  # on the last stable part
+    # nothing to move: the messages stay as they were (only a marker is added for Anthropic)
+    plain = [
+        {"role": "system", "content": POLICY},
+        {"role": "system", "content": "Be brief."},
+        *conversation(),
+    ]
+    same = PrefixFormatter(model="gpt-4o").plan(plain)
+    assert same.messages == plain and not same.changed
+
+
+def test_content_parts_and_images_are_kept() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/logo.png"}}
+    msgs = [
+        {"role": "system", "content": [{"type": "text", "text": system()}, image]},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]},
+    ]
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    parts = plan.messages[0]["content"]
+    assert parts[1] == image and parts[-1]["text"].startswith(CONTEXT_HEADER)
+    assert plan.messages[1] == msgs[1]
+    anthropic = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    stable = anthropic.messages[0]["content"]
+    assert stable[1] == {**image, "cache_control": {"type": "ephemeral", "ttl": "1h"}}  # last stable part
+
+
+def test_anthropic_block_in_the_first_user_turn_is_its_own_part() -> None:
+    msgs = [
+        {"role": "system", "content": system()},
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        *conversation(),
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    first_turn = plan.messages[2]["content"]
+    assert first_turn[0]["text"].startswith(CONTEXT_HEADER) and first_turn[1] == {
+        "type": "text",
+        "text": "Hi",
+    }
+    assert [b.message_index for b in plan.report.breakpoints] == [0, 1]
+    assert plan.report.cacheable_tokens == plan.report.breakpoints[-1].prefix_tokens
+
+
+def test_empty_and_tools_only_requests() -> None:
+    assert PrefixFormatter(model="gpt-4o").plan([]).messages == []
+    tools = [{"type": "function", "function": {"name": "search", "description": POLICY}}]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan([{"role": "user", "content": "hi"}], tools=tools)
+    assert plan.tools is not None and plan.tools[0]["cache_control"]["type"] == "ephemeral"
+    assert [b.on_tools for b in plan.report.breakpoints] == [True]
+    assert tools[0].get("cache_control") is None
+
+
+def test_lifetimes_follow_anthropic_order_with_your_markers() -> None:
+    msgs = [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": system(), "cache_control": {"type": "ephemeral"}}],
+        },
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        *conversation(),
+    ]
+    # your 5-minute marker on the system prompt comes first: the planner's later marker cannot be 1h
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="1h").plan(msgs)
+    assert markers(plan) == [{"type": "ephemeral"}, {"type": "ephemeral"}]
+    assert any("cannot follow your 5-minute one" in w for w in plan.report.warnings)
+    later_1h = [
+        {"role": "system", "content": system()},
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hello", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+            ],
+        },
+        {"role": "user", "content": "Where is my parcel?"},
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="5m").plan(later_1h)
+    assert markers(plan) == [{"type": "ephemeral", "ttl": "1h"}] * 2

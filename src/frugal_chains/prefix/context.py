@@ -61,7 +61,8 @@ class ContextValue:
     value: str
     """The value, exactly as it was in the prompt."""
     kind: str = "name"
-    """"date", "time", "uuid", "request_id", "email", or "name" (a variable whose value is none of those)."""
+    """"date", "time", "uuid", "request_id", "email" (from the label, else from the value), or "name" (a value that
+    is none of those)."""
 
     def line(self) -> str:
         """The value's line in the block."""
@@ -76,8 +77,7 @@ def _kind_of(label: str, value: str) -> str:
     kind = _LABEL_KINDS.get(base)
     if kind is not None:
         return kind
-    found = classify_value(value)
-    return found if found in ("date", "time") else "name"
+    return classify_value(value)
 
 
 def render_context_block(values: Sequence[ContextValue]) -> str:

@@ -49,8 +49,11 @@ OnUnsafe = Literal["warn", "raise"]
 _SYSTEM_ROLES = ("system", "developer")
 _BASE_LABELS = {"date": "date", "time": "time", "uuid": "uuid", "request_id": "request id", "email": "email"}
 _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
+_TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
+_CHURN_SHARED = 0.5
+"""Share of the text two calls must have in common (around the change) to count as churn of one prompt."""
 _LITELLM_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "vllm": "hosted_vllm"}
 
 
@@ -548,7 +551,7 @@ class PrefixFormatter:
                     value = m.group(name)
                     if name in self.dynamic_variables and value:
                         vkind = classify_value(value)
-                        label = labels.add(name, value, vkind if vkind in ("date", "time") else "name")
+                        label = labels.add(name, value, vkind)
                         if not any(s.label == label and s.message_index == index for s in spans):
                             spans.append(
                                 DynamicSpan(
@@ -572,7 +575,7 @@ class PrefixFormatter:
             if pattern.search(text) is None:
                 continue
             vkind = classify_value(value)
-            label = labels.add(label_name, value, vkind if vkind != "request_id" else "request_id")
+            label = labels.add(label_name, value, vkind)
             spans.append(
                 DynamicSpan(kind=vkind, text=value, label=label, source="marked", message_index=index)
             )
@@ -855,13 +858,17 @@ class PrefixFormatter:
         if price is None:
             return default
         p = price.for_input(prefix_tokens)
-        best, best_cost = None, prefix_tokens * p.input
+        costs: dict[str | None, float] = {None: prefix_tokens * p.input}
         for ttl in ttls:
             h = self._reuse(_TTL_MINUTES[ttl])
             write = p.cache_write_1h_rate if ttl == "1h" else p.cache_write_rate
-            cost = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
-            if cost < best_cost - 1e-15:
-                best, best_cost = ttl, cost
+            costs[ttl] = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
+        best = min(costs, key=lambda k: costs[k])
+        if costs[best] >= costs[None]:
+            return None
+        # the 5-minute lifetime unless the 1-hour one saves more than 1% (its writes cost more on a miss)
+        if best == "1h" and "5m" in costs and costs["5m"] <= costs["1h"] * (1 + _TTL_TOLERANCE):
+            return "5m"
         return best
 
     def _place_breakpoints(
@@ -980,6 +987,8 @@ class PrefixFormatter:
                     rest.sort(key=lambda pc: -seg[pc[0]])
                     chosen += rest[: max(0, budget - 1)]
                     new = [pos for pos, _ in chosen]
+        if new and existing and ttl is not None:
+            ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1025,6 +1034,43 @@ class PrefixFormatter:
             ttl = None
         return tuple(bps), ttl, cacheable
 
+    @staticmethod
+    def _ttl_in_order(
+        ttl: str,
+        new: list[tuple[int | None, int | None]],
+        existing: list[tuple[int | None, int | None]],
+        out: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        warnings: list[str],
+    ) -> str:
+        """Anthropic wants 1-hour breakpoints before 5-minute ones: follow the lifetimes of your markers."""
+
+        def order(pos: tuple[int | None, int | None]) -> tuple[int, int]:
+            return (-1 if pos[0] is None else pos[0], -1 if pos[1] is None else pos[1])
+
+        def ttl_at(pos: tuple[int | None, int | None]) -> str:
+            mi, pi = pos
+            if mi is None:
+                cc = next((t["cache_control"] for t in reversed(tools or []) if "cache_control" in t), None)
+            elif pi is None:
+                cc = out[mi].get("cache_control")
+            else:
+                cc = _parts(out[mi].get("content"))[pi].get("cache_control")
+            return str(cc.get("ttl", "5m")) if isinstance(cc, Mapping) else "5m"
+
+        first_new, last_new = min(map(order, new)), max(map(order, new))
+        if ttl == "1h" and any(ttl_at(p) == "5m" and order(p) < last_new for p in existing):
+            warnings.append(
+                "a 1-hour breakpoint cannot follow your 5-minute one: the planner's markers use 5m"
+            )
+            return "5m"
+        if ttl == "5m" and any(ttl_at(p) == "1h" and order(p) > first_new for p in existing):
+            warnings.append(
+                "a 5-minute breakpoint cannot precede your 1-hour one: the planner's markers use 1h"
+            )
+            return "1h"
+        return ttl
+
     def _observe_churn(self, preamble: list[dict[str, Any]], scope: str | None) -> list[ChurnSpan]:
         """Compare each preamble message's stable text with the previous call's (report only)."""
         found: list[ChurnSpan] = []
@@ -1035,9 +1081,11 @@ class PrefixFormatter:
                 previous = self._churn.get(key)
                 changes = previous[1] if previous else 0
                 if previous is not None and previous[0] != text:
-                    changes += 1
                     before, after = _diff(previous[0], text)
-                    found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
+                    # an edit inside the same prompt, not another prompt sent through the same formatter
+                    if len(text) - len(after) >= _CHURN_SHARED * max(len(text), len(previous[0])):
+                        changes += 1
+                        found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
                 self._churn[key] = (text, changes)
                 self._churn.move_to_end(key)
                 while len(self._churn) > _CHURN_KEYS:

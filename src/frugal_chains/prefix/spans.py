@@ -60,9 +60,10 @@ class DynamicSpan:
     message_index: int | None = None
     """Index of the input message it was found in."""
     start: int = 0
-    """Offset of the value in the text it was found in."""
+    """Offset of the value in the text a detector scanned (after template variables and marked values were
+    replaced); 0 for variables and marked values."""
     end: int = 0
-    """Offset just past the value."""
+    """Offset just past the value (0 for variables and marked values)."""
 
 
 _MONTH = (

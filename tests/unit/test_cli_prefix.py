@@ -202,3 +202,26 @@ def test_bad_flags_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], ar
         main(["prefix", "explain", path, "--model", "claude-sonnet-4-5", *argv])
     assert exc.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_request_the_planner_cannot_reorder_is_shown_unchanged_with_the_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tool_first = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        {"role": "user", "content": "hi"},
+    ]
+    path = write(tmp_path, "messages.json", tool_first)
+    out = explain_json(capsys, path, "--model", "claude-sonnet-4-5")
+    assert out["changed"] is False and out["messages"] == tool_first
+    assert any("unchanged" in w and "tool_call_id='call_1'" in w for w in out["report"]["warnings"])
+    assert main(["prefix", "explain", path, "--model", "claude-sonnet-4-5"]) == 0
+    assert "Rewritten request for claude-sonnet-4-5 (anthropic): unchanged" in capsys.readouterr().out
+
+
+def test_a_message_the_planner_refuses_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "messages.json", [{"role": "system", "content": 42}])
+    _one_line_error(capsys, ["prefix", "explain", path, "--model", "gpt-4o"], "MESSAGES", "content")

@@ -1025,7 +1025,7 @@ class PrefixFormatter:
                     on_tools=mi is None,
                     prefix_tokens=c,
                     ttl=str(bp_ttl),
-                    caller=(mi, pi) not in new and (mi, pi) not in candidates,
+                    caller=(mi, pi) not in new,
                 )
             )
         if ttl is None and bps:

@@ -31,7 +31,8 @@ class Breakpoint:
     ttl: str = "5m"
     """"5m" or "1h"."""
     caller: bool = False
-    """The marker was already in your request (it counts against the provider's limit)."""
+    """The marker was already in the request given to the planner (yours, or from an earlier plan); it counts
+    against the provider's limit."""
 
     def where(self) -> str:
         """Where the marker sits, for people."""
@@ -190,7 +191,7 @@ class PrefixReport:
                             b.where(),
                             f"{b.prefix_tokens:,}",
                             b.ttl,
-                            "you" if b.caller else "planner",
+                            "request" if b.caller else "planner",
                         ]
                         for i, b in enumerate(self.breakpoints)
                     ],

@@ -431,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Reads the call records of a SQLite or Redis ledger and prints, per group: provider calls, tokens, "
             "USD spent, cache hits and the USD they saved, calls refused by a budget, and cascade escalations, "
-            "with a total. USD sums hold the records whose price is known; an 'unpriced' column counts the others."
+            "with a total. USD sums hold the records whose price is known; an 'unpriced' column counts the others. "
+            "When providers reported prompt-cache reads or writes: cache read and write tokens and the prefix hit "
+            "rate (cache-read tokens / input tokens)."
         ),
     )
     report.add_argument(

@@ -1,6 +1,6 @@
-"""`frugal-chains demo`: budgets stopping a runaway agent, a semantic cache answering repeats and a cascading
-router keeping easy questions on the cheap model, with fake models and the offline embedder (no keys, no
-servers)."""
+"""`frugal-chains demo`: budgets stopping a runaway agent, a semantic cache answering repeats, a cascading router
+keeping easy questions on the cheap model and a long system prompt formatted for the provider's prompt cache, with
+fake models and the offline embedder (no keys, no servers)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,9 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
     # 4. A help-desk assistant behind the cascading router: easy questions stay on gpt-4o-mini.
     routing_figures = _routing_section(ledger, daily_feature, echo)
 
+    # 5. A long system prompt with a date and a name in it, formatted for the provider's prompt cache.
+    prefix_figures = _prefix_section(echo)
+
     # The same report and tables as `frugal-chains report --ledger FILE` (see docs/accounting.md).
     by_feature = spend_report(ledger, by="feature")
     echo(render_report(by_feature, title="Cost by feature"))
@@ -160,6 +163,7 @@ def run_demo(*, ledger_path: str | None = None, echo: Callable[[str], None] = pr
         "alerts": alerts,
         "cache": cache_figures,
         "routing": routing_figures,
+        "prefix": prefix_figures,
     }
 
 
@@ -331,3 +335,138 @@ def _routing_section(ledger: Any, budget: Any, echo: Callable[[str], None]) -> d
     )
     echo("")
     return {**split, "spent_usd": spent, "all_strong_usd": all_strong, "saved_share": saved}
+
+
+# A support assistant's system prompt as many apps write it: today's date, a request id and the customer's name
+# filled in at the top, then a long policy that never changes. A template variable in braces is filled per call.
+_SUPPORT_PROMPT = """You are the customer support assistant of Northwind Outfitters, an online shop for outdoor \
+clothing and camping gear. Today is {today}. Request {request_id}. You are helping {user_name}.
+
+Tone and scope. Be warm, brief and exact. Answer in the customer's language. Only discuss Northwind orders, \
+products, accounts, shipping, returns and payments; politely decline anything else and offer to help with an \
+order instead. Never invent an order status, a tracking number, a price or a policy: when you do not know, say so \
+and offer to open a ticket for a human agent, who answers within one business day.
+
+Identity checks. Before you discuss or change an order, confirm the order number and the email address on the \
+account. Never read out a full card number, a full address or a password; you may confirm the last four digits of \
+a card and the postcode of a delivery address. If the customer cannot confirm both the order number and the \
+email, offer to send a secure sign-in link to the email on file and stop there.
+
+Orders. An order can be changed or cancelled free of charge until it is packed, usually within two hours of \
+payment. After packing, the customer can refuse the delivery or return the parcel under the returns policy. \
+Changing the delivery address after dispatch is possible only with the carrier's redirect service, which costs \
+four euros and is not available for parcel lockers. Split shipments are normal for orders with pre-order items; \
+each parcel has its own tracking number and the customer pays shipping only once.
+
+Shipping. Standard delivery takes three to five business days in the European Union and costs four euros ninety, \
+free for orders above sixty euros. Express delivery takes one to two business days and costs twelve euros, never \
+free. We ship to the United Kingdom, Norway and Switzerland with duties paid by us; we do not ship outside Europe. \
+Delivery estimates start when the order is dispatched, not when it is paid. A parcel without a tracking update \
+for five business days is treated as lost: offer a replacement or a refund, whichever the customer prefers.
+
+Returns. Customers may return unused items in their original packaging within thirty days of delivery for a full \
+refund, including the original shipping cost when the whole order is returned. Returns are free with the prepaid \
+label from the account page. Worn items, personalised items, opened gas canisters and hygiene items such as \
+underwear and socks cannot be returned unless they are faulty. Refunds go back to the original payment method \
+within five business days of the return being scanned at our warehouse; tell the customer the exact steps and \
+never promise a faster refund.
+
+Faulty items and warranty. Every product carries a two-year warranty against manufacturing defects. Tents, \
+sleeping bags and jackets from our own Northwind line carry a five-year warranty. Ask for a photo of the defect \
+and the order number, then offer a repair, a replacement or a refund, in that order of preference for items older \
+than thirty days. Damage from normal wear, misuse, or repairs by third parties is not covered; explain this \
+kindly and suggest our paid repair service, which quotes a price before any work starts.
+
+Payments. We accept major cards, PayPal, Apple Pay, Google Pay and bank transfer. Invoices are available in the \
+account page as PDF. A payment that fails three times locks the order for one hour for the customer's \
+protection; do not suggest workarounds. We never ask for card details by chat or email. Gift cards are valid for \
+three years, can be combined with one discount code, and cannot be exchanged for cash.
+
+Discounts. One discount code per order. Codes cannot be applied after payment; offer to cancel and re-place an \
+order that has not been packed yet if the customer forgot a code. Price matching is not offered. Members of the \
+Northwind Trail club get free express shipping on orders above one hundred euros and early access to sales; \
+membership is free and can be joined from the account page.
+
+Accounts and privacy. Customers can change their email, password and newsletter preferences in the account \
+page. A request to delete an account or to export personal data is handled by the privacy team within thirty \
+days: open a privacy ticket and give the customer its number. Never confirm whether an email address has an \
+account to someone who cannot prove they own it.
+
+Product advice. Recommend products only from the current catalogue. For sizing, point to the size guide on the \
+product page and the fit notes from other customers; for sleeping bags, explain the comfort and limit \
+temperatures; for tents, mention the packed weight and the number of people it sleeps. Never give safety advice \
+for mountaineering, climbing or avalanche terrain beyond recommending a certified guide.
+
+Escalation. Hand the conversation to a human agent when the customer asks for one, when an order above five \
+hundred euros is affected, when the customer reports an injury or a safety problem with a product, or when the \
+same problem was already reported twice. Summarise the case in three lines for the agent: the order number, \
+the problem, and what the customer wants.
+
+Format. Use short paragraphs and at most five bullet points. Put order numbers, tracking numbers and amounts in \
+bold. End every answer with one clear next step for the customer."""
+
+# (today, request id, customer, question): the same prompt filled in for three different calls
+_PREFIX_CALLS = (
+    (None, "req_7f3a9c2e5b1d4a60", "Alice Martin", "Can I still change the delivery address of my order?"),
+    ("2026-12-08", "req_02bd64e1c9f84d7a", "Bruno Keller", "My tent pole snapped after two trips. What now?"),
+    (
+        "2026-12-09",
+        "req_c4e1b8a2d97f3056",
+        "Chiara Rossi",
+        "Do you ship to Switzerland, and who pays the duties?",
+    ),
+)
+
+
+def _prefix_section(echo: Callable[[str], None]) -> dict[str, Any]:
+    import datetime
+
+    from frugal_chains.prefix import PrefixFormatter
+
+    model = "claude-sonnet-4-5"
+    echo(
+        f"5) A support system prompt formatted for {model}'s prompt cache (PrefixFormatter, offline): it holds "
+        "today's date, a request id and the customer's name (the template variable user_name):"
+    )
+    # the date and the request id are found by the detectors; the name is a template variable, so it is moved
+    # without guessing names from free text
+    formatter = PrefixFormatter(model=model, templates=[_SUPPORT_PROMPT], dynamic_variables=["user_name"])
+    plans = []
+    for today, request_id, user, question in _PREFIX_CALLS:
+        day = today or datetime.date.today().isoformat()
+        system = _SUPPORT_PROMPT.format(today=day, request_id=request_id, user_name=user)
+        plans.append(
+            formatter.plan([{"role": "system", "content": system}, {"role": "user", "content": question}])
+        )
+    report = plans[0].report
+    hashes = {p.prefix_hash for p in plans}
+    moved = ", ".join(f"{s.label} ({s.text})" for s in report.dynamic_spans)
+    echo(f"   moved out of the stable prefix into a request-context block: {moved}")
+    echo(
+        f"   {len(plans)} calls with different dates, ids and names: the stable prefix is "
+        f"{'byte-identical on every call' if len(hashes) == 1 else 'NOT identical'} "
+        f"(sha256 {plans[0].prefix_hash[:12]}...)"
+    )
+    echo(
+        f"   cacheable: {report.cacheable_tokens:,} of {report.total_tokens:,} input tokens "
+        f"({report.cacheable_share:.1%}); {len(report.breakpoints)} cache breakpoint(s), lifetime {report.ttl}"
+    )
+    cached, uncached = report.cost_per_call_usd, report.cost_per_call_uncached_usd
+    if cached is not None and uncached:
+        echo(
+            f"   expected input cost per call at {report.calls_per_hour:g} calls/hour: ${cached:.6f} with prompt "
+            f"caching vs ${uncached:.6f} without ({1 - cached / uncached:.0%} less)"
+        )
+    echo("")
+    return {
+        "model": model,
+        "cacheable_share": report.cacheable_share,
+        "cacheable_tokens": report.cacheable_tokens,
+        "total_tokens": report.total_tokens,
+        "breakpoints": len(report.breakpoints),
+        "ttl": report.ttl,
+        "identical_prefix": len(hashes) == 1,
+        "moved": [s.label for s in report.dynamic_spans],
+        "cost_per_call_usd": cached,
+        "cost_per_call_uncached_usd": uncached,
+    }

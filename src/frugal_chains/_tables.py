@@ -38,15 +38,32 @@ _COLUMNS: tuple[tuple[str, str, Callable[[ReportRow], str]], ...] = (
     ("unpriced", "unpriced", lambda r: f"{r.unpriced:,}"),
     ("overshoots", "overshoots", lambda r: f"{r.overshoots:,}"),
     ("overshoot_tokens", "overshoot tok", lambda r: f"{r.overshoot_tokens:,}"),
+    ("cache_read_tokens", "cache read tok", lambda r: f"{r.cache_read_tokens:,}"),
+    ("cache_write_tokens", "cache write tok", lambda r: f"{r.cache_write_tokens:,}"),
+    ("prefix_hit_rate", "prefix hit", lambda r: _rate(r.prefix_hit_rate)),
 )
 _WHEN_ANY = frozenset({"unpriced", "overshoots", "overshoot_tokens"})
 """Columns shown in a table only when some record has them (CSV and JSON always have every column)."""
+_PROMPT_CACHE = frozenset({"cache_read_tokens", "cache_write_tokens", "prefix_hit_rate"})
+"""Columns shown in a table only when some provider call reported prompt-cache reads or writes."""
+
+
+def _rate(value: float | None) -> str:
+    """A share as a percentage; ``-`` when there is nothing to divide (no input tokens)."""
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _columns(report: SpendReport) -> list[tuple[str, str, Callable[[ReportRow], str]]]:
     """The table's metric columns: ``unpriced`` only when some record's USD is unknown, the overshoot columns only
-    when some call used more than it reserved."""
-    return [c for c in _COLUMNS if c[0] not in _WHEN_ANY or getattr(report.total, c[0])]
+    when some call used more than it reserved, the prompt-cache columns only when some call read or wrote the
+    provider's prompt cache."""
+    t = report.total
+    prompt_cache = bool(t.cache_read_tokens or t.cache_write_tokens)
+    return [
+        c
+        for c in _COLUMNS
+        if (c[0] not in _WHEN_ANY or getattr(t, c[0])) and (c[0] not in _PROMPT_CACHE or prompt_cache)
+    ]
 
 
 def plain_table(
@@ -127,7 +144,7 @@ def render_report(
         writer.writerow([*report.by, *(c[0] for c in _COLUMNS)])
         for r in report.rows:
             figures = r.figures()
-            writer.writerow([*r.key, *(figures[c[0]] for c in _COLUMNS)])
+            writer.writerow([*r.key, *("" if figures[c[0]] is None else figures[c[0]] for c in _COLUMNS)])
         return out.getvalue().rstrip("\n")
     if fmt != "table":
         raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.", field="format")

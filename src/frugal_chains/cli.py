@@ -4,7 +4,9 @@ Subcommands: ``demo`` (budgets, the semantic cache and the cascading router with
 ``report --ledger PATH|redis://...`` (spend, calls, cache hits, refusals and escalations from a ledger),
 ``prices MODEL...`` (what a model costs per million tokens, from LiteLLM's map offline),
 ``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs;
-a progress bar on stderr when it is a terminal, ``--progress``/``--no-progress`` to choose).
+a progress bar on stderr when it is a terminal, ``--progress``/``--no-progress`` to choose),
+``prefix explain MESSAGES.json --model MODEL`` (how the prefix-caching formatter rewrites a request for a
+provider's prompt cache, and what it saves per call).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from frugal_chains import __version__
@@ -189,6 +191,210 @@ def _cmd_cache_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- prefix explain -------------------------------------------------------------------------------------------
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (a terminal user reads one line, never a traceback)."""
+    return " ".join(str(error).split())
+
+
+def _read_json(path: str, flag: str) -> Any:
+    from frugal_chains.errors import ConfigurationError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read {path!r}: {e.strerror or e}.", field=flag) from e
+    except UnicodeDecodeError as e:
+        raise ConfigurationError(f"{path!r} is not UTF-8 text: {e.reason}.", field=flag) from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigurationError(
+            f"{path!r} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.", field=flag
+        ) from e
+
+
+def _dict_list(value: Any, what: str, path: str, flag: str) -> list[dict[str, Any]]:
+    from frugal_chains.errors import ConfigurationError
+
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigurationError(f"{path!r}: {what} must be a JSON list of objects.", field=flag)
+    return [dict(v) for v in value]
+
+
+def _load_request(
+    path: str, tools_path: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The messages (and tools) of MESSAGES.json: an OpenAI-format message list, or an object with ``messages``
+    and optional ``tools``; ``--tools FILE`` (a list, or an object with ``tools``) replaces the file's tools."""
+    from frugal_chains.errors import ConfigurationError
+
+    data = _read_json(path, "messages")
+    tools: Any = None
+    if isinstance(data, Mapping):
+        if "messages" not in data:
+            raise ConfigurationError(
+                f'{path!r}: the object has no "messages" list; give a list of messages, or '
+                '{"messages": [...], "tools": [...]}.',
+                field="messages",
+            )
+        messages, tools = data["messages"], data.get("tools")
+    else:
+        messages = data
+    checked = _dict_list(messages, "the messages", path, "messages")
+    if not checked:
+        raise ConfigurationError(f"{path!r}: the message list is empty.", field="messages")
+    for i, m in enumerate(checked):
+        if not isinstance(m.get("role"), str):
+            raise ConfigurationError(
+                f'{path!r}: message {i} has no "role" (OpenAI format: '
+                '{"role": "system"|"user"|"assistant"|"tool", "content": ...}).',
+                field="messages",
+            )
+    if tools_path is not None:
+        tools = _read_json(tools_path, "--tools")
+        if isinstance(tools, Mapping) and "tools" in tools:
+            tools = tools["tools"]
+        path = tools_path
+    return checked, None if tools is None else _dict_list(tools, "the tools", path, "--tools")
+
+
+def _dynamic_value(text: str) -> tuple[str, str]:
+    """``--dynamic name=value``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. user_name=Alice)")
+    return name.strip(), value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _short(text: str, head: int = 64, tail: int = 24) -> str:
+    """A text on one line, in quotes, its middle left out when it is long (``\\n`` for line breaks)."""
+    one = text.replace("\n", "\\n")
+    if len(one) > head + tail + 5:
+        one = f"{one[:head]} ... {one[-tail:]}"
+    return f'"{one}"'
+
+
+def _marker(block: Mapping[str, Any]) -> str:
+    cc = block.get("cache_control")
+    if not isinstance(cc, Mapping):
+        return ""
+    return f"  <- cache_control {cc.get('ttl', '5m')}"
+
+
+def _plan_lines(plan: Any, model: str) -> list[str]:
+    """The rewritten request, one line per tool, message and content part (texts shortened, tokens counted,
+    ``cache_control`` markers shown where they sit)."""
+    from frugal_chains.accounting.tokens import count_text_tokens
+
+    report = plan.report
+    out = [
+        f"Rewritten request for {report.model} ({report.provider}): "
+        + ("changed" if plan.changed else "unchanged")
+    ]
+    if plan.tools:
+        out.append("tools")
+        for i, tool in enumerate(plan.tools):
+            fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+            out.append(f"  [{i}] {fn.get('name', '?')}{_marker(tool)}")
+    out.append("messages")
+    for i, message in enumerate(plan.messages):
+        role = str(message.get("role", "?"))
+        if message.get("name"):
+            role += f" ({message['name']})"
+        content = message.get("content")
+        if isinstance(content, str) or content is None:
+            text = content or ""
+            out.append(f"  [{i}] {role:<10} {count_text_tokens(text, model):>7,} tok  {_short(text)}")
+            continue
+        out.append(f"  [{i}] {role}")
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping):
+                continue
+            part_text = part.get("text")
+            if isinstance(part_text, str):
+                tokens = f"{count_text_tokens(part_text, model):>7,} tok"
+                out.append(f"      part {j}  {tokens}  {_short(part_text)}{_marker(part)}")
+            else:
+                out.append(f"      part {j}  ({part.get('type', '?')}){_marker(part)}")
+        if message.get("tool_calls"):
+            out.append(f"      + {len(message['tool_calls'])} tool call(s)")
+    if plan.params:
+        out.append("params: " + ", ".join(f"{k}={v}" for k, v in plan.params.items()))
+    out.append(f"prefix sha256: {plan.prefix_hash}")
+    return out
+
+
+def _cmd_prefix_explain(args: argparse.Namespace) -> int:
+    from frugal_chains.accounting.pricing import litellm_price, similar_models
+    from frugal_chains.errors import ConfigurationError
+
+    def fail(flag: str, message: str) -> int:
+        print(f"frugal-chains prefix explain: {flag}: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        messages, tools = _load_request(args.messages, args.tools)
+    except ConfigurationError as e:
+        return fail("--tools" if e.field == "--tools" else "MESSAGES", _one_line(e))
+    if args.provider is None and litellm_price(args.model) is None:
+        close = similar_models(args.model)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return fail(
+            "--model",
+            f"{args.model!r} is not in LiteLLM's price map.{hint} For a model it does not list, pass "
+            "--provider anthropic|openai|gemini|vllm (its costs are then unknown).",
+        )
+    try:
+        from frugal_chains.prefix import PrefixFormatter
+
+        formatter = PrefixFormatter(
+            model=args.model, provider=args.provider, ttl=args.ttl, calls_per_hour=args.calls_per_hour
+        )
+        plan = formatter.plan(messages, tools=tools, dynamic=dict(args.dynamic or ()) or None)
+    except ConfigurationError as e:
+        flag = {
+            "provider": "--provider",
+            "rules": "--provider",
+            "ttl": "--ttl",
+            "calls_per_hour": "--calls-per-hour",
+        }
+        return fail(flag.get(e.field or "", "--model" if e.field == "model" else "MESSAGES"), _one_line(e))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "provider": plan.report.provider,
+                    "changed": plan.changed,
+                    "prefix_hash": plan.prefix_hash,
+                    "messages": plan.messages,
+                    "tools": plan.tools,
+                    "params": plan.params,
+                    "report": plan.report.to_dict(),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    print("\n".join(_plan_lines(plan, args.model)))
+    print()
+    print(plan.report.format())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``frugal-chains`` command."""
     parser = argparse.ArgumentParser(
@@ -199,16 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = sub.add_parser(
         "demo",
-        help="budgets, the semantic cache and the cascading router at work (fake models, no keys, no servers)",
+        help="budgets, the semantic cache, the cascading router and prompt prefix caching (fake models, no keys)",
         description=(
-            "Runs four scenes with fake models priced from LiteLLM's price map (offline; no API keys, no servers): "
+            "Runs five scenes with fake models priced from LiteLLM's price map (offline; no API keys, no servers): "
             "1) per-user and per-feature USD budgets refuse a chatty user's FAQ questions before any money is "
             "spent; 2) a per-run budget stops a research agent whose tool loop never ends; 3) SemanticCache "
             "(offline MiniLM embedder, hit guard on) answers repeated and paraphrased support questions and sends "
             "look-alikes to the model; 4) CascadeChatModel keeps easy help-desk questions on gpt-4o-mini and "
-            "escalates the rest to gpt-4o. Then it prints spend tables (by feature, model and cascade tier: calls, "
-            "tokens, cost, cache hits, saved USD, refusals, escalations). With --ledger FILE the ledger is kept: "
-            "`frugal-chains report --ledger FILE` prints the same figures."
+            "escalates the rest to gpt-4o; 5) PrefixFormatter moves the date, request id and customer name out of a "
+            "long support system prompt so claude-sonnet-4-5 can cache it (the cacheable share, the input cost per "
+            "call with and without caching). Then it prints spend tables (by feature, model and "
+            "cascade tier: calls, tokens, cost, cache hits, saved USD, refusals, escalations). With --ledger FILE "
+            "the ledger is kept: `frugal-chains report --ledger FILE` prints the same figures."
         ),
     )
     demo.add_argument("--ledger", metavar="PATH", help="write the spend ledger to this new SQLite file")
@@ -223,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Reads the call records of a SQLite or Redis ledger and prints, per group: provider calls, tokens, "
             "USD spent, cache hits and the USD they saved, calls refused by a budget, and cascade escalations, "
-            "with a total. USD sums hold the records whose price is known; an 'unpriced' column counts the others."
+            "with a total. USD sums hold the records whose price is known; an 'unpriced' column counts the others. "
+            "When providers reported prompt-cache reads or writes: cache read and write tokens and the prefix hit "
+            "rate (cache-read tokens / input tokens)."
         ),
     )
     report.add_argument(
@@ -289,6 +499,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a progress bar on stderr (default: when stderr is a terminal)",
     )
     tune.set_defaults(func=_cmd_cache_tune)
+
+    prefix = sub.add_parser("prefix", help="prompt prefix caching tools")
+    prefix_sub = prefix.add_subparsers(dest="prefix_command", required=True)
+    explain = prefix_sub.add_parser(
+        "explain",
+        help="how the prefix-caching formatter rewrites a request, and the cost per call with and without caching",
+        description=(
+            "Plans a request for the provider's prompt cache, offline: tools, system prompt, examples and documents "
+            "first; dates, times, ids, emails and the values you name with --dynamic moved out of the stable prefix "
+            "into a short request-context block; Anthropic cache_control breakpoints (at most 4, none below the "
+            "model's minimum), the OpenAI prompt_cache_key. Prints the rewritten request (each message and content "
+            "part, shortened, with its tokens and markers) and the report: input and cacheable tokens, breakpoints, "
+            "cache lifetime, expected input cost per call with and without caching, moved values, warnings. "
+            "Guide: docs/prefix.md."
+        ),
+    )
+    explain.add_argument(
+        "messages",
+        metavar="MESSAGES.json",
+        help='an OpenAI-format message list, or {"messages": [...], "tools": [...]}',
+    )
+    explain.add_argument(
+        "--model", required=True, help="the model the request is for, e.g. claude-sonnet-4-5"
+    )
+    explain.add_argument(
+        "--provider",
+        help="anthropic, openai, gemini or vllm (default: from the model name and LiteLLM's map; needed for a "
+        "model LiteLLM does not list)",
+    )
+    explain.add_argument(
+        "--tools",
+        metavar="TOOLS.json",
+        help="OpenAI-format tools (a list); replaces the tools in MESSAGES.json",
+    )
+    explain.add_argument(
+        "--dynamic",
+        action="append",
+        type=_dynamic_value,
+        metavar="NAME=VALUE",
+        help="a value of this request to move out of the stable prefix (repeatable), e.g. user_name=Alice",
+    )
+    explain.add_argument(
+        "--calls-per-hour",
+        type=_positive,
+        default=60.0,
+        metavar="N",
+        help="expected calls per hour sharing this prefix, for the reuse estimate and the TTL (default 60)",
+    )
+    explain.add_argument(
+        "--ttl", choices=["auto", "5m", "1h"], default="auto", help="Anthropic cache lifetime (default auto)"
+    )
+    explain.add_argument("--json", action="store_true", help="print the rewritten request and report as JSON")
+    explain.set_defaults(func=_cmd_prefix_explain)
 
     args = parser.parse_args(argv)
     try:

@@ -31,6 +31,12 @@ def test_demo_stops_the_agent_and_reports(capsys: pytest.CaptureFixture[str]) ->
     # easy questions stay on gpt-4o-mini, the proof-and-code request starts on gpt-4o, unsure answers escalate
     assert routing["cheap"] >= 6 and routing["strong"] >= 1 and routing["escalated"] >= 1
     assert 0 < routing["spent_usd"] < routing["all_strong_usd"]
+    prefix = result["prefix"]
+    # the date, request id and name moved out of the system prompt: one byte-identical cacheable prefix
+    assert prefix["model"] == "claude-sonnet-4-5" and prefix["identical_prefix"] is True
+    assert set(prefix["moved"]) == {"date", "request id", "user_name"}
+    assert prefix["cacheable_share"] >= 0.9 and 1 <= prefix["breakpoints"] <= 4
+    assert 0 < prefix["cost_per_call_usd"] < prefix["cost_per_call_uncached_usd"]
 
 
 def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
@@ -39,6 +45,8 @@ def test_demo_prints_tables(capsys: pytest.CaptureFixture[str], tmp_path: object
     out = capsys.readouterr().out
     assert "Cost by feature" in out and "Cost by model" in out and "STOP" in out
     assert "Cost by cascade tier" in out and "escalated" in out
+    assert "formatted for claude-sonnet-4-5's prompt cache" in out and "byte-identical on every call" in out
+    assert "with prompt caching vs $" in out
     from frugal_chains import SQLiteLedger
 
     with SQLiteLedger(path) as ledger:

@@ -33,6 +33,7 @@ __all__ = [
     "ReserveResult",
     "SpendLedger",
     "SpendRow",
+    "prefix_hit_rate",
     "summarize",
 ]
 
@@ -181,6 +182,31 @@ class SpendRow:
     refused: int = 0
     """Calls a budget refused before they were made (``outcome="refused"`` records): not in ``calls``, and
     never spend."""
+    cache_read_tokens: int = 0
+    """Of ``input_tokens``, those the provider served from its prompt cache (what it reported: Anthropic cache
+    reads, OpenAI ``cached_tokens``, LangChain ``input_token_details.cache_read``)."""
+    cache_write_tokens: int = 0
+    """Of ``input_tokens``, those the provider wrote to its prompt cache (both lifetimes, 5-minute and 1-hour)."""
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """``cache_read_tokens / input_tokens``: the share of the prompt tokens sent that the provider served from
+        its prompt cache (``None`` when no input tokens were sent). See :func:`prefix_hit_rate`."""
+        return prefix_hit_rate(self.cache_read_tokens, self.input_tokens)
+
+
+def prefix_hit_rate(cache_read_tokens: int, input_tokens: int) -> float | None:
+    """The prefix hit rate of a group of provider calls: the prompt tokens the provider reported as read from its
+    prompt cache, divided by all the prompt tokens sent (cached parts included, as in
+    :attr:`~frugal_chains.Usage.input_tokens`). ``None`` when no input tokens were sent (not ``0.0``: nothing
+    was measured). Calls whose provider reports no cache details count as uncached.
+
+    Example:
+        >>> from frugal_chains.accounting.ledger import prefix_hit_rate
+        >>> prefix_hit_rate(900, 1000), prefix_hit_rate(0, 0)
+        (0.9, None)
+    """
+    return cache_read_tokens / input_tokens if input_tokens > 0 else None
 
 
 @runtime_checkable
@@ -298,6 +324,10 @@ class Totals:
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    """Prompt tokens the provider calls read from the provider's prompt cache (a part of ``input_tokens``)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens the provider calls wrote to the provider's prompt cache, both lifetimes."""
     cache_hits: int = 0
     saved_usd: float = 0.0
     refused: int = 0
@@ -321,6 +351,8 @@ class Totals:
             self.calls += 1
             self.input_tokens += r.usage.input_tokens
             self.output_tokens += r.usage.output_tokens
+            self.cache_read_tokens += r.usage.cache_read_tokens
+            self.cache_write_tokens += r.usage.cache_write_tokens + r.usage.cache_write_1h_tokens
         if r.cost_usd is None or r.saved_usd is None:
             self.unpriced += 1  # unknown USD: counted apart, never summed as $0
         if r.cost_usd is not None:
@@ -381,6 +413,8 @@ def summarize(records: Sequence[CallRecord], by: GroupBy) -> list[SpendRow]:
             overshoots=t.overshoots,
             overshoot_tokens=t.overshoot_tokens,
             overshoot_usd=t.overshoot_usd,
+            cache_read_tokens=t.cache_read_tokens,
+            cache_write_tokens=t.cache_write_tokens,
         )
         for k, t in acc.items()
     ]

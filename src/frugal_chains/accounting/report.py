@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from frugal_chains.accounting.ledger import GROUP_KEYS, SpendLedger, Totals, group_key
+from frugal_chains.accounting.ledger import GROUP_KEYS, SpendLedger, Totals, group_key, prefix_hit_rate
 from frugal_chains.accounting.usage import CallRecord
 from frugal_chains.errors import ConfigurationError
 
@@ -67,6 +67,22 @@ class ReportRow:
     too low): see ``overshoot_tokens`` / ``overshoot_usd``."""
     overshoot_tokens: int = 0
     overshoot_usd: float = 0.0
+    cache_read_tokens: int = 0
+    """Of ``input_tokens``, those the provider reported as read from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Of ``input_tokens``, those the provider reported as written to its prompt cache (5-minute and 1-hour)."""
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """``cache_read_tokens / input_tokens`` (``None`` when no input tokens were sent): the share of the prompt
+        tokens the provider served from its prompt cache. See :func:`~frugal_chains.accounting.ledger.prefix_hit_rate`.
+
+        Example:
+            >>> from frugal_chains.accounting.report import ReportRow
+            >>> ReportRow(key=("faq",), calls=2, input_tokens=4000, cache_read_tokens=3000).prefix_hit_rate
+            0.75
+        """
+        return prefix_hit_rate(self.cache_read_tokens, self.input_tokens)
 
     @property
     def requests(self) -> int:
@@ -84,6 +100,8 @@ class ReportRow:
         del d["key"]
         for k in ("cost_usd", "saved_usd", "overshoot_usd"):
             d[k] = round(d[k], 9)
+        rate = self.prefix_hit_rate
+        d["prefix_hit_rate"] = None if rate is None else round(rate, 6)
         return d
 
     @classmethod
@@ -102,6 +120,8 @@ class ReportRow:
             overshoots=t.overshoots,
             overshoot_tokens=t.overshoot_tokens,
             overshoot_usd=t.overshoot_usd,
+            cache_read_tokens=t.cache_read_tokens,
+            cache_write_tokens=t.cache_write_tokens,
         )
 
 

@@ -89,6 +89,7 @@ DEFAULT_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "gpt-4o", "gpt-4o-min
 DEFAULT_RATES = (6.0, 60.0, 600.0)
 TIME_LINE = "The current time is 2024-05-15 15:00:00 EST."
 TEMPLATE_LINE = "The current time is {now} EST.\n\nRequest id: {request_id}. You are helping {user_name}."
+END_LINE = "The current time is {now} EST. Request id: {request_id}. You are helping {user_name}."
 START = datetime(2026, 12, 7, 8, 0, 0)
 ANTHROPIC_LOOKBACK_BLOCKS = 20
 OPENAI_MIN_TOKENS = 1024
@@ -122,14 +123,17 @@ def load_tools() -> list[dict[str, Any]]:
     return tools
 
 
-def system_template(trajectories: Sequence[Mapping[str, Any]]) -> str:
-    """The policy with its fixed time replaced by the call's values (a ``str.format`` template)."""
+def system_template(trajectories: Sequence[Mapping[str, Any]], values_at: str = "top") -> str:
+    """The policy with its fixed time replaced by the call's values (a ``str.format`` template): in place, near
+    the top (``values_at="top"``, τ-bench's layout), or moved to the end of the policy (``"end"``)."""
     policies = {t["traj"][0]["content"] for t in trajectories}
     if len(policies) != 1:
         raise SystemExit(f"expected one airline policy in the trajectories, found {len(policies)}")
     policy = policies.pop()
     if TIME_LINE not in policy or "{" in policy or "}" in policy:
         raise SystemExit("the airline policy changed: its time line is not where this benchmark expects it")
+    if values_at == "end":
+        return policy.replace(TIME_LINE + "\n\n", "").rstrip("\n") + "\n\n" + END_LINE + "\n"
     return policy.replace(TIME_LINE, TEMPLATE_LINE)
 
 
@@ -207,7 +211,7 @@ def render(template: str, call: Call, at: float) -> tuple[list[dict[str, Any]], 
 
 
 @lru_cache(maxsize=200_000)
-def _ids(text: str) -> tuple[int, ...]:
+def token_ids(text: str) -> tuple[int, ...]:
     return tuple(get_encoding("o200k_base").encode(text, disallowed_special=()))
 
 
@@ -246,7 +250,7 @@ def request_blocks(
             if fn is not tool
             else _without_marker(tool)
         )
-        blocks.append(Block(("tool:" + body).encode(), _ids(body), ttl))
+        blocks.append(Block(("tool:" + body).encode(), token_ids(body), ttl))
     for m in messages:
         head = f"\n{m['role']}" + (f" {m['tool_call_id']}" if m.get("tool_call_id") else "") + ":\n"
         first = True
@@ -270,9 +274,9 @@ def request_blocks(
             first = False
             if msg_ttl and j == len(parts) - 1:
                 ttl = ttl or msg_ttl
-            blocks.append(Block((prefix + text).encode(), _ids(prefix + text), ttl))
+            blocks.append(Block((prefix + text).encode(), token_ids(prefix + text), ttl))
         if first:  # no content at all: the role still counts
-            blocks.append(Block(head.encode(), _ids(head), msg_ttl))
+            blocks.append(Block(head.encode(), token_ids(head), msg_ttl))
     return blocks
 
 
@@ -508,7 +512,7 @@ def run_model(
         "saving_pct": round(100 * (1 - with_.cost_usd / without.cost_usd), 2) if without.cost_usd else 0.0,
         "formatter": {
             "distinct_stable_prefixes": len(prefixes),
-            "ttl": sorted(str(t) for t in ttls),
+            "ttl": sorted("-" if t is None else str(t) for t in ttls),
             "breakpoints": sorted(breakpoints),
             "cacheable_share": round(cacheable / planned_tokens, 4) if planned_tokens else 0.0,
             "calls_keeping_all_values": kept,
@@ -525,7 +529,7 @@ def workload_stats(
 ) -> dict[str, Any]:
     tool_tokens = sum(len(b.ids) for b in request_blocks([], tools))
     sample = render(template, calls[0], 0.0)[0][0]
-    policy_tokens = len(_ids(sample["content"]))
+    policy_tokens = len(token_ids(sample["content"]))
     conv = [sum(len(b.ids) for b in request_blocks(list(c.turns), None)) for c in calls]
     conv.sort()
     return {
@@ -544,7 +548,9 @@ def assumptions(args: argparse.Namespace) -> list[str]:
         f"{args.calls} calls, arrivals a Poisson process at each calls-per-hour rate (seed {args.seed}); the same "
         "calls and template values at every rate",
         "every call has a new request id and its own time (to the second); the user's name is the trajectory's user",
-        "the time, request id and name sit near the top of the system prompt, where tau-bench puts the time",
+        "the time, request id and name sit near the top of the system prompt, where tau-bench puts the time"
+        if args.values_at == "top"
+        else "the time, request id and name sit at the end of the system prompt",
         "tools: the 14 tau-bench airline tools on every call" if args.tools else "tools: none",
         "token counts: o200k_base for every model (Claude and Gemini tokenizers are not available offline)",
         "Anthropic: caches only at cache_control markers whose prefix reaches the model's minimum; reads the longest "
@@ -565,7 +571,7 @@ def assumptions(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = data_dir(args.data_dir)
     trajectories = load_trajectories(folder)
-    template = system_template(trajectories)
+    template = system_template(trajectories, args.values_at)
     tools = load_tools() if args.tools else None
     if tools is None and args.turns == "agent":
         raise SystemExit(
@@ -584,7 +590,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "turns": args.turns,
             "tools": bool(tools),
             "seed": args.seed,
-            "system_template_line": TEMPLATE_LINE,
+            "values_at": args.values_at,
+            "system_template_line": TEMPLATE_LINE if args.values_at == "top" else END_LINE,
             **workload_stats(calls, template, tools),
         },
         "assumptions": assumptions(args),
@@ -672,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--model", action="append", help=f"models, repeatable (default {', '.join(DEFAULT_MODELS)})"
+    )
+    p.add_argument(
+        "--values-at",
+        choices=("top", "end"),
+        default="top",
+        help="where the system prompt carries the time, request id and name (default top, as tau-bench)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)

@@ -110,7 +110,9 @@ def _check_request(
     # the conversation turn is kept as it was, after the preamble
     assert [m["role"] for m in messages] == ["system", "user"]
     assert _text(messages[1]["content"]) == call["question"]
-    markers = [p for m in messages if isinstance(m["content"], list) for p in m["content"] if "cache_control" in p]
+    markers = [
+        p for m in messages if isinstance(m["content"], list) for p in m["content"] if "cache_control" in p
+    ]
     assert 1 <= len(markers) <= 4
     stable_tokens = sum(count_text_tokens(p["text"]) for p in markers)
     total = sum(count_text_tokens(_text(m["content"])) for m in messages)
@@ -151,6 +153,40 @@ def test_taubench_policy_100_calls_core_formatter() -> None:
     assert stable_tokens / total_tokens >= 0.95  # counted here, not taken from the report
 
 
+@needs_data
+def test_taubench_policy_100_calls_langchain_formatter() -> None:
+    from langchain_anthropic.chat_models import _format_messages
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from frugal_chains.langchain import PrefixCacheFormatter
+
+    template, calls = _calls()
+    prompt = ChatPromptTemplate.from_messages([("system", template), ("human", "{question}")])
+    formatter = PrefixCacheFormatter(model=MODEL, prompt=prompt, dynamic_variables=["user_name"])
+    chain = prompt | formatter
+    prefixes: set[str] = set()
+    payload_prefixes: set[str] = set()
+    for call in calls:
+        out = chain.invoke(call)
+        assert [type(m) for m in out] == [SystemMessage, HumanMessage]
+        as_dicts = [
+            {"role": "system" if isinstance(m, SystemMessage) else "user", "content": m.content} for m in out
+        ]
+        _check_request(as_dicts, call, prefixes)
+        report = formatter.last_report
+        assert report is not None and report.cacheable_share >= 0.95, report
+        # what langchain-anthropic sends: the system blocks up to the marker are the same bytes on every call
+        system, _messages = _format_messages(out, model=MODEL)
+        assert isinstance(system, list)
+        marked = max(i for i, block in enumerate(system) if "cache_control" in block)
+        payload_prefixes.add(json.dumps(system[: marked + 1], sort_keys=True))
+        rest = json.dumps(system[marked + 1 :])
+        assert call["user_name"] in rest and call["date"] in rest and call["request_id"] in rest
+    assert len(prefixes) == 1
+    assert len(payload_prefixes) == 1
+
+
 # --------------------------------------------------------------------------------------------- the benchmark
 
 
@@ -159,7 +195,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def _run_benchmark(*args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "prefix_savings.py"), "--json", "--data-dir", str(DATA), *args],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "prefix_savings.py"),
+            "--json",
+            "--data-dir",
+            str(DATA),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -184,7 +227,9 @@ def _variant_cost(model: str, v: Mapping[str, Any]) -> float:
 @pytest.mark.parametrize("turns", ["agent", "first"])
 def test_prefix_savings_benchmark_small_slice(turns: str) -> None:
     calls = 50
-    res = _run_benchmark("--calls", str(calls), "--calls-per-hour", "6", "--calls-per-hour", "600", "--turns", turns)
+    res = _run_benchmark(
+        "--calls", str(calls), "--calls-per-hour", "6", "--calls-per-hour", "600", "--turns", turns
+    )
     w = res["workload"]
     assert w["calls"] == calls and w["turns"] == turns and w["tools"] is True
     assert w["distinct_request_ids"] == calls
@@ -196,10 +241,17 @@ def test_prefix_savings_benchmark_small_slice(turns: str) -> None:
     prefix_tokens = w["tool_tokens"] + w["system_prompt_tokens"]
     for row in res["rows"]:
         provider, variants = row["provider"], row["variants"]
-        assert set(variants) == ({"without", "with", "raw_breakpoint"} if provider == "anthropic" else {"without", "with"})
+        assert set(variants) == (
+            {"without", "with", "raw_breakpoint"} if provider == "anthropic" else {"without", "with"}
+        )
         for v in variants.values():
             assert v["calls"] == calls
-            parts = v["uncached_tokens"] + v["cache_read_tokens"] + v["cache_write_tokens"] + v["cache_write_1h_tokens"]
+            parts = (
+                v["uncached_tokens"]
+                + v["cache_read_tokens"]
+                + v["cache_write_tokens"]
+                + v["cache_write_1h_tokens"]
+            )
             assert parts == v["input_tokens"] and min(parts, v["uncached_tokens"]) >= 0
             assert v["cost_usd"] == pytest.approx(_variant_cost(row["model"], v), rel=1e-6, abs=1e-6)
             assert v["calls_reading_cache"] <= calls - 1  # the first call finds nothing
@@ -221,7 +273,11 @@ def test_prefix_savings_benchmark_small_slice(turns: str) -> None:
             assert raw_bp["cost_usd"] >= without["cost_usd"]
             if prefix_tokens < row["min_cacheable_tokens"]:
                 # below the model's minimum: nothing is cached, the formatter says so
-                assert with_["cache_read_tokens"] == with_["cache_write_tokens"] + with_["cache_write_1h_tokens"] == 0
+                assert (
+                    with_["cache_read_tokens"]
+                    == with_["cache_write_tokens"] + with_["cache_write_1h_tokens"]
+                    == 0
+                )
                 assert any("minimum" in k for k in f["warnings"]), f["warnings"]
             else:
                 assert with_["calls_reading_cache"] > 0 and with_["cost_usd"] < without["cost_usd"]
@@ -240,7 +296,7 @@ def _blocks(*texts: str, marker_at: int | None = None, ttl: str = "5m") -> list[
     import prefix_savings as ps
 
     return [
-        ps.Block(t.encode(), ps._ids(t), ttl if i == marker_at else None) for i, t in enumerate(texts)  # noqa: SLF001
+        ps.Block(t.encode(), ps.token_ids(t), ttl if i == marker_at else None) for i, t in enumerate(texts)
     ]
 
 
@@ -250,9 +306,9 @@ def test_simulated_anthropic_cache_follows_markers_minimum_and_ttl() -> None:
     stable = "policy " * 1500  # 1,500 tokens
     cache = ps.AnthropicCache(min_tokens=1024)
     first = cache.call(_blocks(stable, "question one", marker_at=0), now=0.0)
-    assert first.cache_read_tokens == 0 and first.cache_write_tokens == len(ps._ids(stable))  # noqa: SLF001
+    assert first.cache_read_tokens == 0 and first.cache_write_tokens == len(ps.token_ids(stable))
     second = cache.call(_blocks(stable, "question two", marker_at=0), now=200.0)
-    assert second.cache_read_tokens == len(ps._ids(stable)) and second.cache_write_tokens == 0  # noqa: SLF001
+    assert second.cache_read_tokens == len(ps.token_ids(stable)) and second.cache_write_tokens == 0
     # the read refreshed the entry: 400 s after the first write, 200 s after the read, still live
     assert cache.call(_blocks(stable, "q", marker_at=0), now=400.0).cache_read_tokens > 0
     # more than 5 minutes later: written again

@@ -455,8 +455,14 @@ def run_model(
         "without": (Tally(), _provider_cache(rules)),
         "with": (Tally(), _provider_cache(rules)),
     }
+    fixed: dict[str, Any] = {}
     if rules.provider == "anthropic":
         variants["raw_breakpoint"] = (Tally(), _provider_cache(rules))
+        for ttl in rules.ttls:  # the formatter with a fixed TTL, to judge its "auto" choice
+            fixed[ttl] = PrefixFormatter(
+                model=model, templates=[template], dynamic_variables=["user_name"], ttl=ttl
+            )
+            variants[f"with_ttl_{ttl}"] = (Tally(), _provider_cache(rules))
     prefixes: set[str] = set()
     ttls: set[str | None] = set()
     breakpoints: set[int] = set()
@@ -466,6 +472,7 @@ def run_model(
     kept = 0
     planned_cost = 0.0
     planned_uncached = 0.0
+    planned_reuse = 0.0
     t0 = time.perf_counter()
     for call, at in zip(calls, arrival_times(calls, rate), strict=True):
         messages, values = render(template, call, at)
@@ -477,6 +484,7 @@ def run_model(
         for w in report.warnings:
             key = w.split(":")[0][:120]
             warnings[key] = warnings.get(key, 0) + 1
+        planned_reuse += report.reuse_rate
         cacheable += report.cacheable_tokens
         planned_tokens += report.total_tokens
         if report.cost_per_call_usd is not None and report.cost_per_call_uncached_usd is not None:
@@ -487,6 +495,9 @@ def run_model(
         requests = {"without": (messages, tools), "with": (plan.messages, plan.tools)}
         if "raw_breakpoint" in variants:
             requests["raw_breakpoint"] = (_with_system_marker(messages), tools)
+        for ttl, fixed_formatter in fixed.items():
+            fixed_plan = fixed_formatter.plan(messages, tools=tools)
+            requests[f"with_ttl_{ttl}"] = (fixed_plan.messages, fixed_plan.tools)
         for name, (tally, cache) in variants.items():
             req_messages, req_tools = requests[name]
             usage = cache.call(request_blocks(req_messages, req_tools), at)
@@ -516,6 +527,7 @@ def run_model(
             "breakpoints": sorted(breakpoints),
             "cacheable_share": round(cacheable / planned_tokens, 4) if planned_tokens else 0.0,
             "calls_keeping_all_values": kept,
+            "planned_reuse_rate": round(planned_reuse / n, 4) if n else None,
             "planned_cost_per_call_usd": round(planned_cost / n, 8) if n else None,
             "planned_uncached_cost_per_call_usd": round(planned_uncached / n, 8) if n else None,
             "warnings": warnings,
@@ -625,7 +637,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"machine: {r['machine']}",
         "",
         f"{'model':18s} {'calls/h':>7s} | {'without $':>9s} {'hit%':>5s} | {'raw+bp $':>9s} {'hit%':>5s} | "
-        f"{'with $':>9s} {'hit%':>5s} {'cached':>6s} {'TTL':>6s} {'bp':>3s} | {'saving':>7s} | prefixes",
+        f"{'with $':>9s} {'hit%':>5s} {'cached':>6s} {'TTL':>6s} {'bp':>3s} | {'saving':>7s} | "
+        f"{'5m $':>8s} {'1h $':>8s} | prefixes",
     ]
     for row in r["rows"]:
         v = row["variants"]
@@ -634,16 +647,21 @@ def format_table(r: dict[str, Any]) -> str:
         pct = lambda t: 100.0 * t["calls_reading_cache"] / t["calls"]  # noqa: E731
         bp_cols = f"{bp['cost_usd']:9.3f} {pct(bp):5.1f}" if bp else f"{'-':>9s} {'-':>5s}"
         f = row["formatter"]
+        fixed = " ".join(
+            f"{v[k]['cost_usd']:8.3f}" if k in v else f"{'-':>8s}" for k in ("with_ttl_5m", "with_ttl_1h")
+        )
         lines.append(
             f"{row['model']:18s} {row['calls_per_hour']:7g} | {wo['cost_usd']:9.3f} {pct(wo):5.1f} | {bp_cols} | "
             f"{wi['cost_usd']:9.3f} {pct(wi):5.1f} {100 * wi['cached_share']:5.1f}% {'/'.join(f['ttl']):>6s} "
-            f"{'/'.join(map(str, f['breakpoints'])):>3s} | {row['saving_pct']:6.1f}% | {f['distinct_stable_prefixes']}"
+            f"{'/'.join(map(str, f['breakpoints'])):>3s} | {row['saving_pct']:6.1f}% | {fixed} | "
+            f"{f['distinct_stable_prefixes']}"
         )
     lines += [
         "",
         "without: the request as written (the provider's own caching only); raw+bp: one cache_control on the system "
-        "prompt as written (Anthropic); with: PrefixFormatter's plan. hit% = calls reading the cache; cached = share "
-        "of input tokens read from the cache; bp = breakpoints placed; prefixes = distinct stable prefixes planned.",
+        "prompt as written (Anthropic); with: PrefixFormatter's plan (ttl='auto'). hit% = calls reading the cache; "
+        "cached = share of input tokens read from the cache; bp = breakpoints placed; 5m $ / 1h $ = the formatter "
+        "with ttl='5m' / '1h' (Anthropic); prefixes = distinct stable prefixes planned.",
     ]
     warned = {(row["model"], k): n for row in r["rows"] for k, n in row["formatter"]["warnings"].items()}
     if warned:

@@ -33,6 +33,10 @@ _EXPORTS = {
     "LedgerUnavailableError": ".errors",
     "Price": ".accounting.usage",
     "PriceBook": ".accounting.pricing",
+    "PrefixFormatter": ".prefix.planner",
+    "PrefixPlan": ".prefix.planner",
+    "PrefixReport": ".prefix.report",
+    "ProviderRules": ".prefix.rules",
     "RedisLedger": ".accounting.redis",
     "SQLiteLedger": ".accounting.sqlite",
     "ScopeNotPropagatedWarning": ".scopes",
@@ -102,6 +106,10 @@ if TYPE_CHECKING:
     from frugal_chains.errors import (
         UnknownModelPriceError as UnknownModelPriceError,
     )
+    from frugal_chains.prefix.planner import PrefixFormatter as PrefixFormatter
+    from frugal_chains.prefix.planner import PrefixPlan as PrefixPlan
+    from frugal_chains.prefix.report import PrefixReport as PrefixReport
+    from frugal_chains.prefix.rules import ProviderRules as ProviderRules
     from frugal_chains.routing.cascade import Cascade as Cascade
     from frugal_chains.scopes import ScopedThreadPoolExecutor as ScopedThreadPoolExecutor
     from frugal_chains.scopes import ScopeNotPropagatedWarning as ScopeNotPropagatedWarning

@@ -28,6 +28,10 @@ EXPECTED_ROOT = [
     "LedgerUnavailableError",
     "Price",
     "PriceBook",
+    "PrefixFormatter",
+    "PrefixPlan",
+    "PrefixReport",
+    "ProviderRules",
     "RedisLedger",
     "SQLiteLedger",
     "ScopeNotPropagatedWarning",
@@ -206,6 +210,38 @@ def test_guard_exports_pinned() -> None:
     for name in EXPECTED_GUARD:
         assert getattr(frugal_chains.cache.guard, name) is not None
     assert frugal_chains.cache.CrossEncoderVerifier is frugal_chains.cache.guard.CrossEncoderVerifier
+
+
+EXPECTED_PREFIX = [
+    "Breakpoint",
+    "CONTEXT_HEADER",
+    "ChurnSpan",
+    "ContextValue",
+    "DEFAULT_DETECTORS",
+    "DynamicSpan",
+    "PrefixFormatter",
+    "PrefixPlan",
+    "PrefixReport",
+    "ProviderRules",
+    "find_dynamic_spans",
+    "rules_for",
+    "split_context_block",
+]
+
+
+def test_prefix_exports_pinned() -> None:
+    import inspect
+
+    import frugal_chains.prefix
+
+    assert sorted(frugal_chains.prefix.__all__) == sorted(EXPECTED_PREFIX)
+    for name in EXPECTED_PREFIX:
+        obj = getattr(frugal_chains.prefix, name)
+        assert obj is not None
+        if inspect.isclass(obj):
+            assert ">>>" in (obj.__doc__ or ""), name
+    for name in ("PrefixFormatter", "PrefixPlan", "PrefixReport", "ProviderRules"):
+        assert getattr(frugal_chains, name) is getattr(frugal_chains.prefix, name)
 
 
 def test_root_exports_pinned() -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "CASCADE",
     "FRUGAL_KEY",
     "LEGACY_CACHE_KEYS",
+    "PREFIX",
     "TIER_KEY",
     "USAGE",
     "WRAPPER_KEY",
@@ -60,6 +61,11 @@ USAGE = "usage"
 of the provider calls behind the answer, in ``usage_metadata`` form. The wrapper's run carries no
 ``usage_metadata`` (the calls it made report theirs, so usage callbacks and tracers count each call once); the
 message returned to the caller has the usage back in ``usage_metadata``."""
+
+PREFIX = "prefix"
+"""Sub-key of :data:`FRUGAL_KEY` written by the prefix-caching wrappers on their answers: how the request was
+formatted (``provider``, ``model``, ``total_tokens``, ``cacheable_tokens``, ``cacheable_share``, ``breakpoints``,
+``ttl``, ``prefix_hash``, ``changed``, ``warnings``)."""
 
 WRAPPER_KEY = "frugal_chains_wrapper"
 """Marks a model that only calls other models: budgets count the calls it makes, never its own run."""

@@ -141,6 +141,10 @@ class Target:
     tally: collections.Counter[str]
     stats: RouterStats | None = None
     api: str = "chat"
+    system: str | None = None
+    """A system prompt sent before the question (chat calls)."""
+    sent: list[Any] = field(default_factory=list)
+    """What the provider received, one list of messages per call (targets built by :func:`prefixed`)."""
 
     def ask(
         self,
@@ -310,6 +314,8 @@ class LangChainWing(Wing):
 
     def call(self, target, mode, question, obs, stop_after, probe):  # type: ignore[no-untyped-def]
         model, config = target.model, {"callbacks": [target.handler]}
+        if target.system is not None:
+            question = [("system", target.system), ("human", question)]
         if mode == "invoke":
             self._whole(obs, model.invoke(question, config=config))
         elif mode == "ainvoke":
@@ -459,6 +465,8 @@ class LlamaIndexWing(Wing):
         llm = target.model
         chat = self.api == "chat"
         messages = [ChatMessage(role="user", content=question)]
+        if target.system is not None:
+            messages.insert(0, ChatMessage(role="system", content=target.system))
         if mode == "invoke":
             self._whole(obs, llm.chat(messages) if chat else llm.complete(question))
         elif mode == "ainvoke":
@@ -659,6 +667,7 @@ __all__ = [
     "cost",
     "judge",
     "pieces",
+    "prefixed",
     "routed_extra",
     "strong",
     "without_streaming",
@@ -760,3 +769,109 @@ def handler_options(**options: Any) -> Iterator[None]:
         yield
     finally:
         HANDLER_OPTIONS.reset(token)
+
+
+# -- prompt-prefix caching ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SentMessage:
+    """A message as the provider received it, in neutral terms: its role, its text parts and, per part, whether a
+    cache breakpoint closes it (``cache_control`` in LangChain, a ``CachePoint`` after it in LlamaIndex)."""
+
+    role: str
+    parts: tuple[str, ...]
+    marks: tuple[bool, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def prefixed(
+    wing: Wing, script: Script, *, system: str, budgets: Sequence[Budget] = (), **options: Any
+) -> Target:
+    """The wing's prefix-caching wrapper (``with_prefix_caching(fake, **options)``) over a fake provider, called
+    with ``system`` before the question. ``target.sent`` lists what the provider received, one list per call."""
+    tally = collections.Counter[str]()
+    sent: list[list[SentMessage]] = []
+    if isinstance(wing, LangChainWing):
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        from frugal_chains.langchain import with_prefix_caching
+        from frugal_chains.metadata import WRAPPER_KEY
+
+        class LangChainRecorder(BaseCallbackHandler):
+            def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+                if not (kwargs.get("metadata") or {}).get(WRAPPER_KEY):
+                    sent.append([_lc_sent(m) for m in messages[0]])
+
+        fake = wing._fake(script, tally)
+        fake.callbacks = [LangChainRecorder()]
+        ledger = SQLiteLedger()
+        target = Target(
+            wing, with_prefix_caching(fake, **options), wing._handler(budgets, ledger), ledger, tally
+        )
+    else:
+        assert isinstance(wing, LlamaIndexWing)
+        from llama_index.core.callbacks import CBEventType, EventPayload
+        from llama_index.core.callbacks.base_handler import BaseCallbackHandler as LlamaIndexHandler
+
+        from frugal_chains.llama_index import with_prefix_caching as li_with_prefix_caching
+        from frugal_chains.metadata import WRAPPER_KEY
+
+        class LlamaIndexRecorder(LlamaIndexHandler):
+            def __init__(self) -> None:
+                super().__init__([], [])
+
+            def on_event_start(
+                self,
+                event_type: Any,
+                payload: Any = None,
+                event_id: str = "",
+                parent_id: str = "",
+                **kwargs: Any,
+            ) -> str:
+                serialized = (payload or {}).get(EventPayload.SERIALIZED) or {}
+                messages = (payload or {}).get(EventPayload.MESSAGES)
+                if event_type == CBEventType.LLM and messages is not None and not serialized.get(WRAPPER_KEY):
+                    sent.append([_li_sent(m) for m in messages])
+                return event_id
+
+            def on_event_end(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def start_trace(self, trace_id: str | None = None) -> None:
+                pass
+
+            def end_trace(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        ledger = SQLiteLedger()
+        handler, manager = wing._manager(budgets, ledger)
+        manager.add_handler(LlamaIndexRecorder())
+        fake = wing._fake(script, tally, manager)
+        target = Target(wing, li_with_prefix_caching(fake, **options), handler, ledger, tally, api=wing.api)
+    target.system, target.sent = system, sent
+    return target
+
+
+def _lc_sent(message: Any) -> SentMessage:
+    content = message.content
+    if isinstance(content, str):
+        return SentMessage(message.type, (content,), (False,))
+    parts = [b if isinstance(b, str) else b.get("text", "") for b in content]
+    marks = [isinstance(b, Mapping) and "cache_control" in b for b in content]
+    return SentMessage(message.type, tuple(parts), tuple(marks))
+
+
+def _li_sent(message: Any) -> SentMessage:
+    role = {"user": "human", "assistant": "ai"}.get(str(message.role.value), str(message.role.value))
+    parts: list[str] = []
+    marks: list[bool] = []
+    for block in message.blocks:
+        if block.block_type == "cache":
+            if marks:
+                marks[-1] = True
+        elif block.block_type == "text":
+            parts.append(block.text)
+            marks.append(False)
+    return SentMessage(role, tuple(parts), tuple(marks))

@@ -58,6 +58,9 @@ EXPECTED_LANGCHAIN = [
     "usage_from_message",
     "cache_chain",
     "with_cache",
+    "PrefixCacheFormatter",
+    "PrefixCachingChatModel",
+    "with_prefix_caching",
 ]
 EXPECTED_BUDGET = [
     "Alert",
@@ -296,10 +299,13 @@ def test_adapter_exports_pinned() -> None:
         "CascadeLLM",
         "FrugalSettings",
         "LLMNotAttachedWarning",
+        "PrefixCacheFormatter",
+        "PrefixCachingLLM",
         "TokenBudgetHandler",
         "configure",
         "judge_verifier",
         "question_key_from",
+        "with_prefix_caching",
     ]
     assert issubclass(frugal_chains.llama_index.BudgetNotAttachedWarning, UserWarning)
     assert issubclass(frugal_chains.llama_index.LLMNotAttachedWarning, UserWarning)
@@ -392,6 +398,7 @@ EXPECTED_METADATA = [
     "with_entry",
     "without_entry",
     "USAGE",
+    "PREFIX",
 ]
 
 

@@ -1,4 +1,4 @@
-"""LangChain adapters: budgets, the semantic cache and the cascading router.
+"""LangChain adapters: budgets, the semantic cache, the cascading router and prompt-prefix caching.
 
 Example:
     >>> from frugal_chains.langchain import TokenBudgetHandler, budget_scope
@@ -28,12 +28,15 @@ from frugal_chains.langchain.cached_chain import CachedChain, cache_chain
 from frugal_chains.langchain.cached_model import CachedChatModel, with_cache
 from frugal_chains.langchain.cascade import CascadeChatModel
 from frugal_chains.langchain.judge import judge_verifier
+from frugal_chains.langchain.prefix import PrefixCacheFormatter, PrefixCachingChatModel, with_prefix_caching
 from frugal_chains.langchain.question import question_key_from
 
 __all__ = [
     "CachedChain",
     "CachedChatModel",
     "CascadeChatModel",
+    "PrefixCacheFormatter",
+    "PrefixCachingChatModel",
     "SemanticCache",
     "TokenBudgetHandler",
     "achild_callbacks",
@@ -45,6 +48,7 @@ __all__ = [
     "question_key_from",
     "usage_from_message",
     "with_cache",
+    "with_prefix_caching",
 ]
 
 

@@ -224,18 +224,7 @@ class CachedChatModel(ChildRunStreamingModel):
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools the way the wrapped model does (its ``bind_tools`` formats them); the calls stay cached."""
-        if tool_choice is not None:
-            kwargs["tool_choice"] = tool_choice
-        bound = self.model.bind_tools(tools, **kwargs)
-        if not (isinstance(bound, RunnableBinding) and bound.bound is self.model):
-            raise NotImplementedError(
-                f"{type(self.model).__name__}.bind_tools does not return model.bind(...): wrap the tool-bound "
-                "runnable's model instead"
-            )
-        rebound: Runnable[LanguageModelInput, AIMessage] = self.bind(**bound.kwargs)
-        if bound.config:
-            rebound = rebound.with_config(bound.config)
-        return rebound
+        return bind_through(self, self.model, tools, tool_choice, kwargs)
 
     # -- lookups ---------------------------------------------------------------------------------------------
     def _llm_string(self, stop: list[str] | None, kwargs: dict[str, Any]) -> str:
@@ -400,6 +389,29 @@ class CachedChatModel(ChildRunStreamingModel):
                 yield out.chunk(message)
         if out.usage:
             yield _usage_chunk(out.usage)
+
+
+def bind_through(
+    wrapper: BaseChatModel,
+    inner: BaseChatModel,
+    tools: Sequence[Any],
+    tool_choice: str | None,
+    kwargs: dict[str, Any],
+) -> Runnable[LanguageModelInput, AIMessage]:
+    """``wrapper`` bound with the tools as ``inner.bind_tools`` formats them (for wrappers that call ``inner`` with
+    the call's kwargs: the cache and prefix-caching wrappers)."""
+    if tool_choice is not None:
+        kwargs["tool_choice"] = tool_choice
+    bound = inner.bind_tools(tools, **kwargs)
+    if not (isinstance(bound, RunnableBinding) and bound.bound is inner):
+        raise NotImplementedError(
+            f"{type(inner).__name__}.bind_tools does not return model.bind(...): wrap the tool-bound "
+            "runnable's model instead"
+        )
+    rebound: Runnable[LanguageModelInput, AIMessage] = wrapper.bind(**bound.kwargs)
+    if bound.config:
+        rebound = rebound.with_config(bound.config)
+    return rebound
 
 
 def _carried(generations: Sequence[Generation]) -> list[Generation]:

@@ -104,6 +104,28 @@ def _model_name(model: BaseChatModel) -> str:
     return str(name or type(model).__name__)
 
 
+def _prefix_cached(tiers: list[BaseChatModel], option: Any) -> list[BaseChatModel]:
+    """``prefix_caching=``: each tier behind :func:`~frugal_chains.langchain.with_prefix_caching` (with the given
+    options), so each gets its own provider's formatting; a tier already wrapped is kept as it is."""
+    if option is None or option is False:
+        return tiers
+    if option is not True and not isinstance(option, Mapping):
+        raise ConfigurationError(
+            f"prefix_caching must be True or a dict of with_prefix_caching options, got {type(option).__name__}",
+            field="prefix_caching",
+        )
+    options = dict(option) if isinstance(option, Mapping) else {}
+    if "model" in options:
+        raise ConfigurationError(
+            "prefix_caching options apply to every tier: leave model= out (each tier's own model is used), or "
+            "wrap the tiers yourself with with_prefix_caching(tier, model=...)",
+            field="prefix_caching",
+        )
+    from frugal_chains.langchain.prefix import PrefixCachingChatModel, with_prefix_caching
+
+    return [t if isinstance(t, PrefixCachingChatModel) else with_prefix_caching(t, **options) for t in tiers]
+
+
 def _usage_metadata(usage: Usage) -> UsageMetadata:
     um = UsageMetadata(
         input_tokens=usage.input_tokens,
@@ -238,6 +260,10 @@ class CascadeChatModel(ChildRunStreamingModel):
         question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer: what it scores in a templated
             (RAG) prompt (:func:`~frugal_chains.langchain.question_key_from` builds one from your prompt
             template). Default: the scorer's own, which recognises the common RAG templates.
+        prefix_caching: ``True`` (or a dict of :func:`~frugal_chains.langchain.with_prefix_caching` options):
+            each tier formats its requests for its own provider's prompt cache (an Anthropic tier gets
+            ``cache_control`` breakpoints, an OpenAI tier a ``prompt_cache_key``). Tiers you wrapped yourself are
+            kept as they are.
 
     Example:
         >>> from frugal_chains.langchain import CascadeChatModel
@@ -304,7 +330,7 @@ class CascadeChatModel(ChildRunStreamingModel):
                     "bind parameters on the model itself (e.g. ChatOpenAI(temperature=0)), not with .bind()",
                     field="tiers",
                 )
-        data["tiers"] = list(tiers)
+        tiers = data["tiers"] = _prefix_cached(list(tiers), data.pop("prefix_caching", None))
         data["tier_names"] = tier_names(data.get("tier_names"), [_model_name(t) for t in tiers])
         scorer = data.get("scorer")
         if scorer == "heuristic":

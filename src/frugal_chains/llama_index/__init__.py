@@ -1,5 +1,5 @@
-"""LlamaIndex adapters: budgets, the semantic cache and the cascading router, and :func:`configure` to put them
-all on ``Settings`` in one call.
+"""LlamaIndex adapters: budgets, the semantic cache, the cascading router, prompt-prefix caching, and
+:func:`configure` to put them all on ``Settings`` in one call.
 
 Needs ``llama-index-core``: ``pip install "frugal-chains[llama-index]"``.
 
@@ -25,6 +25,7 @@ from frugal_chains.llama_index.cached_llm import CachedLLM
 from frugal_chains.llama_index.cached_query_engine import CachedQueryEngine
 from frugal_chains.llama_index.cascade import CascadeLLM
 from frugal_chains.llama_index.judge import judge_verifier
+from frugal_chains.llama_index.prefix import PrefixCacheFormatter, PrefixCachingLLM, with_prefix_caching
 from frugal_chains.llama_index.question import question_key_from
 from frugal_chains.llama_index.settings import FrugalSettings, configure
 
@@ -35,10 +36,13 @@ __all__ = [
     "CascadeLLM",
     "FrugalSettings",
     "LLMNotAttachedWarning",
+    "PrefixCacheFormatter",
+    "PrefixCachingLLM",
     "TokenBudgetHandler",
     "configure",
     "judge_verifier",
     "question_key_from",
+    "with_prefix_caching",
 ]
 
 

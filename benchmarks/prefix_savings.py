@@ -31,8 +31,10 @@ Each call is sent to each model twice, as simulated requests:
 The provider cache simulation (every call in arrival order, one cache per model and variant):
 
 * a request is a sequence of blocks (each tool, each system part, each message part or tool-call list) in the
-  order tools, system, messages, counted with ``o200k_base`` (GPT-4o's tokenizer; Claude's and Gemini's
-  tokenizers are not available offline, so their counts are estimates);
+  order tools, system, messages, counted with ``o200k_base`` (GPT-4o's tokenizer) as
+  ``frugal_chains.accounting.tokens`` counts them (a tool: its JSON + 10 tokens), so the simulated provider and
+  the planner agree on lengths; Claude's and Gemini's tokenizers are not available offline, so their counts are
+  estimates, and Anthropic's tool-use system prompt (a few hundred tokens) is not counted;
 * **Anthropic**: a cache entry is written only at a ``cache_control`` marker whose prefix reaches the model's
   minimum (``prompt_cache_min_tokens`` in LiteLLM's map, or the formatter's rules); a call reads the longest
   live entry equal byte for byte to its prefix up to one of its markers or a block boundary up to 20 blocks before
@@ -95,6 +97,7 @@ ANTHROPIC_LOOKBACK_BLOCKS = 20
 OPENAI_MIN_TOKENS = 1024
 OPENAI_STEP = 128
 OPENAI_TTL_MINUTES = 5.0
+TOOL_FRAME = (0,) * 10  # the 10 tokens frugal_chains.accounting.tokens adds per tool schema
 
 
 # ---------------------------------------------------------------------------------------------------- workload
@@ -245,12 +248,15 @@ def request_blocks(
     for tool in tools or ():
         fn = tool.get("function", tool)
         ttl = _marker_ttl(tool) or (_marker_ttl(fn) if isinstance(fn, Mapping) else None)
-        body = _dumps(
+        body = json.dumps(
             {**_without_marker(tool), "function": _without_marker(fn)}
             if fn is not tool
-            else _without_marker(tool)
+            else _without_marker(tool),
+            sort_keys=True,
+            ensure_ascii=False,
         )
-        blocks.append(Block(("tool:" + body).encode(), token_ids(body), ttl))
+        # counted as frugal_chains.accounting.tokens counts a tool (its JSON + 10), as the planner does
+        blocks.append(Block(("tool:" + body).encode(), TOOL_FRAME + token_ids(body), ttl))
     for m in messages:
         head = f"\n{m['role']}" + (f" {m['tool_call_id']}" if m.get("tool_call_id") else "") + ":\n"
         first = True
@@ -564,7 +570,9 @@ def assumptions(args: argparse.Namespace) -> list[str]:
         if args.values_at == "top"
         else "the time, request id and name sit at the end of the system prompt",
         "tools: the 14 tau-bench airline tools on every call" if args.tools else "tools: none",
-        "token counts: o200k_base for every model (Claude and Gemini tokenizers are not available offline)",
+        "token counts: o200k_base for every model, each tool as its JSON + 10 tokens, each message + ~3 tokens (as "
+        "frugal_chains.accounting.tokens counts them); Claude's and Gemini's tokenizers are not available offline, and "
+        "Anthropic adds a tool-use system prompt of a few hundred tokens that is not counted here",
         "Anthropic: caches only at cache_control markers whose prefix reaches the model's minimum; reads the longest "
         "live byte-equal prefix at a marker or up to 20 blocks before one; writes billed at the marker's 5m/1h price; "
         "an entry lives its TTL after its last write or read",

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from frugal_chains.prefix import PrefixFormatter
 
 from frugal_chains import Budget
+from frugal_chains.prefix import PrefixFormatter
 from tests.contract.test_cascade_contract import ok
 from tests.contract.wings import WINGS, Wing, cheap, prefixed
 
@@ -96,3 +96,62 @@ def test_usage_is_counted_once(wing: Wing, mode: str) -> None:
     assert obs.usage == (c.input_tokens, c.output_tokens)  # the provider's usage, once
     assert obs.records == ok(c, None)  # one record: the provider call, not the wrapper
     assert obs.calls == {"cheap-1": 1}
+
+
+# -- a realistic prefix: the tau-bench airline policy, 100 calls ------------------------------------------------------
+def taubench_policy() -> str | None:
+    from tests.shared_data import shared_data
+
+    data = shared_data()
+    path = data / "taubench_airline_traj" / "gpt-4o-airline.json" if data is not None else None
+    if path is None or not path.exists():
+        return None
+    import json
+
+    trajectories = json.loads(path.read_text(encoding="utf-8"))
+    return str(next(m for m in trajectories[0]["traj"] if m["role"] == "system")["content"])
+
+
+POLICY_TEXT = taubench_policy()
+
+
+@pytest.mark.skipif(POLICY_TEXT is None, reason="the shared tau-bench data is not next to this checkout")
+def test_taubench_policy_over_100_calls_in_every_mode(chat_wing: Wing) -> None:
+    """The tau-bench airline policy as the system prompt with today's date, a request id and the user's name (a
+    template variable): 100 calls (25 per call mode) with different values and questions. The stable part sent is
+    byte-identical in every call, the planner counts >= 95% of the input as cacheable, and each request still
+    carries its own date, id and name."""
+    assert POLICY_TEXT is not None
+    template = (
+        POLICY_TEXT.replace("{", "{{").replace("}", "}}").replace("2024-05-15 15:00:00 EST", "{now}")
+        + "\n\nYou are assisting {user_name}. Request id: {request_id}."
+    )
+    names = ["Mia Li", "Noah Smith", "Aarav Patel", "Chen Wei", "Sofia Rossi"]
+    questions = [
+        "Can I change my flight?",
+        "How many bags can I check?",
+        "Please cancel my booking.",
+        "Is it on time?",
+    ]
+    target = prefixed(
+        chat_wing,
+        cheap(),
+        system="",
+        model="claude-sonnet-4-5",
+        templates=[template],
+        dynamic_variables=["user_name"],
+    )
+    values = []
+    for i in range(100):
+        now = f"2026-12-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00 EST"
+        request_id, name = f"req_{i:04d}{'ab' * 6}", names[i % len(names)]
+        target.system = template.format(now=now, request_id=request_id, user_name=name)
+        obs = target.ask(["invoke", "ainvoke", "stream", "astream"][i % 4], questions[i % len(questions)])
+        assert obs.error is None and obs.frugal is not None
+        assert obs.frugal["prefix"]["cacheable_share"] >= 0.95
+        values.append((now, request_id, name))
+    assert len({sent[0].parts[0] for sent in target.sent}) == 1
+    for sent, moved in zip(target.sent, values, strict=True):
+        assert sent[0].marks[0] is True
+        for value in moved:
+            assert value not in sent[0].parts[0] and value in sent[0].text

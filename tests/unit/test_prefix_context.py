@@ -48,7 +48,22 @@ def test_text_without_a_block_is_unchanged() -> None:
     assert split_context_block(text) == (text, [])
     mentioned = f"Quote: {CONTEXT_HEADER} inline"  # not at a line start: not a block
     assert split_context_block(mentioned) == (mentioned, [])
+    block = render_context_block([ContextValue("date", "2026-12-07", "date")])
+    assert split_context_block(mentioned + "\n\n" + block) == (
+        mentioned,
+        [ContextValue("date", "2026-12-07", "date")],
+    )
 
 
 def test_placeholder_is_stable() -> None:
     assert placeholder("date 2") == "[see request context: date 2]"
+
+
+def test_records_take_the_spec_field_order() -> None:
+    from frugal_chains.prefix import Breakpoint, ChurnSpan, DynamicSpan, PrefixReport
+
+    assert Breakpoint(0, 1, False, 2048, "1h").where() == "message 0, part 1"
+    assert ChurnSpan(0, "Bob", "Carol", 2).seen == 2
+    assert DynamicSpan("date", "2026-12-07", "date", "detected", 0).label == "date"
+    report = PrefixReport("openai", "gpt-4o", 2000, 1024)
+    assert report.cacheable_share == 0.512 and report.to_dict()["model"] == "gpt-4o"

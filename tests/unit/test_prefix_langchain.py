@@ -407,8 +407,16 @@ class CapturingAnthropic(langchain_anthropic.ChatAnthropic):
         return ChatResult(generations=[ChatGeneration(message=AIMessage("ok"))])
 
 
-@pytest.mark.parametrize("model_name", ["claude-sonnet-4-5", "claude-haiku-4-5"])
-def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_name: str) -> None:
+@pytest.mark.parametrize(
+    ("model_name", "tools_cached"),
+    [
+        ("claude-sonnet-4-5", True),
+        ("claude-haiku-4-5", False),
+    ],  # the tools alone: above 1,024, below 4,096 tokens
+)
+def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(
+    model_name: str, tools_cached: bool
+) -> None:
     big_tool = {
         "name": "search_policy",
         "description": "Search the airline policy. " + "Use it for fare rules, baggage and refunds. " * 200,
@@ -436,6 +444,9 @@ def test_anthropic_requests_pass_the_sdk_types_and_langchain_anthropic(model_nam
         assert 1 <= _breakpoints(payload) <= 4
         assert isinstance(payload["system"], list) and any("cache_control" in b for b in payload["system"])
     assert first["system"] == second["system"] and first["tools"] == second["tools"]
+    assert (
+        "cache_control" in first["tools"][-1]
+    ) is tools_cached  # survives bind_tools and langchain-anthropic
     from frugal_chains.prefix import rules_for
 
     minimum = rules_for(model_name).min_cacheable_tokens
@@ -473,3 +484,39 @@ def test_too_many_caller_breakpoints_end_at_four() -> None:
     _validate_payload(payload)
     assert _breakpoints(payload) == 4
     assert any("breakpoint" in w for w in plan.report.warnings)
+
+
+def test_composes_with_the_semantic_cache_in_the_request_flow_order() -> None:
+    """Formatter first, then the cache (the request flow): the cache sees the formatted request, a repeat is
+    served from it, and a hit still says how its request was formatted."""
+    from frugal_chains.cache import AnswerCache
+    from frugal_chains.langchain import with_cache
+    from frugal_chains.metadata import cache_status
+    from frugal_chains.testing.fake_embeddings import HashEmbeddings
+
+    inner = claude()
+    llm = with_prefix_caching(with_cache(inner, AnswerCache(embedder=HashEmbeddings())))
+    first = llm.invoke(conversation())
+    again = llm.invoke(conversation())
+    assert len(inner.seen) == 1 and cache_status(again.response_metadata) == "hit"
+    assert marks(inner.seen[0][0][0])[0] is True  # what the provider got was formatted
+    assert again.content == first.content and again.response_metadata["frugal"]["prefix"]["breakpoints"] >= 1
+
+
+def test_wrapper_rebuilt_from_its_fields_keeps_its_planner() -> None:
+    """LangChain rebuilds configurable runnables per call: the planner (and its churn history) is carried over."""
+    from langchain_core.runnables import ConfigurableField
+
+    llm = with_prefix_caching(claude())
+    rebuilt = PrefixCachingChatModel(**{k: getattr(llm, k) for k in ("model", "prefix_options", "formatter")})
+    assert rebuilt.core is llm.core
+    configurable = llm.configurable_fields(metadata=ConfigurableField(id="meta"))
+    warnings = []
+    for version in ("v1", "v2"):  # an undetected change in the system prompt between calls
+        messages = [SystemMessage(f"Policy {version}.\n{POLICY}"), HumanMessage("Hi")]
+        answer = configurable.invoke(messages, config={"configurable": {"meta": {"run": version}}})
+        warnings.append(" ".join(answer.response_metadata["frugal"]["prefix"]["warnings"]))
+    assert "changed between calls" not in warnings[0] and "changed between calls" in warnings[1]
+    with pytest.raises(ConfigurationError) as e:
+        PrefixCachingChatModel(model=claude(), formatter="planner")
+    assert e.value.field == "formatter"

@@ -153,3 +153,39 @@ def test_wrapper_bad_input_names_the_field() -> None:
         with_prefix_caching(FakeUsageLLM(model="house-model"))
     assert e.value.field in ("provider", "rules")
     assert with_prefix_caching(FakeUsageLLM(model="house-model"), provider="vllm").chat(conversation())
+
+
+@pytest.mark.parametrize("how", ["wrapped", "option"])
+def test_cascade_llm_tiers_get_their_own_providers_formatting(how: str) -> None:
+    from frugal_chains.llama_index import CascadeLLM
+    from frugal_chains.routing import RegexGate
+
+    cheap = Recording(model="claude-sonnet-4-5", responses=["not sure"])
+    strong = Recording(model="gpt-4o", responses=["42"])
+    if how == "wrapped":
+        cascade = CascadeLLM(
+            tiers=[with_prefix_caching(cheap), with_prefix_caching(strong)], gates=[RegexGate(r"\d")]
+        )
+    else:
+        cascade = CascadeLLM(tiers=[cheap, strong], gates=[RegexGate(r"\d")], prefix_caching=True)
+    assert cascade.tier_names == ["claude-sonnet-4-5", "gpt-4o"]
+    response = cascade.chat(conversation())
+    assert response.message.content == "42"
+    ((to_cheap, cheap_kwargs),) = cheap.seen
+    ((to_strong, strong_kwargs),) = strong.seen
+    assert to_cheap[0].blocks[1].block_type == "cache" and "prompt_cache_key" not in cheap_kwargs
+    assert all(isinstance(b, TextBlock) for b in to_strong[0].blocks) and strong_kwargs.get(
+        "prompt_cache_key"
+    )
+    for received in (to_cheap, to_strong):
+        assert "2026-12-07" in (received[0].content or "")
+
+
+def test_cascade_llm_prefix_caching_option_checks_its_value() -> None:
+    from frugal_chains.llama_index import CascadeLLM
+
+    tiers = [FakeUsageLLM(model="claude-sonnet-4-5"), FakeUsageLLM(model="gpt-4o")]
+    for bad in ("yes", {"model": "gpt-4o"}):
+        with pytest.raises(ConfigurationError) as e:
+            CascadeLLM(tiers=tiers, prefix_caching=bad)  # type: ignore[arg-type]
+        assert e.value.field == "prefix_caching"

@@ -164,6 +164,7 @@ def test_planning_twice_changes_nothing(model: str) -> None:
         assert second.messages == first.messages
         assert second.tools == first.tools
         assert second.prefix_hash == first.prefix_hash
+        assert second.context == first.context
         assert not second.changed
         assert request_text(second).count(CONTEXT_HEADER) == 1
         assert len(markers(second)) == len(markers(first)) <= 4
@@ -339,6 +340,8 @@ def test_marked_values_are_moved() -> None:
     assert "Alice" not in stable and stable.count("[see request context: customer]") == 2
     assert [(v.label, v.value) for v in values] == [("customer", "Alice")]
     assert plan.report.dynamic_spans[0].source == "marked"
+    absent = PrefixFormatter(model="gpt-4o").plan([*msgs, *conversation()], dynamic={"order": "A-77"})
+    assert any("not found in the preamble" in w and "order" in w for w in absent.report.warnings)
 
 
 def test_no_names_are_guessed_from_free_text() -> None:
@@ -384,6 +387,9 @@ def test_churn_detector_reports_changing_text() -> None:
     assert any("changed between calls" in w and "mark it dynamic" in w for w in plan.report.warnings)
     # report only: the text stays where it was
     assert "You help Bob today." in plan.messages[0]["content"]
+    # another prompt entirely through the same formatter is not churn
+    plan = fmt.plan([{"role": "system", "content": "A different, short prompt."}, *conversation()])
+    assert plan.report.churn == ()
     # values moved by the planner are not churn
     fmt2 = PrefixFormatter(model="gpt-4o")
     for d, r, e, q in CALLS:
@@ -475,3 +481,187 @@ def test_bad_requests_name_the_field(call: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as err:
         PrefixFormatter(model="gpt-4o").plan(call.pop("messages"), **call)
     assert err.value.field == field
+
+
+def test_several_system_messages_are_merged_when_the_block_goes_there() -> None:
+    msgs = [
+        {"role": "system", "content": POLICY},
+        {"role": "developer", "content": "Today is 2026-12-07."},
+        *conversation(),
+    ]
+    openai = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert len(openai.messages) == 1 + len(conversation())
+    stable, values = split_context_block(openai.messages[0]["content"])
+    assert stable == POLICY + "\n\nToday is [see request context: date]." and values[0].value == "2026-12-07"
+    anthropic = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    parts = anthropic.messages[0]["content"]
+    assert [p["text"][:10] for p in parts] == [POLICY[:10], "Today is [", CONTEXT_HEADER[:10]]
+    assert "cache_control" in parts[1] and "cache_control" not in parts[0]  # on the last stable part
+    # nothing to move: the messages stay as they were (only a marker is added for Anthropic)
+    plain = [
+        {"role": "system", "content": POLICY},
+        {"role": "system", "content": "Be brief."},
+        *conversation(),
+    ]
+    same = PrefixFormatter(model="gpt-4o").plan(plain)
+    assert same.messages == plain and not same.changed
+
+
+def test_content_parts_and_images_are_kept() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/logo.png"}}
+    msgs = [
+        {"role": "system", "content": [{"type": "text", "text": system()}, image]},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]},
+    ]
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    parts = plan.messages[0]["content"]
+    assert parts[1] == image and parts[-1]["text"].startswith(CONTEXT_HEADER)
+    assert plan.messages[1] == msgs[1]
+    anthropic = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    stable = anthropic.messages[0]["content"]
+    assert stable[1] == {**image, "cache_control": {"type": "ephemeral", "ttl": "1h"}}  # last stable part
+
+
+def test_anthropic_block_in_the_first_user_turn_is_its_own_part() -> None:
+    msgs = [
+        {"role": "system", "content": system()},
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        *conversation(),
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan(msgs)
+    first_turn = plan.messages[2]["content"]
+    assert first_turn[0]["text"].startswith(CONTEXT_HEADER) and first_turn[1] == {
+        "type": "text",
+        "text": "Hi",
+    }
+    assert [b.message_index for b in plan.report.breakpoints] == [0, 1]
+    assert plan.report.cacheable_tokens == plan.report.breakpoints[-1].prefix_tokens
+
+
+def test_empty_and_tools_only_requests() -> None:
+    assert PrefixFormatter(model="gpt-4o").plan([]).messages == []
+    tools = [{"type": "function", "function": {"name": "search", "description": POLICY}}]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan([{"role": "user", "content": "hi"}], tools=tools)
+    assert plan.tools is not None and plan.tools[0]["cache_control"]["type"] == "ephemeral"
+    assert [b.on_tools for b in plan.report.breakpoints] == [True]
+    assert tools[0].get("cache_control") is None
+
+
+def test_lifetimes_follow_anthropic_order_with_your_markers() -> None:
+    msgs = [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": system(), "cache_control": {"type": "ephemeral"}}],
+        },
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        *conversation(),
+    ]
+    # your 5-minute marker on the system prompt comes first: the planner's later marker cannot be 1h
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="1h").plan(msgs)
+    assert markers(plan) == [{"type": "ephemeral"}, {"type": "ephemeral"}]
+    assert any("cannot follow your 5-minute one" in w for w in plan.report.warnings)
+    later_1h = [
+        {"role": "system", "content": system()},
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hello", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+            ],
+        },
+        {"role": "user", "content": "Where is my parcel?"},
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5", ttl="5m").plan(later_1h)
+    assert markers(plan) == [{"type": "ephemeral", "ttl": "1h"}] * 2
+
+
+def _call(call_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        **extra,
+    }
+
+
+def test_few_shot_tool_exchanges_stay_together() -> None:
+    msgs = [
+        {"role": "user", "name": "document", "content": "Doc " + POLICY},
+        {"role": "system", "content": system()},
+        {"role": "user", "name": "example_1", "content": "Status of order 1?"},
+        _call("ex_1", name="example_1"),
+        {"role": "tool", "tool_call_id": "ex_1", "content": "shipped", "name": "example_1"},
+        {"role": "assistant", "name": "example_1", "content": "It shipped."},
+        *conversation(),
+    ]
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert plan.changed and [m["role"] for m in plan.messages[:6]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
+    assert plan.messages[5]["name"] == "document"
+
+
+@pytest.mark.parametrize(
+    "msgs",
+    [
+        # a tool result marked as a document
+        [
+            {"role": "system", "content": "x"},
+            _call("c1", name="example_1"),
+            {"role": "tool", "tool_call_id": "c1", "content": "r", "name": "document"},
+            {"role": "user", "content": "q"},
+        ],
+        # the preamble ends on a call whose result follows it, and reordering would move the call
+        [
+            {"role": "system", "content": "x"},
+            _call("c1", name="example_1"),
+            {"role": "user", "name": "document", "content": "d"},
+            _call("c2", example=True),
+            {"role": "tool", "tool_call_id": "c2", "content": "r"},
+            {"role": "user", "content": "q"},
+        ],
+    ],
+)
+def test_preamble_tool_shapes_that_cannot_be_reordered(msgs: list[dict[str, Any]]) -> None:
+    plan = PrefixFormatter(model="gpt-4o").plan(msgs)
+    assert plan.messages == msgs and not plan.changed and "unchanged" in plan.report.warnings[0]
+
+
+def test_a_formatter_copies_and_pickles_without_its_history() -> None:
+    import pickle
+
+    fmt = PrefixFormatter(
+        model="gpt-4o", templates=["Hi {user_name}. " + POLICY], dynamic_variables=["user_name"]
+    )
+    fmt.plan([{"role": "system", "content": "Hi Alice. " + POLICY}])
+    for clone in (copy.deepcopy(fmt), pickle.loads(pickle.dumps(fmt))):
+        assert clone._churn == {} and clone.rules == fmt.rules
+        plan = clone.plan([{"role": "system", "content": "Hi Bob. " + POLICY}])
+        assert plan.context[0].value == "Bob" and plan.report.churn == ()
+
+
+def test_with_a_template_retrieved_passages_keep_their_dates() -> None:
+    template = (
+        POLICY + "\nToday is {today}. You are helping {user_name}.\n"
+        "Use the following pieces of retrieved context:\n{context}"
+    )
+    passages = "Order 1 shipped on 2026-11-30 to bob@example.com."
+    filled = template.format(today="2026-12-07", user_name="Bob", context=passages)
+    fmt = PrefixFormatter(model="gpt-4o", templates=[template], dynamic_variables=["user_name"])
+    plan = fmt.plan([{"role": "system", "content": filled}, *conversation()])
+    stable, values = split_context_block(plan.messages[0]["content"])
+    assert stable.endswith(passages)  # the passages are content: left as they are
+    assert [(v.label, v.value) for v in values] == [("date", "2026-12-07"), ("user_name", "Bob")]
+    assert [s.source for s in plan.report.dynamic_spans] == ["detected", "variable"]
+    only_template = PrefixFormatter(model="gpt-4o", templates=[template]).plan(
+        [{"role": "system", "content": filled}, *conversation()]
+    )
+    assert [v.value for v in only_template.context] == ["2026-12-07"]
+    # without the template, detectors read the whole prompt, passages included
+    bare = PrefixFormatter(model="gpt-4o").plan([{"role": "system", "content": filled}, *conversation()])
+    assert {v.value for v in bare.context} == {"2026-12-07", "2026-11-30", "bob@example.com"}

@@ -30,6 +30,7 @@ def test_openai_gemini_vllm() -> None:
     )
     assert openai.max_breakpoints == 0 and openai.ttls == ()
     assert rules_for("o3-mini").provider == "openai"
+    assert rules_for("ft:gpt-4o-mini-2024-07-18:acme::abc123").provider == "openai"
     gemini = rules_for("gemini/gemini-2.5-pro")
     assert (gemini.provider, gemini.min_cacheable_tokens, gemini.implicit) == ("gemini", 2048, True)
     assert rules_for("gemini-2.0-flash-lite-made-up").min_cacheable_tokens == 1024  # default
@@ -47,6 +48,10 @@ def test_provider_aliases() -> None:
     assert rules_for("my-deployment", provider="azure_openai").provider == "openai"
     assert rules_for("claude-sonnet-4-5", provider="anthropic-chat").provider == "anthropic"
     assert rules_for("gemini-2.5-flash", provider="google_genai").provider == "gemini"
+    # Claude served by Vertex AI follows Anthropic's rules
+    assert rules_for("vertex_ai/claude-sonnet-4-5").provider == "anthropic"
+    assert rules_for("claude-sonnet-4-5", provider="google_vertexai").provider == "anthropic"
+    assert rules_for("vertex_ai/gemini-2.5-pro").provider == "gemini"
 
 
 def test_unknown_model_names_the_fix() -> None:

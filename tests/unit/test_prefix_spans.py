@@ -78,10 +78,16 @@ def test_ids_and_emails() -> None:
         "Call gpt-4o-mini for summaries.",
         "Customer support is open on weekdays.",
         "Ratio 1:2 in the recipe.",
+        "Return base64encoded data in iso8601format.",
     ],
 )
 def test_stable_text_has_no_spans(text: str) -> None:
     assert spans(text) == []
+
+
+@pytest.mark.parametrize("value", ["ORD1234567890", "20240515150000", "a8f3e9b2c4d1", "7Fq2xP9kL3mZ"])
+def test_bare_ids(value: str) -> None:
+    assert spans(f"Order {value} is open.") == [("request_id", value)]
 
 
 def test_detectors_can_be_chosen() -> None:

@@ -107,20 +107,11 @@ def _model_name(model: BaseChatModel) -> str:
 def _prefix_cached(tiers: list[BaseChatModel], option: Any) -> list[BaseChatModel]:
     """``prefix_caching=``: each tier behind :func:`~frugal_chains.langchain.with_prefix_caching` (with the given
     options), so each gets its own provider's formatting; a tier already wrapped is kept as it is."""
-    if option is None or option is False:
+    from frugal_chains.shared.prefix_wing import cascade_prefix_options
+
+    options = cascade_prefix_options(option)
+    if options is None:
         return tiers
-    if option is not True and not isinstance(option, Mapping):
-        raise ConfigurationError(
-            f"prefix_caching must be True or a dict of with_prefix_caching options, got {type(option).__name__}",
-            field="prefix_caching",
-        )
-    options = dict(option) if isinstance(option, Mapping) else {}
-    if "model" in options:
-        raise ConfigurationError(
-            "prefix_caching options apply to every tier: leave model= out (each tier's own model is used), or "
-            "wrap the tiers yourself with with_prefix_caching(tier, model=...)",
-            field="prefix_caching",
-        )
     from frugal_chains.langchain.prefix import PrefixCachingChatModel, with_prefix_caching
 
     return [t if isinstance(t, PrefixCachingChatModel) else with_prefix_caching(t, **options) for t in tiers]

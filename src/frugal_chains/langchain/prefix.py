@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, closing
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -40,7 +39,6 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.langchain._attribution import manager_attribution
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import (
     ChildRunStreamingModel,
@@ -59,6 +57,7 @@ from frugal_chains.shared.prefix_wing import (
     tool_marks,
     with_tool_marks,
 )
+from frugal_chains.shared.streams import aclose_stream, close_stream
 
 if TYPE_CHECKING:
     from frugal_chains.prefix import PrefixFormatter, PrefixPlan, PrefixReport
@@ -93,7 +92,7 @@ def _as_messages(input: Any, owner: str) -> list[BaseMessage]:
 def _openai(message: BaseMessage) -> dict[str, Any]:
     """One message as the planner reads it: LangChain's OpenAI conversion, keeping the ``cache_control`` markers
     the caller put on content blocks (the conversion drops them, and the planner counts them)."""
-    out = cast("dict[str, Any]", convert_to_openai_messages(message))
+    out: dict[str, Any] = convert_to_openai_messages(message)
     content = message.content
     if not isinstance(content, list) or not any(
         isinstance(b, Mapping) and "cache_control" in b for b in content
@@ -134,12 +133,6 @@ def _prepended(message: BaseMessage, head: list[dict[str, Any]]) -> BaseMessage:
     return message.model_copy(update={"content": [*head, *own]})
 
 
-def _rewritten(messages: list[BaseMessage], plan: PrefixPlan) -> list[BaseMessage]:
-    if not plan.changed:
-        return list(messages)
-    return restored(messages, [_openai(m) for m in messages], plan.messages, build=_built, prepend=_prepended)
-
-
 def _plan(
     core: PrefixFormatter,
     messages: list[BaseMessage],
@@ -148,8 +141,12 @@ def _plan(
     dynamic: Mapping[str, str] | None = None,
     scope: str | None = None,
 ) -> tuple[list[BaseMessage], PrefixPlan]:
-    plan = core.plan([_openai(m) for m in messages], tools=tools, dynamic=dynamic, scope=scope)
-    return _rewritten(messages, plan), plan
+    """The planner's plan for ``messages`` and the messages it says to send (unchanged ones: the same objects)."""
+    dicts = [_openai(m) for m in messages]
+    plan = core.plan(dicts, tools=tools, dynamic=dynamic, scope=scope)
+    if not plan.changed:
+        return list(messages), plan
+    return restored(messages, dicts, plan.messages, build=_built, prepend=_prepended), plan
 
 
 def _prompt_templates(prompt: BasePromptTemplate[Any]) -> list[str]:
@@ -325,10 +322,12 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
     """The chat model called with the formatted request."""
     prefix_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
     """The options given to the planner (:class:`~frugal_chains.prefix.PrefixFormatter`)."""
+    formatter: Any = Field(default=None, exclude=True)
+    """The planner (an injected object: its churn history survives LangChain rebuilding the wrapper from its
+    fields); built from the wrapped model and ``prefix_options`` when not given."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    _core: Any = PrivateAttr(default=None)
     _last: ReportSlot = PrivateAttr(default_factory=ReportSlot)
 
     def __init__(self, **data: Any) -> None:
@@ -338,21 +337,29 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
                 f"model must be a LangChain chat model (BaseChatModel), got {type(inner).__name__}",
                 field="model",
             )
-        options = dict(data.get("prefix_options") or {})
-        from frugal_chains.langchain.cascade import _model_name
+        from frugal_chains.prefix import PrefixFormatter
 
-        name = options.pop("model", None) or _model_name(inner)
-        core = build_formatter(
-            name, options, fallback_provider=_ls_provider(inner), owner="with_prefix_caching"
-        )
+        given = data.get("formatter")
+        if given is None:
+            from frugal_chains.langchain.cascade import _model_name
+
+            options = dict(data.get("prefix_options") or {})
+            name = options.pop("model", None) or _model_name(inner)
+            data["formatter"] = build_formatter(
+                name, options, fallback_provider=_ls_provider(inner), owner="with_prefix_caching"
+            )
+        elif not isinstance(given, PrefixFormatter):
+            raise ConfigurationError(
+                f"formatter must be a frugal_chains.prefix.PrefixFormatter, got {type(given).__name__}",
+                field="formatter",
+            )
         data["metadata"] = {**(data.get("metadata") or {}), WRAPPER_KEY: True}
         super().__init__(**data)
-        self._core = core
 
     @property
     def core(self) -> PrefixFormatter:
         """The framework-free planner (its churn detector is shared by every call of this model)."""
-        return cast("PrefixFormatter", self._core)
+        return cast("PrefixFormatter", self.formatter)
 
     @property
     def last_report(self) -> PrefixReport | None:
@@ -383,7 +390,7 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
 
     # -- formatting ------------------------------------------------------------------------------------------
     def _request(
-        self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
     ) -> tuple[list[BaseMessage], dict[str, Any], PrefixPlan]:
         """The formatted messages, the call's kwargs (tools marked, the plan's parameters added) and the plan."""
         tools = kwargs.get("tools")
@@ -393,12 +400,11 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
                 openai_tools = [_with_own_mark(convert_to_openai_tool(t), t) for t in tools]
             except Exception:  # a provider's built-in tool: the prefix is planned without the tools
                 openai_tools = None
-        with manager_attribution(run_manager):
-            out, plan = _plan(self.core, messages, tools=openai_tools)
+        out, plan = _plan(self.core, messages, tools=openai_tools)
         self._last.set(plan.report)
         call = {**plan.params, **kwargs}
         if openai_tools is not None and plan.tools:
-            call["tools"] = with_tool_marks(tools, tool_marks(plan.tools))
+            call["tools"] = with_tool_marks(list(tools or ()), tool_marks(plan.tools))
         return out, call, plan
 
     @staticmethod
@@ -429,7 +435,7 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        formatted, call, plan = self._request(messages, kwargs, run_manager)
+        formatted, call, plan = self._request(messages, kwargs)
         result = self.model.generate([formatted], stop=stop, callbacks=child_callbacks(run_manager), **call)
         return self._result(result, plan)
 
@@ -440,7 +446,7 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        formatted, call, plan = self._request(messages, kwargs, run_manager)
+        formatted, call, plan = self._request(messages, kwargs)
         result = await self.model.agenerate(
             [formatted], stop=stop, callbacks=achild_callbacks(run_manager), **call
         )
@@ -453,15 +459,17 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        formatted, call, plan = self._request(messages, kwargs, run_manager)
+        formatted, call, plan = self._request(messages, kwargs)
         usage: UsageMetadata | None = None
         inner = open_chunks(
             self.model, formatted, {"callbacks": child_callbacks(run_manager)}, stop=stop, **call
         )
-        with closing(inner):
+        try:
             for message in inner:
                 usage = _added(usage, message)
                 yield ChatGenerationChunk(message=untraced(message))
+        finally:
+            close_stream(inner)
         yield self._last_chunk(usage, plan)
 
     async def _astream(
@@ -471,15 +479,17 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        formatted, call, plan = self._request(messages, kwargs, run_manager)
+        formatted, call, plan = self._request(messages, kwargs)
         usage: UsageMetadata | None = None
         inner = aopen_chunks(
             self.model, formatted, {"callbacks": achild_callbacks(run_manager)}, stop=stop, **call
         )
-        async with aclosing(inner):
+        try:
             async for message in inner:
                 usage = _added(usage, message)
                 yield ChatGenerationChunk(message=untraced(message))
+        finally:
+            await aclose_stream(inner)
         yield self._last_chunk(usage, plan)
 
 

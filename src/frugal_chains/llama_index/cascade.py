@@ -39,7 +39,16 @@ import contextlib
 import contextvars
 import dataclasses
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -312,6 +321,18 @@ class _Completion:
         return await tier.astream_complete(self.prompt, formatted=self.formatted, **self.kwargs)
 
 
+def _prefix_cached(tiers: list[LLM], option: Any) -> list[LLM]:
+    """``prefix_caching=``: each tier behind :func:`~frugal_chains.llama_index.with_prefix_caching`."""
+    from frugal_chains.shared.prefix_wing import cascade_prefix_options
+
+    options = cascade_prefix_options(option)
+    if options is None:
+        return tiers
+    from frugal_chains.llama_index.prefix import PrefixCachingLLM, with_prefix_caching
+
+    return [t if isinstance(t, PrefixCachingLLM) else with_prefix_caching(t, **options) for t in tiers]
+
+
 class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
     """A LlamaIndex LLM over two or more LLMs, cheapest first: route, check the answer, escalate.
 
@@ -340,6 +361,9 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         question_key: a :class:`~frugal_chains.QuestionKey` handed to the scorer: what it scores in a templated
             prompt (:func:`~frugal_chains.llama_index.question_key_from` builds one from your prompt template).
             Default: the scorer's own, which recognises LlamaIndex's text-QA and refine prompts.
+        prefix_caching: ``True`` (or a dict of :func:`~frugal_chains.llama_index.with_prefix_caching` options):
+            each tier formats its chat requests for its own provider's prompt cache. Tiers you wrapped yourself
+            are kept as they are.
 
     ``metadata``: the smallest tier's ``context_window`` and the largest ``num_output`` (a prompt sized for the
     cascade fits every tier), ``is_chat_model`` / ``is_function_calling_model`` when every tier is one, and
@@ -400,6 +424,7 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
         escalate_on: Callable[[BaseException], bool] | None = None,
         name: str = "cascade",
         question_key: Any = None,
+        prefix_caching: bool | Mapping[str, Any] = False,
         **kwargs: Any,
     ) -> None:
         from frugal_chains.routing.gates import resolve_gates
@@ -417,6 +442,7 @@ class CascadeLLM(SharesCallbacks, FunctionCallingLLM):
                     f"tiers[{i}] must be a LlamaIndex LLM (llama_index.core.llms.LLM), got {type(tier).__name__}",
                     field="tiers",
                 )
+        tier_list = _prefix_cached(tier_list, prefix_caching)
         names = resolve_tier_names(tier_names, [_model_name(t) for t in tier_list])
         if scorer == "heuristic":
             from frugal_chains.routing.scorers import HeuristicScorer

@@ -66,15 +66,14 @@ def _blocks(parts: Sequence[Any]) -> list[Any]:
             blocks.append(TextBlock(text=part))
             continue
         kind = part.get("type")
+        url = (part.get("image_url") or {}).get("url") if kind == "image_url" else None
         if kind == "text":
             blocks.append(TextBlock(text=str(part.get("text", ""))))
-        elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url")
-            blocks.append(ImageBlock(url=url) if url else TextBlock(text=""))
-        else:
-            blocks.append(TextBlock(text=str(part.get("text", ""))))
+        elif url:
+            blocks.append(ImageBlock(url=url))
+        # any other part has no LlamaIndex form here (the planner rewrites text only): left out, never sent empty
         mark = part.get("cache_control")
-        if isinstance(mark, Mapping):
+        if isinstance(mark, Mapping) and blocks:
             control = CacheControl(type=str(mark.get("type", "ephemeral")), ttl=str(mark.get("ttl", "5m")))
             blocks.append(CachePoint(cache_control=control))
     return blocks
@@ -244,7 +243,9 @@ class PrefixCachingLLM(SharesCallbacks, LLM):
                 kwargs[attr] = getattr(llm, attr, None)
         if kwargs.get("callback_manager") is None:
             kwargs["callback_manager"] = llm.callback_manager
-        super().__init__(llm=llm, prefix_options=dict(prefix_options or {}), **kwargs)
+        kwargs["llm"] = llm
+        kwargs["prefix_options"] = dict(prefix_options or {})
+        super().__init__(**kwargs)
         self._core = core
 
     def model_post_init(self, context: Any, /) -> None:

@@ -61,7 +61,8 @@ class ContextValue:
     value: str
     """The value, exactly as it was in the prompt."""
     kind: str = "name"
-    """"date", "time", "uuid", "request_id", "email", or "name" (a variable whose value is none of those)."""
+    """"date", "time", "uuid", "request_id", "email" (from the label, else from the value), or "name" (a value that
+    is none of those)."""
 
     def line(self) -> str:
         """The value's line in the block."""
@@ -76,8 +77,7 @@ def _kind_of(label: str, value: str) -> str:
     kind = _LABEL_KINDS.get(base)
     if kind is not None:
         return kind
-    found = classify_value(value)
-    return found if found in ("date", "time") else "name"
+    return classify_value(value)
 
 
 def render_context_block(values: Sequence[ContextValue]) -> str:
@@ -122,9 +122,13 @@ def split_context_block(text: str) -> tuple[str, list[ContextValue]]:
         >>> [(v.label, v.value, v.kind) for v in values]
         [('date', '2026-12-07', 'date'), ('user_name', 'Alice', 'name')]
     """
-    start = text.find(CONTEXT_HEADER)
-    if start < 0 or (start > 0 and text[start - 1] != "\n"):
-        return text, []
+    if text.startswith(CONTEXT_HEADER):
+        start = 0
+    else:
+        start = text.find("\n" + CONTEXT_HEADER)
+        if start < 0:
+            return text, []
+        start += 1
     pos = start + len(CONTEXT_HEADER)
     values: list[ContextValue] = []
     while pos < len(text) and text[pos] == "\n":

@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ from frugal_chains.prefix.rules import ProviderRules, rules_for
 from frugal_chains.prefix.spans import (
     DEFAULT_DETECTORS,
     DynamicSpan,
+    SpanSource,
     _check_detect,
     classify_value,
     find_dynamic_spans,
@@ -49,8 +50,11 @@ OnUnsafe = Literal["warn", "raise"]
 _SYSTEM_ROLES = ("system", "developer")
 _BASE_LABELS = {"date": "date", "time": "time", "uuid": "uuid", "request_id": "request id", "email": "email"}
 _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
+_TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
+_CHURN_SHARED = 0.5
+"""Share of the text two calls must have in common (around the change) to count as churn of one prompt."""
 _LITELLM_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "gemini": "gemini", "vllm": "hosted_vllm"}
 
 
@@ -166,9 +170,23 @@ def _has_cc(part: Any) -> bool:
     return isinstance(part, Mapping) and "cache_control" in part
 
 
+def _preamble_length(messages: Sequence[Mapping[str, Any]]) -> int:
+    n = 0
+    while n < len(messages) and _kind(messages[n]) is not None:
+        n += 1
+    return n
+
+
+def _preamble_order(messages: Sequence[Mapping[str, Any]], n_pre: int) -> list[int]:
+    """Input indices of the preamble in the order it is written: system, examples, documents."""
+    rank = {"system": 0, "example": 1, "document": 2}
+    return sorted(range(n_pre), key=lambda k: (rank[_kind(messages[k]) or "system"], k))
+
+
 def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
     """Why the planner cannot keep this conversation valid, or None."""
     called: set[str] = set()
+    n_pre = _preamble_length(messages)
     for i, message in enumerate(messages):
         role = _role(message)
         if role == "assistant":
@@ -182,10 +200,18 @@ def _unsafe_reason(messages: Sequence[Mapping[str, Any]]) -> str | None:
                     f"message {i} is a tool result (tool_call_id={call_id!r}) with no earlier assistant call "
                     "with that id"
                 )
-            if _kind(message) is not None:
+            kind = _kind(message)
+            if kind is not None and (kind != "example" or i == 0 or _kind(messages[i - 1]) != "example"):
                 return (
-                    f"message {i} is a tool result marked as an example or document; it must follow its call"
+                    f"message {i} is a tool result marked as an example or document that does not directly "
+                    "follow its call among the examples"
                 )
+    ends_on_call = 0 < n_pre < len(messages) and bool(messages[n_pre - 1].get("tool_calls"))
+    if ends_on_call and _preamble_order(messages, n_pre)[-1] != n_pre - 1:
+        return (
+            f"message {n_pre - 1} calls a tool whose result (message {n_pre}) must follow it, and the preamble "
+            "would be reordered between them"
+        )
     return None
 
 
@@ -253,6 +279,11 @@ def _check_dynamic(dynamic: Any) -> dict[str, str]:
             )
         out[label.strip()] = value
     return out
+
+
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``text`` as it is (no backslash escapes)."""
+    return lambda _match: text
 
 
 def _sha(data: Any) -> str:
@@ -532,76 +563,74 @@ class PrefixFormatter:
         spans: list[DynamicSpan],
     ) -> str:
         """``text`` with its dynamic values replaced by placeholders (values registered in ``labels``)."""
-        # 1. template variables: the text is rebuilt from the template, so it is byte-stable
-        if self.dynamic_variables:
-            for tpl in self.templates:
-                if not any(v in self.dynamic_variables for v in tpl.variables):
+        detect = self.detect if kind == "system" else ()
+
+        def moved(value: str, base: str, vkind: str, source: SpanSource, start: int = 0, end: int = 0) -> str:
+            label = labels.add(base, value, vkind)
+            if not any(s.label == label and s.message_index == index and s.source == source for s in spans):
+                spans.append(DynamicSpan(vkind, value, label, source, index, start, end))
+            return placeholder(label)
+
+        # 1. a template: the text is rebuilt from it (byte-stable); the listed variables are moved, a variable
+        # whose whole value is a date, time, id or email is moved as detected, the others (retrieved passages...)
+        # stay as they are and detectors only read the template's own text
+        pieces: list[tuple[str, bool]] | None = None  # (text, is the template's own text)
+        for tpl in self.templates:
+            m = tpl.pattern.fullmatch(text)
+            if m is None:
+                continue
+            pieces = []
+            for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
+                pieces.append((literal, True))
+                if name is None:
                     continue
-                m = tpl.pattern.fullmatch(text)
-                if m is None:
-                    continue
-                pieces: list[str] = []
-                for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
-                    pieces.append(literal)
-                    if name is None:
-                        continue
-                    value = m.group(name)
-                    if name in self.dynamic_variables and value:
-                        vkind = classify_value(value)
-                        label = labels.add(name, value, vkind if vkind in ("date", "time") else "name")
-                        if not any(s.label == label and s.message_index == index for s in spans):
-                            spans.append(
-                                DynamicSpan(
-                                    kind=vkind,
-                                    text=value,
-                                    label=label,
-                                    source="variable",
-                                    message_index=index,
-                                )
-                            )
-                        pieces.append(placeholder(label))
-                    else:
-                        pieces.append(value)
-                text = "".join(pieces)
-                break
+                value = m.group(name)
+                vkind = classify_value(value) if value else "name"
+                if name in self.dynamic_variables and value:
+                    pieces.append((moved(value, name, vkind, "variable"), False))
+                elif vkind in detect:
+                    pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), False))
+                else:
+                    pieces.append((value, False))
+            break
+        if pieces is None:
+            pieces = [(text, True)]
         # 2. values the caller marked for this call
         for label_name, value in marked.items():
             left = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
             right = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
             pattern = re.compile(left + re.escape(value) + right)
-            if pattern.search(text) is None:
+            if not any(pattern.search(piece) for piece, _ in pieces):
                 continue
-            vkind = classify_value(value)
-            label = labels.add(label_name, value, vkind if vkind != "request_id" else "request_id")
-            spans.append(
-                DynamicSpan(kind=vkind, text=value, label=label, source="marked", message_index=index)
-            )
-            text = pattern.sub(lambda _m, lab=label: placeholder(lab), text)  # type: ignore[misc]
+            replacement = moved(value, label_name, classify_value(value), "marked")
+            pieces = [(pattern.sub(_constant(replacement), piece), own) for piece, own in pieces]
         # 3. detectors, on system prompts only (examples and documents are content)
-        if kind == "system" and self.detect:
-            found = find_dynamic_spans(text, self.detect)
-            if found:
-                out: list[str] = []
+        if detect:
+            out: list[tuple[str, bool]] = []
+            for piece, own in pieces:
+                if not own:
+                    out.append((piece, own))
+                    continue
                 pos = 0
-                for span in found:
-                    label = labels.add(_BASE_LABELS[span.kind], span.text, span.kind)
-                    spans.append(
-                        DynamicSpan(
-                            kind=span.kind,
-                            text=span.text,
-                            label=label,
-                            source="detected",
-                            message_index=index,
-                            start=span.start,
-                            end=span.end,
+                for span in find_dynamic_spans(piece, detect):
+                    out.append((piece[pos : span.start], own))
+                    out.append(
+                        (
+                            moved(
+                                span.text,
+                                _BASE_LABELS[span.kind],
+                                span.kind,
+                                "detected",
+                                span.start,
+                                span.end,
+                            ),
+                            False,
                         )
                     )
-                    out.append(text[pos : span.start])
-                    out.append(placeholder(label))
                     pos = span.end
-                out.append(text[pos:])
-                text = "".join(out)
-        return text
+                out.append((piece[pos:], own))
+            pieces = out
+        return "".join(piece for piece, _ in pieces)
 
     def _plan(
         self,
@@ -613,9 +642,7 @@ class PrefixFormatter:
         source_tools: Sequence[Mapping[str, Any]] | None,
     ) -> PrefixPlan:
         anthropic_style = self.rules.max_breakpoints > 0
-        n_pre = 0
-        while n_pre < len(messages) and _kind(messages[n_pre]) is not None:
-            n_pre += 1
+        n_pre = _preamble_length(messages)
         preamble = messages[:n_pre]
         conversation = messages[n_pre:]
         first_user = next((i for i, m in enumerate(conversation) if _role(m) == "user"), None)
@@ -663,9 +690,7 @@ class PrefixFormatter:
         churn = self._observe_churn(preamble, scope)
 
         # 3. order: system, examples, documents (tools travel apart); relative order kept within each kind
-        order = {"system": 0, "example": 1, "document": 2}
-        indexed = sorted(range(len(preamble)), key=lambda k: (order[_kind(preamble[k]) or "system"], k))
-        ordered = [preamble[k] for k in indexed]
+        ordered = [preamble[k] for k in _preamble_order(preamble, n_pre)]
         values = list(labels.values.values())
         block = render_context_block(values)
         only_system = bool(ordered) and all(_kind(m) == "system" for m in ordered)
@@ -717,6 +742,16 @@ class PrefixFormatter:
         )
 
         warnings: list[str] = []
+        # a marked value moved now, or by an earlier plan (its label came back from the context block)
+        missing = [
+            label
+            for label, value in marked.items()
+            if label not in labels.values and not any(s.source == "marked" and s.text == value for s in spans)
+        ]
+        if missing:
+            warnings.append(
+                f"dynamic value(s) not found in the preamble, nothing moved for: {', '.join(missing)}"
+            )
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")
@@ -855,13 +890,17 @@ class PrefixFormatter:
         if price is None:
             return default
         p = price.for_input(prefix_tokens)
-        best, best_cost = None, prefix_tokens * p.input
+        costs: dict[str | None, float] = {None: prefix_tokens * p.input}
         for ttl in ttls:
             h = self._reuse(_TTL_MINUTES[ttl])
             write = p.cache_write_1h_rate if ttl == "1h" else p.cache_write_rate
-            cost = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
-            if cost < best_cost - 1e-15:
-                best, best_cost = ttl, cost
+            costs[ttl] = prefix_tokens * (h * p.cache_read_rate + (1 - h) * write)
+        best = min(costs, key=lambda k: costs[k])
+        if costs[best] >= costs[None]:
+            return None
+        # the 5-minute lifetime unless the 1-hour one saves more than 1% (its writes cost more on a miss)
+        if best == "1h" and "5m" in costs and costs["5m"] <= costs["1h"] * (1 + _TTL_TOLERANCE):
+            return "5m"
         return best
 
     def _place_breakpoints(
@@ -980,6 +1019,8 @@ class PrefixFormatter:
                     rest.sort(key=lambda pc: -seg[pc[0]])
                     chosen += rest[: max(0, budget - 1)]
                     new = [pos for pos, _ in chosen]
+        if new and existing and ttl is not None:
+            ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1016,7 +1057,7 @@ class PrefixFormatter:
                     on_tools=mi is None,
                     prefix_tokens=c,
                     ttl=str(bp_ttl),
-                    caller=(mi, pi) not in new and (mi, pi) not in candidates,
+                    caller=(mi, pi) not in new,
                 )
             )
         if ttl is None and bps:
@@ -1024,6 +1065,43 @@ class PrefixFormatter:
         if not cacheable:
             ttl = None
         return tuple(bps), ttl, cacheable
+
+    @staticmethod
+    def _ttl_in_order(
+        ttl: str,
+        new: list[tuple[int | None, int | None]],
+        existing: list[tuple[int | None, int | None]],
+        out: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        warnings: list[str],
+    ) -> str:
+        """Anthropic wants 1-hour breakpoints before 5-minute ones: follow the lifetimes of your markers."""
+
+        def order(pos: tuple[int | None, int | None]) -> tuple[int, int]:
+            return (-1 if pos[0] is None else pos[0], -1 if pos[1] is None else pos[1])
+
+        def ttl_at(pos: tuple[int | None, int | None]) -> str:
+            mi, pi = pos
+            if mi is None:
+                cc = next((t["cache_control"] for t in reversed(tools or []) if "cache_control" in t), None)
+            elif pi is None:
+                cc = out[mi].get("cache_control")
+            else:
+                cc = _parts(out[mi].get("content"))[pi].get("cache_control")
+            return str(cc.get("ttl", "5m")) if isinstance(cc, Mapping) else "5m"
+
+        first_new, last_new = min(map(order, new)), max(map(order, new))
+        if ttl == "1h" and any(ttl_at(p) == "5m" and order(p) < last_new for p in existing):
+            warnings.append(
+                "a 1-hour breakpoint cannot follow your 5-minute one: the planner's markers use 5m"
+            )
+            return "5m"
+        if ttl == "5m" and any(ttl_at(p) == "1h" and order(p) > first_new for p in existing):
+            warnings.append(
+                "a 5-minute breakpoint cannot precede your 1-hour one: the planner's markers use 1h"
+            )
+            return "1h"
+        return ttl
 
     def _observe_churn(self, preamble: list[dict[str, Any]], scope: str | None) -> list[ChurnSpan]:
         """Compare each preamble message's stable text with the previous call's (report only)."""
@@ -1035,9 +1113,11 @@ class PrefixFormatter:
                 previous = self._churn.get(key)
                 changes = previous[1] if previous else 0
                 if previous is not None and previous[0] != text:
-                    changes += 1
                     before, after = _diff(previous[0], text)
-                    found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
+                    # an edit inside the same prompt, not another prompt sent through the same formatter
+                    if len(text) - len(after) >= _CHURN_SHARED * max(len(text), len(previous[0])):
+                        changes += 1
+                        found.append(ChurnSpan(message_index=i, before=before, after=after, seen=changes))
                 self._churn[key] = (text, changes)
                 self._churn.move_to_end(key)
                 while len(self._churn) > _CHURN_KEYS:

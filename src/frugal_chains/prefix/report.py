@@ -10,7 +10,7 @@ from frugal_chains.prefix.spans import DynamicSpan
 __all__ = ["Breakpoint", "ChurnSpan", "PrefixReport"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Breakpoint:
     """One ``cache_control`` marker of a plan (Anthropic).
 
@@ -31,7 +31,8 @@ class Breakpoint:
     ttl: str = "5m"
     """"5m" or "1h"."""
     caller: bool = False
-    """The marker was already in your request (it counts against the provider's limit)."""
+    """The marker was already in the request given to the planner (yours, or from an earlier plan); it counts
+    against the provider's limit."""
 
     def where(self) -> str:
         """Where the marker sits, for people."""
@@ -41,7 +42,7 @@ class Breakpoint:
         return f"message {self.message_index}{part}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class ChurnSpan:
     """Text of the stable prefix that changed between two calls (found by the churn detector).
 
@@ -69,7 +70,7 @@ def _usd(x: float | None) -> str:
     return "unknown (no price)" if x is None else f"${x:.6f}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class PrefixReport:
     """What a :class:`~frugal_chains.prefix.PrefixPlan` does: tokens, the cacheable share, breakpoints, expected
     input cost per call with and without caching, the values moved out of the prefix, and warnings.
@@ -94,7 +95,6 @@ class PrefixReport:
     """The cache lifetime asked for ("5m", "1h"), None for implicit caching or when nothing is cached."""
     reuse_rate: float = 0.0
     """Expected share of calls that find the prefix cached (Poisson arrivals at ``calls_per_hour``)."""
-    calls_per_hour: float = 0.0
     cost_per_call_usd: float | None = None
     """Expected input USD per call with caching; None when the model has no known price."""
     cost_per_call_uncached_usd: float | None = None
@@ -104,6 +104,9 @@ class PrefixReport:
     churn: tuple[ChurnSpan, ...] = ()
     """Stable text that changed since the previous call (the churn detector)."""
     warnings: tuple[str, ...] = field(default=())
+    """Dynamic content found, prefix below the minimum, too many breakpoints asked, a request sent unchanged..."""
+    calls_per_hour: float = 0.0
+    """The reuse estimate's assumption (the formatter's ``calls_per_hour``)."""
 
     @property
     def cacheable_share(self) -> float:
@@ -190,7 +193,7 @@ class PrefixReport:
                             b.where(),
                             f"{b.prefix_tokens:,}",
                             b.ttl,
-                            "you" if b.caller else "planner",
+                            "request" if b.caller else "planner",
                         ]
                         for i, b in enumerate(self.breakpoints)
                     ],

@@ -145,21 +145,24 @@ def infer_provider(model: str, provider: str | None = None) -> str | None:
         >>> infer_provider("claude-sonnet-4-5"), infer_provider("gpt-4o-mini"), infer_provider("hosted_vllm/llama")
         ('anthropic', 'openai', 'vllm')
     """
-    if provider:
-        return _canonical(provider)
     name = model.strip()
+    tail = name.split("/", 1)[1] if "/" in name else name
+    if provider:
+        known = _canonical(provider)
+        # Claude on Vertex AI (ChatAnthropicVertex, "vertex_ai/claude-..."): Anthropic's cache_control rules
+        return "anthropic" if known == "gemini" and tail.lower().startswith("claude") else known
     if "/" in name:
-        head, tail = name.split("/", 1)
+        head = name.split("/", 1)[0]
         known = _canonical(head)
         if known is not None:
-            return known
+            return "anthropic" if known == "gemini" and tail.lower().startswith("claude") else known
         name = tail
     entry = _entry(model, None)
     if entry is not None:
         known = _canonical(str(entry.get("litellm_provider", "")))
         if known is not None:
             return known
-    low = name.lower()
+    low = name.lower().removeprefix("ft:")  # fine-tuned OpenAI models: ft:gpt-4o-mini:org::id
     if low.startswith("claude"):
         return "anthropic"
     if low.startswith(("gpt-", "gpt4", "chatgpt", "o1", "o3", "o4", "text-davinci")):

@@ -9,12 +9,14 @@ Detectors (each a regular expression that runs in linear time; no guessing of na
 * ``"time"``: ``14:32``, ``14:32:05``, ``2:30 PM``, ``2 pm``, with an optional zone (``UTC``, ``EST``, ``+01:00``).
 * ``"uuid"``: ``123e4567-e89b-12d3-a456-426614174000``.
 * ``"request_id"``: prefixed ids (``req_8f3a9c2d``, ``trace-4bf92f35``, ``chatcmpl-...``) and long hex or base62
-  tokens with digits (12 characters or more).
+  tokens (12 characters or more) with six digits or more, or letters and digits interleaved (``a8f3e9b2c4d1``);
+  not a word with a number in it (``base64encoded``).
 * ``"email"``: ``alice@example.com``.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ DEFAULT_DETECTORS: tuple[str, ...] = DETECTORS
 """The detectors :class:`~frugal_chains.prefix.PrefixFormatter` runs by default (all of them)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class DynamicSpan:
     """One value that varies between calls, found in stable content.
 
@@ -60,9 +62,10 @@ class DynamicSpan:
     message_index: int | None = None
     """Index of the input message it was found in."""
     start: int = 0
-    """Offset of the value in the text it was found in."""
+    """Offset of the value in the text a detector scanned (after template variables and marked values were
+    replaced); 0 for variables and marked values."""
     end: int = 0
-    """Offset just past the value."""
+    """Offset just past the value (0 for variables and marked values)."""
 
 
 _MONTH = (
@@ -113,11 +116,19 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
 _PRIORITY = {"email": 0, "uuid": 1, "date": 2, "time": 3, "request_id": 4}
 
 
+_PREFIXED_ID = re.compile(r"[A-Za-z]+[_-]")
+
+
 def _accept(kind: str, text: str) -> bool:
-    if kind == "request_id":
-        # an id has digits; a long plain word or a number with separators is not one
-        return any(c.isdigit() for c in text) and not text.isalpha()
-    return True
+    if kind != "request_id":
+        return True
+    if _PREFIXED_ID.match(text):  # req_..., trace-...: any digit will do
+        return any(c.isdigit() for c in text)
+    # a bare token: many digits (ORD1234567890, 20240515150000) or letters and digits interleaved (a8f3e9b2c4d1);
+    # not a word with a number in it (base64encoded, iso8601format)
+    digits = sum(c.isdigit() for c in text)
+    switches = sum(a.isdigit() != b.isdigit() for a, b in itertools.pairwise(text))
+    return digits >= 6 or switches >= 3
 
 
 def _check_detect(detect: Sequence[str]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ReportSlot",
     "build_formatter",
+    "cascade_prefix_options",
     "content_parts",
     "restored",
     "summary",
@@ -60,6 +61,26 @@ def build_formatter(
     ):
         kwargs["provider"] = fallback_provider
     return PrefixFormatter(model=model, **kwargs)
+
+
+def cascade_prefix_options(option: Any) -> dict[str, Any] | None:
+    """A cascade's ``prefix_caching=`` as the options to wrap each tier with (None: leave the tiers as they are).
+    ``True`` or a dict of options; ``model=`` is refused (each tier's own model is used)."""
+    if option is None or option is False:
+        return None
+    if option is not True and not isinstance(option, Mapping):
+        raise ConfigurationError(
+            f"prefix_caching must be True or a dict of with_prefix_caching options, got {type(option).__name__}",
+            field="prefix_caching",
+        )
+    options = dict(option) if isinstance(option, Mapping) else {}
+    if "model" in options:
+        raise ConfigurationError(
+            "prefix_caching options apply to every tier: leave model= out (each tier's own model is used), or "
+            "wrap the tiers yourself with with_prefix_caching(tier, model=...)",
+            field="prefix_caching",
+        )
+    return options
 
 
 class ReportSlot:

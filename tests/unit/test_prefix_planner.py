@@ -665,3 +665,23 @@ def test_with_a_template_retrieved_passages_keep_their_dates() -> None:
     # without the template, detectors read the whole prompt, passages included
     bare = PrefixFormatter(model="gpt-4o").plan([{"role": "system", "content": filled}, *conversation()])
     assert {v.value for v in bare.context} == {"2026-12-07", "2026-11-30", "bob@example.com"}
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-4o"])
+def test_planning_twice_with_templates_and_marked_values_changes_nothing(model: str) -> None:
+    template = POLICY + "\nToday is {today}. You are helping {user_name} ({email})."
+    filled = template.format(today="2026-12-07", user_name="Bob", email="bob@example.com")
+    msgs = [{"role": "system", "content": filled + " Account tier: gold."}, *conversation()]
+    fmt = PrefixFormatter(
+        model=model, templates=[template + " Account tier: {tier}."], dynamic_variables=["user_name"]
+    )
+    first = fmt.plan(msgs, dynamic={"tier": "gold"})
+    second = fmt.plan(first.messages, tools=first.tools, dynamic={"tier": "gold"})
+    assert [(v.label, v.value) for v in first.context] == [
+        ("date", "2026-12-07"),
+        ("user_name", "Bob"),
+        ("email", "bob@example.com"),
+        ("tier", "gold"),
+    ]
+    assert second.messages == first.messages and second.context == first.context
+    assert second.report.warnings == tuple(w for w in second.report.warnings if "not found" not in w)

@@ -14,6 +14,8 @@ import pytest
 from frugal_chains.prefix import CONTEXT_HEADER, PrefixFormatter, rules_for, split_context_block
 
 POLICY = "".join(f"Clause {i}: follow the booking and refund policy, section {i}. " for i in range(90))
+TEMPLATE = POLICY + " Today is {today}. You help {user_name}. Context: {context}"
+NAMES = ["Alice", "Bob Jones", "Zoë"]
 MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash", "hosted_vllm/llama"]
 
 
@@ -49,9 +51,19 @@ def request(rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, An
     for _ in range(rng.randrange(0, 5)):
         kind = rng.choice(["system", "system", "example", "document"])
         mark = rng.random() < 0.15
-        if kind == "system":
+        if kind == "system" and rng.random() < 0.3:
+            filled = TEMPLATE.format(
+                today=f"2026-12-{rng.randrange(1, 29):02d}",
+                user_name=rng.choice(NAMES),
+                context=dynamic_sentence(rng),
+            )
+            messages.append({"role": "system", "content": maybe_parts(rng, filled, mark)})
+        elif kind == "system":
             role = rng.choice(["system", "developer"])
-            messages.append({"role": role, "content": maybe_parts(rng, text(rng, rng.random() < 0.5), mark)})
+            body = text(rng, rng.random() < 0.5)
+            if rng.random() < 0.3:
+                body += " The customer is Dana Scully."
+            messages.append({"role": role, "content": maybe_parts(rng, body, mark)})
         elif kind == "example":
             name = f"example_{rng.randrange(3)}"
             messages.append(
@@ -135,20 +147,26 @@ def strip_markers(value: Any) -> Any:
     return value
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(80))
 def test_planner_properties(seed: int) -> None:
     rng = random.Random(seed)
     messages, tools = request(rng)
     model = MODELS[seed % len(MODELS)]
     before = copy.deepcopy((messages, tools))
-    fmt = PrefixFormatter(model=model, calls_per_hour=rng.choice([2, 60, 600]))
-    plan = fmt.plan(messages, tools=tools)
+    fmt = PrefixFormatter(
+        model=model,
+        calls_per_hour=rng.choice([2, 60, 600]),
+        templates=[TEMPLATE],
+        dynamic_variables=["user_name"] if rng.random() < 0.7 else [],
+    )
+    dynamic = {"customer": "Dana Scully"} if rng.random() < 0.5 else None
+    plan = fmt.plan(messages, tools=tools, dynamic=dynamic)
     assert (messages, tools) == before  # never mutated
 
     body = json.dumps([plan.messages, plan.tools], ensure_ascii=False)
     assert body.count(CONTEXT_HEADER) <= 1
     for span in plan.report.dynamic_spans:
-        assert json.dumps(span.text)[1:-1] in body  # every moved value still travels
+        assert json.dumps(span.text, ensure_ascii=False)[1:-1] in body  # every moved value still travels
 
     # conversation turns: same turns, same order (a marker beyond the fourth is dropped, with a warning)
     assert strip_markers(conversation_turns(plan.messages)) == strip_markers(conversation_turns(messages))
@@ -165,6 +183,6 @@ def test_planner_properties(seed: int) -> None:
     else:
         assert count == markers(messages, tools)  # no markers added for implicit providers
 
-    again = fmt.plan(plan.messages, tools=plan.tools)
+    again = fmt.plan(plan.messages, tools=plan.tools, dynamic=dynamic)
     assert again.messages == plan.messages and again.tools == plan.tools
     assert again.prefix_hash == plan.prefix_hash and again.context == plan.context

@@ -90,3 +90,17 @@ def test_bad_rules(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigurationError) as err:
         ProviderRules(**kwargs)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def test_importing_the_planner_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from frugal_chains.prefix import PrefixFormatter, ProviderRules, find_dynamic_spans; "
+        "PrefixFormatter(model='m', rules=ProviderRules(provider='p')); "
+        "print([m for m in ('litellm', 'llama_index', 'langchain_core', 'tiktoken', 'numpy', 'redis') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -50,6 +50,7 @@ OnUnsafe = Literal["warn", "raise"]
 _SYSTEM_ROLES = ("system", "developer")
 _BASE_LABELS = {"date": "date", "time": "time", "uuid": "uuid", "request_id": "request id", "email": "email"}
 _TTL_MINUTES = {"5m": 5.0, "1h": 60.0}
+_PLACEHOLDER = re.compile(re.escape(placeholder("@")).replace("@", r"[^\]\n]+"))
 _TTL_TOLERANCE = 0.01
 _CHURN_KEYS = 256
 _CHURN_CHARS = 200_000
@@ -346,7 +347,8 @@ class PrefixFormatter:
         model: the model the request goes to; the provider is inferred from it.
         provider: "anthropic", "openai", "gemini" or "vllm" when the name does not tell.
         rules: your own :class:`~frugal_chains.prefix.ProviderRules` (any other provider, or overrides).
-        templates: f-string templates your system prompts are filled from (``{user_name}`` style).
+        templates: f-string templates your system prompts are filled from (``{user_name}`` style); with one, the
+            detectors read the template's own text and whole-value variables, not retrieved passages.
         dynamic_variables: the template variables whose values vary per call: they are moved.
         detect: detectors to run on system prompts (default: all, see :mod:`frugal_chains.prefix.spans`).
         ttl: Anthropic cache lifetime, "5m", "1h", or "auto" (cheapest at ``calls_per_hour``).
@@ -586,7 +588,9 @@ class PrefixFormatter:
                     continue
                 value = m.group(name)
                 vkind = classify_value(value) if value else "name"
-                if name in self.dynamic_variables and value:
+                if _PLACEHOLDER.fullmatch(value):  # moved by an earlier plan
+                    pieces.append((value, False))
+                elif name in self.dynamic_variables and value:
                     pieces.append((moved(value, name, vkind, "variable"), False))
                 elif vkind in detect:
                     pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), False))

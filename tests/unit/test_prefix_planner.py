@@ -685,3 +685,25 @@ def test_planning_twice_with_templates_and_marked_values_changes_nothing(model: 
     ]
     assert second.messages == first.messages and second.context == first.context
     assert second.report.warnings == tuple(w for w in second.report.warnings if "not found" not in w)
+
+
+def test_dynamic_content_in_tools_is_reported_not_moved() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "book", "description": "Book flights after 2026-12-07."}}
+    ]
+    plan = PrefixFormatter(model="claude-sonnet-4-5").plan(
+        [{"role": "system", "content": system()}], tools=tools
+    )
+    assert plan.tools is not None and plan.tools[0]["function"] == tools[0]["function"]
+    assert any("tool 'book'" in w and "2026-12-07" in w for w in plan.report.warnings)
+
+
+def test_marked_values_never_reach_into_placeholders() -> None:
+    msgs = [{"role": "system", "content": POLICY + " Today is 2026-12-07. See the context of the request."}]
+    fmt = PrefixFormatter(model="gpt-4o")
+    first = fmt.plan(msgs)
+    second = fmt.plan(first.messages, dynamic={"word": "context"})
+    stable, values = split_context_block(second.messages[0]["content"])
+    assert "[see request context: date]" in stable
+    assert stable.endswith("See the [see request context: word] of the request.")
+    assert [(v.label, v.value) for v in values] == [("date", "2026-12-07"), ("word", "context")]

@@ -159,7 +159,7 @@ def test_planner_properties(seed: int) -> None:
         templates=[TEMPLATE],
         dynamic_variables=["user_name"] if rng.random() < 0.7 else [],
     )
-    dynamic = {"customer": "Dana Scully"} if rng.random() < 0.5 else None
+    dynamic = rng.choice([None, {"customer": "Dana Scully"}, {"customer": "Dana Scully", "word": "context"}])
     plan = fmt.plan(messages, tools=tools, dynamic=dynamic)
     assert (messages, tools) == before  # never mutated
 

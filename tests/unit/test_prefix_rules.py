@@ -18,6 +18,10 @@ def test_anthropic_minimums_come_from_litellm() -> None:
 
 def test_anthropic_default_minimum_when_the_map_has_none() -> None:
     assert rules_for("claude-3-7-sonnet-20250219").min_cacheable_tokens == 1024
+    assert (
+        rules_for("claude-3-5-haiku-20241022").min_cacheable_tokens == 2048
+    )  # Anthropic's documented figure
+    assert rules_for("anthropic/claude-haiku-4-5-20251001").min_cacheable_tokens == 4096
 
 
 def test_openai_gemini_vllm() -> None:

@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -282,9 +282,15 @@ def _check_dynamic(dynamic: Any) -> dict[str, str]:
     return out
 
 
-def _constant(text: str) -> Callable[[re.Match[str]], str]:
-    """A ``re.sub`` replacement that inserts ``text`` as it is (no backslash escapes)."""
-    return lambda _match: text
+def _split_placeholders(text: str, part: str) -> list[tuple[str, str]]:
+    """``text`` cut around the placeholders an earlier plan left in it (marked "moved")."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        out += [(text[pos : m.start()], part), (m.group(), "moved")]
+        pos = m.end()
+    out.append((text[pos:], part))
+    return out
 
 
 def _sha(data: Any) -> str:
@@ -573,66 +579,68 @@ class PrefixFormatter:
                 spans.append(DynamicSpan(vkind, value, label, source, index, start, end))
             return placeholder(label)
 
+        # Pieces of the text: "own" (the template's own text, or the whole text without a template), "value" (a
+        # variable's value left in place) and "moved" (a placeholder, never read again).
         # 1. a template: the text is rebuilt from it (byte-stable); the listed variables are moved, a variable
         # whose whole value is a date, time, id or email is moved as detected, the others (retrieved passages...)
         # stay as they are and detectors only read the template's own text
-        pieces: list[tuple[str, bool]] | None = None  # (text, is the template's own text)
+        pieces: list[tuple[str, str]] | None = None
         for tpl in self.templates:
             m = tpl.pattern.fullmatch(text)
             if m is None:
                 continue
             pieces = []
             for literal, name, _spec, _conv in string.Formatter().parse(tpl.text):
-                pieces.append((literal, True))
+                pieces += _split_placeholders(literal, "own")
                 if name is None:
                     continue
                 value = m.group(name)
                 vkind = classify_value(value) if value else "name"
                 if _PLACEHOLDER.fullmatch(value):  # moved by an earlier plan
-                    pieces.append((value, False))
+                    pieces.append((value, "moved"))
                 elif name in self.dynamic_variables and value:
-                    pieces.append((moved(value, name, vkind, "variable"), False))
+                    pieces.append((moved(value, name, vkind, "variable"), "moved"))
                 elif vkind in detect:
-                    pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), False))
+                    pieces.append((moved(value, _BASE_LABELS[vkind], vkind, "detected"), "moved"))
                 else:
-                    pieces.append((value, False))
+                    pieces += _split_placeholders(value, "value")
             break
         if pieces is None:
-            pieces = [(text, True)]
+            pieces = _split_placeholders(text, "own")
         # 2. values the caller marked for this call
         for label_name, value in marked.items():
             left = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
             right = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
             pattern = re.compile(left + re.escape(value) + right)
-            if not any(pattern.search(piece) for piece, _ in pieces):
+            if not any(part != "moved" and pattern.search(piece) for piece, part in pieces):
                 continue
             replacement = moved(value, label_name, classify_value(value), "marked")
-            pieces = [(pattern.sub(_constant(replacement), piece), own) for piece, own in pieces]
+            out: list[tuple[str, str]] = []
+            for piece, part in pieces:
+                if part == "moved":
+                    out.append((piece, part))
+                    continue
+                pos = 0
+                for found in pattern.finditer(piece):
+                    out += [(piece[pos : found.start()], part), (replacement, "moved")]
+                    pos = found.end()
+                out.append((piece[pos:], part))
+            pieces = out
         # 3. detectors, on system prompts only (examples and documents are content)
         if detect:
-            out: list[tuple[str, bool]] = []
-            for piece, own in pieces:
-                if not own:
-                    out.append((piece, own))
+            out = []
+            for piece, part in pieces:
+                if part != "own":
+                    out.append((piece, part))
                     continue
                 pos = 0
                 for span in find_dynamic_spans(piece, detect):
-                    out.append((piece[pos : span.start], own))
-                    out.append(
-                        (
-                            moved(
-                                span.text,
-                                _BASE_LABELS[span.kind],
-                                span.kind,
-                                "detected",
-                                span.start,
-                                span.end,
-                            ),
-                            False,
-                        )
+                    label = moved(
+                        span.text, _BASE_LABELS[span.kind], span.kind, "detected", span.start, span.end
                     )
+                    out += [(piece[pos : span.start], part), (label, "moved")]
                     pos = span.end
-                out.append((piece[pos:], own))
+                out.append((piece[pos:], part))
             pieces = out
         return "".join(piece for piece, _ in pieces)
 
@@ -759,6 +767,15 @@ class PrefixFormatter:
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")
+        for i, tool in enumerate(tools or ()):
+            found = find_dynamic_spans(json.dumps(_strip_cc(tool), ensure_ascii=False), self.detect)
+            if found:
+                fn = tool.get("function")
+                name = fn.get("name") if isinstance(fn, Mapping) else tool.get("name")
+                warnings.append(
+                    f"dynamic content found in tool {name or i!r} ({found[0].kind} {found[0].text!r}): tools come "
+                    "first in the cached prefix, so a value that changes there breaks the cache; it is left in place"
+                )
         for c in churn:
             warnings.append(
                 f"the system prompt changed between calls: {c.before[:60]!r} -> {c.after[:60]!r} (message "

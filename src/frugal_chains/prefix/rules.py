@@ -19,9 +19,18 @@ KNOWN_PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "gemini", "vllm")
 """Providers with built-in rules; any other needs ``rules=ProviderRules(...)``."""
 
 DEFAULT_MIN_TOKENS: Mapping[str, int] = {"anthropic": 1024, "openai": 1024, "gemini": 1024, "vllm": 0}
-"""Minimum cacheable prompt tokens when LiteLLM's map does not give ``prompt_cache_min_tokens`` for the model:
-Anthropic's smallest documented minimum for current Sonnet/Opus models, OpenAI's documented 1,024, Gemini's
-implicit-caching minimum for Flash models, none for vLLM (automatic prefix caching works on any block)."""
+"""Minimum cacheable prompt tokens when LiteLLM's map does not give ``prompt_cache_min_tokens`` for the model (and,
+for Claude, no documented figure is known by name: Haiku 3 and 3.5 2,048, Haiku 4.5 and Opus 4.5 4,096):
+Anthropic's minimum for its Sonnet and Opus models, OpenAI's documented 1,024, Gemini's implicit-caching minimum for
+Flash models, none for vLLM (automatic prefix caching works on any block)."""
+
+_KNOWN_MINIMUMS: tuple[tuple[str, int], ...] = (
+    ("claude-3-haiku", 2048),
+    ("claude-3-5-haiku", 2048),
+    ("claude-haiku-4-5", 4096),
+    ("claude-opus-4-5", 4096),
+)
+"""Anthropic's documented minimums for models LiteLLM's map gives none for (by name prefix)."""
 
 # Names used by LangChain (ls_provider, _llm_type) and LiteLLM (litellm_provider, model prefixes) -> our four.
 _ALIASES: Mapping[str, str] = {
@@ -126,11 +135,9 @@ def _entry(model: str, provider: str | None) -> Mapping[str, Any] | None:
     for prefix in _LITELLM_PREFIX.get(provider or "", ()):
         names.append(f"{prefix}/{bare}")
     names.append(bare)
-    for name in names:
-        entry = cmap.get(name)
-        if isinstance(entry, Mapping):
-            return entry
-    return None
+    entries = [e for e in (cmap.get(name) for name in names) if isinstance(e, Mapping)]
+    # the entry that states the minimum, when one of the names has it
+    return next((e for e in entries if "prompt_cache_min_tokens" in e), entries[0] if entries else None)
 
 
 def _canonical(provider: str) -> str | None:
@@ -199,11 +206,13 @@ def rules_for(model: str, provider: str | None = None) -> ProviderRules:
         )
     entry = _entry(model, canonical)
     minimum = entry.get("prompt_cache_min_tokens") if entry is not None else None
-    min_tokens = (
-        int(minimum)
-        if isinstance(minimum, (int, float)) and not isinstance(minimum, bool) and minimum >= 0
-        else DEFAULT_MIN_TOKENS[canonical]
-    )
+    if isinstance(minimum, (int, float)) and not isinstance(minimum, bool) and minimum >= 0:
+        min_tokens = int(minimum)
+    else:
+        bare = model.rsplit("/", 1)[-1].lower()
+        min_tokens = next(
+            (n for prefix, n in _KNOWN_MINIMUMS if bare.startswith(prefix)), DEFAULT_MIN_TOKENS[canonical]
+        )
     if canonical == "anthropic":
         return ProviderRules(
             provider="anthropic", min_cacheable_tokens=min_tokens, max_breakpoints=4, ttls=("5m", "1h")

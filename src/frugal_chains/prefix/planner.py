@@ -767,15 +767,25 @@ class PrefixFormatter:
         if spans:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")
+        tool_texts = [json.dumps(_strip_cc(tool), ensure_ascii=False) for tool in tools or ()]
+        first_seen, changed = self._observe_tools(tool_texts, scope)
         for i, tool in enumerate(tools or ()):
-            found = find_dynamic_spans(json.dumps(_strip_cc(tool), ensure_ascii=False), self.detect)
-            if found:
-                fn = tool.get("function")
-                name = fn.get("name") if isinstance(fn, Mapping) else tool.get("name")
+            fn = tool.get("function")
+            name = fn.get("name") if isinstance(fn, Mapping) else tool.get("name")
+            if i in changed:
                 warnings.append(
-                    f"dynamic content found in tool {name or i!r} ({found[0].kind} {found[0].text!r}): tools come "
-                    "first in the cached prefix, so a value that changes there breaks the cache; it is left in place"
+                    f"tool {name or i!r} changed between calls: tools come first in the cached prefix, so a "
+                    "definition that changes per call breaks the cache for everything after it"
                 )
+            elif i in first_seen:
+                # said once per tool and formatter (a date in an example of a description is usually fixed)
+                found = find_dynamic_spans(tool_texts[i], self.detect)
+                if found:
+                    warnings.append(
+                        f"dynamic content found in tool {name or i!r} ({found[0].kind} {found[0].text!r}): tools "
+                        "come first in the cached prefix, so a value that changes there breaks the cache; it is "
+                        "left in place"
+                    )
         for c in churn:
             warnings.append(
                 f"the system prompt changed between calls: {c.before[:60]!r} -> {c.after[:60]!r} (message "
@@ -1123,6 +1133,24 @@ class PrefixFormatter:
             )
             return "1h"
         return ttl
+
+    def _observe_tools(self, texts: list[str], scope: str | None) -> tuple[set[int], set[int]]:
+        """Which tools this formatter sees for the first time, and which changed since the previous call."""
+        first: set[int] = set()
+        changed: set[int] = set()
+        with self._lock:
+            for i, text in enumerate(texts):
+                key = (scope, -1 - i)  # tools share the churn memory, at negative positions
+                previous = self._churn.get(key)
+                if previous is None:
+                    first.add(i)
+                elif previous[0] != text:
+                    changed.add(i)
+                self._churn[key] = (text, (previous[1] if previous else 0) + (i in changed))
+                self._churn.move_to_end(key)
+                while len(self._churn) > _CHURN_KEYS:
+                    self._churn.popitem(last=False)
+        return first, changed
 
     def _observe_churn(self, preamble: list[dict[str, Any]], scope: str | None) -> list[ChurnSpan]:
         """Compare each preamble message's stable text with the previous call's (report only)."""

@@ -195,6 +195,17 @@ def _content_text(content: Any) -> str:
     return split_content(content)[0]
 
 
+def _turn_text(content: Any) -> str:
+    """A user turn's text without the request context block the prefix formatter puts in front of it (the
+    moved dates, ids and names are not part of what the user asked)."""
+    text = _content_text(content)
+    from frugal_chains.prefix.context import CONTEXT_HEADER, split_context_block
+
+    if text.startswith(CONTEXT_HEADER):
+        text = split_context_block(text)[0].lstrip("\n")
+    return text
+
+
 @dataclass(frozen=True)
 class _Template:
     """One f-string template compiled into a regular expression that inverts it."""
@@ -461,7 +472,7 @@ class QuestionKey:
         consumed: dict[int, str] = {}
         question: str | None = None
         if last_user is not None:
-            text = _content_text(msgs[last_user].get("content"))
+            text = _turn_text(msgs[last_user].get("content"))
             for t in templates:
                 if t.variable is None:
                     continue
@@ -484,7 +495,7 @@ class QuestionKey:
         fallback = bool(self._mine) and question is None
         self._count(question is not None, fallback)
         if question is None:
-            question = "" if last_user is None else _content_text(msgs[last_user].get("content"))
+            question = "" if last_user is None else _turn_text(msgs[last_user].get("content"))
             source: Source = "last_user_turn"
         else:
             source = "template"

@@ -768,11 +768,11 @@ class PrefixFormatter:
             moved = ", ".join(dict.fromkeys(s.label for s in spans))
             warnings.append(f"dynamic content found and moved to the request context: {moved}")
         tool_texts = [json.dumps(_strip_cc(tool), ensure_ascii=False) for tool in tools or ()]
-        first_seen, changed = self._observe_tools(tool_texts, scope)
+        first_seen, tools_changed = self._observe_tools(tool_texts, scope)
         for i, tool in enumerate(tools or ()):
             fn = tool.get("function")
             name = fn.get("name") if isinstance(fn, Mapping) else tool.get("name")
-            if i in changed:
+            if i in tools_changed:
                 warnings.append(
                     f"tool {name or i!r} changed between calls: tools come first in the cached prefix, so a "
                     "definition that changes per call breaks the cache for everything after it"

@@ -520,3 +520,16 @@ def test_wrapper_rebuilt_from_its_fields_keeps_its_planner() -> None:
     with pytest.raises(ConfigurationError) as e:
         PrefixCachingChatModel(model=claude(), formatter="planner")
     assert e.value.field == "formatter"
+
+
+def test_an_azure_hosted_gpt_model_gets_no_prompt_cache_key() -> None:
+    """Azure OpenAI takes prompt_cache_key only on its newest model families: the wrapper reads the host from
+    LangChain's ls_provider even when the model name says OpenAI."""
+    messages = [
+        {"role": "system", "content": "You are the support agent of Acme. " * 300},
+        {"role": "user", "content": "hi"},
+    ]
+    azure = with_prefix_caching(FakeUsageChatModel(model="gpt-4o", provider="azure"))
+    openai = with_prefix_caching(FakeUsageChatModel(model="gpt-4o", provider="openai"))
+    assert "prompt_cache_key" not in azure.core.plan(messages).params
+    assert "prompt_cache_key" in openai.core.plan(messages).params

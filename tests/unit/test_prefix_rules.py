@@ -108,3 +108,13 @@ def test_importing_the_planner_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_azure_openai_gets_implicit_caching_without_a_prompt_cache_key() -> None:
+    from frugal_chains.prefix import rules_for
+
+    for model, provider in (("gpt-4o", "azure"), ("gpt-4o", "azure_openai"), ("azure/gpt-4o", None)):
+        rules = rules_for(model, provider)
+        assert rules.provider == "openai" and rules.implicit
+        assert rules.prompt_cache_key is False
+    assert rules_for("gpt-4o", "openai").prompt_cache_key is True

@@ -218,10 +218,13 @@ def rules_for(model: str, provider: str | None = None) -> ProviderRules:
             provider="anthropic", min_cacheable_tokens=min_tokens, max_breakpoints=4, ttls=("5m", "1h")
         )
     if canonical == "openai":
+        # Azure OpenAI caches prefixes too, but takes prompt_cache_key only on its newest model families (an older
+        # deployment may reject an unknown parameter): no key there unless you give the rules yourself.
+        via = (provider or (model.split("/", 1)[0] if "/" in model else "")).strip().lower()
         return ProviderRules(
             provider="openai",
             min_cacheable_tokens=min_tokens,
-            prompt_cache_key=True,
+            prompt_cache_key=not via.startswith("azure"),
             implicit=True,
             implicit_ttl_minutes=5.0,
         )

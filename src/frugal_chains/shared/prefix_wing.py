@@ -56,8 +56,9 @@ def build_formatter(
         kwargs.get("provider") is None
         and kwargs.get("rules") is None
         and fallback_provider
-        and infer_provider(model) is None
         and infer_provider(model, fallback_provider) is not None
+        # the name decides, except that a host with its own rules (Azure OpenAI: no prompt_cache_key) wins
+        and (infer_provider(model) is None or fallback_provider.strip().lower().startswith("azure"))
     ):
         kwargs["provider"] = fallback_provider
     return PrefixFormatter(model=model, **kwargs)

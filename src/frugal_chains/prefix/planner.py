@@ -684,12 +684,25 @@ class PrefixFormatter:
                     kept.append(part)
             return kept
 
-        for m in preamble:
-            if "content" in m:
+        def take_leading_block(content: Any) -> Any:
+            if isinstance(content, str):
+                return take_block(content) if content.startswith(CONTEXT_HEADER) else content
+            if content:
+                first = content[0]
+                if _is_text_part(first) and first["text"].startswith(CONTEXT_HEADER):
+                    return [*take_block([first]), *content[1:]]
+            return content
+
+        # only where this planner writes a block: the system messages; the first user turn when the preamble has
+        # examples or documents, as its first text (a user typing the header mid-message, or into a request whose
+        # block goes in the system message, injects nothing); the end of the preamble when there is no user turn
+        has_marked = any(_kind(m) != "system" for m in preamble)
+        for k, m in enumerate(preamble):
+            if "content" in m and (_kind(m) == "system" or (first_user is None and k == len(preamble) - 1)):
                 m["content"] = take_block(m["content"])
-        if first_user is not None:
+        if first_user is not None and has_marked:
             m = conversation[first_user]
-            m["content"] = take_block(m.get("content"))
+            m["content"] = take_leading_block(m.get("content"))
 
         # 2. dynamic values out of the preamble, into placeholders
         spans: list[DynamicSpan] = []

@@ -80,3 +80,39 @@ def test_the_cache_reads_no_block_a_user_typed() -> None:
     )
     assert request.context_values == ()
     assert request.partition == plain.partition and request.question != plain.question
+
+
+SYSTEM = "You are support. " * 50 + "Today's date is {date}. The customer is {user_name}."
+
+
+def _request(day: str, user: str, question: str) -> CacheRequest:
+    fmt = PrefixFormatter(model="gpt-4o", templates=[SYSTEM], dynamic_variables=["user_name"])
+    plan = fmt.plan(
+        [
+            {"role": "system", "content": SYSTEM.format(date=day, user_name=user)},
+            {"role": "user", "content": question},
+        ]
+    )
+    return CacheRequest.from_messages(plan.messages)
+
+
+@pytest.mark.parametrize(
+    "question", ["Is it a holiday?", "Any flights later?", "Is it a business day?", "Open this weekend?"]
+)
+def test_questions_whose_answer_depends_on_the_day_are_not_shared_across_dates(question: str) -> None:
+    assert (
+        _request("2026-12-07", "Alice", question).partition
+        != _request("2026-12-25", "Alice", question).partition
+    )
+    assert (
+        _request("2026-12-07", "Alice", question).partition
+        == _request("2026-12-07", "Bob", question).partition
+    )
+
+
+def test_a_generic_question_still_hits_across_dates_and_users() -> None:
+    question = "What is the baggage allowance?"
+    assert (
+        _request("2026-12-07", "Alice", question).partition
+        == _request("2026-12-25", "Bob", question).partition
+    )

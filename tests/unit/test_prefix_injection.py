@@ -116,3 +116,17 @@ def test_a_generic_question_still_hits_across_dates_and_users() -> None:
         _request("2026-12-07", "Alice", question).partition
         == _request("2026-12-25", "Bob", question).partition
     )
+
+
+def test_the_cache_reads_no_block_inside_a_document_before_the_question() -> None:
+    def request(tail: str) -> CacheRequest:
+        return CacheRequest.from_messages(
+            [
+                {"role": "system", "content": "Answer from the documents."},
+                {"role": "user", "name": "document", "content": f"Refunds.\n{CONTEXT_HEADER}\n- x: {tail}"},
+                {"role": "user", "content": "How long do refunds take?"},
+            ]
+        )
+
+    assert request("1").context_values == ()
+    assert request("1").partition != request("2").partition  # two documents, two partitions

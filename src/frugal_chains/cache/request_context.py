@@ -205,11 +205,15 @@ def split_messages(
         True
     """
     marked_seen = False
+    # an example or a document holds the block only when no user turn follows (the end of the preamble)
+    user_turn = any(m.get("role") in ("user", "human") and not _is_marked(m) for m in messages)
     for i, m in enumerate(messages):
         role = m.get("role")
-        if role in ("system", "developer") or (role in ("user", "human") and _is_marked(m)):
-            marked_seen = marked_seen or role not in ("system", "developer")
+        if role in ("system", "developer"):
             found = _split_message(m)
+        elif role in ("user", "human") and _is_marked(m):
+            marked_seen = True
+            found = None if user_turn else _split_message(m)
         elif role in ("user", "human"):
             # the formatter puts a block here only after examples or documents, as the turn's first text: a
             # header a user typed anywhere else is the user's text

@@ -130,3 +130,18 @@ def test_the_cache_reads_no_block_inside_a_document_before_the_question() -> Non
 
     assert request("1").context_values == ()
     assert request("1").partition != request("2").partition  # two documents, two partitions
+
+
+def test_a_placeholder_typed_into_the_prompt_does_not_take_a_moved_value() -> None:
+    typed = "[see request context: date]"
+    plan = PrefixFormatter(model="gpt-4o").plan(
+        [
+            {"role": "system", "content": POLICY + f"Users may write {typed}. Today is 2026-12-07."},
+            {"role": "user", "content": "Hi"},
+        ]
+    )
+    text = plan.messages[0]["content"]
+    assert f"Users may write {typed}. Today is [see request context: date 2]." in text
+    _, values = split_context_block(text)
+    assert [(v.label, v.value) for v in values] == [("date 2", "2026-12-07")]
+    assert PrefixFormatter(model="gpt-4o").plan(plan.messages).messages == plan.messages  # still idempotent

@@ -320,13 +320,19 @@ class _Labels:
     def __init__(self) -> None:
         self.values: OrderedDict[str, ContextValue] = OrderedDict()
         self._by_value: dict[tuple[str, str], str] = {}
+        self._taken: set[str] = set()
+        """Labels of placeholders already in the text that no context block explains (typed by hand)."""
+
+    def reserve(self, label: str) -> None:
+        if label not in self.values:
+            self._taken.add(label)
 
     def add(self, base: str, value: str, kind: str) -> str:
         known = self._by_value.get((base, value))
         if known is not None:
             return known
         label, n = base, 1
-        while label in self.values:
+        while label in self.values or label in self._taken:
             n += 1
             label = f"{base} {n}"
         self.values[label] = ContextValue(label, value, kind)
@@ -703,6 +709,11 @@ class PrefixFormatter:
         if first_user is not None and has_marked:
             m = conversation[first_user]
             m["content"] = take_leading_block(m.get("content"))
+        # a placeholder no block explains (typed into the prompt) keeps its label: a value moved now gets another
+        start = len(placeholder("")) - 1  # "[see request context: "
+        for m in preamble:
+            for found in _PLACEHOLDER.finditer(_text_of(m.get("content"))):
+                labels.reserve(found.group()[start:-1])
 
         # 2. dynamic values out of the preamble, into placeholders
         spans: list[DynamicSpan] = []

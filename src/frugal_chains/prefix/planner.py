@@ -712,8 +712,8 @@ class PrefixFormatter:
         # a placeholder no block explains (typed into the prompt) keeps its label: a value moved now gets another
         start = len(placeholder("")) - 1  # "[see request context: "
         for m in preamble:
-            for found in _PLACEHOLDER.finditer(_text_of(m.get("content"))):
-                labels.reserve(found.group()[start:-1])
+            for typed in _PLACEHOLDER.finditer(_text_of(m.get("content"))):
+                labels.reserve(typed.group()[start:-1])
 
         # 2. dynamic values out of the preamble, into placeholders
         spans: list[DynamicSpan] = []

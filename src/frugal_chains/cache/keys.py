@@ -139,9 +139,8 @@ class CacheRequest:
         if not isinstance(prompt, str):
             raise ConfigurationError(f"the prompt must be a str, got {type(prompt).__name__}", field="prompt")
         key = as_question_key(question_key)
-        cleaned, values = request_context.split_messages([{"role": "user", "content": prompt}])
-        prompt = cleaned[0]["content"]
-        sel = key.selection(cleaned)
+        prompt, values = request_context.split_prompt(prompt)
+        sel = key.selection([{"role": "user", "content": prompt}])
         rag = _rag_part(sel)
         question = prompt if rag is None else sel.selected.question
         parts: dict[str, Any] = {} if rag is None else {"rag": rag}

@@ -43,6 +43,7 @@ __all__ = [
     "depends_on",
     "quotes_agree",
     "split_messages",
+    "split_prompt",
 ]
 
 _DATA_FILE = "context_questions.txt"
@@ -163,6 +164,33 @@ def _split_message(message: Mapping[str, Any]) -> tuple[dict[str, Any], list[Con
     return None
 
 
+def split_prompt(prompt: str) -> tuple[str, tuple[ContextValue, ...]]:
+    """A completion prompt without the formatter's context block, and the values it held (a prompt has no
+    roles: a block anywhere in it is read).
+
+    Example:
+        >>> from frugal_chains.cache.request_context import split_prompt
+        >>> split_prompt("Be brief. Hi")
+        ('Be brief. Hi', ())
+    """
+    found = _split_text(prompt)
+    return (prompt, ()) if found is None else (found[0], tuple(found[1]))
+
+
+def _leads(message: Mapping[str, Any]) -> bool:
+    """The message's text starts with a context block (where the formatter puts one in a user turn)."""
+    from frugal_chains.prefix import CONTEXT_HEADER
+
+    content = message.get("content")
+    if isinstance(content, str):
+        return content.startswith(CONTEXT_HEADER)
+    if isinstance(content, Sequence) and content:
+        first = content[0]
+        text = first.get("text") if isinstance(first, Mapping) and first.get("type") == "text" else None
+        return isinstance(text, str) and text.startswith(CONTEXT_HEADER)
+    return False
+
+
 def split_messages(
     messages: Sequence[Mapping[str, Any]],
 ) -> tuple[Sequence[Mapping[str, Any]], tuple[ContextValue, ...]]:
@@ -176,12 +204,20 @@ def split_messages(
         >>> split_messages(msgs) == (msgs, ())
         True
     """
+    marked_seen = False
+    # an example or a document holds the block only when no user turn follows (the end of the preamble)
+    user_turn = any(m.get("role") in ("user", "human") and not _is_marked(m) for m in messages)
     for i, m in enumerate(messages):
         role = m.get("role")
-        if role in ("system", "developer") or (role in ("user", "human") and _is_marked(m)):
+        if role in ("system", "developer"):
             found = _split_message(m)
+        elif role in ("user", "human") and _is_marked(m):
+            marked_seen = True
+            found = None if user_turn else _split_message(m)
         elif role in ("user", "human"):
-            found = _split_message(m)
+            # the formatter puts a block here only after examples or documents, as the turn's first text: a
+            # header a user typed anywhere else is the user's text
+            found = _split_message(m) if marked_seen and _leads(m) else None
             if found is None:
                 break  # the first user turn of the conversation holds no block: there is none
         else:

@@ -320,13 +320,19 @@ class _Labels:
     def __init__(self) -> None:
         self.values: OrderedDict[str, ContextValue] = OrderedDict()
         self._by_value: dict[tuple[str, str], str] = {}
+        self._taken: set[str] = set()
+        """Labels of placeholders already in the text that no context block explains (typed by hand)."""
+
+    def reserve(self, label: str) -> None:
+        if label not in self.values:
+            self._taken.add(label)
 
     def add(self, base: str, value: str, kind: str) -> str:
         known = self._by_value.get((base, value))
         if known is not None:
             return known
         label, n = base, 1
-        while label in self.values:
+        while label in self.values or label in self._taken:
             n += 1
             label = f"{base} {n}"
         self.values[label] = ContextValue(label, value, kind)
@@ -684,12 +690,30 @@ class PrefixFormatter:
                     kept.append(part)
             return kept
 
-        for m in preamble:
-            if "content" in m:
+        def take_leading_block(content: Any) -> Any:
+            if isinstance(content, str):
+                return take_block(content) if content.startswith(CONTEXT_HEADER) else content
+            if content:
+                first = content[0]
+                if _is_text_part(first) and first["text"].startswith(CONTEXT_HEADER):
+                    return [*take_block([first]), *content[1:]]
+            return content
+
+        # only where this planner writes a block: the system messages; the first user turn when the preamble has
+        # examples or documents, as its first text (a user typing the header mid-message, or into a request whose
+        # block goes in the system message, injects nothing); the end of the preamble when there is no user turn
+        has_marked = any(_kind(m) != "system" for m in preamble)
+        for k, m in enumerate(preamble):
+            if "content" in m and (_kind(m) == "system" or (first_user is None and k == len(preamble) - 1)):
                 m["content"] = take_block(m["content"])
-        if first_user is not None:
+        if first_user is not None and has_marked:
             m = conversation[first_user]
-            m["content"] = take_block(m.get("content"))
+            m["content"] = take_leading_block(m.get("content"))
+        # a placeholder no block explains (typed into the prompt) keeps its label: a value moved now gets another
+        start = len(placeholder("")) - 1  # "[see request context: "
+        for m in preamble:
+            for typed in _PLACEHOLDER.finditer(_text_of(m.get("content"))):
+                labels.reserve(typed.group()[start:-1])
 
         # 2. dynamic values out of the preamble, into placeholders
         spans: list[DynamicSpan] = []

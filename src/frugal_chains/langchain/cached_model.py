@@ -115,7 +115,37 @@ def _whole(chunks: Sequence[ChatGenerationChunk]) -> list[Generation] | None:
     return [ChatGeneration(message=whole, generation_info=merged.generation_info)]
 
 
-class CachedChatModel(ChildRunStreamingModel):
+class WrapperChatModel(ChildRunStreamingModel):
+    """Base of the wrappers around one chat model (``model``): LangChain sees the wrapped model's identity (its
+    ``_llm_type``, parameters and LangSmith provider), and tools are bound the way the wrapped model binds them
+    while every call still goes through the wrapper."""
+
+    model: BaseChatModel
+
+    @property
+    def _llm_type(self) -> str:
+        return self.model._llm_type
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return dict(self.model._identifying_params)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self.model._get_ls_params(stop=stop, **kwargs)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools the way the wrapped model does (its ``bind_tools`` formats them); calls still go through
+        this wrapper."""
+        return bind_through(self, self.model, tools, tool_choice, kwargs)
+
+
+class CachedChatModel(WrapperChatModel):
     """Wraps a chat model with a semantic answer cache, for ``invoke``, ``batch`` **and** ``stream``.
 
     Args:
@@ -203,28 +233,6 @@ class CachedChatModel(ChildRunStreamingModel):
     def selector(self) -> QuestionKey:
         """The :class:`~frugal_chains.QuestionKey` in use: ``question_key``, else the cache's."""
         return self.question_key if self.question_key is not None else self.core.question_key
-
-    # -- identity: the wrapped model's -------------------------------------------------------------------------
-    @property
-    def _llm_type(self) -> str:
-        return self.model._llm_type
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return dict(self.model._identifying_params)
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self.model._get_ls_params(stop=stop, **kwargs)
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools the way the wrapped model does (its ``bind_tools`` formats them); the calls stay cached."""
-        return bind_through(self, self.model, tools, tool_choice, kwargs)
 
     # -- lookups ---------------------------------------------------------------------------------------------
     def _llm_string(self, stop: list[str] | None, kwargs: dict[str, Any]) -> str:

@@ -16,14 +16,13 @@ and ``last_report``; the wrapper's answers carry a summary in ``response_metadat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.callbacks.manager import dispatch_custom_event
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
-    AIMessage,
     AIMessageChunk,
     BaseMessage,
     convert_to_messages,
@@ -34,20 +33,18 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from frugal_chains.errors import ConfigurationError
 from frugal_chains.langchain._runs import achild_callbacks, child_callbacks
 from frugal_chains.langchain._streaming import (
-    ChildRunStreamingModel,
     aopen_chunks,
     carry_usage,
     open_chunks,
     untraced,
 )
-from frugal_chains.langchain.cached_model import _added, _carried, bind_through
+from frugal_chains.langchain.cached_model import WrapperChatModel, _added, _carried
 from frugal_chains.metadata import PREFIX, WRAPPER_KEY, with_entry
 from frugal_chains.shared.prefix_wing import (
     ReportSlot,
@@ -289,7 +286,7 @@ class PrefixCacheFormatter(Runnable[Any, list[BaseMessage]]):
 
 
 # -- the chat model wrapper --------------------------------------------------------------------------------------
-class PrefixCachingChatModel(ChildRunStreamingModel):
+class PrefixCachingChatModel(WrapperChatModel):
     """A chat model that formats every request for its provider's prompt cache, then calls the wrapped model.
 
     Build it with :func:`with_prefix_caching`. The provider and model are read from the wrapped model (its name,
@@ -365,28 +362,6 @@ class PrefixCachingChatModel(ChildRunStreamingModel):
     def last_report(self) -> PrefixReport | None:
         """The report of the latest call (from any thread; ``None`` before the first)."""
         return self._last.get()
-
-    # -- identity: the wrapped model's ------------------------------------------------------------------------
-    @property
-    def _llm_type(self) -> str:
-        return self.model._llm_type
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return dict(self.model._identifying_params)
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self.model._get_ls_params(stop=stop, **kwargs)
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools the way the wrapped model does (its ``bind_tools`` formats them); each call marks them."""
-        return bind_through(self, self.model, tools, tool_choice, kwargs)
 
     # -- formatting ------------------------------------------------------------------------------------------
     def _request(

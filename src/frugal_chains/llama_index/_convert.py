@@ -28,6 +28,7 @@ from llama_index.core.base.llms.types import (
     TextBlock,
 )
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.llms import LLM
 
 from frugal_chains.accounting.provider_usage import get_field as _get
 from frugal_chains.accounting.provider_usage import usage_from_provider
@@ -458,3 +459,21 @@ def wrapper_event(kind: str) -> Callable[[_F], _F]:
         return cast("_F", run)
 
     return wrap
+
+
+def inherit_llm_settings(kwargs: dict[str, Any], llm: LLM) -> None:
+    """Fill a wrapper's constructor ``kwargs`` from the wrapped ``llm``: the wrapper formats prompts as the wrapped
+    LLM would (``predict()`` formats before calling ``complete()``) and shares its callback manager."""
+    for name in (
+        "system_prompt",
+        "messages_to_prompt",
+        "completion_to_prompt",
+        "output_parser",
+        "pydantic_program_mode",
+        "query_wrapper_prompt",
+    ):
+        if kwargs.get(name) is None:
+            kwargs[name] = getattr(llm, name, None)
+    if kwargs.get("callback_manager") is None:
+        kwargs["callback_manager"] = llm.callback_manager
+    kwargs["llm"] = llm

@@ -60,6 +60,7 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
     aopen_stream,
+    inherit_llm_settings,
     open_stream,
     openai_message,
     usage_of,
@@ -290,20 +291,7 @@ class CachedLLM(SharesCallbacks, LLM):
             kwargs["cache"] = cache
         if kwargs.get("question_key") is not None:
             kwargs["question_key"] = as_question_key(kwargs["question_key"])
-        # The wrapper formats prompts as the wrapped LLM would (predict() formats before calling complete()).
-        for name in (
-            "system_prompt",
-            "messages_to_prompt",
-            "completion_to_prompt",
-            "output_parser",
-            "pydantic_program_mode",
-            "query_wrapper_prompt",
-        ):
-            if kwargs.get(name) is None:
-                kwargs[name] = getattr(llm, name, None)
-        if kwargs.get("callback_manager") is None:
-            kwargs["callback_manager"] = llm.callback_manager
-        kwargs["llm"] = llm
+        inherit_llm_settings(kwargs, llm)
         super().__init__(**kwargs)
 
     def model_post_init(self, context: Any, /) -> None:

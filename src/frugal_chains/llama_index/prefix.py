@@ -34,6 +34,7 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.llama_index._convert import (
     SharesCallbacks,
     aopen_stream,
+    inherit_llm_settings,
     open_stream,
     openai_message,
     wrapper_event,
@@ -231,19 +232,7 @@ class PrefixCachingLLM(SharesCallbacks, LLM):
             if not name or name == _PLACEHOLDER_MODEL:
                 name = None
         core = build_formatter(name, options, owner="with_prefix_caching")
-        for attr in (
-            "system_prompt",
-            "messages_to_prompt",
-            "completion_to_prompt",
-            "output_parser",
-            "pydantic_program_mode",
-            "query_wrapper_prompt",
-        ):
-            if kwargs.get(attr) is None:
-                kwargs[attr] = getattr(llm, attr, None)
-        if kwargs.get("callback_manager") is None:
-            kwargs["callback_manager"] = llm.callback_manager
-        kwargs["llm"] = llm
+        inherit_llm_settings(kwargs, llm)
         kwargs["prefix_options"] = dict(prefix_options or {})
         super().__init__(**kwargs)
         self._core = core

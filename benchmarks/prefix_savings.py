@@ -11,13 +11,18 @@ The workload (τ-bench airline, ``taubench_airline_traj/gpt-4o-airline.json`` in
   assistant messages (``traj[1:k]``: the user's first message, or the multi-turn conversation so far with its tool
   calls and tool results), ``--calls`` of the 2,454 agent calls drawn without replacement (seeded).
   ``--turns first``: each call is a trajectory's first user message (200 of them, each used ``calls / 200`` times,
-  shuffled).
+  shuffled). ``--turns runs``: agent *runs*: trajectories drawn without replacement (seeded), each replayed as
+  all its agent calls in order, with one time, request id and user name for the whole run (a run is one request
+  in the app); the last run is cut so the workload has exactly ``--calls`` calls.
 * **Tools**: the 14 airline tools of τ-bench (``benchmarks/data/taubench_airline_tools.json``, their
   ``get_info()`` schemas copied from the τ-bench repository; the trajectory file does not have them), sent with
   every call (``--no-tools``: none; only valid with ``--turns first``, since a conversation with tool calls needs
   its tools).
 * **Arrivals**: a Poisson process of ``--calls-per-hour`` (repeatable), seeded; the same calls and values for each
-  rate, only the times (and so the ``now`` values) differ.
+  rate, only the times (and so the ``now`` values) differ. With ``--turns runs`` the *runs* arrive as a Poisson
+  process whose rate makes ``--calls-per-hour`` *calls* an hour on average (runs per hour = calls per hour / mean
+  calls per run), and the turns of a run follow each other ``TURN_GAP_MIN`` s + an exponential of mean
+  ``TURN_GAP_EXTRA_MEAN`` s apart (the model's reply and the tool call; seeded); ``now`` is the run's start.
 
 Each call is sent to each model twice, as simulated requests:
 
@@ -26,7 +31,10 @@ Each call is sent to each model twice, as simulated requests:
   marker (a second row, *raw + breakpoint*, puts one on the system prompt as written, as many apps do);
 * **with the formatter**: ``PrefixFormatter(model=..., templates=[the system template],
   dynamic_variables=["user_name"], calls_per_hour=rate).plan(messages, tools=tools)`` -- its messages, tools and
-  markers as planned (the time and the request id are found by its detectors).
+  markers as planned (the time and the request id are found by its detectors), with ``cache_conversation=False``
+  (calls drawn independently can never read a conversation marker); with ``--turns runs`` a further variant,
+  *with + conversation*, plans with ``cache_conversation=True`` (a 5-minute marker on the last message once the
+  conversation has an assistant turn, which the run's next turn reads).
 
 The provider cache simulation (every call in arrival order, one cache per model and variant):
 
@@ -53,7 +61,7 @@ Costs are input only (output tokens are the same in both variants), from LiteLLM
 Usage::
 
     python benchmarks/prefix_savings.py [--data-dir DIR] [--calls 1000] [--calls-per-hour 60 ...] [--seed 0]
-        [--turns agent|first] [--no-tools] [--model NAME ...] [--json]
+        [--turns agent|first|runs] [--no-tools] [--model NAME ...] [--json]
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +107,8 @@ OPENAI_MIN_TOKENS = 1024
 OPENAI_STEP = 128
 OPENAI_TTL_MINUTES = 5.0
 TOOL_FRAME = (0,) * 10  # the 10 tokens frugal_chains.accounting.tokens adds per tool schema
+TURN_GAP_MIN = 1.0  # --turns runs: seconds between two turns of a run, at least ...
+TURN_GAP_EXTRA_MEAN = 4.0  # ... plus an exponential of this mean (the model's reply and the tool call)
 
 
 # ---------------------------------------------------------------------------------------------------- workload
@@ -152,11 +163,50 @@ class Call:
     turns: tuple[dict[str, Any], ...]
     user_name: str
     request_id: str
-    gap: float  # unit-rate exponential gap before this call (scaled by 3600 / calls_per_hour)
+    gap: float  # unit-rate exponential gap before this call (scaled by 3600 / calls_per_hour); runs: before the run
     source: str  # "trajectory index:message index"
+    run: int | None = None  # --turns runs: the run this call belongs to
+    turn: int = 0  # --turns runs: the call's place in its run (0: the first agent call)
+    turn_delay: float = 0.0  # --turns runs: seconds after the run's previous turn
+
+
+def build_runs(trajectories: Sequence[Mapping[str, Any]], n: int, seed: int) -> list[Call]:
+    """Agent runs: whole trajectories (drawn without replacement) as their agent calls in order, one request id,
+    user name and time per run; the last run is cut to make exactly ``n`` calls."""
+    rng = random.Random(seed)
+    order = list(range(len(trajectories)))
+    rng.shuffle(order)
+    calls: list[Call] = []
+    for run, i in enumerate(order):
+        if len(calls) >= n:
+            break
+        t = trajectories[i]
+        request_id = f"req_{rng.getrandbits(64):016x}"
+        gap = rng.expovariate(1.0)
+        cuts = [k for k, m in enumerate(t["traj"]) if m["role"] == "assistant"]
+        for turn, k in enumerate(cuts[: n - len(calls)]):
+            calls.append(
+                Call(
+                    turns=tuple(dict(m) for m in t["traj"][1:k]),
+                    user_name=user_name(t["info"]["task"]["user_id"]),
+                    request_id=request_id,
+                    gap=gap if turn == 0 else 0.0,
+                    source=f"{i}:{k}",
+                    run=run,
+                    turn=turn,
+                    turn_delay=0.0
+                    if turn == 0
+                    else TURN_GAP_MIN + rng.expovariate(1.0 / TURN_GAP_EXTRA_MEAN),
+                )
+            )
+    if len(calls) < n:
+        raise SystemExit(f"--calls {n}: the trajectories have only {len(calls)} agent calls")
+    return calls
 
 
 def build_calls(trajectories: Sequence[Mapping[str, Any]], n: int, seed: int, turns: str) -> list[Call]:
+    if turns == "runs":
+        return build_runs(trajectories, n, seed)
     rng = random.Random(seed)
     pool: list[tuple[int, int]] = []
     for i, t in enumerate(trajectories):
@@ -197,6 +247,26 @@ def arrival_times(calls: Sequence[Call], calls_per_hour: float) -> list[float]:
     for c in calls:
         t += c.gap * 3600.0 / calls_per_hour
         out.append(t)
+    return out
+
+
+def schedule(calls: Sequence[Call], calls_per_hour: float) -> list[tuple[float, float]]:
+    """(the time the call is sent, the time its values say) for each call, in the calls' order. Independent calls:
+    both are the arrival time. Runs: the runs arrive as a Poisson process at ``calls_per_hour / mean calls per
+    run`` runs an hour, each turn is sent ``turn_delay`` after the previous one, and every turn carries the run's
+    start time."""
+    if not calls or calls[0].run is None:
+        return [(t, t) for t in arrival_times(calls, calls_per_hour)]
+    runs_per_hour = calls_per_hour * len({c.run for c in calls}) / len(calls)
+    out: list[tuple[float, float]] = []
+    start = sent = 0.0
+    for c in calls:
+        if c.turn == 0:
+            start += c.gap * 3600.0 / runs_per_hour
+            sent = start
+        else:
+            sent += c.turn_delay
+        out.append((sent, start))
     return out
 
 
@@ -298,8 +368,13 @@ class Tally:
     calls_reading: int = 0
     calls_writing: int = 0
     cost_usd: float = 0.0
+    later_turns: int | None = None  # --turns runs: calls after the first of their run ...
+    later_turn_read_tokens: int = 0  # ... and the tokens they read from the cache
 
-    def add(self, usage: Usage, cost: float) -> None:
+    def add(self, usage: Usage, cost: float, later_turn: bool | None = None) -> None:
+        if later_turn is not None:
+            self.later_turns = (self.later_turns or 0) + later_turn
+            self.later_turn_read_tokens += usage.cache_read_tokens if later_turn else 0
         self.calls += 1
         self.input_tokens += usage.input_tokens
         self.cache_read_tokens += usage.cache_read_tokens
@@ -313,7 +388,13 @@ class Tally:
         uncached = (
             self.input_tokens - self.cache_read_tokens - self.cache_write_tokens - self.cache_write_1h_tokens
         )
+        turns = (
+            {"later_turns": self.later_turns, "later_turn_cache_read_tokens": self.later_turn_read_tokens}
+            if self.later_turns is not None
+            else {}
+        )
         return {
+            **turns,
             "calls": self.calls,
             "input_tokens": self.input_tokens,
             "uncached_tokens": uncached,
@@ -441,6 +522,13 @@ def _text_of(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _conversation_option(on: bool) -> dict[str, bool]:
+    """``cache_conversation=on`` where the formatter has the option (older versions never mark the conversation)."""
+    from frugal_chains.prefix import PrefixFormatter
+
+    return {"cache_conversation": on} if "cache_conversation" in signature(PrefixFormatter).parameters else {}
+
+
 def run_model(
     model: str,
     rate: float,
@@ -454,19 +542,38 @@ def run_model(
     price = litellm_price(model)
     if price is None:
         raise SystemExit(f"{model}: no price in LiteLLM's map")
+    runs = bool(calls) and calls[0].run is not None
     formatter = PrefixFormatter(
-        model=model, templates=[template], dynamic_variables=["user_name"], calls_per_hour=rate
+        model=model,
+        templates=[template],
+        dynamic_variables=["user_name"],
+        calls_per_hour=rate,
+        **_conversation_option(False),
     )
     variants: dict[str, tuple[Tally, AnthropicCache | AutomaticCache]] = {
         "without": (Tally(), _provider_cache(rules)),
         "with": (Tally(), _provider_cache(rules)),
     }
+    conversation: Any = None
+    if runs and _conversation_option(True):
+        conversation = PrefixFormatter(
+            model=model,
+            templates=[template],
+            dynamic_variables=["user_name"],
+            calls_per_hour=rate,
+            **_conversation_option(True),
+        )
+        variants["with_conversation"] = (Tally(), _provider_cache(rules))
     fixed: dict[str, Any] = {}
     if rules.provider == "anthropic":
         variants["raw_breakpoint"] = (Tally(), _provider_cache(rules))
         for ttl in rules.ttls:  # the formatter with a fixed TTL, to judge its "auto" choice
             fixed[ttl] = PrefixFormatter(
-                model=model, templates=[template], dynamic_variables=["user_name"], ttl=ttl
+                model=model,
+                templates=[template],
+                dynamic_variables=["user_name"],
+                ttl=ttl,
+                **_conversation_option(False),
             )
             variants[f"with_ttl_{ttl}"] = (Tally(), _provider_cache(rules))
     prefixes: set[str] = set()
@@ -480,8 +587,9 @@ def run_model(
     planned_uncached = 0.0
     planned_reuse = 0.0
     t0 = time.perf_counter()
-    for call, at in zip(calls, arrival_times(calls, rate), strict=True):
-        messages, values = render(template, call, at)
+    timed = sorted(zip(schedule(calls, rate), calls, strict=True), key=lambda x: x[0][0])  # in the order sent
+    for (at, values_at), call in timed:
+        messages, values = render(template, call, values_at)
         plan = formatter.plan(messages, tools=tools)
         report = plan.report
         prefixes.add(plan.prefix_hash)
@@ -504,10 +612,13 @@ def run_model(
         for ttl, fixed_formatter in fixed.items():
             fixed_plan = fixed_formatter.plan(messages, tools=tools)
             requests[f"with_ttl_{ttl}"] = (fixed_plan.messages, fixed_plan.tools)
+        if conversation is not None:
+            conv_plan = conversation.plan(messages, tools=tools)
+            requests["with_conversation"] = (conv_plan.messages, conv_plan.tools)
         for name, (tally, cache) in variants.items():
             req_messages, req_tools = requests[name]
             usage = cache.call(request_blocks(req_messages, req_tools), at)
-            tally.add(usage, price.cost(usage))
+            tally.add(usage, price.cost(usage), call.turn > 0 if runs else None)
     n = len(calls)
     without = variants["without"][0]
     with_ = variants["with"][0]
@@ -527,6 +638,17 @@ def run_model(
         "variants": {name: tally.to_dict() for name, (tally, _c) in variants.items()},
         "saving_usd": round(without.cost_usd - with_.cost_usd, 6),
         "saving_pct": round(100 * (1 - with_.cost_usd / without.cost_usd), 2) if without.cost_usd else 0.0,
+        **(
+            {
+                "saving_conversation_pct": round(
+                    100 * (1 - variants["with_conversation"][0].cost_usd / without.cost_usd), 2
+                )
+                if without.cost_usd
+                else 0.0
+            }
+            if "with_conversation" in variants
+            else {}
+        ),
         "formatter": {
             "distinct_stable_prefixes": len(prefixes),
             "ttl": sorted("-" if t is None else str(t) for t in ttls),
@@ -558,14 +680,40 @@ def workload_stats(
         "conversation_tokens_max": conv[-1],
         "distinct_users": len({c.user_name for c in calls}),
         "distinct_request_ids": len({c.request_id for c in calls}),
+        **(
+            {
+                "runs": len({c.run for c in calls}),
+                "calls_per_run_mean": round(len(calls) / len({c.run for c in calls}), 2),
+                "turn_gap_seconds": {"min": TURN_GAP_MIN, "plus_exponential_mean": TURN_GAP_EXTRA_MEAN},
+            }
+            if calls and calls[0].run is not None
+            else {}
+        ),
     }
 
 
 def assumptions(args: argparse.Namespace) -> list[str]:
+    runs = args.turns == "runs"
+    head = (
+        [
+            f"{args.calls} calls in agent runs: whole trajectories (seed {args.seed}), each its agent calls in order, "
+            "the last run cut to make the count; runs arrive as a Poisson process whose rate gives the stated calls "
+            "per hour (runs per hour = calls per hour / mean calls per run); the same runs and values at every rate",
+            f"the turns of a run are {TURN_GAP_MIN:g} s + an exponential of mean {TURN_GAP_EXTRA_MEAN:g} s apart (the "
+            "model's reply and the tool call), the same at every rate",
+            "one request id, one time (the run's start, to the second) and the trajectory's user for every call of a "
+            "run; a new request id for each run",
+        ]
+        if runs
+        else [
+            f"{args.calls} calls, arrivals a Poisson process at each calls-per-hour rate (seed {args.seed}); the same "
+            "calls and template values at every rate",
+            "every call has a new request id and its own time (to the second); the user's name is the trajectory's "
+            "user",
+        ]
+    )
     return [
-        f"{args.calls} calls, arrivals a Poisson process at each calls-per-hour rate (seed {args.seed}); the same "
-        "calls and template values at every rate",
-        "every call has a new request id and its own time (to the second); the user's name is the trajectory's user",
+        *head,
         "the time, request id and name sit near the top of the system prompt, where tau-bench puts the time"
         if args.values_at == "top"
         else "the time, request id and name sit at the end of the system prompt",
@@ -582,8 +730,13 @@ def assumptions(args: argparse.Namespace) -> list[str]:
         "every equal prefix within its TTL hits (an upper bound for OpenAI and Gemini, whose caches are best-effort)",
         "tools are compared before the system prompt (Anthropic's documented order; OpenAI does not publish its own), "
         "so the raw request keeps the tools' prefix where the provider caches automatically",
-        "calls of one conversation are independent draws: reuse of a conversation's history between its turns is "
-        "not modelled (each call has its own time and request id, so neither layout could reuse it)",
+        "a run's calls read what its earlier calls cached (the history up to a marker for Anthropic, any equal "
+        "prefix for OpenAI and Gemini); the formatter rows: 'with' plans with cache_conversation=False, 'with + "
+        "conversation' with cache_conversation=True"
+        if runs
+        else "calls of one conversation are independent draws: reuse of a conversation's history between its turns "
+        "is not modelled (each call has its own time and request id, so neither layout could reuse it); the "
+        "formatter plans with cache_conversation=False (a conversation marker could never be read here)",
         "input cost only, from LiteLLM's price map (output is the same in both variants)",
     ]
 
@@ -593,7 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trajectories = load_trajectories(folder)
     template = system_template(trajectories, args.values_at)
     tools = load_tools() if args.tools else None
-    if tools is None and args.turns == "agent":
+    if tools is None and args.turns != "first":
         raise SystemExit(
             "--no-tools needs --turns first: replayed agent calls carry tool calls and tool results"
         )
@@ -633,20 +786,38 @@ def _usd(x: float) -> str:
     return f"{x:8.3f}"
 
 
+TURNS_TITLE = {
+    "agent": "agent calls replayed",
+    "first": "first user messages",
+    "runs": "agent runs replayed, turns in order",
+}
+
+
 def format_table(r: dict[str, Any]) -> str:
     w = r["workload"]
+    runs = w["turns"] == "runs"
     lines = [
         f"Prefix caching: input cost of {w['calls']} calls of the tau-bench airline support agent "
-        f"({'agent calls replayed' if w['turns'] == 'agent' else 'first user messages'}; "
+        f"({TURNS_TITLE[w['turns']]}; "
         f"{'14 tools' if w['tools'] else 'no tools'})",
         f"system prompt ~{w['system_prompt_tokens']} tokens, tools {w['tool_tokens']} tokens, conversation "
         f"median {w['conversation_tokens_median']} / mean {w['conversation_tokens_mean']} tokens; "
         f"{w['distinct_users']} users, {w['distinct_request_ids']} request ids",
+        *(
+            [
+                f"{w['runs']} runs, {w['calls_per_run_mean']} calls a run on average, turns "
+                f"{w['turn_gap_seconds']['min']:g} s + exp(mean {w['turn_gap_seconds']['plus_exponential_mean']:g} s) "
+                "apart"
+            ]
+            if "runs" in w
+            else []
+        ),
         f"machine: {r['machine']}",
         "",
         f"{'model':18s} {'calls/h':>7s} | {'without $':>9s} {'hit%':>5s} | {'raw+bp $':>9s} {'hit%':>5s} | "
         f"{'with $':>9s} {'hit%':>5s} {'cached':>6s} {'TTL':>6s} {'bp':>3s} | {'saving':>7s} | "
-        f"{'5m $':>8s} {'1h $':>8s} | prefixes",
+        f"{'5m $':>8s} {'1h $':>8s} | prefixes"
+        + (f" | {'+conv $':>9s} {'hit%':>5s} {'cached':>6s} {'saving':>7s} {'later rd':>9s}" if runs else ""),
     ]
     for row in r["rows"]:
         v = row["variants"]
@@ -662,14 +833,21 @@ def format_table(r: dict[str, Any]) -> str:
             f"{row['model']:18s} {row['calls_per_hour']:7g} | {wo['cost_usd']:9.3f} {pct(wo):5.1f} | {bp_cols} | "
             f"{wi['cost_usd']:9.3f} {pct(wi):5.1f} {100 * wi['cached_share']:5.1f}% {'/'.join(f['ttl']):>6s} "
             f"{'/'.join(map(str, f['breakpoints'])):>3s} | {row['saving_pct']:6.1f}% | {fixed} | "
-            f"{f['distinct_stable_prefixes']}"
+            f"{f['distinct_stable_prefixes']}" + (_conversation_cols(row) if runs else "")
         )
     lines += [
         "",
         "without: the request as written (the provider's own caching only); raw+bp: one cache_control on the system "
         "prompt as written (Anthropic); with: PrefixFormatter's plan (ttl='auto'). hit% = calls reading the cache; "
         "cached = share of input tokens read from the cache; bp = breakpoints placed; 5m $ / 1h $ = the formatter "
-        "with ttl='5m' / '1h' (Anthropic); prefixes = distinct stable prefixes planned.",
+        "with ttl='5m' / '1h' (Anthropic); prefixes = distinct stable prefixes planned."
+        + (
+            " Runs: 'with' plans with cache_conversation=False; +conv = with cache_conversation=True; later rd = "
+            "tokens read from the cache by the calls after the first of their run, without / raw+bp / with / +conv "
+            "(thousands)."
+            if runs
+            else ""
+        ),
     ]
     warned = {(row["model"], k): n for row in r["rows"] for k, n in row["formatter"]["warnings"].items()}
     if warned:
@@ -679,6 +857,21 @@ def format_table(r: dict[str, Any]) -> str:
     lines.append("assumptions:")
     lines += [f"  - {a}" for a in r["assumptions"]]
     return "\n".join(lines)
+
+
+def _conversation_cols(row: dict[str, Any]) -> str:
+    v = row["variants"]
+    c = v.get("with_conversation")
+    if c is None:
+        return " | (no cache_conversation option)"
+    later = "/".join(
+        f"{v[k]['later_turn_cache_read_tokens'] / 1000:.0f}" if k in v else "-"
+        for k in ("without", "raw_breakpoint", "with", "with_conversation")
+    )
+    return (
+        f" | {c['cost_usd']:9.3f} {100.0 * c['calls_reading_cache'] / c['calls']:5.1f} "
+        f"{100 * c['cached_share']:5.1f}% {row['saving_conversation_pct']:6.1f}% {later}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -698,7 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--turns", choices=("agent", "first"), default="agent", help="replayed agent calls or first messages"
+        "--turns",
+        choices=("agent", "first", "runs"),
+        default="agent",
+        help="replayed agent calls drawn independently (default), first messages, or whole agent runs in order",
     )
     p.add_argument(
         "--no-tools", dest="tools", action="store_false", help="send no tools (only with --turns first)"

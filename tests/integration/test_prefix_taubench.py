@@ -381,3 +381,92 @@ def test_simulated_automatic_cache_reads_the_longest_equal_prefix_in_steps() -> 
     short = ps.AutomaticCache(min_tokens=1024, step=128, ttl_seconds=300.0)
     for t in (0.0, 1.0):  # below 1,024 tokens nothing is cached
         assert short.call(_blocks("policy " * 900, "q"), now=t).cache_read_tokens == 0
+
+
+def test_simulated_anthropic_cache_reads_the_previous_turns_marker() -> None:
+    """A marker on the last message of one turn is read by the next turn of the conversation: its prefix up to that
+    block is the previous request's prefix up to its marker, found by the look-back from the new last marker."""
+    import prefix_savings as ps
+
+    def turn(history: Sequence[str], ttl: str = "5m") -> list[Any]:
+        stable = "policy " * 1500
+        blocks = _blocks(stable, *history, marker_at=0, ttl="1h")
+        last = blocks[-1]
+        return [*blocks[:-1], ps.Block(last.key, last.ids, ttl)]
+
+    def ends(history: Sequence[str]) -> int:
+        return sum(len(b.ids) for b in turn(history))
+
+    cache = ps.AnthropicCache(min_tokens=1024)
+    first = ["user: change my flight " * 20]
+    u = cache.call(turn(first), now=0.0)
+    assert u.cache_read_tokens == 0 and u.cache_write_1h_tokens + u.cache_write_tokens == ends(first)
+    second = [*first, "assistant: tool call", "tool: reservation " * 30]
+    u = cache.call(turn(second), now=5.0)
+    assert u.cache_read_tokens == ends(first)  # the whole first turn, not only the system prompt
+    assert u.cache_write_tokens == ends(second) - ends(first)  # the new turns, at the 5-minute price
+    # more than 20 blocks after the previous marker: the look-back stops short, only the system prompt is read
+    far = [*second, *(f"tool: result {i}" for i in range(ps.ANTHROPIC_LOOKBACK_BLOCKS))]
+    u = cache.call(turn(far), now=10.0)
+    assert u.cache_read_tokens == len(ps.token_ids("policy " * 1500))
+    # a different earlier turn (another run): the history does not match, only the system prompt is read
+    other = ["user: cancel my booking " * 20, "assistant: tool call", "tool: reservation " * 30]
+    assert cache.call(turn(other), now=15.0).cache_read_tokens == len(ps.token_ids("policy " * 1500))
+
+
+@needs_data
+def test_prefix_savings_benchmark_runs_small_slice() -> None:
+    calls = 60
+    res = _run_benchmark(
+        "--turns",
+        "runs",
+        "--calls",
+        str(calls),
+        "--calls-per-hour",
+        "60",
+        *("--model", "claude-sonnet-4-5", "--model", "claude-haiku-4-5", "--model", "gpt-4o"),
+    )
+    w = res["workload"]
+    assert w["calls"] == calls and w["turns"] == "runs" and w["tools"] is True
+    # one request id per run, several calls per run
+    assert 1 < w["runs"] < calls and w["distinct_request_ids"] == w["runs"]
+    assert w["calls_per_run_mean"] == pytest.approx(calls / w["runs"], abs=0.01)
+    assert any("run" in a for a in res["assumptions"])
+    prefix_tokens = w["tool_tokens"] + w["system_prompt_tokens"]
+    for row in res["rows"]:
+        provider, variants = row["provider"], row["variants"]
+        anthropic_only = {"raw_breakpoint", "with_ttl_5m", "with_ttl_1h"}
+        assert set(variants) == {"without", "with", "with_conversation"} | (
+            anthropic_only if provider == "anthropic" else set()
+        )
+        for v in variants.values():
+            assert v["calls"] == calls and v["later_turns"] == calls - w["runs"]
+            parts = (
+                v["uncached_tokens"]
+                + v["cache_read_tokens"]
+                + v["cache_write_tokens"]
+                + v["cache_write_1h_tokens"]
+            )
+            assert parts == v["input_tokens"] and min(parts, v["uncached_tokens"]) >= 0
+            assert 0 <= v["later_turn_cache_read_tokens"] <= v["cache_read_tokens"]
+            assert v["cost_usd"] == pytest.approx(_variant_cost(row["model"], v), rel=1e-6, abs=1e-6)
+        without, with_, conv = variants["without"], variants["with"], variants["with_conversation"]
+        assert row["saving_conversation_pct"] == pytest.approx(
+            100 * (1 - conv["cost_usd"] / without["cost_usd"]), abs=0.05
+        )
+        f = row["formatter"]
+        assert f["distinct_stable_prefixes"] == 1 and f["calls_keeping_all_values"] == calls
+        if provider != "anthropic":
+            # the conversation marker is Anthropic's: elsewhere the two formatter variants send the same requests
+            assert conv == with_
+            # a run resends its own history with the same values: the provider's automatic cache reads it
+            assert without["later_turn_cache_read_tokens"] > 0
+            continue
+        assert without["cache_read_tokens"] == without["cache_write_tokens"] == 0
+        if prefix_tokens < row["min_cacheable_tokens"]:
+            continue  # Haiku: the preamble is below the minimum, shape and sums checked above
+        # the marker on the system prompt as written is read by the later turns of its run (same request id)
+        assert variants["raw_breakpoint"]["later_turn_cache_read_tokens"] > 0
+        # with the conversation marked, the later turns of a run read their history too
+        assert conv["later_turn_cache_read_tokens"] > with_["later_turn_cache_read_tokens"] > 0
+        assert conv["cache_read_tokens"] > with_["cache_read_tokens"]

@@ -352,11 +352,22 @@ def _materialised(value: Any) -> Any:
 def _validate_payload(payload: Mapping[str, Any]) -> None:
     """``system``, each message's content blocks and ``tools`` against the SDK's typed params (unknown keys and
     wrong values rejected)."""
-    from anthropic.types import ImageBlockParam, TextBlockParam, ToolParam, ToolUseBlockParam
+    from anthropic.types import (
+        ImageBlockParam,
+        TextBlockParam,
+        ToolParam,
+        ToolResultBlockParam,
+        ToolUseBlockParam,
+    )
     from pydantic import ConfigDict
 
     strict = ConfigDict(extra="forbid")
-    blocks: dict[str, Any] = {"text": TextBlockParam, "image": ImageBlockParam, "tool_use": ToolUseBlockParam}
+    blocks: dict[str, Any] = {
+        "text": TextBlockParam,
+        "image": ImageBlockParam,
+        "tool_use": ToolUseBlockParam,
+        "tool_result": ToolResultBlockParam,
+    }
     system = payload["system"]
     assert isinstance(system, list)
     _materialised(TypeAdapter(list[TextBlockParam], config=strict).validate_python(system))
@@ -367,6 +378,11 @@ def _validate_payload(payload: Mapping[str, Any]) -> None:
             continue
         for block in content:
             kind = blocks[block["type"]]
+            inner = block.get("content") if block["type"] == "tool_result" else None
+            if isinstance(inner, list):
+                # a tool result's own blocks are checked one by one (pydantic cannot walk the nested iterators)
+                block = {k: v for k, v in block.items() if k != "content"}
+                _materialised(TypeAdapter(list[TextBlockParam], config=strict).validate_python(inner))
             _materialised(TypeAdapter(list[kind], config=strict).validate_python([block]))  # type: ignore[valid-type]
     if payload.get("tools"):
         _materialised(TypeAdapter(list[ToolParam], config=strict).validate_python(payload["tools"]))
@@ -533,3 +549,25 @@ def test_an_azure_hosted_gpt_model_gets_no_prompt_cache_key() -> None:
     openai = with_prefix_caching(FakeUsageChatModel(model="gpt-4o", provider="openai"))
     assert "prompt_cache_key" not in azure.core.plan(messages).params
     assert "prompt_cache_key" in openai.core.plan(messages).params
+
+
+def test_agent_loop_history_is_closed_by_a_marker_langchain_anthropic_accepts() -> None:
+    """cache_conversation=True in an agent loop: the tool result that ends the history carries the marker, through
+    langchain-anthropic's conversion (hoisted onto the tool_result block) and the SDK's types."""
+    model = CapturingAnthropic(model="claude-sonnet-4-5", api_key="x")  # type: ignore[call-arg]
+    wrapper = with_prefix_caching(model, cache_conversation=True)
+    history: list[BaseMessage] = [
+        SystemMessage(system_prompt("2026-12-07", "req_8f3a9b2c4d5e6f70")),
+        HumanMessage("Where is my bag?"),
+        AIMessage("", tool_calls=[{"name": "track_bag", "args": {"tag": "AB123"}, "id": "toolu_01"}]),
+        ToolMessage("The bag is in Oslo.", tool_call_id="toolu_01"),
+    ]
+    wrapper.invoke(history)
+    (payload,) = model.payloads
+    _validate_payload(payload)
+    assert _breakpoints(payload) == 2  # the stable system part, and the end of the history
+    last = payload["messages"][-1]["content"][-1]
+    assert last["type"] == "tool_result" and last["tool_use_id"] == "toolu_01"
+    assert last["cache_control"] == {"type": "ephemeral"}
+    report = wrapper.last_report
+    assert report is not None and [b.conversation for b in report.breakpoints] == [False, True]

@@ -189,3 +189,18 @@ def test_cascade_llm_prefix_caching_option_checks_its_value() -> None:
         with pytest.raises(ConfigurationError) as e:
             CascadeLLM(tiers=tiers, prefix_caching=bad)  # type: ignore[arg-type]
         assert e.value.field == "prefix_caching"
+
+
+def test_formatter_closes_the_conversation_with_a_cache_point_when_asked() -> None:
+    history = [
+        *conversation("2026-12-07"),
+        ChatMessage(role="assistant", content="Your bag is in Oslo."),
+        ChatMessage(role="user", content="When will it arrive?"),
+    ]
+    plain = PrefixCacheFormatter(model="claude-sonnet-4-5").format(history)
+    assert all(b.block_type != "cache" for b in plain[-1].blocks)  # off by default
+    out = PrefixCacheFormatter(model="claude-sonnet-4-5", cache_conversation=True).format(history)
+    last = out[-1]
+    assert [b.block_type for b in last.blocks] == ["text", "cache"]
+    assert isinstance(last.blocks[1], CachePoint) and last.blocks[1].cache_control.type == "ephemeral"
+    assert last.content == "When will it arrive?" and out[1:3] == history[1:3]

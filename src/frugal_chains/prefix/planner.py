@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,6 +117,10 @@ def _kind(message: Mapping[str, Any]) -> str | None:
     if _role(message) in _SYSTEM_ROLES:
         return "system"
     return None
+
+
+_MARKABLE = frozenset({"text", "image_url", "image", "document", "file", "input_audio"})
+"""Content parts a cache marker may close (Anthropic: text, image, document and tool-result blocks)."""
 
 
 def _parts(content: Any) -> list[Any]:
@@ -369,6 +373,11 @@ class PrefixFormatter:
         prices: a :class:`~frugal_chains.PriceBook` (default: LiteLLM's prices).
         on_unsafe: a request the planner cannot reorder safely is sent unchanged with a warning ("warn") or
             raises :class:`~frugal_chains.ConfigurationError` ("raise").
+        cache_conversation: Anthropic-style providers: when the conversation already has an assistant turn (a
+            multi-turn chat or an agent loop), one more 5-minute marker closes the last message, so the next turn
+            reads the history from the cache (it takes a free breakpoint slot, and only above the minimum). Off by
+            default: the history is then written at 1.25x the input price on every call, which pays back only when
+            the next turn comes within 5 minutes (agent loops: turn it on).
 
     The instance holds the churn detector's state (thread-safe, bounded); planning is otherwise a pure function
     of its input.
@@ -404,6 +413,7 @@ class PrefixFormatter:
         scope: str | None = None,
         prices: PriceBook | None = None,
         on_unsafe: OnUnsafe = "warn",
+        cache_conversation: bool = False,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(
@@ -456,6 +466,12 @@ class PrefixFormatter:
                 f"on_unsafe must be 'warn' or 'raise', got {on_unsafe!r}", field="on_unsafe"
             )
         self.on_unsafe: OnUnsafe = on_unsafe
+        if not isinstance(cache_conversation, bool):
+            raise ConfigurationError(
+                f"cache_conversation must be True or False, got {cache_conversation!r}",
+                field="cache_conversation",
+            )
+        self.cache_conversation = cache_conversation
         self.templates = self._compile_templates(templates, dynamic_variables)
         self.dynamic_variables = tuple(dynamic_variables)
         self._churn: OrderedDict[tuple[str | None, int], tuple[str, int]] = OrderedDict()
@@ -1076,6 +1092,7 @@ class PrefixFormatter:
                     new = [pos for pos, _ in chosen]
         if new and existing and ttl is not None:
             ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
+        conversation_at = self._conversation_mark(out, n_ordered, existing, new, limit, minimum, cum_at, ttl)
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1088,6 +1105,12 @@ class PrefixFormatter:
             assert pi is not None
             parts[pi] = {**parts[pi], "cache_control": dict(marker)}
             out[mi] = {**out[mi], "content": parts}
+        if conversation_at is not None:
+            mi, pi = conversation_at
+            parts = _parts(out[mi].get("content"))
+            parts[pi] = {**parts[pi], "cache_control": {"type": "ephemeral"}}  # 5m: the next turn comes soon
+            out[mi] = {**out[mi], "content": parts}
+            new = [*new, conversation_at]
         all_positions = sorted(
             {*existing, *new}, key=lambda p: (-1 if p[0] is None else p[0], -1 if p[1] is None else p[1])
         )
@@ -1095,7 +1118,8 @@ class PrefixFormatter:
         cacheable = 0
         for mi, pi in all_positions:
             c = cum_at(mi, pi)
-            if c >= minimum:
+            in_conversation = conversation_at is not None and (mi, pi) == conversation_at
+            if c >= minimum and not in_conversation:
                 cacheable = max(cacheable, c)
             cc: Any
             if mi is None:
@@ -1113,13 +1137,47 @@ class PrefixFormatter:
                     prefix_tokens=c,
                     ttl=str(bp_ttl),
                     caller=(mi, pi) not in new,
+                    conversation=in_conversation,
                 )
             )
         if ttl is None and bps:
-            ttl = bps[-1].ttl
+            ttl = next((b.ttl for b in reversed(bps) if not b.conversation), None)
         if not cacheable:
             ttl = None
         return tuple(bps), ttl, cacheable
+
+    def _conversation_mark(
+        self,
+        out: list[dict[str, Any]],
+        n_ordered: int,
+        existing: list[tuple[int | None, int | None]],
+        new: list[tuple[int | None, int | None]],
+        limit: int,
+        minimum: int,
+        cum_at: Callable[[int | None, int | None], int],
+        ttl: str | None,
+    ) -> tuple[int, int] | None:
+        """Where a marker closing the conversation goes (the last part of the last message), or None: only with
+        ``cache_conversation``, an assistant turn already in the conversation, a free slot, a prefix at the
+        minimum, and caching worth it for the preamble (``ttl`` not None)."""
+        if not self.cache_conversation or ttl is None or len(out) <= n_ordered:
+            return None
+        if not any(m.get("role") == "assistant" for m in out[n_ordered:]):
+            return None
+        if any(mi is not None and mi >= n_ordered for mi, _ in existing):
+            return None  # the conversation already carries a marker (yours, or an earlier plan's)
+        if len(existing) + len(new) >= limit:
+            return None
+        last = len(out) - 1
+        parts = _parts(out[last].get("content"))
+        k = len(parts) - 1
+        while k >= 0 and not (isinstance(parts[k], Mapping) and parts[k].get("type") in _MARKABLE):
+            k -= 1
+        if k < 0 or (_is_text_part(parts[k]) and not parts[k]["text"]):
+            return None
+        if cum_at(last, k) < minimum:
+            return None
+        return (last, k)
 
     @staticmethod
     def _ttl_in_order(

@@ -33,6 +33,9 @@ class Breakpoint:
     caller: bool = False
     """The marker was already in the request given to the planner (yours, or from an earlier plan); it counts
     against the provider's limit."""
+    conversation: bool = False
+    """The marker closes the conversation so far (the next turn of a multi-turn chat or agent loop reads it); it
+    is not part of the stable prefix a new conversation reuses."""
 
     def where(self) -> str:
         """Where the marker sits, for people."""
@@ -136,6 +139,7 @@ class PrefixReport:
                     "prefix_tokens": b.prefix_tokens,
                     "ttl": b.ttl,
                     "caller": b.caller,
+                    "conversation": b.conversation,
                 }
                 for b in self.breakpoints
             ],
@@ -193,7 +197,11 @@ class PrefixReport:
                             b.where(),
                             f"{b.prefix_tokens:,}",
                             b.ttl,
-                            "request" if b.caller else "planner",
+                            "request"
+                            if b.caller
+                            else "planner (conversation)"
+                            if b.conversation
+                            else "planner",
                         ]
                         for i, b in enumerate(self.breakpoints)
                     ],

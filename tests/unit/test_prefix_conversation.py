@@ -94,3 +94,21 @@ def test_bad_value_names_the_field() -> None:
     with pytest.raises(ConfigurationError) as err:
         PrefixFormatter(model="claude-sonnet-4-5", cache_conversation="yes")  # type: ignore[arg-type]
     assert err.value.field == "cache_conversation"
+
+
+def test_a_long_conversation_is_closed_even_when_the_preamble_is_below_the_minimum() -> None:
+    history = [
+        {"role": "system", "content": "You are Acme Air's agent."},
+        {"role": "user", "content": "Summarise these rules. " + "Rule: bags up to 23 kg fly free. " * 600},
+        {"role": "assistant", "content": "Bags up to 23 kg fly free."},
+        {"role": "user", "content": "And for infants?"},
+    ]
+    plan = PrefixFormatter(model="claude-haiku-4-5", cache_conversation=True).plan(history)  # minimum 4,096
+    assert [b.conversation for b in plan.report.breakpoints] == [True]
+    assert plan.report.breakpoints[0].prefix_tokens >= 4096 and plan.report.cacheable_tokens == 0
+    assert marks(plan) == [(3, 0)]
+
+
+def test_no_conversation_marker_when_caching_is_not_worth_it() -> None:
+    fmt = PrefixFormatter(model="claude-sonnet-4-5", cache_conversation=True, calls_per_hour=0.01)
+    assert marks(fmt.plan(agent_turn())) == []

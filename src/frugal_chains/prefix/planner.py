@@ -1092,7 +1092,11 @@ class PrefixFormatter:
                     new = [pos for pos, _ in chosen]
         if new and existing and ttl is not None:
             ttl = self._ttl_in_order(ttl, new, existing, out, tools, warnings)
-        conversation_at = self._conversation_mark(out, n_ordered, existing, new, limit, minimum, cum_at, ttl)
+        # declined: the preamble was worth no caching at this reuse rate (below the minimum is not a decline)
+        declined = bool(eligible) and ttl is None
+        conversation_at = self._conversation_mark(
+            out, n_ordered, existing, new, limit, minimum, cum_at, declined
+        )
         marker: dict[str, str] = {"type": "ephemeral"}
         if ttl == "1h":
             marker = {"type": "ephemeral", "ttl": "1h"}
@@ -1155,12 +1159,13 @@ class PrefixFormatter:
         limit: int,
         minimum: int,
         cum_at: Callable[[int | None, int | None], int],
-        ttl: str | None,
+        declined: bool,
     ) -> tuple[int, int] | None:
         """Where a marker closing the conversation goes (the last part of the last message), or None: only with
         ``cache_conversation``, an assistant turn already in the conversation, a free slot, a prefix at the
-        minimum, and caching worth it for the preamble (``ttl`` not None)."""
-        if not self.cache_conversation or ttl is None or len(out) <= n_ordered:
+        minimum (a preamble below it does not stop a long conversation), and caching not declined as not worth
+        it at ``calls_per_hour``."""
+        if not self.cache_conversation or declined or len(out) <= n_ordered:
             return None
         if not any(m.get("role") == "assistant" for m in out[n_ordered:]):
             return None

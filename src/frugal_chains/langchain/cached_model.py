@@ -122,6 +122,17 @@ class WrapperChatModel(ChildRunStreamingModel):
 
     model: BaseChatModel
 
+    @staticmethod
+    def _checked_model(data: dict[str, Any]) -> BaseChatModel:
+        """The ``model`` a wrapper is being built with, or a ConfigurationError naming the field."""
+        inner = data.get("model")
+        if not isinstance(inner, BaseChatModel):
+            raise ConfigurationError(
+                f"model must be a LangChain chat model (BaseChatModel), got {type(inner).__name__}",
+                field="model",
+            )
+        return inner
+
     @property
     def _llm_type(self) -> str:
         return self.model._llm_type
@@ -207,12 +218,7 @@ class CachedChatModel(WrapperChatModel):
             _core_of(data["answer_cache"])  # a wrong type raises ConfigurationError(field="cache")
         if data.get("question_key") is not None:
             data["question_key"] = as_question_key(data["question_key"])
-        inner = data.get("model")
-        if not isinstance(inner, BaseChatModel):
-            raise ConfigurationError(
-                f"model must be a LangChain chat model (BaseChatModel), got {type(inner).__name__}",
-                field="model",
-            )
+        inner = WrapperChatModel._checked_model(data)
         mine = data.get("answer_cache")
         if isinstance(inner.cache, SemanticCache) and mine is not None and inner.cache.core is _core_of(mine):
             raise ConfigurationError(

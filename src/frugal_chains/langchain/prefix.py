@@ -328,12 +328,7 @@ class PrefixCachingChatModel(WrapperChatModel):
     _last: ReportSlot = PrivateAttr(default_factory=ReportSlot)
 
     def __init__(self, **data: Any) -> None:
-        inner = data.get("model")
-        if not isinstance(inner, BaseChatModel):
-            raise ConfigurationError(
-                f"model must be a LangChain chat model (BaseChatModel), got {type(inner).__name__}",
-                field="model",
-            )
+        inner = WrapperChatModel._checked_model(data)
         from frugal_chains.prefix import PrefixFormatter
 
         given = data.get("formatter")

@@ -43,6 +43,7 @@ _EXPORTS = {
     "ScopedThreadPoolExecutor": ".scopes",
     "SpendLedger": ".accounting.ledger",
     "UnknownModelPriceError": ".errors",
+    "VLLMServerError": ".errors",
     "Usage": ".accounting.usage",
     "attribute": ".accounting.context",
     "cache_scope": ".cache.scope",
@@ -105,6 +106,9 @@ if TYPE_CHECKING:
     )
     from frugal_chains.errors import (
         UnknownModelPriceError as UnknownModelPriceError,
+    )
+    from frugal_chains.errors import (
+        VLLMServerError as VLLMServerError,
     )
     from frugal_chains.prefix.planner import PrefixFormatter as PrefixFormatter
     from frugal_chains.prefix.planner import PrefixPlan as PrefixPlan

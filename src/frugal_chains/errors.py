@@ -10,8 +10,10 @@ The whole tree::
     │                                  no price for a model: pass ``prices={...}`` or ``unknown_model="warn"``
     ├── EmbedderIntegrityError         an embedding model or tokenizer file does not have its sha256 (a corrupt
     │                                  or altered install): reinstall the package that ships it
-    └── CascadeExhaustedError          every tier of a cascade failed (errors, or structured output that never
-                                       parsed); ``.attempts`` holds each attempt
+    ├── CascadeExhaustedError          every tier of a cascade failed (errors, or structured output that never
+    │                                  parsed); ``.attempts`` holds each attempt
+    └── VLLMServerError                a ``vllm serve`` server gave no answer after the retries (down, timed
+                                       out, an error status or an unreadable answer); a cascade escalates past it
 
 Errors carry their context as attributes (``BudgetExceededError.spent``, ``.limit`` ...), so callers can
 decide what to do without parsing messages.
@@ -38,6 +40,7 @@ __all__ = [
     "FrugalChainsError",
     "LedgerUnavailableError",
     "UnknownModelPriceError",
+    "VLLMServerError",
 ]
 
 
@@ -284,3 +287,36 @@ class CascadeExhaustedError(FrugalChainsError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing, task queues)
         return (type(self), (self.attempts, str(self)))
+
+
+class VLLMServerError(FrugalChainsError):
+    """A ``vllm serve`` server could not give an answer after the configured retries: it is down, timed out,
+    answered with an error status, or sent something that is not an OpenAI-compatible answer.
+
+    ``status_code`` is the server's HTTP status, or 503 when it could not be reached and 502 when its answer could
+    not be read, so a cascade escalates past it (:func:`~frugal_chains.routing.default_escalates`); a 4xx other
+    than 408 and 429 is the request's fault and is not retried.
+
+    Example:
+        >>> from frugal_chains.errors import VLLMServerError
+        >>> e = VLLMServerError("no answer", url="http://127.0.0.1:8000/v1/chat/completions", status_code=503,
+        ...                     attempts=3)
+        >>> e.status_code, e.attempts
+        (503, 3)
+        >>> from frugal_chains.routing import default_escalates
+        >>> default_escalates(e)
+        True
+    """
+
+    def __init__(self, message: str, *, url: str, status_code: int, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, keyword attributes included
+        return (_rebuild_vllm_server_error, (str(self), self.url, self.status_code, self.attempts))
+
+
+def _rebuild_vllm_server_error(message: str, url: str, status_code: int, attempts: int) -> VLLMServerError:
+    return VLLMServerError(message, url=url, status_code=status_code, attempts=attempts)

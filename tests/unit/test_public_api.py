@@ -38,6 +38,7 @@ EXPECTED_ROOT = [
     "ScopedThreadPoolExecutor",
     "SpendLedger",
     "UnknownModelPriceError",
+    "VLLMServerError",
     "Usage",
     "attribute",
     "cache_scope",
@@ -245,6 +246,41 @@ def test_prefix_exports_pinned() -> None:
             assert ">>>" in (obj.__doc__ or ""), name
     for name in ("PrefixFormatter", "PrefixPlan", "PrefixReport", "ProviderRules"):
         assert getattr(frugal_chains, name) is getattr(frugal_chains.prefix, name)
+
+
+EXPECTED_VLLM = [
+    "ChatRequest",
+    "Completion",
+    "CompletionChunk",
+    "SamplingOptions",
+    "StructuredOutput",
+    "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
+    "VLLMClient",
+]
+
+
+def test_vllm_exports_pinned() -> None:
+    import inspect
+
+    import frugal_chains.vllm
+
+    assert sorted(frugal_chains.vllm.__all__) == sorted(EXPECTED_VLLM)
+    for name in EXPECTED_VLLM:
+        obj = getattr(frugal_chains.vllm, name)
+        assert obj is not None
+        if inspect.isclass(obj):
+            assert ">>>" in (obj.__doc__ or ""), name
+
+
+def test_vllm_import_needs_no_vllm() -> None:
+    code = (
+        "import sys, frugal_chains.vllm, frugal_chains.vllm.types; "
+        "print([m for m in ('vllm', 'torch', 'httpx', 'langchain_core', 'llama_index') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_root_exports_pinned() -> None:

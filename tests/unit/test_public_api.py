@@ -258,6 +258,7 @@ EXPECTED_VLLM = [
     "ToolCall",
     "ToolCallDelta",
     "VLLMClient",
+    "client_for",
 ]
 
 

@@ -30,13 +30,16 @@ _EXPORTS = {
     "ToolCall": ".types",
     "ToolCallDelta": ".types",
     "VLLMClient": ".types",
-    # Each module adds its names below (engine.py, server.py, serve.py, clients.py, throughput.py).
+    # clients.py: engine or server from one set of arguments (what both adapters call)
+    "client_for": ".clients",
+    # Each module adds its names below (engine.py, server.py, serve.py, throughput.py).
 }
 __all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from frugal_chains.vllm.clients import client_for as client_for
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk
@@ -46,8 +49,3 @@ if TYPE_CHECKING:
     from frugal_chains.vllm.types import ToolCall as ToolCall
     from frugal_chains.vllm.types import ToolCallDelta as ToolCallDelta
     from frugal_chains.vllm.types import VLLMClient as VLLMClient
-    # engine.py (add here)
-    # server.py (add here)
-    # serve.py (add here)
-    # clients.py (add here)
-    # throughput.py (add here)

@@ -20,6 +20,23 @@ import pytest
 DOCS_MARKER = "markdown-docs"
 
 
+#: Tests that run a real vLLM (its CPU build with a tiny packaged model). They run in their own stage of
+#: ``scripts/test`` (``.venv-vllm``); an environment without vLLM does not collect them.
+VLLM_TESTS = Path(__file__).parent / "tests" / "vllm"
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path == VLLM_TESTS or VLLM_TESTS in collection_path.parents:
+        return None if _has_vllm() else True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker(DOCS_MARKER) is not None:

@@ -260,6 +260,7 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "EngineClient",
 ]
 
 

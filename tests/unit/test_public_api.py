@@ -170,6 +170,7 @@ def test_cache_exports_pinned() -> None:
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
+        "smollm2_folder",
     ]
     assert sorted(frugal_chains.embeddings.__all__) == sorted(
         [
@@ -266,6 +267,7 @@ EXPECTED_VLLM = [
     "check_health",
     "launch_server",
     "serve_command",
+    "EngineClient",
 ]
 
 

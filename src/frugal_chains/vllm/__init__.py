@@ -39,6 +39,8 @@ _EXPORTS = {
     "check_health": ".serve",
     "launch_server": ".serve",
     "serve_command": ".serve",
+    # engine.py: the in-process engine
+    "EngineClient": ".engine",
     # Each module adds its names below (engine.py, server.py, serve.py, throughput.py).
 }
 __all__ = sorted(_EXPORTS)
@@ -47,6 +49,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from frugal_chains.vllm.clients import client_for as client_for
+    from frugal_chains.vllm.engine import EngineClient as EngineClient
     from frugal_chains.vllm.serve import ServerHealth as ServerHealth
     from frugal_chains.vllm.serve import VLLMServer as VLLMServer
     from frugal_chains.vllm.serve import check_health as check_health

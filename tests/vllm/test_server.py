@@ -29,7 +29,7 @@ GREEDY = SamplingOptions(max_tokens=12, temperature=0.0)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(vllm_server: VLLMServer) -> Iterator[ServerClient]:
     c = ServerClient(vllm_server.base_url, timeout=120.0)
     yield c

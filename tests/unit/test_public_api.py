@@ -166,6 +166,7 @@ def test_cache_exports_pinned() -> None:
         "FakeToolCallingChatModel",
         "FakeUsageChatModel",
         "FakeUsageLLM",
+        "FakeVLLMServer",
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
@@ -260,6 +261,12 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "ServerClient",
+    "ServerHealth",
+    "VLLMServer",
+    "check_health",
+    "launch_server",
+    "serve_command",
     "EngineClient",
 ]
 

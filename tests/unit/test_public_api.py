@@ -166,6 +166,7 @@ def test_cache_exports_pinned() -> None:
         "FakeToolCallingChatModel",
         "FakeUsageChatModel",
         "FakeUsageLLM",
+        "FakeVLLMServer",
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",

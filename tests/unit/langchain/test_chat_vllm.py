@@ -42,7 +42,9 @@ def chat(client: ScriptedClient | None = None, **kw: Any) -> tuple[ChatVLLM, Scr
 
 
 def test_invoke_reports_usage_cache_reads_and_model() -> None:
-    model, client = chat(ScriptedClient(["Paris ."], usage=Usage(input_tokens=30, output_tokens=2, cache_read_tokens=16)))
+    model, client = chat(
+        ScriptedClient(["Paris ."], usage=Usage(input_tokens=30, output_tokens=2, cache_read_tokens=16))
+    )
     answer = model.invoke("Capital of France?")
     assert answer.content == "Paris ."
     assert answer.usage_metadata == {
@@ -68,10 +70,7 @@ def test_batch_is_one_client_call_with_one_run_per_input(run: str) -> None:
         {"callbacks": [runs], "tags": ["c"]},
     ]
     inputs: list[Any] = ["q1", "q2", "q3"]
-    if run == "sync":
-        out = model.batch(inputs, configs)
-    else:
-        out = asyncio.run(model.abatch(inputs, configs))
+    out = model.batch(inputs, configs) if run == "sync" else asyncio.run(model.abatch(inputs, configs))
     assert [m.content for m in out] == ["one", "two", "three"]
     assert [len(b) for b in client.batches] == [3]
     assert [r.messages[0]["content"] for r in client.batches[0]] == ["q1", "q2", "q3"]
@@ -102,7 +101,9 @@ def test_batch_budget_refuses_before_any_request(run: str) -> None:
 
 def test_batch_with_return_exceptions_answers_the_inputs_a_budget_lets_through() -> None:
     model, client = chat(max_tokens=100)
-    handler = TokenBudgetHandler([Budget(max_tokens=150, scope="global")], prices={"smol": Price(input=1, output=1)})
+    handler = TokenBudgetHandler(
+        [Budget(max_tokens=150, scope="global")], prices={"smol": Price(input=1, output=1)}
+    )
     out = model.batch(["q1", "q2"], {"callbacks": [handler]}, return_exceptions=True)
     assert isinstance(out[0], AIMessage) and isinstance(out[1], BudgetExceededError)
     assert [len(b) for b in client.batches] == [1]
@@ -163,7 +164,9 @@ def test_tools_are_sent_in_openai_format_and_calls_come_back() -> None:
     model, client = chat(ScriptedClient([""], tool_calls=[call]))
     bound = model.bind_tools([add], tool_choice="any")
     answer = bound.invoke("add 1 and 2")
-    assert answer.tool_calls == [{"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1", "type": "tool_call"}]
+    assert answer.tool_calls == [
+        {"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1", "type": "tool_call"}
+    ]
     request = client.batches[0][0]
     assert request.tool_choice == "required"
     assert request.tools[0]["function"]["name"] == "add"

@@ -262,6 +262,7 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "EngineClient",
 ]
 
 

@@ -32,6 +32,8 @@ _EXPORTS = {
     "VLLMClient": ".types",
     # clients.py: engine or server from one set of arguments (what both adapters call)
     "client_for": ".clients",
+    # engine.py: the in-process engine
+    "EngineClient": ".engine",
     # Each module adds its names below (engine.py, server.py, serve.py, throughput.py).
 }
 __all__ = sorted(_EXPORTS)
@@ -40,6 +42,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from frugal_chains.vllm.clients import client_for as client_for
+    from frugal_chains.vllm.engine import EngineClient as EngineClient
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk

@@ -81,7 +81,9 @@ class _SmolLM2:
         """A prompt long enough to fill cache blocks, asked twice: the second time part of it is read from vLLM's
         prefix cache."""
         model = self.chat_model_class(**{**self.standard_chat_model_params, **self.chat_model_params})  # type: ignore[attr-defined]
-        prompt = "Summarise in one word. " + " ".join(f"Fact {i}: the sky is blue on day {i}." for i in range(40))
+        prompt = "Summarise in one word. " + " ".join(
+            f"Fact {i}: the sky is blue on day {i}." for i in range(40)
+        )
         model.invoke(prompt)
         if not stream:
             return model.invoke(prompt)

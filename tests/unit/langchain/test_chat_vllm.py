@@ -273,3 +273,24 @@ def test_langsmith_params_and_output_reservation() -> None:
     assert ChatVLLM(model="m")._get_invocation_params()["max_output_tokens"] == 4096
     assert ChatVLLM(model="m", max_model_len=2048)._get_invocation_params()["max_output_tokens"] == 2048
     assert "max_output_tokens" not in model._get_invocation_params()
+
+
+def test_without_vllm_the_adapters_import_and_the_engine_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"  # vLLM not installed
+        "from frugal_chains.langchain import ChatVLLM\n"
+        "from frugal_chains.llama_index import VLLM\n"
+        "for call in (lambda: ChatVLLM(model='Qwen/Qwen2.5-0.5B-Instruct').invoke('hi'),\n"
+        "             lambda: VLLM(model='Qwen/Qwen2.5-0.5B-Instruct').complete('hi')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as e:\n"
+        "        print(str(e))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert all('pip install "frugal-chains[vllm]"' in line for line in lines)

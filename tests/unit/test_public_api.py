@@ -262,6 +262,12 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "ServerClient",
+    "ServerHealth",
+    "VLLMServer",
+    "check_health",
+    "launch_server",
+    "serve_command",
     "EngineClient",
 ]
 

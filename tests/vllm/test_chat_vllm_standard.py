@@ -172,3 +172,25 @@ class TestChatVLLMEngine(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests)
             "max_tokens": 128,
             "temperature": 0.0,
         }
+
+
+class TestChatVLLMServer(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
+    """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port). Forced tool
+    calls go through the server's own ``tool_choice="required"`` / named-function handling (guided decoding on the
+    server side)."""
+
+    base_url: str = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, vllm_server: Any) -> None:
+        type(self).base_url = vllm_server.base_url
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "max_tokens": 128,
+            "temperature": 0.0,
+            "max_retries": 0,
+            "timeout": 120,
+        }

@@ -503,3 +503,21 @@ def test_check_health_hanging_server_times_out() -> None:
         port = listener.getsockname()[1]
         health = check_health(f"http://127.0.0.1:{port}/v1", timeout=0.3)
     assert not health.ok and "no answer within" in (health.error or "")
+
+
+def test_launch_server_that_dies_while_starting_raises_with_its_log(tmp_path: Any) -> None:
+    """The server exits at once (no vLLM in this venv; with vLLM, an unknown flag), and the error carries its log's
+    tail."""
+    from frugal_chains.vllm import launch_server
+    from frugal_chains.vllm.serve import _launch_args
+
+    log = tmp_path / "serve.log"
+    with pytest.raises(VLLMServerError) as info:
+        launch_server("some/model", wait_s=120, log_file=log, extra_args=["--not-a-vllm-flag"])
+    message = str(info.value)
+    assert "exited with code" in message and "vllm serve some/model" in message
+    last_line = log.read_text().strip().splitlines()[-1]
+    assert last_line and last_line in message and str(log) in message
+    assert info.value.status_code == 503
+    args = _launch_args(serve_command("some/model", port=8123))
+    assert "some/model" in args and args[args.index("--port") + 1] == "8123"

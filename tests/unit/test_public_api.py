@@ -259,6 +259,8 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "Throughput",
+    "measure_throughput",
 ]
 
 

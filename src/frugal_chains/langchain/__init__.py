@@ -30,11 +30,13 @@ from frugal_chains.langchain.cascade import CascadeChatModel
 from frugal_chains.langchain.judge import judge_verifier
 from frugal_chains.langchain.prefix import PrefixCacheFormatter, PrefixCachingChatModel, with_prefix_caching
 from frugal_chains.langchain.question import question_key_from
+from frugal_chains.langchain.vllm import ChatVLLM
 
 __all__ = [
     "CachedChain",
     "CachedChatModel",
     "CascadeChatModel",
+    "ChatVLLM",
     "PrefixCacheFormatter",
     "PrefixCachingChatModel",
     "SemanticCache",

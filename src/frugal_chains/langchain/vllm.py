@@ -52,34 +52,30 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
-from frugal_chains.vllm.clients import client_for
+from frugal_chains.vllm._adapt import (
+    SAMPLING_FIELDS,
+    build_client,
+    check_model,
+    openai_logprobs,
+    output_reservation,
+    sampling_options,
+    structured_from,
+    tool_choice_from,
+)
 from frugal_chains.vllm.types import (
     ChatRequest,
     Completion,
     CompletionChunk,
     SamplingOptions,
-    StructuredOutput,
     TokenLogprob,
     VLLMClient,
 )
 
-__all__ = ["DEFAULT_OUTPUT_RESERVATION", "ChatVLLM"]
-
-DEFAULT_OUTPUT_RESERVATION = 4096
-"""What a budget reserves for the answer of a call that sets no ``max_tokens`` when the model's length is not
-known either (a server: give ``max_tokens``, or ``max_model_len`` for the engine, for a tighter reservation)."""
+__all__ = ["ChatVLLM", "usage_metadata"]
 
 _CALL_KWARGS = frozenset(
     {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "repetition_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "seed",
+        *SAMPLING_FIELDS,
         "logprobs",
         "extra_body",
         "tools",
@@ -104,70 +100,6 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     )
 
 
-def _openai_logprobs(logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
-    """OpenAI's ``logprobs`` shape (what LangChain's OpenAI integration and the cascade's gates read)."""
-    return {
-        "content": [
-            {
-                "token": t.token,
-                "logprob": t.logprob,
-                "top_logprobs": [{"token": tok, "logprob": lp} for tok, lp in t.top],
-            }
-            for t in logprobs
-        ]
-    }
-
-
-def _tool_choice(choice: Any, names: Sequence[str]) -> str | dict[str, Any] | None:
-    """LangChain's ``tool_choice`` spellings as OpenAI's: ``"any"``/``True`` -> ``"required"``, a tool's name ->
-    that function."""
-    if choice is None or choice is False:
-        return None
-    if choice is True or choice == "any":
-        return "required"
-    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
-        choice = {"type": "function", "function": {"name": choice}}
-    if isinstance(choice, Mapping):
-        name = (choice.get("function") or {}).get("name")
-        if names and name not in names:
-            raise ConfigurationError(
-                f"tool_choice names {name!r}, which is not among the bound tools {list(names)}: bind it first.",
-                field="tool_choice",
-            )
-        return dict(choice)
-    if isinstance(choice, str):
-        return choice
-    raise ConfigurationError(
-        f"tool_choice must be 'auto', 'none', 'required', 'any', a tool name or an OpenAI tool_choice dict, got "
-        f"{choice!r}.",
-        field="tool_choice",
-    )
-
-
-def _structured(response_format: Any) -> StructuredOutput | None:
-    """OpenAI's ``response_format`` as guided decoding."""
-    if response_format is None:
-        return None
-    if isinstance(response_format, StructuredOutput):
-        return response_format
-    if isinstance(response_format, Mapping):
-        kind = response_format.get("type")
-        if kind == "json_schema":
-            spec = response_format.get("json_schema") or {}
-            schema = spec.get("schema") if isinstance(spec, Mapping) else None
-            if isinstance(schema, Mapping):
-                return StructuredOutput(json_schema=schema)
-        elif kind == "json_object":
-            return StructuredOutput(json_schema={"type": "object"})
-        elif kind == "text":
-            return None
-    raise ConfigurationError(
-        "response_format must be {'type': 'json_schema', 'json_schema': {'schema': {...}}}, {'type': 'json_object'} "
-        f"or a frugal_chains.vllm.StructuredOutput, got {response_format!r}.",
-        field="response_format",
-    )
-
-
 class ChatVLLM(BaseChatModel):
     """A chat model on vLLM: a ``vllm serve`` server (``base_url``) or, without ``base_url``, the engine run
     in-process (shared per process and model, started on first use; needs ``pip install "frugal-chains[vllm]"``).
@@ -182,7 +114,7 @@ class ChatVLLM(BaseChatModel):
     ``input_token_details["cache_read"]``.
 
     A call that sets no ``max_tokens`` is budgeted for ``max_model_len`` tokens of output (engine) or
-    :data:`DEFAULT_OUTPUT_RESERVATION` when the model's length is unknown.
+    4096 tokens (``frugal_chains.vllm._adapt.DEFAULT_OUTPUT_RESERVATION``) when the model's length is unknown.
 
     Example:
         >>> from frugal_chains.langchain import ChatVLLM
@@ -241,12 +173,7 @@ class ChatVLLM(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> ChatVLLM:
-        if self.base_url is None and not self.model:
-            raise ConfigurationError(
-                "ChatVLLM needs model= without base_url: a Hugging Face model id or a local model folder to run "
-                "in-process, or base_url='http://host:8000/v1' for a running `vllm serve`.",
-                field="model",
-            )
+        check_model(self.model, self.base_url, "ChatVLLM")
         self._options()  # check the sampling settings now, not at the first call
         return self
 
@@ -256,19 +183,7 @@ class ChatVLLM(BaseChatModel):
         """The vLLM client (built on first use; the engine starts at its first call)."""
         with self._client_lock:
             if self._client is None:
-                self._client = client_for(
-                    self.model,
-                    base_url=self.base_url,
-                    api_key=self.api_key.get_secret_value() if self.api_key is not None else None,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                    dtype=self.dtype,
-                    max_model_len=self.max_model_len,
-                    enable_prefix_caching=self.enable_prefix_caching,
-                    quantization=self.quantization,
-                    tool_parser=self.tool_parser,
-                    engine_kwargs=self.engine_kwargs,
-                )
+                self._client = build_client(self)
             return self._client
 
     @property
@@ -290,7 +205,7 @@ class ChatVLLM(BaseChatModel):
         }
         if self.max_tokens is None:
             # no cap is sent: vLLM stops at the model's length; budgets reserve for that (or the default)
-            params["max_output_tokens"] = self.max_model_len or DEFAULT_OUTPUT_RESERVATION
+            params["max_output_tokens"] = output_reservation(None, self.max_model_len)
         return params
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -310,27 +225,7 @@ class ChatVLLM(BaseChatModel):
 
     # -- requests -----------------------------------------------------------------------------------------------
     def _options(self, stop: list[str] | None = None, **kwargs: Any) -> SamplingOptions:
-        logprobs = kwargs.get("logprobs", self.logprobs)
-        if logprobs is True:
-            logprobs = 0
-        elif logprobs is False:
-            logprobs = None
-        extra = {**(self.extra_body or {}), **(kwargs.get("extra_body") or {})}
-        stops = stop if stop is not None else self.stop
-        return SamplingOptions(
-            max_tokens=kwargs.get("max_tokens", self.max_tokens),
-            temperature=kwargs.get("temperature", self.temperature),
-            top_p=kwargs.get("top_p", self.top_p),
-            top_k=kwargs.get("top_k", self.top_k),
-            min_p=kwargs.get("min_p", self.min_p),
-            repetition_penalty=kwargs.get("repetition_penalty", self.repetition_penalty),
-            presence_penalty=kwargs.get("presence_penalty", self.presence_penalty),
-            frequency_penalty=kwargs.get("frequency_penalty", self.frequency_penalty),
-            stop=tuple(stops or ()),
-            seed=kwargs.get("seed", self.seed),
-            logprobs=logprobs,
-            extra=extra,
-        )
+        return sampling_options(self, kwargs, stop)
 
     def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatRequest:
         unknown = sorted(k for k in kwargs if k not in _CALL_KWARGS)
@@ -351,9 +246,9 @@ class ChatVLLM(BaseChatModel):
         return ChatRequest(
             messages=convert_to_openai_messages(list(messages)),
             tools=tools,
-            tool_choice=_tool_choice(kwargs.get("tool_choice"), names) if tools else None,
+            tool_choice=tool_choice_from(kwargs.get("tool_choice"), names) if tools else None,
             options=self._options(stop, **kwargs),
-            structured=_structured(kwargs.get("response_format")),
+            structured=structured_from(kwargs.get("response_format")),
         )
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -397,7 +292,7 @@ class ChatVLLM(BaseChatModel):
     ) -> dict[str, Any]:
         meta: dict[str, Any] = {"model_name": model or self.served_model, "finish_reason": finish_reason}
         if logprobs is not None:
-            meta["logprobs"] = _openai_logprobs(logprobs)
+            meta["logprobs"] = openai_logprobs(logprobs)
         if request_id is not None:
             meta["id"] = request_id
         return meta
@@ -408,21 +303,32 @@ class ChatVLLM(BaseChatModel):
             llm_output={"model_name": completion.model or self.served_model},
         )
 
-    def _chunk(self, piece: CompletionChunk) -> ChatGenerationChunk:
-        last = piece.usage is not None or piece.finish_reason is not None
+    def _chunk(self, piece: CompletionChunk, described: bool) -> ChatGenerationChunk:
+        """One streamed piece. The model name and finish reason go on the first chunk that ends the answer, the
+        usage on the chunk that carries it (the last one): merged chunks, and LangChain's usage callback, add each
+        up once."""
+        ends = piece.usage is not None or piece.finish_reason is not None
+        meta = self._metadata(piece.model, piece.finish_reason, None) if ends and not described else {}
+        if piece.logprobs is not None:
+            meta["logprobs"] = openai_logprobs(piece.logprobs)
         message = AIMessageChunk(
             content=piece.text,
             tool_call_chunks=[
                 tool_call_chunk(name=d.name, args=d.arguments or None, id=d.id, index=d.index)
                 for d in piece.tool_calls
             ],
-            # usage once, on the last chunk: merged chunks (and LangChain's usage callback) add it up once
             usage_metadata=usage_metadata(piece.usage) if piece.usage is not None else None,
-            response_metadata=self._metadata(piece.model, piece.finish_reason, None) if last else {},
+            response_metadata=meta,
         )
-        if piece.logprobs is not None:
-            message.response_metadata["logprobs"] = _openai_logprobs(piece.logprobs)
+        if piece.usage is not None:
+            message.chunk_position = "last"
         return ChatGenerationChunk(message=message)
+
+    def _chunks(self, pieces: Iterator[CompletionChunk]) -> Iterator[ChatGenerationChunk]:
+        described = False
+        for piece in pieces:
+            yield self._chunk(piece, described)
+            described = described or piece.usage is not None or piece.finish_reason is not None
 
     # -- LangChain's hooks ----------------------------------------------------------------------------------------
     def _generate(
@@ -455,8 +361,7 @@ class ChatVLLM(BaseChatModel):
         request = self._request(messages, stop, **kwargs)
         pieces = self.client.stream(request)
         try:
-            for piece in pieces:
-                yield self._chunk(piece)
+            yield from self._chunks(iter(pieces))
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
@@ -471,9 +376,11 @@ class ChatVLLM(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, **kwargs)
         pieces = self.client.astream(request)
+        described = False
         try:
             async for piece in pieces:
-                yield self._chunk(piece)
+                yield self._chunk(piece, described)
+                described = described or piece.usage is not None or piece.finish_reason is not None
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
@@ -495,14 +402,21 @@ class ChatVLLM(BaseChatModel):
         return all((c.get("configurable") or {}) == first for c in configs)
 
     def _start_run(
-        self, config: RunnableConfig, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+        self,
+        config: RunnableConfig,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
     ) -> tuple[CallbackManager, dict[str, Any], dict[str, Any]]:
         """What ``BaseChatModel.generate`` builds for a run, for one input of a batch."""
         fmt = _format_ls_structured_output(kwargs.get("ls_structured_output_format"))
         call_kwargs = {k: v for k, v in kwargs.items() if k != "ls_structured_output_format"}
         params = self._get_invocation_params(stop=stop, **call_kwargs)
         options = {"stop": stop, **fmt}
-        metadata = {**(config.get("metadata") or {}), **self._get_ls_params_with_defaults(stop=stop, **call_kwargs)}
+        metadata = {
+            **(config.get("metadata") or {}),
+            **self._get_ls_params_with_defaults(stop=stop, **call_kwargs),
+        }
         manager = CallbackManager.configure(
             config.get("callbacks"),
             self.callbacks,
@@ -688,7 +602,7 @@ class ChatVLLM(BaseChatModel):
         tool, forced) or a tool's name (that tool, forced by guided decoding over its parameters)."""
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         names = [t["function"]["name"] for t in formatted]
-        choice = _tool_choice(tool_choice, names)
+        choice = tool_choice_from(tool_choice, names)
         if choice is not None:
             kwargs["tool_choice"] = choice
         return self.bind(tools=formatted, **kwargs)

@@ -28,6 +28,7 @@ from frugal_chains.llama_index.judge import judge_verifier
 from frugal_chains.llama_index.prefix import PrefixCacheFormatter, PrefixCachingLLM, with_prefix_caching
 from frugal_chains.llama_index.question import question_key_from
 from frugal_chains.llama_index.settings import FrugalSettings, configure
+from frugal_chains.llama_index.vllm import VLLM
 
 __all__ = [
     "BudgetNotAttachedWarning",
@@ -39,6 +40,7 @@ __all__ = [
     "PrefixCacheFormatter",
     "PrefixCachingLLM",
     "TokenBudgetHandler",
+    "VLLM",
     "configure",
     "judge_verifier",
     "question_key_from",

@@ -32,14 +32,11 @@ _EXPORTS = {
     "VLLMClient": ".types",
     # clients.py: engine or server from one set of arguments (what both adapters call)
     "client_for": ".clients",
-<<<<<<< HEAD
+    # engine.py: the in-process engine
+    "EngineClient": ".engine",
     # throughput.py: measured throughput and the price it gives a self-hosted model
     "Throughput": ".throughput",
     "measure_throughput": ".throughput",
-=======
-    # engine.py: the in-process engine
-    "EngineClient": ".engine",
->>>>>>> engine
     # Each module adds its names below (engine.py, server.py, serve.py, throughput.py).
 }
 __all__ = sorted(_EXPORTS)
@@ -48,12 +45,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from frugal_chains.vllm.clients import client_for as client_for
-<<<<<<< HEAD
+    from frugal_chains.vllm.engine import EngineClient as EngineClient
     from frugal_chains.vllm.throughput import Throughput as Throughput
     from frugal_chains.vllm.throughput import measure_throughput as measure_throughput
-=======
-    from frugal_chains.vllm.engine import EngineClient as EngineClient
->>>>>>> engine
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk

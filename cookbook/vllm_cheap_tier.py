@@ -41,6 +41,7 @@ def local_model(base_url: str | None, model: str | None) -> ChatVLLM:
         chat = ChatVLLM(model=model, base_url=base_url, **settings)
         return chat if model else ChatVLLM(model=chat.served_model, base_url=base_url, **settings)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # vLLM's CPU build: GiB for the KV cache
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # vLLM logs to stdout by default
     if model is None:
         from frugal_chains.testing import smollm2_folder
 

@@ -22,6 +22,23 @@ if TYPE_CHECKING:
 # it is read when the engine starts.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+#: Warnings that vLLM and its stack (torch, transformers) raise on import and start-up: not ours to fix, and
+#: pyproject's ``filterwarnings = ["error"]`` would turn them into failures.
+THIRD_PARTY_WARNINGS = tuple(
+    f"ignore::{category}:{module}"
+    for category in ("DeprecationWarning", "FutureWarning", "UserWarning", "PendingDeprecationWarning")
+    for module in ("torch", "vllm", "transformers", "triton", "xgrammar", "outlines", "gguf")
+)
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).parents:
+            for spec in THIRD_PARTY_WARNINGS:
+                item.add_marker(pytest.mark.filterwarnings(spec))
+
+
 #: The engine settings every real-vLLM test uses, so that they all share one engine per process.
 ENGINE_DTYPE = "bfloat16"
 ENGINE_MAX_MODEL_LEN = 2048

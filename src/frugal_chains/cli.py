@@ -6,7 +6,9 @@ Subcommands: ``demo`` (budgets, the semantic cache and the cascading router with
 ``cache tune --pairs FILE.jsonl`` (the precision / hit-rate curve of the semantic cache on your labelled pairs;
 a progress bar on stderr when it is a terminal, ``--progress``/``--no-progress`` to choose),
 ``prefix explain MESSAGES.json --model MODEL`` (how the prefix-caching formatter rewrites a request for a
-provider's prompt cache, and what it saves per call).
+provider's prompt cache, and what it saves per call),
+``vllm command MODEL`` (the recommended ``vllm serve`` command for a cost-efficient server) and ``vllm health URL``
+(whether a ``vllm serve`` answers, and what it serves; exit status 1 when it is down).
 """
 
 from __future__ import annotations
@@ -395,6 +397,61 @@ def _cmd_prefix_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_vllm_command(args: argparse.Namespace) -> int:
+    import shlex
+
+    from frugal_chains.errors import ConfigurationError
+    from frugal_chains.vllm.serve import serve_command
+
+    try:
+        command = serve_command(
+            args.model,
+            host=args.host,
+            port=args.port,
+            served_model_name=args.served_model_name,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            quantization=args.quantization,
+            tool_call_parser=args.tool_call_parser,
+            enable_prefix_caching=not args.no_prefix_caching,
+            api_key=args.api_key,
+            extra_args=[a for flags in args.extra for a in shlex.split(flags)],
+        )
+    except ConfigurationError as e:
+        flag = "MODEL" if e.field == "model" else "--" + (e.field or "").replace("_", "-")
+        print(f"frugal-chains vllm command: {flag}: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(shlex.join(command))
+    return 0
+
+
+def _cmd_vllm_health(args: argparse.Namespace) -> int:
+    from frugal_chains.errors import ConfigurationError
+    from frugal_chains.vllm.serve import check_health
+
+    try:
+        health = check_health(args.url, timeout=args.timeout, api_key=args.api_key)
+    except ConfigurationError as e:
+        print(f"frugal-chains vllm health: URL: {_one_line(e)}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": health.ok,
+                    "base_url": health.base_url,
+                    "models": list(health.models),
+                    "latency_s": health.latency_s,
+                    "error": health.error,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(health)
+    return 0 if health.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``frugal-chains`` command."""
     parser = argparse.ArgumentParser(
@@ -552,6 +609,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     explain.add_argument("--json", action="store_true", help="print the rewritten request and report as JSON")
     explain.set_defaults(func=_cmd_prefix_explain)
+
+    vllm = sub.add_parser("vllm", help="self-hosted models on vLLM: the recommended server command, health")
+    vllm_sub = vllm.add_subparsers(dest="vllm_command", required=True)
+    command = vllm_sub.add_parser(
+        "command",
+        help="print the recommended `vllm serve` command for a model",
+        description=(
+            "Prints the `vllm serve` command for a cost-efficient server: prefix caching on (shared prompts are "
+            "computed once), prompt tokens details on (the server reports cached prompt tokens, so the ledger "
+            "and budgets see them), the quantisation, maximum context length and tool-call parser you give. "
+            "Other vLLM flags go in --extra. Guide: docs/vllm.md."
+        ),
+    )
+    command.add_argument("model", metavar="MODEL", help="a Hugging Face model id or a local model folder")
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    command.add_argument("--served-model-name", help="the model name clients send (default: MODEL)")
+    command.add_argument("--dtype", help="weights' dtype, e.g. bfloat16 (default: vLLM's auto)")
+    command.add_argument(
+        "--max-model-len",
+        type=int,
+        help="the longest context to serve (shorter leaves memory for more requests)",
+    )
+    command.add_argument("--quantization", help="the weights' quantisation, e.g. awq, gptq, fp8")
+    command.add_argument(
+        "--tool-call-parser",
+        help="the model's tool-call format, e.g. hermes, llama3_json (turns on auto tools)",
+    )
+    command.add_argument("--no-prefix-caching", action="store_true", help="turn vLLM's prefix cache off")
+    command.add_argument("--api-key", help="require this key from clients")
+    command.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help="more vLLM flags, quoted (repeatable), e.g. --extra '--gpu-memory-utilization 0.9'",
+    )
+    command.set_defaults(func=_cmd_vllm_command)
+    health = vllm_sub.add_parser(
+        "health",
+        help="check a running `vllm serve` (exit status 1 when it is down)",
+        description="Asks the server's /health and /v1/models; prints whether it is up, what it serves and how "
+        "fast /health answered. Exit status 0 when up, 1 when down or not a vLLM server.",
+    )
+    health.add_argument("url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    health.add_argument("--timeout", type=_positive, default=5.0, help="seconds to wait (default 5)")
+    health.add_argument("--api-key", help="the server's API key, if it requires one")
+    health.add_argument("--json", action="store_true", help="print the result as JSON")
+    health.set_defaults(func=_cmd_vllm_health)
 
     args = parser.parse_args(argv)
     try:

@@ -264,6 +264,12 @@ EXPECTED_VLLM = [
     "client_for",
     "Throughput",
     "measure_throughput",
+    "ServerClient",
+    "ServerHealth",
+    "VLLMServer",
+    "check_health",
+    "launch_server",
+    "serve_command",
     "EngineClient",
 ]
 

@@ -17,6 +17,7 @@ import pytest
 
 if TYPE_CHECKING:
     from frugal_chains.vllm.engine import EngineClient
+    from frugal_chains.vllm.serve import VLLMServer
 
 # vLLM's CPU build reserves this many GiB for its KV cache (its default, 4, is too much for shared CI machines);
 # it is read when the engine starts.
@@ -34,7 +35,7 @@ _HERE = Path(__file__).parent
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _HERE in Path(str(item.fspath)).parents:
+        if _HERE in item.path.parents:
             for spec in THIRD_PARTY_WARNINGS:
                 item.add_marker(pytest.mark.filterwarnings(spec))
 
@@ -62,3 +63,31 @@ def engine_client(smollm2_dir: Path) -> Iterator[EngineClient]:
         yield client
     finally:
         client.close()
+
+
+#: The name the test server serves SmolLM2 under, and its tool-call parser: vLLM's server needs a parser for
+#: ``tool_choice`` naming a function (it then forces the call by structured decoding; SmolLM2 cannot call tools).
+SERVED_MODEL = "smollm2"
+SERVER_TOOL_PARSER = "hermes"
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A real ``vllm serve`` of SmolLM2 on a free loopback port (the recommended flags from ``serve_command``:
+    prefix caching, prompt tokens details), stopped at the end of the session."""
+    from frugal_chains.vllm import launch_server
+
+    server = launch_server(
+        str(smollm2_dir),
+        served_model_name=SERVED_MODEL,
+        dtype=ENGINE_DTYPE,
+        max_model_len=ENGINE_MAX_MODEL_LEN,
+        tool_call_parser=SERVER_TOOL_PARSER,
+        extra_args=["--enforce-eager"],
+        wait_s=600,
+        log_file=tmp_path_factory.mktemp("vllm-serve") / "server.log",
+    )
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -291,19 +291,24 @@ def test_auto_tool_choice_reads_calls_with_vllms_tool_parser(
         str(smollm2_dir), dtype=ENGINE_DTYPE, max_model_len=ENGINE_MAX_MODEL_LEN, tool_parser="hermes"
     )
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    answer = client.generate(
-        [
-            ask(
-                "Weather in Oslo?",
-                SamplingOptions(max_tokens=120, temperature=0.0),
-                tools=[WEATHER_TOOL],
-                tool_choice="auto",
-                structured=StructuredOutput(regex=call.replace("{", r"\{").replace("}", r"\}")),
-            )
-        ]
-    )[0]
+    request = ask(
+        "Weather in Oslo?",
+        SamplingOptions(max_tokens=120, temperature=0.0),
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        structured=StructuredOutput(regex=call.replace("{", r"\{").replace("}", r"\}")),
+    )
+    answer = client.generate([request])[0]
     assert [(c.name, c.args) for c in answer.tool_calls] == [("get_weather", {"city": "Oslo"})], answer
     assert answer.finish_reason == "tool_calls"
+    assert "<tool_call>" not in answer.text
+
+    # Streamed, the parser reads the whole answer, then the call comes in the last chunk.
+    chunks = list(client.stream(request))
+    pieces = [d for c in chunks for d in c.tool_calls]
+    assert [(p.name, json.loads(p.arguments)) for p in pieces] == [("get_weather", {"city": "Oslo"})]
+    assert "<tool_call>" not in "".join(c.text for c in chunks)
+    assert chunks[-1].finish_reason == "tool_calls"
 
 
 def test_clients_with_the_same_settings_share_one_engine(
@@ -335,3 +340,43 @@ def test_a_prompt_longer_than_the_model_fails_alone(engine_client: EngineClient)
     with pytest.raises(Exception, match=r"(?i)length|long|token"):
         engine_client.generate([too_long])
     assert engine_client.generate([ask("Hi", SamplingOptions(max_tokens=2))])[0].usage.output_tokens > 0
+
+
+def test_streamed_logprobs_cover_each_answer_token(engine_client: EngineClient) -> None:
+    request = ChatRequest(
+        messages=QUESTION, options=SamplingOptions(max_tokens=5, temperature=0.0, logprobs=1)
+    )
+    chunks = list(engine_client.stream(request))
+    tokens = [t for c in chunks for t in (c.logprobs or ())]
+    assert chunks[-1].usage is not None
+    assert len(tokens) == chunks[-1].usage.output_tokens
+    assert all(t.logprob <= 0.0 and len(t.top) == 1 for t in tokens)
+
+
+def test_a_conversation_with_a_tool_call_and_its_result_renders(engine_client: EngineClient) -> None:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
+    ]
+    answer = engine_client.generate(
+        [
+            ChatRequest(
+                messages=messages,
+                tools=[WEATHER_TOOL],
+                options=SamplingOptions(max_tokens=8, temperature=0.0),
+            )
+        ]
+    )[0]
+    assert answer.usage.output_tokens > 0
+    assert answer.usage.input_tokens > prompt_len(engine_client, messages[:1])

@@ -5,9 +5,9 @@ model that replays recorded answers, and a fake embedder; no API keys.
 embedding). :class:`FakeUsageChatModel`, :class:`FakeToolCallingChatModel` and :class:`ReplayChatModel` are
 LangChain models (``pip install "frugal-chains[langchain]"``); :class:`FakeUsageLLM` is a LlamaIndex LLM
 (``pip install "frugal-chains[llama-index]"``); :class:`FakeVLLMServer` is an OpenAI-compatible stand-in for
-``vllm serve`` on a loopback port (no framework, no model). They are imported on first use, so this package imports with
-either framework alone. :func:`smollm2_folder` gives a tiny real model (SmolLM2-135M-Instruct) as a folder the
-vLLM engine loads. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
+``vllm serve`` on a loopback port (no framework, no model). They are imported on first use, so this package
+imports with either framework alone. :func:`smollm2_folder` gives a tiny real model (SmolLM2-135M-Instruct) as a
+folder the vLLM engine loads. ``FakeEmbeddings`` is the old name of :class:`HashEmbeddings` (deprecated).
 
 Example:
     >>> from frugal_chains.testing import FakeUsageChatModel

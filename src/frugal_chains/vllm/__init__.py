@@ -32,6 +32,13 @@ _EXPORTS = {
     "VLLMClient": ".types",
     # clients.py: engine or server from one set of arguments (what both adapters call)
     "client_for": ".clients",
+    # server.py: the `vllm serve` client; serve.py: the recommended command, a launcher and a health check
+    "ServerClient": ".server",
+    "ServerHealth": ".serve",
+    "VLLMServer": ".serve",
+    "check_health": ".serve",
+    "launch_server": ".serve",
+    "serve_command": ".serve",
     # engine.py: the in-process engine
     "EngineClient": ".engine",
     # throughput.py: measured throughput and the price it gives a self-hosted model
@@ -48,6 +55,12 @@ if TYPE_CHECKING:
     from frugal_chains.vllm.engine import EngineClient as EngineClient
     from frugal_chains.vllm.throughput import Throughput as Throughput
     from frugal_chains.vllm.throughput import measure_throughput as measure_throughput
+    from frugal_chains.vllm.serve import ServerHealth as ServerHealth
+    from frugal_chains.vllm.serve import VLLMServer as VLLMServer
+    from frugal_chains.vllm.serve import check_health as check_health
+    from frugal_chains.vllm.serve import launch_server as launch_server
+    from frugal_chains.vllm.serve import serve_command as serve_command
+    from frugal_chains.vllm.server import ServerClient as ServerClient
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk

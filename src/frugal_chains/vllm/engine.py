@@ -19,11 +19,18 @@ Design (read against vLLM's ``vllm/entrypoints/llm.py`` and ``vllm/v1/engine/llm
 * **Async never blocks the event loop.** Waiters of asyncio callers are ``asyncio.Queue`` objects fed with
   ``loop.call_soon_threadsafe``; starting the engine runs in a worker thread.
 * **Cancellation.** A stream closed early, or a cancelled task, aborts its request in the engine.
+* **Defaults.** Prefix caching is on (a shared system prompt is computed once; its tokens come back as
+  ``Usage.cache_read_tokens``). On a CPU-only machine (vLLM's CPU build) the engine runs in eager mode
+  (``enforce_eager=True``: no graph compilation at start-up); ``engine_kwargs`` overrides it. Unset sampling
+  options take the model's ``generation_config`` defaults, as ``LLM.chat`` does.
 
 Tools: ``tool_choice="required"`` or a named function forces a valid call with structured decoding over the
 tool's parameter schema (so even a model that was never trained to call tools returns one); ``"auto"``
 parses the model's own tool-call syntax when ``tool_parser`` names one of vLLM's tool parsers (for example
 ``"hermes"``), else the tools are only shown to the model through its chat template and plain text comes back.
+With a tool parser and tools in the request, a stream holds the answer back until it ends (the parser reads the
+whole answer), then yields its text and tool calls; a forced call to a named function streams its arguments as
+they are decoded.
 
 Using :meth:`EngineClient.raw_llm` directly (``llm.chat(...)``) while clients have requests running would step the
 same engine from two threads: use one or the other at a time.

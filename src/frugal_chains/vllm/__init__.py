@@ -53,14 +53,14 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from frugal_chains.vllm.clients import client_for as client_for
     from frugal_chains.vllm.engine import EngineClient as EngineClient
-    from frugal_chains.vllm.throughput import Throughput as Throughput
-    from frugal_chains.vllm.throughput import measure_throughput as measure_throughput
     from frugal_chains.vllm.serve import ServerHealth as ServerHealth
     from frugal_chains.vllm.serve import VLLMServer as VLLMServer
     from frugal_chains.vllm.serve import check_health as check_health
     from frugal_chains.vllm.serve import launch_server as launch_server
     from frugal_chains.vllm.serve import serve_command as serve_command
     from frugal_chains.vllm.server import ServerClient as ServerClient
+    from frugal_chains.vllm.throughput import Throughput as Throughput
+    from frugal_chains.vllm.throughput import measure_throughput as measure_throughput
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk

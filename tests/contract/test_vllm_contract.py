@@ -40,6 +40,13 @@ from tests.contract.wings import (
     strong,
 )
 
+# vLLM, torch and transformers warn about their own deprecations while the engine starts (not ours to fix)
+pytestmark = [
+    pytest.mark.filterwarnings(f"ignore::{kind}:{module}")
+    for kind in ("DeprecationWarning", "FutureWarning", "UserWarning")
+    for module in ("torch", "vllm", "transformers")
+]
+
 BACKENDS = ["fake-server"] + (["engine"] if importlib.util.find_spec("vllm") is not None else [])
 """The real engine joins where vLLM is installed (the vLLM CI stage runs this file too)."""
 

@@ -11,13 +11,18 @@ Capabilities are declared for what the wrapper does with this model, honestly:
 * Structured output: guided decoding (``method="json_schema"``), which works for any model; JSON mode too.
 * Usage: prompt and answer tokens, and the prompt tokens served from the prefix cache (``cache_read``).
 * Off, with the reason: images, audio, PDFs (a text-only model), a per-call model override (one model per
-  ``ChatVLLM``), and the tests listed in ``NOT_FOR_A_135M_MODEL`` whose assertions need an answer only a capable
-  model gives (they are xfailed, strict, so a pass would show).
+  ``ChatVLLM``). Three tests need an answer only a capable model gives and are xfailed (strict, so a pass would
+  show): ``test_agent_loop`` binds tools without ``tool_choice`` (the model must choose a tool itself),
+  ``test_unicode_tool_call_integration`` needs the model to copy a Japanese name into the forced call, and
+  ``test_json_mode`` asks for JSON with two named keys, which JSON mode (decoding constrained to *some* JSON
+  object) leaves to the model to follow.
+
+``max_tokens`` is 128: a forced tool call is written as vLLM's ``[{"name": ..., "parameters": {...}}]`` with the
+whitespace the model chooses, which does not fit in fewer tokens for the suite's tools.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -125,7 +130,37 @@ class _SmolLM2:
         return False  # one model per ChatVLLM (a per-call model= naming another is a ConfigurationError)
 
 
-class TestChatVLLMEngine(_SmolLM2, ChatModelIntegrationTests):
+CANNOT_CHOOSE_TOOLS = (
+    "SmolLM2-135M cannot choose a tool itself (tool_choice='auto' needs a model with a tool-call format and vLLM's "
+    "parser for it); forced calls are what it supports and the suite's other tool tests pass that way"
+)
+DOES_NOT_FOLLOW_KEYS = (
+    "JSON mode constrains decoding to some JSON object; which keys it holds is left to the model, and a 135M model "
+    "does not follow the prompt's 'setup' and 'punchline' (method='json_schema' constrains the keys and passes)"
+)
+
+DOES_NOT_COPY_UNICODE = (
+    "the forced call is made (name and argument schema are right), but a 135M model does not copy the Japanese "
+    "customer name from the prompt into the argument"
+)
+
+
+class _NotForA135MModel:
+    @pytest.mark.xfail(reason=CANNOT_CHOOSE_TOOLS, strict=True)
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=DOES_NOT_COPY_UNICODE, strict=True)
+    def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
+        super().test_unicode_tool_call_integration(model, **kwargs)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=DOES_NOT_FOLLOW_KEYS, strict=True)
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)  # type: ignore[misc]
+
+
+class TestChatVLLMEngine(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
     """The engine in-process (shared with every other test of this process using the same settings)."""
 
     @property
@@ -134,11 +169,28 @@ class TestChatVLLMEngine(_SmolLM2, ChatModelIntegrationTests):
             "model": _folder(),
             "dtype": ENGINE_DTYPE,
             "max_model_len": ENGINE_MAX_MODEL_LEN,
-            "max_tokens": 48,
+            "max_tokens": 128,
             "temperature": 0.0,
         }
 
 
-@pytest.fixture
-def smollm2_path(smollm2_dir: Path) -> Path:
-    return smollm2_dir
+class TestChatVLLMServer(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
+    """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port). Forced tool
+    calls go through the server's own ``tool_choice="required"`` / named-function handling (guided decoding on the
+    server side)."""
+
+    base_url: str = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, vllm_server: Any) -> None:
+        type(self).base_url = vllm_server.base_url
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "max_tokens": 128,
+            "temperature": 0.0,
+            "max_retries": 0,
+            "timeout": 120,
+        }

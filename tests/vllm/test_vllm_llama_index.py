@@ -29,9 +29,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def llm(smollm2_dir: Path) -> VLLM:
-    """VLLM on the shared in-process engine."""
+@pytest.fixture(params=["engine", "server"])
+def llm(request: pytest.FixtureRequest, smollm2_dir: Path) -> VLLM:
+    """VLLM on the shared in-process engine, or on the real ``vllm serve`` of the ``vllm_server`` fixture."""
+    if request.param == "server":
+        server = request.getfixturevalue("vllm_server")
+        return VLLM(base_url=server.base_url, max_tokens=24, temperature=0.0, timeout=120)
     return VLLM(
         model=str(smollm2_dir),
         dtype=ENGINE_DTYPE,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -108,35 +107,39 @@ async def test_async_answer_and_stream() -> None:
 
 
 async def test_async_does_not_block_the_event_loop() -> None:
-    def slow(body: dict[str, Any]) -> str:
-        time.sleep(0.3)
-        return "late"
+    # the server answers only once a coroutine on the same loop releases it: a blocked loop never would
+    released = threading.Event()
+    arrived = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    ticks = 0
+    def answer(body: dict[str, Any]) -> str:
+        loop.call_soon_threadsafe(arrived.set)
+        return "released" if released.wait(10) else "the loop was blocked"
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
+    async def release() -> None:
+        await arrived.wait()
+        released.set()
 
-    with FakeVLLMServer(slow) as server:
+    with FakeVLLMServer(answer) as server:
         client = _fast(server, model="fake-vllm")
-        task = asyncio.ensure_future(ticker())
-        await client.agenerate([_req()])
-        task.cancel()
-    assert ticks >= 5  # the loop kept running while the answer was pending
+        [completion], _ = await asyncio.gather(client.agenerate([_req()]), release())
+    assert completion.text == "released"
 
 
-def _concurrency_probe() -> tuple[Any, dict[str, int]]:
+def _concurrency_probe(target: int) -> tuple[Any, dict[str, int]]:
+    """An answer that holds each request until ``target`` requests are in the server at once (or 10 s pass:
+    then the client did not send them together), counting the most seen at once."""
     state = {"now": 0, "peak": 0}
     lock = threading.Lock()
+    together = threading.Event()
 
     def answer(body: dict[str, Any]) -> str:
         with lock:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
-        time.sleep(0.2)
+            if state["now"] >= target:
+                together.set()
+        together.wait(10)
         with lock:
             state["now"] -= 1
         return "echo " + body["messages"][-1]["content"]
@@ -145,22 +148,22 @@ def _concurrency_probe() -> tuple[Any, dict[str, int]]:
 
 
 def test_batch_is_sent_concurrently_and_answers_in_order() -> None:
-    answer, state = _concurrency_probe()
+    answer, state = _concurrency_probe(6)
     with FakeVLLMServer(answer) as server, _fast(server) as client:
         out = client.generate([_req(f"q{i}") for i in range(6)])
     assert [c.text for c in out] == [f"echo q{i}" for i in range(6)]
-    assert state["peak"] >= 2
+    assert state["peak"] == 6  # the whole batch was in the server at once
 
 
 def test_batch_concurrency_is_bounded() -> None:
-    answer, state = _concurrency_probe()
+    answer, state = _concurrency_probe(2)
     with FakeVLLMServer(answer) as server, _fast(server, max_concurrency=2) as client:
         client.generate([_req(f"q{i}") for i in range(5)])
     assert state["peak"] == 2
 
 
 async def test_async_batch_is_concurrent_and_bounded() -> None:
-    answer, state = _concurrency_probe()
+    answer, state = _concurrency_probe(3)
     with FakeVLLMServer(answer) as server:
         client = _fast(server, max_concurrency=3)
         out = await client.agenerate([_req(f"q{i}") for i in range(7)])

@@ -22,8 +22,7 @@ from frugal_chains.vllm import (
     VLLMServer,
     check_health,
 )
-
-from .conftest import SERVED_MODEL
+from tests.vllm.conftest import SERVED_MODEL
 
 GREEDY = SamplingOptions(max_tokens=12, temperature=0.0)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -262,6 +262,8 @@ EXPECTED_VLLM = [
     "ToolCallDelta",
     "VLLMClient",
     "client_for",
+    "Throughput",
+    "measure_throughput",
     "ServerClient",
     "ServerHealth",
     "VLLMServer",

@@ -156,6 +156,18 @@ def _check_rate(name: str, value: float | None) -> None:
         )
 
 
+def _check_positive(name: str, value: float, unit: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"Price.from_gpu_hour: {name} must be a positive number of {unit}, got {value!r}.", field=name
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Price:
     """USD per **million** tokens for one model.
@@ -199,6 +211,76 @@ class Price:
                 field="max_output_tokens",
             )
         object.__setattr__(self, "long_context", tuple(sorted(self.long_context, key=lambda t: t[0])))
+
+    @classmethod
+    def from_gpu_hour(
+        cls,
+        usd_per_hour: float,
+        *,
+        output_tokens_per_s: float,
+        input_tokens_per_s: float | None = None,
+        utilization: float = 1.0,
+        cache_read: float = 0.0,
+        max_output_tokens: int | None = None,
+    ) -> Price:
+        """The price of a self-hosted model from what its GPU costs per hour and how fast it runs.
+
+        Every token is charged the GPU time it takes: an answer token ``1 / output_tokens_per_s`` seconds, a prompt
+        token ``1 / input_tokens_per_s`` seconds, at ``usd_per_hour / 3600`` USD a second, divided by
+        ``utilization`` because an idle GPU costs the same per hour.
+
+        * ``output_tokens_per_s``: the aggregate decoding throughput at the batch size you run (all requests
+          together, not one request's speed): a GPU answering 32 requests at once makes far more tokens a second
+          than one answering a single request, and each token costs that much less.
+        * ``input_tokens_per_s``: the prefill throughput (prompt tokens processed a second). Not given: prompt
+          tokens are priced like answer tokens, an upper bound (prefill handles a whole prompt in one forward pass
+          where decoding makes one pass per token, so a prompt token never takes more GPU time than an answer
+          token; it is typically 5-50 times faster). Measure it with
+          :func:`frugal_chains.vllm.measure_throughput` for the real figure.
+        * ``cache_read``: prompt tokens served from vLLM's prefix cache cost ``0.0`` by default: vLLM reuses the
+          cached KV blocks and starts the request's prefill after them, so those tokens get no forward pass and
+          take no GPU time (their memory is the KV cache the measured throughput already ran with). Give a rate
+          in USD per million tokens to charge them anyway.
+        * ``utilization``: the share of the hours the GPU is busy at that throughput (0 < utilization <= 1).
+
+        Example:
+            >>> from frugal_chains import Price, Usage
+            >>> p = Price.from_gpu_hour(2.0, output_tokens_per_s=1000, input_tokens_per_s=10_000, utilization=0.5)
+            >>> round(p.output, 4), round(p.input, 4), p.cache_read  # USD per million tokens
+            (1.1111, 0.1111, 0.0)
+            >>> round(Price.from_gpu_hour(2.0, output_tokens_per_s=1000).input, 4)  # no prefill rate: the output's
+            0.5556
+            >>> Price.from_gpu_hour(2.0, output_tokens_per_s=0)
+            Traceback (most recent call last):
+            ...
+            frugal_chains.errors.ConfigurationError: Price.from_gpu_hour: output_tokens_per_s must be a positive ...
+        """
+        _check_positive("usd_per_hour", usd_per_hour, "USD per GPU-hour")
+        _check_positive(
+            "output_tokens_per_s", output_tokens_per_s, "tokens per second (aggregate, at your batch size)"
+        )
+        if input_tokens_per_s is not None:
+            _check_positive("input_tokens_per_s", input_tokens_per_s, "prompt tokens per second (prefill)")
+        if (
+            isinstance(utilization, bool)
+            or not isinstance(utilization, (int, float))
+            or not math.isfinite(utilization)
+            or not 0 < utilization <= 1
+        ):
+            raise ConfigurationError(
+                "Price.from_gpu_hour: utilization must be the busy share of the GPU's hours, above 0 and at most 1 "
+                f"(0.5: busy half the time), got {utilization!r}.",
+                field="utilization",
+            )
+        _check_rate("cache_read", cache_read)
+        usd_per_million_seconds = usd_per_hour / 3600 * 1_000_000 / utilization
+        output = usd_per_million_seconds / output_tokens_per_s
+        return cls(
+            input=output if input_tokens_per_s is None else usd_per_million_seconds / input_tokens_per_s,
+            output=output,
+            cache_read=cache_read,
+            max_output_tokens=max_output_tokens,
+        )
 
     def for_input(self, input_tokens: int) -> Price:
         """The price that applies to a prompt of ``input_tokens`` (long-context tiers)."""

@@ -41,6 +41,9 @@ _EXPORTS = {
     "serve_command": ".serve",
     # engine.py: the in-process engine
     "EngineClient": ".engine",
+    # throughput.py: measured throughput and the price it gives a self-hosted model
+    "Throughput": ".throughput",
+    "measure_throughput": ".throughput",
     # Each module adds its names below (engine.py, server.py, serve.py, throughput.py).
 }
 __all__ = sorted(_EXPORTS)
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
     from frugal_chains.vllm.serve import launch_server as launch_server
     from frugal_chains.vllm.serve import serve_command as serve_command
     from frugal_chains.vllm.server import ServerClient as ServerClient
+    from frugal_chains.vllm.throughput import Throughput as Throughput
+    from frugal_chains.vllm.throughput import measure_throughput as measure_throughput
     from frugal_chains.vllm.types import ChatRequest as ChatRequest
     from frugal_chains.vllm.types import Completion as Completion
     from frugal_chains.vllm.types import CompletionChunk as CompletionChunk

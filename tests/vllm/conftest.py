@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 # vLLM's CPU build reserves this many GiB for its KV cache (its default, 4, is too much for shared CI machines);
 # it is read when the engine starts.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# vLLM's own log handler keeps the stream it found at start-up, which is pytest's capture of the test that started
+# the engine; at exit it logs its shutdown into that closed stream ("I/O operation on closed file" tracebacks).
+# Without its handler, vLLM's records go through the standard logging tree, which pytest captures per test.
+os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 
 #: Warnings that vLLM and its stack (torch, transformers) raise on import and start-up: not ours to fix, and
 #: pyproject's ``filterwarnings = ["error"]`` would turn them into failures.

@@ -389,7 +389,9 @@ def test_auto_and_none_go_to_the_server_as_they_are(choice: str | None) -> None:
         [answer] = client.generate([_req(tools=[TOOL], tool_choice=choice)])
     body = server.requests[0]
     assert body.get("tool_choice") == choice and "structured_outputs" not in body
-    assert answer.text == '{"a": 1}' and answer.tool_calls == ()  # the server's parser decides, not the client
+    assert (
+        answer.text == '{"a": 1}' and answer.tool_calls == ()
+    )  # the server's parser decides, not the client
 
 
 def _server_parsed(body: dict[str, Any]) -> dict[str, Any]:
@@ -416,7 +418,10 @@ def test_tool_calls_the_server_parsed_itself_are_kept() -> None:
     [
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "sub"}}}, "tool_choice"),
-        ({"tools": [TOOL], "tool_choice": "required", "structured": StructuredOutput(regex="x")}, "structured"),
+        (
+            {"tools": [TOOL], "tool_choice": "required", "structured": StructuredOutput(regex="x")},
+            "structured",
+        ),
     ],
 )
 def test_bad_forced_calls_are_configuration_errors_before_any_request(kwargs: Any, field: str) -> None:

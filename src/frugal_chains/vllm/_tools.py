@@ -12,7 +12,8 @@ trained to call tools, in the engine (``SamplingParams(structured_outputs=...)``
   they are decoded.
 
 An answer that is not valid JSON (cut short by ``max_tokens``) gives no tool call: it comes back as plain text
-with the finish reason the model stopped with (``"length"``), as for any other answer.
+with the finish reason the model stopped with (``"length"``), as for any other answer (a named call's stream has
+already handed its pieces on as arguments by then).
 """
 
 from __future__ import annotations

@@ -310,7 +310,9 @@ class ServerClient:
     :class:`~frugal_chains.vllm.VLLMClient`.
 
     Requests go to ``POST {base_url}/chat/completions``: the messages (the server renders them with the model's
-    chat template), tools and ``tool_choice``, :class:`~frugal_chains.vllm.SamplingOptions` (vLLM-only ones such as
+    chat template), tools and ``tool_choice`` (a forced call, ``"required"`` or a named function, goes as guided
+    decoding over the tools' schema and needs no tool-call parser on the server: see
+    :meth:`request_body`), :class:`~frugal_chains.vllm.SamplingOptions` (vLLM-only ones such as
     ``top_k`` and ``repetition_penalty``, and ``extra``, at the top level of the body: what the OpenAI SDK's
     ``extra_body`` does), structured output in vLLM's ``structured_outputs`` field, and logprobs. Streams ask for
     usage (``stream_options.include_usage``); the last chunk carries it. Cached prompt tokens come from

@@ -65,9 +65,12 @@ def engine_client(smollm2_dir: Path) -> Iterator[EngineClient]:
         client.close()
 
 
-#: The name the test server serves SmolLM2 under. It runs no tool-call parser: SmolLM2 cannot call tools itself,
-#: and forced calls need none (the client sends them as guided decoding over the tool's schema).
+#: The name the test server serves SmolLM2 under, and its tool-call parser. Forced calls need no parser (the
+#: client sends them as guided decoding over the tool's schema); the parser is there because vLLM's server refuses
+#: tools sent with ``tool_choice="auto"`` or none at all without one (the standard suite's tool-history tests
+#: send such requests). SmolLM2 does not write hermes' syntax, so with "auto" it answers in plain text.
 SERVED_MODEL = "smollm2"
+SERVER_TOOL_PARSER = "hermes"
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +84,7 @@ def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         served_model_name=SERVED_MODEL,
         dtype=ENGINE_DTYPE,
         max_model_len=ENGINE_MAX_MODEL_LEN,
+        tool_call_parser=SERVER_TOOL_PARSER,
         extra_args=["--enforce-eager"],
         wait_s=600,
         log_file=tmp_path_factory.mktemp("vllm-serve") / "server.log",

@@ -175,8 +175,9 @@ class TestChatVLLMEngine(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests)
 
 
 class TestChatVLLMServer(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
-    """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port, no tool-call
-    parser). Forced tool calls are sent as guided decoding over the tool's schema, as in the engine."""
+    """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port). Forced tool
+    calls are sent as guided decoding over the tool's schema, as in the engine; the server's tool-call parser
+    (hermes) only serves the tests that send tools without forcing a call."""
 
     base_url: str = ""
 

@@ -151,9 +151,10 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 def test_forced_tool_call_with_a_named_tool_choice(client: ServerClient) -> None:
     """SmolLM2-135M cannot choose tools itself: this is a scripted request whose ``tool_choice`` names the
-    function. The client sends it as guided decoding over the tool's parameter schema (the fixture's server has no
-    tool-call parser), so the answer is a JSON object of the tool's shape, and the client makes it the call:
-    plain, and streamed as argument pieces."""
+    function. The client sends it as guided decoding over the tool's parameter schema with ``tool_choice="none"``,
+    so the server's tool-call parser plays no part (the fixture's server runs one for other tests; SmolLM2 cannot
+    write its syntax): the answer is a JSON object of the tool's shape, and the client makes it the call, plain
+    and streamed as argument pieces."""
     request = ChatRequest(
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         tools=[WEATHER],

@@ -292,28 +292,145 @@ TOOL = {
 }
 
 
-def _tool_answer(body: dict[str, Any]) -> dict[str, Any]:
+NOW = {"type": "function", "function": {"name": "now", "description": "The time."}}
+NAMED = {"type": "function", "function": {"name": "add"}}
+ADD_ARGS = '{"a": 2, "b": 3}'
+REQUIRED_ANSWER = '[{"name": "add", "parameters": {"a": 1, "b": 2}}, {"name": "now", "parameters": {}}]'
+
+
+def _decoded(text: str) -> Any:
+    """A stand-in for the server's guided decoding: ``text`` when the body asks for a JSON schema, else prose."""
+
+    def answer(body: dict[str, Any]) -> str:
+        return text if "json" in (body.get("structured_outputs") or {}) else "I would call a tool."
+
+    return answer
+
+
+def test_a_forced_named_call_is_guided_decoding_not_the_servers_tool_choice() -> None:
+    """No tool-call parser needed on the server: the call is decoded against the tool's parameter schema, and
+    the client turns the JSON into the call."""
+    with FakeVLLMServer(_decoded(ADD_ARGS)) as server, _fast(server) as client:
+        [answer] = client.generate([_req(tools=[TOOL, NOW], tool_choice=NAMED)])
+    body = server.requests[0]
+    assert body["structured_outputs"] == {"json": TOOL["function"]["parameters"]}  # type: ignore[index]
+    assert body["tool_choice"] == "none"  # a missing tool_choice would read as "auto" (needs a parser)
+    assert body["tools"] == [TOOL, NOW]  # still shown to the model by the chat template
+    assert answer.text == "" and answer.finish_reason == "tool_calls"
+    [call] = answer.tool_calls
+    assert (call.name, call.args) == ("add", {"a": 2, "b": 3}) and call.id.startswith("call_")
+
+
+def test_required_decodes_a_list_and_gives_every_call() -> None:
+    with FakeVLLMServer(_decoded(REQUIRED_ANSWER)) as server, _fast(server) as client:
+        [answer] = client.generate([_req(tools=[TOOL, NOW], tool_choice="required")])
+    schema = server.requests[0]["structured_outputs"]["json"]
+    assert schema["type"] == "array" and schema["minItems"] == 1
+    assert [v["properties"]["name"]["enum"] for v in schema["items"]["anyOf"]] == [["add"], ["now"]]
+    assert server.requests[0]["tool_choice"] == "none"
+    assert [(c.name, c.args) for c in answer.tool_calls] == [("add", {"a": 1, "b": 2}), ("now", {})]
+    assert len({c.id for c in answer.tool_calls}) == 2
+    assert answer.text == "" and answer.finish_reason == "tool_calls"
+
+
+def test_a_streamed_named_call_streams_its_arguments_as_tool_call_deltas() -> None:
+    with FakeVLLMServer(_decoded(ADD_ARGS)) as server, _fast(server) as client:
+        chunks = list(client.stream(_req(tools=[TOOL], tool_choice=NAMED)))
+    assert server.requests[0]["structured_outputs"] == {"json": TOOL["function"]["parameters"]}  # type: ignore[index]
+    assert server.requests[0]["stream"] is True and server.requests[0]["tool_choice"] == "none"
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert len(deltas) >= 3  # the arguments arrive in pieces, as the server sends them
+    assert deltas[0].name == "add" and deltas[0].id and deltas[0].id.startswith("call_")
+    assert all(d.index == 0 and d.name is None and d.id is None for d in deltas[1:])
+    assert "".join(d.arguments for d in deltas) == ADD_ARGS
+    assert "".join(c.text for c in chunks) == ""
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None
+
+
+def test_a_streamed_required_answer_gives_its_calls_whole_at_the_end() -> None:
+    with FakeVLLMServer(_decoded(REQUIRED_ANSWER)) as server, _fast(server) as client:
+        chunks = list(client.stream(_req(tools=[TOOL, NOW], tool_choice="required")))
+    assert all(not c.tool_calls and not c.text for c in chunks[:-1])
+    last = chunks[-1]
+    assert [(d.index, d.name, d.arguments) for d in last.tool_calls] == [
+        (0, "add", '{"a": 1, "b": 2}'),
+        (1, "now", "{}"),
+    ]
+    assert all(d.id for d in last.tool_calls) and last.text == ""
+    assert last.finish_reason == "tool_calls" and last.usage is not None
+
+
+async def test_forced_calls_in_async_too() -> None:
+    with FakeVLLMServer(_decoded(ADD_ARGS)) as server, _fast(server) as client:
+        [answer] = await client.agenerate([_req(tools=[TOOL], tool_choice=NAMED)])
+        chunks = [c async for c in client.astream(_req(tools=[TOOL], tool_choice=NAMED))]
+    assert [(c.name, c.args) for c in answer.tool_calls] == [("add", {"a": 2, "b": 3})]
+    assert answer.finish_reason == "tool_calls"
+    assert "".join(d.arguments for c in chunks for d in c.tool_calls) == ADD_ARGS
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert [b["tool_choice"] for b in server.requests] == ["none", "none"]
+
+
+@pytest.mark.parametrize("choice", ["required", NAMED])
+def test_an_answer_that_is_not_json_comes_back_as_plain_text(choice: Any) -> None:
+    """A forced answer cut short (``max_tokens``) is not valid JSON: no tool call is made up, the text comes back
+    as it is with the server's finish reason, as the engine does."""
+    with FakeVLLMServer(_decoded('{"a": 2, "b"')) as server, _fast(server) as client:
+        [answer] = client.generate([_req(tools=[TOOL], tool_choice=choice)])
+        chunks = list(client.stream(_req(tools=[TOOL], tool_choice="required")))
+    assert answer.tool_calls == () and answer.text == '{"a": 2, "b"' and answer.finish_reason == "stop"
+    assert "".join(c.text for c in chunks) == '{"a": 2, "b"' and not any(c.tool_calls for c in chunks)
+    assert chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("choice", ["auto", "none", None])
+def test_auto_and_none_go_to_the_server_as_they_are(choice: str | None) -> None:
+    with FakeVLLMServer(['{"a": 1}']) as server, _fast(server) as client:
+        [answer] = client.generate([_req(tools=[TOOL], tool_choice=choice)])
+    body = server.requests[0]
+    assert body.get("tool_choice") == choice and "structured_outputs" not in body
+    assert (
+        answer.text == '{"a": 1}' and answer.tool_calls == ()
+    )  # the server's parser decides, not the client
+
+
+def _server_parsed(body: dict[str, Any]) -> dict[str, Any]:
     return {"tool_calls": [{"id": "call_7", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}]}
 
 
-def test_tool_calls_and_tool_choice_in_the_body() -> None:
-    choice = {"type": "function", "function": {"name": "add"}}
-    with FakeVLLMServer(_tool_answer) as server, _fast(server) as client:
-        [answer] = client.generate([_req(tools=[TOOL], tool_choice=choice)])
-    assert answer.finish_reason == "tool_calls" and answer.text == ""
-    [call] = answer.tool_calls
-    assert (call.id, call.name, call.args) == ("call_7", "add", {"a": 2, "b": 3})
-    assert server.requests[0]["tools"] == [TOOL] and server.requests[0]["tool_choice"] == choice
-
-
-def test_streamed_tool_calls_become_tool_call_deltas() -> None:
-    with FakeVLLMServer(_tool_answer) as server, _fast(server) as client:
+def test_tool_calls_the_server_parsed_itself_are_kept() -> None:
+    with FakeVLLMServer(_server_parsed) as server, _fast(server) as client:
+        [answer] = client.generate([_req(tools=[TOOL], tool_choice="auto")])
+        [forced] = client.generate([_req(tools=[TOOL], tool_choice=NAMED)])
         chunks = list(client.stream(_req(tools=[TOOL], tool_choice="required")))
+    for result in (answer, forced):
+        [call] = result.tool_calls
+        assert (call.id, call.name, call.args) == ("call_7", "add", {"a": 2, "b": 3})
+        assert result.finish_reason == "tool_calls"
     deltas = [d for c in chunks for d in c.tool_calls]
     assert deltas[0].id == "call_7" and deltas[0].name == "add" and deltas[0].index == 0
-    assert all(d.name is None for d in deltas[1:]) and len(deltas) >= 3
     assert "".join(d.arguments for d in deltas) == '{"a": 2, "b": 3}'
     assert chunks[-1].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "sub"}}}, "tool_choice"),
+        (
+            {"tools": [TOOL], "tool_choice": "required", "structured": StructuredOutput(regex="x")},
+            "structured",
+        ),
+    ],
+)
+def test_bad_forced_calls_are_configuration_errors_before_any_request(kwargs: Any, field: str) -> None:
+    with FakeVLLMServer(["ok"]) as server, _fast(server, model="fake-vllm") as client:
+        with pytest.raises(ConfigurationError) as info:
+            client.generate([_req(**kwargs)])
+        with pytest.raises(ConfigurationError):
+            list(client.stream(_req(**kwargs)))
+    assert info.value.field == field and server.requests == []
 
 
 @pytest.mark.parametrize(

@@ -69,8 +69,10 @@ def engine_client(smollm2_dir: Path) -> Iterator[EngineClient]:
         client.close()
 
 
-#: The name the test server serves SmolLM2 under, and its tool-call parser: vLLM's server needs a parser for
-#: ``tool_choice`` naming a function (it then forces the call by structured decoding; SmolLM2 cannot call tools).
+#: The name the test server serves SmolLM2 under, and its tool-call parser. Forced calls need no parser (the
+#: client sends them as guided decoding over the tool's schema); the parser is there because vLLM's server refuses
+#: tools sent with ``tool_choice="auto"`` or none at all without one (the standard suite's tool-history tests
+#: send such requests). SmolLM2 does not write hermes' syntax, so with "auto" it answers in plain text.
 SERVED_MODEL = "smollm2"
 SERVER_TOOL_PARSER = "hermes"
 

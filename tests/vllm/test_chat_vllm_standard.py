@@ -6,9 +6,8 @@ Capabilities are declared for what the wrapper does with this model, honestly:
 
 * Tool calling: SmolLM2-135M cannot choose a tool itself (no tool-call format of its own, no vLLM parser for it).
   ``has_tool_choice`` is on, so the suite's tool tests bind tools with ``tool_choice="any"``: the call is forced and
-  written by guided decoding over the tool's parameter schema (the engine's structured outputs; the server's
-  ``tool_choice="required"``). That is what these tests exercise. Through the test server (hermes parser) the
-  forced calls do not come back as calls for this model: those tests are xfailed on the server class, with the reason.
+  written by guided decoding over the tool's parameter schema (structured outputs, in the engine and through the
+  server alike; the client turns the decoded JSON into the call). That is what these tests exercise.
 * Structured output: guided decoding (``method="json_schema"``), which works for any model; JSON mode too.
 * Usage: prompt and answer tokens, and the prompt tokens served from the prefix cache (``cache_read``).
 * Off, with the reason: images, audio, PDFs (a text-only model), a per-call model override (one model per
@@ -175,41 +174,10 @@ class TestChatVLLMEngine(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests)
         }
 
 
-SERVER_FORCED_CALLS = (
-    "the test server runs with --tool-call-parser hermes; vLLM 0.32 then forces a required or named call with "
-    "hermes' structural tag (<tool_call>...</tool_call>), inside which SmolLM2 writes arguments that do not match "
-    "the tool's schema and runs past max_tokens, so the parser finds no call and returns the text (the engine, "
-    "which forces the call by JSON-schema decoding, passes these tests)"
-)
-
-
-class _ServerForcedCalls:
-    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    def test_tool_calling(self, model: BaseChatModel) -> None:
-        super().test_tool_calling(model)  # type: ignore[misc]
-
-    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
-    async def test_tool_calling_async(self, model: BaseChatModel) -> None:
-        await super().test_tool_calling_async(model)  # type: ignore[misc]
-
-    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
-    def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
-        super().test_bind_runnables_as_tools(model)  # type: ignore[misc]
-
-    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
-    def test_tool_choice(self, model: BaseChatModel) -> None:
-        super().test_tool_choice(model)  # type: ignore[misc]
-
-    @pytest.mark.xfail(reason=SERVER_FORCED_CALLS, strict=True)
-    def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
-        super().test_tool_calling_with_no_arguments(model)  # type: ignore[misc]
-
-
-class TestChatVLLMServer(_ServerForcedCalls, _NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
+class TestChatVLLMServer(_NotForA135MModel, _SmolLM2, ChatModelIntegrationTests):
     """The same model behind a real ``vllm serve`` (the ``vllm_server`` fixture: a free loopback port). Forced tool
-    calls go through the server's own ``tool_choice="required"`` / named-function handling; with the fixture's
-    hermes parser they do not come back as calls for this model (``SERVER_FORCED_CALLS``)."""
+    calls are sent as guided decoding over the tool's schema, as in the engine; the server's tool-call parser
+    (hermes) only serves the tests that send tools without forcing a call."""
 
     base_url: str = ""
 

@@ -6,6 +6,7 @@ answers are greedy and short."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -150,26 +151,40 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 def test_forced_tool_call_with_a_named_tool_choice(client: ServerClient) -> None:
     """SmolLM2-135M cannot choose tools itself: this is a scripted request whose ``tool_choice`` names the
-    function. vLLM's server needs ``--tool-call-parser`` for that (the fixture's server runs the ``hermes``
-    parser): the model is steered into the parser's ``<tool_call>`` format and the parser reads the call back.
-    The arguments are whatever the tiny model writes (here not even an object), so the test checks that the call
-    comes back as a tool call, plain and streamed, not what it says. ``max_tokens`` leaves room for the whole
-    ``<tool_call>`` block; a cut-off block comes back as plain text."""
+    function. The client sends it as guided decoding over the tool's parameter schema with ``tool_choice="none"``,
+    so the server's tool-call parser plays no part (the fixture's server runs one for other tests; SmolLM2 cannot
+    write its syntax): the answer is a JSON object of the tool's shape, and the client makes it the call, plain
+    and streamed as argument pieces."""
     request = ChatRequest(
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         tools=[WEATHER],
         tool_choice=NAMED,
-        options=SamplingOptions(max_tokens=64, temperature=0.0),
+        options=SamplingOptions(max_tokens=24, temperature=0.0),
     )
     [answer] = client.generate([request])
     [call] = answer.tool_calls
-    assert call.name == "get_weather" and call.id and call.arguments
+    assert call.name == "get_weather" and call.id and isinstance(call.args.get("city"), str)
+    assert answer.text == "" and answer.finish_reason == "tool_calls"
     chunks = list(client.stream(request))
     deltas = [d for c in chunks for d in c.tool_calls]
     assert deltas[0].name == "get_weather" and deltas[0].id
     assert all(d.index == 0 for d in deltas)
-    assert "".join(d.arguments for d in deltas) == call.arguments
-    assert chunks[-1].usage is not None
+    assert json.loads("".join(d.arguments for d in deltas)) == call.args  # greedy: the same call
+    assert chunks[-1].usage is not None and chunks[-1].finish_reason == "tool_calls"
+
+
+def test_forced_required_tool_choice_without_a_parser(client: ServerClient) -> None:
+    """``tool_choice="required"``: the model writes a list of calls under guided decoding; each comes back as a
+    call of one of the tools."""
+    request = ChatRequest(
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        options=SamplingOptions(max_tokens=48, temperature=0.0),
+    )
+    [answer] = client.generate([request])
+    assert answer.tool_calls and all(c.name == "get_weather" for c in answer.tool_calls)
+    assert answer.finish_reason == "tool_calls"
 
 
 def test_health(vllm_server: VLLMServer, client: ServerClient) -> None:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
-import json
 import os
 import queue
 import threading
@@ -52,6 +51,14 @@ from typing import Any, Literal, cast
 
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError
+from frugal_chains.vllm._tools import (
+    ForcedCallStream,
+    ForcedTools,
+    call_id,
+    finish_reason_with_calls,
+    forced_tools,
+    parse_forced_tool_calls,
+)
 from frugal_chains.vllm.types import (
     ChatRequest,
     Completion,
@@ -308,76 +315,6 @@ class _SharedEngine:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ForcedTools:
-    """A ``tool_choice`` of ``"required"`` or a named function, turned into a JSON schema to decode against."""
-
-    schema: dict[str, Any]
-    name: str | None
-    """The forced function's name; ``None`` for ``"required"`` (the answer is a list of ``{name, parameters}``)."""
-
-
-def _tool_functions(tools: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    functions: dict[str, Mapping[str, Any]] = {}
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise ConfigurationError(
-                f"ChatRequest.tools must be OpenAI-format function tools "
-                f'({{"type": "function", "function": {{"name": ..., "parameters": ...}}}}), got {tool!r}.',
-                field="tools",
-            )
-        functions[function["name"]] = function
-    return functions
-
-
-def _parameters(function: Mapping[str, Any]) -> dict[str, Any]:
-    params = function.get("parameters")
-    return dict(params) if params else {"type": "object", "properties": {}}
-
-
-def forced_tools(request: ChatRequest) -> ForcedTools | None:
-    """The schema that forces a tool call for ``tool_choice`` ``"required"`` or a named function, else ``None``
-    (the same schemas vLLM's server uses for these choices)."""
-    choice = request.tool_choice
-    if choice is None or choice in ("auto", "none"):
-        return None
-    if not request.tools:
-        raise ConfigurationError(
-            f"tool_choice={choice!r} needs tools: pass the tools the model must choose from.",
-            field="tool_choice",
-        )
-    functions = _tool_functions(request.tools)
-    if choice == "required":
-        variants = [
-            {
-                "properties": {
-                    "name": {"type": "string", "enum": [name]},
-                    "parameters": _parameters(function),
-                },
-                "required": ["name", "parameters"],
-            }
-            for name, function in functions.items()
-        ]
-        schema = {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": variants}}
-        return ForcedTools(schema=schema, name=None)
-    if isinstance(choice, Mapping):
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, Mapping) else None
-        if isinstance(name, str):
-            if name not in functions:
-                raise ConfigurationError(
-                    f"tool_choice names {name!r}, which is not among the tools ({', '.join(functions)}).",
-                    field="tool_choice",
-                )
-            return ForcedTools(schema=_parameters(functions[name]), name=name)
-    raise ConfigurationError(
-        f"tool_choice must be 'auto', 'none', 'required' or "
-        f'{{"type": "function", "function": {{"name": ...}}}}, got {choice!r}.',
-        field="tool_choice",
-    )
-
-
 def structured_outputs_kwargs(structured: StructuredOutput) -> dict[str, Any]:
     """``vllm.sampling_params.StructuredOutputsParams`` keyword arguments for a :class:`StructuredOutput`."""
     kind = structured.kind
@@ -416,40 +353,10 @@ def request_sampling_kwargs(request: ChatRequest) -> dict[str, Any]:
     """Everything a request asks of the sampler: options, then a forced tool call or structured output."""
     forced = forced_tools(request)
     if forced is not None:
-        if request.structured is not None:
-            raise ConfigurationError(
-                "ChatRequest.structured cannot be combined with a forced tool_choice (the tool's schema already "
-                "decides the answer's shape): drop one of them.",
-                field="structured",
-            )
         return sampling_kwargs(request.options, structured={"json": forced.schema})
     if request.structured is not None:
         return sampling_kwargs(request.options, structured=structured_outputs_kwargs(request.structured))
     return sampling_kwargs(request.options)
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def parse_forced_tool_calls(forced: ForcedTools, text: str) -> tuple[ToolCall, ...]:
-    """The tool calls in an answer decoded against :attr:`ForcedTools.schema` (``()`` when the answer was cut
-    short and is not valid JSON)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return ()
-    if forced.name is not None:
-        return (ToolCall(id=_call_id(), name=forced.name, arguments=json.dumps(value)),)
-    if not isinstance(value, list):
-        return ()
-    calls = []
-    for item in value:
-        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            calls.append(
-                ToolCall(id=_call_id(), name=item["name"], arguments=json.dumps(item.get("parameters", {})))
-            )
-    return tuple(calls)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -480,11 +387,9 @@ def _token_logprobs(
 
 
 def _finish_reason(reason: str | None, tool_calls: Sequence[Any]) -> str | None:
-    if tool_calls and reason == "stop":
-        return "tool_calls"
     if reason == "abort":
         return "stop"
-    return reason
+    return finish_reason_with_calls(reason, bool(tool_calls))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -681,7 +586,7 @@ class EngineClient:
             return text, ()
         calls = tuple(
             ToolCall(
-                id=call.id or _call_id(), name=call.function.name, arguments=call.function.arguments or "{}"
+                id=call.id or call_id(), name=call.function.name, arguments=call.function.arguments or "{}"
             )
             for call in info.tool_calls
         )
@@ -773,7 +678,8 @@ class EngineClient:
     # -- streams ---------------------------------------------------------------------------------------------
 
     def _chunks(self, prepared: _Prepared, state: dict[str, Any], output: Any) -> list[CompletionChunk]:
-        """The chunks for one delta output; ``state`` carries the text so far and the token counts."""
+        """The chunks for one delta output; ``state`` carries the text so far, the token count and, for a forced
+        call, its :class:`ForcedCallStream`."""
         out = output.outputs[0]
         delta = out.text
         state["text"] += delta
@@ -783,40 +689,29 @@ class EngineClient:
             tokenizer = self.raw_llm().get_tokenizer()
             logprobs = _token_logprobs(tokenizer, out.token_ids, out.logprobs, prepared.top_logprobs)
         chunks: list[CompletionChunk] = []
-        forced, buffering = (
-            prepared.forced,
-            prepared.parse_tools or (prepared.forced is not None and prepared.forced.name is None),
-        )
-        if forced is not None and forced.name is not None:
-            # A named call: the decoded text *is* the arguments, so they stream as they come.
-            pieces = []
-            if not state["call_started"]:
-                state["call_started"] = True
-                pieces.append(ToolCallDelta(index=0, id=_call_id(), name=forced.name, arguments=delta))
-            elif delta:
-                pieces.append(ToolCallDelta(index=0, arguments=delta))
+        forced_stream: ForcedCallStream | None = state.get("forced")
+        if forced_stream is None and prepared.forced is not None:
+            forced_stream = state["forced"] = ForcedCallStream(prepared.forced)
+        if forced_stream is not None:
+            # A named call streams its arguments as they are decoded; a "required" answer is held back.
+            pieces = forced_stream.feed(delta)
             if pieces or logprobs:
-                chunks.append(CompletionChunk(model=self.model, tool_calls=tuple(pieces), logprobs=logprobs))
-        elif not buffering and (delta or logprobs):
+                chunks.append(CompletionChunk(model=self.model, tool_calls=pieces, logprobs=logprobs))
+        elif not prepared.parse_tools and (delta or logprobs):
             chunks.append(CompletionChunk(text=delta, model=self.model, logprobs=logprobs))
-        elif buffering and logprobs:
+        elif prepared.parse_tools and logprobs:
             chunks.append(CompletionChunk(model=self.model, logprobs=logprobs))
         if output.finished:
-            final_text, calls = "", cast(tuple[ToolCall, ...], ())
-            if buffering:
-                if prepared.parse_tools:
-                    final_text, calls = self._parse_with_tool_parser(prepared, state["text"])
-                else:
-                    assert forced is not None
-                    calls = parse_forced_tool_calls(forced, state["text"])
-                    final_text = "" if calls else state["text"]
-            deltas = tuple(
-                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
-                for i, c in enumerate(calls)
-            )
-            has_call = bool(calls) or (
-                forced is not None and forced.name is not None and state["call_started"]
-            )
+            final_text, deltas, has_call = "", cast(tuple[ToolCallDelta, ...], ()), False
+            if forced_stream is not None:
+                final_text, deltas, has_call = forced_stream.finish()
+            elif prepared.parse_tools:
+                final_text, calls = self._parse_with_tool_parser(prepared, state["text"])
+                deltas = tuple(
+                    ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                    for i, c in enumerate(calls)
+                )
+                has_call = bool(calls)
             chunks.append(
                 CompletionChunk(
                     text=final_text,
@@ -838,7 +733,7 @@ class EngineClient:
         prepared = self._prepare(request, stream=True, waiter=_ThreadWaiter())
         waiter = prepared.submission.waiter
         assert isinstance(waiter, _ThreadWaiter)
-        state: dict[str, Any] = {"text": "", "tokens": 0, "call_started": False}
+        state: dict[str, Any] = {"text": "", "tokens": 0}
         self._engine.submit([prepared.submission])
         finished = False
         try:
@@ -860,7 +755,7 @@ class EngineClient:
         prepared = self._prepare(request, stream=True, waiter=_AsyncWaiter())
         waiter = prepared.submission.waiter
         assert isinstance(waiter, _AsyncWaiter)
-        state: dict[str, Any] = {"text": "", "tokens": 0, "call_started": False}
+        state: dict[str, Any] = {"text": "", "tokens": 0}
         self._engine.submit([prepared.submission])
         finished = False
         try:

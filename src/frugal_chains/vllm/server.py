@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,13 @@ import httpx
 
 from frugal_chains.accounting.usage import Usage
 from frugal_chains.errors import ConfigurationError, VLLMServerError
+from frugal_chains.vllm._tools import (
+    ForcedCallStream,
+    ForcedTools,
+    finish_reason_with_calls,
+    forced_tools,
+    parse_forced_tool_calls,
+)
 from frugal_chains.vllm.types import (
     ChatRequest,
     Completion,
@@ -248,12 +256,63 @@ class _StreamParser:
         return CompletionChunk(model=self.model, finish_reason=self.finish_reason, usage=self.usage)
 
 
+def _forced_completion(forced: ForcedTools | None, completion: Completion) -> Completion:
+    """A forced call's answer: the JSON the server decoded, turned into tool calls (see ``_tools``). Text that
+    is not valid JSON (cut short by ``max_tokens``) stays plain text; calls the server parsed itself are kept."""
+    if forced is None:
+        return completion
+    calls = completion.tool_calls or parse_forced_tool_calls(forced, completion.text)
+    if not calls:
+        return completion
+    return replace(
+        completion,
+        text="" if not completion.tool_calls else completion.text,
+        tool_calls=calls,
+        finish_reason=finish_reason_with_calls(completion.finish_reason, True),
+    )
+
+
+class _ForcedChunks:
+    """Reshapes a forced call's stream: its text becomes tool-call pieces (a named call's arguments as they come,
+    a ``"required"`` answer's calls whole at the end). Chunks without a forced call pass through unchanged."""
+
+    def __init__(self, forced: ForcedTools | None) -> None:
+        self._calls = ForcedCallStream(forced) if forced is not None else None
+        self._server_calls = False
+
+    def shape(self, chunk: CompletionChunk) -> CompletionChunk | None:
+        if self._calls is None:
+            return chunk
+        if chunk.tool_calls:  # the server parsed calls itself: hand them on as they are
+            self._server_calls = True
+            return chunk
+        pieces = self._calls.feed(chunk.text)
+        if not pieces and not chunk.logprobs:
+            return None
+        return CompletionChunk(model=chunk.model, tool_calls=pieces, logprobs=chunk.logprobs)
+
+    def last(self, chunk: CompletionChunk) -> CompletionChunk:
+        if self._calls is None:
+            return chunk
+        if self._server_calls:
+            return replace(chunk, finish_reason=finish_reason_with_calls(chunk.finish_reason, True))
+        text, deltas, has_call = self._calls.finish()
+        return replace(
+            chunk,
+            text=text,
+            tool_calls=deltas,
+            finish_reason=finish_reason_with_calls(chunk.finish_reason, has_call),
+        )
+
+
 class ServerClient:
     """A client for a running ``vllm serve`` (its OpenAI-compatible API); implements
     :class:`~frugal_chains.vllm.VLLMClient`.
 
     Requests go to ``POST {base_url}/chat/completions``: the messages (the server renders them with the model's
-    chat template), tools and ``tool_choice``, :class:`~frugal_chains.vllm.SamplingOptions` (vLLM-only ones such as
+    chat template), tools and ``tool_choice`` (a forced call, ``"required"`` or a named function, goes as guided
+    decoding over the tools' schema and needs no tool-call parser on the server: see
+    :meth:`request_body`), :class:`~frugal_chains.vllm.SamplingOptions` (vLLM-only ones such as
     ``top_k`` and ``repetition_penalty``, and ``extra``, at the top level of the body: what the OpenAI SDK's
     ``extra_body`` does), structured output in vLLM's ``structured_outputs`` field, and logprobs. Streams ask for
     usage (``stream_options.include_usage``); the last chunk carries it. Cached prompt tokens come from
@@ -462,17 +521,29 @@ class ServerClient:
     # -- requests -------------------------------------------------------------------------------------------------
 
     def request_body(self, request: ChatRequest, *, model: str, stream: bool = False) -> dict[str, Any]:
-        """The JSON body sent for ``request`` (vLLM-only parameters at the top level, as ``extra_body`` does)."""
+        """The JSON body sent for ``request`` (vLLM-only parameters at the top level, as ``extra_body`` does).
+
+        A forced tool call (``tool_choice`` ``"required"`` or a named function) is sent as guided decoding
+        against the tools' JSON schema (``structured_outputs.json``) with ``tool_choice="none"``, so it needs no
+        tool-call parser on the server and works for any model; the answer's JSON is turned into tool calls by
+        this client. (``"none"`` rather than no ``tool_choice``: the server reads a missing one as ``"auto"``,
+        which it refuses without ``--enable-auto-tool-choice``.) The tools stay in the body, so the chat
+        template still shows them to the model. ``"auto"`` and ``"none"`` go to the server as they are."""
+        forced = forced_tools(request)
         body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in request.messages]}
         body.update(request.options.to_openai())
         if request.tools:
             body["tools"] = [dict(t) for t in request.tools]
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
-        if request.structured is not None:
-            body["structured_outputs"] = {
-                _STRUCTURED_FIELD[request.structured.kind]: request.structured.value
-            }
+        if forced is not None:
+            body["tool_choice"] = "none"
+            body["structured_outputs"] = {"json": forced.schema}
+        else:
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+            if request.structured is not None:
+                body["structured_outputs"] = {
+                    _STRUCTURED_FIELD[request.structured.kind]: request.structured.value
+                }
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -492,7 +563,7 @@ class ServerClient:
         model = self.model
         body = self.request_body(request, model=model)
         result: Completion = self._with_retries("/chat/completions", lambda: self._post_once(body, model))
-        return result
+        return _forced_completion(forced_tools(request), result)
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         """One answer per request, in order; a batch is sent concurrently (the server batches them)."""
@@ -520,7 +591,7 @@ class ServerClient:
                     result: Completion = await self._awith_retries(
                         "/chat/completions", lambda: self._apost_once(client, body, model)
                     )
-                    return result
+                return _forced_completion(forced_tools(request), result)
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
@@ -528,6 +599,7 @@ class ServerClient:
         """The answer in pieces as the server sends them; the last chunk has ``finish_reason`` and ``usage``."""
         model = self.model
         body = self.request_body(request, model=model, stream=True)
+        forced = forced_tools(request)
         path = "/chat/completions"
         last: _Retry | None = None
         for attempt in range(1, self.max_retries + 2):
@@ -539,15 +611,17 @@ class ServerClient:
                     if response.status_code >= 400:
                         response.read()
                         _check_status(response)
-                    parser = _StreamParser(model)
+                    parser, shaper = _StreamParser(model), _ForcedChunks(forced)
                     for line in response.iter_lines():
                         chunk = parser.feed(line)
+                        if chunk is not None:
+                            chunk = shaper.shape(chunk)
                         if chunk is not None:
                             yielded = True
                             yield chunk
                         if parser.done:
                             break
-                    yield parser.last()
+                    yield shaper.last(parser.last())
                     return
             except _Fatal as e:
                 raise self._error(path, e.status, e.reason, attempt, fatal=True) from None
@@ -573,6 +647,7 @@ class ServerClient:
         """:meth:`stream` without blocking the event loop."""
         model = await self._amodel()
         body = self.request_body(request, model=model, stream=True)
+        forced = forced_tools(request)
         path = "/chat/completions"
         last: _Retry | None = None
         async with self._async_client() as client:
@@ -585,15 +660,17 @@ class ServerClient:
                         if response.status_code >= 400:
                             await response.aread()
                             _check_status(response)
-                        parser = _StreamParser(model)
+                        parser, shaper = _StreamParser(model), _ForcedChunks(forced)
                         async for line in response.aiter_lines():
                             chunk = parser.feed(line)
+                            if chunk is not None:
+                                chunk = shaper.shape(chunk)
                             if chunk is not None:
                                 yielded = True
                                 yield chunk
                             if parser.done:
                                 break
-                        yield parser.last()
+                        yield shaper.last(parser.last())
                         return
                 except _Fatal as e:
                     raise self._error(path, e.status, e.reason, attempt, fatal=True) from None

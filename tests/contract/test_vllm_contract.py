@@ -325,3 +325,19 @@ def test_a_bad_setting_is_refused_when_the_model_is_built(
     with pytest.raises(ConfigurationError) as info:
         _adapter(adapter)(model="m", **settings)
     assert info.value.field == field
+
+
+def test_the_reservation_covers_the_chat_templates_own_prompt(wing: Wing, mode: str) -> None:
+    """A chat template adds tokens the messages do not show (SmolLM2's adds a default system prompt: 34 prompt
+    tokens for this 6-word question, where the messages alone count 14): the reservation covers them."""
+    with FakeVLLMServer([ANSWER], model="self-hosted-7b") as server:
+        target = vllm_target(
+            wing,
+            {"model": "self-hosted-7b", "base_url": server.base_url, **SETTINGS},
+            budgets=(Budget(max_tokens=1, scope="global"),),
+            prices={"self-hosted-7b": SELF_HOSTED},
+        )
+        obs = target.ask(mode, "What is the capital of France?")
+        assert isinstance(obs.error, BudgetExceededError), repr(obs.error)
+        assert obs.error.requested >= 34 + SETTINGS["max_tokens"]
+        assert server.requests == []

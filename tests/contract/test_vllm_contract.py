@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from frugal_chains import Budget, BudgetExceededError, Price, SQLiteLedger
-from frugal_chains.errors import VLLMServerError
+from frugal_chains.errors import ConfigurationError, VLLMServerError
 from frugal_chains.routing import RouterStats
 from frugal_chains.testing import FakeVLLMServer
 from frugal_chains.vllm import ChatRequest, Completion, SamplingOptions, client_for
@@ -290,3 +290,54 @@ def test_a_query_engine_passes_the_server_error_on(streaming: bool) -> None:
         finally:
             Settings._llm, Settings._embed_model = saved
         assert len(down.requests) == 1
+
+
+def _adapter(name: str) -> Any:
+    if name == "langchain":
+        from frugal_chains.langchain import ChatVLLM
+
+        return ChatVLLM
+    from frugal_chains.llama_index import VLLM
+
+    return VLLM
+
+
+@pytest.mark.parametrize("adapter", ["langchain", "llama_index"])
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"base_url": "127.0.0.1:8000/v1"}, "base_url"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "timeout": -1}, "timeout"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "max_retries": -1}, "max_retries"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "tool_parser": "hermes"}, "tool_parser"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "enable_prefix_caching": False}, "enable_prefix_caching"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "dtype": "bfloat16"}, "dtype"),
+        ({"dtype": "float99"}, "dtype"),
+        ({"max_model_len": 0}, "max_model_len"),
+        ({"base_url": "http://127.0.0.1:8000/v1", "max_token": 32}, "max_token"),  # a typo
+        ({"temprature": 0.0}, "temprature"),
+    ],
+)
+def test_a_bad_setting_is_refused_when_the_model_is_built(
+    adapter: str, settings: dict[str, Any], field: str
+) -> None:
+    """Not at the first call (deep inside a chain or a cascade's tier), and never silently ignored."""
+    with pytest.raises(ConfigurationError) as info:
+        _adapter(adapter)(model="m", **settings)
+    assert info.value.field == field
+
+
+def test_the_reservation_covers_the_chat_templates_own_prompt(wing: Wing, mode: str) -> None:
+    """A chat template adds tokens the messages do not show (SmolLM2's adds a default system prompt: 34 prompt
+    tokens for this 6-word question, where the messages alone count 14): the reservation covers them."""
+    with FakeVLLMServer([ANSWER], model="self-hosted-7b") as server:
+        target = vllm_target(
+            wing,
+            {"model": "self-hosted-7b", "base_url": server.base_url, **SETTINGS},
+            budgets=(Budget(max_tokens=1, scope="global"),),
+            prices={"self-hosted-7b": SELF_HOSTED},
+        )
+        obs = target.ask(mode, "What is the capital of France?")
+        assert isinstance(obs.error, BudgetExceededError), repr(obs.error)
+        assert obs.error.requested >= 34 + SETTINGS["max_tokens"]
+        assert server.requests == []

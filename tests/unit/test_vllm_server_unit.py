@@ -215,6 +215,14 @@ def test_down_server_raises_503_naming_the_url_and_what_to_check() -> None:
     assert "frugal-chains vllm health" in str(info.value) and "vllm serve" in str(info.value)
 
 
+def test_the_error_does_not_double_the_servers_full_stop() -> None:
+    with FakeVLLMServer(["ok"], fail_first=10, failure="503") as server:
+        client = _fast(server, model="fake-vllm", max_retries=0)
+        with pytest.raises(VLLMServerError) as info:
+            client.generate([_req()])
+    assert "try again later. Check" in str(info.value) and ".." not in str(info.value)
+
+
 async def test_async_retries_then_raises() -> None:
     with FakeVLLMServer(["ok"], fail_first=10, failure="503") as server:
         client = _fast(server, model="fake-vllm", max_retries=1)

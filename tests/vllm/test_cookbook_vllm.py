@@ -7,6 +7,7 @@ most of an example's time on a CPU. The main stage's ``tests/unit/test_cookbook.
 
 from __future__ import annotations
 
+import logging
 import re
 import runpy
 import sys
@@ -31,13 +32,21 @@ def run(script: str, *args: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("script", EXAMPLES)
 def test_vllm_cookbook_example_runs(
-    script: str, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    script: str,
+    smollm2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="frugal_chains")
     run(script, "--model", str(smollm2_dir), monkeypatch=monkeypatch)
     stdout = capsys.readouterr().out
     assert stdout.strip()
     if script == "vllm_cheap_tier.py":
         check_cheap_tier(stdout)
+        # each reservation covers the prompt SmolLM2's chat template adds (its default system prompt)
+        overshoots = [r.getMessage() for r in caplog.records if "alert (overshoot)" in r.getMessage()]
+        assert overshoots == [], overshoots
 
 
 def cost_of(line: str) -> float:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "CommitResult": ".ledger",
     "Counter": ".ledger",
     "DEFAULT_MARGINS": ".tokens",
+    "TEMPLATE_TOKENS": ".tokens",
     "Price": ".usage",
     "PriceBook": ".pricing",
     "RedisLedger": ".redis",
@@ -94,6 +95,9 @@ if TYPE_CHECKING:
     )
     from frugal_chains.accounting.tokens import (
         DEFAULT_MARGINS as DEFAULT_MARGINS,
+    )
+    from frugal_chains.accounting.tokens import (
+        TEMPLATE_TOKENS as TEMPLATE_TOKENS,
     )
     from frugal_chains.accounting.tokens import (
         TokenEstimator as TokenEstimator,

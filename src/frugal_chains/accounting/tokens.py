@@ -21,6 +21,10 @@ Providers whose tokenizer is not OpenAI's count the same text differently, so th
 **safety margin** (:data:`DEFAULT_MARGINS`): 5% for OpenAI and Azure OpenAI (exact tokenizer, the margin
 covers chat-format overhead), 35% for Anthropic (Claude's tokenizers produce up to ~30% more tokens than
 o200k for the same text), 25% for every other provider. Override with ``margins={...}``.
+
+Self-hosted models render messages with their own chat template, which may add a prompt the messages do not show
+(SmolLM2's and Qwen2.5's default system prompt, Llama 3.1's date header: 20-30 tokens). For those providers the
+estimate adds a flat :data:`TEMPLATE_TOKENS` per call (vLLM: 32).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "DEFAULT_MARGINS",
     "IMAGE_TOKENS",
     "OUTPUT_CAP_KEYS",
+    "TEMPLATE_TOKENS",
     "UNKNOWN_MODEL_IMAGE_TOKENS",
     "TokenEstimator",
     "count_message_tokens",
@@ -82,6 +87,10 @@ DEFAULT_MARGINS: Mapping[str, float] = {
     "anthropic": 0.35,
     "default": 0.25,
 }
+
+TEMPLATE_TOKENS: Mapping[str, int] = {"vllm": 32, "hosted_vllm": 32}
+"""Prompt tokens a provider's chat template adds to every call that the messages do not show (a default system
+prompt, a date header), by LiteLLM provider name; added to the reservation's estimate after the margin."""
 
 # tiktoken's published definitions of the two encodings (MIT licensed), with the hashes of their BPE files.
 _ENDOFTEXT = "<|endoftext|>"
@@ -766,7 +775,8 @@ class TokenEstimator:
         provider: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> int:
-        """Prompt tokens, rounded up: the text with the provider's margin, plus each image's worst case."""
+        """Prompt tokens, rounded up: the text with the provider's margin, plus what its chat template adds
+        (:data:`TEMPLATE_TOKENS`) and each image's worst case."""
 
         def per_image(part: Mapping[str, Any]) -> int:
             return image_tokens(
@@ -777,4 +787,5 @@ class TokenEstimator:
             )
 
         text, images = _counted(messages, model, tools, per_image)
-        return math.ceil(text * (1 + self.margin_for(provider))) + images
+        hidden = TEMPLATE_TOKENS.get(provider or "", 0)
+        return math.ceil(text * (1 + self.margin_for(provider))) + hidden + images

@@ -55,12 +55,13 @@ from frugal_chains.errors import ConfigurationError
 from frugal_chains.vllm._adapt import (
     SAMPLING_FIELDS,
     build_client,
-    check_model,
+    check_settings,
     openai_logprobs,
     output_reservation,
     sampling_options,
     structured_from,
     tool_choice_from,
+    unknown_settings,
 )
 from frugal_chains.vllm.types import (
     ChatRequest,
@@ -171,10 +172,15 @@ class ChatVLLM(BaseChatModel):
     _client: VLLMClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        unknown_settings(data, cls.model_fields, "ChatVLLM")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ChatVLLM:
-        check_model(self.model, self.base_url, "ChatVLLM")
-        self._options()  # check the sampling settings now, not at the first call
+        check_settings(self, "ChatVLLM")  # now, not at the first call
         return self
 
     # -- the client --------------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ _PROVIDER_HINTS: tuple[tuple[str, str | None], ...] = (
     ("groq", "groq"),
     ("cohere", "cohere"),
     ("ollama", "ollama"),
+    ("vllm", "vllm"),
 )
 
 _trace_task: contextvars.ContextVar[str | None] = contextvars.ContextVar(

@@ -40,12 +40,13 @@ from frugal_chains.vllm._adapt import (
     DEFAULT_CONTEXT_WINDOW,
     SAMPLING_FIELDS,
     build_client,
-    check_model,
+    check_settings,
     openai_usage,
     output_reservation,
     sampling_options,
     structured_from,
     tool_choice_from,
+    unknown_settings,
 )
 from frugal_chains.vllm.types import (
     ChatRequest,
@@ -167,10 +168,15 @@ class VLLM(FunctionCallingLLM):
     _client: VLLMClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        unknown_settings(data, cls.model_fields, "VLLM")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> VLLM:
-        check_model(self.model, self.base_url, "VLLM")
-        sampling_options(self, {})  # check the sampling settings now
+        check_settings(self, "VLLM")  # now, not at the first call
         return self
 
     @classmethod

@@ -18,6 +18,8 @@ __all__ = [
     "SAMPLING_FIELDS",
     "build_client",
     "check_model",
+    "check_settings",
+    "unknown_settings",
     "openai_logprobs",
     "openai_usage",
     "output_reservation",
@@ -54,6 +56,31 @@ def check_model(model: str | None, base_url: str | None, owner: str) -> None:
             "in-process, or base_url='http://host:8000/v1' for a running `vllm serve`.",
             field="model",
         )
+
+
+def unknown_settings(data: Any, fields: Mapping[str, Any], owner: str) -> None:
+    """Refuse keyword arguments the adapter has no field for (a typo such as ``max_token=`` would otherwise be
+    dropped silently): vLLM-only sampling parameters go in ``extra_body``."""
+    if not isinstance(data, Mapping):
+        return
+    known = set(fields)
+    known.update(f.alias for f in fields.values() if getattr(f, "alias", None))
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"{owner} does not take {', '.join(unknown)}: check the spelling; vLLM-only sampling parameters go "
+            "in extra_body={...}, more vllm.LLM arguments in engine_kwargs={...}.",
+            field=unknown[0],
+        )
+
+
+def check_settings(settings: Any, owner: str) -> None:
+    """Check an adapter's settings when it is built, not at its first call: the model, the sampling settings,
+    and the server's or engine's own (``base_url``, ``timeout``, ``dtype``...) by building a client, which
+    contacts nothing and loads nothing."""
+    check_model(settings.model, settings.base_url, owner)
+    sampling_options(settings, {})
+    build_client(settings)
 
 
 def build_client(settings: Any) -> VLLMClient:

@@ -29,7 +29,8 @@ def client_for(
     :class:`~frugal_chains.vllm.EngineClient` (shared per process and model; started on first use).
 
     Server-only arguments (``api_key``, ``timeout``, ``max_retries``) are ignored by the engine; engine-only ones
-    (``dtype``, ``max_model_len``, ``quantization``, ``engine_kwargs``) are the server's own command-line flags
+    (``dtype``, ``max_model_len``, ``quantization``, ``tool_parser``, ``enable_prefix_caching=False``,
+    ``engine_kwargs``) are the server's own command-line flags
     (see :func:`~frugal_chains.vllm.serve_command`), so giving them with ``base_url`` is a configuration error.
 
     Example:
@@ -48,6 +49,8 @@ def client_for(
             "max_model_len": max_model_len is not None,
             "quantization": quantization is not None,
             "engine_kwargs": bool(engine_kwargs),
+            "tool_parser": tool_parser is not None,
+            "enable_prefix_caching": enable_prefix_caching is not True,
         }
         given = [name for name, set_ in engine_only.items() if set_]
         if given:

@@ -480,7 +480,7 @@ class ServerClient:
             check = "check the server's log; it may be overloaded or restarting"
         return VLLMServerError(
             f"vLLM server at {url} gave no answer after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"{reason}. {check[0].upper()}{check[1:]}.",
+            f"{reason.rstrip('.')}. {check[0].upper()}{check[1:]}.",
             url=url,
             status_code=status,
             attempts=attempts,

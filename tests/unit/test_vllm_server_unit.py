@@ -649,3 +649,19 @@ def test_launch_server_that_dies_while_starting_raises_with_its_log(tmp_path: An
     assert info.value.status_code == 503
     args = _launch_args(serve_command("some/model", port=8123))
     assert "some/model" in args and args[args.index("--port") + 1] == "8123"
+
+
+def test_a_client_dropped_without_close_closes_its_connections() -> None:
+    """A ChatVLLM that goes out of scope never calls close(): its pooled sockets must not be left to the garbage
+    collector (a ResourceWarning at a random later point, in someone else's code)."""
+    import gc
+    import warnings
+
+    with FakeVLLMServer(["Paris."], model="m") as server:
+        client = ServerClient(server.base_url, model="m")
+        client.generate([ChatRequest(messages=[{"role": "user", "content": "Capital?"}])])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del client
+            gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

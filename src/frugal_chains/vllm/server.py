@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -448,6 +449,9 @@ class ServerClient:
                         max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
                     )
                     self._client = httpx.Client(headers=self._headers, timeout=self._timeout(), limits=limits)
+                    # A client dropped without close() (a ChatVLLM that goes out of scope) closes its pooled
+                    # connections when it is collected, instead of leaving their sockets to the garbage collector.
+                    weakref.finalize(self, self._client.close)
                 client = self._client
         return client
 

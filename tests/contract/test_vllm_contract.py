@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,9 @@ pytestmark = [
 
 BACKENDS = ["fake-server"] + (["engine"] if importlib.util.find_spec("vllm") is not None else [])
 """The real engine joins where vLLM is installed (the vLLM CI stage runs this file too)."""
+if os.environ.get("FRUGAL_VLLM_CONTRACT_BACKENDS"):
+    # The vLLM CI stage runs only the engine here: the fake-server scenarios already ran in the main stage.
+    BACKENDS = [b for b in os.environ["FRUGAL_VLLM_CONTRACT_BACKENDS"].split(",") if b in BACKENDS]
 
 SELF_HOSTED = Price(input=0.05, output=0.20, cache_read=0.005)
 """A self-hosted rate (USD per million tokens, from a GPU-hour cost and throughput)."""

@@ -277,3 +277,54 @@ def test_bad_tool_requests_are_configuration_errors(kwargs: dict[str, object], f
     with pytest.raises(ConfigurationError) as info:
         engine_module.request_sampling_kwargs(request(**kwargs))
     assert info.value.field == field
+
+
+class _NeverFinishingEngine:
+    """Stands in for vLLM's ``LLMEngine``: takes requests and steps without ever finishing one."""
+
+    def __init__(self) -> None:
+        self.shutdowns: list[float | None] = []
+        self.engine_core = self
+
+    def add_request(self, request_id: str, prompt: object, params: object) -> None:
+        pass
+
+    def step(self) -> list[object]:
+        import time
+
+        time.sleep(0.001)
+        return []
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        pass
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.shutdowns.append(timeout)
+
+
+def test_stopping_an_engine_ends_its_driver_fails_waiting_requests_and_stops_vllm() -> None:
+    """vLLM stops its engine core at exit and waits for it; a driver thread still stepping kept a test process
+    alive after its last test. ``stop`` (run from ``atexit``) ends the driver, fails what is waiting, and shuts the
+    engine core down first."""
+    import threading
+    import types
+
+    key = engine_module.EngineKey(
+        model="m", dtype="auto", max_model_len=None, enable_prefix_caching=True, quantization=None
+    )
+    shared = engine_module._SharedEngine(key, {})
+    fake = _NeverFinishingEngine()
+    llm = types.SimpleNamespace(llm_engine=fake, _preprocess_chat_one=lambda messages, tools=None: "prompt")
+    shared._llm = llm
+    shared._thread = threading.Thread(target=shared._drive, args=(llm,), daemon=True)
+    shared._thread.start()
+    waiter = engine_module._ThreadWaiter()
+    shared.submit(
+        [engine_module._Submission("r1", [{"role": "user", "content": "hi"}], None, object(), waiter)]
+    )
+
+    shared.stop(timeout=5)
+
+    assert not shared._thread.is_alive()
+    assert isinstance(waiter.get(), engine_module.EngineStoppedError)
+    assert fake.shutdowns == [5]

@@ -97,3 +97,14 @@ def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_engines_at_the_end() -> Iterator[None]:
+    """Stop the session's in-process engines while pytest still runs (the engine module does the same at exit,
+    from ``atexit``; here it happens inside the session, where a failure to stop is reported)."""
+    yield
+    from frugal_chains.vllm import engine as engine_module
+
+    engine_module._stop_engines()
+    assert all(not e._thread or not e._thread.is_alive() for e in engine_module._ENGINES.values())

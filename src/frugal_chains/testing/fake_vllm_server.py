@@ -143,7 +143,9 @@ class FakeVLLMServer:
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._connections: set[socket.socket] = set()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="FakeVLLMServer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.02,), name="FakeVLLMServer", daemon=True
+        )
         self._thread.start()
         self._stopped = False
 

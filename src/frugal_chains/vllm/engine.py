@@ -39,6 +39,8 @@ same engine from two threads: use one or the other at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import importlib
 import itertools
 import os
@@ -50,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from frugal_chains.accounting.usage import Usage
-from frugal_chains.errors import ConfigurationError
+from frugal_chains.errors import ConfigurationError, FrugalChainsError
 from frugal_chains.vllm._tools import (
     ForcedCallStream,
     ForcedTools,
@@ -143,6 +145,28 @@ _REGISTRY_LOCK = threading.Lock()
 _ENGINES: dict[EngineKey, _SharedEngine] = {}
 
 
+def _stop_engines() -> None:
+    """Stop every engine this process started (registered with ``atexit``: runs before vLLM's own exit hooks,
+    which were registered earlier, when vLLM was imported)."""
+    with _REGISTRY_LOCK:
+        engines = list(_ENGINES.values())
+    for engine in engines:
+        if engine.started:
+            engine.stop()
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _register_exit_hook() -> None:
+    """Once per process, after vLLM is imported and an engine started, so that ``atexit`` (last in, first out)
+    runs :func:`_stop_engines` before vLLM's own hooks."""
+    with _REGISTRY_LOCK:
+        if not _EXIT_HOOK:
+            atexit.register(_stop_engines)
+            _EXIT_HOOK.append(True)
+
+
 def _shared_engine(key: EngineKey, engine_kwargs: Mapping[str, Any]) -> _SharedEngine:
     with _REGISTRY_LOCK:
         engine = _ENGINES.get(key)
@@ -195,8 +219,9 @@ class _Submission:
     waiter: _ThreadWaiter | _AsyncWaiter
 
 
-class EngineStoppedError(RuntimeError):
-    """The shared engine's driver stopped after an engine error; requests cannot be served any more."""
+class EngineStoppedError(FrugalChainsError):
+    """The shared engine's driver stopped (after an engine error, or because the process is exiting); requests
+    cannot be served any more."""
 
 
 class _SharedEngine:
@@ -214,10 +239,28 @@ class _SharedEngine:
         self._error: BaseException | None = None
         self._ids = itertools.count()
         self._prefix = f"fc-{uuid.uuid4().hex[:8]}-"
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
     @property
     def started(self) -> bool:
         return self._llm is not None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the driver thread (requests still waiting get :class:`EngineStoppedError`), then vLLM's engine
+        core, so that the process can exit: vLLM's own stop at exit waits on an engine core that a driver thread
+        may still be stepping."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        llm = self._llm
+        if llm is not None:
+            # already stopped, or vLLM changed its internals: exit goes on
+            with contextlib.suppress(Exception):
+                llm.llm_engine.engine_core.shutdown(timeout=timeout)
 
     def llm(self) -> Any:
         """The ``vllm.LLM``, started on first call (other callers wait for the one start)."""
@@ -233,7 +276,9 @@ class _SharedEngine:
                     target=self._drive, args=(llm,), name=f"frugal-chains-vllm-{self.key.model}", daemon=True
                 )
                 self._llm = llm
+                self._thread = thread
                 thread.start()
+                _register_exit_hook()
         return self._llm
 
     def sampling_params(self, kwargs: Mapping[str, Any], *, stream: bool) -> Any:
@@ -274,10 +319,18 @@ class _SharedEngine:
         try:
             while True:
                 with self._cond:
-                    while not self._inbox and not self._aborts and not waiters:
+                    while not self._inbox and not self._aborts and not waiters and not self._stopping:
                         self._cond.wait()
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
+                    if self._stopping:
+                        self._error = EngineStoppedError(
+                            f"the vLLM engine for {self.key.model!r} was stopped (the process is exiting)"
+                        )
+                if self._stopping:
+                    for stopped in [*waiters.values(), *(sub.waiter for sub in inbox)]:
+                        stopped.put(self._error)
+                    return
                 for sub in inbox:
                     try:
                         prompt = llm._preprocess_chat_one(sub.messages, tools=sub.tools)
